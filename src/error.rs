@@ -1,0 +1,201 @@
+//! Public error types.
+//!
+//! Two kinds, kept apart. Outcomes a caller expects and handles are small
+//! dedicated types: [`TransitionError`](crate::TransitionError) (an illegal
+//! transition), [`ParseIdError`] (a malformed id), and the variants of
+//! [`LedgerError`] other than `Fatal`. Fail-stop problems (I/O, damaged data at
+//! seq N, a lost suffix, a directory in use) go through one opaque [`Error`]
+//! with a [`kind`](Error::kind) and, where it applies, the
+//! [`seq`](Error::seq) where the problem was found.
+
+use std::fmt;
+
+use crate::execution::ExecutionId;
+use crate::machine::TransitionError;
+
+/// A string that is not a valid id, tenant id or mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseIdError {
+    what: &'static str,
+    value: String,
+}
+
+impl ParseIdError {
+    pub(crate) fn new(what: &'static str, value: &str) -> Self {
+        let mut value = value.to_owned();
+        if value.len() > 80 {
+            let mut cut = 80;
+            while !value.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            value.truncate(cut);
+            value.push('…');
+        }
+        ParseIdError { what, value }
+    }
+}
+
+impl fmt::Display for ParseIdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not a valid {}: {:?}", self.what, self.value)
+    }
+}
+
+impl std::error::Error for ParseIdError {}
+
+/// What kind of fail-stop problem an [`Error`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The operating system refused a read, write or sync.
+    Io,
+    /// Stored data is damaged or was altered: a record that does not decode,
+    /// a broken hash link, a gap in the seqs, an illegal transition in the
+    /// log. [`Error::seq`] says where.
+    Corrupt,
+    /// The log ends before the last seq known to be durable (the checkpoint):
+    /// acknowledged events were lost.
+    LostSuffix,
+    /// A record written by a format version this build does not read.
+    UnsupportedVersion,
+    /// Another process holds the data directory.
+    Locked,
+    /// The data directory cannot be used (not a directory, not writable).
+    BadDirectory,
+    /// An earlier write or sync failed; the ledger refuses further writes.
+    Poisoned,
+}
+
+/// A fail-stop problem: I/O, damaged data, a lost suffix, a directory in use.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    seq: Option<u64>,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            seq: None,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn corrupt(seq: u64, message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Corrupt, message).at_seq(seq)
+    }
+
+    pub(crate) fn at_seq(mut self, seq: u64) -> Self {
+        self.seq = Some(seq);
+        self
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        let context = context.into();
+        Error::new(ErrorKind::Io, format!("{context}: {source}")).with_source(source)
+    }
+
+    pub(crate) fn store(source: sled::Error) -> Self {
+        match source {
+            sled::Error::Io(io) => Error::io("storage", io),
+            sled::Error::Corruption { .. } => {
+                Error::new(ErrorKind::Corrupt, format!("storage: {source}")).with_source(source)
+            }
+            other => Error::new(ErrorKind::Io, format!("storage: {other}")).with_source(other),
+        }
+    }
+
+    /// What kind of problem it is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The seq where the problem was found, when it concerns one.
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.seq {
+            Some(seq) if self.kind == ErrorKind::Corrupt => {
+                write!(f, "damaged log at seq {seq}: {}", self.message)
+            }
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Why a ledger command was not carried out. Nothing was appended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// No such execution (or it belongs to another tenant).
+    NotFound(ExecutionId),
+    /// The state machine refused the transition.
+    Transition(TransitionError),
+    /// The input is malformed or out of range; the message names the field.
+    Invalid(String),
+    /// A fail-stop problem with the storage.
+    Fatal(Error),
+}
+
+impl LedgerError {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        LedgerError::Invalid(message.into())
+    }
+}
+
+impl fmt::Display for LedgerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerError::NotFound(id) => write!(f, "{id} not found"),
+            LedgerError::Transition(e) => e.fmt(f),
+            LedgerError::Invalid(m) => f.write_str(m),
+            LedgerError::Fatal(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for LedgerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LedgerError::Transition(e) => Some(e),
+            LedgerError::Fatal(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for LedgerError {
+    fn from(e: Error) -> Self {
+        LedgerError::Fatal(e)
+    }
+}
+
+impl From<TransitionError> for LedgerError {
+    fn from(e: TransitionError) -> Self {
+        LedgerError::Transition(e)
+    }
+}

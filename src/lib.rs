@@ -1,0 +1,24 @@
+//! execution-ledger: an event-sourced, hash-chained ledger of background
+//! executions.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod error;
+mod event;
+mod execution;
+mod machine;
+mod projection;
+mod queue;
+
+pub use crate::error::{Error, ErrorKind, LedgerError, ParseIdError};
+pub use crate::event::{Event, EventKind, Submission};
+pub use crate::execution::{
+    BackgroundExecution, BackgroundExecutionConfig, BackgroundExecutionMode,
+    BackgroundExecutionQueue, BackgroundExecutionStatus, ExecutionError, ExecutionId, RetryConfig,
+    SpawnMode, TargetBindingConfig, TenantId, TriggerId,
+};
+pub use crate::machine::{
+    after_failure, after_loss, after_timeout, apply, awaits_binding, awaits_callback, check,
+    is_settled, Refusal, TransitionError, MAX_CALLBACK_ATTEMPTS,
+};
+pub use crate::projection::{LiveCounts, Projection};

@@ -1,0 +1,370 @@
+//! The projection: every live execution and the runnable queue, folded from
+//! events with the state machine.
+//!
+//! "Live" means not settled: queued (runnable, waiting for a back-off or
+//! run-at time, or held), running, or finished with a binding or callback
+//! still pending. A settled execution leaves the projection the moment it
+//! settles (the state machine refuses every event after that), so memory is
+//! bounded by live work, not by history.
+//!
+//! Queue order: higher priority first; within a priority, the order in which
+//! executions became queued (the seq of their `queued`, `released`,
+//! `retry_scheduled` or `recovered` event).
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, EventKind};
+use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId, TenantId};
+use crate::machine::{self, TransitionError};
+use crate::queue::PriorityQueue;
+
+/// Where a queued execution waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// Not queued (running, or finished with bookkeeping pending).
+    None,
+    /// In the runnable queue.
+    Ready,
+    /// Runnable from this time on.
+    Delayed(DateTime<Utc>),
+    /// A deferred execution awaiting release.
+    Held,
+}
+
+#[derive(Clone, Debug)]
+struct Live {
+    execution: BackgroundExecution,
+    order: u64,
+    slot: Slot,
+}
+
+/// One live execution in a snapshot, with its queue order key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SnapshotEntry {
+    pub(crate) order: u64,
+    pub(crate) execution: BackgroundExecution,
+}
+
+/// Counts of live executions by where they are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveCounts {
+    /// Runnable now or once a back-off or run-at time passes.
+    pub queued: usize,
+    /// Of the queued, those waiting for a back-off or run-at time.
+    pub waiting: usize,
+    /// Deferred executions awaiting release.
+    pub held: usize,
+    /// Running.
+    pub running: usize,
+    /// Finished, with a binding or callback pending.
+    pub finishing: usize,
+}
+
+/// Every live execution and the runnable queue, as of one seq.
+#[derive(Clone, Debug, Default)]
+pub struct Projection {
+    seq: u64,
+    live: HashMap<ExecutionId, Live>,
+    ready: PriorityQueue<()>,
+    delayed: BTreeSet<(DateTime<Utc>, ExecutionId)>,
+}
+
+impl Projection {
+    /// An empty projection (before seq 1).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The seq of the last event folded in (0 before any).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// A live execution.
+    pub fn get(&self, id: &ExecutionId) -> Option<&BackgroundExecution> {
+        self.live.get(id).map(|l| &l.execution)
+    }
+
+    /// All live executions, in no particular order.
+    pub fn live(&self) -> impl Iterator<Item = &BackgroundExecution> + '_ {
+        self.live.values().map(|l| &l.execution)
+    }
+
+    /// How many executions are live.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether no execution is live.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Whether `event` may follow the live state of its execution.
+    ///
+    /// # Errors
+    ///
+    /// The state machine's refusal.
+    pub fn check(&self, event: &Event) -> Result<(), TransitionError> {
+        machine::check(self.get(&event.execution_id), event)
+    }
+
+    /// Folds `event` in. Returns the execution when the event settled it
+    /// (it has left the projection).
+    ///
+    /// # Errors
+    ///
+    /// The state machine's refusal; the projection is then unchanged.
+    pub fn apply(&mut self, event: &Event) -> Result<Option<BackgroundExecution>, TransitionError> {
+        let id = event.execution_id;
+        let (mut state, order, slot) = match self.live.remove(&id) {
+            Some(l) => (Some(l.execution), l.order, l.slot),
+            None => (None, event.seq, Slot::None),
+        };
+        if let Err(e) = machine::apply(&mut state, event) {
+            if let Some(execution) = state {
+                self.live.insert(
+                    id,
+                    Live {
+                        execution,
+                        order,
+                        slot,
+                    },
+                );
+            }
+            return Err(e);
+        }
+        let execution = state.expect("an accepted event leaves the execution present");
+        let mut live = Live {
+            execution,
+            order,
+            slot,
+        };
+        self.seq = event.seq;
+        if matches!(
+            event.kind,
+            EventKind::Queued(_)
+                | EventKind::Released
+                | EventKind::RetryScheduled { .. }
+                | EventKind::Recovered { .. }
+        ) {
+            live.order = event.seq;
+        }
+        self.unplace(id, live.slot);
+        if machine::is_settled(&live.execution) {
+            return Ok(Some(live.execution));
+        }
+        live.slot = self.place(id, &live.execution, live.order);
+        self.live.insert(id, live);
+        Ok(None)
+    }
+
+    fn unplace(&mut self, id: ExecutionId, slot: Slot) {
+        match slot {
+            Slot::Ready => {
+                self.ready.remove(&id);
+            }
+            Slot::Delayed(t) => {
+                self.delayed.remove(&(t, id));
+            }
+            Slot::None | Slot::Held => {}
+        }
+    }
+
+    fn place(&mut self, id: ExecutionId, e: &BackgroundExecution, order: u64) -> Slot {
+        if e.status != BackgroundExecutionStatus::Queued {
+            Slot::None
+        } else if e.is_held() {
+            Slot::Held
+        } else if let Some(t) = e.not_before {
+            self.delayed.insert((t, id));
+            Slot::Delayed(t)
+        } else {
+            self.ready.push(id, e.config.priority, order, ());
+            Slot::Ready
+        }
+    }
+
+    /// Moves executions whose back-off or run-at time has passed by `now`
+    /// into the runnable queue.
+    fn promote(&mut self, now: DateTime<Utc>) {
+        while let Some(&(t, id)) = self.delayed.first() {
+            if t > now {
+                break;
+            }
+            self.delayed.pop_first();
+            let live = self.live.get_mut(&id).expect("delayed executions are live");
+            self.ready
+                .push(id, live.execution.config.priority, live.order, ());
+            live.slot = Slot::Ready;
+        }
+    }
+
+    /// The next execution to run at `now` (of `tenant` only, when given).
+    pub fn next_runnable(
+        &mut self,
+        now: DateTime<Utc>,
+        tenant: Option<&TenantId>,
+    ) -> Option<&BackgroundExecution> {
+        self.promote(now);
+        let id = match tenant {
+            None => self.ready.peek().map(|(id, _)| id),
+            Some(t) => self
+                .ready
+                .ids()
+                .find(|id| &self.live[id].execution.tenant_id == t),
+        }?;
+        self.get(&id)
+    }
+
+    /// The executions runnable at `now`, in claim order (of `tenant` only,
+    /// when given).
+    pub fn queue(
+        &self,
+        now: DateTime<Utc>,
+        tenant: Option<&TenantId>,
+    ) -> Vec<&BackgroundExecution> {
+        let mut runnable: Vec<(std::cmp::Reverse<u8>, u64, &BackgroundExecution)> = self
+            .ready
+            .entries()
+            .map(|(id, p, o, _)| (std::cmp::Reverse(p), o, &self.live[&id].execution))
+            .chain(
+                self.delayed
+                    .iter()
+                    .take_while(|(t, _)| *t <= now)
+                    .map(|(_, id)| {
+                        let l = &self.live[id];
+                        (
+                            std::cmp::Reverse(l.execution.config.priority),
+                            l.order,
+                            &l.execution,
+                        )
+                    }),
+            )
+            .filter(|(_, _, e)| tenant.is_none_or(|t| &e.tenant_id == t))
+            .collect();
+        runnable.sort_by_key(|(p, o, _)| (*p, *o));
+        runnable.into_iter().map(|(_, _, e)| e).collect()
+    }
+
+    /// Queued executions not runnable at `now`: waiting for a back-off or
+    /// run-at time (soonest first), then held deferred ones (oldest first).
+    pub fn waiting(
+        &self,
+        now: DateTime<Utc>,
+        tenant: Option<&TenantId>,
+    ) -> Vec<&BackgroundExecution> {
+        let mut held: Vec<&BackgroundExecution> = self
+            .live
+            .values()
+            .filter(|l| l.slot == Slot::Held)
+            .map(|l| &l.execution)
+            .collect();
+        held.sort_by_key(|e| e.execution_id);
+        self.delayed
+            .iter()
+            .filter(|(t, _)| *t > now)
+            .map(|(_, id)| &self.live[id].execution)
+            .chain(held)
+            .filter(|e| tenant.is_none_or(|t| &e.tenant_id == t))
+            .collect()
+    }
+
+    /// The earliest time a waiting execution becomes runnable.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.delayed.first().map(|(t, _)| *t)
+    }
+
+    /// Counts of live executions by where they are.
+    pub fn counts(&self) -> LiveCounts {
+        let mut c = LiveCounts::default();
+        for l in self.live.values() {
+            match l.execution.status {
+                BackgroundExecutionStatus::Queued => {
+                    c.queued += 1;
+                    match l.slot {
+                        Slot::Delayed(_) => c.waiting += 1,
+                        Slot::Held => c.held += 1,
+                        _ => {}
+                    }
+                }
+                BackgroundExecutionStatus::Running => c.running += 1,
+                _ => c.finishing += 1,
+            }
+        }
+        c
+    }
+
+    /// Whether two projections hold the same live executions with the same
+    /// queue order keys, as of the same seq.
+    pub fn same_as(&self, other: &Projection) -> bool {
+        self.seq == other.seq
+            && self.live.len() == other.live.len()
+            && self.live.iter().all(|(id, l)| {
+                other
+                    .live
+                    .get(id)
+                    .is_some_and(|o| o.order == l.order && o.execution == l.execution)
+            })
+    }
+
+    /// The first difference from `other`, for error messages.
+    pub fn difference(&self, other: &Projection) -> Option<String> {
+        if self.seq != other.seq {
+            return Some(format!("seq {} against {}", self.seq, other.seq));
+        }
+        for (id, l) in &self.live {
+            match other.live.get(id) {
+                None => return Some(format!("{id} is live on one side only")),
+                Some(o) if o.execution != l.execution => return Some(format!("{id} differs")),
+                Some(o) if o.order != l.order => {
+                    return Some(format!("{id} has another queue position"))
+                }
+                _ => {}
+            }
+        }
+        other
+            .live
+            .keys()
+            .find(|id| !self.live.contains_key(id))
+            .map(|id| format!("{id} is live on one side only"))
+    }
+
+    pub(crate) fn entries(&self) -> Vec<SnapshotEntry> {
+        let mut entries: Vec<SnapshotEntry> = self
+            .live
+            .values()
+            .map(|l| SnapshotEntry {
+                order: l.order,
+                execution: l.execution.clone(),
+            })
+            .collect();
+        entries.sort_by_key(|e| e.execution.execution_id);
+        entries
+    }
+
+    pub(crate) fn from_entries(seq: u64, entries: Vec<SnapshotEntry>) -> Self {
+        let mut p = Projection {
+            seq,
+            ..Projection::default()
+        };
+        for SnapshotEntry { order, execution } in entries {
+            let id = execution.execution_id;
+            let slot = p.place(id, &execution, order);
+            p.live.insert(
+                id,
+                Live {
+                    execution,
+                    order,
+                    slot,
+                },
+            );
+        }
+        p
+    }
+}
