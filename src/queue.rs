@@ -51,11 +51,6 @@ impl<T> PriorityQueue<T> {
         self.order.remove(&key).map(|(_, v)| v)
     }
 
-    /// Whether `id` has an entry.
-    pub(crate) fn contains(&self, id: &ExecutionId) -> bool {
-        self.keys.contains_key(id)
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.order.len()
     }

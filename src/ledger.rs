@@ -1,0 +1,1628 @@
+//! The ledger: commands become events, events are appended to the log, and
+//! the same state machine folds them into the projection.
+//!
+//! ```text
+//! command ──decide──▶ event ──append──▶ log (sled, hash-chained) ──apply──▶ projection
+//!    ▲                                     │                                   │
+//!    └──── refused: nothing appended       └── replay / time travel / verify ──┘
+//! ```
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, LedgerError};
+use crate::event::{Event, EventKind, Submission};
+use crate::execution::{
+    BackgroundExecution, BackgroundExecutionStatus, ExecutionError, ExecutionId, TenantId,
+};
+use crate::machine;
+use crate::projection::{LiveCounts, Projection, SnapshotEntry};
+use crate::store::checkpoint;
+use crate::store::record::{self, Hash, GENESIS};
+use crate::store::{Append, Durability, Log};
+
+/// The largest `input` accepted on submit, in bytes.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024;
+/// The largest `output` accepted on completion, as JSON bytes.
+pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+/// The most entries a `context` map may have.
+pub const MAX_CONTEXT_ENTRIES: usize = 256;
+/// The longest callable name, idempotency key, context key or value, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Where the time comes from. Tests drive the ledger with a clock of their own.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A point in the log: after event N, or as of time T.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// After the event with this seq (0: before any event).
+    Seq(u64),
+    /// After the last event recorded at or before this time.
+    Time(DateTime<Utc>),
+}
+
+/// The end of the log: its last seq and that record's hash (hex). Anyone
+/// can keep it as a checkpoint and later check the log still leads to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// The last seq (0 for an empty log).
+    pub seq: u64,
+    /// The hash of its record, 64 hex digits (zeros for an empty log).
+    pub hash: String,
+}
+
+/// The result of a submit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Submitted {
+    /// The execution: new, or the one the idempotency key named.
+    pub execution: BackgroundExecution,
+    /// Whether it was created (false on an idempotency hit: nothing appended).
+    pub created: bool,
+}
+
+/// What `verify` checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    /// Events read, hash-checked, decoded and folded.
+    pub events: u64,
+    /// Distinct executions in the log.
+    pub executions: u64,
+    /// Per-execution index entries, matched one for one with the events.
+    pub index_entries: u64,
+    /// Stored snapshots compared with a fresh fold.
+    pub snapshots: u64,
+    /// Whether the live projection was compared with the fold (it is not
+    /// when events were appended during the walk).
+    pub projection_compared: bool,
+    /// The head verified.
+    pub head: Head,
+}
+
+/// How one execution changed between two points of the log.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Its status at the first point (absent: it did not exist yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<BackgroundExecutionStatus>,
+    /// Its status at the second point.
+    pub after: BackgroundExecutionStatus,
+    /// The events between, as (seq, kind).
+    pub events: Vec<(u64, String)>,
+}
+
+/// Figures about a ledger.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// The head.
+    pub head: Head,
+    /// Live executions by where they are.
+    pub live: LiveCounts,
+    /// Snapshots stored.
+    pub snapshots: u64,
+    /// Bytes sled uses on disk.
+    pub disk_bytes: u64,
+}
+
+/// How a ledger is opened: durability, cache, snapshots, clock.
+pub struct LedgerBuilder {
+    path: PathBuf,
+    durability: Durability,
+    cache_bytes: u64,
+    snapshot_every: u64,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for LedgerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LedgerBuilder")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("snapshot_every", &self.snapshot_every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LedgerBuilder {
+    /// sled's page cache size unless set: 64 MiB.
+    pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+    /// Events between snapshots unless set (more when the live set is larger,
+    /// so that snapshotting costs O(1) per event).
+    pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+
+    /// When an append is acknowledged (default [`Durability::Synced`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// sled's page cache size, in bytes.
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// Events between snapshots; 0 turns snapshots off.
+    pub fn snapshot_every(mut self, events: u64) -> Self {
+        self.snapshot_every = events;
+        self
+    }
+
+    /// The clock events are dated by.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Opens the ledger: locks the directory, checks the log against its
+    /// checkpoint, and rebuilds the projection from the latest snapshot and
+    /// the events after it.
+    ///
+    /// # Errors
+    ///
+    /// `Locked` when another process holds the directory, `BadDirectory`,
+    /// `LostSuffix` when the log ends before its checkpoint, `Corrupt` (with
+    /// the seq) for damaged records, `UnsupportedVersion`, `Io`.
+    pub fn open(self) -> Result<Ledger, Error> {
+        self.open_with_progress(|_, _| {})
+    }
+
+    /// [`open`](Self::open), calling `progress(seq, last)` while replaying.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_with_progress(self, mut progress: impl FnMut(u64, u64)) -> Result<Ledger, Error> {
+        let (log, checkpoint) = Log::open(&self.path, self.durability, self.cache_bytes)?;
+        let last = log.last_seq()?.unwrap_or(0);
+        if let Some((cseq, chash)) = checkpoint {
+            if last < cseq {
+                return Err(Error::new(
+                    ErrorKind::LostSuffix,
+                    format!(
+                        "the log ends at seq {last} but the checkpoint says seq {cseq} was durable: \
+                         {} acknowledged events are missing",
+                        cseq - last
+                    ),
+                )
+                .at_seq(last + 1));
+            }
+            if cseq > 0 {
+                let bytes = log
+                    .record(cseq)?
+                    .ok_or_else(|| Error::corrupt(cseq, "the checkpoint's record is missing"))?;
+                let rec = record::decode(cseq, &bytes)?;
+                if rec.hash != chash {
+                    return Err(Error::corrupt(
+                        cseq,
+                        "record differs from the one the checkpoint recorded (rewritten)",
+                    ));
+                }
+            }
+        }
+        let (projection, head_hash) = replay(&log, last, &mut progress)?;
+        let last_at = match last {
+            0 => DateTime::<Utc>::MIN_UTC,
+            seq => read_event(&log, seq)?.at,
+        };
+        log.set_recovered_head(last, head_hash)?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                log,
+                core: Mutex::new(Core {
+                    projection,
+                    head: (last, head_hash),
+                    last_at,
+                    since_snapshot: 0,
+                    poisoned: false,
+                }),
+                clock: self.clock,
+                snapshot_every: self.snapshot_every,
+            }),
+        })
+    }
+}
+
+/// An open ledger. Cheap to clone: clones share the same ledger.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("dir", &self.inner.log.dir())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    log: Log,
+    core: Mutex<Core>,
+    clock: Arc<dyn Clock>,
+    snapshot_every: u64,
+}
+
+struct Core {
+    projection: Projection,
+    head: (u64, Hash),
+    last_at: DateTime<Utc>,
+    since_snapshot: u64,
+    poisoned: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    seq: u64,
+    hash: String,
+    entries: Vec<SnapshotEntry>,
+}
+
+fn read_event(log: &Log, seq: u64) -> Result<Event, Error> {
+    let bytes = log
+        .record(seq)?
+        .ok_or_else(|| Error::corrupt(seq, "record is missing"))?;
+    Ok(record::decode_event(seq, &bytes)?.0)
+}
+
+/// Folds the log from the newest usable snapshot at or below `to` up to
+/// `to`, checking every record and link on the way. Returns the projection
+/// and the hash of record `to`.
+fn replay(
+    log: &Log,
+    to: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Projection, Hash), Error> {
+    let (mut projection, mut prev) = (Projection::new(), GENESIS);
+    for snap in log.snapshots_below(to) {
+        let (seq, bytes) = snap?;
+        match load_snapshot(log, seq, &bytes) {
+            Ok((p, hash)) => {
+                (projection, prev) = (p, hash);
+                break;
+            }
+            Err(e) => tracing::warn!(seq, error = %e, "ignoring a damaged snapshot"),
+        }
+    }
+    let mut expected = projection.seq() + 1;
+    if expected > to {
+        return Ok((projection, prev));
+    }
+    for item in log.records(expected) {
+        let (seq, bytes) = item?;
+        if seq != expected {
+            return Err(Error::corrupt(
+                expected,
+                format!(
+                    "record is missing (the log jumps from seq {} to {seq})",
+                    expected - 1
+                ),
+            ));
+        }
+        let (event, rec) = record::decode_event(seq, &bytes)?;
+        if rec.prev != prev {
+            return Err(Error::corrupt(
+                seq,
+                format!(
+                    "hash link broken: the record does not chain to seq {}",
+                    seq - 1
+                ),
+            ));
+        }
+        projection
+            .apply(&event)
+            .map_err(|e| Error::corrupt(seq, format!("illegal transition in the log: {e}")))?;
+        prev = rec.hash;
+        progress(seq, to);
+        if seq == to {
+            return Ok((projection, prev));
+        }
+        expected += 1;
+    }
+    Err(Error::corrupt(
+        expected,
+        format!("record is missing (the log ends at seq {})", expected - 1),
+    ))
+}
+
+fn load_snapshot(log: &Log, seq: u64, bytes: &[u8]) -> Result<(Projection, Hash), Error> {
+    let snap: Snapshot = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(seq, format!("snapshot does not decode: {e}")))?;
+    let hash = record::from_hex(&snap.hash)
+        .ok_or_else(|| Error::corrupt(seq, "snapshot hash is malformed"))?;
+    let bytes = log
+        .record(seq)?
+        .ok_or_else(|| Error::corrupt(seq, "the snapshot's record is missing"))?;
+    if record::decode(seq, &bytes)?.hash != hash || snap.seq != seq {
+        return Err(Error::corrupt(seq, "snapshot does not belong to this log"));
+    }
+    Ok((Projection::from_entries(seq, snap.entries), hash))
+}
+
+fn head_of(head: &(u64, Hash)) -> Head {
+    Head {
+        seq: head.0,
+        hash: record::hex(&head.1),
+    }
+}
+
+fn validate(submission: &Submission) -> Result<(), LedgerError> {
+    let name = &submission.callable_name;
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(LedgerError::invalid(format!(
+            "callable name must be 1-{MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if let Some(input) = &submission.input {
+        if input.len() > MAX_INPUT_BYTES {
+            return Err(LedgerError::invalid(format!(
+                "input is {} bytes; the limit is {MAX_INPUT_BYTES}",
+                input.len()
+            )));
+        }
+    }
+    if let Some(context) = &submission.context {
+        if context.len() > MAX_CONTEXT_ENTRIES {
+            return Err(LedgerError::invalid(format!(
+                "context has {} entries; the limit is {MAX_CONTEXT_ENTRIES}",
+                context.len()
+            )));
+        }
+        if let Some((k, _)) = context
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.len() > MAX_NAME_BYTES || v.len() > MAX_NAME_BYTES)
+        {
+            return Err(LedgerError::invalid(format!(
+                "context key {k:?}: keys must be 1-{MAX_NAME_BYTES} bytes and values at most {MAX_NAME_BYTES}"
+            )));
+        }
+    }
+    if let Some(key) = &submission.idempotency_key {
+        if key.is_empty() || key.len() > MAX_NAME_BYTES {
+            return Err(LedgerError::invalid(format!(
+                "idempotency key must be 1-{MAX_NAME_BYTES} bytes"
+            )));
+        }
+    }
+    let config = &submission.config;
+    if config.timeout_ms == 0 {
+        return Err(LedgerError::invalid("timeout must be at least 1 ms"));
+    }
+    if let Some(retry) = &config.retry {
+        if retry.max_attempts == 0 || retry.max_attempts > 1000 {
+            return Err(LedgerError::invalid("max attempts must be 1-1000"));
+        }
+        if !(retry.backoff_multiplier.is_finite() && retry.backoff_multiplier >= 1.0) {
+            return Err(LedgerError::invalid(
+                "backoff multiplier must be a number >= 1",
+            ));
+        }
+    }
+    if let Some(url) = &config.callback_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(LedgerError::invalid(format!(
+                "callback url must be http:// or https://, not {url:?}"
+            )));
+        }
+    }
+    if let Some(binding) = &config.target_binding {
+        if !binding.target.contains(':') {
+            return Err(LedgerError::invalid(format!(
+                "target binding {:?} must be scheme:name",
+                binding.target
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `path` with the defaults: synced
+    /// durability, 64 MiB cache, a snapshot every 10,000 events.
+    ///
+    /// # Errors
+    ///
+    /// As [`LedgerBuilder::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Ledger, Error> {
+        Self::builder(path).open()
+    }
+
+    /// A builder to open the ledger in `path` with other settings.
+    pub fn builder(path: impl AsRef<Path>) -> LedgerBuilder {
+        LedgerBuilder {
+            path: path.as_ref().to_owned(),
+            durability: Durability::default(),
+            cache_bytes: LedgerBuilder::DEFAULT_CACHE_BYTES,
+            snapshot_every: LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// A handle on which only `tenant`'s executions exist.
+    pub fn tenant(&self, tenant: TenantId) -> TenantLedger {
+        TenantLedger {
+            ledger: self.clone(),
+            tenant,
+        }
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        self.inner.log.dir()
+    }
+
+    /// The durability appends are acknowledged with.
+    pub fn durability(&self) -> Durability {
+        self.inner.log.durability()
+    }
+
+    /// The ledger's clock's current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core> {
+        self.inner.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks events (at most one per execution) against the projection,
+    /// appends them as one atomic batch and folds them in. Returns the seq of the
+    /// last and the executions the events settled.
+    fn append_locked(
+        &self,
+        core: &mut Core,
+        kinds: Vec<(ExecutionId, TenantId, EventKind)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Event, Option<BackgroundExecution>)>, LedgerError> {
+        if core.poisoned {
+            return Err(Error::new(
+                ErrorKind::Poisoned,
+                "an earlier write failed; reopen the ledger",
+            )
+            .into());
+        }
+        let mut events = Vec::with_capacity(kinds.len());
+        let mut records = Vec::with_capacity(kinds.len());
+        let (mut seq, mut prev) = core.head;
+        for (execution_id, tenant_id, kind) in kinds {
+            seq += 1;
+            let event = Event {
+                seq,
+                at: now,
+                execution_id,
+                tenant_id,
+                kind,
+            };
+            // A batch holds at most one event per execution, so each is
+            // checked against the projection as it stands.
+            debug_assert!(events
+                .iter()
+                .all(|e: &Event| e.execution_id != execution_id));
+            core.projection.check(&event)?;
+            let json = serde_json::to_vec(&event).expect("events always serialize");
+            let (rec, hash) = record::encode(seq, &prev, &json);
+            prev = hash;
+            records.push(rec);
+            events.push(event);
+        }
+        let appends: Vec<Append<'_>> = events
+            .iter()
+            .zip(records)
+            .map(|(event, record)| Append {
+                seq: event.seq,
+                record,
+                execution: event.execution_id,
+                idempotency: match &event.kind {
+                    EventKind::Queued(s) => {
+                        s.idempotency_key.as_deref().map(|k| (&event.tenant_id, k))
+                    }
+                    _ => None,
+                },
+            })
+            .collect();
+        if let Err(e) = self.inner.log.append(&appends, (seq, prev)) {
+            core.poisoned = true;
+            return Err(e.into());
+        }
+        drop(appends);
+        core.head = (seq, prev);
+        core.last_at = now;
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let settled = core
+                .projection
+                .apply(&event)
+                .expect("an event checked against the projection applies");
+            out.push((event, settled));
+        }
+        core.since_snapshot += out.len() as u64;
+        let every = self.inner.snapshot_every;
+        if every > 0 && core.since_snapshot >= every.max(core.projection.len() as u64) {
+            core.since_snapshot = 0;
+            self.write_snapshot(core)?;
+        }
+        Ok(out)
+    }
+
+    fn write_snapshot(&self, core: &Core) -> Result<(), Error> {
+        let snap = Snapshot {
+            seq: core.head.0,
+            hash: record::hex(&core.head.1),
+            entries: core.projection.entries(),
+        };
+        let bytes = serde_json::to_vec(&snap).expect("snapshots always serialize");
+        self.inner.log.put_snapshot(snap.seq, bytes)
+    }
+
+    fn tick(&self, core: &Core) -> DateTime<Utc> {
+        self.inner.clock.now().max(core.last_at)
+    }
+
+    /// Runs one command against one execution: `decide` turns its current
+    /// state into the event to record; the state machine checks it; it is
+    /// appended and folded in; the call returns once it is durable.
+    fn command(
+        &self,
+        scope: Option<&TenantId>,
+        id: ExecutionId,
+        decide: impl FnOnce(&BackgroundExecution, DateTime<Utc>) -> Result<EventKind, LedgerError>,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        let mut core = self.core();
+        let now = self.tick(&core);
+        let current = match core.projection.get(&id) {
+            Some(e) => Cow::Borrowed(e),
+            None => Cow::Owned(self.load(id)?.ok_or(LedgerError::NotFound(id))?),
+        };
+        if scope.is_some_and(|t| t != &current.tenant_id) {
+            return Err(LedgerError::NotFound(id));
+        }
+        let kind = decide(&current, now)?;
+        let tenant = current.tenant_id.clone();
+        if core.projection.get(&id).is_none() {
+            // Not live: settled, so the machine refuses whatever comes.
+            let event = Event {
+                seq: core.head.0 + 1,
+                at: now,
+                execution_id: id,
+                tenant_id: tenant,
+                kind,
+            };
+            machine::check(Some(&current), &event)?;
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{id} is settled yet the state machine accepts {}",
+                    event.kind.name()
+                ),
+            )
+            .into());
+        }
+        drop(current);
+        let mut out = self.append_locked(&mut core, vec![(id, tenant, kind)], now)?;
+        let (event, settled) = out.pop().expect("one event appended");
+        let after = match settled {
+            Some(e) => e,
+            None => core.projection.get(&id).expect("live").clone(),
+        };
+        drop(core);
+        self.inner.log.wait_durable(event.seq)?;
+        Ok(after)
+    }
+
+    /// Folds one execution from its own events (for executions no longer
+    /// live). `None` when it does not exist.
+    fn load(&self, id: ExecutionId) -> Result<Option<BackgroundExecution>, Error> {
+        self.fold_execution(id, |_| true)
+    }
+
+    fn fold_execution(
+        &self,
+        id: ExecutionId,
+        mut keep: impl FnMut(&Event) -> bool,
+    ) -> Result<Option<BackgroundExecution>, Error> {
+        let mut state = None;
+        for seq in self.inner.log.execution_seqs(&id)? {
+            let event = read_event(&self.inner.log, seq)?;
+            if event.execution_id != id {
+                return Err(Error::corrupt(
+                    seq,
+                    format!("index entry of {id} names another execution's event"),
+                ));
+            }
+            if !keep(&event) {
+                break;
+            }
+            machine::apply(&mut state, &event)
+                .map_err(|e| Error::corrupt(seq, format!("illegal transition in the log: {e}")))?;
+        }
+        Ok(state)
+    }
+
+    fn submit_scoped(
+        &self,
+        tenant: &TenantId,
+        submission: Submission,
+    ) -> Result<Submitted, LedgerError> {
+        validate(&submission)?;
+        let mut core = self.core();
+        if let Some(key) = &submission.idempotency_key {
+            if let Some(id) = self.inner.log.idempotent(tenant, key)? {
+                let execution = match core.projection.get(&id) {
+                    Some(e) => e.clone(),
+                    None => self.load(id)?.ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Corrupt,
+                            format!("idempotency key names {id}, which has no events"),
+                        )
+                    })?,
+                };
+                let head = core.head.0;
+                drop(core);
+                // The first submit may still be syncing: answer once it is durable.
+                self.inner.log.wait_durable(head)?;
+                return Ok(Submitted {
+                    execution,
+                    created: false,
+                });
+            }
+        }
+        let now = self.tick(&core);
+        let id = ExecutionId::new();
+        let kind = EventKind::Queued(Box::new(submission));
+        let mut out = self.append_locked(&mut core, vec![(id, tenant.clone(), kind)], now)?;
+        let (event, _) = out.pop().expect("one event appended");
+        let execution = core
+            .projection
+            .get(&id)
+            .expect("a new execution is live")
+            .clone();
+        drop(core);
+        self.inner.log.wait_durable(event.seq)?;
+        Ok(Submitted {
+            execution,
+            created: true,
+        })
+    }
+
+    /// Submits a new execution for `tenant`. With an idempotency key that
+    /// the tenant used before, returns that execution and appends nothing.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for out-of-range input (see the `MAX_*` limits), `Fatal`.
+    pub fn submit(
+        &self,
+        tenant: &TenantId,
+        submission: Submission,
+    ) -> Result<Submitted, LedgerError> {
+        self.submit_scoped(tenant, submission)
+    }
+
+    fn claim_scoped(
+        &self,
+        scope: Option<&TenantId>,
+        worker: Option<&str>,
+    ) -> Result<Option<BackgroundExecution>, LedgerError> {
+        let mut core = self.core();
+        let now = self.tick(&core);
+        let Some(next) = core.projection.next_runnable(now, scope) else {
+            return Ok(None);
+        };
+        let (id, tenant, attempt) = (next.execution_id, next.tenant_id.clone(), next.attempt + 1);
+        let kind = EventKind::Started {
+            attempt,
+            worker: worker.map(str::to_owned),
+        };
+        let mut out = self.append_locked(&mut core, vec![(id, tenant, kind)], now)?;
+        let (event, _) = out.pop().expect("one event appended");
+        let execution = core
+            .projection
+            .get(&id)
+            .expect("a running execution is live")
+            .clone();
+        drop(core);
+        self.inner.log.wait_durable(event.seq)?;
+        Ok(Some(execution))
+    }
+
+    /// Claims the next runnable execution (priority, then queue order):
+    /// starts its next attempt and returns it (`attempt` is the fencing token
+    /// to complete or fail it with). `None` when nothing is runnable.
+    ///
+    /// # Errors
+    ///
+    /// `Fatal`.
+    pub fn claim(&self, worker: Option<&str>) -> Result<Option<BackgroundExecution>, LedgerError> {
+        self.claim_scoped(None, worker)
+    }
+
+    fn complete_scoped(
+        &self,
+        scope: Option<&TenantId>,
+        id: ExecutionId,
+        attempt: u32,
+        output: serde_json::Value,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        let size = serde_json::to_vec(&output)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > MAX_OUTPUT_BYTES {
+            return Err(LedgerError::invalid(format!(
+                "output is {size} bytes of JSON; the limit is {MAX_OUTPUT_BYTES}"
+            )));
+        }
+        self.command(scope, id, |_, _| {
+            Ok(EventKind::Completed { attempt, output })
+        })
+    }
+
+    /// Completes attempt `attempt` of a running execution with `output`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when it is not running or `attempt` is not
+    /// its current attempt; `Invalid` for an output over the limit; `Fatal`.
+    pub fn complete(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+        output: serde_json::Value,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.complete_scoped(None, id, attempt, output)
+    }
+
+    fn fail_scoped(
+        &self,
+        scope: Option<&TenantId>,
+        id: ExecutionId,
+        attempt: u32,
+        error: ExecutionError,
+        retry: bool,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.command(scope, id, |e, now| {
+            if e.attempt != attempt || !retry {
+                return Ok(EventKind::Failed { attempt, error });
+            }
+            Ok(machine::after_failure(e, error, now))
+        })
+    }
+
+    /// Fails attempt `attempt`: a retry after the policy's back-off while
+    /// attempts remain, `failed` after the last.
+    ///
+    /// # Errors
+    ///
+    /// As [`complete`](Self::complete).
+    pub fn fail(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+        error: ExecutionError,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.fail_scoped(None, id, attempt, error, true)
+    }
+
+    /// Fails attempt `attempt` for good, with no retry whatever the policy.
+    ///
+    /// # Errors
+    ///
+    /// As [`complete`](Self::complete).
+    pub fn fail_permanently(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+        error: ExecutionError,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.fail_scoped(None, id, attempt, error, false)
+    }
+
+    /// Records that attempt `attempt` outlived its timeout: a retry while
+    /// attempts remain, `timeout` after the last.
+    ///
+    /// # Errors
+    ///
+    /// As [`complete`](Self::complete).
+    pub fn time_out(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.command(None, id, |e, now| {
+            if e.attempt != attempt {
+                return Ok(EventKind::TimedOut { attempt });
+            }
+            Ok(machine::after_timeout(e, now))
+        })
+    }
+
+    fn cancel_scoped(
+        &self,
+        scope: Option<&TenantId>,
+        id: ExecutionId,
+        reason: Option<String>,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.command(scope, id, |_, _| Ok(EventKind::Cancelled { reason }))
+    }
+
+    /// Cancels a queued or running execution.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when it is finished; `Fatal`.
+    pub fn cancel(
+        &self,
+        id: ExecutionId,
+        reason: Option<String>,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.cancel_scoped(None, id, reason)
+    }
+
+    fn release_scoped(
+        &self,
+        scope: Option<&TenantId>,
+        id: ExecutionId,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.command(scope, id, |_, _| Ok(EventKind::Released))
+    }
+
+    /// Releases a held deferred execution: it becomes runnable now.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when it is not deferred, already released,
+    /// or not queued; `Fatal`.
+    pub fn release(&self, id: ExecutionId) -> Result<BackgroundExecution, LedgerError> {
+        self.release_scoped(None, id)
+    }
+
+    /// Records the outcome of binding a completed execution's output to its
+    /// target (`error` when it failed).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when no binding is pending; `Fatal`.
+    pub fn record_binding(
+        &self,
+        id: ExecutionId,
+        error: Option<ExecutionError>,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.command(None, id, |e, _| {
+            let target = e
+                .config
+                .target_binding
+                .as_ref()
+                .map(|b| b.target.clone())
+                .unwrap_or_default();
+            Ok(EventKind::TargetBindingApplied { target, error })
+        })
+    }
+
+    /// Records one callback delivery attempt: `Ok(status)` when the
+    /// receiver accepted it, `Err((status, error))` when it did not.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when no callback is pending; `Fatal`.
+    pub fn record_callback(
+        &self,
+        id: ExecutionId,
+        outcome: Result<u16, (Option<u16>, String)>,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.command(None, id, |e, _| {
+            let attempt = e.callback_attempts + 1;
+            Ok(match outcome {
+                Ok(status_code) => EventKind::CallbackDelivered {
+                    attempt,
+                    status_code,
+                },
+                Err((status_code, error)) => EventKind::CallbackFailed {
+                    attempt,
+                    status_code,
+                    error,
+                },
+            })
+        })
+    }
+
+    /// Records every execution left `running` (by a process that died) as
+    /// recovered: back to queued while attempts remain, failed otherwise.
+    /// Returns them as they are now. Call it once on start-up, before
+    /// claiming.
+    ///
+    /// # Errors
+    ///
+    /// `Fatal`.
+    pub fn recover_abandoned(&self) -> Result<Vec<BackgroundExecution>, LedgerError> {
+        let mut core = self.core();
+        let now = self.tick(&core);
+        let mut running: Vec<&BackgroundExecution> = core
+            .projection
+            .live()
+            .filter(|e| e.status == BackgroundExecutionStatus::Running)
+            .collect();
+        running.sort_by_key(|e| e.execution_id);
+        let kinds: Vec<_> = running
+            .into_iter()
+            .map(|e| (e.execution_id, e.tenant_id.clone(), machine::after_loss(e)))
+            .collect();
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.append_locked(&mut core, kinds, now)?;
+        let last = out.last().map_or(0, |(e, _)| e.seq);
+        let recovered = out
+            .into_iter()
+            .map(|(event, settled)| {
+                settled.unwrap_or_else(|| {
+                    core.projection
+                        .get(&event.execution_id)
+                        .expect("live")
+                        .clone()
+                })
+            })
+            .collect();
+        drop(core);
+        self.inner.log.wait_durable(last)?;
+        Ok(recovered)
+    }
+
+    fn get_scoped(
+        &self,
+        scope: Option<&TenantId>,
+        id: ExecutionId,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        let live = self.core().projection.get(&id).cloned();
+        let e = match live {
+            Some(e) => e,
+            None => self.load(id)?.ok_or(LedgerError::NotFound(id))?,
+        };
+        if scope.is_some_and(|t| t != &e.tenant_id) {
+            return Err(LedgerError::NotFound(id));
+        }
+        Ok(e)
+    }
+
+    /// One execution as it is now.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Fatal` for damaged data.
+    pub fn get(&self, id: ExecutionId) -> Result<BackgroundExecution, LedgerError> {
+        self.get_scoped(None, id)
+    }
+
+    /// The executions runnable now, in claim order (of `tenant` only, when
+    /// given).
+    pub fn queue(&self, tenant: Option<&TenantId>) -> Vec<BackgroundExecution> {
+        let core = self.core();
+        let now = self.tick(&core);
+        core.projection
+            .queue(now, tenant)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Queued executions not runnable now: waiting for a back-off or run-at
+    /// time, then held deferred ones.
+    pub fn waiting(&self, tenant: Option<&TenantId>) -> Vec<BackgroundExecution> {
+        let core = self.core();
+        let now = self.tick(&core);
+        core.projection
+            .waiting(now, tenant)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Every live execution (queued, running, finishing), in id order.
+    pub fn live(&self) -> Vec<BackgroundExecution> {
+        let core = self.core();
+        let mut v: Vec<_> = core.projection.live().cloned().collect();
+        v.sort_by_key(|e| e.execution_id);
+        v
+    }
+
+    /// Counts of live executions by where they are.
+    pub fn counts(&self) -> LiveCounts {
+        self.core().projection.counts()
+    }
+
+    /// The earliest time a waiting execution becomes runnable.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.core().projection.next_due()
+    }
+
+    fn history_scoped(
+        &self,
+        scope: Option<&TenantId>,
+        id: ExecutionId,
+    ) -> Result<Vec<Event>, LedgerError> {
+        let mut events = Vec::new();
+        for seq in self.inner.log.execution_seqs(&id)? {
+            events.push(read_event(&self.inner.log, seq)?);
+        }
+        match events.first() {
+            None => Err(LedgerError::NotFound(id)),
+            Some(e) if scope.is_some_and(|t| t != &e.tenant_id) => Err(LedgerError::NotFound(id)),
+            Some(_) => Ok(events),
+        }
+    }
+
+    /// One execution's events, in order.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Fatal` for damaged data.
+    pub fn history(&self, id: ExecutionId) -> Result<Vec<Event>, LedgerError> {
+        self.history_scoped(None, id)
+    }
+
+    /// The seq a point in the log stands for: `Seq(n)` itself (checked
+    /// against the head), `Time(t)` the last event at or before `t`.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for a seq beyond the head; `Fatal`.
+    pub fn resolve(&self, at: At) -> Result<u64, LedgerError> {
+        let head = self.core().head.0;
+        match at {
+            At::Seq(n) if n > head => Err(LedgerError::invalid(format!(
+                "seq {n} is beyond the head (seq {head})"
+            ))),
+            At::Seq(n) => Ok(n),
+            At::Time(t) => {
+                // Events are dated non-decreasingly: binary search by seq.
+                let (mut lo, mut hi) = (0u64, head);
+                while lo < hi {
+                    let mid = lo + (hi - lo).div_ceil(2);
+                    if read_event(&self.inner.log, mid)?.at <= t {
+                        lo = mid;
+                    } else {
+                        hi = mid - 1;
+                    }
+                }
+                Ok(lo)
+            }
+        }
+    }
+
+    fn execution_at_scoped(
+        &self,
+        scope: Option<&TenantId>,
+        id: ExecutionId,
+        at: At,
+    ) -> Result<Option<BackgroundExecution>, LedgerError> {
+        let seq = self.resolve(at)?;
+        let e = self.fold_execution(id, |event| event.seq <= seq)?;
+        match e {
+            Some(e) if scope.is_some_and(|t| t != &e.tenant_id) => Err(LedgerError::NotFound(id)),
+            None if self.inner.log.execution_seqs(&id)?.is_empty() => {
+                Err(LedgerError::NotFound(id))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// One execution as it was at a point in the log; `None` when it did not
+    /// exist yet.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when it never existed; `Invalid` for a seq beyond the head;
+    /// `Fatal`.
+    pub fn execution_at(
+        &self,
+        id: ExecutionId,
+        at: At,
+    ) -> Result<Option<BackgroundExecution>, LedgerError> {
+        self.execution_at_scoped(None, id, at)
+    }
+
+    /// Every live execution and the queue as they were at a point in the
+    /// log: the nearest snapshot at or below it, then the events after.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for a seq beyond the head; `Fatal` for damaged data.
+    pub fn projection_at(&self, at: At) -> Result<Projection, LedgerError> {
+        let seq = self.resolve(at)?;
+        Ok(replay(&self.inner.log, seq, &mut |_, _| {})?.0)
+    }
+
+    /// Which executions changed between two points of the log, and how.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` when `from` is after `to` or beyond the head; `Fatal`.
+    pub fn diff(&self, from: At, to: At) -> Result<Vec<Change>, LedgerError> {
+        let (a, b) = (self.resolve(from)?, self.resolve(to)?);
+        if a > b {
+            return Err(LedgerError::invalid(format!(
+                "the first point (seq {a}) is after the second (seq {b})"
+            )));
+        }
+        let mut touched: BTreeMap<ExecutionId, Vec<(u64, String)>> = BTreeMap::new();
+        for event in self.events(a + 1, Some(b)) {
+            let event = event?;
+            touched
+                .entry(event.execution_id)
+                .or_default()
+                .push((event.seq, event.kind.name().to_owned()));
+        }
+        let mut changes = Vec::with_capacity(touched.len());
+        for (id, events) in touched {
+            let before = self.fold_execution(id, |e| e.seq <= a)?;
+            let after = self.fold_execution(id, |e| e.seq <= b)?.ok_or_else(|| {
+                Error::new(ErrorKind::Corrupt, format!("{id} has events but no state"))
+            })?;
+            changes.push(Change {
+                execution_id: id,
+                tenant_id: after.tenant_id,
+                before: before.map(|e| e.status),
+                after: after.status,
+                events,
+            });
+        }
+        Ok(changes)
+    }
+
+    /// The events from seq `from` through `to` (the head when `None`), each
+    /// checked against its own hash.
+    pub fn events(
+        &self,
+        from: u64,
+        to: Option<u64>,
+    ) -> impl Iterator<Item = Result<Event, Error>> + '_ {
+        let to = to.unwrap_or(u64::MAX);
+        self.inner
+            .log
+            .records(from.max(1))
+            .take_while(move |r| r.as_ref().map_or(true, |(seq, _)| *seq <= to))
+            .map(|r| {
+                let (seq, bytes) = r?;
+                Ok(record::decode_event(seq, &bytes)?.0)
+            })
+    }
+
+    /// A subscription that reads the events from `from` on and then follows
+    /// new ones as they become durable, without gaps or duplicates.
+    pub fn subscribe(&self, from: u64) -> Subscription {
+        Subscription {
+            ledger: self.clone(),
+            next: from.max(1),
+        }
+    }
+
+    /// The last seq and its hash.
+    pub fn head(&self) -> Head {
+        head_of(&self.core().head)
+    }
+
+    /// Makes everything appended so far durable, whatever the durability.
+    ///
+    /// # Errors
+    ///
+    /// `Io`, `Poisoned`.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.inner.log.flush()
+    }
+
+    /// Figures about the ledger.
+    ///
+    /// # Errors
+    ///
+    /// `Io`.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let (head, live) = {
+            let core = self.core();
+            (head_of(&core.head), core.projection.counts())
+        };
+        Ok(Stats {
+            head,
+            live,
+            snapshots: self.inner.log.snapshot_seqs()?.len() as u64,
+            disk_bytes: self.inner.log.size_on_disk()?,
+        })
+    }
+
+    /// Walks the whole log and checks it: seqs gap-free from 1, every record
+    /// intact and chained to the one before, every event decodable, dated in
+    /// order and a legal transition, the index one for one with the events,
+    /// the checkpoint on the chain, and stored snapshots and the live
+    /// projection equal to a fresh fold.
+    ///
+    /// # Errors
+    ///
+    /// `Corrupt` naming the first bad seq (or `LostSuffix`); never panics on
+    /// damaged data.
+    pub fn verify(&self) -> Result<VerifyReport, Error> {
+        self.verify_with_progress(|_, _| {})
+    }
+
+    /// [`verify`](Self::verify), calling `progress(seq, head)` on the way.
+    ///
+    /// # Errors
+    ///
+    /// As [`verify`](Self::verify).
+    pub fn verify_with_progress(
+        &self,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<VerifyReport, Error> {
+        let log = &self.inner.log;
+        let head = self.core().head;
+        let mut snapshots = log
+            .snapshot_seqs()?
+            .into_iter()
+            .filter(|s| *s <= head.0)
+            .peekable();
+        let mut snapshots_checked = 0;
+        let mut projection = Projection::new();
+        let mut prev = GENESIS;
+        let mut last_at = DateTime::<Utc>::MIN_UTC;
+        let mut expected = 1u64;
+        let mut ids = HashSet::new();
+        let mut fingerprint = 0u64;
+        for item in log.records(1) {
+            let (seq, bytes) = item?;
+            if seq > head.0 {
+                break;
+            }
+            if seq != expected {
+                return Err(Error::corrupt(
+                    expected,
+                    format!(
+                        "record is missing (the log jumps from seq {} to {seq})",
+                        expected - 1
+                    ),
+                ));
+            }
+            let (event, rec) = record::decode_event(seq, &bytes)?;
+            if rec.prev != prev {
+                return Err(Error::corrupt(
+                    seq,
+                    format!(
+                        "hash link broken: the record does not chain to seq {}",
+                        seq - 1
+                    ),
+                ));
+            }
+            if event.at < last_at {
+                return Err(Error::corrupt(
+                    seq,
+                    "event is dated before the one before it",
+                ));
+            }
+            if matches!(event.kind, EventKind::Queued(_)) && !ids.insert(event.execution_id) {
+                return Err(Error::corrupt(
+                    seq,
+                    format!("{} is queued a second time", event.execution_id),
+                ));
+            }
+            projection
+                .apply(&event)
+                .map_err(|e| Error::corrupt(seq, format!("illegal transition in the log: {e}")))?;
+            fingerprint = fingerprint.wrapping_add(index_fingerprint(&event.execution_id, seq));
+            while let Some(s) = snapshots.next_if(|s| *s <= seq) {
+                if s == seq {
+                    let bytes = log.snapshots_below(s).next().transpose()?.map(|(_, b)| b);
+                    let stored = bytes
+                        .ok_or_else(|| Error::corrupt(s, "snapshot vanished"))
+                        .and_then(|b| load_snapshot(log, s, &b))?;
+                    if let Some(diff) = stored.0.difference(&projection) {
+                        return Err(Error::corrupt(
+                            s,
+                            format!("stored snapshot differs from the fold: {diff}"),
+                        ));
+                    }
+                    snapshots_checked += 1;
+                }
+            }
+            prev = rec.hash;
+            last_at = event.at;
+            progress(seq, head.0);
+            expected += 1;
+        }
+        let last = expected - 1;
+        if last < head.0 {
+            return Err(Error::new(
+                ErrorKind::LostSuffix,
+                format!("the log ends at seq {last} but its head is seq {}", head.0),
+            )
+            .at_seq(last + 1));
+        }
+        if prev != head.1 {
+            return Err(Error::corrupt(
+                last,
+                "the last record is not the head this ledger wrote",
+            ));
+        }
+        if let Some((cseq, chash)) = checkpoint::read(&log.dir().join("checkpoint"))? {
+            if cseq > last {
+                return Err(Error::new(
+                    ErrorKind::LostSuffix,
+                    format!(
+                        "the log ends at seq {last} but the checkpoint says seq {cseq} was durable"
+                    ),
+                )
+                .at_seq(last + 1));
+            }
+            if cseq > 0 {
+                let bytes = log
+                    .record(cseq)?
+                    .ok_or_else(|| Error::corrupt(cseq, "record is missing"))?;
+                if record::decode(cseq, &bytes)?.hash != chash {
+                    return Err(Error::corrupt(
+                        cseq,
+                        "record differs from the one the checkpoint recorded (rewritten)",
+                    ));
+                }
+            }
+        }
+        let mut index_entries = 0u64;
+        let mut index_fp = 0u64;
+        for entry in log.index_entries() {
+            let (id, seq) = entry?;
+            if seq <= last {
+                index_entries += 1;
+                index_fp = index_fp.wrapping_add(index_fingerprint(&id, seq));
+            }
+        }
+        if index_entries != last || index_fp != fingerprint {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("the per-execution index ({index_entries} entries) does not match the log ({last} events)"),
+            ));
+        }
+        let core = self.core();
+        let projection_compared = core.head.0 == last;
+        if projection_compared {
+            if let Some(diff) = core.projection.difference(&projection) {
+                return Err(Error::corrupt(
+                    last,
+                    format!("the live projection differs from the fold: {diff}"),
+                ));
+            }
+        }
+        Ok(VerifyReport {
+            events: last,
+            executions: ids.len() as u64,
+            index_entries,
+            snapshots: snapshots_checked,
+            projection_compared,
+            head: head_of(&head),
+        })
+    }
+
+    /// Compares the live projection with a fold of the whole log from
+    /// scratch (no snapshot).
+    ///
+    /// # Errors
+    ///
+    /// `Corrupt` naming the difference.
+    pub fn check_projection(&self) -> Result<(), Error> {
+        let core = self.core();
+        let mut fresh = Projection::new();
+        for event in self.events(1, Some(core.head.0)) {
+            let event = event?;
+            let seq = event.seq;
+            fresh
+                .apply(&event)
+                .map_err(|e| Error::corrupt(seq, format!("illegal transition in the log: {e}")))?;
+        }
+        match core.projection.difference(&fresh) {
+            None => Ok(()),
+            Some(diff) => Err(Error::corrupt(
+                core.head.0,
+                format!("the live projection differs from the fold: {diff}"),
+            )),
+        }
+    }
+}
+
+fn index_fingerprint(id: &ExecutionId, seq: u64) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(id.as_bytes());
+    h.update(&seq.to_be_bytes());
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// Events from a seq on, then new ones as they become durable.
+#[derive(Debug)]
+pub struct Subscription {
+    ledger: Ledger,
+    next: u64,
+}
+
+impl Subscription {
+    /// The seq of the next event it will return.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// The next event, waiting up to `timeout` for it to be appended;
+    /// `None` when none came.
+    ///
+    /// # Errors
+    ///
+    /// `Corrupt` for a damaged record.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, Error> {
+        let log = &self.ledger.inner.log;
+        if log.visible() < self.next && log.wait_visible(self.next, timeout) < self.next {
+            return Ok(None);
+        }
+        let event = read_event(log, self.next)?;
+        self.next += 1;
+        Ok(Some(event))
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Result<Event, Error>;
+
+    /// Blocks until the next event is durable.
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.next_timeout(Duration::from_secs(3600)) {
+                Ok(Some(e)) => return Some(Ok(e)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// A ledger handle scoped to one tenant: other tenants' executions are not
+/// found, and submissions belong to the tenant.
+#[derive(Clone, Debug)]
+pub struct TenantLedger {
+    ledger: Ledger,
+    tenant: TenantId,
+}
+
+impl TenantLedger {
+    /// The tenant.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The whole ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Submits for this tenant (see [`Ledger::submit`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::submit`].
+    pub fn submit(&self, submission: Submission) -> Result<Submitted, LedgerError> {
+        self.ledger.submit_scoped(&self.tenant, submission)
+    }
+
+    /// Claims this tenant's next runnable execution.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::claim`].
+    pub fn claim(&self, worker: Option<&str>) -> Result<Option<BackgroundExecution>, LedgerError> {
+        self.ledger.claim_scoped(Some(&self.tenant), worker)
+    }
+
+    /// Completes an attempt (see [`Ledger::complete`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::complete`]; `NotFound` for another tenant's execution.
+    pub fn complete(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+        output: serde_json::Value,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.ledger
+            .complete_scoped(Some(&self.tenant), id, attempt, output)
+    }
+
+    /// Fails an attempt (see [`Ledger::fail`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::fail`]; `NotFound` for another tenant's execution.
+    pub fn fail(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+        error: ExecutionError,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.ledger
+            .fail_scoped(Some(&self.tenant), id, attempt, error, true)
+    }
+
+    /// Cancels (see [`Ledger::cancel`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::cancel`]; `NotFound` for another tenant's execution.
+    pub fn cancel(
+        &self,
+        id: ExecutionId,
+        reason: Option<String>,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.ledger.cancel_scoped(Some(&self.tenant), id, reason)
+    }
+
+    /// Releases (see [`Ledger::release`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::release`]; `NotFound` for another tenant's execution.
+    pub fn release(&self, id: ExecutionId) -> Result<BackgroundExecution, LedgerError> {
+        self.ledger.release_scoped(Some(&self.tenant), id)
+    }
+
+    /// One execution (see [`Ledger::get`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::get`]; `NotFound` for another tenant's execution.
+    pub fn get(&self, id: ExecutionId) -> Result<BackgroundExecution, LedgerError> {
+        self.ledger.get_scoped(Some(&self.tenant), id)
+    }
+
+    /// One execution's events (see [`Ledger::history`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::history`]; `NotFound` for another tenant's execution.
+    pub fn history(&self, id: ExecutionId) -> Result<Vec<Event>, LedgerError> {
+        self.ledger.history_scoped(Some(&self.tenant), id)
+    }
+
+    /// One execution at a point in the log (see [`Ledger::execution_at`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::execution_at`]; `NotFound` for another tenant's execution.
+    pub fn execution_at(
+        &self,
+        id: ExecutionId,
+        at: At,
+    ) -> Result<Option<BackgroundExecution>, LedgerError> {
+        self.ledger.execution_at_scoped(Some(&self.tenant), id, at)
+    }
+
+    /// This tenant's runnable executions in claim order.
+    pub fn queue(&self) -> Vec<BackgroundExecution> {
+        self.ledger.queue(Some(&self.tenant))
+    }
+}

@@ -1,0 +1,533 @@
+//! The log on sled: keys, atomic appends, reads, snapshots, and syncing to
+//! disk with group commit.
+//!
+//! Layout of the data directory:
+//!
+//! ```text
+//! LOCK         held (flock) by the process that owns the ledger; holds its pid
+//! checkpoint   the last durable (seq, hash), outside sled (see checkpoint.rs)
+//! sled/        the sled database
+//! ```
+//!
+//! sled tree `events` holds the log and its indexes, so that one sled batch —
+//! atomic, and as cheap as sled writes get — carries an event and every index
+//! entry it implies; the indexes can never lag the log:
+//!
+//! ```text
+//! seq (8 bytes, big-endian)                   -> record (record.rs)
+//! 0xFF 'x' execution id (16) seq (8)          -> ()      per-execution index
+//! 0xFF 'k' tenant 0x00 idempotency key        -> execution id (16)
+//! ```
+//!
+//! Tree `snapshots` maps a seq to the projection as of that seq (derived
+//! data: a damaged or missing snapshot is rebuilt from the log).
+
+pub(crate) mod checkpoint;
+pub(crate) mod record;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind};
+use crate::execution::{ExecutionId, TenantId};
+use checkpoint::{sync_dir, Checkpoint};
+use record::Hash;
+
+/// When an acknowledged append is safe, chosen by the caller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk before the call returns: sled's flush, then an `fdatasync` of
+    /// sled's files and of the checkpoint. Survives a power loss. Concurrent
+    /// callers share one sync (group commit).
+    #[default]
+    Synced,
+    /// Handed to the operating system before the call returns (sled's flush,
+    /// no `fdatasync`): survives the process crashing, not a power loss.
+    Flushed,
+    /// Left in sled's buffers, written by its background flush (every
+    /// 500 ms) or [`Ledger::flush`](crate::Ledger::flush): a crash can lose
+    /// the most recent appends.
+    Buffered,
+}
+
+const INDEX: u8 = 0xFF;
+const EXEC: u8 = b'x';
+const IDEM: u8 = b'k';
+
+pub(crate) fn event_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+fn exec_prefix(id: &ExecutionId) -> [u8; 18] {
+    let mut k = [0u8; 18];
+    k[0] = INDEX;
+    k[1] = EXEC;
+    k[2..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn exec_key(id: &ExecutionId, seq: u64) -> [u8; 26] {
+    let mut k = [0u8; 26];
+    k[..18].copy_from_slice(&exec_prefix(id));
+    k[18..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn idem_key(tenant: &TenantId, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + tenant.as_str().len() + key.len());
+    k.push(INDEX);
+    k.push(IDEM);
+    k.extend_from_slice(tenant.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    key.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// One event's writes: its record and its index entries.
+pub(crate) struct Append<'a> {
+    pub(crate) seq: u64,
+    pub(crate) record: Vec<u8>,
+    pub(crate) execution: ExecutionId,
+    pub(crate) idempotency: Option<(&'a TenantId, &'a str)>,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Highest seq flushed to the operating system.
+    flushed: u64,
+    /// Highest seq synced to disk.
+    synced: u64,
+    /// Highest seq subscribers may read.
+    visible: u64,
+    syncing: bool,
+    failed: Option<String>,
+}
+
+/// The log, open.
+pub(crate) struct Log {
+    dir: PathBuf,
+    db: sled::Db,
+    events: sled::Tree,
+    snapshots: sled::Tree,
+    durability: Durability,
+    db_file: File,
+    synced_blobs: Mutex<HashSet<OsString>>,
+    checkpoint: Mutex<Checkpoint>,
+    appended: Mutex<(u64, Hash)>,
+    state: Mutex<SyncState>,
+    changed: Condvar,
+    _lock: File,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Takes the directory's lock, naming the holder when another process has it.
+fn take_lock(dir: &Path) -> Result<File, Error> {
+    let path = dir.join("LOCK");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::BadDirectory,
+                format!("cannot write to {}: {e}", dir.display()),
+            )
+            .with_source(e)
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            let holder = if pid.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {pid})")
+            };
+            return Err(Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "{} is in use by another ledger process{holder}",
+                    dir.display()
+                ),
+            ));
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(Error::io(format!("cannot lock {}", path.display()), e))
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    Ok(file)
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it when absent. Returns the log and
+    /// the checkpoint it found.
+    pub(crate) fn open(
+        dir: &Path,
+        durability: Durability,
+        cache_bytes: u64,
+    ) -> Result<(Log, Option<(u64, Hash)>), Error> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::new(
+                ErrorKind::BadDirectory,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::new(
+                ErrorKind::BadDirectory,
+                format!("cannot create {}: {e}", dir.display()),
+            )
+            .with_source(e)
+        })?;
+        let lock_file = take_lock(dir)?;
+        let (checkpoint, found) = Checkpoint::open(&dir.join("checkpoint"))?;
+        let sled_dir = dir.join("sled");
+        let db = sled::Config::new()
+            .path(&sled_dir)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(Error::store)?;
+        let events = db.open_tree("events").map_err(Error::store)?;
+        let snapshots = db.open_tree("snapshots").map_err(Error::store)?;
+        let db_file = File::open(sled_dir.join("db"))
+            .map_err(|e| Error::io(format!("cannot open {}", sled_dir.join("db").display()), e))?;
+        let log = Log {
+            dir: dir.to_owned(),
+            db,
+            events,
+            snapshots,
+            durability,
+            db_file,
+            synced_blobs: Mutex::new(HashSet::new()),
+            checkpoint: Mutex::new(checkpoint),
+            appended: Mutex::new((0, record::GENESIS)),
+            state: Mutex::new(SyncState::default()),
+            changed: Condvar::new(),
+            _lock: lock_file,
+        };
+        // sled's own files and directories, created above, survive a power
+        // loss only once their directories are synced.
+        sync_dir(&sled_dir)?;
+        sync_dir(dir)?;
+        Ok((log, found))
+    }
+
+    /// The data directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The durability appends are acknowledged with.
+    pub(crate) fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Marks (seq, hash) as the log's end as found on open (durable).
+    pub(crate) fn set_recovered_head(&self, seq: u64, hash: Hash) -> Result<(), Error> {
+        *lock(&self.appended) = (seq, hash);
+        self.sync_to(seq, &hash, Durability::Synced)?;
+        let mut st = lock(&self.state);
+        st.flushed = seq;
+        st.synced = seq;
+        st.visible = seq;
+        Ok(())
+    }
+
+    /// The stored record of `seq`.
+    pub(crate) fn record(&self, seq: u64) -> Result<Option<sled::IVec>, Error> {
+        self.events.get(event_key(seq)).map_err(Error::store)
+    }
+
+    /// The highest seq stored.
+    pub(crate) fn last_seq(&self) -> Result<Option<u64>, Error> {
+        match self.events.range(..[INDEX].as_slice()).next_back() {
+            None => Ok(None),
+            Some(Err(e)) => Err(Error::store(e)),
+            Some(Ok((k, _))) => seq_of(&k)
+                .map(Some)
+                .ok_or_else(|| Error::new(ErrorKind::Corrupt, "the log holds a malformed key")),
+        }
+    }
+
+    /// Stored records from `from` on, in seq order, with their keys' seqs.
+    /// A malformed key is reported as corruption after the last good seq.
+    pub(crate) fn records(
+        &self,
+        from: u64,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), Error>> + '_ {
+        let mut last = from.saturating_sub(1);
+        self.events
+            .range(event_key(from.max(1)).as_slice()..[INDEX].as_slice())
+            .map(move |item| {
+                let (k, v) = item.map_err(Error::store)?;
+                let seq = seq_of(&k)
+                    .ok_or_else(|| Error::corrupt(last + 1, "the log holds a malformed key"))?;
+                last = seq;
+                Ok((seq, v))
+            })
+    }
+
+    /// The seqs of one execution's events, in order.
+    pub(crate) fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, Error> {
+        self.events
+            .scan_prefix(exec_prefix(id))
+            .keys()
+            .map(|k| {
+                let k = k.map_err(Error::store)?;
+                seq_of(&k[18..]).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Corrupt,
+                        format!("malformed index entry for {id}"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// How many per-execution index entries there are, and whether each
+    /// names a stored event (checked by `verify`).
+    pub(crate) fn index_entries(
+        &self,
+    ) -> impl Iterator<Item = Result<(ExecutionId, u64), Error>> + '_ {
+        self.events.scan_prefix([INDEX, EXEC]).keys().map(|k| {
+            let k = k.map_err(Error::store)?;
+            let id: [u8; 16] = k
+                .get(2..18)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| Error::new(ErrorKind::Corrupt, "malformed index entry"))?;
+            let seq = k
+                .get(18..)
+                .and_then(seq_of)
+                .ok_or_else(|| Error::new(ErrorKind::Corrupt, "malformed index entry"))?;
+            Ok((ExecutionId::from_bytes(id), seq))
+        })
+    }
+
+    /// The execution a tenant's idempotency key names.
+    pub(crate) fn idempotent(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<ExecutionId>, Error> {
+        let v = self
+            .events
+            .get(idem_key(tenant, key))
+            .map_err(Error::store)?;
+        v.map(|v| {
+            <[u8; 16]>::try_from(v.as_ref())
+                .map(ExecutionId::from_bytes)
+                .map_err(|_| Error::new(ErrorKind::Corrupt, "malformed idempotency entry"))
+        })
+        .transpose()
+    }
+
+    /// Writes events and their index entries in one atomic batch, and
+    /// records the new end of the log. Callers append in seq order, one at a
+    /// time.
+    pub(crate) fn append(&self, appends: &[Append<'_>], head: (u64, Hash)) -> Result<(), Error> {
+        let mut batch = sled::Batch::default();
+        for a in appends {
+            batch.insert(&event_key(a.seq), a.record.as_slice());
+            batch.insert(&exec_key(&a.execution, a.seq), &[]);
+            if let Some((tenant, key)) = a.idempotency {
+                batch.insert(idem_key(tenant, key), a.execution.as_bytes());
+            }
+        }
+        self.events.apply_batch(batch).map_err(Error::store)?;
+        *lock(&self.appended) = head;
+        if self.durability == Durability::Buffered {
+            let mut st = lock(&self.state);
+            st.visible = head.0;
+            self.changed.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Returns once `seq` is as durable as the log's durability promises;
+    /// concurrent callers share one sync.
+    pub(crate) fn wait_durable(&self, seq: u64) -> Result<(), Error> {
+        if self.durability == Durability::Buffered {
+            return Ok(());
+        }
+        self.sync_through(seq, self.durability)
+    }
+
+    /// Makes everything appended so far durable (`Synced`), whatever the
+    /// log's durability.
+    pub(crate) fn flush(&self) -> Result<(), Error> {
+        let head = lock(&self.appended).0;
+        self.sync_through(head, Durability::Synced)
+    }
+
+    fn sync_through(&self, seq: u64, how: Durability) -> Result<(), Error> {
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(why) = &st.failed {
+                return Err(Error::new(
+                    ErrorKind::Poisoned,
+                    format!("an earlier sync failed ({why}); reopen the ledger"),
+                ));
+            }
+            let done = if how == Durability::Synced {
+                st.synced
+            } else {
+                st.flushed
+            };
+            if done >= seq {
+                return Ok(());
+            }
+            if st.syncing {
+                st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // This caller leads one sync for everything appended so far;
+            // the others wait for it.
+            st.syncing = true;
+            drop(st);
+            let (target, hash) = *lock(&self.appended);
+            let result = self.sync_to(target, &hash, how);
+            st = lock(&self.state);
+            st.syncing = false;
+            match result {
+                Ok(()) => {
+                    st.flushed = st.flushed.max(target);
+                    if how == Durability::Synced {
+                        st.synced = st.synced.max(target);
+                    }
+                    let promised = match self.durability {
+                        Durability::Synced => st.synced,
+                        Durability::Flushed => st.flushed,
+                        Durability::Buffered => st.visible,
+                    };
+                    st.visible = st.visible.max(promised);
+                }
+                Err(e) => st.failed = Some(e.to_string()),
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    fn sync_to(&self, seq: u64, hash: &Hash, how: Durability) -> Result<(), Error> {
+        self.db.flush().map_err(Error::store)?;
+        let synced = how == Durability::Synced;
+        if synced {
+            self.db_file
+                .sync_data()
+                .map_err(|e| Error::io("cannot sync the log", e))?;
+            self.sync_blobs()?;
+        }
+        lock(&self.checkpoint).write(seq, hash, synced)
+    }
+
+    /// sled writes values too large for its log into `blobs/` without ever
+    /// syncing them; sync any new ones.
+    fn sync_blobs(&self) -> Result<(), Error> {
+        let dir = self.dir.join("sled").join("blobs");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut synced = lock(&self.synced_blobs);
+        let mut any = false;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if synced.contains(&name) {
+                continue;
+            }
+            if let Ok(f) = File::open(entry.path()) {
+                f.sync_data()
+                    .map_err(|e| Error::io("cannot sync a blob", e))?;
+            }
+            synced.insert(name);
+            any = true;
+        }
+        if any {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// The highest seq subscribers may read.
+    pub(crate) fn visible(&self) -> u64 {
+        lock(&self.state).visible
+    }
+
+    /// Waits until the visible seq reaches `seq`, or `timeout` passes;
+    /// returns the visible seq.
+    pub(crate) fn wait_visible(&self, seq: u64, timeout: Duration) -> u64 {
+        let st = lock(&self.state);
+        let (st, _) = self
+            .changed
+            .wait_timeout_while(st, timeout, |st| st.visible < seq && st.failed.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        st.visible
+    }
+
+    /// Stores a snapshot as of `seq`.
+    pub(crate) fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), Error> {
+        self.snapshots
+            .insert(event_key(seq), bytes)
+            .map(|_| ())
+            .map_err(Error::store)
+    }
+
+    /// Snapshots at or below `seq`, newest first.
+    pub(crate) fn snapshots_below(
+        &self,
+        seq: u64,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), Error>> + '_ {
+        self.snapshots
+            .range(..=event_key(seq).as_slice())
+            .rev()
+            .map(|item| {
+                let (k, v) = item.map_err(Error::store)?;
+                let seq = seq_of(&k)
+                    .ok_or_else(|| Error::new(ErrorKind::Corrupt, "malformed snapshot key"))?;
+                Ok((seq, v))
+            })
+    }
+
+    /// Every snapshot's seq, in order.
+    pub(crate) fn snapshot_seqs(&self) -> Result<Vec<u64>, Error> {
+        self.snapshots
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k.map_err(Error::store)?;
+                seq_of(&k).ok_or_else(|| Error::new(ErrorKind::Corrupt, "malformed snapshot key"))
+            })
+            .collect()
+    }
+
+    /// Bytes sled uses on disk.
+    pub(crate) fn size_on_disk(&self) -> Result<u64, Error> {
+        self.db.size_on_disk().map_err(Error::store)
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // Leave everything appended durable and the checkpoint current; a
+        // failure here was already reported to whoever appended.
+        let _ = self.flush();
+    }
+}
