@@ -1,0 +1,555 @@
+//! The durable ledger on a real sled database on disk: commands, reopen,
+//! idempotency, tenants, time travel, subscriptions, verify, and the
+//! errors for a directory that cannot be used.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use execution_ledger::{
+    At, BackgroundExecutionMode, BackgroundExecutionStatus, Clock, Durability, ErrorKind,
+    ExecutionError, Ledger, LedgerError, Refusal, RetryConfig, Submission, TenantId,
+};
+
+/// A clock the test moves by hand.
+#[derive(Clone)]
+struct TestClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl TestClock {
+    fn new() -> Self {
+        TestClock(Arc::new(Mutex::new(
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        )))
+    }
+    fn advance_ms(&self, ms: i64) {
+        *self.0.lock().unwrap() += chrono::Duration::milliseconds(ms);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+fn tenant(name: &str) -> TenantId {
+    name.parse().unwrap()
+}
+
+fn submission(callable: &str, priority: u8) -> Submission {
+    let mut s = Submission::new(callable);
+    s.config.priority = priority;
+    s
+}
+
+#[test]
+fn lifecycle_survives_reopen_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let acme = tenant("acme");
+    let (a, b);
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        a = ledger
+            .submit(&acme, submission("echo", 10))
+            .unwrap()
+            .execution;
+        b = ledger
+            .submit(&acme, submission("echo", 90))
+            .unwrap()
+            .execution;
+        assert_eq!(ledger.head().seq, 2);
+        // Higher priority first.
+        let claimed = ledger.claim(Some("w1")).unwrap().unwrap();
+        assert_eq!(claimed.execution_id, b.execution_id);
+        assert_eq!(claimed.attempt, 1);
+        assert_eq!(claimed.status, BackgroundExecutionStatus::Running);
+        let done = ledger
+            .complete(b.execution_id, 1, serde_json::json!({"ok": true}))
+            .unwrap();
+        assert_eq!(done.status, BackgroundExecutionStatus::Completed);
+        assert_eq!(ledger.queue(None).len(), 1);
+        let report = ledger.verify().unwrap();
+        assert_eq!(report.events, 4);
+        assert_eq!(report.executions, 2);
+        assert!(report.projection_compared);
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(ledger.head().seq, 4);
+    // The finished one is folded from its own events; the live one is in memory.
+    let done = ledger.get(b.execution_id).unwrap();
+    assert_eq!(done.output, Some(serde_json::json!({"ok": true})));
+    let queue: Vec<_> = ledger
+        .queue(None)
+        .into_iter()
+        .map(|e| e.execution_id)
+        .collect();
+    assert_eq!(queue, vec![a.execution_id]);
+    let kinds: Vec<_> = ledger
+        .history(b.execution_id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind.name())
+        .collect();
+    assert_eq!(kinds, ["queued", "started", "completed"]);
+    ledger.verify().unwrap();
+    ledger.check_projection().unwrap();
+}
+
+#[test]
+fn refused_commands_append_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let acme = tenant("acme");
+    let e = ledger
+        .submit(&acme, submission("echo", 50))
+        .unwrap()
+        .execution;
+    ledger
+        .cancel(e.execution_id, Some("no longer needed".into()))
+        .unwrap();
+    let head = ledger.head();
+    let err = ledger
+        .complete(e.execution_id, 1, serde_json::json!(1))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("cannot complete {}: it is cancelled", e.execution_id)
+    );
+    assert!(matches!(err, LedgerError::Transition(_)));
+    let missing = execution_ledger::ExecutionId::new();
+    let err = ledger.cancel(missing, None).unwrap_err();
+    assert_eq!(err.to_string(), format!("{missing} not found"));
+    let mut big = submission("echo", 1);
+    big.input = Some("x".repeat(execution_ledger::MAX_INPUT_BYTES + 1));
+    assert!(matches!(
+        ledger.submit(&acme, big),
+        Err(LedgerError::Invalid(_))
+    ));
+    assert_eq!(ledger.head(), head, "nothing was appended");
+}
+
+#[test]
+fn stale_attempts_are_fenced_and_failures_retry_after_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let ledger = Ledger::builder(dir.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let mut s = submission("flaky", 50);
+    s.config.retry = Some(RetryConfig {
+        max_attempts: 3,
+        initial_delay_ms: 1_000,
+        backoff_multiplier: 2.0,
+        max_delay_ms: 60_000,
+    });
+    let id = ledger
+        .submit(&tenant("acme"), s)
+        .unwrap()
+        .execution
+        .execution_id;
+    let first = ledger.claim(None).unwrap().unwrap();
+    let retried = ledger
+        .fail(id, first.attempt, ExecutionError::new("boom", "first try"))
+        .unwrap();
+    assert_eq!(retried.status, BackgroundExecutionStatus::Queued);
+    assert_eq!(
+        retried.not_before,
+        Some(clock.now() + chrono::Duration::seconds(1))
+    );
+    // Waiting for its back-off: not claimable yet.
+    assert!(ledger.claim(None).unwrap().is_none());
+    assert_eq!(ledger.waiting(None).len(), 1);
+    clock.advance_ms(1_000);
+    let second = ledger.claim(None).unwrap().unwrap();
+    assert_eq!(second.attempt, 2);
+    // The first attempt answers late: refused.
+    let err = ledger
+        .complete(id, 1, serde_json::json!("late"))
+        .unwrap_err();
+    match err {
+        LedgerError::Transition(t) => {
+            assert_eq!(
+                t.refusal,
+                Refusal::StaleAttempt {
+                    given: 1,
+                    current: 2
+                }
+            )
+        }
+        other => panic!("unexpected {other}"),
+    }
+    ledger.time_out(id, 2).unwrap();
+    clock.advance_ms(2_000);
+    let third = ledger.claim(None).unwrap().unwrap();
+    assert_eq!(third.attempt, 3);
+    let failed = ledger
+        .fail(id, 3, ExecutionError::new("boom", "last try"))
+        .unwrap();
+    assert_eq!(failed.status, BackgroundExecutionStatus::Failed);
+    let kinds: Vec<_> = ledger
+        .history(id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind.name())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "queued",
+            "started",
+            "retry_scheduled",
+            "started",
+            "retry_scheduled",
+            "started",
+            "failed"
+        ]
+    );
+}
+
+#[test]
+fn idempotency_keys_return_the_first_execution_and_append_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut s = submission("echo", 50);
+    s.idempotency_key = Some("order-42".into());
+    let first = ledger.submit(&tenant("acme"), s.clone()).unwrap();
+    assert!(first.created);
+    let head = ledger.head();
+    let again = ledger.submit(&tenant("acme"), s.clone()).unwrap();
+    assert!(!again.created);
+    assert_eq!(again.execution.execution_id, first.execution.execution_id);
+    assert_eq!(ledger.head(), head);
+    // Keys are per tenant.
+    let other = ledger.submit(&tenant("globex"), s.clone()).unwrap();
+    assert!(other.created);
+    drop(ledger);
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let after_reopen = ledger.submit(&tenant("acme"), s).unwrap();
+    assert!(!after_reopen.created);
+    assert_eq!(
+        after_reopen.execution.execution_id,
+        first.execution.execution_id
+    );
+}
+
+#[test]
+fn concurrent_identical_submits_create_exactly_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut s = submission("echo", 50);
+    s.idempotency_key = Some("once".into());
+    let ids: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (ledger, s) = (ledger.clone(), s.clone());
+                scope.spawn(move || ledger.submit(&tenant("acme"), s).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(ids.iter().filter(|s| s.created).count(), 1);
+    assert!(ids
+        .iter()
+        .all(|s| s.execution.execution_id == ids[0].execution.execution_id));
+    assert_eq!(ledger.head().seq, 1);
+}
+
+#[test]
+fn tenants_do_not_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let acme = ledger.tenant(tenant("acme"));
+    let globex = ledger.tenant(tenant("globex"));
+    let a = acme.submit(submission("echo", 50)).unwrap().execution;
+    let g = globex.submit(submission("echo", 99)).unwrap().execution;
+    assert!(matches!(
+        globex.get(a.execution_id),
+        Err(LedgerError::NotFound(_))
+    ));
+    assert!(matches!(
+        globex.history(a.execution_id),
+        Err(LedgerError::NotFound(_))
+    ));
+    assert!(matches!(
+        globex.cancel(a.execution_id, None),
+        Err(LedgerError::NotFound(_))
+    ));
+    assert!(matches!(
+        globex.execution_at(a.execution_id, At::Seq(2)),
+        Err(LedgerError::NotFound(_))
+    ));
+    assert_eq!(acme.queue().len(), 1);
+    // acme claims its own, although globex's has the higher priority.
+    let claimed = acme.claim(None).unwrap().unwrap();
+    assert_eq!(claimed.execution_id, a.execution_id);
+    assert!(acme.claim(None).unwrap().is_none());
+    assert_eq!(
+        globex.claim(None).unwrap().unwrap().execution_id,
+        g.execution_id
+    );
+}
+
+#[test]
+fn deferred_executions_wait_for_release_or_run_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let ledger = Ledger::builder(dir.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let mut held = submission("echo", 50);
+    held.config.mode = BackgroundExecutionMode::Deferred;
+    let held = ledger.submit(&tenant("acme"), held).unwrap().execution;
+    let mut timed = submission("echo", 50);
+    timed.config.mode = BackgroundExecutionMode::Deferred;
+    timed.run_at = Some(clock.now() + chrono::Duration::seconds(60));
+    let timed = ledger.submit(&tenant("acme"), timed).unwrap().execution;
+    assert!(ledger.claim(None).unwrap().is_none());
+    assert_eq!(ledger.counts().held, 1);
+    assert_eq!(ledger.counts().waiting, 1);
+    clock.advance_ms(60_000);
+    assert_eq!(
+        ledger.claim(None).unwrap().unwrap().execution_id,
+        timed.execution_id
+    );
+    assert!(ledger.claim(None).unwrap().is_none());
+    ledger.release(held.execution_id).unwrap();
+    assert_eq!(
+        ledger.claim(None).unwrap().unwrap().execution_id,
+        held.execution_id
+    );
+    let err = ledger.release(held.execution_id).unwrap_err();
+    assert!(err.to_string().contains("it is running"), "{err}");
+}
+
+#[test]
+fn time_travel_one_execution_the_queue_and_diffs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let ledger = Ledger::builder(dir.path())
+        .clock(clock.clone())
+        .snapshot_every(3)
+        .open()
+        .unwrap();
+    let t0 = clock.now();
+    let acme = tenant("acme");
+    let mut ids = Vec::new();
+    for p in [10, 20, 30, 40] {
+        clock.advance_ms(1_000);
+        ids.push(
+            ledger
+                .submit(&acme, submission("echo", p))
+                .unwrap()
+                .execution
+                .execution_id,
+        );
+    }
+    clock.advance_ms(1_000);
+    let t_before_claim = clock.now();
+    let claimed = ledger.claim(None).unwrap().unwrap(); // seq 5: priority 40
+    clock.advance_ms(1_000);
+    ledger
+        .complete(claimed.execution_id, 1, serde_json::json!("done"))
+        .unwrap(); // seq 6
+    ledger.cancel(ids[0], None).unwrap(); // seq 7
+
+    // One execution at a seq and at a time.
+    let at4 = ledger.execution_at(ids[3], At::Seq(4)).unwrap().unwrap();
+    assert_eq!(at4.status, BackgroundExecutionStatus::Queued);
+    let at5 = ledger.execution_at(ids[3], At::Seq(5)).unwrap().unwrap();
+    assert_eq!(at5.status, BackgroundExecutionStatus::Running);
+    assert_eq!(ledger.execution_at(ids[3], At::Seq(2)).unwrap(), None);
+    // The claim is dated t_before_claim itself: just before it, still queued.
+    let just_before = t_before_claim - chrono::Duration::milliseconds(1);
+    let by_time = ledger
+        .execution_at(ids[3], At::Time(just_before))
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_time.status, BackgroundExecutionStatus::Queued);
+    let at_claim = ledger
+        .execution_at(ids[3], At::Time(t_before_claim))
+        .unwrap()
+        .unwrap();
+    assert_eq!(at_claim.status, BackgroundExecutionStatus::Running);
+    assert_eq!(ledger.resolve(At::Time(t0)).unwrap(), 0);
+    assert_eq!(
+        ledger
+            .resolve(At::Time(t0 + chrono::Duration::days(1)))
+            .unwrap(),
+        7
+    );
+    assert!(matches!(
+        ledger.resolve(At::Seq(8)),
+        Err(LedgerError::Invalid(_))
+    ));
+
+    // The whole queue, as it was and as it is (snapshots every 3 events).
+    let then = ledger.projection_at(At::Seq(4)).unwrap();
+    let order: Vec<_> = then
+        .queue(t_before_claim, None)
+        .iter()
+        .map(|e| e.execution_id)
+        .collect();
+    assert_eq!(order, vec![ids[3], ids[2], ids[1], ids[0]]);
+    let now: Vec<_> = ledger
+        .queue(None)
+        .into_iter()
+        .map(|e| e.execution_id)
+        .collect();
+    assert_eq!(now, vec![ids[2], ids[1]]);
+    for seq in 0..=7 {
+        let p = ledger.projection_at(At::Seq(seq)).unwrap();
+        assert_eq!(p.seq(), seq);
+    }
+
+    // What changed between seq 4 and 7.
+    let changes = ledger.diff(At::Seq(4), At::Seq(7)).unwrap();
+    let summary: HashMap<_, _> = changes
+        .iter()
+        .map(|c| (c.execution_id, (c.before, c.after)))
+        .collect();
+    assert_eq!(summary.len(), 2);
+    assert_eq!(
+        summary[&ids[3]],
+        (
+            Some(BackgroundExecutionStatus::Queued),
+            BackgroundExecutionStatus::Completed
+        )
+    );
+    assert_eq!(
+        summary[&ids[0]],
+        (
+            Some(BackgroundExecutionStatus::Queued),
+            BackgroundExecutionStatus::Cancelled
+        )
+    );
+    let report = ledger.verify().unwrap();
+    assert!(report.snapshots >= 2, "{report:?}");
+}
+
+#[test]
+fn opening_from_a_snapshot_equals_a_fold_from_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = Ledger::builder(dir.path())
+            .snapshot_every(7)
+            .durability(Durability::Buffered)
+            .open()
+            .unwrap();
+        let acme = tenant("acme");
+        for i in 0..100u32 {
+            let e = ledger
+                .submit(&acme, submission("echo", (i % 7) as u8))
+                .unwrap()
+                .execution;
+            if i % 3 == 0 {
+                let c = ledger.claim(None).unwrap().unwrap();
+                if i % 2 == 0 {
+                    ledger
+                        .complete(c.execution_id, c.attempt, serde_json::json!(i))
+                        .unwrap();
+                }
+            }
+            if i % 5 == 0 {
+                let _ = ledger.cancel(e.execution_id, None);
+            }
+        }
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    ledger.check_projection().unwrap();
+    let report = ledger.verify().unwrap();
+    assert!(report.snapshots > 5);
+}
+
+#[test]
+fn a_subscription_catches_up_then_follows_without_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let acme = tenant("acme");
+    for _ in 0..5 {
+        ledger.submit(&acme, submission("echo", 1)).unwrap();
+    }
+    let mut sub = ledger.subscribe(3);
+    let writer = {
+        let ledger = ledger.clone();
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                ledger
+                    .submit(&tenant("acme"), submission("echo", 1))
+                    .unwrap();
+            }
+        })
+    };
+    let mut seqs = Vec::new();
+    while seqs.len() < 23 {
+        match sub.next_timeout(Duration::from_secs(10)).unwrap() {
+            Some(e) => seqs.push(e.seq),
+            None => panic!("no event within 10s after {seqs:?}"),
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(seqs, (3..=25).collect::<Vec<_>>());
+    assert!(sub
+        .next_timeout(Duration::from_millis(20))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn a_locked_directory_names_the_holder_and_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ledger = Ledger::open(dir.path()).unwrap();
+    let err = Ledger::open(dir.path()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Locked);
+    assert!(
+        err.to_string().ends_with(&format!(
+            "is in use by another ledger process (pid {})",
+            std::process::id()
+        )),
+        "{err}"
+    );
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Ledger::open(&file).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadDirectory);
+    assert!(err.to_string().ends_with("is not a directory"), "{err}");
+}
+
+#[test]
+fn recovery_requeues_or_fails_what_a_dead_process_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (once, twice);
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        once = ledger
+            .submit(&tenant("acme"), submission("echo", 90))
+            .unwrap()
+            .execution;
+        let mut s = submission("echo", 10);
+        s.config.retry = Some(RetryConfig {
+            max_attempts: 2,
+            ..RetryConfig::default()
+        });
+        twice = ledger.submit(&tenant("acme"), s).unwrap().execution;
+        ledger.claim(None).unwrap().unwrap();
+        ledger.claim(None).unwrap().unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut recovered = ledger.recover_abandoned().unwrap();
+    recovered.sort_by_key(|e| e.config.priority);
+    assert_eq!(recovered.len(), 2);
+    assert_eq!(recovered[0].execution_id, twice.execution_id);
+    assert_eq!(recovered[0].status, BackgroundExecutionStatus::Queued);
+    assert_eq!(recovered[1].execution_id, once.execution_id);
+    assert_eq!(recovered[1].status, BackgroundExecutionStatus::Failed);
+    assert!(ledger.recover_abandoned().unwrap().is_empty());
+    // The requeued one runs its second attempt; a late answer from the first is refused.
+    let again = ledger.claim(None).unwrap().unwrap();
+    assert_eq!(again.attempt, 2);
+    assert!(ledger
+        .complete(again.execution_id, 1, serde_json::json!(0))
+        .is_err());
+    ledger.verify().unwrap();
+}
