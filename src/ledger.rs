@@ -330,13 +330,7 @@ fn replay(
         }
         let (event, rec) = record::decode_event(seq, &bytes)?;
         if rec.prev != prev {
-            return Err(Error::corrupt(
-                seq,
-                format!(
-                    "hash link broken: the record does not chain to seq {}",
-                    seq - 1
-                ),
-            ));
+            return Err(broken_link(seq));
         }
         projection
             .apply(&event)
@@ -352,6 +346,18 @@ fn replay(
         expected,
         format!("record is missing (the log ends at seq {})", expected - 1),
     ))
+}
+
+/// Record `seq` is intact on its own but does not chain to the record
+/// before it: that one was rewritten (or, at seq 1, the chain's start).
+fn broken_link(seq: u64) -> Error {
+    match seq {
+        1 => Error::corrupt(1, "the first record does not start the hash chain"),
+        _ => Error::corrupt(
+            seq - 1,
+            format!("record was rewritten: seq {seq} chains to a different record"),
+        ),
+    }
 }
 
 fn load_snapshot(log: &Log, seq: u64, bytes: &[u8]) -> Result<(Projection, Hash), Error> {
@@ -1308,13 +1314,7 @@ impl Ledger {
             }
             let (event, rec) = record::decode_event(seq, &bytes)?;
             if rec.prev != prev {
-                return Err(Error::corrupt(
-                    seq,
-                    format!(
-                        "hash link broken: the record does not chain to seq {}",
-                        seq - 1
-                    ),
-                ));
+                return Err(broken_link(seq));
             }
             if event.at < last_at {
                 return Err(Error::corrupt(
