@@ -661,6 +661,17 @@ impl BackgroundExecution {
     }
 }
 
+/// The part of a completed execution's output its target binding names:
+/// the whole output, or the value at the binding's JSON pointer. `None`
+/// without an output, a binding, or a value at the pointer.
+pub fn bound_output(execution: &BackgroundExecution) -> Option<&serde_json::Value> {
+    let output = execution.output.as_ref()?;
+    match execution.config.target_binding.as_ref()?.path.as_deref() {
+        None | Some("") => Some(output),
+        Some(pointer) => output.pointer(pointer),
+    }
+}
+
 /// A priority queue of executions: higher priority first, submission order
 /// within a priority; O(log n) per operation.
 #[derive(Clone, Debug, Default)]

@@ -26,7 +26,7 @@ use crate::machine;
 use crate::projection::{LiveCounts, Projection, SnapshotEntry};
 use crate::store::checkpoint;
 use crate::store::record::{self, Hash, GENESIS};
-use crate::store::{Append, Durability, Log};
+use crate::store::{Append, Durability, Log, Name};
 
 /// The largest `input` accepted on submit, in bytes.
 pub const MAX_INPUT_BYTES: usize = 64 * 1024;
@@ -547,10 +547,15 @@ impl Ledger {
                 seq: event.seq,
                 record,
                 execution: event.execution_id,
-                idempotency: match &event.kind {
-                    EventKind::Queued(s) => {
-                        s.idempotency_key.as_deref().map(|k| (&event.tenant_id, k))
-                    }
+                name: match &event.kind {
+                    EventKind::Queued(s) => s
+                        .idempotency_key
+                        .as_deref()
+                        .map(|k| Name::Idempotency(&event.tenant_id, k)),
+                    EventKind::TargetBindingApplied {
+                        target,
+                        error: None,
+                    } => Some(Name::Binding(&event.tenant_id, target)),
                     _ => None,
                 },
             })
@@ -681,7 +686,7 @@ impl Ledger {
         validate(&submission)?;
         let mut core = self.core();
         if let Some(key) = &submission.idempotency_key {
-            if let Some(id) = self.inner.log.idempotent(tenant, key)? {
+            if let Some(id) = self.inner.log.named(Name::Idempotency(tenant, key))? {
                 let execution = match core.projection.get(&id) {
                     Some(e) => e.clone(),
                     None => self.load(id)?.ok_or_else(|| {
@@ -1066,6 +1071,24 @@ impl Ledger {
     /// The earliest time a waiting execution becomes runnable.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
         self.core().projection.next_due()
+    }
+
+    /// The value last bound to `target` for `tenant` (by an execution whose
+    /// target binding succeeded), with the execution that bound it.
+    ///
+    /// # Errors
+    ///
+    /// `Fatal` for damaged data.
+    pub fn bound_value(
+        &self,
+        tenant: &TenantId,
+        target: &str,
+    ) -> Result<Option<(ExecutionId, serde_json::Value)>, LedgerError> {
+        let Some(id) = self.inner.log.named(Name::Binding(tenant, target))? else {
+            return Ok(None);
+        };
+        let e = self.get(id)?;
+        Ok(crate::execution::bound_output(&e).map(|v| (id, v.clone())))
     }
 
     fn history_scoped(

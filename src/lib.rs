@@ -10,12 +10,13 @@ mod ledger;
 mod machine;
 mod projection;
 mod queue;
+mod runtime;
 mod store;
 
 pub use crate::error::{Error, ErrorKind, LedgerError, ParseIdError};
 pub use crate::event::{Event, EventKind, Submission};
 pub use crate::execution::{
-    BackgroundExecution, BackgroundExecutionConfig, BackgroundExecutionMode,
+    bound_output, BackgroundExecution, BackgroundExecutionConfig, BackgroundExecutionMode,
     BackgroundExecutionQueue, BackgroundExecutionStatus, ExecutionError, ExecutionId, RetryConfig,
     SpawnMode, TargetBindingConfig, TenantId, TriggerId,
 };
@@ -29,4 +30,8 @@ pub use crate::machine::{
     is_settled, Refusal, TransitionError, MAX_CALLBACK_ATTEMPTS,
 };
 pub use crate::projection::{LiveCounts, Projection};
+pub use crate::runtime::{
+    BindFuture, Binder, CallContext, CallFuture, CallResult, ExecutionHandle, Progress, Runtime,
+    RuntimeBuilder,
+};
 pub use crate::store::Durability;

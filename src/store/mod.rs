@@ -17,6 +17,7 @@
 //! seq (8 bytes, big-endian)                   -> record (record.rs)
 //! 0xFF 'x' execution id (16) seq (8)          -> ()      per-execution index
 //! 0xFF 'k' tenant 0x00 idempotency key        -> execution id (16)
+//! 0xFF 'b' tenant 0x00 binding target         -> execution id (16), latest bound
 //! ```
 //!
 //! Tree `snapshots` maps a seq to the projection as of that seq (derived
@@ -58,6 +59,7 @@ pub enum Durability {
 const INDEX: u8 = 0xFF;
 const EXEC: u8 = b'x';
 const IDEM: u8 = b'k';
+const BIND: u8 = b'b';
 
 pub(crate) fn event_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
@@ -78,10 +80,10 @@ fn exec_key(id: &ExecutionId, seq: u64) -> [u8; 26] {
     k
 }
 
-fn idem_key(tenant: &TenantId, key: &str) -> Vec<u8> {
+fn named_key(kind: u8, tenant: &TenantId, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(3 + tenant.as_str().len() + key.len());
     k.push(INDEX);
-    k.push(IDEM);
+    k.push(kind);
     k.extend_from_slice(tenant.as_str().as_bytes());
     k.push(0);
     k.extend_from_slice(key.as_bytes());
@@ -92,12 +94,30 @@ fn seq_of(key: &[u8]) -> Option<u64> {
     key.try_into().ok().map(u64::from_be_bytes)
 }
 
+/// A per-tenant name that an event points at its execution.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Name<'a> {
+    /// An idempotency key, set by `queued`.
+    Idempotency(&'a TenantId, &'a str),
+    /// A binding target, set by a successful `target_binding_applied`.
+    Binding(&'a TenantId, &'a str),
+}
+
+impl Name<'_> {
+    fn key(&self) -> Vec<u8> {
+        match self {
+            Name::Idempotency(t, k) => named_key(IDEM, t, k),
+            Name::Binding(t, k) => named_key(BIND, t, k),
+        }
+    }
+}
+
 /// One event's writes: its record and its index entries.
 pub(crate) struct Append<'a> {
     pub(crate) seq: u64,
     pub(crate) record: Vec<u8>,
     pub(crate) execution: ExecutionId,
-    pub(crate) idempotency: Option<(&'a TenantId, &'a str)>,
+    pub(crate) name: Option<Name<'a>>,
 }
 
 #[derive(Debug, Default)]
@@ -323,23 +343,17 @@ impl Log {
         })
     }
 
-    /// The execution a tenant's idempotency key names.
-    pub(crate) fn idempotent(
-        &self,
-        tenant: &TenantId,
-        key: &str,
-    ) -> Result<Option<ExecutionId>, Error> {
-        let v = self
-            .events
-            .get(idem_key(tenant, key))
-            .map_err(Error::store)?;
+    /// The execution a per-tenant name points at.
+    pub(crate) fn named(&self, name: Name<'_>) -> Result<Option<ExecutionId>, Error> {
+        let v = self.events.get(name.key()).map_err(Error::store)?;
         v.map(|v| {
             <[u8; 16]>::try_from(v.as_ref())
                 .map(ExecutionId::from_bytes)
-                .map_err(|_| Error::new(ErrorKind::Corrupt, "malformed idempotency entry"))
+                .map_err(|_| Error::new(ErrorKind::Corrupt, "malformed index entry"))
         })
         .transpose()
     }
+
 
     /// Writes events and their index entries in one atomic batch, and
     /// records the new end of the log. Callers append in seq order, one at a
@@ -349,8 +363,8 @@ impl Log {
         for a in appends {
             batch.insert(&event_key(a.seq), a.record.as_slice());
             batch.insert(&exec_key(&a.execution, a.seq), &[]);
-            if let Some((tenant, key)) = a.idempotency {
-                batch.insert(idem_key(tenant, key), a.execution.as_bytes());
+            if let Some(name) = a.name {
+                batch.insert(name.key(), a.execution.as_bytes());
             }
         }
         self.events.apply_batch(batch).map_err(Error::store)?;

@@ -1,0 +1,664 @@
+//! The runtime: tokio workers that claim executions in priority order and
+//! run their callables, with timeouts, retries, cancellation, progress
+//! streams, target bindings and result callbacks — each step recorded in the
+//! ledger before it counts.
+//!
+//! Ledger calls block (a synced append waits for the disk), so the runtime
+//! makes them on tokio's blocking pool.
+
+mod callback;
+mod registry;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+pub use registry::{CallContext, CallFuture, CallResult, Progress};
+
+use crate::error::LedgerError;
+use crate::event::Submission;
+use crate::execution::{bound_output, BackgroundExecution, ExecutionError, ExecutionId, TenantId};
+use crate::ledger::Ledger;
+use crate::machine::{awaits_binding, awaits_callback};
+use registry::Registry;
+
+/// A boxed binder future.
+pub type BindFuture = Pin<Box<dyn Future<Output = Result<(), ExecutionError>> + Send + 'static>>;
+
+/// Where completed outputs go: a binder handles the targets of one scheme
+/// (the part of `target` before `:`).
+pub trait Binder: Send + Sync + 'static {
+    /// Binds `value` (the output, or the part the binding's path names) to
+    /// `target` for `execution`.
+    fn bind(
+        &self,
+        target: &str,
+        value: serde_json::Value,
+        execution: &BackgroundExecution,
+    ) -> BindFuture;
+}
+
+/// The built-in binder for `var:` targets: the ledger itself keeps the
+/// bound value, readable with [`Ledger::bound_value`].
+struct LedgerBinder;
+
+impl Binder for LedgerBinder {
+    fn bind(&self, _: &str, _: serde_json::Value, _: &BackgroundExecution) -> BindFuture {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a runtime is started: callables, binders, workers, timings.
+pub struct RuntimeBuilder {
+    ledger: Ledger,
+    registry: Registry,
+    binders: HashMap<String, Arc<dyn Binder>>,
+    workers: usize,
+    worker_name: String,
+    idle_poll: Duration,
+    callback_timeout: Duration,
+    callback_backoff: Duration,
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("callables", &self.registry.names())
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuntimeBuilder {
+    /// Registers an async callable under `name`: it gets the execution's
+    /// input and a [`CallContext`], and returns an output or an error.
+    pub fn register<F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        F: Fn(Option<String>, CallContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = CallResult> + Send + 'static,
+    {
+        self.registry.register(name, f);
+        self
+    }
+
+    /// Registers the callables `echo` (output: the input as a JSON string),
+    /// `sleep` (input: milliseconds; stops when cancelled) and `fail` (fails
+    /// with the input as its message).
+    pub fn register_builtins(self) -> Self {
+        self.register("echo", |input, _| async move {
+            Ok(input.map_or(serde_json::Value::Null, serde_json::Value::String))
+        })
+        .register("sleep", |input, mut ctx| async move {
+            let ms: u64 = input.as_deref().unwrap_or("0").trim().parse().map_err(|_| {
+                ExecutionError::new("bad_input", format!("sleep takes milliseconds, not {input:?}"))
+            })?;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(serde_json::json!({ "sleptMs": ms })),
+                () = ctx.cancelled() => Err(ExecutionError::new("cancelled", "cancelled while sleeping")),
+            }
+        })
+        .register("fail", |input, _| async move {
+            Err(ExecutionError::new("failed", input.unwrap_or_else(|| "failed on purpose".into())))
+        })
+    }
+
+    /// Registers a binder for the targets of `scheme` (`var` is built in).
+    pub fn binder(mut self, scheme: &str, binder: impl Binder) -> Self {
+        self.binders.insert(scheme.to_owned(), Arc::new(binder));
+        self
+    }
+
+    /// How many executions run at once (default 4).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// The name workers record in `started` events (default `worker`).
+    pub fn worker_name(mut self, name: impl Into<String>) -> Self {
+        self.worker_name = name.into();
+        self
+    }
+
+    /// The longest an idle worker waits before looking at the queue again
+    /// (default 250 ms; submits and releases through the runtime wake it at
+    /// once).
+    pub fn idle_poll(mut self, every: Duration) -> Self {
+        self.idle_poll = every;
+        self
+    }
+
+    /// How long one callback delivery may take (default 10 s), and the wait
+    /// before the second delivery attempt, doubled for each one after
+    /// (default 500 ms).
+    pub fn callbacks(mut self, timeout: Duration, backoff: Duration) -> Self {
+        self.callback_timeout = timeout;
+        self.callback_backoff = backoff;
+        self
+    }
+
+    /// Recovers what a dead process left running, resumes pending bindings
+    /// and callbacks, and starts the workers. Call from within a tokio
+    /// runtime.
+    ///
+    /// # Errors
+    ///
+    /// `Fatal` when recovery cannot be recorded.
+    pub async fn start(self) -> Result<Runtime, LedgerError> {
+        let ledger = self.ledger.clone();
+        let recovered = blocking(move || ledger.recover_abandoned()).await?;
+        for e in &recovered {
+            tracing::info!(execution = %e.execution_id, attempt = e.attempt, status = %e.status, "recovered an execution left running");
+        }
+        let (shutdown, _) = watch::channel(false);
+        let mut binders = self.binders;
+        binders
+            .entry("var".to_owned())
+            .or_insert_with(|| Arc::new(LedgerBinder));
+        let shared = Arc::new(Shared {
+            ledger: self.ledger,
+            registry: self.registry,
+            binders,
+            client: reqwest::Client::new(),
+            wake: Notify::new(),
+            shutdown,
+            running: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+            progress: Mutex::new(HashMap::new()),
+            bookkeeping: AtomicUsize::new(0),
+            idle_poll: self.idle_poll,
+            callback_timeout: self.callback_timeout,
+            callback_backoff: self.callback_backoff,
+        });
+        let workers = (0..self.workers)
+            .map(|n| {
+                let shared = shared.clone();
+                let name = format!("{}-{n}", self.worker_name);
+                tokio::spawn(async move { worker(shared, name).await })
+            })
+            .collect();
+        let ledger = shared.ledger.clone();
+        let pending = blocking(move || ledger.live()).await;
+        for e in pending {
+            if awaits_binding(&e) || awaits_callback(&e) {
+                shared.spawn_settle(e);
+            }
+        }
+        Ok(Runtime {
+            shared,
+            workers: Mutex::new(workers),
+        })
+    }
+}
+
+struct Shared {
+    ledger: Ledger,
+    registry: Registry,
+    binders: HashMap<String, Arc<dyn Binder>>,
+    client: reqwest::Client,
+    wake: Notify,
+    shutdown: watch::Sender<bool>,
+    running: Mutex<HashMap<ExecutionId, watch::Sender<bool>>>,
+    waiters: Mutex<HashMap<ExecutionId, Vec<oneshot::Sender<BackgroundExecution>>>>,
+    progress: Mutex<HashMap<ExecutionId, broadcast::Sender<Progress>>>,
+    bookkeeping: AtomicUsize,
+    idle_poll: Duration,
+    callback_timeout: Duration,
+    callback_backoff: Duration,
+}
+
+/// Aborts the task when dropped: an attempt never outlives its worker.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+enum Outcome {
+    Output(serde_json::Value),
+    Error(ExecutionError),
+    TimedOut,
+    Cancelled,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// What follows a transition: waiters and progress streams learn of a
+    /// finished execution; bindings and callbacks are started; idle workers
+    /// look again when something became queued.
+    fn after(self: &Arc<Self>, e: BackgroundExecution) {
+        if !e.is_finished() {
+            self.wake.notify_waiters();
+            return;
+        }
+        lock(&self.progress).remove(&e.execution_id);
+        if let Some(waiters) = lock(&self.waiters).remove(&e.execution_id) {
+            for w in waiters {
+                let _ = w.send(e.clone());
+            }
+        }
+        if awaits_binding(&e) || awaits_callback(&e) {
+            self.spawn_settle(e);
+        }
+    }
+
+    fn spawn_settle(self: &Arc<Self>, e: BackgroundExecution) {
+        self.bookkeeping.fetch_add(1, Ordering::SeqCst);
+        let shared = self.clone();
+        let span = tracing::info_span!("settle", execution = %e.execution_id);
+        tokio::spawn(
+            async move {
+                if let Err(err) = shared.settle(e).await {
+                    tracing::error!(error = %err, "cannot record a binding or callback");
+                }
+                shared.bookkeeping.fetch_sub(1, Ordering::SeqCst);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Applies the target binding, then delivers the callback, recording
+    /// each step.
+    async fn settle(&self, mut e: BackgroundExecution) -> Result<(), LedgerError> {
+        let id = e.execution_id;
+        if awaits_binding(&e) {
+            let binding = e
+                .config
+                .target_binding
+                .clone()
+                .expect("a binding is pending");
+            let result = match (self.binders.get(binding.scheme()), bound_output(&e)) {
+                (None, _) => Err(ExecutionError::new(
+                    "unknown_binder",
+                    format!("no binder handles {:?} targets", binding.scheme()),
+                )),
+                (Some(_), None) => Err(ExecutionError::new(
+                    "nothing_to_bind",
+                    format!(
+                        "the output has no value at {:?}",
+                        binding.path.unwrap_or_default()
+                    ),
+                )),
+                (Some(binder), Some(value)) => {
+                    binder.bind(&binding.target, value.clone(), &e).await
+                }
+            };
+            let ledger = self.ledger.clone();
+            e = blocking(move || ledger.record_binding(id, result.err())).await?;
+        }
+        let mut stop = self.shutdown.subscribe();
+        while awaits_callback(&e) {
+            let attempt = e.callback_attempts + 1;
+            if attempt > 1 {
+                tokio::select! {
+                    () = tokio::time::sleep(callback::backoff(self.callback_backoff, attempt)) => {}
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                }
+            }
+            let url = e
+                .config
+                .callback_url
+                .clone()
+                .expect("a callback is pending");
+            let outcome = callback::deliver(&self.client, &url, &e, self.callback_timeout).await;
+            if let Err((_, why)) = &outcome {
+                tracing::warn!(attempt, %url, why, "callback delivery failed");
+            }
+            let ledger = self.ledger.clone();
+            e = blocking(move || ledger.record_callback(id, outcome)).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_attempt(self: &Arc<Self>, e: BackgroundExecution) {
+        let (id, attempt) = (e.execution_id, e.attempt);
+        let outcome = match self.registry.get(&e.callable_name) {
+            None => Outcome::Error(ExecutionError::new(
+                "unknown_callable",
+                format!("no callable named {:?} is registered", e.callable_name),
+            )),
+            Some(callable) => {
+                let (cancel_tx, cancel_rx) = watch::channel(false);
+                lock(&self.running).insert(id, cancel_tx);
+                let progress = (!e.is_silent()).then(|| {
+                    lock(&self.progress)
+                        .entry(id)
+                        .or_insert_with(|| broadcast::channel(256).0)
+                        .clone()
+                });
+                let ctx = CallContext {
+                    execution_id: id,
+                    tenant_id: e.tenant_id.clone(),
+                    attempt,
+                    context: e.context.clone().unwrap_or_default(),
+                    cancelled: cancel_rx.clone(),
+                    progress,
+                };
+                let mut task = AbortOnDrop(tokio::spawn(callable(e.input.clone(), ctx)));
+                let mut cancelled = cancel_rx;
+                let timeout = Duration::from_millis(e.config.timeout_ms);
+                let outcome = tokio::select! {
+                    joined = &mut task.0 => match joined {
+                        Ok(Ok(output)) => Outcome::Output(output),
+                        Ok(Err(error)) => Outcome::Error(error),
+                        Err(join) if join.is_panic() => Outcome::Error(ExecutionError::new(
+                            "panicked",
+                            panic_message(join.into_panic()),
+                        )),
+                        Err(_) => Outcome::Cancelled,
+                    },
+                    () = tokio::time::sleep(timeout) => Outcome::TimedOut,
+                    _ = cancelled.wait_for(|c| *c) => Outcome::Cancelled,
+                };
+                drop(task);
+                lock(&self.running).remove(&id);
+                outcome
+            }
+        };
+        let ledger = self.ledger.clone();
+        let unknown = matches!(&outcome, Outcome::Error(err) if err.code == "unknown_callable");
+        let recorded = match outcome {
+            // The cancellation was recorded by whoever cancelled.
+            Outcome::Cancelled => return,
+            Outcome::Output(output) => blocking(move || ledger.complete(id, attempt, output)).await,
+            Outcome::Error(error) if unknown => {
+                blocking(move || ledger.fail_permanently(id, attempt, error)).await
+            }
+            Outcome::Error(error) => blocking(move || ledger.fail(id, attempt, error)).await,
+            Outcome::TimedOut => blocking(move || ledger.time_out(id, attempt)).await,
+        };
+        match recorded {
+            Ok(after) => {
+                tracing::info!(status = %after.status, "attempt ended");
+                self.after(after);
+            }
+            Err(LedgerError::Transition(refused)) => {
+                tracing::info!(%refused, "the attempt's answer was refused")
+            }
+            Err(other) => tracing::error!(error = %other, "cannot record the attempt's end"),
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string payload".to_owned());
+    format!("the callable panicked: {what}")
+}
+
+async fn worker(shared: Arc<Shared>, name: String) {
+    let mut stop = shared.shutdown.subscribe();
+    while !shared.stopping() {
+        let ledger = shared.ledger.clone();
+        let worker_name = name.clone();
+        match blocking(move || ledger.claim(Some(&worker_name))).await {
+            Ok(Some(e)) => {
+                let span = tracing::info_span!(
+                    "attempt",
+                    execution = %e.execution_id,
+                    tenant = %e.tenant_id,
+                    callable = %e.callable_name,
+                    attempt = e.attempt,
+                );
+                shared.run_attempt(e).instrument(span).await;
+            }
+            Ok(None) => {
+                let ledger = &shared.ledger;
+                let wait = ledger
+                    .next_due()
+                    .and_then(|due| (due - ledger.now()).to_std().ok())
+                    .map_or(shared.idle_poll, |d| d.min(shared.idle_poll));
+                tokio::select! {
+                    () = shared.wake.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim");
+                tokio::select! {
+                    () = tokio::time::sleep(shared.idle_poll) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            }
+        }
+    }
+}
+
+/// A handle on a submitted execution: its id, and its final record once it
+/// finishes.
+#[derive(Debug)]
+pub struct ExecutionHandle {
+    id: ExecutionId,
+    created: bool,
+    rx: oneshot::Receiver<BackgroundExecution>,
+}
+
+impl ExecutionHandle {
+    /// The execution's id.
+    pub fn id(&self) -> ExecutionId {
+        self.id
+    }
+
+    /// Whether the submit created it (false on an idempotency hit).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// The execution once it is finished; `None` when the runtime stopped
+    /// first.
+    pub async fn result(self) -> Option<BackgroundExecution> {
+        self.rx.await.ok()
+    }
+}
+
+/// The running runtime. Dropping it without [`shutdown`](Self::shutdown)
+/// leaves its workers running until the tokio runtime ends.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A builder for a runtime over `ledger`.
+    pub fn builder(ledger: Ledger) -> RuntimeBuilder {
+        RuntimeBuilder {
+            ledger,
+            registry: Registry::default(),
+            binders: HashMap::new(),
+            workers: 4,
+            worker_name: "worker".to_owned(),
+            idle_poll: Duration::from_millis(250),
+            callback_timeout: Duration::from_secs(10),
+            callback_backoff: Duration::from_millis(500),
+        }
+    }
+
+    /// The ledger it runs.
+    pub fn ledger(&self) -> &Ledger {
+        &self.shared.ledger
+    }
+
+    /// Submits an execution and wakes a worker. The handle resolves when it
+    /// finishes (for `silent` executions, the caller's way to the result).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::submit`].
+    pub async fn submit(
+        &self,
+        tenant: &TenantId,
+        submission: Submission,
+    ) -> Result<ExecutionHandle, LedgerError> {
+        let ledger = self.shared.ledger.clone();
+        let tenant = tenant.clone();
+        let submitted = blocking(move || ledger.submit(&tenant, submission)).await?;
+        let id = submitted.execution.execution_id;
+        let rx = self.watch(id).await?;
+        self.shared.wake.notify_one();
+        Ok(ExecutionHandle {
+            id,
+            created: submitted.created,
+            rx,
+        })
+    }
+
+    async fn watch(
+        &self,
+        id: ExecutionId,
+    ) -> Result<oneshot::Receiver<BackgroundExecution>, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.waiters).entry(id).or_default().push(tx);
+        // It may have finished before the waiter was in place.
+        let ledger = self.shared.ledger.clone();
+        let now = blocking(move || ledger.get(id)).await?;
+        if now.is_finished() {
+            if let Some(waiters) = lock(&self.shared.waiters).remove(&id) {
+                for w in waiters {
+                    let _ = w.send(now.clone());
+                }
+            }
+        }
+        Ok(rx)
+    }
+
+    /// Waits for an execution to finish and returns it.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Fatal`. `Ok(None)` when the runtime stopped first.
+    pub async fn result(
+        &self,
+        id: ExecutionId,
+    ) -> Result<Option<BackgroundExecution>, LedgerError> {
+        Ok(self.watch(id).await?.await.ok())
+    }
+
+    /// Cancels an execution; a running attempt is told to stop and dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::cancel`].
+    pub async fn cancel(
+        &self,
+        id: ExecutionId,
+        reason: Option<String>,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        let ledger = self.shared.ledger.clone();
+        let e = blocking(move || ledger.cancel(id, reason)).await?;
+        if let Some(tx) = lock(&self.shared.running).get(&id) {
+            let _ = tx.send(true);
+        }
+        self.shared.after(e.clone());
+        Ok(e)
+    }
+
+    /// Releases a held deferred execution and wakes a worker.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::release`].
+    pub async fn release(&self, id: ExecutionId) -> Result<BackgroundExecution, LedgerError> {
+        let ledger = self.shared.ledger.clone();
+        let e = blocking(move || ledger.release(id)).await?;
+        self.shared.wake.notify_one();
+        Ok(e)
+    }
+
+    /// Progress reported by a non-silent execution's callable, from now on.
+    /// `None` for a silent execution, or one that is finished or unknown.
+    pub async fn progress(&self, id: ExecutionId) -> Option<broadcast::Receiver<Progress>> {
+        let ledger = self.shared.ledger.clone();
+        let e = blocking(move || ledger.get(id)).await.ok()?;
+        if e.is_silent() || e.is_finished() {
+            return None;
+        }
+        Some(
+            lock(&self.shared.progress)
+                .entry(id)
+                .or_insert_with(|| broadcast::channel(256).0)
+                .subscribe(),
+        )
+    }
+
+    /// Whether nothing is left to do now: nothing runnable, running,
+    /// waiting for a retry or run-at time, or awaiting its binding or
+    /// callback. Held deferred executions do not count.
+    pub fn is_idle(&self) -> bool {
+        let c = self.shared.ledger.counts();
+        c.queued == c.held
+            && c.running == 0
+            && c.finishing == 0
+            && self.shared.bookkeeping.load(Ordering::SeqCst) == 0
+            && lock(&self.shared.running).is_empty()
+    }
+
+    /// Resolves once [`is_idle`](Self::is_idle) holds.
+    pub async fn wait_idle(&self) {
+        while !self.is_idle() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops claiming, lets running attempts finish within `grace`, then
+    /// drops what is still running (recovered on the next start) and makes
+    /// the ledger durable.
+    ///
+    /// # Errors
+    ///
+    /// `Fatal` when the final flush fails.
+    pub async fn shutdown(&self, grace: Duration) -> Result<(), LedgerError> {
+        let _ = self.shared.shutdown.send(true);
+        self.shared.wake.notify_waiters();
+        let workers: Vec<_> = std::mem::take(&mut *lock(&self.workers));
+        let aborts: Vec<_> = workers.iter().map(JoinHandle::abort_handle).collect();
+        let all = futures_join(workers);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("attempts still running after the grace period are left to recovery");
+            for a in aborts {
+                a.abort();
+            }
+        }
+        let ledger = self.shared.ledger.clone();
+        blocking(move || ledger.flush()).await?;
+        Ok(())
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
