@@ -1,0 +1,581 @@
+//! The runtime with a real tokio runtime, a real ledger on disk and, for
+//! callbacks, a real HTTP server on 127.0.0.1.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use execution_ledger::{
+    BackgroundExecution, BackgroundExecutionMode, BackgroundExecutionStatus, ExecutionError,
+    Ledger, RetryConfig, Runtime, Submission, TargetBindingConfig, TenantId,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn acme() -> TenantId {
+    "acme".parse().unwrap()
+}
+
+fn job(callable: &str, input: &str) -> Submission {
+    let mut s = Submission::new(callable);
+    s.input = Some(input.to_owned());
+    s
+}
+
+fn kinds(ledger: &Ledger, e: &BackgroundExecution) -> Vec<&'static str> {
+    ledger
+        .history(e.execution_id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind.name())
+        .collect()
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn finished(handle: execution_ledger::ExecutionHandle) -> BackgroundExecution {
+    tokio::time::timeout(WAIT, handle.result())
+        .await
+        .expect("the execution finishes")
+        .expect("the runtime is running")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_runs_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    // Queue everything before any worker runs.
+    let mut ids = Vec::new();
+    for p in [10u8, 200, 50, 200, 0] {
+        let mut s = job("record", &p.to_string());
+        s.config.priority = p;
+        ids.push(ledger.submit(&acme(), s).unwrap().execution.execution_id);
+    }
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let seen = order.clone();
+    let runtime = Runtime::builder(ledger.clone())
+        .workers(1)
+        .register("record", move |input, ctx| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(ctx.execution_id);
+                Ok(input.into())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, runtime.wait_idle())
+        .await
+        .unwrap();
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+    // 200 (first submitted), 200, 50, 10, 0.
+    assert_eq!(
+        *order.lock().unwrap(),
+        vec![ids[1], ids[3], ids[2], ids[0], ids[4]]
+    );
+    ledger.verify().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_past_its_timeout_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let runtime = Runtime::builder(ledger.clone())
+        .register_builtins()
+        .start()
+        .await
+        .unwrap();
+    let mut s = job("sleep", "60000");
+    s.config.timeout_ms = 50;
+    let e = finished(runtime.submit(&acme(), s).await.unwrap()).await;
+    assert_eq!(e.status, BackgroundExecutionStatus::Timeout);
+    assert_eq!(e.error.as_ref().unwrap().code, "timeout");
+    assert_eq!(kinds(&ledger, &e), ["queued", "started", "timed_out"]);
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_retry_with_backoff_then_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let runtime = Runtime::builder(ledger.clone())
+        .register("flaky", move |_, ctx| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                if ctx.attempt < 3 {
+                    Err(ExecutionError::new(
+                        "flaky",
+                        format!("attempt {}", ctx.attempt),
+                    ))
+                } else {
+                    Ok(serde_json::json!({ "attempt": ctx.attempt }))
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut s = job("flaky", "");
+    s.config.retry = Some(RetryConfig {
+        max_attempts: 3,
+        initial_delay_ms: 30,
+        backoff_multiplier: 2.0,
+        max_delay_ms: 1_000,
+    });
+    let e = finished(runtime.submit(&acme(), s).await.unwrap()).await;
+    assert_eq!(e.status, BackgroundExecutionStatus::Completed);
+    assert_eq!(e.attempt, 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let history = ledger.history(e.execution_id).unwrap();
+    let names: Vec<_> = history.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "queued",
+            "started",
+            "retry_scheduled",
+            "started",
+            "retry_scheduled",
+            "started",
+            "completed"
+        ]
+    );
+    // Each retry started no earlier than its back-off allowed: 30 ms, then 60 ms.
+    for (i, wait_ms) in [(2usize, 30i64), (4, 60)] {
+        let scheduled = history[i].at;
+        let started = history[i + 1].at;
+        assert!(
+            started - scheduled >= chrono::Duration::milliseconds(wait_ms),
+            "retry {i} started after {:?}",
+            started - scheduled
+        );
+    }
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_exhausted_end_failed_and_unknown_callables_fail_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let runtime = Runtime::builder(ledger.clone())
+        .register_builtins()
+        .start()
+        .await
+        .unwrap();
+    let mut s = job("fail", "always");
+    s.config.retry = Some(RetryConfig {
+        max_attempts: 2,
+        initial_delay_ms: 10,
+        ..RetryConfig::default()
+    });
+    let e = finished(runtime.submit(&acme(), s).await.unwrap()).await;
+    assert_eq!(e.status, BackgroundExecutionStatus::Failed);
+    assert_eq!(e.attempt, 2);
+    assert_eq!(e.error.unwrap().message, "always");
+
+    let mut s = job("no-such-callable", "");
+    s.config.retry = Some(RetryConfig::default());
+    let e = finished(runtime.submit(&acme(), s).await.unwrap()).await;
+    assert_eq!(e.status, BackgroundExecutionStatus::Failed);
+    assert_eq!(e.attempt, 1, "an unknown callable is not retried");
+    assert_eq!(e.error.unwrap().code, "unknown_callable");
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_execution_stops_its_callable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    /// Counts the callable futures dropped.
+    struct Dropped(Arc<AtomicUsize>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let flag = dropped.clone();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+    let runtime = Runtime::builder(ledger.clone())
+        .register("forever", move |_, mut ctx| {
+            let (flag, started_tx) = (flag.clone(), started_tx.clone());
+            async move {
+                let _guard = Dropped(flag);
+                if let Some(tx) = started_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                ctx.cancelled().await;
+                // Told to stop: a well-behaved callable would clean up here;
+                // this one never returns, so only dropping it ends it.
+                std::future::pending::<()>().await;
+                Ok(serde_json::Value::Null)
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let handle = runtime.submit(&acme(), job("forever", "")).await.unwrap();
+    let id = handle.id();
+    tokio::time::timeout(WAIT, started_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    runtime.cancel(id, Some("operator".into())).await.unwrap();
+    let e = finished(handle).await;
+    assert_eq!(e.status, BackgroundExecutionStatus::Cancelled);
+    tokio::time::timeout(WAIT, runtime.wait_idle())
+        .await
+        .unwrap();
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the callable's future was dropped"
+    );
+    assert_eq!(kinds(&ledger, &e), ["queued", "started", "cancelled"]);
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_executions_are_awaited_and_stream_nothing_others_stream_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let runtime = Runtime::builder(ledger.clone())
+        .register("steps", move |_, ctx| {
+            let mut go = go_rx.clone();
+            async move {
+                go.wait_for(|g| *g).await.unwrap();
+                for i in 1..=3 {
+                    ctx.progress(serde_json::json!({ "step": i }));
+                }
+                Ok(serde_json::json!("done"))
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut silent = job("steps", "");
+    silent.config.mode = BackgroundExecutionMode::Silent;
+    let silent = runtime.submit(&acme(), silent).await.unwrap();
+    let loud = runtime.submit(&acme(), job("steps", "")).await.unwrap();
+    assert!(runtime.progress(silent.id()).await.is_none());
+    let mut stream = runtime.progress(loud.id()).await.expect("a stream");
+    go_tx.send(true).unwrap();
+    let mut steps = Vec::new();
+    while let Ok(Ok(p)) = tokio::time::timeout(WAIT, stream.recv()).await {
+        steps.push(p.value["step"].as_u64().unwrap());
+    }
+    assert_eq!(steps, [1, 2, 3], "the stream ends when the execution does");
+    let s = finished(silent).await;
+    assert_eq!(s.output, Some(serde_json::json!("done")));
+    assert_eq!(
+        finished(loud).await.status,
+        BackgroundExecutionStatus::Completed
+    );
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_callable_is_a_failed_attempt_not_a_dead_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let runtime = Runtime::builder(ledger.clone())
+        .workers(1)
+        .register_builtins()
+        .register("boom", |_, _| async move {
+            if true {
+                panic!("kaboom");
+            }
+            Ok(serde_json::Value::Null)
+        })
+        .start()
+        .await
+        .unwrap();
+    let e = finished(runtime.submit(&acme(), job("boom", "")).await.unwrap()).await;
+    assert_eq!(e.status, BackgroundExecutionStatus::Failed);
+    let error = e.error.unwrap();
+    assert_eq!(error.code, "panicked");
+    assert!(error.message.contains("kaboom"), "{}", error.message);
+    // The single worker still runs work.
+    let e = finished(runtime.submit(&acme(), job("echo", "after")).await.unwrap()).await;
+    assert_eq!(e.output, Some(serde_json::json!("after")));
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_executions_run_when_released_or_at_their_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let runtime = Runtime::builder(ledger.clone())
+        .register_builtins()
+        .idle_poll(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    let mut held = job("echo", "held");
+    held.config.mode = BackgroundExecutionMode::Deferred;
+    let held = runtime.submit(&acme(), held).await.unwrap();
+    let mut timed = job("echo", "timed");
+    timed.config.mode = BackgroundExecutionMode::Deferred;
+    let run_at = ledger.now() + chrono::Duration::milliseconds(150);
+    timed.run_at = Some(run_at);
+    let timed = finished(runtime.submit(&acme(), timed).await.unwrap()).await;
+    assert!(timed.started_at.unwrap() >= run_at);
+    // The held one is still waiting, and does not keep the runtime busy.
+    assert_eq!(
+        ledger.get(held.id()).unwrap().status,
+        BackgroundExecutionStatus::Queued
+    );
+    assert!(runtime.is_idle());
+    runtime.release(held.id()).await.unwrap();
+    let held = finished(held).await;
+    assert_eq!(held.output, Some(serde_json::json!("held")));
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 that answers `statuses` in turn
+/// (then 200) and keeps the bodies it received.
+async fn callback_server(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let received = bodies.clone();
+    tokio::spawn(async move {
+        let mut statuses = statuses.into_iter();
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body = loop {
+                let n = socket.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let len: usize = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= head_end + 4 + len {
+                        break Some(buf[head_end + 4..head_end + 4 + len].to_vec());
+                    }
+                }
+            };
+            let Some(body) = body else { continue };
+            received
+                .lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap());
+            let status = statuses.next().unwrap_or(200);
+            let reply =
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = socket.write_all(reply.as_bytes()).await;
+        }
+    });
+    (url, bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_are_posted_retried_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let (url, bodies) = callback_server(vec![500, 503]).await;
+    let runtime = Runtime::builder(ledger.clone())
+        .register_builtins()
+        .callbacks(Duration::from_secs(5), Duration::from_millis(10))
+        .start()
+        .await
+        .unwrap();
+    let mut s = job("echo", "for the hook");
+    s.config.mode = BackgroundExecutionMode::Deferred;
+    s.config.callback_url = Some(url);
+    let handle = runtime.submit(&acme(), s).await.unwrap();
+    let id = handle.id();
+    runtime.release(id).await.unwrap();
+    finished(handle).await;
+    tokio::time::timeout(WAIT, runtime.wait_idle())
+        .await
+        .unwrap();
+    let e = ledger.get(id).unwrap();
+    assert!(e.callback_delivered);
+    assert_eq!(e.callback_attempts, 3);
+    let history = ledger.history(id).unwrap();
+    let tail: Vec<_> = history
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(|e| e.kind.clone())
+        .collect();
+    use execution_ledger::EventKind::{CallbackDelivered, CallbackFailed};
+    assert!(matches!(
+        tail[0],
+        CallbackFailed {
+            attempt: 1,
+            status_code: Some(500),
+            ..
+        }
+    ));
+    assert!(matches!(
+        tail[1],
+        CallbackFailed {
+            attempt: 2,
+            status_code: Some(503),
+            ..
+        }
+    ));
+    assert!(matches!(
+        tail[2],
+        CallbackDelivered {
+            attempt: 3,
+            status_code: 200
+        }
+    ));
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(bodies[2]["executionId"], id.to_string());
+    assert_eq!(bodies[2]["status"], "completed");
+    assert_eq!(bodies[2]["output"], "for the hook");
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_bindings_are_applied_and_readable_by_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let runtime = Runtime::builder(ledger.clone())
+        .register("summarize", |_, _| async {
+            Ok(serde_json::json!({ "summary": "short", "tokens": 12 }))
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut s = job("summarize", "");
+    s.config.target_binding = Some(TargetBindingConfig {
+        target: "var:summary".into(),
+        path: Some("/summary".into()),
+    });
+    let id = finished(runtime.submit(&acme(), s).await.unwrap())
+        .await
+        .execution_id;
+    tokio::time::timeout(WAIT, runtime.wait_idle())
+        .await
+        .unwrap();
+    assert!(ledger.get(id).unwrap().target_binding_applied);
+    let (by, value) = ledger.bound_value(&acme(), "var:summary").unwrap().unwrap();
+    assert_eq!((by, value), (id, serde_json::json!("short")));
+    // Another tenant has no such variable.
+    let globex: TenantId = "globex".parse().unwrap();
+    assert!(ledger
+        .bound_value(&globex, "var:summary")
+        .unwrap()
+        .is_none());
+    // A scheme nobody handles is recorded as a failed binding.
+    let mut s = job("summarize", "");
+    s.config.target_binding = Some(TargetBindingConfig {
+        target: "nowhere:x".into(),
+        path: None,
+    });
+    let id = finished(runtime.submit(&acme(), s).await.unwrap())
+        .await
+        .execution_id;
+    tokio::time::timeout(WAIT, runtime.wait_idle())
+        .await
+        .unwrap();
+    let e = ledger.get(id).unwrap();
+    assert!(!e.target_binding_applied);
+    assert_eq!(e.target_binding_error.unwrap().code, "unknown_binder");
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_recovers_what_a_crash_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        // A "crash": claimed by a worker of a process that then vanished.
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let mut s = job("echo", "again");
+        s.config.retry = Some(RetryConfig {
+            max_attempts: 2,
+            ..RetryConfig::default()
+        });
+        id = ledger.submit(&acme(), s).unwrap().execution.execution_id;
+        ledger.claim(Some("dead-worker")).unwrap().unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let runtime = Runtime::builder(ledger.clone())
+        .register_builtins()
+        .start()
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(WAIT, runtime.result(id))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.status, BackgroundExecutionStatus::Completed);
+    assert_eq!(e.attempt, 2);
+    assert_eq!(
+        kinds(&ledger, &e),
+        ["queued", "started", "recovered", "started", "completed"]
+    );
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_attempts_finish_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let runtime = Runtime::builder(ledger.clone())
+        .workers(2)
+        .register_builtins()
+        .start()
+        .await
+        .unwrap();
+    let short = runtime
+        .submit(&acme(), job("sleep", "100"))
+        .await
+        .unwrap()
+        .id();
+    let long = runtime
+        .submit(&acme(), job("sleep", "60000"))
+        .await
+        .unwrap()
+        .id();
+    // Both running.
+    tokio::time::timeout(WAIT, async {
+        while ledger.counts().running < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    runtime
+        .shutdown(Duration::from_millis(1_500))
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.get(short).unwrap().status,
+        BackgroundExecutionStatus::Completed
+    );
+    // The long one was left running, for recovery at the next start.
+    assert_eq!(
+        ledger.get(long).unwrap().status,
+        BackgroundExecutionStatus::Running
+    );
+    ledger.verify().unwrap();
+}
