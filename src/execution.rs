@@ -362,7 +362,11 @@ pub struct ExecutionError {
     /// A human-readable message.
     pub message: String,
     /// Structured details, when the callable gave any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_value",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub details: Option<serde_json::Value>,
 }
 
@@ -409,6 +413,15 @@ pub enum SpawnMode {
     },
 }
 
+/// A JSON value that is present, `null` included, is `Some`: an absent
+/// field is `None` (by `#[serde(default)]`), so `Some(Value::Null)` (a
+/// callable that returned `null`) survives a round trip.
+fn present_value<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -453,7 +466,11 @@ pub struct BackgroundExecution {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
     /// The callable's output, once completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_value",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output: Option<serde_json::Value>,
     /// The error of the latest failed attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -418,10 +418,21 @@ pub fn after_failure(
         Some(retry) if attempt < e.config.max_attempts() => EventKind::RetryScheduled {
             attempt,
             error,
-            not_before: now + Duration::milliseconds(retry.delay_ms(attempt) as i64),
+            not_before: later_by(now, retry.delay_ms(attempt)),
         },
         _ => EventKind::Failed { attempt, error },
     }
+}
+
+/// `now` plus `ms` milliseconds, or the latest time there is when that is
+/// out of range (a back-off of `u64::MAX` ms must neither wrap to the past
+/// nor panic).
+fn later_by(now: DateTime<Utc>, ms: u64) -> DateTime<Utc> {
+    i64::try_from(ms)
+        .ok()
+        .and_then(Duration::try_milliseconds)
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The event a timed-out attempt becomes: a retry while attempts remain,

@@ -354,7 +354,6 @@ impl Log {
         .transpose()
     }
 
-
     /// Writes events and their index entries in one atomic batch, and
     /// records the new end of the log. Callers append in seq order, one at a
     /// time.

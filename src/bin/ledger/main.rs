@@ -1,1 +1,349 @@
-fn main() {}
+//! `ledger`: the operator's command line for execution-ledger.
+//!
+//! Exit codes: 0 success; 1 a failure (not found, refused transition,
+//! damaged log, I/O); 2 a usage error (bad arguments or values).
+
+mod commands;
+mod demo;
+mod output;
+mod run;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use execution_ledger::{At, BackgroundExecutionMode, ExecutionId, TenantId};
+
+/// An event-sourced ledger of background executions: audit, time travel,
+/// verify, and run.
+#[derive(Debug, Parser)]
+#[command(name = "ledger", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The ledger's data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGER_DATA_DIR",
+        default_value = "ledger-data"
+    )]
+    pub(crate) data_dir: PathBuf,
+    /// Print JSON for machines instead of tables for people.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Act as this tenant: other tenants' executions are not found.
+    #[arg(long, global = true, value_parser = parse_tenant)]
+    pub(crate) tenant: Option<TenantId>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Submit an execution; prints its id.
+    Submit(SubmitArgs),
+    /// Claim the next runnable execution (it becomes running); prints its id.
+    Claim {
+        /// Who claims it, recorded in the `started` event.
+        #[arg(long, default_value = "cli")]
+        worker: String,
+    },
+    /// Complete a running execution's current attempt.
+    Complete {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+        /// Its output, as JSON.
+        #[arg(long, value_parser = parse_json)]
+        output: Option<serde_json::Value>,
+    },
+    /// Fail a running execution's current attempt (retried by its policy).
+    Fail {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+        /// What went wrong.
+        #[arg(long)]
+        error: String,
+        /// A machine-readable code.
+        #[arg(long, default_value = "failed")]
+        code: String,
+    },
+    /// Cancel a queued or running execution.
+    Cancel {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Release a held deferred execution: it becomes runnable.
+    Release {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+    },
+    /// Show an execution's record, now or at a point in the log.
+    Show {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+        #[command(flatten)]
+        at: AtArgs,
+    },
+    /// An execution's events, in order.
+    History {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+    },
+    /// The runnable executions in claim order, now or at a point in the log.
+    Queue {
+        #[command(flatten)]
+        at: AtArgs,
+    },
+    /// Events of the whole log.
+    Events {
+        /// The first seq.
+        #[arg(long, default_value_t = 1)]
+        from_seq: u64,
+        /// The last seq.
+        #[arg(long)]
+        to_seq: Option<u64>,
+        /// After the last, wait for new events and print them as they come.
+        #[arg(long, conflicts_with = "to_seq")]
+        follow: bool,
+    },
+    /// Which executions changed between two seqs, and how.
+    Diff {
+        /// The first point.
+        #[arg(long)]
+        from_seq: u64,
+        /// The second point.
+        #[arg(long)]
+        to_seq: u64,
+    },
+    /// Check the whole log: exit 0 when intact, 1 naming the first bad seq.
+    Verify,
+    /// The last seq and its hash.
+    Head,
+    /// Figures about the ledger.
+    Stats,
+    /// The whole log as JSON lines.
+    Export,
+    /// Run executions with the built-in callables echo, sleep and fail.
+    Run {
+        /// How many run at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: u16,
+        /// Exit once nothing is runnable, running, waiting for a retry or
+        /// awaiting a callback (held deferred executions do not count).
+        #[arg(long)]
+        exit_when_idle: bool,
+    },
+    /// A guided tour on a fresh ledger: run a mixed workload, audit one
+    /// execution, travel back in time, verify.
+    Demo {
+        /// The directory for the demo's ledger (default: a new one under
+        /// the data directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    /// The callable to run.
+    #[arg(long)]
+    pub(crate) callable: String,
+    /// Its input.
+    #[arg(long)]
+    pub(crate) input: Option<String>,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 50, value_parser = parse_priority)]
+    pub(crate) priority: u8,
+    /// fire_and_forget, silent or deferred.
+    #[arg(long, default_value = "fire_and_forget", value_parser = parse_mode)]
+    pub(crate) mode: BackgroundExecutionMode,
+    /// How long one attempt may run, in milliseconds.
+    #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub(crate) timeout_ms: u64,
+    /// Attempts in all (retries with back-off when above 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) max_attempts: Option<u32>,
+    /// Context for the callable, KEY=VALUE (repeatable).
+    #[arg(long = "context", value_parser = parse_key_value)]
+    pub(crate) context: Vec<(String, String)>,
+    /// Submitting again with the same key returns the first execution.
+    #[arg(long)]
+    pub(crate) idempotency_key: Option<String>,
+    /// Where a deferred execution's record is POSTed when it ends.
+    #[arg(long)]
+    pub(crate) callback_url: Option<String>,
+    /// Not runnable before this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub(crate) run_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AtArgs {
+    /// As it was after this seq.
+    #[arg(long, conflicts_with = "at_time")]
+    pub(crate) at_seq: Option<u64>,
+    /// As it was at this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub(crate) at_time: Option<DateTime<Utc>>,
+}
+
+impl AtArgs {
+    pub(crate) fn at(&self) -> Option<At> {
+        match (self.at_seq, self.at_time) {
+            (Some(seq), _) => Some(At::Seq(seq)),
+            (None, Some(t)) => Some(At::Time(t)),
+            (None, None) => None,
+        }
+    }
+}
+
+fn parse_id(s: &str) -> Result<ExecutionId, String> {
+    s.parse()
+        .map_err(|e: execution_ledger::ParseIdError| e.to_string())
+}
+
+fn parse_tenant(s: &str) -> Result<TenantId, String> {
+    s.parse().map_err(|e: execution_ledger::ParseIdError| {
+        format!("{e} (1-128 letters, digits and ._:-)")
+    })
+}
+
+fn parse_mode(s: &str) -> Result<BackgroundExecutionMode, String> {
+    s.parse()
+        .map_err(|_| format!("--mode must be fire_and_forget, silent or deferred, not {s:?}"))
+}
+
+fn parse_priority(s: &str) -> Result<u8, String> {
+    s.parse().map_err(|_| "--priority must be 0-255".to_owned())
+}
+
+fn parse_json(s: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not valid JSON: {e}"))
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time ({e}): {s:?}"))
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("--context takes KEY=VALUE, not {s:?}")),
+    }
+}
+
+/// A failure that has been reported already and only sets the exit code.
+#[derive(Debug)]
+pub(crate) struct Exit(pub(crate) u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// A usage error found after parsing: exit 2.
+#[derive(Debug)]
+pub(crate) struct Usage(pub(crate) String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // One line: clap's first, without its usage block.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("error: invalid arguments");
+            let _ = writeln!(std::io::stderr(), "{first}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LEDGER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(Exit(code)) = e.downcast_ref::<Exit>() {
+                return ExitCode::from(*code);
+            }
+            let broken_pipe = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
+                return ExitCode::SUCCESS;
+            }
+            let code = if e.downcast_ref::<Usage>().is_some() {
+                2
+            } else {
+                1
+            };
+            let _ = writeln!(std::io::stderr(), "error: {}", one_line(&e));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause that
+/// the message already includes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !line.contains(&c) {
+            line.push_str(": ");
+            line.push_str(&c);
+        }
+    }
+    line.replace('\n', " ")
+}
+
+/// Opens the ledger in `dir`, with a progress bar for a long replay on a
+/// terminal.
+pub(crate) fn open(dir: &std::path::Path) -> anyhow::Result<execution_ledger::Ledger> {
+    let bar = output::Bar::new("replaying");
+    let ledger = execution_ledger::Ledger::builder(dir)
+        .open_with_progress(|seq, last| bar.update(seq, last));
+    bar.finish();
+    Ok(ledger?)
+}

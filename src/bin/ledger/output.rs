@@ -1,0 +1,278 @@
+//! Human output: tables, records, events, progress bars.
+
+use std::io::{IsTerminal, Write};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use execution_ledger::{BackgroundExecution, Event, EventKind};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Rows printed with aligned columns.
+pub(crate) struct Table {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub(crate) fn new(header: &[&'static str]) -> Self {
+        Table {
+            header: header.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub(crate) fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.len()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let last = cells.len().saturating_sub(1);
+            let mut s = String::new();
+            for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+                if i == last {
+                    s.push_str(cell);
+                } else {
+                    s.push_str(&format!("{cell:<w$}  "));
+                }
+            }
+            s.trim_end().to_owned()
+        };
+        writeln!(out, "{}", line(self.header.clone()))?;
+        for row in &self.rows {
+            writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(crate) fn opt_time(t: &Option<DateTime<Utc>>) -> String {
+    t.as_ref().map_or_else(|| "-".to_owned(), time)
+}
+
+/// What an event says beyond its kind, in a few words.
+pub(crate) fn detail(event: &Event) -> String {
+    match &event.kind {
+        EventKind::Queued(s) => {
+            let mut d = format!(
+                "{} priority {} {}",
+                s.callable_name, s.config.priority, s.config.mode
+            );
+            if let Some(input) = &s.input {
+                d.push_str(&format!(" input {}", clip(input, 40)));
+            }
+            if let Some(retry) = &s.config.retry {
+                d.push_str(&format!(" max-attempts {}", retry.max_attempts));
+            }
+            if let Some(at) = &s.run_at {
+                d.push_str(&format!(" run-at {}", time(at)));
+            }
+            d
+        }
+        EventKind::Released => String::new(),
+        EventKind::Started { attempt, worker } => match worker {
+            Some(w) => format!("attempt {attempt} by {w}"),
+            None => format!("attempt {attempt}"),
+        },
+        EventKind::Completed { attempt, output } => {
+            format!("attempt {attempt} output {}", clip(&output.to_string(), 60))
+        }
+        EventKind::Failed { attempt, error } => format!("attempt {attempt} {error}"),
+        EventKind::RetryScheduled {
+            attempt,
+            error,
+            not_before,
+        } => format!(
+            "attempt {attempt} {error}; next not before {}",
+            time(not_before)
+        ),
+        EventKind::TimedOut { attempt } => format!("attempt {attempt}"),
+        EventKind::Cancelled { reason } => reason.clone().unwrap_or_default(),
+        EventKind::Recovered { attempt, outcome } => {
+            format!("attempt {attempt} lost; now {outcome}")
+        }
+        EventKind::TargetBindingApplied { target, error } => match error {
+            None => target.clone(),
+            Some(e) => format!("{target} failed: {e}"),
+        },
+        EventKind::CallbackDelivered {
+            attempt,
+            status_code,
+        } => format!("attempt {attempt} HTTP {status_code}"),
+        EventKind::CallbackFailed {
+            attempt,
+            status_code,
+            error,
+        } => match status_code {
+            Some(code) => format!("attempt {attempt} HTTP {code}: {error}"),
+            None => format!("attempt {attempt}: {error}"),
+        },
+    }
+}
+
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+/// The events as a table, with the execution column when `with_execution`.
+pub(crate) fn events_table(events: &[Event], with_execution: bool) -> Table {
+    let mut table = if with_execution {
+        Table::new(&["SEQ", "AT", "EXECUTION", "TENANT", "TYPE", "DETAIL"])
+    } else {
+        Table::new(&["SEQ", "AT", "TYPE", "DETAIL"])
+    };
+    for e in events {
+        let mut row = vec![e.seq.to_string(), time(&e.at)];
+        if with_execution {
+            row.push(e.execution_id.to_string());
+            row.push(e.tenant_id.to_string());
+        }
+        row.push(e.kind.name().to_owned());
+        row.push(detail(e));
+        table.row(row);
+    }
+    table
+}
+
+/// Runnable executions in claim order.
+pub(crate) fn queue_table(queue: &[&BackgroundExecution]) -> Table {
+    let mut table = Table::new(&[
+        "#",
+        "EXECUTION",
+        "TENANT",
+        "CALLABLE",
+        "PRIORITY",
+        "ATTEMPT",
+        "QUEUED AT",
+    ]);
+    for (i, e) in queue.iter().enumerate() {
+        table.row(vec![
+            (i + 1).to_string(),
+            e.execution_id.to_string(),
+            e.tenant_id.to_string(),
+            e.callable_name.clone(),
+            e.config.priority.to_string(),
+            e.attempt.to_string(),
+            time(&e.queued_at),
+        ]);
+    }
+    table
+}
+
+/// One execution as `key  value` lines.
+pub(crate) fn record(out: &mut impl Write, e: &BackgroundExecution) -> std::io::Result<()> {
+    let mut rows: Vec<(&str, String)> = vec![
+        ("execution", e.execution_id.to_string()),
+        ("tenant", e.tenant_id.to_string()),
+        ("callable", e.callable_name.clone()),
+        ("status", e.status.to_string()),
+        ("mode", e.config.mode.to_string()),
+        ("priority", e.config.priority.to_string()),
+        ("timeout", format!("{} ms", e.config.timeout_ms)),
+        (
+            "attempt",
+            format!("{} of {}", e.attempt, e.config.max_attempts()),
+        ),
+        ("queued at", time(&e.queued_at)),
+        ("started at", opt_time(&e.started_at)),
+        ("completed at", opt_time(&e.completed_at)),
+    ];
+    if let Some(ms) = e.duration_ms() {
+        rows.push(("duration", format!("{ms} ms")));
+    }
+    if let Some(t) = &e.not_before {
+        rows.push(("not before", time(t)));
+    }
+    if let Some(input) = &e.input {
+        rows.push(("input", clip(input, 200)));
+    }
+    if let Some(ctx) = &e.context {
+        let mut pairs: Vec<_> = ctx.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        pairs.sort();
+        rows.push(("context", pairs.join(" ")));
+    }
+    if let Some(output) = &e.output {
+        rows.push(("output", clip(&output.to_string(), 200)));
+    }
+    if let Some(error) = &e.error {
+        rows.push(("error", error.to_string()));
+    }
+    if let Some(b) = &e.config.target_binding {
+        let state = if e.target_binding_applied {
+            "applied".to_owned()
+        } else if let Some(err) = &e.target_binding_error {
+            format!("failed: {err}")
+        } else {
+            "pending".to_owned()
+        };
+        rows.push(("binding", format!("{} ({state})", b.target)));
+    }
+    if let Some(url) = &e.config.callback_url {
+        let state = if e.callback_delivered {
+            "delivered"
+        } else {
+            "not delivered"
+        };
+        rows.push((
+            "callback",
+            format!("{url} ({state}, {} attempts)", e.callback_attempts),
+        ));
+    }
+    if let Some(key) = &e.idempotency_key {
+        rows.push(("idempotency key", key.clone()));
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        writeln!(out, "{k:<width$}  {v}")?;
+    }
+    Ok(())
+}
+
+/// A progress bar with rate and ETA on a terminal; nothing otherwise.
+pub(crate) struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    pub(crate) fn new(what: &str) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let bar = ProgressBar::hidden();
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{what} {{bar:40}} {{pos}}/{{len}} events, {{per_sec}}, eta {{eta}}"
+            ))
+            .expect("a valid template"),
+        );
+        Bar(Some(bar))
+    }
+
+    pub(crate) fn update(&self, pos: u64, len: u64) {
+        if let Some(bar) = &self.0 {
+            if bar.is_hidden() && len >= 20_000 {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            bar.set_length(len);
+            bar.set_position(pos);
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
