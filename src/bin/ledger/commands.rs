@@ -15,7 +15,7 @@ use crate::{Cli, Command, Exit, SubmitArgs, Usage};
 type Out = BufWriter<std::io::StdoutLock<'static>>;
 
 fn json_line(out: &mut Out, value: &impl serde::Serialize) -> Result<()> {
-    serde_json::to_writer(&mut *out, value)?;
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())
 }
