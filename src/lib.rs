@@ -1,5 +1,38 @@
 //! execution-ledger: an event-sourced, hash-chained ledger of background
-//! executions.
+//! executions, on sled.
+//!
+//! Every lifecycle transition of every execution — queued, started,
+//! completed, failed, retried, timed out, cancelled, recovered, callback
+//! delivered — is an [`Event`], appended once to a hash-chained log. The
+//! state of each execution and the priority queue are a [`Projection`]
+//! folded from the log by one pure state machine ([`check`] / [`apply`]),
+//! the same for live commands, replay after a crash, time travel and
+//! [`Ledger::verify`].
+//!
+//! ```
+//! use execution_ledger::{At, BackgroundExecutionStatus, Ledger, Submission};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let ledger = Ledger::open(dir.path())?;
+//! let acme = "acme".parse()?;
+//!
+//! let id = ledger.submit(&acme, Submission::new("echo"))?.execution.execution_id;
+//! let claimed = ledger.claim(Some("worker-1"))?.expect("runnable");
+//! ledger.complete(id, claimed.attempt, serde_json::json!("done"))?;
+//!
+//! // The audit trail, and the execution as it was after its first event.
+//! assert_eq!(ledger.history(id)?.len(), 3);
+//! let then = ledger.execution_at(id, At::Seq(1))?.expect("it existed");
+//! assert_eq!(then.status, BackgroundExecutionStatus::Queued);
+//! assert_eq!(ledger.get(id)?.status, BackgroundExecutionStatus::Completed);
+//! ledger.verify()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A [`Runtime`] runs registered async callables on tokio workers over a
+//! ledger: priorities, timeouts, retries with back-off, cancellation,
+//! progress streams, target bindings and result callbacks, each step
+//! recorded as an event.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
