@@ -444,7 +444,7 @@ async fn callbacks_are_posted_retried_and_recorded() {
             status_code: 200
         }
     ));
-    let bodies = bodies.lock().unwrap();
+    let bodies = bodies.lock().unwrap().clone();
     assert_eq!(bodies.len(), 3);
     assert_eq!(bodies[2]["executionId"], id.to_string());
     assert_eq!(bodies[2]["status"], "completed");
