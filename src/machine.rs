@@ -187,7 +187,10 @@ fn refusal(state: Option<&BackgroundExecution>, event: &Event) -> Option<Refusal
     if e.tenant_id != event.tenant_id {
         return Some(Refusal::OtherTenant);
     }
-    let last = e.completed_at.or(e.started_at).unwrap_or(e.queued_at);
+    let last = [e.started_at, e.completed_at, e.released_at]
+        .into_iter()
+        .flatten()
+        .fold(e.queued_at, DateTime::max);
     if event.at < last {
         return Some(Refusal::Backdated);
     }
