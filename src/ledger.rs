@@ -154,9 +154,9 @@ impl fmt::Debug for LedgerBuilder {
 impl LedgerBuilder {
     /// sled's page cache size unless set: 64 MiB.
     pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-    /// Events between snapshots unless set (more when the live set is larger,
-    /// so that snapshotting costs O(1) per event).
-    pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+    /// Events between snapshots unless set (four per live execution when
+    /// that is more, so that snapshotting costs O(1) per event).
+    pub const DEFAULT_SNAPSHOT_EVERY: u64 = 2_000;
 
     /// When an append is acknowledged (default [`Durability::Synced`]).
     pub fn durability(mut self, durability: Durability) -> Self {
@@ -229,6 +229,10 @@ impl LedgerBuilder {
             }
         }
         let (projection, head_hash) = replay(&log, last, &mut progress)?;
+        // A crash can leave the last event (only) without its index entries.
+        if last > 0 {
+            log.repair_index(&read_event(&log, last)?)?;
+        }
         let last_at = match last {
             0 => DateTime::<Utc>::MIN_UTC,
             seq => read_event(&log, seq)?.at,
@@ -453,7 +457,8 @@ fn validate(submission: &Submission) -> Result<(), LedgerError> {
 
 impl Ledger {
     /// Opens (or creates) the ledger in `path` with the defaults: synced
-    /// durability, 64 MiB cache, a snapshot every 10,000 events.
+    /// durability, 64 MiB cache, a snapshot every 2,000 events (or four per
+    /// live execution, when that is more).
     ///
     /// # Errors
     ///
@@ -547,17 +552,7 @@ impl Ledger {
                 seq: event.seq,
                 record,
                 execution: event.execution_id,
-                name: match &event.kind {
-                    EventKind::Queued(s) => s
-                        .idempotency_key
-                        .as_deref()
-                        .map(|k| Name::Idempotency(&event.tenant_id, k)),
-                    EventKind::TargetBindingApplied {
-                        target,
-                        error: None,
-                    } => Some(Name::Binding(&event.tenant_id, target)),
-                    _ => None,
-                },
+                name: Name::of(event),
             })
             .collect();
         if let Err(e) = self.inner.log.append(&appends, (seq, prev)) {
@@ -577,7 +572,10 @@ impl Ledger {
         }
         core.since_snapshot += out.len() as u64;
         let every = self.inner.snapshot_every;
-        if every > 0 && core.since_snapshot >= every.max(core.projection.len() as u64) {
+        // At most one snapshot per `every` events, and none before 4 events
+        // per live execution: writing one costs O(live), so this keeps the
+        // cost per event below a quarter of a live execution's record.
+        if every > 0 && core.since_snapshot >= every.max(4 * core.projection.len() as u64) {
             core.since_snapshot = 0;
             self.write_snapshot(core)?;
         }

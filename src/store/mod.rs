@@ -9,9 +9,8 @@
 //! sled/        the sled database
 //! ```
 //!
-//! sled tree `events` holds the log and its indexes, so that one sled batch —
-//! atomic, and as cheap as sled writes get — carries an event and every index
-//! entry it implies; the indexes can never lag the log:
+//! sled tree `events` holds the log and its indexes (derived from the log,
+//! written right after each record, repaired on open):
 //!
 //! ```text
 //! seq (8 bytes, big-endian)                   -> record (record.rs)
@@ -35,6 +34,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
+use crate::event::{Event, EventKind};
 use crate::execution::{ExecutionId, TenantId};
 use checkpoint::{sync_dir, Checkpoint};
 use record::Hash;
@@ -103,7 +103,23 @@ pub(crate) enum Name<'a> {
     Binding(&'a TenantId, &'a str),
 }
 
-impl Name<'_> {
+impl<'a> Name<'a> {
+    /// The name an event points at its execution, if any: a submit's
+    /// idempotency key, a successful binding's target.
+    pub(crate) fn of(event: &'a Event) -> Option<Name<'a>> {
+        match &event.kind {
+            EventKind::Queued(s) => s
+                .idempotency_key
+                .as_deref()
+                .map(|k| Name::Idempotency(&event.tenant_id, k)),
+            EventKind::TargetBindingApplied {
+                target,
+                error: None,
+            } => Some(Name::Binding(&event.tenant_id, target)),
+            _ => None,
+        }
+    }
+
     fn key(&self) -> Vec<u8> {
         match self {
             Name::Idempotency(t, k) => named_key(IDEM, t, k),
@@ -354,19 +370,21 @@ impl Log {
         .transpose()
     }
 
-    /// Writes events and their index entries in one atomic batch, and
-    /// records the new end of the log. Callers append in seq order, one at a
-    /// time.
+    /// Writes events and their index entries and records the new end of
+    /// the log. Callers append in seq order, one at a time.
+    ///
+    /// Plain inserts, not a sled batch: sled seals (writes out) its I/O
+    /// buffer for every batch, which costs about four times the inserts.
+    /// sled recovers a prefix of its log in insert order, and each record is
+    /// inserted before its index entries, so a crash can leave at most the
+    /// last event without them: [`Log::repair_index`] restores them on open.
     pub(crate) fn append(&self, appends: &[Append<'_>], head: (u64, Hash)) -> Result<(), Error> {
-        let mut batch = sled::Batch::default();
         for a in appends {
-            batch.insert(&event_key(a.seq), a.record.as_slice());
-            batch.insert(&exec_key(&a.execution, a.seq), &[]);
-            if let Some(name) = a.name {
-                batch.insert(name.key(), a.execution.as_bytes());
-            }
+            self.events
+                .insert(event_key(a.seq), a.record.as_slice())
+                .map_err(Error::store)?;
+            self.index(a.seq, &a.execution, a.name)?;
         }
-        self.events.apply_batch(batch).map_err(Error::store)?;
         *lock(&self.appended) = head;
         if self.durability == Durability::Buffered {
             let mut st = lock(&self.state);
@@ -374,6 +392,28 @@ impl Log {
             self.changed.notify_all();
         }
         Ok(())
+    }
+
+    fn index(
+        &self,
+        seq: u64,
+        execution: &ExecutionId,
+        name: Option<Name<'_>>,
+    ) -> Result<(), Error> {
+        self.events
+            .insert(exec_key(execution, seq), &[])
+            .map_err(Error::store)?;
+        if let Some(name) = name {
+            self.events
+                .insert(name.key(), execution.as_bytes())
+                .map_err(Error::store)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the index entries of an event that is in the log (idempotent).
+    pub(crate) fn repair_index(&self, event: &Event) -> Result<(), Error> {
+        self.index(event.seq, &event.execution_id, Name::of(event))
     }
 
     /// Returns once `seq` is as durable as the log's durability promises;

@@ -44,6 +44,14 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             exit_when_idle,
         } => return crate::run::run(cli, *workers as usize, *exit_when_idle),
         Command::Demo { dir } => return crate::demo::run(cli, dir.clone(), out),
+        Command::Bench { quick, full, dir } => {
+            return crate::bench::run(cli, *quick, *full, dir.clone(), out)
+        }
+        Command::BenchProbe { dir } => {
+            let kb = execution_ledger::bench::memory_probe(dir)?;
+            writeln!(out, "{kb}")?;
+            return Ok(());
+        }
         _ => {}
     }
     let ledger = crate::open(&cli.data_dir)?;
@@ -277,7 +285,10 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
             bar.finish();
         }
-        Command::Run { .. } | Command::Demo { .. } => unreachable!("handled above"),
+        Command::Run { .. }
+        | Command::Demo { .. }
+        | Command::Bench { .. }
+        | Command::BenchProbe { .. } => unreachable!("handled above"),
     }
     Ok(())
 }

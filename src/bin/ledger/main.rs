@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 a failure (not found, refused transition,
 //! damaged log, I/O); 2 a usage error (bad arguments or values).
 
+mod bench;
 mod commands;
 mod demo;
 mod output;
@@ -142,6 +143,26 @@ pub(crate) enum Command {
         /// awaiting a callback (held deferred executions do not count).
         #[arg(long)]
         exit_when_idle: bool,
+    },
+    /// Measure the ledger against raw sled in the same run, and print each
+    /// figure, its baseline and their ratio against the target.
+    Bench {
+        /// Smaller sizes: under about 20 seconds.
+        #[arg(long, conflicts_with = "full")]
+        quick: bool,
+        /// The sizes of BENCHMARKS.md (1M events; minutes).
+        #[arg(long)]
+        full: bool,
+        /// Where to build the benchmark ledgers (default: a temporary
+        /// directory under the data directory, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// (internal) The memory probe `bench` runs in a fresh process.
+    #[command(hide = true)]
+    BenchProbe {
+        /// The ledger to open.
+        dir: PathBuf,
     },
     /// A guided tour on a fresh ledger: run a mixed workload, audit one
     /// execution, travel back in time, verify.

@@ -1,0 +1,736 @@
+//! Benchmark scenarios, each measured side by side with the raw sled (or
+//! seed) baseline it is judged against, in the same run. `ledger bench` and
+//! the criterion benches in `benches/` both run these.
+//!
+//! Every target is a ratio against a baseline measured in the same run,
+//! never an absolute time: figures drift on a shared machine, ratios much
+//! less.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::event::{Event, Submission};
+use crate::execution::{BackgroundExecution, BackgroundExecutionQueue, TenantId};
+use crate::ledger::Ledger;
+use crate::store::Durability;
+
+/// One figure, its baseline from the same run, and the target it is held to.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurement {
+    /// The scenario.
+    pub name: String,
+    /// The ledger's figure.
+    pub value: f64,
+    /// Its unit (`events/s`, `ms`, …).
+    pub unit: String,
+    /// What the baseline is.
+    pub baseline_name: String,
+    /// The baseline's figure, in the same unit.
+    pub baseline: f64,
+    /// `value / baseline`.
+    pub ratio: f64,
+    /// The target ratio.
+    pub target: f64,
+    /// Whether a higher ratio is better (the target is a floor) or a lower
+    /// one (the target is a ceiling).
+    pub higher_is_better: bool,
+    /// Whether the target is met.
+    pub met: bool,
+    /// The sizes it ran at.
+    pub size: String,
+}
+
+/// The ratio a scenario is held to.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Measurement {
+    fn new(
+        name: &str,
+        unit: &str,
+        value: f64,
+        baseline_name: &str,
+        baseline: f64,
+        target: Target,
+        size: String,
+    ) -> Self {
+        let (target, higher_is_better) = match target {
+            Target::AtLeast(t) => (t, true),
+            Target::AtMost(t) => (t, false),
+        };
+        let ratio = if baseline > 0.0 {
+            value / baseline
+        } else {
+            f64::NAN
+        };
+        let met = if higher_is_better {
+            ratio >= target
+        } else {
+            ratio <= target
+        };
+        Measurement {
+            name: name.to_owned(),
+            value,
+            unit: unit.to_owned(),
+            baseline_name: baseline_name.to_owned(),
+            baseline,
+            ratio,
+            target,
+            higher_is_better,
+            met,
+            size,
+        }
+    }
+}
+
+/// How big the scenarios are.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    /// Events appended in the append scenarios.
+    pub appends: u64,
+    /// Events in the replay scenario.
+    pub replay: u64,
+    /// Events in the big ledger of the open-with-snapshots scenario (the
+    /// small one has 10,000: 3,000 finished and 1,000 live).
+    pub big_ledger: u64,
+    /// Queued executions in the big claim scenario (the small one has 1,000).
+    pub big_queue: u64,
+    /// Finished executions in the big memory scenario (the small one has
+    /// 1,000).
+    pub big_history: u64,
+    /// Jobs in the end-to-end scenario.
+    pub jobs: u64,
+    /// Rounds per measurement; the median is kept.
+    pub rounds: usize,
+}
+
+impl Sizes {
+    /// Sizes for `ledger bench --quick`: under about 20 s on 2 cores.
+    pub fn quick() -> Sizes {
+        Sizes {
+            appends: 10_000,
+            replay: 50_000,
+            big_ledger: 60_000,
+            big_queue: 30_000,
+            big_history: 30_000,
+            jobs: 3_000,
+            rounds: 1,
+        }
+    }
+
+    /// Sizes for `ledger bench`: about a minute on 2 cores.
+    pub fn standard() -> Sizes {
+        Sizes {
+            appends: 30_000,
+            replay: 200_000,
+            big_ledger: 200_000,
+            big_queue: 100_000,
+            big_history: 100_000,
+            jobs: 10_000,
+            rounds: 3,
+        }
+    }
+
+    /// Sizes of the figures in BENCHMARKS.md (minutes).
+    pub fn full() -> Sizes {
+        Sizes {
+            appends: 100_000,
+            replay: 1_000_000,
+            big_ledger: 1_000_000,
+            big_queue: 1_000_000,
+            big_history: 1_000_000,
+            jobs: 30_000,
+            rounds: 3,
+        }
+    }
+}
+
+/// A fresh directory under `root`.
+fn fresh(root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn rate(n: u64, took: Duration) -> f64 {
+    n as f64 / took.as_secs_f64().max(1e-9)
+}
+
+/// The submission every scenario appends: about 300 bytes of event JSON.
+pub fn sample_submission(i: u64) -> Submission {
+    let mut s = Submission::new("bench");
+    s.input = Some(format!(
+        "{{\"document\":\"report-{i:08}\",\"pages\":[1,2,3],\"lang\":\"en\"}}"
+    ));
+    s.config.priority = (i % 7) as u8 * 30;
+    s
+}
+
+fn tenant() -> TenantId {
+    "bench".parse().expect("a valid tenant")
+}
+
+fn ledger(dir: &Path, durability: Durability, snapshot_every: u64) -> Result<Ledger, Error> {
+    Ledger::builder(dir)
+        .durability(durability)
+        .snapshot_every(snapshot_every)
+        .open()
+}
+
+fn raw_db(dir: &Path) -> sled::Db {
+    sled::Config::new()
+        .path(dir.join("sled"))
+        .cache_capacity(crate::ledger::LedgerBuilder::DEFAULT_CACHE_BYTES)
+        .open()
+        .expect("a raw sled database opens")
+}
+
+/// The records and index keys a ledger wrote, to replay the same bytes
+/// into raw sled.
+fn written_bytes(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let db = raw_db(dir);
+    let tree = db.open_tree("events").expect("the events tree");
+    tree.iter()
+        .map(|kv| {
+            let (k, v) = kv.expect("readable");
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+/// Relaxed (buffered) appends against raw single-tree inserts of the same
+/// bytes (records, hash links and index entries).
+pub fn relaxed_append(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
+    let n = sizes.appends;
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    for round in 0..sizes.rounds {
+        let dir = fresh(root, &format!("append-{round}"));
+        {
+            let l = ledger(&dir, Durability::Buffered, 0)?;
+            let t = tenant();
+            let start = Instant::now();
+            for i in 0..n {
+                l.submit(&t, sample_submission(i)).map_err(fatal)?;
+            }
+            ours.push(rate(n, start.elapsed()));
+        }
+        let bytes = written_bytes(&dir);
+        let raw_dir = fresh(root, &format!("append-raw-{round}"));
+        let db = raw_db(&raw_dir);
+        let tree = db.open_tree("events").expect("a tree");
+        // The ledger writes keys in seq order: records then their index entries.
+        let (records, index): (Vec<_>, Vec<_>) = bytes.iter().partition(|(k, _)| k.len() == 8);
+        let start = Instant::now();
+        for (r, x) in records.iter().zip(&index) {
+            tree.insert(&r.0, r.1.as_slice()).expect("insert");
+            tree.insert(&x.0, x.1.as_slice()).expect("insert");
+        }
+        raw.push(rate(n, start.elapsed()));
+        drop(tree);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&raw_dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(Measurement::new(
+        "relaxed append",
+        "events/s",
+        median(ours),
+        "sled inserts of the same records and index entries, one tree, no flush",
+        median(raw),
+        Target::AtLeast(0.8),
+        format!("{n} events"),
+    ))
+}
+
+fn fatal(e: crate::error::LedgerError) -> Error {
+    match e {
+        crate::error::LedgerError::Fatal(e) => e,
+        other => Error::new(crate::error::ErrorKind::Io, other.to_string()),
+    }
+}
+
+/// Synced appends from 256 concurrent submitters (group commit), against
+/// raw sled batches of 256 with flush and fdatasync, and against one flush
+/// and fdatasync per event.
+pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, Error> {
+    let n = sizes.appends;
+    let threads = 256u64;
+    let per = n.div_ceil(threads);
+    let mut ours = Vec::new();
+    let mut batched = Vec::new();
+    let mut single = Vec::new();
+    for round in 0..sizes.rounds {
+        let dir = fresh(root, &format!("durable-{round}"));
+        {
+            let l = ledger(&dir, Durability::Synced, 0)?;
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..threads {
+                    let l = l.clone();
+                    s.spawn(move || {
+                        let tenant = tenant();
+                        for i in 0..per {
+                            l.submit(&tenant, sample_submission(t * per + i))
+                                .expect("a durable submit");
+                        }
+                    });
+                }
+            });
+            ours.push(rate(per * threads, start.elapsed()));
+        }
+        let bytes = written_bytes(&dir);
+        let (records, index): (Vec<_>, Vec<_>) = bytes.iter().partition(|(k, _)| k.len() == 8);
+        // Batches of 256 events, flush, fdatasync.
+        let raw_dir = fresh(root, &format!("durable-raw-{round}"));
+        {
+            let db = raw_db(&raw_dir);
+            let tree = db.open_tree("events").expect("a tree");
+            let file = File::open(raw_dir.join("sled").join("db")).expect("sled's file");
+            let start = Instant::now();
+            let pairs: Vec<_> = records.iter().zip(&index).collect();
+            for chunk in pairs.chunks(256) {
+                let mut batch = sled::Batch::default();
+                for (r, x) in chunk {
+                    batch.insert(r.0.as_slice(), r.1.as_slice());
+                    batch.insert(x.0.as_slice(), x.1.as_slice());
+                }
+                tree.apply_batch(batch).expect("a batch");
+                db.flush().expect("flush");
+                file.sync_data().expect("fdatasync");
+            }
+            batched.push(rate(pairs.len() as u64, start.elapsed()));
+        }
+        let _ = std::fs::remove_dir_all(&raw_dir);
+        // One event per flush and fdatasync (a sample: it is slow).
+        let raw_dir = fresh(root, &format!("durable-one-{round}"));
+        {
+            let db = raw_db(&raw_dir);
+            let tree = db.open_tree("events").expect("a tree");
+            let file = File::open(raw_dir.join("sled").join("db")).expect("sled's file");
+            let sample = records.len().min(2_000);
+            let start = Instant::now();
+            for (r, x) in records.iter().zip(&index).take(sample) {
+                let mut batch = sled::Batch::default();
+                batch.insert(r.0.as_slice(), r.1.as_slice());
+                batch.insert(x.0.as_slice(), x.1.as_slice());
+                tree.apply_batch(batch).expect("a batch");
+                db.flush().expect("flush");
+                file.sync_data().expect("fdatasync");
+            }
+            single.push(rate(sample as u64, start.elapsed()));
+        }
+        let _ = std::fs::remove_dir_all(&raw_dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let ours = median(ours);
+    let size = format!("{} events from {threads} threads", per * threads);
+    Ok(vec![
+        Measurement::new(
+            "durable append, 256 submitters",
+            "events/s",
+            ours,
+            "sled batches of 256 events + flush + fdatasync",
+            median(batched),
+            Target::AtLeast(0.8),
+            size.clone(),
+        ),
+        Measurement::new(
+            "durable append, 256 submitters vs one sync per event",
+            "events/s",
+            ours,
+            "sled insert + flush + fdatasync per event",
+            median(single),
+            Target::AtLeast(8.0),
+            size,
+        ),
+    ])
+}
+
+/// Raw single-tree inserts of `n` sample records, no flush: the engine's
+/// ceiling the end-to-end scenario is held to.
+fn raw_insert_rate(root: &Path, n: u64) -> f64 {
+    let dir = fresh(root, "raw-insert");
+    let db = raw_db(&dir);
+    let tree = db.open_tree("events").expect("a tree");
+    let value = vec![b'x'; 370];
+    let start = Instant::now();
+    for i in 1..=n {
+        tree.insert(i.to_be_bytes(), value.as_slice())
+            .expect("insert");
+    }
+    let r = rate(n, start.elapsed());
+    drop(tree);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+/// Durable end-to-end jobs through the runtime (submit, claim, run a no-op
+/// callable, complete: three synced events a job), against raw single-tree
+/// inserts.
+pub fn end_to_end(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
+    let jobs = sizes.jobs;
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    for round in 0..sizes.rounds {
+        let dir = fresh(root, &format!("e2e-{round}"));
+        let l = ledger(
+            &dir,
+            Durability::Synced,
+            crate::ledger::LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+        )?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .max_blocking_threads(512)
+            .build()
+            .map_err(|e| Error::io("cannot start tokio", e))?;
+        let took = rt.block_on(async {
+            let runtime = crate::runtime::Runtime::builder(l.clone())
+                .workers(128)
+                .register("noop", |_, _| async { Ok(serde_json::Value::Null) })
+                .start()
+                .await
+                .map_err(fatal)?;
+            let runtime = Arc::new(runtime);
+            let start = Instant::now();
+            let submitters = 64u64;
+            let per = jobs.div_ceil(submitters);
+            let mut tasks = Vec::new();
+            for s in 0..submitters {
+                let runtime = runtime.clone();
+                tasks.push(tokio::spawn(async move {
+                    let t = tenant();
+                    let mut handles = Vec::new();
+                    for i in 0..per {
+                        let mut sub = sample_submission(s * per + i);
+                        sub.callable_name = "noop".into();
+                        handles.push(runtime.submit(&t, sub).await.expect("a submit"));
+                    }
+                    for h in handles {
+                        h.result().await.expect("finished");
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.expect("a submitter");
+            }
+            let took = start.elapsed();
+            runtime
+                .shutdown(Duration::from_secs(5))
+                .await
+                .map_err(fatal)?;
+            Ok::<_, Error>((took, submitters * per))
+        })?;
+        ours.push(rate(took.1, took.0));
+        drop(l);
+        let _ = std::fs::remove_dir_all(&dir);
+        raw.push(raw_insert_rate(root, sizes.appends));
+    }
+    Ok(Measurement::new(
+        "end-to-end durable jobs",
+        "jobs/s",
+        median(ours),
+        "sled single-tree inserts, no flush (events/s)",
+        median(raw),
+        Target::AtLeast(0.25),
+        format!("{jobs} jobs, 128 workers, 64 submitters"),
+    ))
+}
+
+/// Builds a ledger of `finished` submit/claim/complete cycles (three
+/// events each), then `live` executions left queued.
+pub fn build_history(
+    dir: &Path,
+    finished: u64,
+    live: u64,
+    snapshot_every: u64,
+) -> Result<(), Error> {
+    let l = ledger(dir, Durability::Buffered, snapshot_every)?;
+    let t = tenant();
+    for i in 0..finished {
+        let e = l.submit(&t, sample_submission(i)).map_err(fatal)?.execution;
+        let c = l.claim(None).map_err(fatal)?.expect("runnable");
+        debug_assert_eq!(c.execution_id, e.execution_id);
+        l.complete(c.execution_id, c.attempt, serde_json::json!({ "ok": i }))
+            .map_err(fatal)?;
+    }
+    for j in 0..live {
+        l.submit(&t, sample_submission(finished + j))
+            .map_err(fatal)?;
+    }
+    l.flush()
+}
+
+/// Opening (replaying) a ledger with no snapshots, against iterating the
+/// same tree and decoding each event.
+pub fn replay(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
+    let dir = fresh(root, "replay");
+    build_history(&dir, sizes.replay / 3, 1_000, 0)?;
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    let mut events = 0;
+    for _ in 0..sizes.rounds {
+        let start = Instant::now();
+        let l = ledger(&dir, Durability::Buffered, 0)?;
+        ours.push(rate(l.head().seq, start.elapsed()));
+        events = l.head().seq;
+        drop(l);
+        let start = Instant::now();
+        let db = raw_db(&dir);
+        let tree = db.open_tree("events").expect("the events tree");
+        let mut n = 0u64;
+        for kv in tree.range(..[0xFFu8].as_slice()) {
+            let (_, v) = kv.expect("readable");
+            let event: Event = serde_json::from_slice(&v[65..]).expect("an event");
+            n += u64::from(event.seq > 0);
+        }
+        raw.push(rate(n, start.elapsed()));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Measurement::new(
+        "open + replay, no snapshots",
+        "events/s",
+        median(ours),
+        "sled open + iterate + serde_json decode of each event",
+        median(raw),
+        Target::AtLeast(0.8),
+        format!("{events} events"),
+    ))
+}
+
+/// Opening a big ledger with snapshots against a 10,000-event one with the
+/// same 1,000 live executions.
+pub fn open_with_snapshots(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
+    let small = fresh(root, "open-small");
+    let big = fresh(root, "open-big");
+    build_history(
+        &small,
+        3_000,
+        1_000,
+        crate::ledger::LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+    )?;
+    build_history(
+        &big,
+        (sizes.big_ledger - 1_000) / 3,
+        1_000,
+        crate::ledger::LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+    )?;
+    let time_open = |dir: &Path| -> Result<f64, Error> {
+        let start = Instant::now();
+        let l = ledger(
+            dir,
+            Durability::Buffered,
+            crate::ledger::LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+        )?;
+        let took = start.elapsed().as_secs_f64() * 1e3;
+        drop(l);
+        Ok(took)
+    };
+    let mut ours = Vec::new();
+    let mut base = Vec::new();
+    for _ in 0..sizes.rounds.max(3) {
+        base.push(time_open(&small)?);
+        ours.push(time_open(&big)?);
+    }
+    let _ = std::fs::remove_dir_all(&small);
+    let _ = std::fs::remove_dir_all(&big);
+    Ok(Measurement::new(
+        "open with snapshots, big vs 10k-event ledger",
+        "ms",
+        median(ours),
+        "opening a 10,000-event ledger with the same 1,000 live executions",
+        median(base),
+        Target::AtMost(1.5),
+        format!("{} events, 1,000 live", sizes.big_ledger),
+    ))
+}
+
+/// Claim latency with a big queue against 1,000 queued.
+pub fn claim(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
+    let time_claims = |queued: u64, name: &str| -> Result<f64, Error> {
+        let dir = fresh(root, name);
+        let l = ledger(&dir, Durability::Buffered, 0)?;
+        let t = tenant();
+        for i in 0..queued {
+            l.submit(&t, sample_submission(i)).map_err(fatal)?;
+        }
+        let claims = 500.min(queued);
+        let start = Instant::now();
+        for _ in 0..claims {
+            l.claim(None).map_err(fatal)?.expect("runnable");
+        }
+        let us = start.elapsed().as_secs_f64() * 1e6 / claims as f64;
+        drop(l);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(us)
+    };
+    let small = time_claims(1_000, "claim-small")?;
+    let big = time_claims(sizes.big_queue, "claim-big")?;
+    Ok(Measurement::new(
+        "claim with a big queue vs 1,000 queued",
+        "µs/claim",
+        big,
+        "a claim with 1,000 queued",
+        small,
+        Target::AtMost(2.0),
+        format!("{} queued", sizes.big_queue),
+    ))
+}
+
+/// The seed's queue: a `VecDeque` kept sorted by inserting at the first
+/// position of lower priority — O(n) per enqueue.
+#[derive(Default)]
+pub struct SeedQueue {
+    items: VecDeque<BackgroundExecution>,
+}
+
+impl SeedQueue {
+    /// Inserts behind the executions of the same or higher priority.
+    pub fn enqueue(&mut self, e: BackgroundExecution) {
+        let at = self
+            .items
+            .iter()
+            .position(|x| x.config.priority < e.config.priority)
+            .unwrap_or(self.items.len());
+        self.items.insert(at, e);
+    }
+
+    /// Removes the first.
+    pub fn dequeue(&mut self) -> Option<BackgroundExecution> {
+        self.items.pop_front()
+    }
+}
+
+/// Queue operations at 100,000 queued: `BackgroundExecutionQueue` against
+/// the seed's algorithm.
+pub fn queue_vs_seed(n: usize) -> Measurement {
+    let sample: Vec<BackgroundExecution> = (0..n as u64)
+        .map(|i| {
+            let mut e = BackgroundExecution::new(tenant(), "bench".into(), Default::default());
+            e.config.priority = (i * 7919 % 256) as u8;
+            e
+        })
+        .collect();
+    let ops = 2_000usize;
+    let mut ours = BackgroundExecutionQueue::new();
+    for e in &sample {
+        ours.enqueue(e.clone());
+    }
+    let start = Instant::now();
+    for i in 0..ops {
+        let e = ours.dequeue().expect("not empty");
+        std::hint::black_box(&e);
+        ours.enqueue(sample[i % n].clone());
+    }
+    let ours_rate = rate(2 * ops as u64, start.elapsed());
+    let mut seed = SeedQueue::default();
+    let mut sorted = sample.clone();
+    sorted.sort_by_key(|e| std::cmp::Reverse(e.config.priority));
+    seed.items = sorted.into();
+    let start = Instant::now();
+    for i in 0..ops {
+        let e = seed.dequeue().expect("not empty");
+        std::hint::black_box(&e);
+        seed.enqueue(sample[i % n].clone());
+    }
+    let seed_rate = rate(2 * ops as u64, start.elapsed());
+    Measurement::new(
+        "queue operations at 100k queued vs the seed's algorithm",
+        "ops/s",
+        ours_rate,
+        "the seed's VecDeque insert-at-position",
+        seed_rate,
+        Target::AtLeast(50.0),
+        format!("{n} queued"),
+    )
+}
+
+/// Peak resident memory (kB) of this process so far, from /proc.
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// What the memory scenario does in a fresh process: open the ledger, read
+/// the queue, claim and complete 1,000 executions. Returns the peak RSS in
+/// kB.
+pub fn memory_probe(dir: &Path) -> Result<u64, Error> {
+    let l = Ledger::builder(dir)
+        .durability(Durability::Buffered)
+        .cache_bytes(crate::ledger::LedgerBuilder::DEFAULT_CACHE_BYTES)
+        .open()?;
+    std::hint::black_box(l.queue(None).len());
+    for _ in 0..1_000 {
+        if let Some(c) = l.claim(None).map_err(fatal)? {
+            l.complete(c.execution_id, c.attempt, serde_json::Value::Null)
+                .map_err(fatal)?;
+        }
+    }
+    drop(l);
+    Ok(peak_rss_kb().unwrap_or(0))
+}
+
+/// Peak memory of a process holding a ledger with a big history and 1,000
+/// live executions, against one with 1,000 finished. `probe` runs
+/// [`memory_probe`] in a fresh process and returns its peak RSS (kB).
+pub fn memory(
+    root: &Path,
+    sizes: Sizes,
+    probe: &dyn Fn(&Path) -> Result<u64, Error>,
+) -> Result<Measurement, Error> {
+    let small = fresh(root, "mem-small");
+    let big = fresh(root, "mem-big");
+    build_history(
+        &small,
+        1_000,
+        2_000,
+        crate::ledger::LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+    )?;
+    build_history(
+        &big,
+        sizes.big_history,
+        2_000,
+        crate::ledger::LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+    )?;
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..sizes.rounds {
+        base.push(probe(&small)? as f64 / 1024.0);
+        ours.push(probe(&big)? as f64 / 1024.0);
+    }
+    let _ = std::fs::remove_dir_all(&small);
+    let _ = std::fs::remove_dir_all(&big);
+    Ok(Measurement::new(
+        "peak memory, big history vs 1,000 finished",
+        "MiB",
+        median(ours),
+        "the same process over 1,000 finished executions and the same live ones",
+        median(base),
+        Target::AtMost(1.25),
+        format!(
+            "{} finished, 2,000 live (1,000 claimed and completed by the probe), cache {} MiB",
+            sizes.big_history,
+            crate::ledger::LedgerBuilder::DEFAULT_CACHE_BYTES >> 20
+        ),
+    ))
+}

@@ -1,0 +1,144 @@
+//! `ledger bench`: every scenario of `execution_ledger::bench`, each with
+//! its raw baseline from the same run and the ratio against its target.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use execution_ledger::bench::{self, Measurement, Sizes};
+
+use crate::output::Table;
+use crate::Cli;
+
+fn machine() -> serde_json::Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let memory_kb: u64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    serde_json::json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu": cpu,
+        "memoryMiB": memory_kb / 1024,
+        "os": std::env::consts::OS,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+    })
+}
+
+/// Runs the memory probe in a fresh process of this binary.
+fn probe(dir: &Path) -> Result<u64, execution_ledger::Error> {
+    let exe = std::env::current_exe().expect("the running binary");
+    let out = Command::new(exe)
+        .arg("bench-probe")
+        .arg(dir)
+        .output()
+        .expect("the probe runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.trim().parse().unwrap_or(0))
+}
+
+pub(crate) fn run(
+    cli: &Cli,
+    quick: bool,
+    full: bool,
+    dir: Option<PathBuf>,
+    out: &mut impl Write,
+) -> Result<()> {
+    let sizes = if quick {
+        Sizes::quick()
+    } else if full {
+        Sizes::full()
+    } else {
+        Sizes::standard()
+    };
+    let (root, remove) = match dir {
+        Some(d) => (d, false),
+        None => (
+            cli.data_dir.join(format!("bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let progress = |name: &str| {
+        if !cli.json {
+            let _ = writeln!(std::io::stderr(), "measuring {name}…");
+        }
+    };
+    let mut results: Vec<Measurement> = Vec::new();
+    progress("relaxed appends");
+    results.push(bench::relaxed_append(&root, sizes)?);
+    progress("durable appends from 256 submitters");
+    results.extend(bench::durable_append(&root, sizes)?);
+    progress("end-to-end durable jobs");
+    results.push(bench::end_to_end(&root, sizes)?);
+    progress("replay");
+    results.push(bench::replay(&root, sizes)?);
+    progress("open with snapshots");
+    results.push(bench::open_with_snapshots(&root, sizes)?);
+    progress("claims");
+    results.push(bench::claim(&root, sizes)?);
+    results.push(bench::queue_vs_seed(100_000));
+    progress("peak memory");
+    results.push(bench::memory(&root, sizes, &probe)?);
+    if remove {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    if cli.json {
+        let scenarios: Vec<_> = results
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "name": m.name,
+                    "value": m.value,
+                    "unit": m.unit,
+                    "baseline": m.baseline,
+                    "baselineName": m.baseline_name,
+                    "ratio": m.ratio,
+                    "target": m.target,
+                    "targetIs": if m.higher_is_better { "at least" } else { "at most" },
+                    "met": m.met,
+                    "size": m.size,
+                })
+            })
+            .collect();
+        serde_json::to_writer(
+            &mut *out,
+            &serde_json::json!({ "machine": machine(), "scenarios": scenarios }),
+        )?;
+        writeln!(out)?;
+    } else {
+        let mut table = Table::new(&[
+            "SCENARIO", "VALUE", "BASELINE", "RATIO", "TARGET", "MET", "SIZE",
+        ]);
+        for m in &results {
+            table.row(vec![
+                m.name.clone(),
+                format!("{:.1} {}", m.value, m.unit),
+                format!("{:.1}", m.baseline),
+                format!("{:.2}", m.ratio),
+                format!(
+                    "{} {}",
+                    if m.higher_is_better { ">=" } else { "<=" },
+                    m.target
+                ),
+                if m.met { "yes" } else { "NO" }.to_owned(),
+                m.size.clone(),
+            ]);
+        }
+        table.write(out)?;
+        writeln!(out, "\nbaselines:")?;
+        for m in &results {
+            writeln!(out, "  {}: {}", m.name, m.baseline_name)?;
+        }
+    }
+    Ok(())
+}
