@@ -25,5 +25,8 @@ fn main() {
     });
     let took = start.elapsed();
     let n = threads * per;
-    println!("{n} synced appends from {threads} threads in {took:?}: {:.0}/s", n as f64 / took.as_secs_f64());
+    println!(
+        "{n} synced appends from {threads} threads in {took:?}: {:.0}/s",
+        n as f64 / took.as_secs_f64()
+    );
 }

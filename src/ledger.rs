@@ -317,52 +317,42 @@ fn replay(
             Err(e) => tracing::warn!(seq, error = %e, "ignoring a damaged snapshot"),
         }
     }
-    let mut expected = projection.seq() + 1;
-    if expected > to {
+    let from = projection.seq() + 1;
+    if from > to {
         return Ok((projection, prev));
     }
-    for item in log.records(expected) {
-        let (seq, bytes) = item?;
-        if seq != expected {
-            return Err(Error::corrupt(
-                expected,
-                format!(
-                    "record is missing (the log jumps from seq {} to {seq})",
-                    expected - 1
-                ),
-            ));
+    // Two stages on two threads: one reads and checks records (sled's
+    // iterator, the hash of each, the links), the other decodes and folds.
+    std::thread::scope(|scope| {
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<Vec<Result<(u64, sled::IVec, Hash), Error>>>(8);
+        scope.spawn(move || {
+            let mut batch = Vec::with_capacity(REPLAY_BATCH);
+            for item in log.checked_records(from, to, prev) {
+                batch.push(item);
+                if batch.len() == REPLAY_BATCH && tx.send(std::mem::take(&mut batch)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(batch);
+        });
+        for batch in rx {
+            for item in batch {
+                let (seq, bytes, hash) = item?;
+                let event = record::parse_event(seq, record::json_of(&bytes))?;
+                projection.apply(&event).map_err(|e| {
+                    Error::corrupt(seq, format!("illegal transition in the log: {e}"))
+                })?;
+                prev = hash;
+                progress(seq, to);
+            }
         }
-        let (event, rec) = record::decode_event(seq, &bytes)?;
-        if rec.prev != prev {
-            return Err(broken_link(seq));
-        }
-        projection
-            .apply(&event)
-            .map_err(|e| Error::corrupt(seq, format!("illegal transition in the log: {e}")))?;
-        prev = rec.hash;
-        progress(seq, to);
-        if seq == to {
-            return Ok((projection, prev));
-        }
-        expected += 1;
-    }
-    Err(Error::corrupt(
-        expected,
-        format!("record is missing (the log ends at seq {})", expected - 1),
-    ))
+        Ok((projection, prev))
+    })
 }
 
-/// Record `seq` is intact on its own but does not chain to the record
-/// before it: that one was rewritten (or, at seq 1, the chain's start).
-fn broken_link(seq: u64) -> Error {
-    match seq {
-        1 => Error::corrupt(1, "the first record does not start the hash chain"),
-        _ => Error::corrupt(
-            seq - 1,
-            format!("record was rewritten: seq {seq} chains to a different record"),
-        ),
-    }
-}
+/// Records handed from the reading to the folding stage of a replay at once.
+const REPLAY_BATCH: usize = 512;
 
 fn load_snapshot(log: &Log, seq: u64, bytes: &[u8]) -> Result<(Projection, Hash), Error> {
     let snap: Snapshot = serde_json::from_slice(bytes)
@@ -1316,27 +1306,12 @@ impl Ledger {
         let mut projection = Projection::new();
         let mut prev = GENESIS;
         let mut last_at = DateTime::<Utc>::MIN_UTC;
-        let mut expected = 1u64;
+        let mut last = 0u64;
         let mut ids = HashSet::new();
         let mut fingerprint = 0u64;
-        for item in log.records(1) {
-            let (seq, bytes) = item?;
-            if seq > head.0 {
-                break;
-            }
-            if seq != expected {
-                return Err(Error::corrupt(
-                    expected,
-                    format!(
-                        "record is missing (the log jumps from seq {} to {seq})",
-                        expected - 1
-                    ),
-                ));
-            }
-            let (event, rec) = record::decode_event(seq, &bytes)?;
-            if rec.prev != prev {
-                return Err(broken_link(seq));
-            }
+        for item in log.checked_records(1, head.0, GENESIS) {
+            let (seq, bytes, hash) = item?;
+            let event = record::parse_event(seq, record::json_of(&bytes))?;
             if event.at < last_at {
                 return Err(Error::corrupt(
                     seq,
@@ -1368,18 +1343,10 @@ impl Ledger {
                     snapshots_checked += 1;
                 }
             }
-            prev = rec.hash;
+            prev = hash;
+            last = seq;
             last_at = event.at;
             progress(seq, head.0);
-            expected += 1;
-        }
-        let last = expected - 1;
-        if last < head.0 {
-            return Err(Error::new(
-                ErrorKind::LostSuffix,
-                format!("the log ends at seq {last} but its head is seq {}", head.0),
-            )
-            .at_seq(last + 1));
         }
         if prev != head.1 {
             return Err(Error::corrupt(

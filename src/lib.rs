@@ -40,6 +40,8 @@ pub mod bench;
 mod error;
 mod event;
 mod execution;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ledger;
 mod machine;
 mod projection;

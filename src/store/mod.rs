@@ -323,6 +323,57 @@ impl Log {
             })
     }
 
+    /// Records `from` through `to`, each checked on its own (format, hash)
+    /// and against the one before: seqs gap-free, each chained to the one
+    /// before from `prev` (the hash of record `from - 1`). Yields the seq,
+    /// the stored bytes and the record's hash; stops after the first error.
+    pub(crate) fn checked_records(
+        &self,
+        from: u64,
+        to: u64,
+        prev: Hash,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec, Hash), Error>> + '_ {
+        let mut records = self.records(from);
+        let (mut expected, mut prev, mut done) = (from.max(1), prev, false);
+        std::iter::from_fn(move || {
+            if done || expected > to {
+                return None;
+            }
+            let checked = match records.next() {
+                None => Err(Error::new(
+                    ErrorKind::LostSuffix,
+                    format!("the log ends at seq {} before seq {to}", expected - 1),
+                )
+                .at_seq(expected)),
+                Some(Err(e)) => Err(e),
+                Some(Ok((seq, _))) if seq != expected => Err(Error::corrupt(
+                    expected,
+                    format!(
+                        "record is missing (the log jumps from seq {} to {seq})",
+                        expected - 1
+                    ),
+                )),
+                Some(Ok((seq, bytes))) => record::decode(seq, &bytes)
+                    .and_then(|rec| {
+                        if rec.prev == prev {
+                            Ok(rec.hash)
+                        } else {
+                            Err(record::broken_link(seq))
+                        }
+                    })
+                    .map(|hash| (seq, bytes, hash)),
+            };
+            match &checked {
+                Ok((_, _, hash)) => {
+                    prev = *hash;
+                    expected += 1;
+                }
+                Err(_) => done = true,
+            }
+            Some(checked)
+        })
+    }
+
     /// The seqs of one execution's events, in order.
     pub(crate) fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, Error> {
         self.events

@@ -100,7 +100,16 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Record<'_>, Error> {
 /// `Corrupt` or `UnsupportedVersion` at `seq`.
 pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<(Event, Record<'_>), Error> {
     let record = decode(seq, bytes)?;
-    let event: Event = serde_json::from_slice(record.json)
+    Ok((parse_event(seq, record.json)?, record))
+}
+
+/// The event in the JSON of a record already checked by [`decode`].
+///
+/// # Errors
+///
+/// `Corrupt` at `seq`.
+pub(crate) fn parse_event(seq: u64, json: &[u8]) -> Result<Event, Error> {
+    let event: Event = serde_json::from_slice(json)
         .map_err(|e| Error::corrupt(seq, format!("event does not decode: {e}")))?;
     if event.seq != seq {
         return Err(Error::corrupt(
@@ -108,7 +117,24 @@ pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<(Event, Record<'_>)
             format!("record holds the event of seq {}", event.seq),
         ));
     }
-    Ok((event, record))
+    Ok(event)
+}
+
+/// The JSON of a record already checked by [`decode`].
+pub(crate) fn json_of(bytes: &[u8]) -> &[u8] {
+    &bytes[HEADER..]
+}
+
+/// Record `seq` is intact on its own but does not chain to the record
+/// before it: that one was rewritten (or, at seq 1, the chain's start).
+pub(crate) fn broken_link(seq: u64) -> Error {
+    match seq {
+        1 => Error::corrupt(1, "the first record does not start the hash chain"),
+        _ => Error::corrupt(
+            seq - 1,
+            format!("record was rewritten: seq {seq} chains to a different record"),
+        ),
+    }
 }
 
 /// A hash as lower-case hex.
