@@ -135,10 +135,7 @@ fn callback_server() -> (String, Arc<AtomicU64>) {
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
             // Read the head and the body it announces.
-            loop {
-                let Ok(n) = stream.read(&mut chunk) else {
-                    break;
-                };
+            while let Ok(n) = stream.read(&mut chunk) {
                 if n == 0 {
                     break;
                 }
