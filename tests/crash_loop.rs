@@ -21,9 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
+use common::check_log;
 use execution_ledger::{
-    BackgroundExecutionMode, BackgroundExecutionStatus, EventKind, ExecutionError, ExecutionId,
-    Ledger, RetryConfig, Runtime, Submission, TenantId,
+    BackgroundExecutionMode, BackgroundExecutionStatus, ExecutionError, ExecutionId, Ledger,
+    RetryConfig, Runtime, Submission, TenantId,
 };
 
 const CHILD_DIR: &str = "LEDGER_CRASH_LOOP_DIR";
@@ -175,52 +178,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
-}
-
-/// Checks the invariants over the whole log; returns the terminal event
-/// count of every execution.
-fn check_log(ledger: &Ledger, cycle: u64) -> HashMap<ExecutionId, u32> {
-    let mut running: HashSet<ExecutionId> = HashSet::new();
-    let mut terminal: HashMap<ExecutionId, u32> = HashMap::new();
-    for event in ledger.events(1, None) {
-        let event = event.unwrap();
-        let id = event.execution_id;
-        match &event.kind {
-            EventKind::Queued(_) => {
-                terminal.insert(id, 0);
-            }
-            EventKind::Started { .. } => {
-                assert!(
-                    running.insert(id),
-                    "cycle {cycle}: {id} started twice without ending (seq {})",
-                    event.seq
-                );
-            }
-            EventKind::RetryScheduled { .. } => {
-                running.remove(&id);
-            }
-            EventKind::Recovered { outcome, .. } => {
-                running.remove(&id);
-                if outcome.is_terminal() {
-                    *terminal.get_mut(&id).unwrap() += 1;
-                }
-            }
-            EventKind::Completed { .. }
-            | EventKind::Failed { .. }
-            | EventKind::TimedOut { .. }
-            | EventKind::Cancelled { .. } => {
-                running.remove(&id);
-                *terminal.get_mut(&id).unwrap() += 1;
-            }
-            _ => {}
-        }
-        assert!(
-            terminal[&id] <= 1,
-            "cycle {cycle}: {id} ended twice (seq {})",
-            event.seq
-        );
-    }
-    terminal
 }
 
 #[test]
