@@ -101,7 +101,7 @@ pub struct VerifyReport {
 }
 
 /// How one execution changed between two points of the log.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Change {
     /// The execution.
@@ -743,6 +743,11 @@ impl Ledger {
         };
         let mut out = self.append_locked(&mut core, vec![(id, tenant, kind)], now)?;
         let (event, _) = out.pop().expect("one event appended");
+        self.inner
+            .log
+            .counters
+            .claims
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let execution = core
             .projection
             .get(&id)
@@ -1252,6 +1257,11 @@ impl Ledger {
     /// `Io`, `Poisoned`.
     pub fn flush(&self) -> Result<(), Error> {
         self.inner.log.flush()
+    }
+
+    /// Counters and latency histograms since the ledger was opened.
+    pub fn metrics(&self) -> crate::metrics::Metrics {
+        self.inner.log.counters.read()
     }
 
     /// Figures about the ledger.

@@ -44,6 +44,7 @@ mod execution;
 pub mod fuzzing;
 mod ledger;
 mod machine;
+mod metrics;
 mod projection;
 mod queue;
 mod runtime;
@@ -65,6 +66,7 @@ pub use crate::machine::{
     after_failure, after_loss, after_timeout, apply, awaits_binding, awaits_callback, check,
     is_settled, Refusal, TransitionError, MAX_CALLBACK_ATTEMPTS,
 };
+pub use crate::metrics::{HistogramSnapshot, Metrics, BUCKETS_US};
 pub use crate::projection::{LiveCounts, Projection};
 pub use crate::runtime::{
     BindFuture, Binder, CallContext, CallFuture, CallResult, ExecutionHandle, Progress, Runtime,

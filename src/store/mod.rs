@@ -36,6 +36,7 @@ use std::time::Duration;
 use crate::error::{Error, ErrorKind};
 use crate::event::{Event, EventKind};
 use crate::execution::{ExecutionId, TenantId};
+use crate::metrics::Counters;
 use checkpoint::{sync_dir, Checkpoint};
 use record::Hash;
 
@@ -161,6 +162,7 @@ pub(crate) struct Log {
     appended: Mutex<(u64, Hash)>,
     state: Mutex<SyncState>,
     changed: Condvar,
+    pub(crate) counters: Counters,
     _lock: File,
 }
 
@@ -288,6 +290,7 @@ impl Log {
             appended: Mutex::new((0, record::GENESIS)),
             state: Mutex::new(SyncState::default()),
             changed: Condvar::new(),
+            counters: Counters::default(),
             _lock: lock_file,
         };
         // sled's own files and directories, created above, survive a power
@@ -459,12 +462,14 @@ impl Log {
     /// inserted before its index entries, so a crash can leave at most the
     /// last event without them: [`Log::repair_index`] restores them on open.
     pub(crate) fn append(&self, appends: &[Append<'_>], head: (u64, Hash)) -> Result<(), Error> {
+        let started = std::time::Instant::now();
         for a in appends {
             self.events
                 .insert(event_key(a.seq), a.record.as_slice())
                 .map_err(Error::store)?;
             self.index(a.seq, &a.execution, a.name)?;
         }
+        self.counters.append.record(started.elapsed());
         *lock(&self.appended) = head;
         if self.durability == Durability::Buffered {
             let mut st = lock(&self.state);
@@ -561,6 +566,13 @@ impl Log {
     }
 
     fn sync_to(&self, seq: u64, hash: &Hash, how: Durability) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        let result = self.sync_to_inner(seq, hash, how);
+        self.counters.sync.record(started.elapsed());
+        result
+    }
+
+    fn sync_to_inner(&self, seq: u64, hash: &Hash, how: Durability) -> Result<(), Error> {
         self.db.flush().map_err(Error::store)?;
         let synced = how == Durability::Synced;
         if synced {

@@ -1,14 +1,13 @@
 //! The commands that open the ledger, do one thing and print it.
 
 use std::io::{BufWriter, Write};
-use std::time::Duration;
 
 use anyhow::Result;
 use execution_ledger::{
-    At, BackgroundExecution, Event, ExecutionError, ExecutionId, Ledger, LedgerError, RetryConfig,
-    Submission, TenantId,
+    At, BackgroundExecution, Event, ExecutionError, Ledger, RetryConfig, Submission,
 };
 
+use crate::backend::{fail, Backend};
 use crate::output::{self, Bar, Table};
 use crate::{Cli, Command, Exit, SubmitArgs, Usage};
 
@@ -18,14 +17,6 @@ fn json_line(out: &mut Out, value: &impl serde::Serialize) -> Result<()> {
     serde_json::to_writer(&mut *out, value).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())
-}
-
-/// A ledger error as the CLI reports it: usage errors exit 2.
-fn fail(e: LedgerError) -> anyhow::Error {
-    match e {
-        LedgerError::Invalid(m) => Usage(m).into(),
-        other => other.into(),
-    }
 }
 
 pub(crate) fn run(cli: Cli) -> Result<()> {
@@ -44,6 +35,11 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             exit_when_idle,
         } => return crate::run::run(cli, *workers as usize, *exit_when_idle),
         Command::Demo { dir } => return crate::demo::run(cli, dir.clone(), out),
+        Command::Serve {
+            listen,
+            workers,
+            keys,
+        } => return crate::serve::run(cli, *listen, *workers as usize, keys.clone()),
         Command::Bench { quick, full, dir } => {
             return crate::bench::run(cli, *quick, *full, dir.clone(), out)
         }
@@ -54,18 +50,19 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         }
         _ => {}
     }
-    let ledger = crate::open(&cli.data_dir)?;
+    let backend = Backend::connect(cli)?;
     match &cli.command {
         Command::Submit(args) => {
             let tenant = scope.ok_or_else(|| Usage("submit needs --tenant".into()))?;
-            let submitted = ledger.submit(tenant, submission(args)?).map_err(fail)?;
+            let execution = backend.submit(tenant, submission(args)?)?;
             if cli.json {
-                json_line(out, &submitted.execution)?;
+                json_line(out, &execution)?;
             } else {
-                writeln!(out, "{}", submitted.execution.execution_id)?;
+                writeln!(out, "{}", execution.execution_id)?;
             }
         }
         Command::Claim { worker } => {
+            let ledger = backend.local("claim")?;
             let claimed = match scope {
                 Some(t) => ledger.tenant(t.clone()).claim(Some(worker)),
                 None => ledger.claim(Some(worker)),
@@ -79,39 +76,29 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::Complete { id, output } => {
-            let e = get(&ledger, scope, *id)?;
+            let ledger = backend.local("complete")?;
+            let e = backend.get(scope, *id, None)?;
             let output = output.clone().unwrap_or(serde_json::Value::Null);
-            let done = on(&ledger, scope, *id, |l| l.complete(*id, e.attempt, output))?;
+            let done = ledger.complete(*id, e.attempt, output).map_err(fail)?;
             changed(out, cli.json, &done)?;
         }
         Command::Fail { id, error, code } => {
-            let e = get(&ledger, scope, *id)?;
+            let ledger = backend.local("fail")?;
+            let e = backend.get(scope, *id, None)?;
             let error = ExecutionError::new(code.clone(), error.clone());
-            let after = on(&ledger, scope, *id, |l| l.fail(*id, e.attempt, error))?;
+            let after = ledger.fail(*id, e.attempt, error).map_err(fail)?;
             changed(out, cli.json, &after)?;
         }
         Command::Cancel { id, reason } => {
-            let after = on(&ledger, scope, *id, |l| l.cancel(*id, reason.clone()))?;
+            let after = backend.cancel(scope, *id, reason.clone())?;
             changed(out, cli.json, &after)?;
         }
         Command::Release { id } => {
-            let after = on(&ledger, scope, *id, |l| l.release(*id))?;
+            let after = backend.release(scope, *id)?;
             changed(out, cli.json, &after)?;
         }
         Command::Show { id, at } => {
-            let e = match at.at() {
-                None => get(&ledger, scope, *id)?,
-                Some(at) => {
-                    let found = match scope {
-                        Some(t) => ledger.tenant(t.clone()).execution_at(*id, at),
-                        None => ledger.execution_at(*id, at),
-                    }
-                    .map_err(fail)?;
-                    found.ok_or_else(|| {
-                        anyhow::anyhow!("{id} did not exist yet at {}", describe(at))
-                    })?
-                }
-            };
+            let e = backend.get(scope, *id, at.at())?;
             if cli.json {
                 json_line(out, &e)?;
             } else {
@@ -119,23 +106,11 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::History { id } => {
-            let events = match scope {
-                Some(t) => ledger.tenant(t.clone()).history(*id),
-                None => ledger.history(*id),
-            }
-            .map_err(fail)?;
+            let events = backend.history(scope, *id)?;
             print_events(out, cli.json, &events, false)?;
         }
         Command::Queue { at } => {
-            let (queue, waiting) = match at.at() {
-                Some(at) => {
-                    let projection = ledger.projection_at(at).map_err(fail)?;
-                    let now = moment(&ledger, at)?;
-                    let queue: Vec<_> = projection.queue(now, scope).into_iter().cloned().collect();
-                    (queue, projection.waiting(now, scope).len())
-                }
-                None => (ledger.queue(scope), ledger.waiting(scope).len()),
-            };
+            let (queue, waiting) = backend.queue(scope, at.at())?;
             if cli.json {
                 json_line(out, &queue)?;
             } else {
@@ -144,7 +119,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 } else {
                     output::queue_table(&queue.iter().collect::<Vec<_>>()).write(out)?;
                 }
-                if waiting > 0 {
+                if let Some(waiting) = waiting.filter(|w| *w > 0) {
                     writeln!(
                         out,
                         "{waiting} more queued but not runnable yet (held, or waiting for a back-off or run-at time)"
@@ -158,40 +133,26 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             follow,
         } => {
             let mut events = Vec::new();
-            for event in ledger.events(*from_seq, *to_seq) {
-                let event = event?;
+            let streaming = cli.json || *follow;
+            backend.events(*from_seq, *to_seq, *follow, &mut |event| {
                 if scope.is_none_or(|t| t == &event.tenant_id) {
-                    if cli.json || *follow {
+                    if streaming {
                         print_event_line(out, cli.json, &event)?;
+                        if *follow {
+                            out.flush()?;
+                        }
                     } else {
                         events.push(event);
                     }
                 }
-            }
-            if !cli.json && !*follow {
+                Ok(())
+            })?;
+            if !streaming {
                 print_events(out, false, &events, true)?;
-            }
-            if *follow {
-                out.flush()?;
-                let mut sub = ledger.subscribe(ledger.head().seq + 1);
-                loop {
-                    if let Some(event) = sub.next_timeout(Duration::from_secs(1))? {
-                        if scope.is_none_or(|t| t == &event.tenant_id) {
-                            print_event_line(out, cli.json, &event)?;
-                            out.flush()?;
-                        }
-                    }
-                }
             }
         }
         Command::Diff { from_seq, to_seq } => {
-            let changes = ledger
-                .diff(At::Seq(*from_seq), At::Seq(*to_seq))
-                .map_err(fail)?;
-            let changes: Vec<_> = changes
-                .into_iter()
-                .filter(|c| scope.is_none_or(|t| t == &c.tenant_id))
-                .collect();
+            let changes = backend.diff(scope, *from_seq, *to_seq)?;
             if cli.json {
                 json_line(out, &changes)?;
             } else if changes.is_empty() {
@@ -217,7 +178,16 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 table.write(out)?;
             }
         }
+        Command::Head => {
+            let head = backend.head()?;
+            if cli.json {
+                json_line(out, &head)?;
+            } else {
+                writeln!(out, "seq {} hash {}", head.seq, head.hash)?;
+            }
+        }
         Command::Verify => {
+            let ledger = backend.local("verify")?;
             let bar = Bar::new("verifying");
             let result = ledger.verify_with_progress(|seq, head| bar.update(seq, head));
             bar.finish();
@@ -246,15 +216,8 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 }
             }
         }
-        Command::Head => {
-            let head = ledger.head();
-            if cli.json {
-                json_line(out, &head)?;
-            } else {
-                writeln!(out, "seq {} hash {}", head.seq, head.hash)?;
-            }
-        }
         Command::Stats => {
+            let ledger = backend.local("stats")?;
             let stats = ledger.stats()?;
             if cli.json {
                 json_line(out, &stats)?;
@@ -274,6 +237,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::Export => {
+            let ledger = backend.local("export")?;
             let head = ledger.head().seq;
             let bar = Bar::new("exporting");
             for event in ledger.events(1, Some(head)) {
@@ -288,6 +252,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         Command::Run { .. }
         | Command::Demo { .. }
         | Command::Bench { .. }
+        | Command::Serve { .. }
         | Command::BenchProbe { .. } => unreachable!("handled above"),
     }
     Ok(())
@@ -312,28 +277,6 @@ fn submission(args: &SubmitArgs) -> Result<Submission> {
     s.idempotency_key = args.idempotency_key.clone();
     s.run_at = args.run_at;
     Ok(s)
-}
-
-fn get(ledger: &Ledger, scope: Option<&TenantId>, id: ExecutionId) -> Result<BackgroundExecution> {
-    match scope {
-        Some(t) => ledger.tenant(t.clone()).get(id),
-        None => ledger.get(id),
-    }
-    .map_err(fail)
-}
-
-/// Runs a command on the whole ledger, after checking the execution is the
-/// scope's.
-fn on(
-    ledger: &Ledger,
-    scope: Option<&TenantId>,
-    id: ExecutionId,
-    f: impl FnOnce(&Ledger) -> Result<BackgroundExecution, LedgerError>,
-) -> Result<BackgroundExecution> {
-    if scope.is_some() {
-        get(ledger, scope, id)?;
-    }
-    f(ledger).map_err(fail)
 }
 
 fn changed(out: &mut Out, json: bool, e: &BackgroundExecution) -> Result<()> {
@@ -386,16 +329,9 @@ fn print_event_line(out: &mut Out, json: bool, e: &Event) -> Result<()> {
     }
 }
 
-fn describe(at: At) -> String {
-    match at {
-        At::Seq(n) => format!("seq {n}"),
-        At::Time(t) => output::time(&t),
-    }
-}
-
 /// The wall time a point in the log stands for (to tell runnable from
 /// waiting executions as they were then).
-fn moment(ledger: &Ledger, at: At) -> Result<chrono::DateTime<chrono::Utc>> {
+pub(crate) fn moment(ledger: &Ledger, at: At) -> Result<chrono::DateTime<chrono::Utc>> {
     Ok(match at {
         At::Time(t) => t,
         At::Seq(0) => chrono::DateTime::<chrono::Utc>::MIN_UTC,

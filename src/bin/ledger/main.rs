@@ -3,11 +3,13 @@
 //! Exit codes: 0 success; 1 a failure (not found, refused transition,
 //! damaged log, I/O); 2 a usage error (bad arguments or values).
 
+mod backend;
 mod bench;
 mod commands;
 mod demo;
 mod output;
 mod run;
+mod serve;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -36,6 +38,13 @@ pub(crate) struct Cli {
     /// Act as this tenant: other tenants' executions are not found.
     #[arg(long, global = true, value_parser = parse_tenant)]
     pub(crate) tenant: Option<TenantId>,
+    /// Reach the ledger through this `ledger serve` URL (found on its own
+    /// when the data directory is being served).
+    #[arg(long, global = true, env = "LEDGER_SERVER")]
+    pub(crate) server: Option<String>,
+    /// The API key for the server.
+    #[arg(long, global = true, env = "LEDGER_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -163,6 +172,20 @@ pub(crate) enum Command {
     BenchProbe {
         /// The ledger to open.
         dir: PathBuf,
+    },
+    /// Run the workers and serve the ledger over HTTP (JSON API, SSE);
+    /// other `ledger` commands then reach the ledger through it.
+    Serve {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:7474")]
+        listen: std::net::SocketAddr,
+        /// How many executions run at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: u16,
+        /// API keys: {"keys": [{"tenant": "acme", "sha256": "<hex>"}, {"admin": true, "sha256": "<hex>"}]}.
+        /// Without it, serve listens on loopback only and every request acts as admin.
+        #[arg(long)]
+        keys: Option<PathBuf>,
     },
     /// A guided tour on a fresh ledger: run a mixed workload, audit one
     /// execution, travel back in time, verify.
