@@ -1,0 +1,739 @@
+//! `ledger serve` as a real process on 127.0.0.1 (port 0) with a real HTTP
+//! client: every endpoint, each error status, tenant isolation (the SSE
+//! stream included), idempotent submits under concurrency, SSE resume, the
+//! CLI through a serving process, and shutdown under load.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use execution_ledger::{BackgroundExecution, BackgroundExecutionStatus, Event, Head, Ledger};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+struct Server {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str]) -> Server {
+        let _ = std::fs::remove_file(dir.join("serve.json"));
+        let child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "4"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(bytes) = std::fs::read(dir.join("serve.json")) {
+                if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                    return Server {
+                        child,
+                        url: v["url"].as_str().unwrap().to_owned(),
+                        dir: dir.to_owned(),
+                    };
+                }
+            }
+            assert!(Instant::now() < deadline, "the server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// SIGTERM, and wait for a graceful exit.
+    fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            !self.dir.join("serve.json").exists(),
+            "serve.json is removed on exit"
+        );
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn json_of(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+fn sha256_hex(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_and_error_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+
+    // Submit: 201 with the record; an idempotency hit is 200 with the same one.
+    let body = json!({"tenantId": "acme", "callableName": "echo", "input": "hi",
+                      "idempotencyKey": "k1", "config": {"mode": "silent", "priority": 70}});
+    let (status, first) = json_of(
+        c.post(server.url("/v1/executions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["callableName"], "echo");
+    assert_eq!(first["config"]["priority"], 70);
+    let id = first["executionId"].as_str().unwrap().to_owned();
+    let (status, again) = json_of(
+        c.post(server.url("/v1/executions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &again["executionId"]),
+        (200, &first["executionId"])
+    );
+
+    // The result, long-polled.
+    let (status, done) = json_of(
+        c.get(server.url(&format!("/v1/executions/{id}/result?wait=20s")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["output"], "hi");
+
+    // Get now and at a seq; its events.
+    let (status, now) = json_of(
+        c.get(server.url(&format!("/v1/executions/{id}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, now["status"].as_str()), (200, Some("completed")));
+    let (_, then) = json_of(
+        c.get(server.url(&format!("/v1/executions/{id}?atSeq=1")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(then["status"], "queued");
+    let (status, events) = json_of(
+        c.get(server.url(&format!("/v1/executions/{id}/events")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let kinds: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["queued", "started", "completed"]);
+
+    // Cancel and release of a finished execution: 409 naming its status.
+    let (status, err) = json_of(
+        c.post(server.url(&format!("/v1/executions/{id}/cancel")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, error_code(&err)), (409, "conflict"));
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("it is completed"),
+        "{err}"
+    );
+    // A deferred one: held, listed nowhere runnable, released, runs.
+    let (_, deferred) = json_of(c.post(server.url("/v1/executions"))
+        .json(&json!({"tenantId": "acme", "callableName": "echo", "input": "later", "config": {"mode": "deferred"}}))
+        .send().await.unwrap()).await;
+    let did = deferred["executionId"].as_str().unwrap().to_owned();
+    let (_, queue) = json_of(c.get(server.url("/v1/queue")).send().await.unwrap()).await;
+    assert_eq!(queue, json!([]));
+    let (status, _) = json_of(
+        c.post(server.url(&format!("/v1/executions/{did}/release")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, released) = json_of(
+        c.get(server.url(&format!("/v1/executions/{did}/result?wait=20s")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(released["output"], "later");
+    let (status, err) = json_of(
+        c.post(server.url(&format!("/v1/executions/{did}/release")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, error_code(&err)), (409, "conflict"));
+
+    // Queue at a seq, diff, head.
+    let (status, past) =
+        json_of(c.get(server.url("/v1/queue?atSeq=1")).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(past.as_array().unwrap().len(), 1);
+    let (status, diff) = json_of(
+        c.get(server.url("/v1/diff?fromSeq=0&toSeq=3"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(diff[0]["after"], "completed");
+    let (_, head) = json_of(c.get(server.url("/v1/head")).send().await.unwrap()).await;
+    let head: Head = serde_json::from_value(head).unwrap();
+    assert!(head.seq >= 7);
+
+    // Health and metrics.
+    let (status, health) = json_of(c.get(server.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let metrics = c
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "ledger_live_executions{status=\"queued\"}",
+        "ledger_queue_depth",
+        "ledger_claims_total 2",
+        "ledger_append_seconds_bucket",
+        "ledger_sync_seconds_count",
+    ] {
+        assert!(metrics.contains(name), "{name} in {metrics}");
+    }
+
+    // Errors.
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            c.post(server.url("/v1/executions")).body("{not json"),
+            400,
+            "malformed_json",
+        ),
+        (
+            c.post(server.url("/v1/executions"))
+                .json(&json!({"tenantId": "acme"})),
+            400,
+            "malformed_json",
+        ),
+        (
+            c.post(server.url("/v1/executions"))
+                .json(&json!({"callableName": "echo"})),
+            400,
+            "invalid",
+        ),
+        (
+            c.post(server.url("/v1/executions")).json(
+                &json!({"tenantId": "acme", "callableName": "echo", "config": {"priority": 300}}),
+            ),
+            400,
+            "malformed_json",
+        ),
+        (
+            c.post(server.url("/v1/executions")).json(
+                &json!({"tenantId": "acme", "callableName": "echo", "input": "x".repeat(70_000)}),
+            ),
+            400,
+            "invalid",
+        ),
+        (
+            c.post(server.url("/v1/executions"))
+                .body(vec![b' '; 600 * 1024]),
+            413,
+            "too_large",
+        ),
+        (
+            c.get(server.url("/v1/executions/01a2172a-eeb5-704e-a9e1-5a6d17479093")),
+            404,
+            "not_found",
+        ),
+        (c.get(server.url("/v1/executions/nope")), 400, "invalid"),
+        (
+            c.get(server.url(&format!("/v1/executions/{id}?atSeq=99999"))),
+            400,
+            "invalid",
+        ),
+        (
+            c.get(server.url(&format!("/v1/executions/{id}?atTime=yesterday"))),
+            400,
+            "invalid",
+        ),
+        (c.get(server.url("/v1/diff?fromSeq=3")), 400, "invalid"),
+        (c.get(server.url("/v1/no-such-thing")), 404, "not_found"),
+    ];
+    let before = head.seq;
+    for (i, (req, status, code)) in cases.into_iter().enumerate() {
+        let (got, body) = json_of(req.send().await.unwrap()).await;
+        assert_eq!((got, error_code(&body)), (status, code), "case {i}: {body}");
+    }
+    let (_, head) = json_of(c.get(server.url("/v1/head")).send().await.unwrap()).await;
+    assert_eq!(head["seq"], before, "no refused request appended anything");
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_scope_every_endpoint_to_a_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    std::fs::write(
+        &keys,
+        serde_json::to_vec(&json!({"keys": [
+            {"tenant": "acme", "sha256": sha256_hex("acme-key")},
+            {"tenant": "globex", "sha256": sha256_hex("globex-key")},
+            {"admin": true, "sha256": sha256_hex("root-key")},
+        ]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--keys", keys.to_str().unwrap()]);
+    let c = client();
+    let as_ = |key: &str, req: reqwest::RequestBuilder| req.bearer_auth(key);
+
+    // 401 without a key or with an unknown one.
+    let (status, err) = json_of(c.get(server.url("/v1/head")).send().await.unwrap()).await;
+    assert_eq!((status, error_code(&err)), (401, "unauthorized"));
+    let (status, _) = json_of(
+        as_("wrong", c.get(server.url("/v1/head")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // acme submits (its tenant is the key's) a held deferred execution.
+    let (status, mine) = json_of(
+        as_("acme-key", c.post(server.url("/v1/executions")))
+            .json(&json!({"callableName": "echo", "config": {"mode": "deferred"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(mine["tenantId"], "acme");
+    let id = mine["executionId"].as_str().unwrap().to_owned();
+    let (status, _) = json_of(
+        as_("acme-key", c.post(server.url("/v1/executions")))
+            .json(&json!({"callableName": "echo", "tenantId": "globex"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "a tenant key cannot submit for another tenant");
+
+    // globex sees nothing of it, anywhere: 404, never 403, never listed.
+    for path in [
+        format!("/v1/executions/{id}"),
+        format!("/v1/executions/{id}?atSeq=1"),
+        format!("/v1/executions/{id}/events"),
+        format!("/v1/executions/{id}/result"),
+    ] {
+        let (status, err) = json_of(
+            as_("globex-key", c.get(server.url(&path)))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((status, error_code(&err)), (404, "not_found"), "{path}");
+    }
+    for path in [
+        format!("/v1/executions/{id}/cancel"),
+        format!("/v1/executions/{id}/release"),
+    ] {
+        let (status, _) = json_of(
+            as_("globex-key", c.post(server.url(&path)))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (_, diff) = json_of(
+        as_(
+            "globex-key",
+            c.get(server.url("/v1/diff?fromSeq=0&toSeq=1")),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(diff, json!([]));
+    let (_, queue) = json_of(
+        as_("globex-key", c.get(server.url("/v1/queue?atSeq=1")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(queue, json!([]));
+    // The event stream: globex's stream carries only globex's events.
+    let (_, theirs) = json_of(
+        as_("globex-key", c.post(server.url("/v1/executions")))
+            .json(&json!({"callableName": "echo", "input": "g"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let text = as_(
+        "globex-key",
+        c.get(server.url("/v1/events?fromSeq=1&toSeq=4")),
+    )
+    .send()
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let ids: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap()["executionId"].clone())
+        .collect();
+    assert!(!ids.is_empty());
+    assert!(ids.iter().all(|i| i == &theirs["executionId"]), "{text}");
+    // acme can release its own; admin sees everything and must name a tenant.
+    let (status, _) = json_of(
+        as_(
+            "acme-key",
+            c.post(server.url(&format!("/v1/executions/{id}/release"))),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = json_of(
+        as_(
+            "root-key",
+            c.get(server.url(&format!("/v1/executions/{id}"))),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, err) = json_of(
+        as_("root-key", c.post(server.url("/v1/executions")))
+            .json(&json!({"callableName": "echo"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, error_code(&err)), (400, "invalid"));
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_identical_submits_make_one_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    let body = json!({"tenantId": "acme", "callableName": "sleep", "input": "1", "idempotencyKey": "once"});
+    let requests: Vec<_> = (0..50)
+        .map(|_| {
+            let req = c.post(server.url("/v1/executions")).json(&body);
+            tokio::spawn(async move { json_of(req.send().await.unwrap()).await })
+        })
+        .collect();
+    let mut created = 0;
+    let mut ids = std::collections::HashSet::new();
+    for r in requests {
+        let (status, record) = r.await.unwrap();
+        assert!(status == 201 || status == 200, "{status} {record}");
+        created += usize::from(status == 201);
+        ids.insert(record["executionId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!((created, ids.len()), (1, 1));
+    assert!(server.stop().success());
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let queued = ledger
+        .events(1, None)
+        .filter(|e| e.as_ref().unwrap().kind.name() == "queued")
+        .count();
+    assert_eq!(queued, 1);
+}
+
+/// Reads SSE events (seq, data) from a response until `n` are in.
+async fn read_events(response: &mut reqwest::Response, n: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut buf = String::new();
+    while seqs.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id: ")) {
+                seqs.push(id.trim().parse().unwrap());
+            }
+        }
+    }
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_resumes_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    for i in 0..5 {
+        c.post(server.url("/v1/executions"))
+            .json(&json!({"tenantId": "acme", "callableName": "echo", "input": i.to_string()}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut first = c
+        .get(server.url("/v1/events?fromSeq=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.headers()["content-type"], "text/event-stream");
+    let seen = read_events(&mut first, 6).await;
+    assert_eq!(seen, (1..=6).collect::<Vec<_>>());
+    drop(first); // the connection drops
+    for i in 5..10 {
+        c.post(server.url("/v1/executions"))
+            .json(&json!({"tenantId": "acme", "callableName": "echo", "input": i.to_string()}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut resumed = c
+        .get(server.url("/v1/events?fromSeq=1"))
+        .header("Last-Event-ID", "6")
+        .send()
+        .await
+        .unwrap();
+    let more = read_events(&mut resumed, 10).await;
+    assert_eq!(more, (7..=16).collect::<Vec<_>>());
+    drop(resumed);
+    assert!(server.stop().success());
+}
+
+fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("LEDGER_SERVER")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn the_cli_reaches_a_serving_ledger_with_the_same_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = Server::start(d, &[]);
+    let (code, id, err) = cli(
+        d,
+        &[
+            "submit",
+            "--tenant",
+            "acme",
+            "--callable",
+            "echo",
+            "--input",
+            "via http",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_owned();
+    // Wait for it to finish.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, shown, _) = cli(d, &["show", &id, "--json"]);
+        let e: BackgroundExecution = serde_json::from_str(&shown).unwrap();
+        if e.status == BackgroundExecutionStatus::Completed {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["show", &id],
+        vec!["show", &id, "--json"],
+        vec!["show", &id, "--at-seq", "1", "--json"],
+        vec!["history", &id],
+        vec!["history", &id, "--json"],
+        vec!["queue", "--at-seq", "1", "--json"],
+        vec!["queue", "--at-seq", "1"],
+        vec!["diff", "--from-seq", "0", "--to-seq", "3"],
+        vec!["events", "--json"],
+        vec!["head", "--json"],
+        vec!["--tenant", "globex", "show", &id],
+        vec!["cancel", &id],
+        vec!["show", "not-an-id"],
+    ];
+    let through_server: Vec<_> = commands.iter().map(|a| cli(d, a)).collect();
+    // Commands that need the directory itself say so.
+    let (code, _, err) = cli(d, &["verify"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("needs the data directory itself"), "{err}");
+    assert!(server.stop().success());
+    let direct: Vec<_> = commands.iter().map(|a| cli(d, a)).collect();
+    for ((args, served), direct) in commands.iter().zip(&through_server).zip(&direct) {
+        assert_eq!(served, direct, "ledger {args:?} differs through the server");
+    }
+    // And they are what they should be.
+    assert!(through_server[0].1.contains("via http"));
+    assert_eq!(through_server[10].0, 1);
+    assert_eq!(
+        through_server[10].2.trim(),
+        format!("error: {id} not found")
+    );
+    assert_eq!(through_server[11].0, 1);
+    assert!(through_server[11].2.contains("it is completed"));
+    assert_eq!(through_server[12].0, 2);
+    let events: Vec<Event> = through_server[8]
+        .1
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_load_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    let url = server.url("/v1/executions");
+    let submitters: Vec<_> = (0..16)
+        .map(|t| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..1_000 {
+                    let r = c
+                        .post(&url)
+                        .json(
+                            &json!({"tenantId": "acme", "callableName": "sleep", "input": "5",
+                                      "idempotencyKey": format!("{t}-{i}")}),
+                        )
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status().as_u16() == 201 => acked.push(
+                            r.json::<Value>().await.unwrap()["executionId"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned(),
+                        ),
+                        Ok(r) => assert_eq!(r.status().as_u16(), 503, "while stopping"),
+                        Err(_) => break, // the server is gone
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let status = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    assert!(status.success());
+    let mut acked = Vec::new();
+    for s in submitters {
+        acked.extend(s.await.unwrap());
+    }
+    assert!(
+        !acked.is_empty(),
+        "some submits were acknowledged before the stop"
+    );
+    let ledger = Ledger::open(dir.path()).unwrap();
+    ledger.verify().unwrap();
+    for id in &acked {
+        ledger
+            .get(id.parse().unwrap())
+            .expect("an acknowledged submit survives the shutdown");
+    }
+}
+
+#[test]
+fn without_keys_serve_refuses_a_non_loopback_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = cli(dir.path(), &["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("needs --keys"), "{err}");
+}
