@@ -20,7 +20,7 @@ struct Server {
 impl Server {
     fn start(dir: &Path, extra: &[&str]) -> Server {
         let _ = std::fs::remove_file(dir.join("serve.json"));
-        let child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
             .arg("--data-dir")
             .arg(dir)
             .args(["serve", "--listen", "127.0.0.1:0", "--workers", "4"])
@@ -40,7 +40,11 @@ impl Server {
                     };
                 }
             }
-            assert!(Instant::now() < deadline, "the server did not start");
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server did not start");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
