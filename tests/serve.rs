@@ -18,6 +18,8 @@ struct Server {
 }
 
 impl Server {
+    // The child is reaped in `stop` or in `Drop`, which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
     fn start(dir: &Path, extra: &[&str]) -> Server {
         let _ = std::fs::remove_file(dir.join("serve.json"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
