@@ -48,12 +48,27 @@ pub struct Measurement {
 
 /// The ratio a scenario is held to.
 #[derive(Clone, Copy, Debug)]
-enum Target {
+pub enum Target {
+    /// The ratio must be at least this.
     AtLeast(f64),
+    /// The ratio must be at most this.
     AtMost(f64),
 }
 
 impl Measurement {
+    /// A measurement of `value` against `baseline`, held to `target`.
+    pub fn with(
+        name: &str,
+        unit: &str,
+        value: f64,
+        baseline_name: &str,
+        baseline: f64,
+        target: Target,
+        size: String,
+    ) -> Self {
+        Self::new(name, unit, value, baseline_name, baseline, target, size)
+    }
+
     fn new(
         name: &str,
         unit: &str,

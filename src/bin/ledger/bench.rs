@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use execution_ledger::bench::{self, Measurement, Sizes};
@@ -44,6 +45,99 @@ fn probe(dir: &Path) -> Result<u64, execution_ledger::Error> {
         .expect("the probe runs");
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.trim().parse().unwrap_or(0))
+}
+
+/// Durable submits over HTTP from 64 concurrent clients against the
+/// library's durable submit from 64 threads, in the same run.
+fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
+    const CLIENTS: u64 = 64;
+    let per = sizes.appends.div_ceil(CLIENTS).max(1);
+    let n = per * CLIENTS;
+    // Deferred, so that the server's worker leaves them alone.
+    let job = |i: u64| {
+        let mut s = bench::sample_submission(i);
+        s.config.mode = execution_ledger::BackgroundExecutionMode::Deferred;
+        s
+    };
+    let tenant: execution_ledger::TenantId = "bench".parse()?;
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for round in 0..sizes.rounds {
+        let dir = root.join(format!("http-{round}"));
+        let ledger = execution_ledger::Ledger::open(&dir)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let took = rt.block_on(async {
+            let (url, stop) = crate::serve::serve_in_process(ledger.clone()).await?;
+            let client = reqwest::Client::new();
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..CLIENTS)
+                .map(|c| {
+                    let (client, url) = (client.clone(), format!("{url}/v1/executions"));
+                    let bodies: Vec<_> = (0..per)
+                        .map(|i| {
+                            let mut body = serde_json::to_value(job(c * per + i)).expect("json");
+                            body["tenantId"] = serde_json::json!("bench");
+                            body
+                        })
+                        .collect();
+                    tokio::spawn(async move {
+                        for body in bodies {
+                            let r = client.post(&url).json(&body).send().await?;
+                            anyhow::ensure!(
+                                r.status().as_u16() == 201,
+                                "submit answered {}",
+                                r.status()
+                            );
+                        }
+                        anyhow::Ok(())
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await??;
+            }
+            let took = start.elapsed();
+            let _ = stop.send(());
+            anyhow::Ok(took)
+        })?;
+        drop(rt);
+        drop(ledger);
+        ours.push(n as f64 / took.as_secs_f64());
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let dir = root.join(format!("http-lib-{round}"));
+        let ledger = execution_ledger::Ledger::open(&dir)?;
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for c in 0..CLIENTS {
+                let (ledger, tenant) = (ledger.clone(), tenant.clone());
+                s.spawn(move || {
+                    for i in 0..per {
+                        ledger
+                            .submit(&tenant, job(c * per + i))
+                            .expect("a durable submit");
+                    }
+                });
+            }
+        });
+        base.push(n as f64 / start.elapsed().as_secs_f64());
+        drop(ledger);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    Ok(Measurement::with(
+        "HTTP submit, 64 clients",
+        "submits/s",
+        median(ours),
+        "the library's durable submit from 64 threads",
+        median(base),
+        bench::Target::AtLeast(0.5),
+        format!("{n} submits"),
+    ))
 }
 
 pub(crate) fn run(
@@ -87,6 +181,8 @@ pub(crate) fn run(
     progress("claims");
     results.push(bench::claim(&root, sizes)?);
     results.push(bench::queue_vs_seed(100_000));
+    progress("HTTP submits from 64 clients");
+    results.push(http_submit(&root, sizes)?);
     progress("peak memory");
     results.push(bench::memory(&root, sizes, &probe)?);
     if remove {

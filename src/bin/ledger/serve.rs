@@ -658,6 +658,32 @@ async fn stop_signal() {
     }
 }
 
+/// Serves `ledger` from this process on 127.0.0.1 (an ephemeral port),
+/// with one worker and no keys, until the returned sender is dropped or
+/// fired. For `ledger bench`.
+pub(crate) async fn serve_in_process(
+    ledger: Ledger,
+) -> Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    let runtime = Runtime::builder(ledger.clone()).workers(1).start().await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let state = Arc::new(AppState {
+        ledger,
+        runtime,
+        keys: None,
+        stopping: AtomicBool::new(false),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(state))
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok((url, stop))
+}
+
 pub(crate) fn run(
     cli: &Cli,
     listen: SocketAddr,
