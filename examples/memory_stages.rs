@@ -17,16 +17,25 @@ fn main() {
     let cache: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(4 << 20);
     println!("start: {}", rss());
     {
-        let db = sled::Config::new().path(format!("{dir}/sled")).cache_capacity(cache).open().unwrap();
+        let db = sled::Config::new()
+            .path(format!("{dir}/sled"))
+            .cache_capacity(cache)
+            .open()
+            .unwrap();
         println!("raw sled open: {}", rss());
         drop(db);
     }
-    let l = Ledger::builder(&dir).durability(Durability::Buffered).cache_bytes(cache).open().unwrap();
+    let l = Ledger::builder(&dir)
+        .durability(Durability::Buffered)
+        .cache_bytes(cache)
+        .open()
+        .unwrap();
     println!("ledger open: {}", rss());
     let _ = l.queue(None);
     for _ in 0..1000 {
         if let Some(c) = l.claim(None).unwrap() {
-            l.complete(c.execution_id, c.attempt, serde_json::Value::Null).unwrap();
+            l.complete(c.execution_id, c.attempt, serde_json::Value::Null)
+                .unwrap();
         }
     }
     println!("after claims: {}", rss());
