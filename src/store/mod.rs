@@ -147,6 +147,19 @@ struct SyncState {
     visible: u64,
     syncing: bool,
     failed: Option<String>,
+    /// Callers waiting for a sync: the seq they need, how durable, and
+    /// their thread, unparked one by one (no thundering herd).
+    waiters: Vec<(u64, Durability, std::thread::Thread)>,
+}
+
+impl SyncState {
+    fn done(&self, how: Durability) -> u64 {
+        if how == Durability::Synced {
+            self.synced
+        } else {
+            self.flushed
+        }
+    }
 }
 
 /// The log, open.
@@ -517,6 +530,10 @@ impl Log {
         self.sync_through(head, Durability::Synced)
     }
 
+    /// Group commit: the first caller to find no sync running leads one
+    /// for everything appended so far; the others park until a sync covers
+    /// their seq. When a sync ends, its leader unparks exactly the waiters it
+    /// covered, plus one more to lead the next sync if any is left.
     fn sync_through(&self, seq: u64, how: Durability) -> Result<(), Error> {
         let mut st = lock(&self.state);
         loop {
@@ -526,20 +543,17 @@ impl Log {
                     format!("an earlier sync failed ({why}); reopen the ledger"),
                 ));
             }
-            let done = if how == Durability::Synced {
-                st.synced
-            } else {
-                st.flushed
-            };
-            if done >= seq {
+            if st.done(how) >= seq {
                 return Ok(());
             }
             if st.syncing {
-                st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.waiters.push((seq, how, std::thread::current()));
+                drop(st);
+                // A spurious or early wake just loops back here.
+                std::thread::park();
+                st = lock(&self.state);
                 continue;
             }
-            // This caller leads one sync for everything appended so far;
-            // the others wait for it.
             st.syncing = true;
             drop(st);
             let (target, hash) = *lock(&self.appended);
@@ -561,6 +575,22 @@ impl Log {
                 }
                 Err(e) => st.failed = Some(e.to_string()),
             }
+            let mut next_leader = true;
+            let (flushed, synced, failed) = (st.flushed, st.synced, st.failed.is_some());
+            st.waiters.retain(|(wants, wants_how, thread)| {
+                let done = if *wants_how == Durability::Synced {
+                    synced
+                } else {
+                    flushed
+                };
+                if failed || done >= *wants || std::mem::take(&mut next_leader) {
+                    thread.unpark();
+                    false
+                } else {
+                    true
+                }
+            });
+            // Subscribers wait on the condition variable.
             self.changed.notify_all();
         }
     }
