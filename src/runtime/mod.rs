@@ -535,6 +535,24 @@ impl Runtime {
         })
     }
 
+    /// Submits an execution and wakes a worker, without a handle to await
+    /// it: the submitted record (new, or the idempotency key's) at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::submit`].
+    pub async fn submit_detached(
+        &self,
+        tenant: &TenantId,
+        submission: Submission,
+    ) -> Result<crate::ledger::Submitted, LedgerError> {
+        let ledger = self.shared.ledger.clone();
+        let tenant = tenant.clone();
+        let submitted = blocking(move || ledger.submit(&tenant, submission)).await?;
+        self.shared.wake.notify_one();
+        Ok(submitted)
+    }
+
     async fn watch(
         &self,
         id: ExecutionId,

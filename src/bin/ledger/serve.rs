@@ -269,15 +269,16 @@ async fn submit(
             return Err(ApiError::bad("tenantId must be the key's own tenant"))
         }
     };
-    let handle = state.runtime.submit(&tenant, body.submission).await?;
-    let (id, created) = (handle.id(), handle.created());
-    let ledger = state.ledger.clone();
-    let record = blocking(move || ledger.get(id)).await?;
-    let status = if created {
+    let submitted = state
+        .runtime
+        .submit_detached(&tenant, body.submission)
+        .await?;
+    let status = if submitted.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
+    let record = submitted.execution;
     Ok((status, Json(record)).into_response())
 }
 
