@@ -11,7 +11,7 @@
 //! case: up to `MODEL_MAX_COMMANDS` when set, else 40.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use execution_ledger::{
@@ -24,6 +24,9 @@ use execution_ledger::{
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value};
+
+#[path = "fuzz_bodies/checks.rs"]
+mod checks;
 
 const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
 
@@ -1110,17 +1113,7 @@ impl Harness {
                 assert_eq!(self.proj.seq(), ev.seq);
                 self.model.apply(&ev);
                 self.model.agrees_with(&st);
-                match left {
-                    Some(e) => {
-                        assert!(is_settled(&st), "left the projection unsettled");
-                        assert_eq!(e, st);
-                        assert!(self.proj.get(&id).is_none());
-                    }
-                    None => {
-                        assert!(!is_settled(&st), "settled but still live");
-                        assert_eq!(self.proj.get(&id), Some(&st));
-                    }
-                }
+                checks::assert_placed(&self.proj, left, &st);
                 self.states.insert(id, st);
                 self.events.push(ev);
                 if self.checks.prefix {
@@ -1139,12 +1132,7 @@ impl Harness {
                 } else {
                     assert_eq!(err, machine, "projection and machine differ");
                 }
-                assert_eq!(err.execution, id);
-                assert_eq!(err.event, ev.kind.name());
-                assert_eq!(err.command, ev.kind.verb());
-                assert!(err
-                    .to_string()
-                    .starts_with(&format!("cannot {} {id}: ", ev.kind.verb())));
+                checks::assert_names(&err, &ev);
                 assert!(
                     self.proj.same_as(&before),
                     "a refusal changed the projection"
@@ -1161,39 +1149,8 @@ impl Harness {
 
     /// Property (a): the live state is the fold of the accepted events.
     fn refold(&self) {
-        let mut fresh = Projection::new();
-        for e in &self.events {
-            fresh.apply(e).expect("a refold accepts what was accepted");
-        }
-        assert!(
-            fresh.same_as(&self.proj),
-            "refold differs: {:?}",
-            fresh.difference(&self.proj)
-        );
-        assert_eq!(fresh.difference(&self.proj), None);
-
-        let mut per: BTreeMap<ExecutionId, Option<BackgroundExecution>> = BTreeMap::new();
-        for e in &self.events {
-            apply(per.entry(e.execution_id).or_default(), e).expect("refold per execution");
-        }
-        assert_eq!(per.len(), self.states.len());
-        for (id, st) in &per {
-            assert_eq!(st.as_ref(), self.states.get(id), "{id} refolds differently");
-        }
-
-        let live: BTreeSet<ExecutionId> = self
-            .states
-            .values()
-            .filter(|s| !is_settled(s))
-            .map(|s| s.execution_id)
-            .collect();
-        let in_proj: BTreeSet<ExecutionId> = self.proj.live().map(|e| e.execution_id).collect();
-        assert_eq!(in_proj, live);
-        assert_eq!(self.proj.len(), live.len());
-        assert_eq!(self.proj.is_empty(), live.is_empty());
-        for e in self.proj.live() {
-            assert_eq!(Some(e), self.states.get(&e.execution_id));
-        }
+        checks::assert_refolds(&self.events, &self.proj, &self.states);
+        checks::assert_live_is_unsettled(&self.proj, &self.states);
     }
 
     fn after_step(&mut self) {
@@ -1351,37 +1308,9 @@ impl Harness {
     /// Property (d): times in order, attempts within bounds.
     fn check_times(&self) {
         for st in self.states.values() {
-            let id = st.execution_id;
-            if let Some(started) = st.started_at {
-                assert!(st.queued_at <= started, "{id}: started before queued");
-                if let Some(completed) = st.completed_at {
-                    assert!(started <= completed, "{id}: completed before started");
-                }
-            } else {
-                assert_eq!(st.attempt, 0, "{id}: attempts without a start");
-            }
-            if let Some(completed) = st.completed_at {
-                assert!(st.queued_at <= completed, "{id}: completed before queued");
-            }
-            if let Some(released) = st.released_at {
-                assert!(st.queued_at <= released && released <= self.now);
-            }
+            checks::assert_times_in_order(st);
             assert!(st.queued_at <= self.now);
-            assert!(
-                st.attempt <= st.config.max_attempts(),
-                "{id}: attempt {} of {}",
-                st.attempt,
-                st.config.max_attempts()
-            );
-            assert_eq!(
-                st.completed_at.is_some(),
-                st.status.is_terminal(),
-                "{id}: completed_at and {}",
-                st.status
-            );
-            if st.status == Status::Running {
-                assert!(st.attempt >= 1 && st.started_at.is_some());
-            }
+            assert!(st.released_at.is_none_or(|t| t <= self.now));
         }
     }
 

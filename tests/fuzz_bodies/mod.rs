@@ -5,6 +5,7 @@
 //! Each body takes arbitrary bytes and panics when, and only when, a
 //! property of the crate does not hold.
 
+pub mod checks;
 mod event_json;
 mod record_decoder;
 pub mod state_machine;

@@ -4,9 +4,10 @@
 //!
 //! After every command: a refused event changed nothing; a finished
 //! execution took nothing but bookkeeping; `queued_at <= started_at <=
-//! completed_at`; `attempt <= max attempts`; the queue holds exactly the
-//! runnable queued executions, in priority-then-order order. At the end, a
-//! fresh fold of the accepted events is the live projection.
+//! completed_at` (and a release between the first two); `attempt <= max
+//! attempts`; the queue holds exactly the runnable queued executions, in
+//! priority-then-order order. At the end, a fresh fold of the accepted
+//! events is the live projection.
 //!
 //! A script is a sequence of commands: an opcode byte (taken modulo
 //! [`OPS`]) and the argument bytes listed beside each opcode below. A
@@ -28,9 +29,13 @@ use execution_ledger::{
     after_failure, after_loss, after_timeout, apply, check, is_settled, BackgroundExecution,
     BackgroundExecutionMode as Mode, BackgroundExecutionStatus as Status, Event, EventKind,
     ExecutionError, ExecutionId, Projection, Refusal, RetryConfig, Submission, TargetBindingConfig,
-    TenantId, TransitionError,
+    TenantId,
 };
 use serde_json::{json, Value};
+
+use super::checks::{
+    assert_live_is_unsettled, assert_names, assert_placed, assert_refolds, assert_times_in_order,
+};
 
 /// `[step]`: the clock moves on `step × 50 ms` (from 240: `step - 239` hours).
 pub const ADVANCE: u8 = 0;
@@ -448,17 +453,7 @@ impl Harness {
                 }
                 self.seq = ev.seq;
                 assert_eq!(self.proj.seq(), ev.seq);
-                match left {
-                    Some(e) => {
-                        assert!(is_settled(&st), "left the projection unsettled: {id}");
-                        assert_eq!(e, st);
-                        assert!(self.proj.get(&id).is_none());
-                    }
-                    None => {
-                        assert!(!is_settled(&st), "settled but still live: {id}");
-                        assert_eq!(self.proj.get(&id), Some(&st));
-                    }
-                }
+                assert_placed(&self.proj, left, &st);
                 self.states.insert(id, st);
                 self.events.push(ev);
             }
@@ -469,7 +464,7 @@ impl Harness {
                 } else {
                     assert_eq!(Err(err.clone()), machine, "projection and machine differ");
                 }
-                named(&err, &ev);
+                assert_names(&err, &ev);
                 // A refused event changes nothing.
                 assert!(
                     self.proj.same_as(&before),
@@ -519,41 +514,10 @@ impl Harness {
     fn check_invariants(&mut self) {
         assert_eq!(self.proj.seq(), self.seq);
         for e in self.states.values() {
-            let id = e.execution_id;
-            if let Some(started) = e.started_at {
-                assert!(e.queued_at <= started, "{id}: started before queued");
-                if let Some(completed) = e.completed_at {
-                    assert!(started <= completed, "{id}: completed before started");
-                }
-            } else {
-                assert_eq!(e.attempt, 0, "{id}: attempts without a start");
-            }
-            if let Some(completed) = e.completed_at {
-                assert!(e.queued_at <= completed, "{id}: completed before queued");
-            }
-            if let Some(released) = e.released_at {
-                assert!(e.queued_at <= released, "{id}: released before queued");
-            }
-            let max = e.config.max_attempts();
-            assert!(e.attempt <= max, "{id}: attempt {} of {max}", e.attempt);
-            assert_eq!(e.completed_at.is_some(), e.status.is_terminal(), "{id}");
-            if e.status == Status::Running {
-                assert!(e.attempt >= 1, "{id}: running attempt 0");
-            }
+            assert_times_in_order(e);
         }
 
-        // The live executions are exactly the unsettled ones.
-        let live: BTreeSet<ExecutionId> = self
-            .states
-            .values()
-            .filter(|e| !is_settled(e))
-            .map(|e| e.execution_id)
-            .collect();
-        let in_proj: BTreeSet<ExecutionId> = self.proj.live().map(|e| e.execution_id).collect();
-        assert_eq!(in_proj, live);
-        for e in self.proj.live() {
-            assert_eq!(Some(e), self.states.get(&e.execution_id));
-        }
+        assert_live_is_unsettled(&self.proj, &self.states);
 
         // The queue: exactly the runnable queued executions, in
         // priority-then-order order, for all tenants and each one.
@@ -608,25 +572,10 @@ impl Harness {
     /// A fresh fold of the accepted events is the live projection, and the
     /// per-execution folds are the states.
     fn finish(&self) {
-        let mut fresh = Projection::new();
         for (i, e) in self.events.iter().enumerate() {
             assert_eq!(e.seq, i as u64 + 1, "seqs are gap-free from 1");
-            fresh.apply(e).expect("a refold accepts what was accepted");
         }
-        assert!(
-            fresh.same_as(&self.proj),
-            "the refold differs: {:?}",
-            fresh.difference(&self.proj)
-        );
-        assert_eq!(fresh.difference(&self.proj), None);
-        let mut per: BTreeMap<ExecutionId, Option<BackgroundExecution>> = BTreeMap::new();
-        for e in &self.events {
-            apply(per.entry(e.execution_id).or_default(), e).expect("refold per execution");
-        }
-        assert_eq!(per.len(), self.states.len());
-        for (id, st) in &per {
-            assert_eq!(st.as_ref(), self.states.get(id), "{id} refolds differently");
-        }
+        assert_refolds(&self.events, &self.proj, &self.states);
     }
 }
 
@@ -650,13 +599,4 @@ fn only_bookkeeping(prior: &BackgroundExecution, after: &BackgroundExecution, ev
         "{} changed more than bookkeeping",
         ev.kind.name()
     );
-}
-
-/// A refusal names the execution, the command and the event.
-fn named(err: &TransitionError, ev: &Event) {
-    assert_eq!(err.execution, ev.execution_id);
-    assert_eq!(err.event, ev.kind.name());
-    assert_eq!(err.command, ev.kind.verb());
-    let prefix = format!("cannot {} {}: ", ev.kind.verb(), ev.execution_id);
-    assert!(err.to_string().starts_with(&prefix), "{err}");
 }
