@@ -275,6 +275,56 @@ fn bad_input_is_one_line_with_its_exit_code_and_appends_nothing() {
         let line = err(d, args, *code);
         assert!(line.contains(needle.as_str()), "ledger {args:?}: {line}");
     }
+    // A context map over the limit, and an empty key.
+    let mut huge: Vec<String> = vec![
+        "submit".into(),
+        "--tenant".into(),
+        "acme".into(),
+        "--callable".into(),
+        "echo".into(),
+    ];
+    for i in 0..=execution_ledger::MAX_CONTEXT_ENTRIES {
+        huge.push("--context".into());
+        huge.push(format!("k{i}=v"));
+    }
+    let huge: Vec<&str> = huge.iter().map(String::as_str).collect();
+    let line = err(d, &huge, 2);
+    assert!(
+        line.contains("context has 257 entries; the limit is 256"),
+        "{line}"
+    );
+    let line = err(
+        d,
+        &[
+            "submit",
+            "--tenant",
+            "acme",
+            "--callable",
+            "echo",
+            "--context",
+            "=v",
+        ],
+        2,
+    );
+    assert!(line.contains("KEY=VALUE"), "{line}");
+    // A non-UTF-8 argument.
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .arg("--data-dir")
+            .arg(d)
+            .args(["submit", "--tenant", "acme", "--callable"])
+            .arg(std::ffi::OsStr::from_bytes(b"ec\xffho"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("invalid UTF-8"), "{stderr}");
+    }
+    // --at-seq 0 is before the first event: nothing existed.
+    let line = err(d, &["show", &id, "--at-seq", "0"], 1);
+    assert!(line.contains("did not exist yet at seq 0"), "{line}");
     let big = "x".repeat(execution_ledger::MAX_INPUT_BYTES + 1);
     let line = err(
         d,
