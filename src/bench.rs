@@ -57,19 +57,7 @@ pub enum Target {
 
 impl Measurement {
     /// A measurement of `value` against `baseline`, held to `target`.
-    pub fn with(
-        name: &str,
-        unit: &str,
-        value: f64,
-        baseline_name: &str,
-        baseline: f64,
-        target: Target,
-        size: String,
-    ) -> Self {
-        Self::new(name, unit, value, baseline_name, baseline, target, size)
-    }
-
-    fn new(
+    pub fn new(
         name: &str,
         unit: &str,
         value: f64,

@@ -14,6 +14,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
+use common::Rng;
 use execution_ledger::{BackgroundExecutionStatus, ExecutionId, Ledger, Submission, TenantId};
 
 const CHILD_DIR: &str = "LEDGER_CRASH_CHILD_DIR";
@@ -62,18 +65,6 @@ fn crash_child() {
         t.join().unwrap();
     }
     worker.join().unwrap();
-}
-
-/// A small deterministic generator, so a failing cycle can be re-run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 #[test]

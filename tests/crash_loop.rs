@@ -23,7 +23,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::check_log;
+use common::{check_log, Rng};
 use execution_ledger::{
     BackgroundExecutionMode, BackgroundExecutionStatus, ExecutionError, ExecutionId, Ledger,
     RetryConfig, Runtime, Submission, TenantId,
@@ -167,17 +167,6 @@ fn callback_server() -> (String, Arc<AtomicU64>) {
         }
     });
     (url, count)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 #[test]

@@ -50,3 +50,16 @@ pub fn check_log(ledger: &Ledger, cycle: u64) -> HashMap<ExecutionId, u32> {
     }
     terminal
 }
+
+/// A small deterministic generator (xorshift), so a failing run can be
+/// repeated from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}

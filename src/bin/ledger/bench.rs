@@ -129,7 +129,7 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    Ok(Measurement::with(
+    Ok(Measurement::new(
         "HTTP submit, 64 clients",
         "submits/s",
         median(ours),
