@@ -303,14 +303,7 @@ impl Projection {
     /// Whether two projections hold the same live executions with the same
     /// queue order keys, as of the same seq.
     pub fn same_as(&self, other: &Projection) -> bool {
-        self.seq == other.seq
-            && self.live.len() == other.live.len()
-            && self.live.iter().all(|(id, l)| {
-                other
-                    .live
-                    .get(id)
-                    .is_some_and(|o| o.order == l.order && o.execution == l.execution)
-            })
+        self.difference(other).is_none()
     }
 
     /// The first difference from `other`, for error messages.
