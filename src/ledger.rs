@@ -1181,6 +1181,33 @@ impl Ledger {
         Ok(replay(&self.inner.log, seq, &mut |_, _| {})?.0)
     }
 
+    /// The queue as it was at a point in the log: the executions runnable
+    /// then, in claim order, and how many more were queued but not runnable
+    /// (held, or waiting for a back-off or run-at time). "Then" is the time
+    /// of the point: `Time(t)` itself, `Seq(n)` the time of event `n`.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for a seq beyond the head; `Fatal` for damaged data.
+    pub fn queue_at(
+        &self,
+        at: At,
+        tenant: Option<&TenantId>,
+    ) -> Result<(Vec<BackgroundExecution>, usize), LedgerError> {
+        let projection = self.projection_at(at)?;
+        let then = match at {
+            At::Time(t) => t,
+            At::Seq(0) => DateTime::<Utc>::MIN_UTC,
+            At::Seq(n) => read_event(&self.inner.log, n)?.at,
+        };
+        let queue = projection
+            .queue(then, tenant)
+            .into_iter()
+            .cloned()
+            .collect();
+        Ok((queue, projection.waiting(then, tenant).len()))
+    }
+
     /// Which executions changed between two points of the log, and how.
     ///
     /// # Errors

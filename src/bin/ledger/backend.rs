@@ -141,15 +141,13 @@ impl Backend {
         at: Option<At>,
     ) -> Result<(Vec<BackgroundExecution>, Option<usize>)> {
         match self {
-            Backend::Local(l) => Ok(match at {
-                Some(at) => {
-                    let projection = l.projection_at(at).map_err(fail)?;
-                    let now = crate::commands::moment(l, at)?;
-                    let queue = projection.queue(now, scope).into_iter().cloned().collect();
-                    (queue, Some(projection.waiting(now, scope).len()))
-                }
-                None => (l.queue(scope), Some(l.waiting(scope).len())),
-            }),
+            Backend::Local(l) => {
+                let (queue, waiting) = match at {
+                    Some(at) => l.queue_at(at, scope).map_err(fail)?,
+                    None => (l.queue(scope), l.waiting(scope).len()),
+                };
+                Ok((queue, Some(waiting)))
+            }
             Backend::Remote(r) => {
                 let mut req = r.client.get(r.url("/v1/queue"));
                 match at {

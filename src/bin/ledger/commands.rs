@@ -3,9 +3,7 @@
 use std::io::{BufWriter, Write};
 
 use anyhow::Result;
-use execution_ledger::{
-    At, BackgroundExecution, Event, ExecutionError, Ledger, RetryConfig, Submission,
-};
+use execution_ledger::{BackgroundExecution, Event, ExecutionError, RetryConfig, Submission};
 
 use crate::backend::{fail, Backend};
 use crate::output::{self, Bar, Table};
@@ -327,21 +325,4 @@ fn print_event_line(out: &mut Out, json: bool, e: &Event) -> Result<()> {
         )?;
         Ok(())
     }
-}
-
-/// The wall time a point in the log stands for (to tell runnable from
-/// waiting executions as they were then).
-pub(crate) fn moment(ledger: &Ledger, at: At) -> Result<chrono::DateTime<chrono::Utc>> {
-    Ok(match at {
-        At::Time(t) => t,
-        At::Seq(0) => chrono::DateTime::<chrono::Utc>::MIN_UTC,
-        At::Seq(n) => {
-            let seq = ledger.resolve(At::Seq(n)).map_err(fail)?;
-            ledger
-                .events(seq, Some(seq))
-                .next()
-                .transpose()?
-                .map_or(chrono::DateTime::<chrono::Utc>::MIN_UTC, |e| e.at)
-        }
-    })
 }

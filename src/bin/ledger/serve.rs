@@ -446,20 +446,9 @@ async fn queue(
     let at = q.at()?;
     let ledger = state.ledger.clone();
     let scope = who.scope().cloned();
-    let records = blocking(move || -> Result<Vec<BackgroundExecution>, LedgerError> {
-        match at {
-            None => Ok(ledger.queue(scope.as_ref())),
-            Some(at) => {
-                let projection = ledger.projection_at(at)?;
-                let now = crate::commands::moment(&ledger, at)
-                    .map_err(|e| LedgerError::Invalid(e.to_string()))?;
-                Ok(projection
-                    .queue(now, scope.as_ref())
-                    .into_iter()
-                    .cloned()
-                    .collect())
-            }
-        }
+    let records = blocking(move || match at {
+        None => Ok(ledger.queue(scope.as_ref())),
+        Some(at) => ledger.queue_at(at, scope.as_ref()).map(|(queue, _)| queue),
     })
     .await?;
     Ok(Json(records))
