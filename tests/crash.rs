@@ -9,9 +9,7 @@
 //! `LEDGER_CRASH_CYCLES` sets the number of cycles (default 25).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
@@ -69,10 +67,7 @@ fn crash_child() {
 
 #[test]
 fn acknowledged_appends_survive_sigkill() {
-    let cycles: u64 = std::env::var("LEDGER_CRASH_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(25);
+    let cycles = common::env_count("LEDGER_CRASH_CYCLES", 25);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -80,24 +75,6 @@ fn acknowledged_appends_survive_sigkill() {
     let mut completed: HashSet<ExecutionId> = HashSet::new();
     let mut killed_while_opening = 0;
     for cycle in 0..cycles {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let reader = {
-            let lines = lines.clone();
-            let stdout = child.stdout.take().unwrap();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    lines.lock().unwrap().push(line);
-                }
-            })
-        };
         // One cycle in four is killed within its first few milliseconds:
         // during open and replay.
         let wait = if cycle % 4 == 1 {
@@ -105,11 +82,12 @@ fn acknowledged_appends_survive_sigkill() {
         } else {
             20 + rng.below(250)
         };
-        std::thread::sleep(Duration::from_millis(wait));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        reader.join().unwrap();
-        let lines = lines.lock().unwrap();
+        let lines = common::run_until_killed(
+            Command::new(&exe)
+                .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+                .env(CHILD_DIR, dir.path()),
+            Duration::from_millis(wait),
+        );
         if !lines.iter().any(|l| l.starts_with("opened")) {
             killed_while_opening += 1;
         }
@@ -120,7 +98,6 @@ fn acknowledged_appends_survive_sigkill() {
                 completed.insert(id.parse().unwrap());
             }
         }
-        drop(lines);
 
         let ledger = Ledger::open(dir.path())
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));

@@ -14,16 +14,12 @@
 //! RELIABILITY.md for the long run).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
 
-use common::{check_log, Rng};
+use common::{check_log, env_count, http_receiver, run_until_killed, Rng};
 use execution_ledger::{
     BackgroundExecutionMode, BackgroundExecutionStatus, ExecutionError, ExecutionId, Ledger,
     RetryConfig, Runtime, Submission, TenantId,
@@ -124,63 +120,15 @@ fn crash_loop_child() {
     });
 }
 
-/// A callback receiver on 127.0.0.1 that answers 200, or 500 to every
-/// fourth request, and counts what it got.
-fn callback_server() -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/done", listener.local_addr().unwrap());
-    let count = Arc::new(AtomicU64::new(0));
-    let received = count.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            // Read the head and the body it announces.
-            while let Ok(n) = stream.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let len: usize = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        break;
-                    }
-                }
-            }
-            let n = received.fetch_add(1, Ordering::SeqCst);
-            let status = if n % 4 == 3 { 500 } else { 200 };
-            let _ = stream.write_all(
-                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .as_bytes(),
-            );
-        }
-    });
-    (url, count)
-}
-
 #[test]
 fn the_runtime_survives_a_crash_loop() {
-    let cycles: u64 = std::env::var("LEDGER_CRASH_LOOP_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let cycles = env_count("LEDGER_CRASH_LOOP_CYCLES", 50);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let (url, callbacks) = callback_server();
+    let (url, callbacks) = http_receiver(|n| if n % 4 == 3 { 500 } else { 200 });
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut acknowledged: HashSet<ExecutionId> = HashSet::new();
-    let spawn = |drain: bool| {
+    let child = |drain: bool| {
         let mut cmd = Command::new(&exe);
         cmd.args([
             "--exact",
@@ -189,37 +137,19 @@ fn the_runtime_survives_a_crash_loop() {
             "--test-threads=1",
         ])
         .env(CHILD_DIR, dir.path())
-        .env(CALLBACK_URL, &url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .env(CALLBACK_URL, &url);
         if drain {
             cmd.env(DRAIN, "1");
         }
-        cmd.spawn().unwrap()
+        cmd
     };
     let mut during_open = 0;
     for cycle in 0..cycles {
-        let mut child = spawn(false);
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let reader = {
-            let lines = lines.clone();
-            let stdout = child.stdout.take().unwrap();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    lines.lock().unwrap().push(line);
-                }
-            })
-        };
         let wait = match cycle % 5 {
             0 => rng.below(15), // while opening and recovering
             _ => 40 + rng.below(300),
         };
-        std::thread::sleep(Duration::from_millis(wait));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        let lines = lines.lock().unwrap();
+        let lines = run_until_killed(&mut child(false), Duration::from_millis(wait));
         if !lines.iter().any(|l| l == "started") {
             during_open += 1;
         }
@@ -229,7 +159,6 @@ fn the_runtime_survives_a_crash_loop() {
                 .filter_map(|l| l.strip_prefix("submitted "))
                 .map(|id| id.parse::<ExecutionId>().unwrap()),
         );
-        drop(lines);
 
         let ledger = Ledger::open(dir.path())
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
@@ -249,15 +178,12 @@ fn the_runtime_survives_a_crash_loop() {
     }
 
     // Drain: a last child runs everything left to the end.
-    let mut child = spawn(true);
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
+    let drained = child(true)
+        .stderr(std::process::Stdio::null())
+        .output()
         .unwrap();
-    assert!(child.wait().unwrap().success(), "the drain failed: {out}");
+    let out = String::from_utf8_lossy(&drained.stdout);
+    assert!(drained.status.success(), "the drain failed: {out}");
     let ledger = Ledger::open(dir.path()).unwrap();
     let report = ledger.verify().unwrap();
     let terminal = check_log(&ledger, cycles);
@@ -279,6 +205,6 @@ fn the_runtime_survives_a_crash_loop() {
         acknowledged.len(),
         terminal.len(),
         report.events,
-        callbacks.load(Ordering::SeqCst),
+        callbacks.lock().unwrap().len(),
     );
 }

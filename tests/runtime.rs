@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use execution_ledger::{
     BackgroundExecution, BackgroundExecutionMode, BackgroundExecutionStatus, ExecutionError,
     Ledger, RetryConfig, Runtime, Submission, TargetBindingConfig, TenantId,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 fn acme() -> TenantId {
     "acme".parse().unwrap()
@@ -338,61 +338,11 @@ async fn deferred_executions_run_when_released_or_at_their_time() {
     runtime.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
-/// A tiny HTTP/1.1 server on 127.0.0.1 that answers `statuses` in turn
-/// (then 200) and keeps the bodies it received.
-async fn callback_server(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let received = bodies.clone();
-    tokio::spawn(async move {
-        let mut statuses = statuses.into_iter();
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let body = loop {
-                let n = socket.read(&mut chunk).await.unwrap();
-                if n == 0 {
-                    break None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(head_end) = text.find("\r\n\r\n") {
-                    let len: usize = text[..head_end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= head_end + 4 + len {
-                        break Some(buf[head_end + 4..head_end + 4 + len].to_vec());
-                    }
-                }
-            };
-            let Some(body) = body else { continue };
-            received
-                .lock()
-                .unwrap()
-                .push(serde_json::from_slice(&body).unwrap());
-            let status = statuses.next().unwrap_or(200);
-            let reply =
-                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            let _ = socket.write_all(reply.as_bytes()).await;
-        }
-    });
-    (url, bodies)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_are_posted_retried_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
-    let (url, bodies) = callback_server(vec![500, 503]).await;
+    let (url, bodies) = common::http_receiver(|n| [500, 503].get(n).copied().unwrap_or(200));
     let runtime = Runtime::builder(ledger.clone())
         .register_builtins()
         .callbacks(Duration::from_secs(5), Duration::from_millis(10))

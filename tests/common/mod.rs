@@ -2,6 +2,10 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use execution_ledger::{EventKind, ExecutionId, Ledger};
 
@@ -62,4 +66,88 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
+}
+
+/// A count from the environment variable `name`, else `default`.
+pub fn env_count(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `cmd` with its stdout piped, SIGKILLs it after `wait`, and returns
+/// the lines it printed before it died.
+pub fn run_until_killed(cmd: &mut Command, wait: Duration) -> Vec<String> {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    std::thread::sleep(wait);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
+
+/// An HTTP/1.1 receiver on 127.0.0.1 for callbacks: answers the `n`th
+/// request (from 0) with `status(n)` and keeps every JSON body it got.
+pub fn http_receiver(
+    status: impl Fn(usize) -> u16 + Send + 'static,
+) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let received = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let mut body = None;
+            while let Ok(n) = stream.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        body = Some(buf[end + 4..end + 4 + len].to_vec());
+                        break;
+                    }
+                }
+            }
+            let Some(body) = body else { continue };
+            let n = {
+                let mut bodies = received.lock().unwrap();
+                bodies.push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+                bodies.len() - 1
+            };
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 {} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    status(n)
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (url, bodies)
 }
