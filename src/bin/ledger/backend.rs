@@ -101,15 +101,10 @@ impl Backend {
                 .execution_at(id, at)
                 .map_err(fail)?
                 .ok_or_else(|| anyhow!(not_yet(id, at)))?,
-            (Backend::Remote(r), at) => {
-                let mut req = r.client.get(r.url(&format!("/v1/executions/{id}")));
-                match at {
-                    Some(At::Seq(n)) => req = req.query(&[("atSeq", n.to_string())]),
-                    Some(At::Time(t)) => req = req.query(&[("atTime", t.to_rfc3339())]),
-                    None => {}
-                }
-                r.call(req)?
-            }
+            (Backend::Remote(r), at) => r.call(at_query(
+                r.client.get(r.url(&format!("/v1/executions/{id}"))),
+                at,
+            ))?,
         };
         if scope.is_some_and(|t| t != &found.tenant_id) {
             return Err(fail(LedgerError::NotFound(id)));
@@ -149,13 +144,8 @@ impl Backend {
                 Ok((queue, Some(waiting)))
             }
             Backend::Remote(r) => {
-                let mut req = r.client.get(r.url("/v1/queue"));
-                match at {
-                    Some(At::Seq(n)) => req = req.query(&[("atSeq", n.to_string())]),
-                    Some(At::Time(t)) => req = req.query(&[("atTime", t.to_rfc3339())]),
-                    None => {}
-                }
-                let queue: Vec<BackgroundExecution> = r.call(req)?;
+                let queue: Vec<BackgroundExecution> =
+                    r.call(at_query(r.client.get(r.url("/v1/queue")), at))?;
                 let queue = queue
                     .into_iter()
                     .filter(|e| scope.is_none_or(|t| t == &e.tenant_id))
@@ -362,6 +352,18 @@ impl Remote {
             // The connection dropped: resume after the last event seen.
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+/// `?atSeq=` or `?atTime=` for a point in the log.
+fn at_query(
+    req: reqwest::blocking::RequestBuilder,
+    at: Option<At>,
+) -> reqwest::blocking::RequestBuilder {
+    match at {
+        Some(At::Seq(n)) => req.query(&[("atSeq", n.to_string())]),
+        Some(At::Time(t)) => req.query(&[("atTime", t.to_rfc3339())]),
+        None => req,
     }
 }
 
