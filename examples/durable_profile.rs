@@ -1,5 +1,6 @@
 //! Synced appends from many threads, for profiling group commit:
-//! `cargo run --release --example durable_profile -- DIR THREADS PER_THREAD`.
+//! `cargo run --release --example durable_profile -- DIR THREADS PER_THREAD [tasks]`
+//! (`tasks`: tokio tasks calling `submit_async` instead of threads).
 use execution_ledger::{bench, Ledger};
 
 fn main() {
@@ -9,24 +10,55 @@ fn main() {
     let per: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(40);
     let _ = std::fs::remove_dir_all(&dir);
     let ledger = Ledger::open(&dir).expect("open");
+    let tasks = args.next().as_deref() == Some("tasks");
     let start = std::time::Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let ledger = ledger.clone();
-            s.spawn(move || {
-                let tenant = "bench".parse().unwrap();
-                for i in 0..per {
-                    ledger
-                        .submit(&tenant, bench::sample_submission(t * per + i))
-                        .expect("submit");
-                }
-            });
-        }
-    });
+    if tasks {
+        let rt = tokio::runtime::Runtime::new().expect("tokio");
+        rt.block_on(async {
+            let mut all = Vec::new();
+            for t in 0..threads {
+                let ledger = ledger.clone();
+                all.push(tokio::spawn(async move {
+                    let tenant = "bench".parse().unwrap();
+                    for i in 0..per {
+                        ledger
+                            .submit_async(&tenant, bench::sample_submission(t * per + i))
+                            .await
+                            .expect("submit");
+                    }
+                }));
+            }
+            for t in all {
+                t.await.expect("a task");
+            }
+        });
+    } else {
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let ledger = ledger.clone();
+                s.spawn(move || {
+                    let tenant = "bench".parse().unwrap();
+                    for i in 0..per {
+                        ledger
+                            .submit(&tenant, bench::sample_submission(t * per + i))
+                            .expect("submit");
+                    }
+                });
+            }
+        });
+    }
     let took = start.elapsed();
     let n = threads * per;
     println!(
         "{n} synced appends from {threads} threads in {took:?}: {:.0}/s",
         n as f64 / took.as_secs_f64()
+    );
+    let m = ledger.metrics();
+    println!(
+        "{} syncs ({:.1} events each), {:.0} µs each on average; appends {:.1} µs each",
+        m.sync_latency.count,
+        n as f64 / m.sync_latency.count.max(1) as f64,
+        m.sync_latency.sum_us as f64 / m.sync_latency.count.max(1) as f64,
+        m.append_latency.sum_us as f64 / m.append_latency.count.max(1) as f64,
     );
 }

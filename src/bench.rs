@@ -275,6 +275,7 @@ pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, Err
     let threads = 256u64;
     let per = n.div_ceil(threads);
     let mut ours = Vec::new();
+    let mut tasks = Vec::new();
     let mut batched = Vec::new();
     let mut single = Vec::new();
     for round in 0..sizes.rounds {
@@ -296,6 +297,36 @@ pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, Err
             });
             ours.push(rate(per * threads, start.elapsed()));
         }
+        // The same from tokio tasks on a 2-thread runtime, the way the
+        // runtime and the HTTP server submit (`submit_async`).
+        let task_dir = fresh(root, &format!("durable-tasks-{round}"));
+        {
+            let l = ledger(&task_dir, Durability::Synced, 0)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .map_err(|e| Error::io("cannot start tokio", e))?;
+            let start = Instant::now();
+            rt.block_on(async {
+                let mut all = Vec::new();
+                for t in 0..threads {
+                    let l = l.clone();
+                    all.push(tokio::spawn(async move {
+                        let tenant = tenant();
+                        for i in 0..per {
+                            l.submit_async(&tenant, sample_submission(t * per + i))
+                                .await
+                                .expect("a durable submit");
+                        }
+                    }));
+                }
+                for t in all {
+                    t.await.expect("a submitting task");
+                }
+            });
+            tasks.push(rate(per * threads, start.elapsed()));
+        }
+        let _ = std::fs::remove_dir_all(&task_dir);
         let bytes = written_bytes(&dir);
         let (records, index): (Vec<_>, Vec<_>) = bytes.iter().partition(|(k, _)| k.len() == 8);
         // Batches of 256 events, flush, fdatasync.
@@ -340,26 +371,45 @@ pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, Err
         let _ = std::fs::remove_dir_all(&raw_dir);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let ours = median(ours);
-    let size = format!("{} events from {threads} threads", per * threads);
+    let (ours, tasks) = (median(ours), median(tasks));
+    let (batched, single) = (median(batched), median(single));
+    let size = |who: &str| format!("{} events from {threads} {who}", per * threads);
     Ok(vec![
         Measurement::new(
-            "durable append, 256 submitters",
+            "durable append, 256 submitting threads",
             "events/s",
             ours,
             "sled batches of 256 events + flush + fdatasync",
-            median(batched),
+            batched,
             Target::AtLeast(0.8),
-            size.clone(),
+            size("threads"),
         ),
         Measurement::new(
-            "durable append, 256 submitters vs one sync per event",
+            "durable append, 256 submitting tasks",
+            "events/s",
+            tasks,
+            "sled batches of 256 events + flush + fdatasync",
+            batched,
+            Target::AtLeast(0.8),
+            size("tokio tasks (2 worker threads)"),
+        ),
+        Measurement::new(
+            "durable append, 256 threads vs one sync per event",
             "events/s",
             ours,
             "sled insert + flush + fdatasync per event",
-            median(single),
+            single,
             Target::AtLeast(8.0),
-            size,
+            size("threads"),
+        ),
+        Measurement::new(
+            "durable append, 256 tasks vs one sync per event",
+            "events/s",
+            tasks,
+            "sled insert + flush + fdatasync per event",
+            single,
+            Target::AtLeast(8.0),
+            size("tokio tasks (2 worker threads)"),
         ),
     ])
 }

@@ -117,6 +117,17 @@ impl Error {
         }
     }
 
+    /// The same error without its source, for answering every command of
+    /// a group that shared one failed sync.
+    pub(crate) fn duplicate(&self) -> Self {
+        Error {
+            kind: self.kind,
+            seq: self.seq,
+            message: self.message.clone(),
+            source: None,
+        }
+    }
+
     /// What kind of problem it is.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -3,8 +3,9 @@
 //! streams, target bindings and result callbacks — each step recorded in the
 //! ledger before it counts.
 //!
-//! Ledger calls block (a synced append waits for the disk), so the runtime
-//! makes them on tokio's blocking pool.
+//! Commands go to the ledger without blocking (`*_async`: a synced append
+//! waits for the disk on a blocking thread, not on a worker); reads that
+//! may touch the disk run on tokio's blocking pool.
 
 mod callback;
 mod registry;
@@ -306,8 +307,7 @@ impl Shared {
                     binder.bind(&binding.target, value.clone(), &e).await
                 }
             };
-            let ledger = self.ledger.clone();
-            e = blocking(move || ledger.record_binding(id, result.err())).await?;
+            e = self.ledger.record_binding_async(id, result.err()).await?;
         }
         let mut stop = self.shutdown.subscribe();
         while awaits_callback(&e) {
@@ -327,8 +327,7 @@ impl Shared {
             if let Err((_, why)) = &outcome {
                 tracing::warn!(attempt, %url, why, "callback delivery failed");
             }
-            let ledger = self.ledger.clone();
-            e = blocking(move || ledger.record_callback(id, outcome)).await?;
+            e = self.ledger.record_callback_async(id, outcome).await?;
         }
         Ok(())
     }
@@ -378,17 +377,17 @@ impl Shared {
                 outcome
             }
         };
-        let ledger = self.ledger.clone();
+        let ledger = &self.ledger;
         let unknown = matches!(&outcome, Outcome::Error(err) if err.code == "unknown_callable");
         let recorded = match outcome {
             // The cancellation was recorded by whoever cancelled.
             Outcome::Cancelled => return,
-            Outcome::Output(output) => blocking(move || ledger.complete(id, attempt, output)).await,
+            Outcome::Output(output) => ledger.complete_async(id, attempt, output).await,
             Outcome::Error(error) if unknown => {
-                blocking(move || ledger.fail_permanently(id, attempt, error)).await
+                ledger.fail_permanently_async(id, attempt, error).await
             }
-            Outcome::Error(error) => blocking(move || ledger.fail(id, attempt, error)).await,
-            Outcome::TimedOut => blocking(move || ledger.time_out(id, attempt)).await,
+            Outcome::Error(error) => ledger.fail_async(id, attempt, error).await,
+            Outcome::TimedOut => ledger.time_out_async(id, attempt).await,
         };
         match recorded {
             Ok(after) => {
@@ -415,9 +414,7 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 async fn worker(shared: Arc<Shared>, name: String) {
     let mut stop = shared.shutdown.subscribe();
     while !shared.stopping() {
-        let ledger = shared.ledger.clone();
-        let worker_name = name.clone();
-        match blocking(move || ledger.claim(Some(&worker_name))).await {
+        match shared.ledger.claim_async(Some(&name)).await {
             Ok(Some(e)) => {
                 let span = tracing::info_span!(
                     "attempt",
@@ -522,9 +519,7 @@ impl Runtime {
         tenant: &TenantId,
         submission: Submission,
     ) -> Result<ExecutionHandle, LedgerError> {
-        let ledger = self.shared.ledger.clone();
-        let tenant = tenant.clone();
-        let submitted = blocking(move || ledger.submit(&tenant, submission)).await?;
+        let submitted = self.shared.ledger.submit_async(tenant, submission).await?;
         let id = submitted.execution.execution_id;
         let rx = self.watch(id).await?;
         self.shared.wake.notify_one();
@@ -546,9 +541,7 @@ impl Runtime {
         tenant: &TenantId,
         submission: Submission,
     ) -> Result<crate::ledger::Submitted, LedgerError> {
-        let ledger = self.shared.ledger.clone();
-        let tenant = tenant.clone();
-        let submitted = blocking(move || ledger.submit(&tenant, submission)).await?;
+        let submitted = self.shared.ledger.submit_async(tenant, submission).await?;
         self.shared.wake.notify_one();
         Ok(submitted)
     }
@@ -594,8 +587,7 @@ impl Runtime {
         id: ExecutionId,
         reason: Option<String>,
     ) -> Result<BackgroundExecution, LedgerError> {
-        let ledger = self.shared.ledger.clone();
-        let e = blocking(move || ledger.cancel(id, reason)).await?;
+        let e = self.shared.ledger.cancel_async(id, reason).await?;
         if let Some(tx) = lock(&self.shared.running).get(&id) {
             let _ = tx.send(true);
         }
@@ -609,8 +601,7 @@ impl Runtime {
     ///
     /// As [`Ledger::release`].
     pub async fn release(&self, id: ExecutionId) -> Result<BackgroundExecution, LedgerError> {
-        let ledger = self.shared.ledger.clone();
-        let e = blocking(move || ledger.release(id)).await?;
+        let e = self.shared.ledger.release_async(id).await?;
         self.shared.wake.notify_one();
         Ok(e)
     }

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,6 +28,11 @@ use crate::projection::{LiveCounts, Projection, SnapshotEntry};
 use crate::store::checkpoint;
 use crate::store::record::{self, Hash, GENESIS};
 use crate::store::{Append, Durability, Log, Name};
+
+mod writer;
+
+use writer::Command;
+pub use writer::Pending;
 
 /// The largest `input` accepted on submit, in bytes.
 pub const MAX_INPUT_BYTES: usize = 64 * 1024;
@@ -250,6 +256,9 @@ impl LedgerBuilder {
                 }),
                 clock: self.clock,
                 snapshot_every: self.snapshot_every,
+                jobs: Mutex::new(Vec::new()),
+                combining: AtomicBool::new(false),
+                helpers: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -274,6 +283,16 @@ struct Inner {
     core: Mutex<Core>,
     clock: Arc<dyn Clock>,
     snapshot_every: u64,
+    /// Commands waiting for a combiner (see writer.rs).
+    jobs: Mutex<Vec<writer::Job>>,
+    /// Whether a thread is combining.
+    combining: AtomicBool,
+    /// Signals the helper threads that combine for async callers.
+    helpers: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Core {
@@ -289,6 +308,280 @@ struct Snapshot {
     seq: u64,
     hash: String,
     entries: Vec<SnapshotEntry>,
+}
+
+impl Inner {
+    fn core(&self) -> MutexGuard<'_, Core> {
+        lock(&self.core)
+    }
+
+    /// Carries out a submit (see [`Ledger::submit`]).
+    fn submit(
+        &self,
+        core: &mut Core,
+        tenant: &TenantId,
+        submission: Submission,
+    ) -> Result<(Submitted, u64), LedgerError> {
+        if let Some(key) = &submission.idempotency_key {
+            if let Some(id) = self.log.named(Name::Idempotency(tenant, key))? {
+                let execution = match core.projection.get(&id) {
+                    Some(e) => e.clone(),
+                    None => self.load(id)?.ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Corrupt,
+                            format!("idempotency key names {id}, which has no events"),
+                        )
+                    })?,
+                };
+                // The first submit may still be syncing: answer once it is durable.
+                let created = false;
+                return Ok((Submitted { execution, created }, core.head.0));
+            }
+        }
+        let now = self.tick(core);
+        let id = ExecutionId::new();
+        let kind = EventKind::Queued(Box::new(submission));
+        let mut out = self.append_locked(core, vec![(id, tenant.clone(), kind)], now)?;
+        let (event, _) = out.pop().expect("one event appended");
+        let execution = core
+            .projection
+            .get(&id)
+            .expect("a new execution is live")
+            .clone();
+        let created = true;
+        Ok((Submitted { execution, created }, event.seq))
+    }
+
+    /// Carries out a claim (see [`Ledger::claim`]).
+    fn claim(
+        &self,
+        core: &mut Core,
+        scope: Option<&TenantId>,
+        worker: Option<String>,
+    ) -> Result<(Option<BackgroundExecution>, u64), LedgerError> {
+        let now = self.tick(core);
+        let Some(next) = core.projection.next_runnable(now, scope) else {
+            return Ok((None, 0));
+        };
+        let (id, tenant, attempt) = (next.execution_id, next.tenant_id.clone(), next.attempt + 1);
+        let kind = EventKind::Started { attempt, worker };
+        let mut out = self.append_locked(core, vec![(id, tenant, kind)], now)?;
+        let (event, _) = out.pop().expect("one event appended");
+        self.log
+            .counters
+            .claims
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let execution = core
+            .projection
+            .get(&id)
+            .expect("a running execution is live")
+            .clone();
+        Ok((Some(execution), event.seq))
+    }
+
+    /// Carries out [`Ledger::recover_abandoned`].
+    fn recover_abandoned(
+        &self,
+        core: &mut Core,
+    ) -> Result<(Vec<BackgroundExecution>, u64), LedgerError> {
+        let now = self.tick(core);
+        let mut running: Vec<&BackgroundExecution> = core
+            .projection
+            .live()
+            .filter(|e| e.status == BackgroundExecutionStatus::Running)
+            .collect();
+        running.sort_by_key(|e| e.execution_id);
+        let kinds: Vec<_> = running
+            .into_iter()
+            .map(|e| (e.execution_id, e.tenant_id.clone(), machine::after_loss(e)))
+            .collect();
+        if kinds.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let out = self.append_locked(core, kinds, now)?;
+        let last = out.last().map_or(0, |(e, _)| e.seq);
+        let recovered = out
+            .into_iter()
+            .map(|(event, settled)| {
+                settled.unwrap_or_else(|| {
+                    core.projection
+                        .get(&event.execution_id)
+                        .expect("live")
+                        .clone()
+                })
+            })
+            .collect();
+        Ok((recovered, last))
+    }
+
+    /// Carries out one command against one execution (see
+    /// [`Ledger::command`]); returns the execution after it and the seq to
+    /// make durable.
+    fn command(
+        &self,
+        core: &mut Core,
+        scope: Option<&TenantId>,
+        id: ExecutionId,
+        decide: impl FnOnce(&BackgroundExecution, DateTime<Utc>) -> Result<EventKind, LedgerError>,
+    ) -> Result<(BackgroundExecution, u64), LedgerError> {
+        let now = self.tick(core);
+        let current = match core.projection.get(&id) {
+            Some(e) => Cow::Borrowed(e),
+            None => Cow::Owned(self.load(id)?.ok_or(LedgerError::NotFound(id))?),
+        };
+        if scope.is_some_and(|t| t != &current.tenant_id) {
+            return Err(LedgerError::NotFound(id));
+        }
+        let kind = decide(&current, now)?;
+        let tenant = current.tenant_id.clone();
+        if core.projection.get(&id).is_none() {
+            // Not live: settled, so the machine refuses whatever comes.
+            let event = Event {
+                seq: core.head.0 + 1,
+                at: now,
+                execution_id: id,
+                tenant_id: tenant,
+                kind,
+            };
+            machine::check(Some(&current), &event)?;
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{id} is settled yet the state machine accepts {}",
+                    event.kind.name()
+                ),
+            )
+            .into());
+        }
+        drop(current);
+        let mut out = self.append_locked(core, vec![(id, tenant, kind)], now)?;
+        let (event, settled) = out.pop().expect("one event appended");
+        let after = match settled {
+            Some(e) => e,
+            None => core.projection.get(&id).expect("live").clone(),
+        };
+        Ok((after, event.seq))
+    }
+
+    /// Checks events (at most one per execution) against the projection,
+    /// appends them as one atomic batch and folds them in. Returns the seq of the
+    /// last and the executions the events settled.
+    fn append_locked(
+        &self,
+        core: &mut Core,
+        kinds: Vec<(ExecutionId, TenantId, EventKind)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Event, Option<BackgroundExecution>)>, LedgerError> {
+        if core.poisoned {
+            return Err(Error::new(
+                ErrorKind::Poisoned,
+                "an earlier write failed; reopen the ledger",
+            )
+            .into());
+        }
+        let mut events = Vec::with_capacity(kinds.len());
+        let mut records = Vec::with_capacity(kinds.len());
+        let (mut seq, mut prev) = core.head;
+        for (execution_id, tenant_id, kind) in kinds {
+            seq += 1;
+            let event = Event {
+                seq,
+                at: now,
+                execution_id,
+                tenant_id,
+                kind,
+            };
+            // A batch holds at most one event per execution, so each is
+            // checked against the projection as it stands.
+            debug_assert!(events
+                .iter()
+                .all(|e: &Event| e.execution_id != execution_id));
+            core.projection.check(&event)?;
+            let json = serde_json::to_vec(&event).expect("events always serialize");
+            let (rec, hash) = record::encode(seq, &prev, &json);
+            prev = hash;
+            records.push(rec);
+            events.push(event);
+        }
+        let appends: Vec<Append<'_>> = events
+            .iter()
+            .zip(records)
+            .map(|(event, record)| Append {
+                seq: event.seq,
+                record,
+                execution: event.execution_id,
+                name: Name::of(event),
+            })
+            .collect();
+        if let Err(e) = self.log.append(&appends, (seq, prev)) {
+            core.poisoned = true;
+            return Err(e.into());
+        }
+        drop(appends);
+        core.head = (seq, prev);
+        core.last_at = now;
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let settled = core
+                .projection
+                .apply(&event)
+                .expect("an event checked against the projection applies");
+            out.push((event, settled));
+        }
+        core.since_snapshot += out.len() as u64;
+        let every = self.snapshot_every;
+        // At most one snapshot per `every` events, and none before 4 events
+        // per live execution: writing one costs O(live), so this keeps the
+        // cost per event below a quarter of a live execution's record.
+        if every > 0 && core.since_snapshot >= every.max(4 * core.projection.len() as u64) {
+            core.since_snapshot = 0;
+            self.write_snapshot(core)?;
+        }
+        Ok(out)
+    }
+
+    fn write_snapshot(&self, core: &Core) -> Result<(), Error> {
+        let snap = Snapshot {
+            seq: core.head.0,
+            hash: record::hex(&core.head.1),
+            entries: core.projection.entries(),
+        };
+        let bytes = serde_json::to_vec(&snap).expect("snapshots always serialize");
+        self.log.put_snapshot(snap.seq, bytes)
+    }
+
+    fn tick(&self, core: &Core) -> DateTime<Utc> {
+        self.clock.now().max(core.last_at)
+    }
+
+    /// Folds one execution from its own events (for executions no longer
+    /// live). `None` when it does not exist.
+    fn load(&self, id: ExecutionId) -> Result<Option<BackgroundExecution>, Error> {
+        self.fold_execution(id, |_| true)
+    }
+
+    fn fold_execution(
+        &self,
+        id: ExecutionId,
+        mut keep: impl FnMut(&Event) -> bool,
+    ) -> Result<Option<BackgroundExecution>, Error> {
+        let mut state = None;
+        for seq in self.log.execution_seqs(&id)? {
+            let event = read_event(&self.log, seq)?;
+            if event.execution_id != id {
+                return Err(Error::corrupt(
+                    seq,
+                    format!("index entry of {id} names another execution's event"),
+                ));
+            }
+            if !keep(&event) {
+                break;
+            }
+            machine::apply(&mut state, &event)
+                .map_err(|e| Error::corrupt(seq, format!("illegal transition in the log: {e}")))?;
+        }
+        Ok(state)
+    }
 }
 
 fn read_event(log: &Log, seq: u64) -> Result<Event, Error> {
@@ -492,223 +785,33 @@ impl Ledger {
     }
 
     fn core(&self) -> MutexGuard<'_, Core> {
-        self.inner.core.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.core()
     }
 
-    /// Checks events (at most one per execution) against the projection,
-    /// appends them as one atomic batch and folds them in. Returns the seq of the
-    /// last and the executions the events settled.
-    fn append_locked(
-        &self,
-        core: &mut Core,
-        kinds: Vec<(ExecutionId, TenantId, EventKind)>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(Event, Option<BackgroundExecution>)>, LedgerError> {
-        if core.poisoned {
-            return Err(Error::new(
-                ErrorKind::Poisoned,
-                "an earlier write failed; reopen the ledger",
-            )
-            .into());
-        }
-        let mut events = Vec::with_capacity(kinds.len());
-        let mut records = Vec::with_capacity(kinds.len());
-        let (mut seq, mut prev) = core.head;
-        for (execution_id, tenant_id, kind) in kinds {
-            seq += 1;
-            let event = Event {
-                seq,
-                at: now,
-                execution_id,
-                tenant_id,
-                kind,
-            };
-            // A batch holds at most one event per execution, so each is
-            // checked against the projection as it stands.
-            debug_assert!(events
-                .iter()
-                .all(|e: &Event| e.execution_id != execution_id));
-            core.projection.check(&event)?;
-            let json = serde_json::to_vec(&event).expect("events always serialize");
-            let (rec, hash) = record::encode(seq, &prev, &json);
-            prev = hash;
-            records.push(rec);
-            events.push(event);
-        }
-        let appends: Vec<Append<'_>> = events
-            .iter()
-            .zip(records)
-            .map(|(event, record)| Append {
-                seq: event.seq,
-                record,
-                execution: event.execution_id,
-                name: Name::of(event),
-            })
-            .collect();
-        if let Err(e) = self.inner.log.append(&appends, (seq, prev)) {
-            core.poisoned = true;
-            return Err(e.into());
-        }
-        drop(appends);
-        core.head = (seq, prev);
-        core.last_at = now;
-        let mut out = Vec::with_capacity(events.len());
-        for event in events {
-            let settled = core
-                .projection
-                .apply(&event)
-                .expect("an event checked against the projection applies");
-            out.push((event, settled));
-        }
-        core.since_snapshot += out.len() as u64;
-        let every = self.inner.snapshot_every;
-        // At most one snapshot per `every` events, and none before 4 events
-        // per live execution: writing one costs O(live), so this keeps the
-        // cost per event below a quarter of a live execution's record.
-        if every > 0 && core.since_snapshot >= every.max(4 * core.projection.len() as u64) {
-            core.since_snapshot = 0;
-            self.write_snapshot(core)?;
-        }
-        Ok(out)
-    }
-
-    fn write_snapshot(&self, core: &Core) -> Result<(), Error> {
-        let snap = Snapshot {
-            seq: core.head.0,
-            hash: record::hex(&core.head.1),
-            entries: core.projection.entries(),
-        };
-        let bytes = serde_json::to_vec(&snap).expect("snapshots always serialize");
-        self.inner.log.put_snapshot(snap.seq, bytes)
-    }
-
-    fn tick(&self, core: &Core) -> DateTime<Utc> {
-        self.inner.clock.now().max(core.last_at)
-    }
-
-    /// Runs one command against one execution: `decide` turns its current
-    /// state into the event to record; the state machine checks it; it is
-    /// appended and folded in; the call returns once it is durable.
+    /// One command against one execution: `decide` turns its current state
+    /// into the event to record; the state machine checks it; it is appended
+    /// and folded in; it is answered once it is durable.
     fn command(
         &self,
         scope: Option<&TenantId>,
         id: ExecutionId,
-        decide: impl FnOnce(&BackgroundExecution, DateTime<Utc>) -> Result<EventKind, LedgerError>,
-    ) -> Result<BackgroundExecution, LedgerError> {
-        let mut core = self.core();
-        let now = self.tick(&core);
-        let current = match core.projection.get(&id) {
-            Some(e) => Cow::Borrowed(e),
-            None => Cow::Owned(self.load(id)?.ok_or(LedgerError::NotFound(id))?),
-        };
-        if scope.is_some_and(|t| t != &current.tenant_id) {
-            return Err(LedgerError::NotFound(id));
-        }
-        let kind = decide(&current, now)?;
-        let tenant = current.tenant_id.clone();
-        if core.projection.get(&id).is_none() {
-            // Not live: settled, so the machine refuses whatever comes.
-            let event = Event {
-                seq: core.head.0 + 1,
-                at: now,
-                execution_id: id,
-                tenant_id: tenant,
-                kind,
-            };
-            machine::check(Some(&current), &event)?;
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                format!(
-                    "{id} is settled yet the state machine accepts {}",
-                    event.kind.name()
-                ),
-            )
-            .into());
-        }
-        drop(current);
-        let mut out = self.append_locked(&mut core, vec![(id, tenant, kind)], now)?;
-        let (event, settled) = out.pop().expect("one event appended");
-        let after = match settled {
-            Some(e) => e,
-            None => core.projection.get(&id).expect("live").clone(),
-        };
-        drop(core);
-        self.inner.log.wait_durable(event.seq)?;
-        Ok(after)
+        decide: impl FnOnce(&BackgroundExecution, DateTime<Utc>) -> Result<EventKind, LedgerError>
+            + Send
+            + 'static,
+    ) -> Command<BackgroundExecution> {
+        let scope = scope.cloned();
+        Command::new(&self.inner, move |inner, core| {
+            inner.command(core, scope.as_ref(), id, decide)
+        })
     }
 
-    /// Folds one execution from its own events (for executions no longer
-    /// live). `None` when it does not exist.
-    fn load(&self, id: ExecutionId) -> Result<Option<BackgroundExecution>, Error> {
-        self.fold_execution(id, |_| true)
-    }
-
-    fn fold_execution(
-        &self,
-        id: ExecutionId,
-        mut keep: impl FnMut(&Event) -> bool,
-    ) -> Result<Option<BackgroundExecution>, Error> {
-        let mut state = None;
-        for seq in self.inner.log.execution_seqs(&id)? {
-            let event = read_event(&self.inner.log, seq)?;
-            if event.execution_id != id {
-                return Err(Error::corrupt(
-                    seq,
-                    format!("index entry of {id} names another execution's event"),
-                ));
-            }
-            if !keep(&event) {
-                break;
-            }
-            machine::apply(&mut state, &event)
-                .map_err(|e| Error::corrupt(seq, format!("illegal transition in the log: {e}")))?;
+    fn submit_scoped(&self, tenant: &TenantId, submission: Submission) -> Command<Submitted> {
+        if let Err(e) = validate(&submission) {
+            return Command::refused(&self.inner, e);
         }
-        Ok(state)
-    }
-
-    fn submit_scoped(
-        &self,
-        tenant: &TenantId,
-        submission: Submission,
-    ) -> Result<Submitted, LedgerError> {
-        validate(&submission)?;
-        let mut core = self.core();
-        if let Some(key) = &submission.idempotency_key {
-            if let Some(id) = self.inner.log.named(Name::Idempotency(tenant, key))? {
-                let execution = match core.projection.get(&id) {
-                    Some(e) => e.clone(),
-                    None => self.load(id)?.ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Corrupt,
-                            format!("idempotency key names {id}, which has no events"),
-                        )
-                    })?,
-                };
-                let head = core.head.0;
-                drop(core);
-                // The first submit may still be syncing: answer once it is durable.
-                self.inner.log.wait_durable(head)?;
-                return Ok(Submitted {
-                    execution,
-                    created: false,
-                });
-            }
-        }
-        let now = self.tick(&core);
-        let id = ExecutionId::new();
-        let kind = EventKind::Queued(Box::new(submission));
-        let mut out = self.append_locked(&mut core, vec![(id, tenant.clone(), kind)], now)?;
-        let (event, _) = out.pop().expect("one event appended");
-        let execution = core
-            .projection
-            .get(&id)
-            .expect("a new execution is live")
-            .clone();
-        drop(core);
-        self.inner.log.wait_durable(event.seq)?;
-        Ok(Submitted {
-            execution,
-            created: true,
+        let tenant = tenant.clone();
+        Command::new(&self.inner, move |inner, core| {
+            inner.submit(core, &tenant, submission)
         })
     }
 
@@ -723,39 +826,25 @@ impl Ledger {
         tenant: &TenantId,
         submission: Submission,
     ) -> Result<Submitted, LedgerError> {
-        self.submit_scoped(tenant, submission)
+        self.submit_scoped(tenant, submission).wait()
+    }
+
+    /// [`submit`](Self::submit) without blocking: the answer is a future.
+    /// The command is carried out whether or not the future is awaited.
+    pub fn submit_async(&self, tenant: &TenantId, submission: Submission) -> Pending<Submitted> {
+        self.submit_scoped(tenant, submission).spawn()
     }
 
     fn claim_scoped(
         &self,
         scope: Option<&TenantId>,
         worker: Option<&str>,
-    ) -> Result<Option<BackgroundExecution>, LedgerError> {
-        let mut core = self.core();
-        let now = self.tick(&core);
-        let Some(next) = core.projection.next_runnable(now, scope) else {
-            return Ok(None);
-        };
-        let (id, tenant, attempt) = (next.execution_id, next.tenant_id.clone(), next.attempt + 1);
-        let kind = EventKind::Started {
-            attempt,
-            worker: worker.map(str::to_owned),
-        };
-        let mut out = self.append_locked(&mut core, vec![(id, tenant, kind)], now)?;
-        let (event, _) = out.pop().expect("one event appended");
-        self.inner
-            .log
-            .counters
-            .claims
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let execution = core
-            .projection
-            .get(&id)
-            .expect("a running execution is live")
-            .clone();
-        drop(core);
-        self.inner.log.wait_durable(event.seq)?;
-        Ok(Some(execution))
+    ) -> Command<Option<BackgroundExecution>> {
+        let scope = scope.cloned();
+        let worker = worker.map(str::to_owned);
+        Command::new(&self.inner, move |inner, core| {
+            inner.claim(core, scope.as_ref(), worker)
+        })
     }
 
     /// Claims the next runnable execution (priority, then queue order):
@@ -766,7 +855,12 @@ impl Ledger {
     ///
     /// `Fatal`.
     pub fn claim(&self, worker: Option<&str>) -> Result<Option<BackgroundExecution>, LedgerError> {
-        self.claim_scoped(None, worker)
+        self.claim_scoped(None, worker).wait()
+    }
+
+    /// [`claim`](Self::claim) without blocking.
+    pub fn claim_async(&self, worker: Option<&str>) -> Pending<Option<BackgroundExecution>> {
+        self.claim_scoped(None, worker).spawn()
     }
 
     fn complete_scoped(
@@ -775,16 +869,19 @@ impl Ledger {
         id: ExecutionId,
         attempt: u32,
         output: serde_json::Value,
-    ) -> Result<BackgroundExecution, LedgerError> {
+    ) -> Command<BackgroundExecution> {
         let size = serde_json::to_vec(&output)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
         if size > MAX_OUTPUT_BYTES {
-            return Err(LedgerError::invalid(format!(
-                "output is {size} bytes of JSON; the limit is {MAX_OUTPUT_BYTES}"
-            )));
+            return Command::refused(
+                &self.inner,
+                LedgerError::invalid(format!(
+                    "output is {size} bytes of JSON; the limit is {MAX_OUTPUT_BYTES}"
+                )),
+            );
         }
-        self.command(scope, id, |_, _| {
+        self.command(scope, id, move |_, _| {
             Ok(EventKind::Completed { attempt, output })
         })
     }
@@ -801,7 +898,17 @@ impl Ledger {
         attempt: u32,
         output: serde_json::Value,
     ) -> Result<BackgroundExecution, LedgerError> {
-        self.complete_scoped(None, id, attempt, output)
+        self.complete_scoped(None, id, attempt, output).wait()
+    }
+
+    /// [`complete`](Self::complete) without blocking.
+    pub fn complete_async(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+        output: serde_json::Value,
+    ) -> Pending<BackgroundExecution> {
+        self.complete_scoped(None, id, attempt, output).spawn()
     }
 
     fn fail_scoped(
@@ -811,8 +918,8 @@ impl Ledger {
         attempt: u32,
         error: ExecutionError,
         retry: bool,
-    ) -> Result<BackgroundExecution, LedgerError> {
-        self.command(scope, id, |e, now| {
+    ) -> Command<BackgroundExecution> {
+        self.command(scope, id, move |e, now| {
             if e.attempt != attempt || !retry {
                 return Ok(EventKind::Failed { attempt, error });
             }
@@ -832,7 +939,17 @@ impl Ledger {
         attempt: u32,
         error: ExecutionError,
     ) -> Result<BackgroundExecution, LedgerError> {
-        self.fail_scoped(None, id, attempt, error, true)
+        self.fail_scoped(None, id, attempt, error, true).wait()
+    }
+
+    /// [`fail`](Self::fail) without blocking.
+    pub fn fail_async(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+        error: ExecutionError,
+    ) -> Pending<BackgroundExecution> {
+        self.fail_scoped(None, id, attempt, error, true).spawn()
     }
 
     /// Fails attempt `attempt` for good, with no retry whatever the policy.
@@ -846,7 +963,26 @@ impl Ledger {
         attempt: u32,
         error: ExecutionError,
     ) -> Result<BackgroundExecution, LedgerError> {
-        self.fail_scoped(None, id, attempt, error, false)
+        self.fail_scoped(None, id, attempt, error, false).wait()
+    }
+
+    /// [`fail_permanently`](Self::fail_permanently) without blocking.
+    pub fn fail_permanently_async(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+        error: ExecutionError,
+    ) -> Pending<BackgroundExecution> {
+        self.fail_scoped(None, id, attempt, error, false).spawn()
+    }
+
+    fn time_out_command(&self, id: ExecutionId, attempt: u32) -> Command<BackgroundExecution> {
+        self.command(None, id, move |e, now| {
+            if e.attempt != attempt {
+                return Ok(EventKind::TimedOut { attempt });
+            }
+            Ok(machine::after_timeout(e, now))
+        })
     }
 
     /// Records that attempt `attempt` outlived its timeout: a retry while
@@ -860,12 +996,12 @@ impl Ledger {
         id: ExecutionId,
         attempt: u32,
     ) -> Result<BackgroundExecution, LedgerError> {
-        self.command(None, id, |e, now| {
-            if e.attempt != attempt {
-                return Ok(EventKind::TimedOut { attempt });
-            }
-            Ok(machine::after_timeout(e, now))
-        })
+        self.time_out_command(id, attempt).wait()
+    }
+
+    /// [`time_out`](Self::time_out) without blocking.
+    pub fn time_out_async(&self, id: ExecutionId, attempt: u32) -> Pending<BackgroundExecution> {
+        self.time_out_command(id, attempt).spawn()
     }
 
     fn cancel_scoped(
@@ -873,7 +1009,7 @@ impl Ledger {
         scope: Option<&TenantId>,
         id: ExecutionId,
         reason: Option<String>,
-    ) -> Result<BackgroundExecution, LedgerError> {
+    ) -> Command<BackgroundExecution> {
         self.command(scope, id, |_, _| Ok(EventKind::Cancelled { reason }))
     }
 
@@ -887,14 +1023,23 @@ impl Ledger {
         id: ExecutionId,
         reason: Option<String>,
     ) -> Result<BackgroundExecution, LedgerError> {
-        self.cancel_scoped(None, id, reason)
+        self.cancel_scoped(None, id, reason).wait()
+    }
+
+    /// [`cancel`](Self::cancel) without blocking.
+    pub fn cancel_async(
+        &self,
+        id: ExecutionId,
+        reason: Option<String>,
+    ) -> Pending<BackgroundExecution> {
+        self.cancel_scoped(None, id, reason).spawn()
     }
 
     fn release_scoped(
         &self,
         scope: Option<&TenantId>,
         id: ExecutionId,
-    ) -> Result<BackgroundExecution, LedgerError> {
+    ) -> Command<BackgroundExecution> {
         self.command(scope, id, |_, _| Ok(EventKind::Released))
     }
 
@@ -905,7 +1050,28 @@ impl Ledger {
     /// `NotFound`; `Transition` when it is not deferred, already released,
     /// or not queued; `Fatal`.
     pub fn release(&self, id: ExecutionId) -> Result<BackgroundExecution, LedgerError> {
-        self.release_scoped(None, id)
+        self.release_scoped(None, id).wait()
+    }
+
+    /// [`release`](Self::release) without blocking.
+    pub fn release_async(&self, id: ExecutionId) -> Pending<BackgroundExecution> {
+        self.release_scoped(None, id).spawn()
+    }
+
+    fn binding_command(
+        &self,
+        id: ExecutionId,
+        error: Option<ExecutionError>,
+    ) -> Command<BackgroundExecution> {
+        self.command(None, id, |e, _| {
+            let target = e
+                .config
+                .target_binding
+                .as_ref()
+                .map(|b| b.target.clone())
+                .unwrap_or_default();
+            Ok(EventKind::TargetBindingApplied { target, error })
+        })
     }
 
     /// Records the outcome of binding a completed execution's output to its
@@ -919,28 +1085,23 @@ impl Ledger {
         id: ExecutionId,
         error: Option<ExecutionError>,
     ) -> Result<BackgroundExecution, LedgerError> {
-        self.command(None, id, |e, _| {
-            let target = e
-                .config
-                .target_binding
-                .as_ref()
-                .map(|b| b.target.clone())
-                .unwrap_or_default();
-            Ok(EventKind::TargetBindingApplied { target, error })
-        })
+        self.binding_command(id, error).wait()
     }
 
-    /// Records one callback delivery attempt: `Ok(status)` when the
-    /// receiver accepted it, `Err((status, error))` when it did not.
-    ///
-    /// # Errors
-    ///
-    /// `NotFound`; `Transition` when no callback is pending; `Fatal`.
-    pub fn record_callback(
+    /// [`record_binding`](Self::record_binding) without blocking.
+    pub fn record_binding_async(
+        &self,
+        id: ExecutionId,
+        error: Option<ExecutionError>,
+    ) -> Pending<BackgroundExecution> {
+        self.binding_command(id, error).spawn()
+    }
+
+    fn callback_command(
         &self,
         id: ExecutionId,
         outcome: Result<u16, (Option<u16>, String)>,
-    ) -> Result<BackgroundExecution, LedgerError> {
+    ) -> Command<BackgroundExecution> {
         self.command(None, id, |e, _| {
             let attempt = e.callback_attempts + 1;
             Ok(match outcome {
@@ -957,6 +1118,29 @@ impl Ledger {
         })
     }
 
+    /// Records one callback delivery attempt: `Ok(status)` when the
+    /// receiver accepted it, `Err((status, error))` when it did not.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when no callback is pending; `Fatal`.
+    pub fn record_callback(
+        &self,
+        id: ExecutionId,
+        outcome: Result<u16, (Option<u16>, String)>,
+    ) -> Result<BackgroundExecution, LedgerError> {
+        self.callback_command(id, outcome).wait()
+    }
+
+    /// [`record_callback`](Self::record_callback) without blocking.
+    pub fn record_callback_async(
+        &self,
+        id: ExecutionId,
+        outcome: Result<u16, (Option<u16>, String)>,
+    ) -> Pending<BackgroundExecution> {
+        self.callback_command(id, outcome).spawn()
+    }
+
     /// Records every execution left `running` (by a process that died) as
     /// recovered: back to queued while attempts remain, failed otherwise.
     /// Returns them as they are now. Call it once on start-up, before
@@ -966,37 +1150,7 @@ impl Ledger {
     ///
     /// `Fatal`.
     pub fn recover_abandoned(&self) -> Result<Vec<BackgroundExecution>, LedgerError> {
-        let mut core = self.core();
-        let now = self.tick(&core);
-        let mut running: Vec<&BackgroundExecution> = core
-            .projection
-            .live()
-            .filter(|e| e.status == BackgroundExecutionStatus::Running)
-            .collect();
-        running.sort_by_key(|e| e.execution_id);
-        let kinds: Vec<_> = running
-            .into_iter()
-            .map(|e| (e.execution_id, e.tenant_id.clone(), machine::after_loss(e)))
-            .collect();
-        if kinds.is_empty() {
-            return Ok(Vec::new());
-        }
-        let out = self.append_locked(&mut core, kinds, now)?;
-        let last = out.last().map_or(0, |(e, _)| e.seq);
-        let recovered = out
-            .into_iter()
-            .map(|(event, settled)| {
-                settled.unwrap_or_else(|| {
-                    core.projection
-                        .get(&event.execution_id)
-                        .expect("live")
-                        .clone()
-                })
-            })
-            .collect();
-        drop(core);
-        self.inner.log.wait_durable(last)?;
-        Ok(recovered)
+        Command::new(&self.inner, |inner, core| inner.recover_abandoned(core)).wait()
     }
 
     fn get_scoped(
@@ -1007,7 +1161,7 @@ impl Ledger {
         let live = self.core().projection.get(&id).cloned();
         let e = match live {
             Some(e) => e,
-            None => self.load(id)?.ok_or(LedgerError::NotFound(id))?,
+            None => self.inner.load(id)?.ok_or(LedgerError::NotFound(id))?,
         };
         if scope.is_some_and(|t| t != &e.tenant_id) {
             return Err(LedgerError::NotFound(id));
@@ -1028,7 +1182,7 @@ impl Ledger {
     /// given).
     pub fn queue(&self, tenant: Option<&TenantId>) -> Vec<BackgroundExecution> {
         let core = self.core();
-        let now = self.tick(&core);
+        let now = self.inner.tick(&core);
         core.projection
             .queue(now, tenant)
             .into_iter()
@@ -1040,7 +1194,7 @@ impl Ledger {
     /// time, then held deferred ones.
     pub fn waiting(&self, tenant: Option<&TenantId>) -> Vec<BackgroundExecution> {
         let core = self.core();
-        let now = self.tick(&core);
+        let now = self.inner.tick(&core);
         core.projection
             .waiting(now, tenant)
             .into_iter()
@@ -1145,7 +1299,7 @@ impl Ledger {
         at: At,
     ) -> Result<Option<BackgroundExecution>, LedgerError> {
         let seq = self.resolve(at)?;
-        let e = self.fold_execution(id, |event| event.seq <= seq)?;
+        let e = self.inner.fold_execution(id, |event| event.seq <= seq)?;
         match e {
             Some(e) if scope.is_some_and(|t| t != &e.tenant_id) => Err(LedgerError::NotFound(id)),
             None if self.inner.log.execution_seqs(&id)?.is_empty() => {
@@ -1230,10 +1384,13 @@ impl Ledger {
         }
         let mut changes = Vec::with_capacity(touched.len());
         for (id, events) in touched {
-            let before = self.fold_execution(id, |e| e.seq <= a)?;
-            let after = self.fold_execution(id, |e| e.seq <= b)?.ok_or_else(|| {
-                Error::new(ErrorKind::Corrupt, format!("{id} has events but no state"))
-            })?;
+            let before = self.inner.fold_execution(id, |e| e.seq <= a)?;
+            let after = self
+                .inner
+                .fold_execution(id, |e| e.seq <= b)?
+                .ok_or_else(|| {
+                    Error::new(ErrorKind::Corrupt, format!("{id} has events but no state"))
+                })?;
             changes.push(Change {
                 execution_id: id,
                 tenant_id: after.tenant_id,
@@ -1551,7 +1708,12 @@ impl TenantLedger {
     ///
     /// As [`Ledger::submit`].
     pub fn submit(&self, submission: Submission) -> Result<Submitted, LedgerError> {
-        self.ledger.submit_scoped(&self.tenant, submission)
+        self.ledger.submit_scoped(&self.tenant, submission).wait()
+    }
+
+    /// [`submit`](Self::submit) without blocking.
+    pub fn submit_async(&self, submission: Submission) -> Pending<Submitted> {
+        self.ledger.submit_scoped(&self.tenant, submission).spawn()
     }
 
     /// Claims this tenant's next runnable execution.
@@ -1560,7 +1722,7 @@ impl TenantLedger {
     ///
     /// As [`Ledger::claim`].
     pub fn claim(&self, worker: Option<&str>) -> Result<Option<BackgroundExecution>, LedgerError> {
-        self.ledger.claim_scoped(Some(&self.tenant), worker)
+        self.ledger.claim_scoped(Some(&self.tenant), worker).wait()
     }
 
     /// Completes an attempt (see [`Ledger::complete`]).
@@ -1576,6 +1738,7 @@ impl TenantLedger {
     ) -> Result<BackgroundExecution, LedgerError> {
         self.ledger
             .complete_scoped(Some(&self.tenant), id, attempt, output)
+            .wait()
     }
 
     /// Fails an attempt (see [`Ledger::fail`]).
@@ -1591,6 +1754,7 @@ impl TenantLedger {
     ) -> Result<BackgroundExecution, LedgerError> {
         self.ledger
             .fail_scoped(Some(&self.tenant), id, attempt, error, true)
+            .wait()
     }
 
     /// Cancels (see [`Ledger::cancel`]).
@@ -1603,7 +1767,9 @@ impl TenantLedger {
         id: ExecutionId,
         reason: Option<String>,
     ) -> Result<BackgroundExecution, LedgerError> {
-        self.ledger.cancel_scoped(Some(&self.tenant), id, reason)
+        self.ledger
+            .cancel_scoped(Some(&self.tenant), id, reason)
+            .wait()
     }
 
     /// Releases (see [`Ledger::release`]).
@@ -1612,7 +1778,7 @@ impl TenantLedger {
     ///
     /// As [`Ledger::release`]; `NotFound` for another tenant's execution.
     pub fn release(&self, id: ExecutionId) -> Result<BackgroundExecution, LedgerError> {
-        self.ledger.release_scoped(Some(&self.tenant), id)
+        self.ledger.release_scoped(Some(&self.tenant), id).wait()
     }
 
     /// One execution (see [`Ledger::get`]).

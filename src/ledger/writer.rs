@@ -1,0 +1,320 @@
+//! How writes reach the log: commands are queued and carried out in groups
+//! (flat combining), then made durable together (group commit).
+//!
+//! ```text
+//! caller ──push──▶ queue ──▶ combiner: for each command, under the core
+//!                            lock: decide, check, append, fold
+//!                            │
+//!                            └─ then, outside it: one sync for the group,
+//!                               and every command of the group answered
+//! ```
+//!
+//! Whoever pushes a command while no one is combining becomes the combiner:
+//! a blocking caller does it on its own thread, an async caller on a
+//! blocking thread. Everyone else just waits for their answer, so a command
+//! costs one hand-off, not a contended lock plus a wait for the disk. The
+//! combiner gives up the role before it syncs, so the next group is
+//! appended while this one is synced.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use super::{lock, Core, Inner};
+use crate::error::{Error, ErrorKind, LedgerError};
+
+/// The most commands one combiner carries out before it syncs what it has:
+/// bounds how long the first of a long stream waits for its answer.
+const MAX_GROUP: usize = 4096;
+
+/// A queued command: runs once, with the core locked, and returns how to
+/// answer once the seq it names is durable (`None`: already answered).
+pub(super) type Job = Box<dyn FnOnce(&Inner, &mut Core) -> Option<Finish> + Send>;
+
+/// The rest of a command that was carried out: it is answered once `seq`
+/// is durable.
+pub(super) struct Finish {
+    seq: u64,
+    answer: Box<dyn FnOnce(Result<(), Error>) + Send>,
+}
+
+/// A command not yet queued: [`wait`](Command::wait) runs it on the calling
+/// thread, [`spawn`](Command::spawn) without blocking.
+pub(super) struct Command<R> {
+    inner: Arc<Inner>,
+    job: Result<Job, LedgerError>,
+    reply: Pending<R>,
+}
+
+impl<R: Send + 'static> Command<R> {
+    /// A command: `op` decides, checks and appends, returning its answer
+    /// and the seq that must be durable before it is given (0: none).
+    pub(super) fn new(
+        inner: &Arc<Inner>,
+        op: impl FnOnce(&Inner, &mut Core) -> Result<(R, u64), LedgerError> + Send + 'static,
+    ) -> Self {
+        let slot = Arc::new(Mutex::new(Slot::default()));
+        let sender = Sender(Some(slot.clone()));
+        let job: Job = Box::new(move |inner, core| match op(inner, core) {
+            Err(e) => {
+                sender.send(Err(e));
+                None
+            }
+            Ok((r, seq)) => Some(Finish {
+                seq,
+                answer: Box::new(move |synced| sender.send(synced.map(|()| r).map_err(Into::into))),
+            }),
+        });
+        Command {
+            inner: inner.clone(),
+            job: Ok(job),
+            reply: Pending { slot },
+        }
+    }
+
+    /// A command refused before it was queued.
+    pub(super) fn refused(inner: &Arc<Inner>, error: LedgerError) -> Self {
+        Command {
+            inner: inner.clone(),
+            job: Err(error),
+            reply: Pending {
+                slot: Arc::new(Mutex::new(Slot::default())),
+            },
+        }
+    }
+
+    /// Queues the command and returns its answer, blocking: the calling
+    /// thread combines when no one else is.
+    pub(super) fn wait(self) -> Result<R, LedgerError> {
+        let job = self.job?;
+        if push(&self.inner, job) {
+            combine(&self.inner);
+        }
+        self.reply.wait()
+    }
+
+    /// Queues the command; its answer is the returned future. When no one
+    /// is combining, a blocking thread does.
+    pub(super) fn spawn(self) -> Pending<R> {
+        let job = match self.job {
+            Ok(job) => job,
+            Err(e) => {
+                lock(&self.reply.slot).value = Some(Err(e));
+                return self.reply;
+            }
+        };
+        if push(&self.inner, job) {
+            combine_elsewhere(&self.inner);
+        }
+        self.reply
+    }
+}
+
+/// Queues `job`; true when the caller became the combiner.
+fn push(inner: &Inner, job: Job) -> bool {
+    lock(&inner.jobs).push(job);
+    take_role(inner)
+}
+
+fn take_role(inner: &Inner) -> bool {
+    inner
+        .combining
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
+/// Combines on a helper thread, for a caller that took the role but must
+/// not block (an async caller) or must go on to sync its own group.
+///
+/// Two helpers per ledger, started on first use, so that one can combine
+/// while the other waits for a sync. They hold the ledger weakly and end
+/// when it is dropped (the channel closes). Not tokio's blocking pool: it
+/// stops taking work while a runtime shuts down, and a role taken with no
+/// one to carry it out would stall every later command.
+fn combine_elsewhere(inner: &Arc<Inner>) {
+    let helpers = inner.helpers.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = Arc::new(Mutex::new(rx));
+        for n in 0..2 {
+            let (rx, weak) = (rx.clone(), Arc::downgrade(inner));
+            let spawned = std::thread::Builder::new()
+                .name(format!("ledger-combiner-{n}"))
+                .spawn(move || loop {
+                    let signal = lock(&rx).recv();
+                    match (signal, weak.upgrade()) {
+                        (Ok(()), Some(inner)) => combine(&inner),
+                        _ => return,
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a combiner thread");
+            }
+        }
+        Mutex::new(tx)
+    });
+    if lock(helpers).send(()).is_err() {
+        // No helper could start: combine here rather than stall.
+        combine(inner);
+    }
+}
+
+/// Runs as the combiner: carries out queued commands until none is left
+/// (or a group is full), gives up the role, syncs and answers the group;
+/// takes the role again if commands arrived meanwhile and no one else has.
+fn combine(inner: &Arc<Inner>) {
+    loop {
+        let mut finishes = Vec::new();
+        let mut ran = 0;
+        loop {
+            let jobs = std::mem::take(&mut *lock(&inner.jobs));
+            if jobs.is_empty() {
+                break;
+            }
+            ran += jobs.len();
+            let mut core = inner.core();
+            for job in jobs {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| job(inner, &mut core))) {
+                    Ok(Some(finish)) => finishes.push(finish),
+                    Ok(None) => {}
+                    // Its answer is dropped unsent: the caller learns of it.
+                    Err(_) => core.poisoned = true,
+                }
+            }
+            drop(core);
+            if ran >= MAX_GROUP {
+                break;
+            }
+        }
+        inner.combining.store(false, Ordering::Release);
+        // Commands pushed while this thread held the role found it taken:
+        // if any are queued now, someone must combine them before this
+        // group's sync ends, so that they join the next sync.
+        let handed_on = !lock(&inner.jobs).is_empty() && take_role(inner);
+        if handed_on {
+            combine_elsewhere(inner);
+        }
+        if let Some(seq) = finishes.iter().map(|f| f.seq).max() {
+            let synced = inner.log.wait_durable(seq);
+            for finish in finishes {
+                let result = match &synced {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(e.duplicate()),
+                };
+                (finish.answer)(result);
+            }
+        }
+        if handed_on || lock(&inner.jobs).is_empty() || !take_role(inner) {
+            return;
+        }
+    }
+}
+
+struct Slot<R> {
+    value: Option<Result<R, LedgerError>>,
+    /// The sender went away without answering (the command panicked).
+    dropped: bool,
+    waker: Option<Waker>,
+    thread: Option<std::thread::Thread>,
+}
+
+impl<R> Default for Slot<R> {
+    fn default() -> Self {
+        Slot {
+            value: None,
+            dropped: false,
+            waker: None,
+            thread: None,
+        }
+    }
+}
+
+struct Sender<R>(Option<Arc<Mutex<Slot<R>>>>);
+
+impl<R> Sender<R> {
+    fn send(mut self, value: Result<R, LedgerError>) {
+        if let Some(slot) = self.0.take() {
+            let mut s = lock(&slot);
+            s.value = Some(value);
+            wake(&mut s);
+        }
+    }
+}
+
+impl<R> Drop for Sender<R> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            let mut s = lock(&slot);
+            s.dropped = true;
+            wake(&mut s);
+        }
+    }
+}
+
+fn wake<R>(s: &mut Slot<R>) {
+    if let Some(w) = s.waker.take() {
+        w.wake();
+    }
+    if let Some(t) = s.thread.take() {
+        t.unpark();
+    }
+}
+
+fn take<R>(s: &mut Slot<R>) -> Option<Result<R, LedgerError>> {
+    if let Some(v) = s.value.take() {
+        return Some(v);
+    }
+    s.dropped.then(|| {
+        Err(Error::new(
+            ErrorKind::Poisoned,
+            "a ledger command panicked; reopen the ledger",
+        )
+        .into())
+    })
+}
+
+/// The answer to a ledger command that was queued without blocking: a
+/// future of its result.
+#[must_use = "the command is carried out either way; its answer is here"]
+pub struct Pending<R> {
+    slot: Arc<Mutex<Slot<R>>>,
+}
+
+impl<R> std::fmt::Debug for Pending<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+impl<R> Pending<R> {
+    /// Blocks until the answer arrives.
+    pub(super) fn wait(self) -> Result<R, LedgerError> {
+        loop {
+            let mut s = lock(&self.slot);
+            if let Some(v) = take(&mut s) {
+                return v;
+            }
+            s.thread = Some(std::thread::current());
+            drop(s);
+            // A spurious wake just loops back.
+            std::thread::park();
+        }
+    }
+}
+
+impl<R> Future for Pending<R> {
+    type Output = Result<R, LedgerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = lock(&self.slot);
+        match take(&mut s) {
+            Some(v) => Poll::Ready(v),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
