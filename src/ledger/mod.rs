@@ -1169,6 +1169,12 @@ impl Ledger {
         Ok(e)
     }
 
+    /// One execution as it is now, if it is live (in memory: never reads
+    /// the disk).
+    pub(crate) fn get_live(&self, id: ExecutionId) -> Option<BackgroundExecution> {
+        self.core().projection.get(&id).cloned()
+    }
+
     /// One execution as it is now.
     ///
     /// # Errors

@@ -554,7 +554,10 @@ impl Runtime {
         lock(&self.shared.waiters).entry(id).or_default().push(tx);
         // It may have finished before the waiter was in place.
         let ledger = self.shared.ledger.clone();
-        let now = blocking(move || ledger.get(id)).await?;
+        let now = match ledger.get_live(id) {
+            Some(live) => live,
+            None => blocking(move || ledger.get(id)).await?,
+        };
         if now.is_finished() {
             if let Some(waiters) = lock(&self.shared.waiters).remove(&id) {
                 for w in waiters {
