@@ -1,5 +1,6 @@
 //! Synced appends from 1, 16 and 256 concurrent submitters (group commit),
-//! against raw sled with one flush + fdatasync per event and per 256.
+//! threads calling `submit` and tokio tasks calling `submit_async`, against
+//! raw sled with one flush + fdatasync per event and per 256.
 use std::fs::File;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,44 @@ fn group_commit(c: &mut Criterion) {
                                         .expect("submit");
                                 }
                             });
+                        }
+                    });
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+    for tasks in [16u64, 256] {
+        group.bench_function(format!("{tasks} submitting tasks"), |b| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .expect("tokio");
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let scratch = common::Scratch::new();
+                    let ledger = Ledger::open(scratch.path("l")).expect("open");
+                    let per = EVENTS / tasks;
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        let handles: Vec<_> = (0..tasks)
+                            .map(|t| {
+                                let ledger = ledger.clone();
+                                tokio::spawn(async move {
+                                    let tenant = common::tenant();
+                                    for i in 0..per {
+                                        ledger
+                                            .submit_async(&tenant, sample_submission(t * per + i))
+                                            .await
+                                            .expect("submit");
+                                    }
+                                })
+                            })
+                            .collect();
+                        for h in handles {
+                            h.await.expect("a submitting task");
                         }
                     });
                     total += start.elapsed();

@@ -497,8 +497,7 @@ impl Inner {
                 .iter()
                 .all(|e: &Event| e.execution_id != execution_id));
             core.projection.check(&event)?;
-            let json = serde_json::to_vec(&event).expect("events always serialize");
-            let (rec, hash) = record::encode(seq, &prev, &json);
+            let (rec, hash) = record::encode_event(&prev, &event);
             prev = hash;
             records.push(rec);
             events.push(event);

@@ -37,12 +37,30 @@ fn digest(seq: u64, prev: &Hash, json: &[u8]) -> Hash {
 
 /// Encodes the record of `seq`; returns it with its hash.
 pub(crate) fn encode(seq: u64, prev: &Hash, json: &[u8]) -> (Vec<u8>, Hash) {
-    let hash = digest(seq, prev, json);
     let mut out = Vec::with_capacity(HEADER + json.len());
-    out.push(FORMAT_VERSION);
-    out.extend_from_slice(prev);
-    out.extend_from_slice(&hash);
+    out.resize(HEADER, 0);
     out.extend_from_slice(json);
+    let hash = seal(&mut out, seq, prev);
+    (out, hash)
+}
+
+/// Fills in the header of a record whose JSON follows `HEADER` zero bytes.
+fn seal(out: &mut [u8], seq: u64, prev: &Hash) -> Hash {
+    let hash = digest(seq, prev, &out[HEADER..]);
+    out[0] = FORMAT_VERSION;
+    out[1..33].copy_from_slice(prev);
+    out[33..HEADER].copy_from_slice(&hash);
+    hash
+}
+
+/// Encodes the record of `event` (whose seq it takes), serializing its JSON
+/// straight into the record's buffer; returns it with its hash.
+pub(crate) fn encode_event(prev: &Hash, event: &crate::event::Event) -> (Vec<u8>, Hash) {
+    // Most events fit: one allocation, no growing.
+    let mut out = Vec::with_capacity(HEADER + 512);
+    out.resize(HEADER, 0);
+    serde_json::to_writer(&mut out, event).expect("events always serialize");
+    let hash = seal(&mut out, event.seq, prev);
     (out, hash)
 }
 
