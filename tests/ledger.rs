@@ -402,6 +402,22 @@ fn threads_and_tasks_race_through_one_write_path() {
     let reopened = Ledger::open(dir.path()).unwrap();
     assert_eq!(reopened.head().seq, 302);
     reopened.verify().unwrap();
+
+    // Dropping the last handle right after queueing a command carries the
+    // command out and closes the ledger before the drop returns.
+    let id = reopened
+        .submit(&tenant("acme"), submission("echo", 1))
+        .unwrap()
+        .execution
+        .execution_id;
+    drop(reopened.cancel_async(id, None));
+    drop(reopened);
+    let again = Ledger::open(dir.path()).unwrap();
+    assert_eq!(
+        again.get(id).unwrap().status,
+        BackgroundExecutionStatus::Cancelled
+    );
+    assert_eq!(again.head().seq, 304);
 }
 
 #[test]

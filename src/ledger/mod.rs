@@ -244,22 +244,24 @@ impl LedgerBuilder {
             seq => read_event(&log, seq)?.at,
         };
         log.set_recovered_head(last, head_hash)?;
-        Ok(Ledger {
-            inner: Arc::new(Inner {
-                log,
-                core: Mutex::new(Core {
-                    projection,
-                    head: (last, head_hash),
-                    last_at,
-                    since_snapshot: 0,
-                    poisoned: false,
-                }),
-                clock: self.clock,
-                snapshot_every: self.snapshot_every,
-                jobs: Mutex::new(Vec::new()),
-                combining: AtomicBool::new(false),
-                helpers: std::sync::OnceLock::new(),
+        let inner = Arc::new(Inner {
+            log,
+            core: Mutex::new(Core {
+                projection,
+                head: (last, head_hash),
+                last_at,
+                since_snapshot: 0,
+                poisoned: false,
             }),
+            clock: self.clock,
+            snapshot_every: self.snapshot_every,
+            jobs: Mutex::new(Vec::new()),
+            combining: AtomicBool::new(false),
+            helpers: std::sync::OnceLock::new(),
+        });
+        Ok(Ledger {
+            _last: Arc::new(writer::LastHandle::new(&inner)),
+            inner,
         })
     }
 }
@@ -267,6 +269,9 @@ impl LedgerBuilder {
 /// An open ledger. Cheap to clone: clones share the same ledger.
 #[derive(Clone)]
 pub struct Ledger {
+    // Dropped first: when the last handle goes, it waits for commands still
+    // in flight, so that the ledger (and its directory) is closed on return.
+    _last: Arc<writer::LastHandle>,
     inner: Arc<Inner>,
 }
 

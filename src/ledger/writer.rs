@@ -113,6 +113,34 @@ impl<R: Send + 'static> Command<R> {
     }
 }
 
+/// Shared by every clone of one `Ledger`: when the last clone is dropped,
+/// waits until no command is queued, no one combines and no thread but the
+/// dropping one holds the ledger (a helper finishing a sync), so that
+/// dropping the last handle closes the ledger — and frees its directory —
+/// before it returns, with every command that was issued carried out.
+pub(super) struct LastHandle(std::sync::Weak<Inner>);
+
+impl LastHandle {
+    pub(super) fn new(inner: &Arc<Inner>) -> Self {
+        LastHandle(Arc::downgrade(inner))
+    }
+}
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        // Two: this upgrade and the dropping handle's own.
+        while inner.combining.load(Ordering::Acquire)
+            || !lock(&inner.jobs).is_empty()
+            || Arc::strong_count(&inner) > 2
+        {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    }
+}
+
 /// Queues `job`; true when the caller became the combiner.
 fn push(inner: &Inner, job: Job) -> bool {
     lock(&inner.jobs).push(job);
