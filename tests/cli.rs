@@ -270,6 +270,11 @@ fn bad_input_is_one_line_with_its_exit_code_and_appends_nothing() {
             "is after the second".into(),
         ),
         (vec!["no-such-command"], 2, "unrecognized subcommand".into()),
+        (
+            vec!["bench", "--only", "durable,bogus"],
+            2,
+            "invalid value 'bogus' for '--only".into(),
+        ),
     ];
     for (args, code, needle) in &cases {
         let line = err(d, args, *code);

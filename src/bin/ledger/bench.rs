@@ -140,11 +140,25 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
     ))
 }
 
+/// The scenarios, by the names `--only` takes.
+pub(crate) const SCENARIOS: [&str; 9] = [
+    "relaxed",
+    "durable",
+    "end-to-end",
+    "replay",
+    "snapshots",
+    "claim",
+    "queue",
+    "http",
+    "memory",
+];
+
 pub(crate) fn run(
     cli: &Cli,
     quick: bool,
     full: bool,
     dir: Option<PathBuf>,
+    only: &[String],
     out: &mut impl Write,
 ) -> Result<()> {
     let sizes = if quick {
@@ -167,24 +181,43 @@ pub(crate) fn run(
             let _ = writeln!(std::io::stderr(), "measuring {name}…");
         }
     };
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut results: Vec<Measurement> = Vec::new();
-    progress("relaxed appends");
-    results.push(bench::relaxed_append(&root, sizes)?);
-    progress("durable appends from 256 submitters");
-    results.extend(bench::durable_append(&root, sizes)?);
-    progress("end-to-end durable jobs");
-    results.push(bench::end_to_end(&root, sizes)?);
-    progress("replay");
-    results.push(bench::replay(&root, sizes)?);
-    progress("open with snapshots");
-    results.push(bench::open_with_snapshots(&root, sizes)?);
-    progress("claims");
-    results.push(bench::claim(&root, sizes)?);
-    results.push(bench::queue_vs_seed(100_000));
-    progress("HTTP submits from 64 clients");
-    results.push(http_submit(&root, sizes)?);
-    progress("peak memory");
-    results.push(bench::memory(&root, sizes, &probe)?);
+    if wanted("relaxed") {
+        progress("relaxed appends");
+        results.push(bench::relaxed_append(&root, sizes)?);
+    }
+    if wanted("durable") {
+        progress("durable appends from 256 submitters");
+        results.extend(bench::durable_append(&root, sizes)?);
+    }
+    if wanted("end-to-end") {
+        progress("end-to-end durable jobs");
+        results.push(bench::end_to_end(&root, sizes)?);
+    }
+    if wanted("replay") {
+        progress("replay");
+        results.push(bench::replay(&root, sizes)?);
+    }
+    if wanted("snapshots") {
+        progress("open with snapshots");
+        results.push(bench::open_with_snapshots(&root, sizes)?);
+    }
+    if wanted("claim") {
+        progress("claims");
+        results.push(bench::claim(&root, sizes)?);
+    }
+    if wanted("queue") {
+        results.push(bench::queue_vs_seed(100_000));
+    }
+    if wanted("http") {
+        progress("HTTP submits from 64 clients");
+        results.push(http_submit(&root, sizes)?);
+    }
+    if wanted("memory") {
+        progress("peak memory");
+        results.push(bench::memory(&root, sizes, &probe)?);
+    }
     if remove {
         let _ = std::fs::remove_dir_all(&root);
     }

@@ -38,9 +38,12 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             workers,
             keys,
         } => return crate::serve::run(cli, *listen, *workers as usize, keys.clone()),
-        Command::Bench { quick, full, dir } => {
-            return crate::bench::run(cli, *quick, *full, dir.clone(), out)
-        }
+        Command::Bench {
+            quick,
+            full,
+            dir,
+            only,
+        } => return crate::bench::run(cli, *quick, *full, dir.clone(), only, out),
         Command::BenchProbe { dir } => {
             let kb = execution_ledger::bench::memory_probe(dir)?;
             writeln!(out, "{kb}")?;

@@ -166,6 +166,9 @@ pub(crate) enum Command {
         /// directory under the data directory, removed afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Only these scenarios (comma-separated), e.g. `--only durable,http`.
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::bench::SCENARIOS))]
+        only: Vec<String>,
     },
     /// (internal) The memory probe `bench` runs in a fresh process.
     #[command(hide = true)]
