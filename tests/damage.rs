@@ -246,3 +246,37 @@ fn regression_a_torn_unfinished_sled_snapshot_does_not_block_open() {
     assert_eq!(ledger.verify().unwrap().events, EVENTS);
     assert!(!torn.exists());
 }
+
+/// sled writes its `conf` file once, at creation, in two unsynced writes: a
+/// process killed in between left a torn file that sled refused for good
+/// (the crash loop hit it when its first kill landed during the first
+/// open). A new database is now made in `sled.creating` and renamed into
+/// place; what a kill leaves there is discarded.
+#[test]
+fn regression_a_kill_while_sled_creates_its_database_does_not_block_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let creating = dir.path().join("sled.creating");
+    std::fs::create_dir_all(creating.join("blobs")).unwrap();
+    // What sled leaves after its first write of `conf`, before the crc.
+    std::fs::write(
+        creating.join("conf"),
+        b"segment_size: 524288\nuse_compression: false\nversion: 0.3",
+    )
+    .unwrap();
+    std::fs::write(creating.join("db"), b"").unwrap();
+    // Such a file inside the database would stop sled at every open:
+    let torn = dir.path().join("torn");
+    std::fs::create_dir_all(&torn).unwrap();
+    std::fs::copy(creating.join("conf"), torn.join("conf")).unwrap();
+    assert!(sled::Config::new().path(&torn).open().is_err());
+    // The ledger discards the unfinished creation and makes a whole one.
+    let ledger = Ledger::open(dir.path()).expect("opens despite the torn creation");
+    assert!(!creating.exists());
+    assert!(dir.path().join("sled").join("conf").exists());
+    drop(ledger);
+    build(dir.path(), 0);
+    assert_eq!(
+        Ledger::open(dir.path()).unwrap().verify().unwrap().events,
+        EVENTS
+    );
+}

@@ -7,6 +7,7 @@
 //! LOCK         held (flock) by the process that owns the ledger; holds its pid
 //! checkpoint   the last durable (seq, hash), outside sled (see checkpoint.rs)
 //! sled/        the sled database
+//! sled.creating/  a new sled database until it is whole (then renamed)
 //! ```
 //!
 //! sled tree `events` holds the log and its indexes (derived from the log,
@@ -257,6 +258,44 @@ fn remove_unfinished_sled_snapshots(sled_dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// sled 0.34.7 writes its `conf` file once, when it creates a database, in
+/// two writes and without a sync; a process killed in between leaves a torn
+/// file that sled then refuses for good ("Read corrupted data at file offset
+/// None"; found by the crash loop, killed at its first cycle). So a new
+/// database is created in `sled.creating`, synced, and renamed into place:
+/// `sled/` either does not exist or is whole. A `sled.creating` left by a
+/// kill never held an event; it is removed.
+fn create_sled_dir(dir: &Path, sled_dir: &Path) -> Result<(), Error> {
+    let creating = dir.join("sled.creating");
+    if creating.exists() {
+        std::fs::remove_dir_all(&creating)
+            .map_err(|e| Error::io(format!("cannot remove {}", creating.display()), e))?;
+    }
+    if sled_dir.exists() {
+        return Ok(());
+    }
+    {
+        let db = sled::Config::new()
+            .path(&creating)
+            .open()
+            .map_err(Error::store)?;
+        db.flush().map_err(Error::store)?;
+    }
+    let entries = std::fs::read_dir(&creating)
+        .map_err(|e| Error::io(format!("cannot read {}", creating.display()), e))?;
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            File::open(entry.path())
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(format!("cannot sync {}", entry.path().display()), e))?;
+        }
+    }
+    sync_dir(&creating)?;
+    std::fs::rename(&creating, sled_dir)
+        .map_err(|e| Error::io(format!("cannot create {}", sled_dir.display()), e))?;
+    sync_dir(dir)
+}
+
 impl Log {
     /// Opens the log in `dir`, creating it when absent. Returns the log and
     /// the checkpoint it found.
@@ -281,6 +320,7 @@ impl Log {
         let lock_file = take_lock(dir)?;
         let (checkpoint, found) = Checkpoint::open(&dir.join("checkpoint"))?;
         let sled_dir = dir.join("sled");
+        create_sled_dir(dir, &sled_dir)?;
         remove_unfinished_sled_snapshots(&sled_dir)?;
         let db = sled::Config::new()
             .path(&sled_dir)
