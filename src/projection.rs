@@ -39,6 +39,9 @@ struct Live {
     execution: BackgroundExecution,
     order: u64,
     slot: Slot,
+    /// The seqs of its events so far: the per-execution index holds an
+    /// execution's seqs only once it settles.
+    seqs: Vec<u64>,
 }
 
 /// One live execution in a snapshot, with its queue order key.
@@ -47,6 +50,11 @@ struct Live {
 pub(crate) struct SnapshotEntry {
     pub(crate) order: u64,
     pub(crate) execution: BackgroundExecution,
+    /// The seqs of its events (absent from snapshots of ledgers written
+    /// before the index held settled executions only: their per-event
+    /// index entries hold them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) seqs: Vec<u64>,
 }
 
 /// Counts of live executions by where they are.
@@ -121,10 +129,19 @@ impl Projection {
     ///
     /// The state machine's refusal; the projection is then unchanged.
     pub fn apply(&mut self, event: &Event) -> Result<Option<BackgroundExecution>, TransitionError> {
+        Ok(self.apply_tracked(event)?.map(|(e, _)| e))
+    }
+
+    /// [`apply`](Self::apply), also returning the seqs of a settled
+    /// execution's events.
+    pub(crate) fn apply_tracked(
+        &mut self,
+        event: &Event,
+    ) -> Result<Option<(BackgroundExecution, Vec<u64>)>, TransitionError> {
         let id = event.execution_id;
-        let (mut state, order, slot) = match self.live.remove(&id) {
-            Some(l) => (Some(l.execution), l.order, l.slot),
-            None => (None, event.seq, Slot::None),
+        let (mut state, order, slot, seqs) = match self.live.remove(&id) {
+            Some(l) => (Some(l.execution), l.order, l.slot, l.seqs),
+            None => (None, event.seq, Slot::None, Vec::new()),
         };
         if let Err(e) = machine::apply(&mut state, event) {
             if let Some(execution) = state {
@@ -134,6 +151,7 @@ impl Projection {
                         execution,
                         order,
                         slot,
+                        seqs,
                     },
                 );
             }
@@ -144,7 +162,9 @@ impl Projection {
             execution,
             order,
             slot,
+            seqs,
         };
+        live.seqs.push(event.seq);
         self.seq = event.seq;
         if matches!(
             event.kind,
@@ -157,7 +177,7 @@ impl Projection {
         }
         self.unplace(id, live.slot);
         if machine::is_settled(&live.execution) {
-            return Ok(Some(live.execution));
+            return Ok(Some((live.execution, live.seqs)));
         }
         live.slot = self.place(id, &live.execution, live.order);
         self.live.insert(id, live);
@@ -335,6 +355,7 @@ impl Projection {
             .map(|l| SnapshotEntry {
                 order: l.order,
                 execution: l.execution.clone(),
+                seqs: l.seqs.clone(),
             })
             .collect();
         entries.sort_by_key(|e| e.execution.execution_id);
@@ -346,7 +367,12 @@ impl Projection {
             seq,
             ..Projection::default()
         };
-        for SnapshotEntry { order, execution } in entries {
+        for SnapshotEntry {
+            order,
+            execution,
+            seqs,
+        } in entries
+        {
             let id = execution.execution_id;
             let slot = p.place(id, &execution, order);
             p.live.insert(
@@ -355,9 +381,17 @@ impl Projection {
                     execution,
                     order,
                     slot,
+                    seqs,
                 },
             );
         }
         p
+    }
+
+    /// The seqs of a live execution's events that this projection folded
+    /// (from a snapshot written before snapshots held them: only those
+    /// since).
+    pub(crate) fn seqs(&self, id: &ExecutionId) -> Option<&[u64]> {
+        self.live.get(id).map(|l| l.seqs.as_slice())
     }
 }

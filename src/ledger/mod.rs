@@ -8,7 +8,7 @@
 //! ```
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -27,7 +27,7 @@ use crate::machine;
 use crate::projection::{LiveCounts, Projection, SnapshotEntry};
 use crate::store::checkpoint;
 use crate::store::record::{self, Hash, GENESIS};
-use crate::store::{Append, Durability, Log, Name};
+use crate::store::{Durability, Log, Name};
 
 mod writer;
 
@@ -95,7 +95,9 @@ pub struct VerifyReport {
     pub events: u64,
     /// Distinct executions in the log.
     pub executions: u64,
-    /// Per-execution index entries, matched one for one with the events.
+    /// Events the per-execution index accounts for (settled executions'
+    /// entries, plus live executions' seqs in the fold), matched one for one
+    /// with the events.
     pub index_entries: u64,
     /// Stored snapshots compared with a fresh fold.
     pub snapshots: u64,
@@ -234,10 +236,12 @@ impl LedgerBuilder {
                 }
             }
         }
-        let (projection, head_hash) = replay(&log, last, &mut progress)?;
+        let (projection, head_hash, settled_last) = replay(&log, last, &mut progress)?;
         // A crash can leave the last event (only) without its index entries.
+        // (When the replay started from a snapshot at the last event, they
+        // were written before that snapshot.)
         if last > 0 {
-            log.repair_index(&read_event(&log, last)?)?;
+            log.index(&read_event(&log, last)?, settled_last.as_deref())?;
         }
         let last_at = match last {
             0 => DateTime::<Utc>::MIN_UTC,
@@ -504,33 +508,41 @@ impl Inner {
             core.projection.check(&event)?;
             let (rec, hash) = record::encode_event(&prev, &event);
             prev = hash;
-            records.push(rec);
+            records.push((rec, hash));
             events.push(event);
         }
-        let appends: Vec<Append<'_>> = events
-            .iter()
-            .zip(records)
-            .map(|(event, record)| Append {
-                seq: event.seq,
-                record,
-                execution: event.execution_id,
-                name: Name::of(event),
-            })
-            .collect();
-        if let Err(e) = self.log.append(&appends, (seq, prev)) {
-            core.poisoned = true;
-            return Err(e.into());
-        }
-        drop(appends);
-        core.head = (seq, prev);
-        core.last_at = now;
+        // Each event's record, then (folded in) its index entries: a crash
+        // leaves at most the last event without them, repaired on open. A
+        // failed write poisons the ledger with the projection matching the
+        // records written.
+        let started = std::time::Instant::now();
         let mut out = Vec::with_capacity(events.len());
-        for event in events {
+        let mut written = Ok(());
+        for (event, (record, hash)) in events.into_iter().zip(records) {
+            if let Err(e) = self.log.append(event.seq, &record) {
+                written = Err(e);
+                break;
+            }
+            core.head = (event.seq, hash);
+            core.last_at = now;
             let settled = core
                 .projection
-                .apply(&event)
+                .apply_tracked(&event)
                 .expect("an event checked against the projection applies");
-            out.push((event, settled));
+            let indexed = self
+                .log
+                .index(&event, settled.as_ref().map(|(_, s)| s.as_slice()));
+            out.push((event, settled.map(|(e, _)| e)));
+            if let Err(e) = indexed {
+                written = Err(e);
+                break;
+            }
+        }
+        self.log.appended(core.head);
+        self.log.counters.append.record(started.elapsed());
+        if let Err(e) = written {
+            core.poisoned = true;
+            return Err(e.into());
         }
         core.since_snapshot += out.len() as u64;
         let every = self.snapshot_every;
@@ -561,16 +573,31 @@ impl Inner {
     /// Folds one execution from its own events (for executions no longer
     /// live). `None` when it does not exist.
     fn load(&self, id: ExecutionId) -> Result<Option<BackgroundExecution>, Error> {
-        self.fold_execution(id, |_| true)
+        self.fold_execution(id, self.log.execution_seqs(&id)?, |_| true)
+    }
+
+    /// The seqs of one execution's events, live or settled, in order.
+    fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, Error> {
+        let live = self.core().projection.seqs(id).map(<[u64]>::to_vec);
+        // Read after the projection: an execution that settles in between
+        // has its index entry written by then.
+        let mut seqs = self.log.execution_seqs(id)?;
+        if let Some(live) = live {
+            seqs.extend(live);
+            seqs.sort_unstable();
+            seqs.dedup();
+        }
+        Ok(seqs)
     }
 
     fn fold_execution(
         &self,
         id: ExecutionId,
+        seqs: Vec<u64>,
         mut keep: impl FnMut(&Event) -> bool,
     ) -> Result<Option<BackgroundExecution>, Error> {
         let mut state = None;
-        for seq in self.log.execution_seqs(&id)? {
+        for seq in seqs {
             let event = read_event(&self.log, seq)?;
             if event.execution_id != id {
                 return Err(Error::corrupt(
@@ -596,13 +623,14 @@ fn read_event(log: &Log, seq: u64) -> Result<Event, Error> {
 }
 
 /// Folds the log from the newest usable snapshot at or below `to` up to
-/// `to`, checking every record and link on the way. Returns the projection
-/// and the hash of record `to`.
+/// `to`, checking every record and link on the way. Returns the projection,
+/// the hash of record `to`, and when event `to` was folded in and settled
+/// its execution, that execution's seqs.
 fn replay(
     log: &Log,
     to: u64,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Projection, Hash), Error> {
+) -> Result<(Projection, Hash, Option<Vec<u64>>), Error> {
     let (mut projection, mut prev) = (Projection::new(), GENESIS);
     for snap in log.snapshots_below(to) {
         let (seq, bytes) = snap?;
@@ -616,8 +644,9 @@ fn replay(
     }
     let from = projection.seq() + 1;
     if from > to {
-        return Ok((projection, prev));
+        return Ok((projection, prev, None));
     }
+    let mut settled_last = None;
     // Two stages on two threads: one reads and checks records (sled's
     // iterator, the hash of each, the links), the other decodes and folds.
     std::thread::scope(|scope| {
@@ -637,14 +666,17 @@ fn replay(
             for item in batch {
                 let (seq, bytes, hash) = item?;
                 let event = record::parse_event(seq, record::json_of(&bytes))?;
-                projection.apply(&event).map_err(|e| {
+                let settled = projection.apply_tracked(&event).map_err(|e| {
                     Error::corrupt(seq, format!("illegal transition in the log: {e}"))
                 })?;
+                if seq == to {
+                    settled_last = settled.map(|(_, seqs)| seqs);
+                }
                 prev = hash;
                 progress(seq, to);
             }
         }
-        Ok((projection, prev))
+        Ok((projection, prev, settled_last))
     })
 }
 
@@ -1254,7 +1286,7 @@ impl Ledger {
         id: ExecutionId,
     ) -> Result<Vec<Event>, LedgerError> {
         let mut events = Vec::new();
-        for seq in self.inner.log.execution_seqs(&id)? {
+        for seq in self.inner.execution_seqs(&id)? {
             events.push(read_event(&self.inner.log, seq)?);
         }
         match events.first() {
@@ -1309,12 +1341,14 @@ impl Ledger {
         at: At,
     ) -> Result<Option<BackgroundExecution>, LedgerError> {
         let seq = self.resolve(at)?;
-        let e = self.inner.fold_execution(id, |event| event.seq <= seq)?;
+        let seqs = self.inner.execution_seqs(&id)?;
+        let exists = !seqs.is_empty();
+        let e = self
+            .inner
+            .fold_execution(id, seqs, |event| event.seq <= seq)?;
         match e {
             Some(e) if scope.is_some_and(|t| t != &e.tenant_id) => Err(LedgerError::NotFound(id)),
-            None if self.inner.log.execution_seqs(&id)?.is_empty() => {
-                Err(LedgerError::NotFound(id))
-            }
+            None if !exists => Err(LedgerError::NotFound(id)),
             other => Ok(other),
         }
     }
@@ -1394,10 +1428,13 @@ impl Ledger {
         }
         let mut changes = Vec::with_capacity(touched.len());
         for (id, events) in touched {
-            let before = self.inner.fold_execution(id, |e| e.seq <= a)?;
+            let seqs = self.inner.execution_seqs(&id)?;
+            let before = self
+                .inner
+                .fold_execution(id, seqs.clone(), |e| e.seq <= a)?;
             let after = self
                 .inner
-                .fold_execution(id, |e| e.seq <= b)?
+                .fold_execution(id, seqs, |e| e.seq <= b)?
                 .ok_or_else(|| {
                     Error::new(ErrorKind::Corrupt, format!("{id} has events but no state"))
                 })?;
@@ -1580,14 +1617,33 @@ impl Ledger {
                 }
             }
         }
+        // Every event is in its execution's index entry once the execution
+        // is settled, and among the live seqs of the fold while it is live
+        // (an execution settled after `last` can be in both).
         let mut index_entries = 0u64;
         let mut index_fp = 0u64;
-        for entry in log.index_entries() {
-            let (id, seq) = entry?;
-            if seq <= last {
+        let mut count = |id: &ExecutionId, seqs: &[u64]| {
+            for &seq in seqs.iter().filter(|s| **s <= last) {
                 index_entries += 1;
-                index_fp = index_fp.wrapping_add(index_fingerprint(&id, seq));
+                index_fp = index_fp.wrapping_add(index_fingerprint(id, seq));
             }
+        };
+        let mut live: HashMap<ExecutionId, Vec<u64>> = projection
+            .live()
+            .map(|e| e.execution_id)
+            .map(|id| (id, projection.seqs(&id).unwrap_or_default().to_vec()))
+            .collect();
+        for group in log.index_groups() {
+            let (id, mut seqs) = group?;
+            if let Some(more) = live.remove(&id) {
+                seqs.extend(more);
+                seqs.sort_unstable();
+                seqs.dedup();
+            }
+            count(&id, &seqs);
+        }
+        for (id, seqs) in &live {
+            count(id, seqs);
         }
         if index_entries != last || index_fp != fingerprint {
             return Err(Error::new(

@@ -15,10 +15,18 @@
 //!
 //! ```text
 //! seq (8 bytes, big-endian)                   -> record (record.rs)
-//! 0xFF 'x' execution id (16) seq (8)          -> ()      per-execution index
+//! 0xFF 'x' execution id (16)                  -> seqs (8 bytes each, big-endian)
+//!                                                of a settled execution's events
+//! 0xFF 'x' execution id (16) seq (8)          -> ()  one event of an execution
+//!                                                (ledgers written before 0.2; read)
 //! 0xFF 'k' tenant 0x00 idempotency key        -> execution id (16)
 //! 0xFF 'b' tenant 0x00 binding target         -> execution id (16), latest bound
 //! ```
+//!
+//! A live execution's seqs are in the projection (and its snapshots); the
+//! index gets them, in one entry, with the event that settles it. sled's
+//! cost follows the number of entries it holds: one per event plus one per
+//! execution, instead of two per event.
 //!
 //! Tree `snapshots` maps a seq to the projection as of that seq (derived
 //! data: a damaged or missing snapshot is rebuilt from the log).
@@ -75,13 +83,6 @@ fn exec_prefix(id: &ExecutionId) -> [u8; 18] {
     k
 }
 
-fn exec_key(id: &ExecutionId, seq: u64) -> [u8; 26] {
-    let mut k = [0u8; 26];
-    k[..18].copy_from_slice(&exec_prefix(id));
-    k[18..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
 fn named_key(kind: u8, tenant: &TenantId, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(3 + tenant.as_str().len() + key.len());
     k.push(INDEX);
@@ -94,6 +95,22 @@ fn named_key(kind: u8, tenant: &TenantId, key: &str) -> Vec<u8> {
 
 fn seq_of(key: &[u8]) -> Option<u64> {
     key.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// Adds the seqs one per-execution index entry holds to `seqs`; `None` when
+/// it is malformed.
+fn unpack(key: &[u8], value: &[u8], seqs: &mut Vec<u64>) -> Option<()> {
+    match key.len() {
+        18 if value.len().is_multiple_of(8) => {
+            seqs.extend(value.chunks_exact(8).filter_map(seq_of));
+            Some(())
+        }
+        26 => {
+            seqs.push(seq_of(&key[18..])?);
+            Some(())
+        }
+        _ => None,
+    }
 }
 
 /// A per-tenant name that an event points at its execution.
@@ -128,14 +145,6 @@ impl<'a> Name<'a> {
             Name::Binding(t, k) => named_key(BIND, t, k),
         }
     }
-}
-
-/// One event's writes: its record and its index entries.
-pub(crate) struct Append<'a> {
-    pub(crate) seq: u64,
-    pub(crate) record: Vec<u8>,
-    pub(crate) execution: ExecutionId,
-    pub(crate) name: Option<Name<'a>>,
 }
 
 #[derive(Debug, Default)]
@@ -459,39 +468,55 @@ impl Log {
         })
     }
 
-    /// The seqs of one execution's events, in order.
+    /// The seqs of one execution's events that the index holds, in order:
+    /// all of them once it is settled (live ones are in the projection).
     pub(crate) fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, Error> {
-        self.events
-            .scan_prefix(exec_prefix(id))
-            .keys()
-            .map(|k| {
-                let k = k.map_err(Error::store)?;
-                seq_of(&k[18..]).ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Corrupt,
-                        format!("malformed index entry for {id}"),
-                    )
-                })
-            })
-            .collect()
+        let mut seqs = Vec::new();
+        for item in self.events.scan_prefix(exec_prefix(id)) {
+            let (k, v) = item.map_err(Error::store)?;
+            unpack(&k, &v, &mut seqs).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    format!("malformed index entry for {id}"),
+                )
+            })?;
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        Ok(seqs)
     }
 
-    /// How many per-execution index entries there are, and whether each
-    /// names a stored event (checked by `verify`).
-    pub(crate) fn index_entries(
+    /// Every execution the index holds, with its seqs (sorted, without
+    /// duplicates), in execution id order (checked by `verify`).
+    pub(crate) fn index_groups(
         &self,
-    ) -> impl Iterator<Item = Result<(ExecutionId, u64), Error>> + '_ {
-        self.events.scan_prefix([INDEX, EXEC]).keys().map(|k| {
-            let k = k.map_err(Error::store)?;
-            let id: [u8; 16] = k
-                .get(2..18)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| Error::new(ErrorKind::Corrupt, "malformed index entry"))?;
-            let seq = k
-                .get(18..)
-                .and_then(seq_of)
-                .ok_or_else(|| Error::new(ErrorKind::Corrupt, "malformed index entry"))?;
-            Ok((ExecutionId::from_bytes(id), seq))
+    ) -> impl Iterator<Item = Result<(ExecutionId, Vec<u64>), Error>> + '_ {
+        let mut entries = self.events.scan_prefix([INDEX, EXEC]).peekable();
+        std::iter::from_fn(move || {
+            let malformed = || Error::new(ErrorKind::Corrupt, "malformed index entry");
+            let id_of = |k: &[u8]| -> Option<[u8; 16]> { k.get(2..18)?.try_into().ok() };
+            let (k, v) = match entries.next()? {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(Error::store(e))),
+            };
+            let Some(id) = id_of(&k) else {
+                return Some(Err(malformed()));
+            };
+            let mut seqs = Vec::new();
+            if unpack(&k, &v, &mut seqs).is_none() {
+                return Some(Err(malformed()));
+            }
+            while let Some(Ok((k, v))) = entries.next_if(|e| {
+                e.as_ref()
+                    .is_ok_and(|(k, _)| id_of(k).is_some_and(|other| other == id))
+            }) {
+                if unpack(&k, &v, &mut seqs).is_none() {
+                    return Some(Err(malformed()));
+                }
+            }
+            seqs.sort_unstable();
+            seqs.dedup();
+            Some(Ok((ExecutionId::from_bytes(id), seqs)))
         })
     }
 
@@ -506,52 +531,49 @@ impl Log {
         .transpose()
     }
 
-    /// Writes events and their index entries and records the new end of
-    /// the log. Callers append in seq order, one at a time.
+    /// Writes one event's record. Its index entries follow once it is
+    /// folded into the projection ([`Log::index`]); then, after the last
+    /// event of a command, [`Log::appended`].
     ///
     /// Plain inserts, not a sled batch: sled seals (writes out) its I/O
     /// buffer for every batch, which costs about four times the inserts.
     /// sled recovers a prefix of its log in insert order, and each record is
     /// inserted before its index entries, so a crash can leave at most the
-    /// last event without them: [`Log::repair_index`] restores them on open.
-    pub(crate) fn append(&self, appends: &[Append<'_>], head: (u64, Hash)) -> Result<(), Error> {
-        let started = std::time::Instant::now();
-        for a in appends {
+    /// last event without them: [`Log::index`] restores them on open.
+    pub(crate) fn append(&self, seq: u64, record: &[u8]) -> Result<(), Error> {
+        self.events
+            .insert(event_key(seq), record)
+            .map(|_| ())
+            .map_err(Error::store)
+    }
+
+    /// Writes the index entries of an event in the log (idempotent): the
+    /// name it points at its execution, and when it settled its execution,
+    /// the seqs of all that execution's events.
+    pub(crate) fn index(&self, event: &Event, settled: Option<&[u64]>) -> Result<(), Error> {
+        if let Some(name) = Name::of(event) {
             self.events
-                .insert(event_key(a.seq), a.record.as_slice())
+                .insert(name.key(), event.execution_id.as_bytes())
                 .map_err(Error::store)?;
-            self.index(a.seq, &a.execution, a.name)?;
         }
-        self.counters.append.record(started.elapsed());
+        if let Some(seqs) = settled {
+            let packed: Vec<u8> = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
+            self.events
+                .insert(exec_prefix(&event.execution_id), packed)
+                .map_err(Error::store)?;
+        }
+        Ok(())
+    }
+
+    /// Records `head` as the end of the log, its records and index entries
+    /// written.
+    pub(crate) fn appended(&self, head: (u64, Hash)) {
         *lock(&self.appended) = head;
         if self.durability == Durability::Buffered {
             let mut st = lock(&self.state);
             st.visible = head.0;
             self.changed.notify_all();
         }
-        Ok(())
-    }
-
-    fn index(
-        &self,
-        seq: u64,
-        execution: &ExecutionId,
-        name: Option<Name<'_>>,
-    ) -> Result<(), Error> {
-        self.events
-            .insert(exec_key(execution, seq), &[])
-            .map_err(Error::store)?;
-        if let Some(name) = name {
-            self.events
-                .insert(name.key(), execution.as_bytes())
-                .map_err(Error::store)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the index entries of an event that is in the log (idempotent).
-    pub(crate) fn repair_index(&self, event: &Event) -> Result<(), Error> {
-        self.index(event.seq, &event.execution_id, Name::of(event))
     }
 
     /// Returns once `seq` is as durable as the log's durability promises;

@@ -1,0 +1,180 @@
+//! The per-execution index on a real sled database: one entry per settled
+//! execution (its seqs), live executions' seqs in the projection and its
+//! snapshots, the repair of a crash between a settling record and its
+//! entry, and ledgers written with the older per-event index.
+
+use std::path::Path;
+
+use execution_ledger::{
+    BackgroundExecutionStatus, ErrorKind, ExecutionId, Ledger, Submission, TenantId,
+};
+
+fn tenant() -> TenantId {
+    "acme".parse().unwrap()
+}
+
+/// A settled execution (queued, started, completed) and a live one
+/// (queued, started), then `extra` more submits; snapshots after every event
+/// they allow.
+fn build(dir: &Path, extra: u64) -> (ExecutionId, ExecutionId) {
+    let ledger = Ledger::builder(dir).snapshot_every(1).open().unwrap();
+    let mut high = Submission::new("echo");
+    high.config.priority = 90;
+    let settled = ledger.submit(&tenant(), high).unwrap().execution;
+    let live = ledger
+        .submit(&tenant(), Submission::new("echo"))
+        .unwrap()
+        .execution;
+    let c = ledger.claim(None).unwrap().unwrap();
+    assert_eq!(c.execution_id, settled.execution_id);
+    ledger.claim(None).unwrap().unwrap();
+    ledger
+        .complete(c.execution_id, c.attempt, serde_json::json!("done"))
+        .unwrap();
+    for _ in 0..extra {
+        ledger.submit(&tenant(), Submission::new("echo")).unwrap();
+    }
+    (settled.execution_id, live.execution_id)
+}
+
+/// The per-execution index entries: (key, value).
+fn index_entries(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let db = sled::open(dir.join("sled")).unwrap();
+    let tree = db.open_tree("events").unwrap();
+    tree.scan_prefix([0xFF, b'x'])
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+fn seqs(ledger: &Ledger, id: ExecutionId) -> Vec<u64> {
+    ledger.history(id).unwrap().iter().map(|e| e.seq).collect()
+}
+
+#[test]
+fn one_entry_per_settled_execution_and_live_seqs_from_the_projection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settled, live) = build(dir.path(), 3);
+    // Seqs: 1 queued(settled), 2 queued(live), 3 started, 4 started,
+    // 5 completed, 6-8 queued.
+    let entries = index_entries(dir.path());
+    assert_eq!(entries.len(), 1, "only the settled execution has an entry");
+    let (k, v) = &entries[0];
+    assert_eq!(&k[2..], settled.as_bytes());
+    let packed: Vec<u64> = v
+        .chunks(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(packed, vec![1, 3, 5]);
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(seqs(&ledger, settled), vec![1, 3, 5]);
+    // From the reopened projection (a snapshot plus the tail).
+    assert_eq!(seqs(&ledger, live), vec![2, 4]);
+    let report = ledger.verify().unwrap();
+    assert_eq!(report.index_entries, 8);
+    // Settling the live one writes its entry with all its seqs.
+    let e = ledger.get(live).unwrap();
+    ledger
+        .complete(live, e.attempt, serde_json::Value::Null)
+        .unwrap();
+    assert_eq!(seqs(&ledger, live), vec![2, 4, 9]);
+    drop(ledger);
+    assert_eq!(index_entries(dir.path()).len(), 2);
+    Ledger::open(dir.path()).unwrap().verify().unwrap();
+}
+
+#[test]
+fn a_crash_between_the_settling_record_and_its_entry_is_repaired_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settled, _) = build(dir.path(), 0);
+    // The completion (seq 5) is the last event: remove its entry, as a kill
+    // right after its record would have left the database.
+    {
+        let db = sled::open(dir.path().join("sled")).unwrap();
+        let tree = db.open_tree("events").unwrap();
+        let mut key = vec![0xFF, b'x'];
+        key.extend_from_slice(settled.as_bytes());
+        assert!(tree.remove(&key).unwrap().is_some());
+        // Without the snapshot at seq 5, open replays the completion.
+        let snapshots = db.open_tree("snapshots").unwrap();
+        snapshots.remove(5u64.to_be_bytes()).unwrap();
+        tree.flush().unwrap();
+        snapshots.flush().unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(seqs(&ledger, settled), vec![1, 3, 5]);
+    ledger.verify().unwrap();
+}
+
+#[test]
+fn a_missing_entry_before_the_last_event_is_named_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settled, _) = build(dir.path(), 2);
+    {
+        let db = sled::open(dir.path().join("sled")).unwrap();
+        let tree = db.open_tree("events").unwrap();
+        let mut key = vec![0xFF, b'x'];
+        key.extend_from_slice(settled.as_bytes());
+        tree.remove(&key).unwrap();
+        tree.flush().unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let err = ledger.verify().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(err.to_string().contains("per-execution index"), "{err}");
+}
+
+/// Ledgers written before the index held settled executions only have one
+/// entry per event and snapshots without seqs: they read, verify and go on.
+#[test]
+fn a_ledger_with_the_per_event_index_reads_verifies_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settled, live) = build(dir.path(), 2);
+    {
+        let db = sled::open(dir.path().join("sled")).unwrap();
+        let tree = db.open_tree("events").unwrap();
+        for kv in tree.scan_prefix([0xFF, b'x']) {
+            tree.remove(kv.unwrap().0).unwrap();
+        }
+        for kv in tree.range(..[0xFFu8].as_slice()) {
+            let (k, v) = kv.unwrap();
+            let event: serde_json::Value = serde_json::from_slice(&v[65..]).unwrap();
+            let id: ExecutionId = event["executionId"].as_str().unwrap().parse().unwrap();
+            let mut key = vec![0xFF, b'x'];
+            key.extend_from_slice(id.as_bytes());
+            key.extend_from_slice(&k);
+            tree.insert(key, &[]).unwrap();
+        }
+        let snapshots = db.open_tree("snapshots").unwrap();
+        for kv in snapshots.iter() {
+            let (k, v) = kv.unwrap();
+            let mut snap: serde_json::Value = serde_json::from_slice(&v).unwrap();
+            for entry in snap["entries"].as_array_mut().unwrap() {
+                entry.as_object_mut().unwrap().remove("seqs");
+            }
+            snapshots
+                .insert(k, serde_json::to_vec(&snap).unwrap())
+                .unwrap();
+        }
+        tree.flush().unwrap();
+        snapshots.flush().unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(seqs(&ledger, settled), vec![1, 3, 5]);
+    assert_eq!(seqs(&ledger, live), vec![2, 4]);
+    ledger.verify().unwrap();
+    let e = ledger.get(live).unwrap();
+    ledger
+        .complete(live, e.attempt, serde_json::Value::Null)
+        .unwrap();
+    assert_eq!(seqs(&ledger, live), vec![2, 4, 8]);
+    assert_eq!(
+        ledger.get(live).unwrap().status,
+        BackgroundExecutionStatus::Completed
+    );
+    ledger.verify().unwrap();
+    drop(ledger);
+    Ledger::open(dir.path()).unwrap().verify().unwrap();
+}
