@@ -1,10 +1,9 @@
 //! Durable jobs through the runtime: submit, claim, run a no-op callable,
-//! complete (three synced events a job).
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+//! complete (three synced events a job); the scenario of `ledger bench`.
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use execution_ledger::{bench::sample_submission, Ledger, Runtime};
+use execution_ledger::{bench, Ledger};
 
 mod common;
 
@@ -25,42 +24,9 @@ fn end_to_end(c: &mut Criterion) {
             for _ in 0..iters {
                 let scratch = common::Scratch::new();
                 let ledger = Ledger::open(scratch.path("l")).expect("open");
-                total += rt.block_on(async {
-                    let runtime = Arc::new(
-                        Runtime::builder(ledger)
-                            .workers(64)
-                            .register("noop", |_, _| async { Ok(serde_json::Value::Null) })
-                            .start()
-                            .await
-                            .expect("start"),
-                    );
-                    let start = Instant::now();
-                    let tasks: Vec<_> = (0..32u64)
-                        .map(|s| {
-                            let runtime = runtime.clone();
-                            tokio::spawn(async move {
-                                for i in 0..JOBS / 32 {
-                                    let mut job = sample_submission(s * 1000 + i);
-                                    job.callable_name = "noop".into();
-                                    let h = runtime
-                                        .submit(&common::tenant(), job)
-                                        .await
-                                        .expect("submit");
-                                    h.result().await.expect("finished");
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.expect("a submitter");
-                    }
-                    let took = start.elapsed();
-                    runtime
-                        .shutdown(Duration::from_secs(5))
-                        .await
-                        .expect("shutdown");
-                    took
-                });
+                total += rt
+                    .block_on(bench::noop_jobs(ledger, 64, 32, JOBS / 32))
+                    .expect("jobs run");
             }
             total
         })

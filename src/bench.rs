@@ -443,6 +443,55 @@ fn raw_insert_rate(root: &Path, n: u64) -> f64 {
     r
 }
 
+/// Runs `submitters * per` durable jobs of a no-op callable through a
+/// runtime of `workers` workers on `ledger` (each submitter submits its
+/// jobs, then awaits their results) and returns how long they took, start-up
+/// and shutdown excluded.
+///
+/// # Errors
+///
+/// `Fatal` when the runtime cannot start or stop.
+pub async fn noop_jobs(
+    ledger: Ledger,
+    workers: usize,
+    submitters: u64,
+    per: u64,
+) -> Result<Duration, Error> {
+    let runtime = crate::runtime::Runtime::builder(ledger)
+        .workers(workers)
+        .register("noop", |_, _| async { Ok(serde_json::Value::Null) })
+        .start()
+        .await
+        .map_err(fatal)?;
+    let runtime = Arc::new(runtime);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..submitters {
+        let runtime = runtime.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = tenant();
+            let mut handles = Vec::new();
+            for i in 0..per {
+                let mut sub = sample_submission(s * per + i);
+                sub.callable_name = "noop".into();
+                handles.push(runtime.submit(&t, sub).await.expect("a submit"));
+            }
+            for h in handles {
+                h.result().await.expect("finished");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a submitter");
+    }
+    let took = start.elapsed();
+    runtime
+        .shutdown(Duration::from_secs(5))
+        .await
+        .map_err(fatal)?;
+    Ok(took)
+}
+
 /// Durable end-to-end jobs through the runtime (submit, claim, run a no-op
 /// callable, complete: three synced events a job), against raw single-tree
 /// inserts.
@@ -462,44 +511,10 @@ pub fn end_to_end(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
             .max_blocking_threads(512)
             .build()
             .map_err(|e| Error::io("cannot start tokio", e))?;
-        let took = rt.block_on(async {
-            let runtime = crate::runtime::Runtime::builder(l.clone())
-                .workers(128)
-                .register("noop", |_, _| async { Ok(serde_json::Value::Null) })
-                .start()
-                .await
-                .map_err(fatal)?;
-            let runtime = Arc::new(runtime);
-            let start = Instant::now();
-            let submitters = 64u64;
-            let per = jobs.div_ceil(submitters);
-            let mut tasks = Vec::new();
-            for s in 0..submitters {
-                let runtime = runtime.clone();
-                tasks.push(tokio::spawn(async move {
-                    let t = tenant();
-                    let mut handles = Vec::new();
-                    for i in 0..per {
-                        let mut sub = sample_submission(s * per + i);
-                        sub.callable_name = "noop".into();
-                        handles.push(runtime.submit(&t, sub).await.expect("a submit"));
-                    }
-                    for h in handles {
-                        h.result().await.expect("finished");
-                    }
-                }));
-            }
-            for t in tasks {
-                t.await.expect("a submitter");
-            }
-            let took = start.elapsed();
-            runtime
-                .shutdown(Duration::from_secs(5))
-                .await
-                .map_err(fatal)?;
-            Ok::<_, Error>((took, submitters * per))
-        })?;
-        ours.push(rate(took.1, took.0));
+        let submitters = 64u64;
+        let per = jobs.div_ceil(submitters);
+        let took = rt.block_on(noop_jobs(l.clone(), 128, submitters, per))?;
+        ours.push(rate(submitters * per, took));
         drop(l);
         let _ = std::fs::remove_dir_all(&dir);
         raw.push(raw_insert_rate(root, sizes.appends));
