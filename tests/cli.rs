@@ -142,6 +142,11 @@ fn a_session_submit_claim_complete_show_history_queue() {
     assert_eq!(h.seq, 4);
     assert_eq!(h.hash.len(), 64);
     assert!(ok(d, &["verify"]).starts_with("ok: 4 events"));
+    assert_eq!(
+        ok(d, &["reindex"]).trim(),
+        "reindexed: 4 events folded, 1 settled executions indexed, 0 stale entries removed"
+    );
+    assert!(ok(d, &["verify"]).starts_with("ok: 4 events"));
     let export = ok(d, &["export"]);
     assert_eq!(export.lines().count(), 4);
     for line in export.lines() {

@@ -175,6 +175,38 @@ fn a_ledger_with_the_per_event_index_reads_verifies_and_goes_on() {
         BackgroundExecutionStatus::Completed
     );
     ledger.verify().unwrap();
+    // Rebuilding moves it to one entry per settled execution.
+    let done = ledger.rebuild_index().unwrap();
+    assert_eq!((done.events, done.settled), (8, 2));
+    assert_eq!(done.removed, 7, "the seven per-event entries of seqs 1-7");
+    ledger.verify().unwrap();
     drop(ledger);
-    Ledger::open(dir.path()).unwrap().verify().unwrap();
+    assert_eq!(index_entries(dir.path()).len(), 2);
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(seqs(&ledger, settled), vec![1, 3, 5]);
+    assert_eq!(seqs(&ledger, live), vec![2, 4, 8]);
+    ledger.verify().unwrap();
+}
+
+#[test]
+fn rebuilding_restores_a_missing_entry_and_removes_a_stray_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settled, _) = build(dir.path(), 2);
+    {
+        let db = sled::open(dir.path().join("sled")).unwrap();
+        let tree = db.open_tree("events").unwrap();
+        let mut key = vec![0xFF, b'x'];
+        key.extend_from_slice(settled.as_bytes());
+        tree.remove(&key).unwrap();
+        let mut stray = vec![0xFF, b'x'];
+        stray.extend_from_slice(ExecutionId::new().as_bytes());
+        tree.insert(stray, 3u64.to_be_bytes().to_vec()).unwrap();
+        tree.flush().unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert!(ledger.verify().is_err());
+    let done = ledger.rebuild_index().unwrap();
+    assert_eq!((done.events, done.settled, done.removed), (7, 1, 1));
+    ledger.verify().unwrap();
+    assert_eq!(seqs(&ledger, settled), vec![1, 3, 5]);
 }

@@ -87,6 +87,19 @@ pub struct Submitted {
     pub created: bool,
 }
 
+/// What [`Ledger::rebuild_index`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexRebuild {
+    /// Events folded.
+    pub events: u64,
+    /// Settled executions, each with its entry written.
+    pub settled: u64,
+    /// Entries the log does not imply (stale, damaged, or the older
+    /// one-per-event layout), removed.
+    pub removed: u64,
+}
+
 /// What `verify` checked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -1668,6 +1681,53 @@ impl Ledger {
             snapshots: snapshots_checked,
             projection_compared,
             head: head_of(&head),
+        })
+    }
+
+    /// Rebuilds the per-execution and name index from the log, which is
+    /// its only source: folds every event, writes each settled execution's
+    /// entry and each name, removes every entry the log does not imply (a
+    /// damaged one, or one of the older one-per-event layout), and takes a
+    /// snapshot. Writes wait while it runs; it holds the index's keys in
+    /// memory (tens of bytes per execution).
+    ///
+    /// # Errors
+    ///
+    /// `Corrupt` (with the seq) for damage in the log, or when the live
+    /// projection differs from the fold; `Io`.
+    pub fn rebuild_index(&self) -> Result<IndexRebuild, Error> {
+        let mut core = self.core();
+        let log = &self.inner.log;
+        let mut projection = Projection::new();
+        let mut keep = HashSet::new();
+        let (mut events, mut settled) = (0, 0);
+        for item in log.checked_records(1, core.head.0, GENESIS) {
+            let (seq, bytes, _) = item?;
+            let event = record::parse_event(seq, record::json_of(&bytes))?;
+            let done = projection
+                .apply_tracked(&event)
+                .map_err(|e| Error::corrupt(seq, format!("illegal transition in the log: {e}")))?;
+            log.index(&event, done.as_ref().map(|(_, seqs)| seqs.as_slice()))?;
+            keep.extend(Log::index_keys(&event, done.is_some()));
+            events += 1;
+            settled += u64::from(done.is_some());
+        }
+        if let Some(diff) = core.projection.difference(&projection) {
+            return Err(Error::corrupt(
+                core.head.0,
+                format!("the live projection differs from the fold: {diff}"),
+            ));
+        }
+        let removed = log.remove_index_except(&keep)?;
+        // Live executions' seqs complete, whatever snapshot they came from.
+        core.projection = projection;
+        self.inner.write_snapshot(&core)?;
+        drop(core);
+        log.flush()?;
+        Ok(IndexRebuild {
+            events,
+            settled,
+            removed,
         })
     }
 

@@ -565,6 +565,29 @@ impl Log {
         Ok(())
     }
 
+    /// The keys [`Log::index`] writes for `event`.
+    pub(crate) fn index_keys(event: &Event, settled: bool) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = Name::of(event).map(|n| n.key()).into_iter().collect();
+        if settled {
+            keys.push(exec_prefix(&event.execution_id).to_vec());
+        }
+        keys
+    }
+
+    /// Removes every index entry whose key is not in `keep`; returns how
+    /// many it removed.
+    pub(crate) fn remove_index_except(&self, keep: &HashSet<Vec<u8>>) -> Result<u64, Error> {
+        let mut removed = 0;
+        for key in self.events.range([INDEX].as_slice()..).keys() {
+            let key = key.map_err(Error::store)?;
+            if !keep.contains(key.as_ref()) {
+                self.events.remove(&key).map_err(Error::store)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Records `head` as the end of the log, its records and index entries
     /// written.
     pub(crate) fn appended(&self, head: (u64, Hash)) {

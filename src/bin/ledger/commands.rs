@@ -187,6 +187,19 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 writeln!(out, "seq {} hash {}", head.seq, head.hash)?;
             }
         }
+        Command::Reindex => {
+            let ledger = backend.local("reindex")?;
+            let done = ledger.rebuild_index()?;
+            if cli.json {
+                json_line(out, &done)?;
+            } else {
+                writeln!(
+                    out,
+                    "reindexed: {} events folded, {} settled executions indexed, {} stale entries removed",
+                    done.events, done.settled, done.removed
+                )?;
+            }
+        }
         Command::Verify => {
             let ledger = backend.local("verify")?;
             let bar = Bar::new("verifying");

@@ -137,6 +137,10 @@ pub(crate) enum Command {
     },
     /// Check the whole log: exit 0 when intact, 1 naming the first bad seq.
     Verify,
+    /// Rebuild the per-execution and name index from the log (after
+    /// `verify` reports it damaged, or to move a ledger written with the
+    /// older one-entry-per-event index); writes wait while it runs.
+    Reindex,
     /// The last seq and its hash.
     Head,
     /// Figures about the ledger.
