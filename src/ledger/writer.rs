@@ -10,8 +10,8 @@
 //! ```
 //!
 //! Whoever pushes a command while no one is combining becomes the combiner:
-//! a blocking caller does it on its own thread, an async caller on a
-//! blocking thread. Everyone else just waits for their answer, so a command
+//! a blocking caller does it on its own thread, an async caller hands it to
+//! one of the ledger's two helper threads. Everyone else just waits for their answer, so a command
 //! costs one hand-off, not a contended lock plus a wait for the disk. The
 //! combiner gives up the role before it syncs, so the next group is
 //! appended while this one is synced.
@@ -97,7 +97,7 @@ impl<R: Send + 'static> Command<R> {
     }
 
     /// Queues the command; its answer is the returned future. When no one
-    /// is combining, a blocking thread does.
+    /// is combining, a helper thread does.
     pub(super) fn spawn(self) -> Pending<R> {
         let job = match self.job {
             Ok(job) => job,
@@ -303,8 +303,13 @@ fn take<R>(s: &mut Slot<R>) -> Option<Result<R, LedgerError>> {
     })
 }
 
-/// The answer to a ledger command that was queued without blocking: a
-/// future of its result.
+/// The answer to a ledger command that was queued without blocking (the
+/// `*_async` commands of [`Ledger`](super::Ledger)): a future of its result,
+/// ready once the command's events are as durable as the ledger promises.
+///
+/// The command is carried out whether or not the future is awaited or
+/// dropped, and dropping the last `Ledger` handle waits for it. Any executor
+/// can poll it; it needs no tokio runtime.
 #[must_use = "the command is carried out either way; its answer is here"]
 pub struct Pending<R> {
     slot: Arc<Mutex<Slot<R>>>,

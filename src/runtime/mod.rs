@@ -4,7 +4,7 @@
 //! ledger before it counts.
 //!
 //! Commands go to the ledger without blocking (`*_async`: a synced append
-//! waits for the disk on a blocking thread, not on a worker); reads that
+//! waits for the disk on the ledger's own thread, not on a worker); reads that
 //! may touch the disk run on tokio's blocking pool.
 
 mod callback;
