@@ -594,13 +594,10 @@ impl Inner {
         let live = self.core().projection.seqs(id).map(<[u64]>::to_vec);
         // Read after the projection: an execution that settles in between
         // has its index entry written by then.
-        let mut seqs = self.log.execution_seqs(id)?;
-        if let Some(live) = live {
-            seqs.extend(live);
-            seqs.sort_unstable();
-            seqs.dedup();
-        }
-        Ok(seqs)
+        Ok(union(
+            self.log.execution_seqs(id)?,
+            &live.unwrap_or_default(),
+        ))
     }
 
     fn fold_execution(
@@ -621,11 +618,52 @@ impl Inner {
             if !keep(&event) {
                 break;
             }
-            machine::apply(&mut state, &event)
-                .map_err(|e| Error::corrupt(seq, format!("illegal transition in the log: {e}")))?;
+            machine::apply(&mut state, &event).map_err(illegal(seq))?;
         }
         Ok(state)
     }
+}
+
+/// The error for an event the state machine refuses, found in the log.
+fn illegal(seq: u64) -> impl FnOnce(machine::TransitionError) -> Error {
+    move |e| Error::corrupt(seq, format!("illegal transition in the log: {e}"))
+}
+
+/// An execution settled by an event: it, and the seqs of all its events.
+type Settled = Option<(BackgroundExecution, Vec<u64>)>;
+
+/// Decodes stored record `seq` and folds its event into `projection`.
+fn fold_record(
+    projection: &mut Projection,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<(Event, Settled), Error> {
+    let event = record::parse_event(seq, record::json_of(bytes))?;
+    let settled = projection.apply_tracked(&event).map_err(illegal(seq))?;
+    Ok((event, settled))
+}
+
+/// Checks the live projection against a fold of the log to `seq`.
+fn same_as_fold(live: &Projection, fold: &Projection, seq: u64) -> Result<(), Error> {
+    match live.difference(fold) {
+        None => Ok(()),
+        Some(diff) => Err(Error::corrupt(
+            seq,
+            format!("the live projection differs from the fold: {diff}"),
+        )),
+    }
+}
+
+/// An execution's seqs: those the index holds and those a projection holds
+/// while it is live (an execution can be in both around the time it settles,
+/// and in ledgers written with the per-event index).
+fn union(mut indexed: Vec<u64>, live: &[u64]) -> Vec<u64> {
+    if !live.is_empty() {
+        indexed.extend_from_slice(live);
+        indexed.sort_unstable();
+        indexed.dedup();
+    }
+    indexed
 }
 
 fn read_event(log: &Log, seq: u64) -> Result<Event, Error> {
@@ -678,10 +716,7 @@ fn replay(
         for batch in rx {
             for item in batch {
                 let (seq, bytes, hash) = item?;
-                let event = record::parse_event(seq, record::json_of(&bytes))?;
-                let settled = projection.apply_tracked(&event).map_err(|e| {
-                    Error::corrupt(seq, format!("illegal transition in the log: {e}"))
-                })?;
+                let (_, settled) = fold_record(&mut projection, seq, &bytes)?;
                 if seq == to {
                     settled_last = settled.map(|(_, seqs)| seqs);
                 }
@@ -1565,7 +1600,7 @@ impl Ledger {
         let mut fingerprint = 0u64;
         for item in log.checked_records(1, head.0, GENESIS) {
             let (seq, bytes, hash) = item?;
-            let event = record::parse_event(seq, record::json_of(&bytes))?;
+            let (event, _) = fold_record(&mut projection, seq, &bytes)?;
             if event.at < last_at {
                 return Err(Error::corrupt(
                     seq,
@@ -1578,9 +1613,6 @@ impl Ledger {
                     format!("{} is queued a second time", event.execution_id),
                 ));
             }
-            projection
-                .apply(&event)
-                .map_err(|e| Error::corrupt(seq, format!("illegal transition in the log: {e}")))?;
             fingerprint = fingerprint.wrapping_add(index_fingerprint(&event.execution_id, seq));
             while let Some(s) = snapshots.next_if(|s| *s <= seq) {
                 if s == seq {
@@ -1641,19 +1673,14 @@ impl Ledger {
                 index_fp = index_fp.wrapping_add(index_fingerprint(id, seq));
             }
         };
-        let mut live: HashMap<ExecutionId, Vec<u64>> = projection
+        let mut live: HashMap<ExecutionId, &[u64]> = projection
             .live()
             .map(|e| e.execution_id)
-            .map(|id| (id, projection.seqs(&id).unwrap_or_default().to_vec()))
+            .map(|id| (id, projection.seqs(&id).unwrap_or_default()))
             .collect();
         for group in log.index_groups() {
-            let (id, mut seqs) = group?;
-            if let Some(more) = live.remove(&id) {
-                seqs.extend(more);
-                seqs.sort_unstable();
-                seqs.dedup();
-            }
-            count(&id, &seqs);
+            let (id, seqs) = group?;
+            count(&id, &union(seqs, live.remove(&id).unwrap_or_default()));
         }
         for (id, seqs) in &live {
             count(id, seqs);
@@ -1667,12 +1694,7 @@ impl Ledger {
         let core = self.core();
         let projection_compared = core.head.0 == last;
         if projection_compared {
-            if let Some(diff) = core.projection.difference(&projection) {
-                return Err(Error::corrupt(
-                    last,
-                    format!("the live projection differs from the fold: {diff}"),
-                ));
-            }
+            same_as_fold(&core.projection, &projection, last)?;
         }
         Ok(VerifyReport {
             events: last,
@@ -1703,21 +1725,14 @@ impl Ledger {
         let (mut events, mut settled) = (0, 0);
         for item in log.checked_records(1, core.head.0, GENESIS) {
             let (seq, bytes, _) = item?;
-            let event = record::parse_event(seq, record::json_of(&bytes))?;
-            let done = projection
-                .apply_tracked(&event)
-                .map_err(|e| Error::corrupt(seq, format!("illegal transition in the log: {e}")))?;
-            log.index(&event, done.as_ref().map(|(_, seqs)| seqs.as_slice()))?;
-            keep.extend(Log::index_keys(&event, done.is_some()));
+            let (event, done) = fold_record(&mut projection, seq, &bytes)?;
+            let seqs = done.as_ref().map(|(_, seqs)| seqs.as_slice());
+            log.index(&event, seqs)?;
+            keep.extend(Log::index_keys(&event, seqs));
             events += 1;
             settled += u64::from(done.is_some());
         }
-        if let Some(diff) = core.projection.difference(&projection) {
-            return Err(Error::corrupt(
-                core.head.0,
-                format!("the live projection differs from the fold: {diff}"),
-            ));
-        }
+        same_as_fold(&core.projection, &projection, core.head.0)?;
         let removed = log.remove_index_except(&keep)?;
         // Live executions' seqs complete, whatever snapshot they came from.
         core.projection = projection;
@@ -1742,18 +1757,9 @@ impl Ledger {
         let mut fresh = Projection::new();
         for event in self.events(1, Some(core.head.0)) {
             let event = event?;
-            let seq = event.seq;
-            fresh
-                .apply(&event)
-                .map_err(|e| Error::corrupt(seq, format!("illegal transition in the log: {e}")))?;
+            fresh.apply(&event).map_err(illegal(event.seq))?;
         }
-        match core.projection.difference(&fresh) {
-            None => Ok(()),
-            Some(diff) => Err(Error::corrupt(
-                core.head.0,
-                format!("the live projection differs from the fold: {diff}"),
-            )),
-        }
+        same_as_fold(&core.projection, &fresh, core.head.0)
     }
 }
 

@@ -113,6 +113,20 @@ fn unpack(key: &[u8], value: &[u8], seqs: &mut Vec<u64>) -> Option<()> {
     }
 }
 
+/// The index entries of an event: the name it points at its execution, and
+/// when it settled its execution, that execution's seqs.
+fn index_entries(
+    event: &Event,
+    settled: Option<&[u64]>,
+) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+    let name = Name::of(event).map(|n| (n.key(), event.execution_id.as_bytes().to_vec()));
+    let seqs = settled.map(|seqs| {
+        let packed = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
+        (exec_prefix(&event.execution_id).to_vec(), packed)
+    });
+    name.into_iter().chain(seqs)
+}
+
 /// A per-tenant name that an event points at its execution.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Name<'a> {
@@ -551,27 +565,18 @@ impl Log {
     /// name it points at its execution, and when it settled its execution,
     /// the seqs of all that execution's events.
     pub(crate) fn index(&self, event: &Event, settled: Option<&[u64]>) -> Result<(), Error> {
-        if let Some(name) = Name::of(event) {
-            self.events
-                .insert(name.key(), event.execution_id.as_bytes())
-                .map_err(Error::store)?;
-        }
-        if let Some(seqs) = settled {
-            let packed: Vec<u8> = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
-            self.events
-                .insert(exec_prefix(&event.execution_id), packed)
-                .map_err(Error::store)?;
+        for (key, value) in index_entries(event, settled) {
+            self.events.insert(key, value).map_err(Error::store)?;
         }
         Ok(())
     }
 
     /// The keys [`Log::index`] writes for `event`.
-    pub(crate) fn index_keys(event: &Event, settled: bool) -> Vec<Vec<u8>> {
-        let mut keys: Vec<Vec<u8>> = Name::of(event).map(|n| n.key()).into_iter().collect();
-        if settled {
-            keys.push(exec_prefix(&event.execution_id).to_vec());
-        }
-        keys
+    pub(crate) fn index_keys(
+        event: &Event,
+        settled: Option<&[u64]>,
+    ) -> impl Iterator<Item = Vec<u8>> {
+        index_entries(event, settled).map(|(key, _)| key)
     }
 
     /// Removes every index entry whose key is not in `keep`; returns how
