@@ -37,16 +37,37 @@ fn build(dir: &Path, extra: u64) -> (ExecutionId, ExecutionId) {
     (settled.execution_id, live.execution_id)
 }
 
+/// Changes sled's trees `events` and `snapshots` with the ledger closed.
+fn tamper<T>(dir: &Path, f: impl FnOnce(&sled::Tree, &sled::Tree) -> T) -> T {
+    let db = sled::open(dir.join("sled")).unwrap();
+    let (events, snapshots) = (
+        db.open_tree("events").unwrap(),
+        db.open_tree("snapshots").unwrap(),
+    );
+    let out = f(&events, &snapshots);
+    db.flush().unwrap();
+    out
+}
+
+/// The key of an execution's index entry (`seq` appended: the older
+/// one-per-event layout).
+fn entry_key(id: ExecutionId, seq: Option<&[u8]>) -> Vec<u8> {
+    let mut key = vec![0xFF, b'x'];
+    key.extend_from_slice(id.as_bytes());
+    key.extend_from_slice(seq.unwrap_or_default());
+    key
+}
+
 /// The per-execution index entries: (key, value).
 fn index_entries(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let db = sled::open(dir.join("sled")).unwrap();
-    let tree = db.open_tree("events").unwrap();
-    tree.scan_prefix([0xFF, b'x'])
-        .map(|kv| {
-            let (k, v) = kv.unwrap();
-            (k.to_vec(), v.to_vec())
-        })
-        .collect()
+    tamper(dir, |tree, _| {
+        tree.scan_prefix([0xFF, b'x'])
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect()
+    })
 }
 
 fn seqs(ledger: &Ledger, id: ExecutionId) -> Vec<u64> {
@@ -91,18 +112,11 @@ fn a_crash_between_the_settling_record_and_its_entry_is_repaired_on_open() {
     let (settled, _) = build(dir.path(), 0);
     // The completion (seq 5) is the last event: remove its entry, as a kill
     // right after its record would have left the database.
-    {
-        let db = sled::open(dir.path().join("sled")).unwrap();
-        let tree = db.open_tree("events").unwrap();
-        let mut key = vec![0xFF, b'x'];
-        key.extend_from_slice(settled.as_bytes());
-        assert!(tree.remove(&key).unwrap().is_some());
+    tamper(dir.path(), |tree, snapshots| {
+        assert!(tree.remove(entry_key(settled, None)).unwrap().is_some());
         // Without the snapshot at seq 5, open replays the completion.
-        let snapshots = db.open_tree("snapshots").unwrap();
         snapshots.remove(5u64.to_be_bytes()).unwrap();
-        tree.flush().unwrap();
-        snapshots.flush().unwrap();
-    }
+    });
     let ledger = Ledger::open(dir.path()).unwrap();
     assert_eq!(seqs(&ledger, settled), vec![1, 3, 5]);
     ledger.verify().unwrap();
@@ -112,14 +126,9 @@ fn a_crash_between_the_settling_record_and_its_entry_is_repaired_on_open() {
 fn a_missing_entry_before_the_last_event_is_named_by_verify() {
     let dir = tempfile::tempdir().unwrap();
     let (settled, _) = build(dir.path(), 2);
-    {
-        let db = sled::open(dir.path().join("sled")).unwrap();
-        let tree = db.open_tree("events").unwrap();
-        let mut key = vec![0xFF, b'x'];
-        key.extend_from_slice(settled.as_bytes());
-        tree.remove(&key).unwrap();
-        tree.flush().unwrap();
-    }
+    tamper(dir.path(), |tree, _| {
+        tree.remove(entry_key(settled, None)).unwrap();
+    });
     let ledger = Ledger::open(dir.path()).unwrap();
     let err = ledger.verify().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt);
@@ -132,9 +141,7 @@ fn a_missing_entry_before_the_last_event_is_named_by_verify() {
 fn a_ledger_with_the_per_event_index_reads_verifies_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let (settled, live) = build(dir.path(), 2);
-    {
-        let db = sled::open(dir.path().join("sled")).unwrap();
-        let tree = db.open_tree("events").unwrap();
+    tamper(dir.path(), |tree, snapshots| {
         for kv in tree.scan_prefix([0xFF, b'x']) {
             tree.remove(kv.unwrap().0).unwrap();
         }
@@ -142,12 +149,8 @@ fn a_ledger_with_the_per_event_index_reads_verifies_and_goes_on() {
             let (k, v) = kv.unwrap();
             let event: serde_json::Value = serde_json::from_slice(&v[65..]).unwrap();
             let id: ExecutionId = event["executionId"].as_str().unwrap().parse().unwrap();
-            let mut key = vec![0xFF, b'x'];
-            key.extend_from_slice(id.as_bytes());
-            key.extend_from_slice(&k);
-            tree.insert(key, &[]).unwrap();
+            tree.insert(entry_key(id, Some(&k)), &[]).unwrap();
         }
-        let snapshots = db.open_tree("snapshots").unwrap();
         for kv in snapshots.iter() {
             let (k, v) = kv.unwrap();
             let mut snap: serde_json::Value = serde_json::from_slice(&v).unwrap();
@@ -158,9 +161,7 @@ fn a_ledger_with_the_per_event_index_reads_verifies_and_goes_on() {
                 .insert(k, serde_json::to_vec(&snap).unwrap())
                 .unwrap();
         }
-        tree.flush().unwrap();
-        snapshots.flush().unwrap();
-    }
+    });
     let ledger = Ledger::open(dir.path()).unwrap();
     assert_eq!(seqs(&ledger, settled), vec![1, 3, 5]);
     assert_eq!(seqs(&ledger, live), vec![2, 4]);
@@ -192,17 +193,11 @@ fn a_ledger_with_the_per_event_index_reads_verifies_and_goes_on() {
 fn rebuilding_restores_a_missing_entry_and_removes_a_stray_one() {
     let dir = tempfile::tempdir().unwrap();
     let (settled, _) = build(dir.path(), 2);
-    {
-        let db = sled::open(dir.path().join("sled")).unwrap();
-        let tree = db.open_tree("events").unwrap();
-        let mut key = vec![0xFF, b'x'];
-        key.extend_from_slice(settled.as_bytes());
-        tree.remove(&key).unwrap();
-        let mut stray = vec![0xFF, b'x'];
-        stray.extend_from_slice(ExecutionId::new().as_bytes());
+    tamper(dir.path(), |tree, _| {
+        tree.remove(entry_key(settled, None)).unwrap();
+        let stray = entry_key(ExecutionId::new(), None);
         tree.insert(stray, 3u64.to_be_bytes().to_vec()).unwrap();
-        tree.flush().unwrap();
-    }
+    });
     let ledger = Ledger::open(dir.path()).unwrap();
     assert!(ledger.verify().is_err());
     let done = ledger.rebuild_index().unwrap();
