@@ -36,8 +36,7 @@ fn claim(c: &mut Criterion) {
     let mut group = c.benchmark_group("queue at 100k");
     let sample: Vec<BackgroundExecution> = (0..100_000u64)
         .map(|i| {
-            let mut e =
-                BackgroundExecution::new(common::tenant(), "bench".into(), Default::default());
+            let mut e = BackgroundExecution::new(common::tenant(), "bench", Default::default());
             e.config.priority = (i * 7919 % 256) as u8;
             e
         })

@@ -699,7 +699,7 @@ impl SeedQueue {
 pub fn queue_vs_seed(n: usize) -> Measurement {
     let sample: Vec<BackgroundExecution> = (0..n as u64)
         .map(|i| {
-            let mut e = BackgroundExecution::new(tenant(), "bench".into(), Default::default());
+            let mut e = BackgroundExecution::new(tenant(), "bench", Default::default());
             e.config.priority = (i * 7919 % 256) as u8;
             e
         })

@@ -320,7 +320,9 @@ pub struct BackgroundExecutionConfig {
     /// Where the output is bound on completion.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_binding: Option<TargetBindingConfig>,
-    /// Where a deferred execution's record is POSTed when it ends.
+    /// Where a deferred execution's record is POSTed when it ends. Only
+    /// deferred executions call back: a submission of another mode with a
+    /// callback URL is refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
     /// How failed attempts are retried; one attempt only when absent.
@@ -513,13 +515,13 @@ impl BackgroundExecution {
     /// A new queued execution of `callable_name` for `tenant_id`.
     pub fn new(
         tenant_id: TenantId,
-        callable_name: String,
+        callable_name: impl Into<String>,
         config: BackgroundExecutionConfig,
     ) -> Self {
         BackgroundExecution {
             execution_id: ExecutionId::new(),
             tenant_id,
-            callable_name,
+            callable_name: callable_name.into(),
             input: None,
             context: None,
             config,
@@ -547,7 +549,7 @@ impl BackgroundExecution {
     pub fn from_trigger(
         tenant_id: TenantId,
         trigger_id: TriggerId,
-        callable_name: String,
+        callable_name: impl Into<String>,
         input: Option<String>,
         context: Option<HashMap<String, String>>,
         target_binding: Option<TargetBindingConfig>,
@@ -571,18 +573,19 @@ impl BackgroundExecution {
     pub fn from_spawn_mode(
         spawn_mode: &SpawnMode,
         tenant_id: TenantId,
-        callable_name: String,
+        callable_name: impl Into<String>,
         input: Option<String>,
         context: Option<HashMap<String, String>>,
     ) -> Option<Self> {
         if !Self::should_run_background(spawn_mode) {
             return None;
         }
-        let mut execution = Self::new(
-            tenant_id,
-            callable_name,
-            BackgroundExecutionConfig::default(),
-        );
+        // A background child is fire-and-forget: nobody waits for it.
+        let config = BackgroundExecutionConfig {
+            mode: BackgroundExecutionMode::FireAndForget,
+            ..BackgroundExecutionConfig::default()
+        };
+        let mut execution = Self::new(tenant_id, callable_name, config);
         execution.input = input;
         execution.context = context;
         Some(execution)
@@ -653,18 +656,28 @@ impl BackgroundExecution {
         }
     }
 
-    /// Whether its mode is silent.
+    /// Whether it streams no progress events: true for `fire_and_forget`
+    /// and `silent`; only `deferred` executions stream.
     pub fn is_silent(&self) -> bool {
+        matches!(
+            self.config.mode,
+            BackgroundExecutionMode::Silent | BackgroundExecutionMode::FireAndForget
+        )
+    }
+
+    /// Whether its caller waits for the result: true for `silent` only.
+    /// (A `deferred` execution's result goes to its callback instead; see
+    /// [`calls_back`](Self::calls_back).)
+    pub fn requires_result(&self) -> bool {
         self.config.mode == BackgroundExecutionMode::Silent
     }
 
-    /// Whether a result is expected back: by an awaiting caller (silent) or a
-    /// callback (deferred).
-    pub fn requires_result(&self) -> bool {
-        matches!(
-            self.config.mode,
-            BackgroundExecutionMode::Silent | BackgroundExecutionMode::Deferred
-        )
+    /// Whether its record is POSTed to `callbackUrl` when it ends: a
+    /// `deferred` execution with a callback URL. Only deferred executions
+    /// call back; a submission of another mode with a callback URL is
+    /// refused.
+    pub fn calls_back(&self) -> bool {
+        self.config.mode == BackgroundExecutionMode::Deferred && self.config.callback_url.is_some()
     }
 
     /// Whether a deferred execution is still held: queued, never started,

@@ -146,8 +146,7 @@ pub fn awaits_binding(e: &BackgroundExecution) -> bool {
 /// Whether a finished execution still awaits its callback delivery.
 pub fn awaits_callback(e: &BackgroundExecution) -> bool {
     e.status.is_terminal()
-        && e.config.mode == BackgroundExecutionMode::Deferred
-        && e.config.callback_url.is_some()
+        && e.calls_back()
         && !e.callback_delivered
         && e.callback_attempts < MAX_CALLBACK_ATTEMPTS
 }

@@ -241,7 +241,7 @@ async fn cancelling_a_running_execution_stops_its_callable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_executions_are_awaited_and_stream_nothing_others_stream_progress() {
+async fn silent_and_fire_and_forget_stream_nothing_deferred_streams_progress() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
@@ -262,9 +262,15 @@ async fn silent_executions_are_awaited_and_stream_nothing_others_stream_progress
     let mut silent = job("steps", "");
     silent.config.mode = BackgroundExecutionMode::Silent;
     let silent = runtime.submit(&acme(), silent).await.unwrap();
-    let loud = runtime.submit(&acme(), job("steps", "")).await.unwrap();
+    // As the seed has it, fire-and-forget streams nothing either.
+    let quiet = runtime.submit(&acme(), job("steps", "")).await.unwrap();
+    let mut loud = job("steps", "");
+    loud.config.mode = BackgroundExecutionMode::Deferred;
+    let loud = runtime.submit(&acme(), loud).await.unwrap();
     assert!(runtime.progress(silent.id()).await.is_none());
+    assert!(runtime.progress(quiet.id()).await.is_none());
     let mut stream = runtime.progress(loud.id()).await.expect("a stream");
+    runtime.release(loud.id()).await.unwrap();
     go_tx.send(true).unwrap();
     let mut steps = Vec::new();
     while let Ok(Ok(p)) = tokio::time::timeout(WAIT, stream.recv()).await {
@@ -273,6 +279,10 @@ async fn silent_executions_are_awaited_and_stream_nothing_others_stream_progress
     assert_eq!(steps, [1, 2, 3], "the stream ends when the execution does");
     let s = finished(silent).await;
     assert_eq!(s.output, Some(serde_json::json!("done")));
+    assert_eq!(
+        finished(quiet).await.status,
+        BackgroundExecutionStatus::Completed
+    );
     assert_eq!(
         finished(loud).await.status,
         BackgroundExecutionStatus::Completed

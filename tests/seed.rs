@@ -19,7 +19,7 @@ fn tenant(s: &str) -> TenantId {
 fn execution(mode: BackgroundExecutionMode, priority: u8) -> BackgroundExecution {
     BackgroundExecution::new(
         tenant("acme"),
-        "echo".into(),
+        "echo",
         BackgroundExecutionConfig {
             mode,
             priority,
@@ -53,10 +53,12 @@ impl SplitMix {
 // ---------------------------------------------------------------- modes
 
 #[test]
-fn fire_and_forget_is_neither_silent_nor_awaited() {
+fn fire_and_forget_is_silent_and_not_awaited() {
+    // As the seed has it: "don't wait for result, no streaming".
     let e = execution(BackgroundExecutionMode::FireAndForget, 50);
-    assert!(!e.is_silent());
+    assert!(e.is_silent());
     assert!(!e.requires_result());
+    assert!(!e.calls_back());
 }
 
 #[test]
@@ -67,10 +69,40 @@ fn silent_is_silent_and_its_result_is_awaited() {
 }
 
 #[test]
-fn deferred_is_not_silent_but_its_result_goes_to_the_callback() {
-    let e = execution(BackgroundExecutionMode::Deferred, 50);
+fn deferred_is_not_silent_and_its_result_goes_to_the_callback_not_the_caller() {
+    let mut e = execution(BackgroundExecutionMode::Deferred, 50);
     assert!(!e.is_silent());
-    assert!(e.requires_result());
+    assert!(!e.requires_result());
+    assert!(!e.calls_back(), "no callback without a callback url");
+    e.config.callback_url = Some("https://example.com/cb".into());
+    assert!(e.calls_back());
+}
+
+#[test]
+fn constructors_take_any_string_like_callable_name() {
+    // The seed's signatures: `callable_name: impl Into<String>`.
+    let e = BackgroundExecution::new(TenantId::new(), "test", Default::default());
+    assert_eq!(e.callable_name, "test");
+    let owned = String::from("owned");
+    let e = BackgroundExecution::from_trigger(
+        TenantId::new(),
+        TriggerId::new(),
+        owned,
+        None,
+        None,
+        None,
+        None,
+    );
+    assert_eq!(e.callable_name, "owned");
+    let child = SpawnMode::Child {
+        background: true,
+        inherit_inbox: false,
+        policies: None,
+    };
+    let e = BackgroundExecution::from_spawn_mode(&child, TenantId::new(), "bg", None, None)
+        .expect("a background child");
+    assert_eq!(e.config.mode, BackgroundExecutionMode::FireAndForget);
+    assert!(e.is_silent());
 }
 
 #[test]
@@ -174,7 +206,7 @@ fn cancel_finishes_without_success_even_when_never_started() {
 fn timeout_records_a_timeout_error_naming_the_limit() {
     let mut e = BackgroundExecution::new(
         tenant("acme"),
-        "sleep".into(),
+        "sleep",
         BackgroundExecutionConfig {
             timeout_ms: 1_500,
             ..BackgroundExecutionConfig::default()
@@ -350,7 +382,7 @@ fn from_trigger_is_silent_and_remembers_its_trigger() {
     let e = BackgroundExecution::from_trigger(
         tenant("acme"),
         trigger,
-        "summarize".into(),
+        "summarize",
         Some("text".into()),
         Some(context.clone()),
         Some(binding.clone()),
@@ -376,8 +408,7 @@ fn inline_spawns_do_not_run_in_the_background() {
     let mode = SpawnMode::Inline;
     assert!(!BackgroundExecution::should_run_background(&mode));
     assert!(
-        BackgroundExecution::from_spawn_mode(&mode, tenant("acme"), "echo".into(), None, None)
-            .is_none()
+        BackgroundExecution::from_spawn_mode(&mode, tenant("acme"), "echo", None, None).is_none()
     );
 }
 
@@ -390,8 +421,7 @@ fn foreground_children_do_not_run_in_the_background() {
     };
     assert!(!BackgroundExecution::should_run_background(&mode));
     assert!(
-        BackgroundExecution::from_spawn_mode(&mode, tenant("acme"), "echo".into(), None, None)
-            .is_none()
+        BackgroundExecution::from_spawn_mode(&mode, tenant("acme"), "echo", None, None).is_none()
     );
 }
 
@@ -407,7 +437,7 @@ fn background_children_become_queued_executions_with_the_default_config() {
     let e = BackgroundExecution::from_spawn_mode(
         &mode,
         tenant("globex"),
-        "child".into(),
+        "child",
         Some("in".into()),
         Some(context.clone()),
     )
@@ -492,7 +522,7 @@ fn a_full_execution_serializes_every_field_camel_case() {
     let mut e = BackgroundExecution::from_trigger(
         tenant("acme"),
         TriggerId::new(),
-        "summarize".into(),
+        "summarize",
         Some("text".into()),
         Some(HashMap::from([("k".into(), "v".into())])),
         Some(TargetBindingConfig {
