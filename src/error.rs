@@ -168,6 +168,13 @@ pub enum LedgerError {
     Transition(TransitionError),
     /// The input is malformed or out of range; the message names the field.
     Invalid(String),
+    /// The idempotency key was used before for a different submission.
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+        /// The execution the key names: the first submission's.
+        execution: ExecutionId,
+    },
     /// A fail-stop problem with the storage.
     Fatal(Error),
 }
@@ -184,6 +191,10 @@ impl fmt::Display for LedgerError {
             LedgerError::NotFound(id) => write!(f, "{id} not found"),
             LedgerError::Transition(e) => e.fmt(f),
             LedgerError::Invalid(m) => f.write_str(m),
+            LedgerError::IdempotencyConflict { key, execution } => write!(
+                f,
+                "idempotency key {key:?} was used for {execution} with a different submission"
+            ),
             LedgerError::Fatal(e) => e.fmt(f),
         }
     }

@@ -163,6 +163,51 @@ fn a_session_submit_claim_complete_show_history_queue() {
 }
 
 #[test]
+fn a_reused_idempotency_key_and_a_callback_that_would_never_be_called_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keyed = |priority: &'static str| {
+        [
+            "submit",
+            "--tenant",
+            "acme",
+            "--callable",
+            "echo",
+            "--idempotency-key",
+            "order-1",
+            "--priority",
+            priority,
+        ]
+    };
+    let first = ok(d, &keyed("50")).trim().to_owned();
+    assert_eq!(ok(d, &keyed("50")).trim(), first, "same submission");
+    let before = head(d);
+    let line = err(d, &keyed("90"), 1);
+    assert!(
+        line.contains("idempotency key \"order-1\"") && line.contains(&first),
+        "{line}"
+    );
+    let line = err(
+        d,
+        &[
+            "submit",
+            "--tenant",
+            "acme",
+            "--callable",
+            "echo",
+            "--callback-url",
+            "http://127.0.0.1:9/cb",
+        ],
+        2,
+    );
+    assert!(
+        line.contains("only deferred executions call back") && line.contains("fire_and_forget"),
+        "{line}"
+    );
+    assert_eq!(head(d), before, "nothing appended");
+}
+
+#[test]
 fn tenants_are_scoped_on_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

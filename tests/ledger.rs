@@ -235,6 +235,80 @@ fn idempotency_keys_return_the_first_execution_and_append_nothing() {
 }
 
 #[test]
+fn an_idempotency_key_reused_for_a_different_submission_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut s = submission("echo", 50);
+    s.idempotency_key = Some("order-7".into());
+    let first = ledger.submit(&tenant("acme"), s.clone()).unwrap();
+    let head = ledger.head();
+    // The same key with another priority, another input, another callable:
+    // each a conflict naming the key and the first execution.
+    let mut other_priority = s.clone();
+    other_priority.config.priority = 90;
+    let mut other_input = s.clone();
+    other_input.input = Some("different".into());
+    let mut other_callable = s.clone();
+    other_callable.callable_name = "sleep".into();
+    for different in [other_priority, other_input, other_callable] {
+        match ledger.submit(&tenant("acme"), different) {
+            Err(e @ LedgerError::IdempotencyConflict { .. }) => {
+                let message = e.to_string();
+                assert!(message.contains("\"order-7\""), "{message}");
+                assert!(
+                    message.contains(&first.execution.execution_id.to_string()),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(ledger.head(), head, "nothing appended");
+    }
+    // The same submission again is still the first execution, settled too.
+    let claimed = ledger.claim(None).unwrap().unwrap();
+    ledger
+        .complete(claimed.execution_id, 1, serde_json::json!("ok"))
+        .unwrap();
+    drop(ledger);
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let again = ledger.submit(&tenant("acme"), s.clone()).unwrap();
+    assert!(!again.created);
+    assert_eq!(again.execution.execution_id, first.execution.execution_id);
+    let mut changed = s;
+    changed.config.timeout_ms = 5;
+    assert!(matches!(
+        ledger.submit(&tenant("acme"), changed),
+        Err(LedgerError::IdempotencyConflict { .. })
+    ));
+}
+
+#[test]
+fn a_callback_url_is_refused_for_executions_that_never_call_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    for mode in [
+        BackgroundExecutionMode::FireAndForget,
+        BackgroundExecutionMode::Silent,
+    ] {
+        let mut s = submission("echo", 50);
+        s.config.mode = mode;
+        s.config.callback_url = Some("https://example.com/cb".into());
+        match ledger.submit(&tenant("acme"), s) {
+            Err(LedgerError::Invalid(m)) => {
+                assert!(m.contains("callback url"), "{m}");
+                assert!(m.contains(&mode.to_string()), "{m}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(ledger.head().seq, 0, "nothing appended");
+    let mut s = submission("echo", 50);
+    s.config.mode = BackgroundExecutionMode::Deferred;
+    s.config.callback_url = Some("https://example.com/cb".into());
+    assert!(ledger.submit(&tenant("acme"), s).unwrap().created);
+}
+
+#[test]
 fn concurrent_identical_submits_create_exactly_one() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind, LedgerError};
 use crate::event::{Event, EventKind, Submission};
 use crate::execution::{
-    BackgroundExecution, BackgroundExecutionStatus, ExecutionError, ExecutionId, TenantId,
+    BackgroundExecution, BackgroundExecutionMode, BackgroundExecutionStatus, ExecutionError,
+    ExecutionId, TenantId,
 };
 use crate::machine;
 use crate::projection::{LiveCounts, Projection, SnapshotEntry};
@@ -346,6 +347,29 @@ impl Inner {
     ) -> Result<(Submitted, u64), LedgerError> {
         if let Some(key) = &submission.idempotency_key {
             if let Some(id) = self.log.named(Name::Idempotency(tenant, key))? {
+                // The key answers the first execution only for the same
+                // submission; another one under the same key is a conflict.
+                let first = match core.projection.seqs(&id).and_then(|s| s.first()) {
+                    Some(&seq) => Some(seq),
+                    None => self.log.execution_seqs(&id)?.first().copied(),
+                };
+                let original = first.map(|seq| read_event(&self.log, seq)).transpose()?;
+                match original.map(|e| e.kind) {
+                    Some(EventKind::Queued(first)) if *first == submission => {}
+                    Some(EventKind::Queued(_)) => {
+                        return Err(LedgerError::IdempotencyConflict {
+                            key: key.clone(),
+                            execution: id,
+                        })
+                    }
+                    _ => {
+                        return Err(Error::new(
+                            ErrorKind::Corrupt,
+                            format!("idempotency key names {id}, whose first event is not queued"),
+                        )
+                        .into())
+                    }
+                }
                 let execution = match core.projection.get(&id) {
                     Some(e) => e.clone(),
                     None => self.load(id)?.ok_or_else(|| {
@@ -805,6 +829,12 @@ fn validate(submission: &Submission) -> Result<(), LedgerError> {
         }
     }
     if let Some(url) = &config.callback_url {
+        if config.mode != BackgroundExecutionMode::Deferred {
+            return Err(LedgerError::invalid(format!(
+                "callback url: only deferred executions call back (mode deferred); this one is {}",
+                config.mode
+            )));
+        }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(LedgerError::invalid(format!(
                 "callback url must be http:// or https://, not {url:?}"

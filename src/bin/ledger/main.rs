@@ -227,10 +227,13 @@ pub(crate) struct SubmitArgs {
     /// Context for the callable, KEY=VALUE (repeatable).
     #[arg(long = "context", value_parser = parse_key_value)]
     pub(crate) context: Vec<(String, String)>,
-    /// Submitting again with the same key returns the first execution.
+    /// Submitting the same again with the same key returns the first
+    /// execution; a different submission under a used key is refused.
     #[arg(long)]
     pub(crate) idempotency_key: Option<String>,
-    /// Where a deferred execution's record is POSTed when it ends.
+    /// Where a deferred execution's record is POSTed when it ends
+    /// (`--mode deferred` only: other modes never call back, and are
+    /// refused with a callback URL).
     #[arg(long)]
     pub(crate) callback_url: Option<String>,
     /// Not runnable before this time (RFC 3339).

@@ -147,6 +147,9 @@ impl From<LedgerError> for ApiError {
         match e {
             LedgerError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             LedgerError::Transition(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            LedgerError::IdempotencyConflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", message)
+            }
             LedgerError::Invalid(_) => ApiError::bad(message),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
         }
