@@ -280,3 +280,29 @@ fn regression_a_kill_while_sled_creates_its_database_does_not_block_open() {
         EVENTS
     );
 }
+
+/// The database is now created in place under a `sled.creating` marker
+/// file: a kill while sled writes its `conf` leaves that torn file in
+/// `sled/` beside the marker, and the next open makes the database anew.
+#[test]
+fn a_kill_while_sled_creates_its_database_in_place_does_not_block_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled_dir = dir.path().join("sled");
+    std::fs::create_dir_all(sled_dir.join("blobs")).unwrap();
+    std::fs::write(
+        sled_dir.join("conf"),
+        b"segment_size: 524288\nuse_compression: false\nversion: 0.3",
+    )
+    .unwrap();
+    std::fs::write(sled_dir.join("db"), b"").unwrap();
+    let marker = dir.path().join("sled.creating");
+    std::fs::write(&marker, b"").unwrap();
+    let ledger = Ledger::open(dir.path()).expect("opens despite the torn creation");
+    assert!(!marker.exists());
+    drop(ledger);
+    build(dir.path(), 0);
+    assert_eq!(
+        Ledger::open(dir.path()).unwrap().verify().unwrap().events,
+        EVENTS
+    );
+}

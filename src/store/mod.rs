@@ -7,7 +7,7 @@
 //! LOCK         held (flock) by the process that owns the ledger; holds its pid
 //! checkpoint   the last durable (seq, hash), outside sled (see checkpoint.rs)
 //! sled/        the sled database
-//! sled.creating/  a new sled database until it is whole (then renamed)
+//! sled.creating   present while a new sled database is being created
 //! ```
 //!
 //! sled tree `events` holds the log and its indexes (derived from the log,
@@ -200,6 +200,9 @@ pub(crate) struct Log {
     state: Mutex<SyncState>,
     changed: Condvar,
     pub(crate) counters: Counters,
+    // Dropped in this order, after the sled handles above: sled lets go of
+    // its database, then the directory's lock is released.
+    _released: Released,
     _lock: File,
 }
 
@@ -285,38 +288,85 @@ fn remove_unfinished_sled_snapshots(sled_dir: &Path) -> Result<(), Error> {
 /// two writes and without a sync; a process killed in between leaves a torn
 /// file that sled then refuses for good ("Read corrupted data at file offset
 /// None"; found by the crash loop, killed at its first cycle). So a new
-/// database is created in `sled.creating`, synced, and renamed into place:
-/// `sled/` either does not exist or is whole. A `sled.creating` left by a
-/// kill never held an event; it is removed.
-fn create_sled_dir(dir: &Path, sled_dir: &Path) -> Result<(), Error> {
-    let creating = dir.join("sled.creating");
-    if creating.exists() {
-        std::fs::remove_dir_all(&creating)
-            .map_err(|e| Error::io(format!("cannot remove {}", creating.display()), e))?;
+/// database is created under a marker: the file `sled.creating` is made
+/// (and its directory synced) before sled creates `sled/`, and removed only
+/// once sled's files and directories are synced. A `sled/` found beside the
+/// marker is an unfinished creation that never held an event (events are
+/// appended only after open returns); it is removed and made anew.
+///
+/// The database is created by the handle the log then keeps: a second
+/// handle opened right after the first is dropped can find sled's file lock
+/// still held by the first one's background threads.
+fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
+    let marker = dir.join("sled.creating");
+    let config = sled::Config::new()
+        .path(sled_dir)
+        .cache_capacity(cache_bytes);
+    if marker.is_dir() {
+        // Older releases created the database in this directory and renamed
+        // it into place when whole: what is left there never held an event.
+        std::fs::remove_dir_all(&marker)
+            .map_err(|e| Error::io(format!("cannot remove {}", marker.display()), e))?;
     }
-    if sled_dir.exists() {
-        return Ok(());
+    if marker.exists() {
+        if sled_dir.exists() {
+            tracing::warn!(dir = %sled_dir.display(), "removing an unfinished new database");
+            std::fs::remove_dir_all(sled_dir)
+                .map_err(|e| Error::io(format!("cannot remove {}", sled_dir.display()), e))?;
+        }
+    } else if sled_dir.exists() {
+        remove_unfinished_sled_snapshots(sled_dir)?;
+        return config.open().map_err(Error::store);
     }
-    {
-        let db = sled::Config::new()
-            .path(&creating)
-            .open()
-            .map_err(Error::store)?;
-        db.flush().map_err(Error::store)?;
+    File::create(&marker)
+        .map_err(|e| Error::io(format!("cannot create {}", marker.display()), e))?;
+    sync_dir(dir)?;
+    let db = config.open().map_err(Error::store)?;
+    db.flush().map_err(Error::store)?;
+    for sub in [sled_dir.to_owned(), sled_dir.join("blobs")] {
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                File::open(entry.path())
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io(format!("cannot sync {}", entry.path().display()), e))?;
+            }
+        }
+        sync_dir(&sub)?;
     }
-    let entries = std::fs::read_dir(&creating)
-        .map_err(|e| Error::io(format!("cannot read {}", creating.display()), e))?;
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_file()) {
-            File::open(entry.path())
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io(format!("cannot sync {}", entry.path().display()), e))?;
+    std::fs::remove_file(&marker)
+        .map_err(|e| Error::io(format!("cannot remove {}", marker.display()), e))?;
+    sync_dir(dir)?;
+    Ok(db)
+}
+
+/// Dropped after the log's sled handles: returns once sled has let go of
+/// its database (its background threads can hold it a moment longer), so
+/// that a dropped ledger can be opened again at once, in this process or
+/// another.
+struct Released(PathBuf);
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let Ok(file) = File::open(&self.0) else {
+            return;
+        };
+        loop {
+            match file.try_lock() {
+                Ok(()) => return,
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => {
+                    tracing::warn!(file = %self.0.display(), "sled still holds its database");
+                    return;
+                }
+            }
         }
     }
-    sync_dir(&creating)?;
-    std::fs::rename(&creating, sled_dir)
-        .map_err(|e| Error::io(format!("cannot create {}", sled_dir.display()), e))?;
-    sync_dir(dir)
 }
 
 impl Log {
@@ -343,13 +393,7 @@ impl Log {
         let lock_file = take_lock(dir)?;
         let (checkpoint, found) = Checkpoint::open(&dir.join("checkpoint"))?;
         let sled_dir = dir.join("sled");
-        create_sled_dir(dir, &sled_dir)?;
-        remove_unfinished_sled_snapshots(&sled_dir)?;
-        let db = sled::Config::new()
-            .path(&sled_dir)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(Error::store)?;
+        let db = open_sled(dir, &sled_dir, cache_bytes)?;
         let events = db.open_tree("events").map_err(Error::store)?;
         let snapshots = db.open_tree("snapshots").map_err(Error::store)?;
         let db_file = File::open(sled_dir.join("db"))
@@ -367,6 +411,7 @@ impl Log {
             state: Mutex::new(SyncState::default()),
             changed: Condvar::new(),
             counters: Counters::default(),
+            _released: Released(sled_dir.join("db")),
             _lock: lock_file,
         };
         // sled's own files and directories, created above, survive a power
