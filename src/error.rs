@@ -62,6 +62,10 @@ pub enum ErrorKind {
     Locked,
     /// The data directory cannot be used (not a directory, not writable).
     BadDirectory,
+    /// There is no ledger in the directory, and the ledger was opened
+    /// without creating one
+    /// ([`LedgerBuilder::create(false)`](crate::LedgerBuilder::create)).
+    NoLedger,
     /// An earlier write or sync failed; the ledger refuses further writes.
     Poisoned,
 }

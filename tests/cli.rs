@@ -501,3 +501,47 @@ fn a_broken_pipe_exits_quietly_and_follow_streams_new_events() {
     follow.kill().unwrap();
     follow.wait().unwrap();
 }
+
+/// Only the commands that write create a ledger; a typo in `--data-dir`
+/// used to create an empty ledger there and answer `ok: 0 events`.
+#[test]
+fn regression_read_only_commands_do_not_create_a_ledger() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("typo");
+    let id = "01a2172d-f488-7337-b39e-31db5d358ae0";
+    let commands: &[&[&str]] = &[
+        &["show", id],
+        &["history", id],
+        &["queue"],
+        &["events"],
+        &["diff", "--from-seq", "1", "--to-seq", "2"],
+        &["verify"],
+        &["head"],
+        &["stats"],
+        &["export"],
+        &["reindex"],
+        &["claim"],
+        &["complete", id],
+        &["fail", id, "--error", "x"],
+        &["cancel", id],
+        &["release", id],
+    ];
+    for args in commands {
+        let line = err(&missing, args, 1);
+        assert_eq!(
+            line,
+            format!("error: no ledger at {}", missing.display()),
+            "ledger {args:?}"
+        );
+        assert!(!missing.exists(), "ledger {args:?} created {missing:?}");
+    }
+    // An empty directory is no ledger either, and stays empty.
+    let empty = parent.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let line = err(&empty, &["head"], 1);
+    assert_eq!(line, format!("error: no ledger at {}", empty.display()));
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    // Writing creates it.
+    submit(&missing, "acme", "50");
+    assert_eq!(head(&missing).seq, 1);
+}

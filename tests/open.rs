@@ -67,3 +67,27 @@ fn regression_fresh_ledgers_open_and_reopen_while_others_are_busy() {
         failures
     );
 }
+
+/// `create(false)` opens only a ledger that exists, and creates nothing.
+#[test]
+fn an_existing_ledger_only_is_opened_without_create() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("missing");
+    let err = Ledger::builder(&missing).create(false).open().unwrap_err();
+    assert_eq!(err.kind(), execution_ledger::ErrorKind::NoLedger);
+    assert_eq!(
+        err.to_string(),
+        format!("no ledger at {}", missing.display())
+    );
+    assert!(!missing.exists());
+    let empty = parent.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = Ledger::builder(&empty).create(false).open().unwrap_err();
+    assert_eq!(err.kind(), execution_ledger::ErrorKind::NoLedger);
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    let ledger = Ledger::open(&missing).unwrap();
+    ledger.submit(&tenant(), Submission::new("echo")).unwrap();
+    drop(ledger);
+    let ledger = Ledger::builder(&missing).create(false).open().unwrap();
+    assert_eq!(ledger.head().seq, 1);
+}

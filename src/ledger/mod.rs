@@ -159,6 +159,7 @@ pub struct LedgerBuilder {
     cache_bytes: u64,
     snapshot_every: u64,
     clock: Arc<dyn Clock>,
+    create: bool,
 }
 
 impl fmt::Debug for LedgerBuilder {
@@ -168,6 +169,7 @@ impl fmt::Debug for LedgerBuilder {
             .field("durability", &self.durability)
             .field("cache_bytes", &self.cache_bytes)
             .field("snapshot_every", &self.snapshot_every)
+            .field("create", &self.create)
             .finish_non_exhaustive()
     }
 }
@@ -203,6 +205,16 @@ impl LedgerBuilder {
         self
     }
 
+    /// Whether opening creates the ledger when the directory holds none
+    /// (default `true`). With `false`, opening a directory that does not
+    /// exist, or holds no ledger, fails with
+    /// [`ErrorKind::NoLedger`](crate::ErrorKind::NoLedger) and creates
+    /// nothing: for tools that only read or change an existing ledger.
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
     /// Opens the ledger: locks the directory, checks the log against its
     /// checkpoint, and rebuilds the projection from the latest snapshot and
     /// the events after it.
@@ -210,6 +222,7 @@ impl LedgerBuilder {
     /// # Errors
     ///
     /// `Locked` when another process holds the directory, `BadDirectory`,
+    /// `NoLedger` when there is none and [`create`](Self::create) is off,
     /// `LostSuffix` when the log ends before its checkpoint, `Corrupt` (with
     /// the seq) for damaged records, `UnsupportedVersion`, `Io`.
     pub fn open(self) -> Result<Ledger, Error> {
@@ -222,7 +235,8 @@ impl LedgerBuilder {
     ///
     /// As [`open`](Self::open).
     pub fn open_with_progress(self, mut progress: impl FnMut(u64, u64)) -> Result<Ledger, Error> {
-        let (log, checkpoint) = Log::open(&self.path, self.durability, self.cache_bytes)?;
+        let (log, checkpoint) =
+            Log::open(&self.path, self.durability, self.cache_bytes, self.create)?;
         let last = log.last_seq()?.unwrap_or(0);
         if let Some((cseq, chash)) = checkpoint {
             if last < cseq {
@@ -842,6 +856,7 @@ impl Ledger {
             cache_bytes: LedgerBuilder::DEFAULT_CACHE_BYTES,
             snapshot_every: LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
             clock: Arc::new(SystemClock),
+            create: true,
         }
     }
 

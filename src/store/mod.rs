@@ -370,17 +370,30 @@ impl Drop for Released {
 }
 
 impl Log {
-    /// Opens the log in `dir`, creating it when absent. Returns the log and
-    /// the checkpoint it found.
+    /// Whether `dir` holds a ledger (its database or its checkpoint).
+    fn exists(dir: &Path) -> bool {
+        dir.join("sled").exists() || dir.join("checkpoint").exists()
+    }
+
+    /// Opens the log in `dir`, creating it when absent if `create` is set
+    /// (else `NoLedger`, and nothing is created). Returns the log and the
+    /// checkpoint it found.
     pub(crate) fn open(
         dir: &Path,
         durability: Durability,
         cache_bytes: u64,
+        create: bool,
     ) -> Result<(Log, Option<(u64, Hash)>), Error> {
         if dir.exists() && !dir.is_dir() {
             return Err(Error::new(
                 ErrorKind::BadDirectory,
                 format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if !create && !Log::exists(dir) {
+            return Err(Error::new(
+                ErrorKind::NoLedger,
+                format!("no ledger at {}", dir.display()),
             ));
         }
         std::fs::create_dir_all(dir).map_err(|e| {
