@@ -50,9 +50,23 @@ impl Backend {
             return Ok(Backend::Remote(Remote::new(url, cli.api_key.clone())));
         }
         let creates = matches!(cli.command, Command::Submit(_));
-        match crate::open_with(Ledger::builder(&cli.data_dir).create(creates)) {
+        let accepts = matches!(cli.command, Command::Verify { accept_tail: true });
+        let builder = Ledger::builder(&cli.data_dir)
+            .create(creates)
+            .accept_tail(accepts);
+        match crate::open_with(builder) {
             Ok(ledger) => Ok(Backend::Local(ledger)),
             Err(e) => {
+                let acceptable = e
+                    .downcast_ref::<execution_ledger::Error>()
+                    .is_some_and(|e| {
+                        matches!(e.kind(), ErrorKind::Checkpoint | ErrorKind::LostSuffix)
+                    });
+                if acceptable {
+                    return Err(anyhow!(
+                        "{e} (`ledger verify --accept-tail` accepts the log as it is)"
+                    ));
+                }
                 let locked = e
                     .downcast_ref::<execution_ledger::Error>()
                     .is_some_and(|e| e.kind() == ErrorKind::Locked);

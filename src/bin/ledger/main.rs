@@ -136,8 +136,17 @@ pub(crate) enum Command {
         #[arg(long)]
         to_seq: u64,
     },
-    /// Check the whole log: exit 0 when intact, 1 naming the first bad seq.
-    Verify,
+    /// Check the whole log: exit 0 when intact, 1 naming the first bad seq
+    /// (or the checkpoint, when it is missing or damaged).
+    Verify {
+        /// Accept the log as it is when its checkpoint is missing, damaged
+        /// or disagrees with it (events lost from the tail): after checking
+        /// the whole chain, write a new checkpoint at the log's last seq,
+        /// print what was accepted and record it in `checkpoint.accepted`
+        /// beside the checkpoint. Then verify as usual.
+        #[arg(long)]
+        accept_tail: bool,
+    },
     /// Rebuild the per-execution and name index from the log (after
     /// `verify` reports it damaged, or to move a ledger written with the
     /// older one-entry-per-event index); writes wait while it runs.
