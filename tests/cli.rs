@@ -546,3 +546,97 @@ fn a_broken_pipe_exits_quietly_and_follow_streams_new_events() {
     follow.kill().unwrap();
     follow.wait().unwrap();
 }
+
+/// Only the commands that write create a ledger; a typo in `--data-dir`
+/// used to create an empty ledger there and answer `ok: 0 events`.
+#[test]
+fn regression_read_only_commands_do_not_create_a_ledger() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("typo");
+    let id = "01a2172d-f488-7337-b39e-31db5d358ae0";
+    let commands: &[&[&str]] = &[
+        &["show", id],
+        &["history", id],
+        &["queue"],
+        &["events"],
+        &["diff", "--from-seq", "1", "--to-seq", "2"],
+        &["verify"],
+        &["head"],
+        &["stats"],
+        &["export"],
+        &["reindex"],
+        &["claim"],
+        &["complete", id],
+        &["fail", id, "--error", "x"],
+        &["cancel", id],
+        &["release", id],
+    ];
+    for args in commands {
+        let line = err(&missing, args, 1);
+        assert_eq!(
+            line,
+            format!("error: no ledger at {}", missing.display()),
+            "ledger {args:?}"
+        );
+        assert!(!missing.exists(), "ledger {args:?} created {missing:?}");
+    }
+    // An empty directory is no ledger either, and stays empty.
+    let empty = parent.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let line = err(&empty, &["head"], 1);
+    assert_eq!(line, format!("error: no ledger at {}", empty.display()));
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    // Writing creates it.
+    submit(&missing, "acme", "50");
+    assert_eq!(head(&missing).seq, 1);
+}
+
+/// A deleted, truncated or altered checkpoint was silently rewritten by
+/// `verify` (which printed `ok`), switching off the lost-suffix check. Now
+/// every command refuses, naming it, until `verify --accept-tail`.
+#[test]
+fn regression_a_missing_or_damaged_checkpoint_is_reported_until_accepted() {
+    for how in ["delete", "truncate", "flip"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for _ in 0..3 {
+            submit(d, "acme", "50");
+        }
+        let path = d.join("checkpoint");
+        match how {
+            "delete" => std::fs::remove_file(&path).unwrap(),
+            "truncate" => {
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+            }
+            _ => {
+                let mut bytes = std::fs::read(&path).unwrap();
+                bytes[70] ^= 0x04;
+                std::fs::write(&path, bytes).unwrap();
+            }
+        }
+        let line = err(d, &["verify"], 1);
+        assert!(
+            line.starts_with(&format!("error: checkpoint {} is ", path.display())),
+            "{how}: {line}"
+        );
+        assert_eq!(err(d, &["head"], 1), line, "{how}");
+        assert_eq!(
+            err(d, &["submit", "--tenant", "acme", "--callable", "echo"], 1),
+            line,
+            "{how}"
+        );
+        if how == "delete" {
+            assert!(!path.exists(), "not recreated");
+        }
+        let accepted = ok(d, &["verify", "--accept-tail"]);
+        assert!(
+            accepted.starts_with("accepted the log as it is at seq 3 "),
+            "{accepted}"
+        );
+        assert!(accepted.contains("\nok: 3 events"), "{accepted}");
+        assert!(d.join("checkpoint.accepted").exists());
+        assert!(ok(d, &["verify"]).starts_with("ok: 3 events"), "{how}");
+        assert_eq!(head(d).seq, 3, "nothing was appended");
+    }
+}

@@ -6,8 +6,10 @@
 //! ```text
 //! LOCK         held (flock) by the process that owns the ledger; holds its pid
 //! checkpoint   the last durable (seq, hash), outside sled (see checkpoint.rs)
+//! checkpoint.accepted  a line for each time the log was accepted as it is
+//!              in spite of its checkpoint (missing, damaged, or ahead)
 //! sled/        the sled database
-//! sled.creating/  a new sled database until it is whole (then renamed)
+//! sled.creating   present while a new sled database is being created
 //! ```
 //!
 //! sled tree `events` holds the log and its indexes (derived from the log,
@@ -46,7 +48,7 @@ use crate::error::{Error, ErrorKind};
 use crate::event::{Event, EventKind};
 use crate::execution::{ExecutionId, TenantId};
 use crate::metrics::Counters;
-use checkpoint::{sync_dir, Checkpoint};
+use checkpoint::{sync_dir, Checkpoint, Stored};
 use record::Hash;
 
 /// When an acknowledged append is safe, chosen by the caller.
@@ -65,6 +67,11 @@ pub enum Durability {
     /// the most recent appends.
     Buffered,
 }
+
+/// The checkpoint's file name in the data directory.
+const CHECKPOINT: &str = "checkpoint";
+/// Where acceptances of a log as it is are recorded, one line each.
+const ACCEPTED: &str = "checkpoint.accepted";
 
 const INDEX: u8 = 0xFF;
 const EXEC: u8 = b'x';
@@ -195,11 +202,15 @@ pub(crate) struct Log {
     durability: Durability,
     db_file: File,
     synced_blobs: Mutex<HashSet<OsString>>,
-    checkpoint: Mutex<Checkpoint>,
+    /// Set once open has checked it against the log ([`Log::keep_checkpoint`]).
+    checkpoint: Mutex<Option<Checkpoint>>,
     appended: Mutex<(u64, Hash)>,
     state: Mutex<SyncState>,
     changed: Condvar,
     pub(crate) counters: Counters,
+    // Dropped in this order, after the sled handles above: sled lets go of
+    // its database, then the directory's lock is released.
+    _released: Released,
     _lock: File,
 }
 
@@ -285,52 +296,113 @@ fn remove_unfinished_sled_snapshots(sled_dir: &Path) -> Result<(), Error> {
 /// two writes and without a sync; a process killed in between leaves a torn
 /// file that sled then refuses for good ("Read corrupted data at file offset
 /// None"; found by the crash loop, killed at its first cycle). So a new
-/// database is created in `sled.creating`, synced, and renamed into place:
-/// `sled/` either does not exist or is whole. A `sled.creating` left by a
-/// kill never held an event; it is removed.
-fn create_sled_dir(dir: &Path, sled_dir: &Path) -> Result<(), Error> {
-    let creating = dir.join("sled.creating");
-    if creating.exists() {
-        std::fs::remove_dir_all(&creating)
-            .map_err(|e| Error::io(format!("cannot remove {}", creating.display()), e))?;
+/// database is created under a marker: the file `sled.creating` is made
+/// (and its directory synced) before sled creates `sled/`, and removed only
+/// once sled's files and directories are synced. A `sled/` found beside the
+/// marker is an unfinished creation that never held an event (events are
+/// appended only after open returns); it is removed and made anew.
+///
+/// The database is created by the handle the log then keeps: a second
+/// handle opened right after the first is dropped can find sled's file lock
+/// still held by the first one's background threads.
+fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
+    let marker = dir.join("sled.creating");
+    let config = sled::Config::new()
+        .path(sled_dir)
+        .cache_capacity(cache_bytes);
+    if marker.is_dir() {
+        // Older releases created the database in this directory and renamed
+        // it into place when whole: what is left there never held an event.
+        std::fs::remove_dir_all(&marker)
+            .map_err(|e| Error::io(format!("cannot remove {}", marker.display()), e))?;
     }
-    if sled_dir.exists() {
-        return Ok(());
+    if marker.exists() {
+        if sled_dir.exists() {
+            tracing::warn!(dir = %sled_dir.display(), "removing an unfinished new database");
+            std::fs::remove_dir_all(sled_dir)
+                .map_err(|e| Error::io(format!("cannot remove {}", sled_dir.display()), e))?;
+        }
+    } else if sled_dir.exists() {
+        remove_unfinished_sled_snapshots(sled_dir)?;
+        return config.open().map_err(Error::store);
     }
-    {
-        let db = sled::Config::new()
-            .path(&creating)
-            .open()
-            .map_err(Error::store)?;
-        db.flush().map_err(Error::store)?;
+    File::create(&marker)
+        .map_err(|e| Error::io(format!("cannot create {}", marker.display()), e))?;
+    sync_dir(dir)?;
+    let db = config.open().map_err(Error::store)?;
+    db.flush().map_err(Error::store)?;
+    for sub in [sled_dir.to_owned(), sled_dir.join("blobs")] {
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                File::open(entry.path())
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io(format!("cannot sync {}", entry.path().display()), e))?;
+            }
+        }
+        sync_dir(&sub)?;
     }
-    let entries = std::fs::read_dir(&creating)
-        .map_err(|e| Error::io(format!("cannot read {}", creating.display()), e))?;
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_file()) {
-            File::open(entry.path())
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io(format!("cannot sync {}", entry.path().display()), e))?;
+    std::fs::remove_file(&marker)
+        .map_err(|e| Error::io(format!("cannot remove {}", marker.display()), e))?;
+    sync_dir(dir)?;
+    Ok(db)
+}
+
+/// Dropped after the log's sled handles: returns once sled has let go of
+/// its database (its background threads can hold it a moment longer), so
+/// that a dropped ledger can be opened again at once, in this process or
+/// another.
+struct Released(PathBuf);
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let Ok(file) = File::open(&self.0) else {
+            return;
+        };
+        loop {
+            match file.try_lock() {
+                Ok(()) => return,
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => {
+                    tracing::warn!(file = %self.0.display(), "sled still holds its database");
+                    return;
+                }
+            }
         }
     }
-    sync_dir(&creating)?;
-    std::fs::rename(&creating, sled_dir)
-        .map_err(|e| Error::io(format!("cannot create {}", sled_dir.display()), e))?;
-    sync_dir(dir)
 }
 
 impl Log {
-    /// Opens the log in `dir`, creating it when absent. Returns the log and
-    /// the checkpoint it found.
+    /// Whether `dir` holds a ledger (its database or its checkpoint).
+    fn exists(dir: &Path) -> bool {
+        dir.join("sled").exists() || dir.join(CHECKPOINT).exists()
+    }
+
+    /// Opens the log in `dir`, creating it when absent if `create` is set
+    /// (else `NoLedger`, and nothing is created). Returns the log and what
+    /// its checkpoint holds, to be checked against it
+    /// ([`Log::check_checkpoint`]) and then kept ([`Log::keep_checkpoint`]).
     pub(crate) fn open(
         dir: &Path,
         durability: Durability,
         cache_bytes: u64,
-    ) -> Result<(Log, Option<(u64, Hash)>), Error> {
+        create: bool,
+    ) -> Result<(Log, Stored), Error> {
         if dir.exists() && !dir.is_dir() {
             return Err(Error::new(
                 ErrorKind::BadDirectory,
                 format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if !create && !Log::exists(dir) {
+            return Err(Error::new(
+                ErrorKind::NoLedger,
+                format!("no ledger at {}", dir.display()),
             ));
         }
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -341,15 +413,8 @@ impl Log {
             .with_source(e)
         })?;
         let lock_file = take_lock(dir)?;
-        let (checkpoint, found) = Checkpoint::open(&dir.join("checkpoint"))?;
         let sled_dir = dir.join("sled");
-        create_sled_dir(dir, &sled_dir)?;
-        remove_unfinished_sled_snapshots(&sled_dir)?;
-        let db = sled::Config::new()
-            .path(&sled_dir)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(Error::store)?;
+        let db = open_sled(dir, &sled_dir, cache_bytes)?;
         let events = db.open_tree("events").map_err(Error::store)?;
         let snapshots = db.open_tree("snapshots").map_err(Error::store)?;
         let db_file = File::open(sled_dir.join("db"))
@@ -362,18 +427,132 @@ impl Log {
             durability,
             db_file,
             synced_blobs: Mutex::new(HashSet::new()),
-            checkpoint: Mutex::new(checkpoint),
+            checkpoint: Mutex::new(None),
             appended: Mutex::new((0, record::GENESIS)),
             state: Mutex::new(SyncState::default()),
             changed: Condvar::new(),
             counters: Counters::default(),
+            _released: Released(sled_dir.join("db")),
             _lock: lock_file,
         };
         // sled's own files and directories, created above, survive a power
         // loss only once their directories are synced.
         sync_dir(&sled_dir)?;
         sync_dir(dir)?;
-        Ok((log, found))
+        // Read after sled is open: whatever a sync wrote there, sled has.
+        let stored = checkpoint::read(&log.checkpoint_path())?;
+        Ok((log, stored))
+    }
+
+    fn checkpoint_path(&self) -> PathBuf {
+        self.dir.join(CHECKPOINT)
+    }
+
+    /// Checks the log, ending at `last`, against what its checkpoint holds:
+    /// `Checkpoint` when it is missing beside a non-empty log, or damaged;
+    /// `LostSuffix` when the log ends before it; `Corrupt` when the record
+    /// at its seq has another hash (rewritten). A new ledger (empty log, no
+    /// checkpoint or one that records nothing) passes.
+    pub(crate) fn check_checkpoint(&self, stored: &Stored, last: u64) -> Result<(), Error> {
+        let path = self.checkpoint_path();
+        let unusable = |what: String| {
+            Error::new(
+                ErrorKind::Checkpoint,
+                format!(
+                    "checkpoint {} is {what}: a lost tail of the log cannot be detected",
+                    path.display()
+                ),
+            )
+        };
+        match stored {
+            Stored::Missing | Stored::Damaged(..) if last == 0 && stored.claims() == 0 => Ok(()),
+            Stored::Missing => Err(unusable(format!("missing beside a log of {last} events"))),
+            Stored::Damaged(wrong, _) => Err(unusable(format!("damaged ({wrong})"))),
+            &Stored::Intact(cseq, chash) => {
+                if last < cseq {
+                    return Err(Error::new(
+                        ErrorKind::LostSuffix,
+                        format!(
+                            "the log ends at seq {last} but the checkpoint says seq {cseq} was durable: \
+                             {} acknowledged events are missing",
+                            cseq - last
+                        ),
+                    )
+                    .at_seq(last + 1));
+                }
+                if cseq > 0 {
+                    let bytes = self.record(cseq)?.ok_or_else(|| {
+                        Error::corrupt(cseq, "the checkpoint's record is missing")
+                    })?;
+                    if record::decode(cseq, &bytes)?.hash != chash {
+                        return Err(Error::corrupt(
+                            cseq,
+                            "record differs from the one the checkpoint recorded (rewritten)",
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks the log as it is now against the checkpoint file as it is
+    /// now (read between two writes of it).
+    pub(crate) fn check_checkpoint_now(&self) -> Result<(), Error> {
+        let guard = lock(&self.checkpoint);
+        let stored = checkpoint::read(&self.checkpoint_path())?;
+        let last = self.last_seq()?.unwrap_or(0);
+        let checked = self.check_checkpoint(&stored, last);
+        drop(guard);
+        checked
+    }
+
+    /// Keeps the checkpoint from here on, once open has checked it: the
+    /// one found when whole and `accepted` is not set, else a new one
+    /// recording `head` (a new ledger, or a log accepted as it is).
+    pub(crate) fn keep_checkpoint(
+        &self,
+        stored: &Stored,
+        head: (u64, Hash),
+        accepted: bool,
+    ) -> Result<(), Error> {
+        let path = self.checkpoint_path();
+        let kept = match stored {
+            Stored::Intact(..) if !accepted => Checkpoint::open(&path)?,
+            _ => Checkpoint::create(&path, head.0, &head.1)?,
+        };
+        *lock(&self.checkpoint) = Some(kept);
+        Ok(())
+    }
+
+    /// Records that the log was accepted as it is at `head` (at time `at`)
+    /// although its checkpoint was refused with `problem`: a line appended
+    /// to `checkpoint.accepted` beside the checkpoint, synced, and a
+    /// warning.
+    pub(crate) fn record_acceptance(
+        &self,
+        at: &str,
+        head: (u64, Hash),
+        problem: &Error,
+    ) -> Result<(), Error> {
+        let path = self.dir.join(ACCEPTED);
+        let line = format!(
+            "{at} accepted the log as it is at seq {} ({}); its checkpoint was refused: {problem}\n",
+            head.0,
+            record::hex(&head.1)
+        );
+        tracing::warn!(seq = head.0, problem = %problem, "accepted the log as it is");
+        let existed = path.exists();
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_data()))
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        if !existed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// The data directory.
@@ -701,7 +880,13 @@ impl Log {
                 .map_err(|e| Error::io("cannot sync the log", e))?;
             self.sync_blobs()?;
         }
-        lock(&self.checkpoint).write(seq, hash, synced)
+        match lock(&self.checkpoint).as_mut() {
+            Some(c) => c.write(seq, hash, synced),
+            None => Err(Error::new(
+                ErrorKind::Io,
+                "the checkpoint is not open (the ledger is still opening)",
+            )),
+        }
     }
 
     /// sled writes values too large for its log into `blobs/` without ever

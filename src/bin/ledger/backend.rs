@@ -12,7 +12,7 @@ use execution_ledger::{
 };
 
 use crate::serve::{Served, SERVE_FILE};
-use crate::{Cli, Usage};
+use crate::{Cli, Command, Usage};
 
 /// A ledger error as the CLI reports it: usage errors exit 2.
 pub(crate) fn fail(e: LedgerError) -> anyhow::Error {
@@ -42,14 +42,31 @@ pub(crate) enum Backend {
 
 impl Backend {
     /// The ledger of `--server`, else the data directory's (through its
-    /// server when a `ledger serve` process holds it).
+    /// server when a `ledger serve` process holds it). Of the commands that
+    /// come here only `submit` creates a ledger; the others answer "no
+    /// ledger at DIR" and create nothing.
     pub(crate) fn connect(cli: &Cli) -> Result<Backend> {
         if let Some(url) = &cli.server {
             return Ok(Backend::Remote(Remote::new(url, cli.api_key.clone())));
         }
-        match crate::open(&cli.data_dir) {
+        let creates = matches!(cli.command, Command::Submit(_));
+        let accepts = matches!(cli.command, Command::Verify { accept_tail: true });
+        let builder = Ledger::builder(&cli.data_dir)
+            .create(creates)
+            .accept_tail(accepts);
+        match crate::open_with(builder) {
             Ok(ledger) => Ok(Backend::Local(ledger)),
             Err(e) => {
+                let acceptable = e
+                    .downcast_ref::<execution_ledger::Error>()
+                    .is_some_and(|e| {
+                        matches!(e.kind(), ErrorKind::Checkpoint | ErrorKind::LostSuffix)
+                    });
+                if acceptable {
+                    return Err(anyhow!(
+                        "{e} (`ledger verify --accept-tail` accepts the log as it is)"
+                    ));
+                }
                 let locked = e
                     .downcast_ref::<execution_ledger::Error>()
                     .is_some_and(|e| e.kind() == ErrorKind::Locked);

@@ -24,7 +24,8 @@ use execution_ledger::{At, BackgroundExecutionMode, ExecutionId, TenantId};
 #[derive(Debug, Parser)]
 #[command(name = "ledger", version, propagate_version = true)]
 pub(crate) struct Cli {
-    /// The ledger's data directory.
+    /// The ledger's data directory. Only submit, run and serve create a
+    /// ledger there; other commands need one.
     #[arg(
         long,
         global = true,
@@ -135,8 +136,17 @@ pub(crate) enum Command {
         #[arg(long)]
         to_seq: u64,
     },
-    /// Check the whole log: exit 0 when intact, 1 naming the first bad seq.
-    Verify,
+    /// Check the whole log: exit 0 when intact, 1 naming the first bad seq
+    /// (or the checkpoint, when it is missing or damaged).
+    Verify {
+        /// Accept the log as it is when its checkpoint is missing, damaged
+        /// or disagrees with it (events lost from the tail): after checking
+        /// the whole chain, write a new checkpoint at the log's last seq,
+        /// print what was accepted and record it in `checkpoint.accepted`
+        /// beside the checkpoint. Then verify as usual.
+        #[arg(long)]
+        accept_tail: bool,
+    },
     /// Rebuild the per-execution and name index from the log (after
     /// `verify` reports it damaged, or to move a ledger written with the
     /// older one-entry-per-event index); writes wait while it runs.
@@ -392,12 +402,19 @@ fn one_line(e: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
-/// Opens the ledger in `dir`, with a progress bar for a long replay on a
-/// terminal.
+/// Opens (creating it when absent) the ledger in `dir`, with a progress bar
+/// for a long replay on a terminal.
 pub(crate) fn open(dir: &std::path::Path) -> anyhow::Result<execution_ledger::Ledger> {
+    open_with(execution_ledger::Ledger::builder(dir))
+}
+
+/// Opens the ledger as `builder` says, with a progress bar for a long
+/// replay on a terminal.
+pub(crate) fn open_with(
+    builder: execution_ledger::LedgerBuilder,
+) -> anyhow::Result<execution_ledger::Ledger> {
     let bar = output::Bar::new("replaying");
-    let ledger = execution_ledger::Ledger::builder(dir)
-        .open_with_progress(|seq, last| bar.update(seq, last));
+    let ledger = builder.open_with_progress(|seq, last| bar.update(seq, last));
     bar.finish();
     Ok(ledger?)
 }
