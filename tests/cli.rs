@@ -501,3 +501,22 @@ fn a_broken_pipe_exits_quietly_and_follow_streams_new_events() {
     follow.kill().unwrap();
     follow.wait().unwrap();
 }
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    submit(d, "acme", "50");
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .arg("--data-dir")
+        .arg(d)
+        .args(["run", "--exit-when-idle"])
+        .env("LEDGER_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("attempt ended"), "a log line: {stderr:?}");
+    assert!(!stderr.contains("\x1b["), "no ANSI codes: {stderr:?}");
+}
