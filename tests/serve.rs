@@ -743,3 +743,55 @@ fn without_keys_serve_refuses_a_non_loopback_address() {
     assert_eq!(code, 2);
     assert!(err.contains("needs --keys"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_attempt_finish_before_serve_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    let (_, submitted) = json_of(
+        c.post(server.url("/v1/executions"))
+            .json(&json!({"tenantId": "acme", "callableName": "sleep", "input": "1500"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = submitted["executionId"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, now) = json_of(
+            c.get(server.url(&format!("/v1/executions/{id}")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if now["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "it starts running: {now}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let id = id.parse().unwrap();
+    assert_eq!(
+        ledger.get(id).unwrap().status,
+        BackgroundExecutionStatus::Completed
+    );
+    let kinds: Vec<_> = ledger
+        .history(id)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["queued", "started", "completed"],
+        "nothing recovered"
+    );
+}

@@ -423,7 +423,11 @@ async fn worker(shared: Arc<Shared>, name: String) {
                     callable = %e.callable_name,
                     attempt = e.attempt,
                 );
-                shared.run_attempt(e).instrument(span).await;
+                let attempt = async {
+                    tracing::info!("attempt started");
+                    shared.run_attempt(e).await;
+                };
+                attempt.instrument(span).await;
             }
             Ok(None) => {
                 let ledger = &shared.ledger;
@@ -645,8 +649,10 @@ impl Runtime {
     }
 
     /// Stops claiming, lets running attempts finish within `grace`, then
-    /// drops what is still running (recovered on the next start) and makes
-    /// the ledger durable.
+    /// drops what is still running and makes the ledger durable. A dropped
+    /// attempt is not recorded: it stays `running` in the log until the
+    /// next [`RuntimeBuilder::start`] on this ledger records it `recovered`
+    /// (queued again while attempts remain, failed otherwise).
     ///
     /// # Errors
     ///
@@ -658,7 +664,11 @@ impl Runtime {
         let aborts: Vec<_> = workers.iter().map(JoinHandle::abort_handle).collect();
         let all = futures_join(workers);
         if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!("attempts still running after the grace period are left to recovery");
+            let left = lock(&self.shared.running).len();
+            tracing::warn!(
+                left,
+                "attempts still running after the grace period are dropped; they stay running in the log until the next start recovers them"
+            );
             for a in aborts {
                 a.abort();
             }

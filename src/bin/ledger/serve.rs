@@ -638,14 +638,28 @@ fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
+/// Resolves on SIGTERM or SIGINT (Ctrl-C), naming the signal: how `run`
+/// and `serve` are told to stop. The handlers are in place once this
+/// returns, so a signal that comes before the future is awaited is not lost
+/// (nor kills the process). Call it within the tokio runtime.
+pub(crate) fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
+
+/// The line `run` and `serve` print when a stop signal comes.
+pub(crate) fn stopping(signal: &str, grace: Duration) -> String {
+    format!(
+        "stopping on {signal}: no new work; running attempts have {} s to finish",
+        grace.as_secs()
+    )
 }
 
 /// Serves `ledger` from this process on 127.0.0.1 (an ephemeral port),
@@ -678,6 +692,7 @@ pub(crate) fn run(
     cli: &Cli,
     listen: SocketAddr,
     workers: usize,
+    grace: Duration,
     keys: Option<PathBuf>,
 ) -> Result<()> {
     if keys.is_none() && !listen.ip().is_loopback() {
@@ -692,6 +707,7 @@ pub(crate) fn run(
         .enable_all()
         .build()?;
     rt.block_on(async {
+        let stop = stop_signal()?;
         let runtime = Runtime::builder(ledger.clone())
             .workers(workers)
             .worker_name(format!("serve-{}", std::process::id()))
@@ -723,12 +739,12 @@ pub(crate) fn run(
         let stopper = state.clone();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                stop_signal().await;
+                let signal = stop.await;
                 stopper.stopping.store(true, Ordering::SeqCst);
+                let _ = writeln_stderr(&stopping(signal, grace));
             })
             .await?;
-        let _ = writeln_stderr("stopping: letting running attempts finish (10 s at most)");
-        state.runtime.shutdown(Duration::from_secs(10)).await?;
+        state.runtime.shutdown(grace).await?;
         let _ = std::fs::remove_file(&served);
         anyhow::Ok(())
     })
