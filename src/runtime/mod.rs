@@ -472,8 +472,9 @@ impl ExecutionHandle {
         self.created
     }
 
-    /// The execution once it is finished; `None` when the runtime stopped
-    /// first.
+    /// The execution once it is finished; `None` when the runtime's
+    /// [`shutdown`](Runtime::shutdown) began first (an attempt running then
+    /// may still finish within the grace: read it from the ledger).
     pub async fn result(self) -> Option<BackgroundExecution> {
         self.rx.await.ok()
     }
@@ -568,6 +569,9 @@ impl Runtime {
                     let _ = w.send(now.clone());
                 }
             }
+        } else if self.shared.stopping() {
+            // Shut down before the waiter was in place: answered as at shutdown.
+            lock(&self.shared.waiters).remove(&id);
         }
         Ok(rx)
     }
@@ -576,7 +580,8 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// `NotFound`; `Fatal`. `Ok(None)` when the runtime stopped first.
+    /// `NotFound`; `Fatal`. `Ok(None)` when the runtime's
+    /// [`shutdown`](Self::shutdown) began first.
     pub async fn result(
         &self,
         id: ExecutionId,
@@ -648,7 +653,9 @@ impl Runtime {
         }
     }
 
-    /// Stops claiming, lets running attempts finish within `grace`, then
+    /// Stops claiming, answers every [`result`](Self::result) and
+    /// [`ExecutionHandle::result`] still waiting with `None` at once, lets
+    /// running attempts finish within `grace`, then
     /// drops what is still running and makes the ledger durable. A dropped
     /// attempt is not recorded: it stays `running` in the log until the
     /// next [`RuntimeBuilder::start`] on this ledger records it `recovered`
@@ -660,6 +667,8 @@ impl Runtime {
     pub async fn shutdown(&self, grace: Duration) -> Result<(), LedgerError> {
         let _ = self.shared.shutdown.send(true);
         self.shared.wake.notify_waiters();
+        // Whoever awaits a result hears at once that none will come from here.
+        lock(&self.shared.waiters).clear();
         let workers: Vec<_> = std::mem::take(&mut *lock(&self.workers));
         let aborts: Vec<_> = workers.iter().map(JoinHandle::abort_handle).collect();
         let all = futures_join(workers);

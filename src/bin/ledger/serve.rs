@@ -388,7 +388,7 @@ struct WaitQuery {
     wait: Option<String>,
 }
 
-/// `30s`, `500ms`, or a number of seconds.
+/// `30s`, `500ms`, or a number of seconds; at most [`MAX_WAIT`].
 fn parse_wait(s: &str) -> ApiResult<Duration> {
     let bad = || ApiError::bad(format!("wait must be like 30s or 500ms, not {s:?}"));
     let d = if let Some(ms) = s.strip_suffix("ms") {
@@ -404,7 +404,13 @@ fn parse_wait(s: &str) -> ApiResult<Duration> {
         }
         Duration::from_secs_f64(secs)
     };
-    Ok(d.min(MAX_WAIT))
+    if d > MAX_WAIT {
+        return Err(ApiError::bad(format!(
+            "wait: at most {}s, not {s:?}",
+            MAX_WAIT.as_secs()
+        )));
+    }
+    Ok(d)
 }
 
 async fn result(
@@ -736,15 +742,33 @@ pub(crate) fn run(
             stopping: AtomicBool::new(false),
         });
         let app = router(state.clone());
-        let stopper = state.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let signal = stop.await;
-                stopper.stopping.store(true, Ordering::SeqCst);
-                let _ = writeln_stderr(&stopping(signal, grace));
-            })
-            .await?;
-        state.runtime.shutdown(grace).await?;
+        let (drain, drained) = tokio::sync::oneshot::channel::<()>();
+        let mut serving = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = drained.await;
+                })
+                .await
+        });
+        let signal = tokio::select! {
+            signal = stop => signal,
+            ended = &mut serving => {
+                ended??;
+                anyhow::bail!("the server stopped on its own");
+            }
+        };
+        state.stopping.store(true, Ordering::SeqCst);
+        let _ = writeln_stderr(&stopping(signal, grace));
+        // The runtime stops while the requests in flight drain, not after:
+        // its shutdown answers open result long-polls at once (202, the
+        // record as it is), and event streams end on `stopping`.
+        let _ = drain.send(());
+        let (stopped, ended) = tokio::join!(state.runtime.shutdown(grace), serving);
+        ended??;
+        stopped?;
+        // What the drained requests appended is durable too.
+        let ledger = state.ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.flush()).await??;
         let _ = std::fs::remove_file(&served);
         anyhow::Ok(())
     })
