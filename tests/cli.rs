@@ -640,3 +640,154 @@ fn regression_a_missing_or_damaged_checkpoint_is_reported_until_accepted() {
         assert_eq!(head(d).seq, 3, "nothing was appended");
     }
 }
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    submit(d, "acme", "50");
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .arg("--data-dir")
+        .arg(d)
+        .args(["run", "--exit-when-idle"])
+        .env("LEDGER_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("attempt ended"), "a log line: {stderr:?}");
+    assert!(!stderr.contains("\x1b["), "no ANSI codes: {stderr:?}");
+}
+
+/// Starts `ledger run` with info logs on stderr and waits until an attempt
+/// has started; returns the child and the rest of its stderr as it comes
+/// (keep the receiver while the child runs: its stderr stays open).
+fn run_until_an_attempt_starts(
+    dir: &Path,
+    extra: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("run")
+        .args(extra)
+        .env("LEDGER_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(line) if line.contains("attempt started") => return (child, rx),
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no attempt started");
+            }
+        }
+    }
+}
+
+/// Sends SIGTERM to `child` and waits (at most 60 s) for it to exit.
+fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ledger did not exit after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_stops_run_after_the_running_attempt_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let id = ok(
+        d,
+        &[
+            "submit",
+            "--tenant",
+            "acme",
+            "--callable",
+            "sleep",
+            "--input",
+            "1500",
+        ],
+    )
+    .trim()
+    .to_owned();
+    let (mut child, _stderr) = run_until_an_attempt_starts(d, &[]);
+    let status = sigterm_and_wait(&mut child);
+    assert_eq!(status.code(), Some(0), "exit 0 after SIGTERM, not {status}");
+    let ledger = Ledger::open(d).unwrap();
+    let e = ledger.get(id.parse().unwrap()).unwrap();
+    assert_eq!(e.status, BackgroundExecutionStatus::Completed);
+    let kinds: Vec<_> = ledger
+        .history(e.execution_id)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["queued", "started", "completed"],
+        "nothing recovered"
+    );
+}
+
+#[test]
+fn an_attempt_running_past_the_grace_stays_running_until_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let id = ok(
+        d,
+        &[
+            "submit",
+            "--tenant",
+            "acme",
+            "--callable",
+            "sleep",
+            "--input",
+            "600000",
+        ],
+    )
+    .trim()
+    .to_owned();
+    let (mut child, _stderr) = run_until_an_attempt_starts(d, &["--grace-secs", "1"]);
+    let status = sigterm_and_wait(&mut child);
+    assert_eq!(status.code(), Some(0), "{status}");
+    let e: BackgroundExecution = serde_json::from_str(&ok(d, &["show", &id, "--json"])).unwrap();
+    assert_eq!(e.status, BackgroundExecutionStatus::Running);
+    // The next start records it recovered: one attempt allowed, so failed.
+    ok(d, &["run", "--exit-when-idle"]);
+    let e: BackgroundExecution = serde_json::from_str(&ok(d, &["show", &id, "--json"])).unwrap();
+    assert_eq!(e.status, BackgroundExecutionStatus::Failed);
+    let events: Vec<Event> = ok(d, &["history", &id, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(kinds, ["queued", "started", "recovered"]);
+}

@@ -539,3 +539,59 @@ async fn shutdown_lets_running_attempts_finish_within_the_grace_period() {
     );
     ledger.verify().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_waiting_results_with_none_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let runtime = Runtime::builder(ledger.clone())
+        .workers(1)
+        .register_builtins()
+        .start()
+        .await
+        .unwrap();
+    let handle = runtime
+        .submit(&acme(), job("sleep", "600000"))
+        .await
+        .unwrap();
+    let id = handle.id();
+    tokio::time::timeout(WAIT, async {
+        while ledger.counts().running < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let answered = std::sync::Mutex::new(Vec::new());
+    let note = |what: &'static str, r: Option<BackgroundExecution>| {
+        answered.lock().unwrap().push((what, r.is_none()));
+    };
+    tokio::time::timeout(WAIT, async {
+        tokio::join!(
+            async {
+                runtime
+                    .shutdown(Duration::from_millis(1_500))
+                    .await
+                    .unwrap();
+                answered.lock().unwrap().push(("shutdown", true));
+            },
+            async { note("handle", handle.result().await) },
+            async { note("result", runtime.result(id).await.unwrap()) },
+        )
+    })
+    .await
+    .expect("every waiter is answered");
+    let answered = answered.into_inner().unwrap();
+    assert_eq!(answered.len(), 3);
+    assert_eq!(
+        answered.last(),
+        Some(&("shutdown", true)),
+        "the waiters, with None, before the grace is over: {answered:?}"
+    );
+    assert!(answered.iter().all(|(_, none)| *none), "{answered:?}");
+    // And one that asks after the shutdown is answered at once too.
+    let late = tokio::time::timeout(WAIT, runtime.result(id))
+        .await
+        .expect("answered");
+    assert_eq!(late.unwrap(), None);
+}

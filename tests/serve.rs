@@ -743,3 +743,145 @@ fn without_keys_serve_refuses_a_non_loopback_address() {
     assert_eq!(code, 2);
     assert!(err.contains("needs --keys"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_attempt_finish_before_serve_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    let (_, submitted) = json_of(
+        c.post(server.url("/v1/executions"))
+            .json(&json!({"tenantId": "acme", "callableName": "sleep", "input": "1500"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = submitted["executionId"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, now) = json_of(
+            c.get(server.url(&format!("/v1/executions/{id}")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if now["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "it starts running: {now}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let id = id.parse().unwrap();
+    assert_eq!(
+        ledger.get(id).unwrap().status,
+        BackgroundExecutionStatus::Completed
+    );
+    let kinds: Vec<_> = ledger
+        .history(id)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["queued", "started", "completed"],
+        "nothing recovered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_open_long_polls_and_closes_event_streams_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--grace-secs", "2"]);
+    let c = client();
+    let (_, submitted) = json_of(
+        c.post(server.url("/v1/executions"))
+            .json(&json!({"tenantId": "acme", "callableName": "sleep", "input": "600000"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = submitted["executionId"].as_str().unwrap().to_owned();
+    let mut stream = c
+        .get(server.url("/v1/events?fromSeq=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_events(&mut stream, 2).await, [1, 2], "queued, started");
+    let long_poll = tokio::spawn(
+        c.get(server.url(&format!("/v1/executions/{id}/result?wait=40s")))
+            .send(),
+    );
+    // Let the long-poll reach the server and wait there.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(10), long_poll)
+        .await
+        .expect("the open long-poll is answered at once, not after its 40 s")
+        .unwrap()
+        .unwrap();
+    let (status, record) = json_of(answered).await;
+    assert_eq!(status, 202, "{record}");
+    assert_eq!(record["status"], "running", "the record as it is");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await
+    .expect("the event stream is closed at once");
+    let status = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || server.stop()),
+    )
+    .await
+    .expect("serve exits once the grace is over")
+    .unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_wait_above_60s_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    let (_, submitted) = json_of(
+        c.post(server.url("/v1/executions"))
+            .json(&json!({"tenantId": "acme", "callableName": "echo"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = submitted["executionId"].as_str().unwrap().to_owned();
+    let (status, _) = json_of(
+        c.get(server.url(&format!("/v1/executions/{id}/result?wait=60s")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "60 s is allowed");
+    let (_, head) = json_of(c.get(server.url("/v1/head")).send().await.unwrap()).await;
+    let (status, err) = json_of(
+        c.get(server.url(&format!("/v1/executions/{id}/result?wait=90s")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, error_code(&err)), (400, "invalid"), "{err}");
+    assert_eq!(err["error"]["message"], "wait: at most 60s, not \"90s\"");
+    let (_, after) = json_of(c.get(server.url("/v1/head")).send().await.unwrap()).await;
+    assert_eq!(after, head, "nothing appended");
+    assert!(server.stop().success());
+}

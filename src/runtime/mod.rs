@@ -423,7 +423,11 @@ async fn worker(shared: Arc<Shared>, name: String) {
                     callable = %e.callable_name,
                     attempt = e.attempt,
                 );
-                shared.run_attempt(e).instrument(span).await;
+                let attempt = async {
+                    tracing::info!("attempt started");
+                    shared.run_attempt(e).await;
+                };
+                attempt.instrument(span).await;
             }
             Ok(None) => {
                 let ledger = &shared.ledger;
@@ -468,8 +472,9 @@ impl ExecutionHandle {
         self.created
     }
 
-    /// The execution once it is finished; `None` when the runtime stopped
-    /// first.
+    /// The execution once it is finished; `None` when the runtime's
+    /// [`shutdown`](Runtime::shutdown) began first (an attempt running then
+    /// may still finish within the grace: read it from the ledger).
     pub async fn result(self) -> Option<BackgroundExecution> {
         self.rx.await.ok()
     }
@@ -564,6 +569,9 @@ impl Runtime {
                     let _ = w.send(now.clone());
                 }
             }
+        } else if self.shared.stopping() {
+            // Shut down before the waiter was in place: answered as at shutdown.
+            lock(&self.shared.waiters).remove(&id);
         }
         Ok(rx)
     }
@@ -572,7 +580,8 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// `NotFound`; `Fatal`. `Ok(None)` when the runtime stopped first.
+    /// `NotFound`; `Fatal`. `Ok(None)` when the runtime's
+    /// [`shutdown`](Self::shutdown) began first.
     pub async fn result(
         &self,
         id: ExecutionId,
@@ -644,9 +653,13 @@ impl Runtime {
         }
     }
 
-    /// Stops claiming, lets running attempts finish within `grace`, then
-    /// drops what is still running (recovered on the next start) and makes
-    /// the ledger durable.
+    /// Stops claiming, answers every [`result`](Self::result) and
+    /// [`ExecutionHandle::result`] still waiting with `None` at once, lets
+    /// running attempts finish within `grace`, then
+    /// drops what is still running and makes the ledger durable. A dropped
+    /// attempt is not recorded: it stays `running` in the log until the
+    /// next [`RuntimeBuilder::start`] on this ledger records it `recovered`
+    /// (queued again while attempts remain, failed otherwise).
     ///
     /// # Errors
     ///
@@ -654,11 +667,17 @@ impl Runtime {
     pub async fn shutdown(&self, grace: Duration) -> Result<(), LedgerError> {
         let _ = self.shared.shutdown.send(true);
         self.shared.wake.notify_waiters();
+        // Whoever awaits a result hears at once that none will come from here.
+        lock(&self.shared.waiters).clear();
         let workers: Vec<_> = std::mem::take(&mut *lock(&self.workers));
         let aborts: Vec<_> = workers.iter().map(JoinHandle::abort_handle).collect();
         let all = futures_join(workers);
         if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!("attempts still running after the grace period are left to recovery");
+            let left = lock(&self.shared.running).len();
+            tracing::warn!(
+                left,
+                "attempts still running after the grace period are dropped; they stay running in the log until the next start recovers them"
+            );
             for a in aborts {
                 a.abort();
             }

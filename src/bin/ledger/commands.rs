@@ -30,14 +30,22 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
     match &cli.command {
         Command::Run {
             workers,
+            grace_secs,
             exit_when_idle,
-        } => return crate::run::run(cli, *workers as usize, *exit_when_idle),
+        } => {
+            let grace = std::time::Duration::from_secs((*grace_secs).into());
+            return crate::run::run(cli, *workers as usize, grace, *exit_when_idle);
+        }
         Command::Demo { dir } => return crate::demo::run(cli, dir.clone(), out),
         Command::Serve {
             listen,
             workers,
+            grace_secs,
             keys,
-        } => return crate::serve::run(cli, *listen, *workers as usize, keys.clone()),
+        } => {
+            let grace = std::time::Duration::from_secs((*grace_secs).into());
+            return crate::serve::run(cli, *listen, *workers as usize, grace, keys.clone());
+        }
         Command::Bench {
             quick,
             full,

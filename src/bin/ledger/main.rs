@@ -11,7 +11,7 @@ mod output;
 mod run;
 mod serve;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -158,10 +158,20 @@ pub(crate) enum Command {
     /// The whole log as JSON lines.
     Export,
     /// Run executions with the built-in callables echo, sleep and fail.
+    ///
+    /// SIGTERM or Ctrl-C (SIGINT) stops it: no more claims, running attempts
+    /// get --grace-secs to finish, then it exits 0. An attempt still running
+    /// after the grace is dropped unrecorded: it stays `running` in the log,
+    /// and the next `ledger run` or `ledger serve` of this ledger records it
+    /// `recovered` — queued again while it has attempts left, `failed`
+    /// otherwise (the default is one attempt).
     Run {
         /// How many run at once.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
         workers: u16,
+        /// On SIGTERM or Ctrl-C, how long running attempts may take to finish.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(0..=3600))]
+        grace_secs: u16,
         /// Exit once nothing is runnable, running, waiting for a retry or
         /// awaiting a callback (held deferred executions do not count).
         #[arg(long)]
@@ -192,6 +202,13 @@ pub(crate) enum Command {
     },
     /// Run the workers and serve the ledger over HTTP (JSON API, SSE);
     /// other `ledger` commands then reach the ledger through it.
+    ///
+    /// SIGTERM or Ctrl-C (SIGINT) stops it: new requests get 503, running
+    /// attempts get --grace-secs to finish, then it exits 0. An attempt still
+    /// running after the grace is dropped unrecorded: it stays `running` in
+    /// the log, and the next `ledger serve` or `ledger run` of this ledger
+    /// records it `recovered` — queued again while it has attempts left,
+    /// `failed` otherwise (the default is one attempt).
     Serve {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:7474")]
@@ -199,6 +216,9 @@ pub(crate) enum Command {
         /// How many executions run at once.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
         workers: u16,
+        /// On SIGTERM or Ctrl-C, how long running attempts may take to finish.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(0..=3600))]
+        grace_secs: u16,
         /// API keys: {"keys": [{"tenant": "acme", "sha256": "<hex>"}, {"admin": true, "sha256": "<hex>"}]}.
         /// Without it, serve listens on loopback only and every request acts as admin.
         #[arg(long)]
@@ -363,6 +383,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

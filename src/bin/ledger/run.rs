@@ -1,5 +1,5 @@
 //! `ledger run`: the runtime with the built-in callables, a live line of
-//! progress, and a graceful stop on Ctrl-C.
+//! progress, and a graceful stop on SIGTERM or Ctrl-C.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -123,12 +123,14 @@ impl Monitor {
     }
 }
 
-pub(crate) fn run(cli: &Cli, workers: usize, exit_when_idle: bool) -> Result<()> {
+pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bool) -> Result<()> {
     let ledger = crate::open(&cli.data_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let summary = rt.block_on(async {
+        let stop = crate::serve::stop_signal()?;
+        tokio::pin!(stop);
         let runtime = Runtime::builder(ledger.clone())
             .workers(workers)
             .worker_name(format!("run-{}", std::process::id()))
@@ -142,19 +144,17 @@ pub(crate) fn run(cli: &Cli, workers: usize, exit_when_idle: bool) -> Result<()>
             bar
         });
         let mut monitor = Monitor::start(&ledger, bar);
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
         loop {
             tokio::select! {
-                _ = &mut ctrl_c => {
-                    let _ = writeln!(std::io::stderr(), "stopping: letting running attempts finish (10 s at most)");
+                signal = &mut stop => {
+                    let _ = writeln!(std::io::stderr(), "{}", crate::serve::stopping(signal, grace));
                     break;
                 }
                 () = runtime.wait_idle(), if exit_when_idle => break,
                 () = tokio::time::sleep(Duration::from_millis(200)) => monitor.render(),
             }
         }
-        runtime.shutdown(Duration::from_secs(10)).await?;
+        runtime.shutdown(grace).await?;
         anyhow::Ok(monitor.finish())
     })?;
     if cli.json {

@@ -391,7 +391,7 @@ struct WaitQuery {
     wait: Option<String>,
 }
 
-/// `30s`, `500ms`, or a number of seconds.
+/// `30s`, `500ms`, or a number of seconds; at most [`MAX_WAIT`].
 fn parse_wait(s: &str) -> ApiResult<Duration> {
     let bad = || ApiError::bad(format!("wait must be like 30s or 500ms, not {s:?}"));
     let d = if let Some(ms) = s.strip_suffix("ms") {
@@ -407,7 +407,13 @@ fn parse_wait(s: &str) -> ApiResult<Duration> {
         }
         Duration::from_secs_f64(secs)
     };
-    Ok(d.min(MAX_WAIT))
+    if d > MAX_WAIT {
+        return Err(ApiError::bad(format!(
+            "wait: at most {}s, not {s:?}",
+            MAX_WAIT.as_secs()
+        )));
+    }
+    Ok(d)
 }
 
 async fn result(
@@ -641,14 +647,28 @@ fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
+/// Resolves on SIGTERM or SIGINT (Ctrl-C), naming the signal: how `run`
+/// and `serve` are told to stop. The handlers are in place once this
+/// returns, so a signal that comes before the future is awaited is not lost
+/// (nor kills the process). Call it within the tokio runtime.
+pub(crate) fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
+
+/// The line `run` and `serve` print when a stop signal comes.
+pub(crate) fn stopping(signal: &str, grace: Duration) -> String {
+    format!(
+        "stopping on {signal}: no new work; running attempts have {} s to finish",
+        grace.as_secs()
+    )
 }
 
 /// Serves `ledger` from this process on 127.0.0.1 (an ephemeral port),
@@ -681,6 +701,7 @@ pub(crate) fn run(
     cli: &Cli,
     listen: SocketAddr,
     workers: usize,
+    grace: Duration,
     keys: Option<PathBuf>,
 ) -> Result<()> {
     if keys.is_none() && !listen.ip().is_loopback() {
@@ -695,6 +716,7 @@ pub(crate) fn run(
         .enable_all()
         .build()?;
     rt.block_on(async {
+        let stop = stop_signal()?;
         let runtime = Runtime::builder(ledger.clone())
             .workers(workers)
             .worker_name(format!("serve-{}", std::process::id()))
@@ -723,15 +745,33 @@ pub(crate) fn run(
             stopping: AtomicBool::new(false),
         });
         let app = router(state.clone());
-        let stopper = state.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                stop_signal().await;
-                stopper.stopping.store(true, Ordering::SeqCst);
-            })
-            .await?;
-        let _ = writeln_stderr("stopping: letting running attempts finish (10 s at most)");
-        state.runtime.shutdown(Duration::from_secs(10)).await?;
+        let (drain, drained) = tokio::sync::oneshot::channel::<()>();
+        let mut serving = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = drained.await;
+                })
+                .await
+        });
+        let signal = tokio::select! {
+            signal = stop => signal,
+            ended = &mut serving => {
+                ended??;
+                anyhow::bail!("the server stopped on its own");
+            }
+        };
+        state.stopping.store(true, Ordering::SeqCst);
+        let _ = writeln_stderr(&stopping(signal, grace));
+        // The runtime stops while the requests in flight drain, not after:
+        // its shutdown answers open result long-polls at once (202, the
+        // record as it is), and event streams end on `stopping`.
+        let _ = drain.send(());
+        let (stopped, ended) = tokio::join!(state.runtime.shutdown(grace), serving);
+        ended??;
+        stopped?;
+        // What the drained requests appended is durable too.
+        let ledger = state.ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.flush()).await??;
         let _ = std::fs::remove_file(&served);
         anyhow::Ok(())
     })
