@@ -37,7 +37,24 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             listen,
             workers,
             keys,
-        } => return crate::serve::run(cli, *listen, *workers as usize, keys.clone()),
+        } => {
+            // Global flags that mean nothing to a server are refused, not ignored.
+            if cli.tenant.is_some() {
+                return Err(Usage(
+                    "serve takes no --tenant: each request's API key (--keys) decides its tenant"
+                        .into(),
+                )
+                .into());
+            }
+            if cli.json {
+                return Err(Usage(
+                    "serve takes no --json: it answers JSON over HTTP and prints only log lines"
+                        .into(),
+                )
+                .into());
+            }
+            return crate::serve::run(cli, *listen, *workers as usize, keys.clone());
+        }
         Command::Bench {
             quick,
             full,

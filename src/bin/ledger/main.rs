@@ -6,6 +6,7 @@
 mod backend;
 mod bench;
 mod commands;
+mod decode;
 mod demo;
 mod output;
 mod run;
