@@ -150,6 +150,9 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             to_seq,
             follow,
         } => {
+            if let Some(to) = to_seq {
+                execution_ledger::Ledger::check_range(*from_seq, *to).map_err(fail)?;
+            }
             let mut events = Vec::new();
             let streaming = cli.json || *follow;
             backend.events(*from_seq, *to_seq, *follow, &mut |event| {
