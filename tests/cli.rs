@@ -791,3 +791,33 @@ fn an_attempt_running_past_the_grace_stays_running_until_the_next_start() {
     let kinds: Vec<_> = events.iter().map(|e| e.kind.name()).collect();
     assert_eq!(kinds, ["queued", "started", "recovered"]);
 }
+
+#[test]
+fn usage_errors_name_what_is_missing_or_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let id = submit(d, "acme", "50");
+    let before = head(d);
+    // A missing required argument is named, on the one line.
+    let line = err(d, &["fail", &id], 2);
+    assert!(
+        line.starts_with("error: the following required arguments were not provided:")
+            && line.contains("--error"),
+        "{line}"
+    );
+    // --server takes an http:// or https:// URL.
+    let line = err(d, &["--server", "notaurl", "head"], 2);
+    assert!(
+        line.contains("--server") && line.contains("http:// or https:// URL"),
+        "{line}"
+    );
+    // A reversed range is refused by events as by diff, with the same words.
+    let diff = err(d, &["diff", "--from-seq", "1", "--to-seq", "0"], 2);
+    let events = err(d, &["events", "--from-seq", "1", "--to-seq", "0"], 2);
+    assert_eq!(events, diff);
+    assert_eq!(
+        events,
+        "error: the first point (seq 1) is after the second (seq 0)"
+    );
+    assert_eq!(head(d), before, "nothing appended");
+}

@@ -885,3 +885,227 @@ async fn a_result_wait_above_60s_is_refused() {
     assert_eq!(after, head, "nothing appended");
     assert!(server.stop().success());
 }
+
+/// Runs `ledger serve` with `args` that must make it refuse to start:
+/// its exit code and stderr, or a panic if it is still serving after 20 s.
+fn serve_refusing(dir: &Path, args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("LEDGER_SERVER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "ledger {args:?} started serving: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn serve_refuses_an_empty_or_unknown_keys_file_and_flags_it_ignores() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    let data = dir.path().join("data");
+    let keys_arg = keys.to_str().unwrap();
+    for (file, says) in [
+        (json!({"keys": []}), "no keys"),
+        (
+            json!({"keys": [{"tenant": "acme", "sha256": sha256_hex("k"), "admn": true}]}),
+            "keys[0].admn: unknown field",
+        ),
+        (
+            json!({"keys": [{"tenant": "acme", "sha256": sha256_hex("k")}], "key": []}),
+            "key: unknown field",
+        ),
+    ] {
+        std::fs::write(&keys, serde_json::to_vec(&file).unwrap()).unwrap();
+        let (code, err) = serve_refusing(
+            &data,
+            &["serve", "--listen", "127.0.0.1:0", "--keys", keys_arg],
+        );
+        assert_eq!(code, 2, "{file}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+        assert!(
+            err.contains(keys_arg) && err.contains(says),
+            "{file}: {err}"
+        );
+    }
+    for flag in [&["--tenant", "acme"][..], &["--json"][..]] {
+        let args = [&["serve", "--listen", "127.0.0.1:0"][..], flag].concat();
+        let (code, err) = serve_refusing(&data, &args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+        assert!(err.contains(flag[0]), "{args:?}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_naming_the_field_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    let (_, held) = json_of(
+        c.post(server.url("/v1/executions"))
+            .json(&json!({"tenantId": "acme", "callableName": "echo", "config": {"mode": "deferred"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = held["executionId"].as_str().unwrap().to_owned();
+    let (_, before) = json_of(c.get(server.url("/v1/head")).send().await.unwrap()).await;
+    let submit = |body: Value| c.post(server.url("/v1/executions")).json(&body);
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str, &str)> = vec![
+        (
+            submit(json!({"callableName": "echo", "tenantId": "acme", "config": {"priorty": 90}})),
+            400,
+            "invalid",
+            "config.priorty: unknown field",
+        ),
+        (
+            submit(json!({"callableName": "echo", "tenantId": "acme", "prio": 9})),
+            400,
+            "invalid",
+            "prio: unknown field",
+        ),
+        (
+            submit(json!({"callableName": "echo", "tenantId": "acme",
+                          "config": {"retry": {"maxAttempts": 2, "delayMs": 5}}})),
+            400,
+            "invalid",
+            "config.retry.delayMs: unknown field",
+        ),
+        (
+            submit(json!({"callableName": "echo", "tenantId": "acme", "config": {"priority": 300}})),
+            400,
+            "malformed_json",
+            "config.priority: must be an integer 0-255, not 300",
+        ),
+        (
+            submit(json!({"callableName": "echo", "tenantId": "acme", "runAt": "tomorrow"})),
+            400,
+            "malformed_json",
+            "runAt: must be an RFC 3339 time, not \"tomorrow\"",
+        ),
+        (
+            submit(json!({"callableName": "echo", "tenantId": "acme", "config": {"mode": "later"}})),
+            400,
+            "malformed_json",
+            "config.mode: must be fire_and_forget, silent or deferred, not \"later\"",
+        ),
+        (
+            submit(json!({"tenantId": "acme"})),
+            400,
+            "malformed_json",
+            "callableName: missing (a string)",
+        ),
+        (
+            submit(json!({"callableName": "echo", "tenantId": "not a tenant"})),
+            400,
+            "malformed_json",
+            "tenantId: must be a tenant id (1-128 letters, digits and ._:-), not \"not a tenant\"",
+        ),
+        (
+            c.post(server.url("/v1/executions")).body(
+                r#"{"callableName": "echo", "tenantId": "acme", "config": {"priority": 1, "priority": 2}}"#,
+            ),
+            400,
+            "malformed_json",
+            "config.priority: given more than once",
+        ),
+        (
+            submit(json!([1, 2])),
+            400,
+            "malformed_json",
+            "the body must be a JSON object, not [1,2]",
+        ),
+        (
+            c.post(server.url(&format!("/v1/executions/{id}/cancel")))
+                .json(&json!({"resaon": "typo"})),
+            400,
+            "invalid",
+            "resaon: unknown field",
+        ),
+        (
+            c.post(server.url(&format!("/v1/executions/{id}/release")))
+                .json(&json!({"now": true})),
+            400,
+            "invalid",
+            "now: unknown field",
+        ),
+        (
+            c.get(server.url(&format!("/v1/executions/{id}?atSeqq=3"))),
+            400,
+            "invalid",
+            "atSeqq: unknown field",
+        ),
+        (
+            c.get(server.url(&format!("/v1/executions/{id}?atSeq=notanumber"))),
+            400,
+            "invalid",
+            "atSeq: must be a whole number, not \"notanumber\"",
+        ),
+        (
+            c.get(server.url("/v1/events?fromSeq=abc")),
+            400,
+            "invalid",
+            "fromSeq: must be a whole number, not \"abc\"",
+        ),
+        (
+            c.get(server.url("/v1/diff?fromSeq=1&toSeq=-2")),
+            400,
+            "invalid",
+            "toSeq: must be a whole number, not \"-2\"",
+        ),
+        (
+            c.delete(server.url("/v1/head")),
+            405,
+            "method_not_allowed",
+            "DELETE is not allowed here",
+        ),
+        (
+            c.get(server.url("/v1/executions")),
+            405,
+            "method_not_allowed",
+            "GET is not allowed here",
+        ),
+    ];
+    for (i, (req, status, code, message)) in cases.into_iter().enumerate() {
+        let (got, body) = json_of(req.send().await.unwrap()).await;
+        assert_eq!((got, error_code(&body)), (status, code), "case {i}: {body}");
+        let said = body["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            said.starts_with(message),
+            "case {i}: {said:?} is not {message:?}"
+        );
+        for internal in [
+            "Some(",
+            "expected ",
+            "invalid type",
+            "SubmitBody",
+            "u8",
+            "Failed to",
+        ] {
+            assert!(!said.contains(internal), "case {i}: {said}");
+        }
+    }
+    let (_, after) = json_of(c.get(server.url("/v1/head")).send().await.unwrap()).await;
+    assert_eq!(after, before, "no refused request appended anything");
+    assert!(server.stop().success());
+}

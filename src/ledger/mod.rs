@@ -1543,6 +1543,21 @@ impl Ledger {
         Ok((queue, projection.waiting(then, tenant).len()))
     }
 
+    /// Refuses a range of the log whose first seq is after its last, in
+    /// the words [`diff`](Self::diff) uses.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` when `from` is after `to`.
+    pub fn check_range(from: u64, to: u64) -> Result<(), LedgerError> {
+        if from > to {
+            return Err(LedgerError::invalid(format!(
+                "the first point (seq {from}) is after the second (seq {to})"
+            )));
+        }
+        Ok(())
+    }
+
     /// Which executions changed between two points of the log, and how.
     ///
     /// # Errors
@@ -1550,11 +1565,7 @@ impl Ledger {
     /// `Invalid` when `from` is after `to` or beyond the head; `Fatal`.
     pub fn diff(&self, from: At, to: At) -> Result<Vec<Change>, LedgerError> {
         let (a, b) = (self.resolve(from)?, self.resolve(to)?);
-        if a > b {
-            return Err(LedgerError::invalid(format!(
-                "the first point (seq {a}) is after the second (seq {b})"
-            )));
-        }
+        Self::check_range(a, b)?;
         let mut touched: BTreeMap<ExecutionId, Vec<(u64, String)>> = BTreeMap::new();
         for event in self.events(a + 1, Some(b)) {
             let event = event?;

@@ -43,6 +43,21 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             grace_secs,
             keys,
         } => {
+            // Global flags that mean nothing to a server are refused, not ignored.
+            if cli.tenant.is_some() {
+                return Err(Usage(
+                    "serve takes no --tenant: each request's API key (--keys) decides its tenant"
+                        .into(),
+                )
+                .into());
+            }
+            if cli.json {
+                return Err(Usage(
+                    "serve takes no --json: it answers JSON over HTTP and prints only log lines"
+                        .into(),
+                )
+                .into());
+            }
             let grace = std::time::Duration::from_secs((*grace_secs).into());
             return crate::serve::run(cli, *listen, *workers as usize, grace, keys.clone());
         }
@@ -141,6 +156,9 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             to_seq,
             follow,
         } => {
+            if let Some(to) = to_seq {
+                execution_ledger::Ledger::check_range(*from_seq, *to).map_err(fail)?;
+            }
             let mut events = Vec::new();
             let streaming = cli.json || *follow;
             backend.events(*from_seq, *to_seq, *follow, &mut |event| {

@@ -6,6 +6,7 @@
 mod backend;
 mod bench;
 mod commands;
+mod decode;
 mod demo;
 mod output;
 mod run;
@@ -41,7 +42,7 @@ pub(crate) struct Cli {
     pub(crate) tenant: Option<TenantId>,
     /// Reach the ledger through this `ledger serve` URL (found on its own
     /// when the data directory is being served).
-    #[arg(long, global = true, env = "LEDGER_SERVER")]
+    #[arg(long, global = true, env = "LEDGER_SERVER", value_parser = parse_server)]
     pub(crate) server: Option<String>,
     /// The API key for the server.
     #[arg(long, global = true, env = "LEDGER_API_KEY", hide_env_values = true)]
@@ -321,6 +322,15 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("not an RFC 3339 time ({e}): {s:?}"))
 }
 
+fn parse_server(s: &str) -> Result<String, String> {
+    let bad = || format!("must be an http:// or https:// URL, not {s:?}");
+    let url = reqwest::Url::parse(s).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err(bad());
+    }
+    Ok(s.to_owned())
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -370,10 +380,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 };
             }
-            // One line: clap's first, without its usage block.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("error: invalid arguments");
-            let _ = writeln!(std::io::stderr(), "{first}");
+            let _ = writeln!(std::io::stderr(), "{}", usage_line(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
@@ -407,6 +414,26 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// A clap error on one line: its first line and the indented lines under
+/// it (the arguments it names), without the tips, the usage block and the
+/// pointer to `--help`.
+fn usage_line(text: &str) -> String {
+    let mut lines = text.lines();
+    let mut line = lines
+        .next()
+        .unwrap_or("error: invalid arguments")
+        .to_owned();
+    let named: Vec<&str> = lines
+        .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    if !named.is_empty() {
+        line.push(' ');
+        line.push_str(&named.join(", "));
+    }
+    line
 }
 
 /// The error and its causes on one line, without repeating a cause that

@@ -13,8 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path as UrlPath, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,7 +28,8 @@ use execution_ledger::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::Cli;
+use crate::decode::{self, RefusedKind};
+use crate::{Cli, Usage};
 
 /// The largest request body accepted, in bytes (413 above).
 pub(crate) const MAX_BODY_BYTES: usize = 512 * 1024;
@@ -84,26 +86,31 @@ impl Keys {
     fn load(path: &Path) -> Result<Keys> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the keys file {}", path.display()))?;
-        let file: KeysFile = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a valid keys file", path.display()))?;
+        // What is wrong with the file is a wrong --keys: a usage error.
+        let refuse = |what: String| Usage(format!("{}: {what}", path.display()));
+        let file: KeysFile =
+            decode::json(text.as_bytes(), "the file").map_err(|e| refuse(e.message))?;
+        if file.keys.is_empty() {
+            bail!(refuse(
+                "no keys: a keys file names at least one key (a tenant's or an admin's)".into()
+            ));
+        }
         let mut keys = HashMap::new();
         for (i, k) in file.keys.into_iter().enumerate() {
             let who = match (k.admin, k.tenant) {
                 (true, None) => Who::Admin,
                 (false, Some(t)) => Who::Tenant(t),
-                _ => bail!(
-                    "{}: key {} must have either a tenant or \"admin\": true",
-                    path.display(),
+                _ => bail!(refuse(format!(
+                    "key {} must have either a tenant or \"admin\": true",
                     i + 1
-                ),
+                ))),
             };
             let hash = k.sha256.to_ascii_lowercase();
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                bail!(
-                    "{}: key {} has no valid sha256 (64 hex digits)",
-                    path.display(),
+                bail!(refuse(format!(
+                    "key {} has no valid sha256 (64 hex digits)",
                     i + 1
-                );
+                )));
             }
             keys.insert(hash, who);
         }
@@ -138,6 +145,17 @@ impl ApiError {
 
     fn bad(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+}
+
+impl From<decode::Refused> for ApiError {
+    fn from(r: decode::Refused) -> Self {
+        match r.kind {
+            RefusedKind::Unknown => ApiError::bad(r.message),
+            RefusedKind::Syntax | RefusedKind::Field => {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.message)
+            }
+        }
     }
 }
 
@@ -215,11 +233,9 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<Who> {
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key"))
 }
 
-fn body_json<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-    allow_empty: bool,
-) -> ApiResult<Option<T>> {
-    let bytes = body.map_err(|r| {
+/// A body as bytes, refused when it is too large or cannot be read.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -227,33 +243,46 @@ fn body_json<T: serde::de::DeserializeOwned>(
                 format!("the body is over {MAX_BODY_BYTES} bytes"),
             )
         } else {
-            ApiError::bad(r.body_text())
+            ApiError::bad("the body could not be read")
         }
-    })?;
+    })
+}
+
+/// A JSON body as `T`, refusing fields `T` does not know; `None` for an
+/// empty body when `allow_empty`.
+fn body_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    allow_empty: bool,
+) -> ApiResult<Option<T>> {
+    let bytes = body_bytes(body)?;
     if bytes.is_empty() && allow_empty {
         return Ok(None);
     }
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not valid: {e}"),
-        )
-    })
+    Ok(Some(decode::json(&bytes, "the body")?))
+}
+
+/// A body that takes no fields: empty, or `{}`.
+#[derive(Deserialize, Default)]
+struct NoFields {}
+
+/// A query string as `T`, refusing keys `T` does not know, with messages
+/// that name the key.
+struct ApiQuery<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        Ok(ApiQuery(
+            decode::query(query).map_err(|r| ApiError::bad(r.message))?,
+        ))
+    }
 }
 
 fn parse_id(id: &str) -> ApiResult<ExecutionId> {
     id.parse()
         .map_err(|e: execution_ledger::ParseIdError| ApiError::bad(e.to_string()))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SubmitBody {
-    #[serde(flatten)]
-    submission: Submission,
-    #[serde(default)]
-    tenant_id: Option<TenantId>,
 }
 
 async fn submit(
@@ -262,20 +291,30 @@ async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let who = authorize(&state, &headers)?;
-    let body: SubmitBody = body_json(body, false)?.expect("a body");
-    let tenant = match (&who, body.tenant_id) {
+    // A submission and its tenant. The submission is what the `queued`
+    // event records, so it is read from the body less `tenantId`, which
+    // lets every other field it does not know be refused.
+    let mut body = decode::json_object(&body_bytes(body)?, "the body")?;
+    let tenant = body
+        .as_object_mut()
+        .and_then(|fields| fields.remove("tenantId"))
+        .unwrap_or_default();
+    let tenant_id: Option<TenantId> = decode::value_at(&tenant, "tenantId")?;
+    let submission: Submission = decode::value(&body)?;
+    let tenant = match (&who, tenant_id) {
         (Who::Admin, Some(t)) => t,
-        (Who::Admin, None) => return Err(ApiError::bad("an admin submit needs tenantId")),
+        (Who::Admin, None) => {
+            return Err(ApiError::bad(
+                "tenantId is missing: an admin key submits for the tenant it names",
+            ))
+        }
         (Who::Tenant(t), None) => t.clone(),
         (Who::Tenant(t), Some(other)) if &other == t => other,
         (Who::Tenant(_), Some(_)) => {
             return Err(ApiError::bad("tenantId must be the key's own tenant"))
         }
     };
-    let submitted = state
-        .runtime
-        .submit_detached(&tenant, body.submission)
-        .await?;
+    let submitted = state.runtime.submit_detached(&tenant, submission).await?;
     let status = if submitted.created {
         StatusCode::CREATED
     } else {
@@ -334,7 +373,7 @@ async fn show(
     State(state): State<Shared>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
-    Query(q): Query<AtQuery>,
+    ApiQuery(q): ApiQuery<AtQuery>,
 ) -> ApiResult<Json<BackgroundExecution>> {
     let who = authorize(&state, &headers)?;
     let id = parse_id(&id)?;
@@ -379,9 +418,11 @@ async fn release(
     State(state): State<Shared>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<BackgroundExecution>> {
     let who = authorize(&state, &headers)?;
     let id = parse_id(&id)?;
+    let _: Option<NoFields> = body_json(body, true)?;
     scoped_get(&state, &who, id, None).await?;
     Ok(Json(state.runtime.release(id).await?))
 }
@@ -420,7 +461,7 @@ async fn result(
     State(state): State<Shared>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
-    Query(q): Query<WaitQuery>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Response> {
     let who = authorize(&state, &headers)?;
     let id = parse_id(&id)?;
@@ -449,7 +490,7 @@ async fn result(
 async fn queue(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Query(q): Query<AtQuery>,
+    ApiQuery(q): ApiQuery<AtQuery>,
 ) -> ApiResult<Json<Vec<BackgroundExecution>>> {
     let who = authorize(&state, &headers)?;
     let at = q.at()?;
@@ -473,7 +514,7 @@ struct DiffQuery {
 async fn diff(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Query(q): Query<DiffQuery>,
+    ApiQuery(q): ApiQuery<DiffQuery>,
 ) -> ApiResult<Json<Vec<execution_ledger::Change>>> {
     let who = authorize(&state, &headers)?;
     let (Some(from), Some(to)) = (q.from_seq, q.to_seq) else {
@@ -508,7 +549,7 @@ struct EventsQuery {
 async fn events(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>>> {
     let who = authorize(&state, &headers)?;
     // A reconnecting client resumes after the last event it saw.
@@ -628,6 +669,41 @@ async fn fallback() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed here"),
+    )
+}
+
+/// Any error answered without the JSON shape (a rejection of the request
+/// before a handler ran) gets it, with a message that shows no internals.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::BAD_REQUEST => ("invalid", "the request is not valid"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "the body is not JSON"),
+        s if s.is_client_error() => ("invalid", "the request was refused"),
+        _ => ("internal", "the server failed"),
+    };
+    let mut fixed = ApiError::new(status, code, message).into_response();
+    if let Some(allow) = response.headers().get(axum::http::header::ALLOW) {
+        fixed
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow.clone());
+    }
+    fixed
+}
+
 fn router(state: Shared) -> Router {
     Router::new()
         .route("/v1/executions", post(submit))
@@ -643,6 +719,8 @@ fn router(state: Shared) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
