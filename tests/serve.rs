@@ -967,3 +967,86 @@ async fn bad_input_is_refused_naming_the_field_in_json() {
     assert_eq!(after, before, "no refused request appended anything");
     assert!(server.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_is_case_insensitive_and_ledger_wide_endpoints_are_admin_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    std::fs::write(
+        &keys,
+        serde_json::to_vec(&json!({"keys": [
+            {"tenant": "acme", "sha256": sha256_hex("acme-key")},
+            {"admin": true, "sha256": sha256_hex("root-key")},
+        ]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--keys", keys.to_str().unwrap()]);
+    let c = client();
+    // The scheme is case-insensitive (RFC 7235).
+    for header in ["Bearer acme-key", "bearer acme-key", "BEARER acme-key"] {
+        let (status, body) = json_of(
+            c.get(server.url("/v1/queue"))
+                .header("Authorization", header)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{header}: {body}");
+    }
+    // What spans every tenant is for admin keys only.
+    for (method, path) in [("GET", "/metrics"), ("GET", "/v1/head")] {
+        let req = |key: &str| {
+            c.request(method.parse().unwrap(), server.url(path))
+                .bearer_auth(key)
+        };
+        let (status, body) = json_of(req("acme-key").send().await.unwrap()).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (403, "forbidden"),
+            "{path}: {body}"
+        );
+        let (status, body) = json_of(req("root-key").send().await.unwrap()).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    // Health checks carry no key, so health says nothing of the log.
+    let (_, health) = json_of(c.get(server.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!(health, json!({"status": "ok"}));
+    // Through the server, a tenant key's submit needs no --tenant.
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["--server", &server.url, "--api-key", "acme-key"])
+        .args(["submit", "--callable", "echo", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["tenantId"], "acme");
+    // A tenant key reads its events up to a seq it names, not to the head.
+    let events = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["--server", &server.url, "--api-key", "acme-key"])
+            .args(["events", "--json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = events(&["--to-seq", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first: Event = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first.tenant_id.as_str(), "acme");
+    let out = events(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--to-seq or --follow"), "{err}");
+    assert!(server.stop().success());
+}

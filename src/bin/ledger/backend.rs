@@ -35,6 +35,21 @@ pub(crate) fn not_yet(id: ExecutionId, at: At) -> String {
     format!("{id} did not exist yet at {}", describe(at))
 }
 
+/// A refusal by the server other than a bad request (exit 1).
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    status: reqwest::StatusCode,
+    message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
 pub(crate) enum Backend {
     Local(Ledger),
     Remote(Remote),
@@ -78,12 +93,23 @@ impl Backend {
         }
     }
 
-    pub(crate) fn submit(&self, tenant: &TenantId, s: Submission) -> Result<BackgroundExecution> {
+    /// Submits for `tenant`; without one, a server decides it from the API
+    /// key (a tenant key's own tenant).
+    pub(crate) fn submit(
+        &self,
+        tenant: Option<&TenantId>,
+        s: Submission,
+    ) -> Result<BackgroundExecution> {
         match self {
-            Backend::Local(l) => Ok(l.submit(tenant, s).map_err(fail)?.execution),
+            Backend::Local(l) => {
+                let tenant = tenant.ok_or_else(|| Usage("submit needs --tenant".into()))?;
+                Ok(l.submit(tenant, s).map_err(fail)?.execution)
+            }
             Backend::Remote(r) => {
                 let mut body = serde_json::to_value(&s)?;
-                body["tenantId"] = serde_json::json!(tenant);
+                if let Some(tenant) = tenant {
+                    body["tenantId"] = serde_json::json!(tenant);
+                }
                 r.call(r.client.post(r.url("/v1/executions")).json(&body))
             }
         }
@@ -238,7 +264,23 @@ impl Backend {
                 }
                 Ok(())
             }
-            Backend::Remote(r) => r.stream(from, to, follow, each),
+            Backend::Remote(r) => {
+                // Where the stream ends is the head, which a tenant key
+                // cannot read (it counts every tenant's events).
+                let to = match (to, follow) {
+                    (None, false) => Some(self.head().map_err(|e| {
+                        match e.downcast_ref::<Refusal>() {
+                            Some(r) if r.status == reqwest::StatusCode::FORBIDDEN => Usage(
+                                "with a tenant key, `ledger events` through a server needs --to-seq or --follow (the head of the log is for admin keys only)".into(),
+                            )
+                            .into(),
+                            _ => e,
+                        }
+                    })?.seq),
+                    _ => to,
+                };
+                r.stream(from, to, follow, each)
+            }
         }
     }
 }
@@ -289,7 +331,7 @@ impl Remote {
         if status == reqwest::StatusCode::BAD_REQUEST {
             Err(Usage(message).into())
         } else {
-            Err(anyhow!(message))
+            Err(Refusal { status, message }.into())
         }
     }
 

@@ -71,8 +71,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
     let backend = Backend::connect(cli)?;
     match &cli.command {
         Command::Submit(args) => {
-            let tenant = scope.ok_or_else(|| Usage("submit needs --tenant".into()))?;
-            let execution = backend.submit(tenant, submission(args)?)?;
+            let execution = backend.submit(scope, submission(args)?)?;
             if cli.json {
                 json_line(out, &execution)?;
             } else {

@@ -212,14 +212,20 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<Who> {
                 "missing Authorization: Bearer KEY",
             )
         })?;
-    let key = header.strip_prefix("Bearer ").ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the Authorization header must be Bearer KEY",
-        )
-    })?;
-    let hash = Sha256::digest(key.trim().as_bytes());
+    // The scheme is case-insensitive (RFC 7235).
+    let key = header
+        .trim_start()
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the Authorization header must be Bearer KEY",
+            )
+        })?;
+    let hash = Sha256::digest(key.as_bytes());
     let hex = hash.iter().fold(String::with_capacity(64), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
@@ -228,6 +234,19 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<Who> {
         .get(&hex)
         .cloned()
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key"))
+}
+
+/// What spans every tenant (the whole log, its head, its figures) is for
+/// admin keys only.
+fn admin_only(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    match authorize(state, headers)? {
+        Who::Admin => Ok(()),
+        Who::Tenant(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this endpoint spans every tenant: it takes an admin key",
+        )),
+    }
 }
 
 /// A body as bytes, refused when it is too large or cannot be read.
@@ -525,7 +544,7 @@ async fn head(
     State(state): State<Shared>,
     headers: HeaderMap,
 ) -> ApiResult<Json<execution_ledger::Head>> {
-    authorize(&state, &headers)?;
+    admin_only(&state, &headers)?;
     Ok(Json(state.ledger.head()))
 }
 
@@ -597,11 +616,12 @@ async fn healthz(State(state): State<Shared>) -> Response {
         )
         .into_response();
     }
-    Json(serde_json::json!({ "status": "ok", "head": state.ledger.head().seq })).into_response()
+    // No head here: it counts every tenant's events, and health checks carry no key.
+    Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<Response> {
-    authorize(&state, &headers)?;
+    admin_only(&state, &headers)?;
     let c = state.ledger.counts();
     let m = state.ledger.metrics();
     let mut out = String::new();
