@@ -207,8 +207,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::Reindex => {
-            let ledger = backend.local("reindex")?;
-            let done = ledger.rebuild_index()?;
+            let done = backend.reindex()?;
             if cli.json {
                 json_line(out, &done)?;
             } else {
@@ -220,9 +219,8 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::Verify => {
-            let ledger = backend.local("verify")?;
             let bar = Bar::new("verifying");
-            let result = ledger.verify_with_progress(|seq, head| bar.update(seq, head));
+            let result = backend.verify(|seq, head| bar.update(seq, head))?;
             bar.finish();
             match result {
                 Ok(report) => {
@@ -250,8 +248,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::Stats => {
-            let ledger = backend.local("stats")?;
-            let stats = ledger.stats()?;
+            let stats = backend.stats()?;
             if cli.json {
                 json_line(out, &stats)?;
             } else {
@@ -270,16 +267,13 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::Export => {
-            let ledger = backend.local("export")?;
-            let head = ledger.head().seq;
             let bar = Bar::new("exporting");
-            for event in ledger.events(1, Some(head)) {
-                let event = event?;
-                bar.update(event.seq, head);
+            backend.export(|seq, head| bar.update(seq, head), &mut |event| {
                 if scope.is_none_or(|t| t == &event.tenant_id) {
                     json_line(out, &event)?;
                 }
-            }
+                Ok(())
+            })?;
             bar.finish();
         }
         Command::Run { .. }

@@ -146,6 +146,10 @@ impl ApiError {
     fn bad(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
     }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
 }
 
 impl From<decode::Refused> for ApiError {
@@ -548,6 +552,86 @@ async fn head(
     Ok(Json(state.ledger.head()))
 }
 
+async fn stats(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> ApiResult<Json<execution_ledger::Stats>> {
+    admin_only(&state, &headers)?;
+    let ledger = state.ledger.clone();
+    let stats = blocking(move || ledger.stats()).await;
+    Ok(Json(stats.map_err(ApiError::internal)?))
+}
+
+/// The whole log checked; 200 with the verdict whether it is intact or
+/// not, as `ledger verify --json` prints it.
+async fn verify(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<crate::backend::Verdict>> {
+    admin_only(&state, &headers)?;
+    let _: Option<NoFields> = body_json(body, true)?;
+    let ledger = state.ledger.clone();
+    let verdict = blocking(move || ledger.verify()).await;
+    Ok(Json(verdict.into()))
+}
+
+async fn reindex(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<execution_ledger::IndexRebuild>> {
+    admin_only(&state, &headers)?;
+    let _: Option<NoFields> = body_json(body, true)?;
+    let ledger = state.ledger.clone();
+    let done = blocking(move || ledger.rebuild_index()).await;
+    Ok(Json(done.map_err(ApiError::internal)?))
+}
+
+/// The log up to the head as it is now, as JSON lines, streamed: a
+/// failure while reading ends the response early, as an error the client
+/// sees, not as a short export.
+async fn export(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<Response> {
+    admin_only(&state, &headers)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(64);
+    let ledger = state.ledger.clone();
+    tokio::task::spawn_blocking(move || {
+        let head = ledger.head().seq;
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        for event in ledger.events(1, Some(head)) {
+            let line = event.map(|e| serde_json::to_vec(&e).expect("events serialize"));
+            match line {
+                Ok(line) => {
+                    chunk.extend_from_slice(&line);
+                    chunk.push(b'\n');
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the export stopped");
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            }
+            if chunk.len() >= 60 * 1024
+                && tx
+                    .blocking_send(Ok(Bytes::from(std::mem::take(&mut chunk))))
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.blocking_send(Ok(Bytes::from(chunk)));
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct EventsQuery {
@@ -729,6 +813,10 @@ fn router(state: Shared) -> Router {
         .route("/v1/events", get(events))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/stats", get(stats))
+        .route("/v1/verify", post(verify))
+        .route("/v1/export", get(export))
+        .route("/v1/reindex", post(reindex))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(json_errors))
