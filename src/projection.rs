@@ -58,7 +58,7 @@ pub(crate) struct SnapshotEntry {
 }
 
 /// Counts of live executions by where they are.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveCounts {
     /// Runnable now or once a back-off or run-at time passes.

@@ -650,17 +650,70 @@ fn the_cli_reaches_a_serving_ledger_with_the_same_output() {
         vec!["--tenant", "globex", "show", &id],
         vec!["cancel", &id],
         vec!["show", "not-an-id"],
+        // Reindexing writes a snapshot, which verify then counts.
+        vec!["reindex"],
+        vec!["reindex", "--json"],
+        vec!["verify"],
+        vec!["verify", "--json"],
+        vec!["export"],
+        vec!["--tenant", "globex", "export"],
     ];
     let through_server: Vec<_> = commands.iter().map(|a| cli(d, a)).collect();
-    // Commands that need the directory itself say so.
-    let (code, _, err) = cli(d, &["verify"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("needs the data directory itself"), "{err}");
+    // The disk figure moves when the server closes sled; the rest does not.
+    let without_disk = |(code, out, err): (i32, String, String)| {
+        let mut stats: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        stats["diskBytes"] = Value::Null;
+        (code, stats, err)
+    };
+    let stats_served = without_disk(cli(d, &["stats", "--json"]));
+    let human_served = cli(d, &["stats"]);
+    // The worker commands say plainly why they cannot run through a server.
+    let served = server.url.clone();
+    for command in [
+        vec!["claim"],
+        vec!["complete", id.as_str()],
+        vec!["fail", id.as_str(), "--error", "x"],
+    ] {
+        let (code, _, err) = cli(d, &command);
+        assert_eq!(code, 1, "{command:?}: {err}");
+        let pid = server.child.id();
+        assert_eq!(
+            err.trim(),
+            format!(
+                "error: ledger {} cannot run while ledger serve holds the data directory (pid {pid}, {served}): \
+                 the worker protocol is not available over HTTP yet; stop the server to {} from the CLI",
+                command[0], command[0]
+            )
+        );
+    }
     assert!(server.stop().success());
     let direct: Vec<_> = commands.iter().map(|a| cli(d, a)).collect();
     for ((args, served), direct) in commands.iter().zip(&through_server).zip(&direct) {
         assert_eq!(served, direct, "ledger {args:?} differs through the server");
     }
+    assert_eq!(stats_served, without_disk(cli(d, &["stats", "--json"])));
+    assert_eq!(stats_served.0, 0);
+    let human_direct = cli(d, &["stats"]);
+    let no_disk = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.starts_with("disk"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(no_disk(&human_served.1), no_disk(&human_direct.1));
+    assert!(human_served.1.contains("events      "), "{human_served:?}");
+    assert!(
+        through_server[13].1.starts_with("reindexed: "),
+        "{:?}",
+        through_server[13]
+    );
+    assert!(
+        through_server[15].1.starts_with("ok: "),
+        "{:?}",
+        through_server[15]
+    );
+    assert_eq!(through_server[17].1.lines().count(), 3);
+    assert_eq!(through_server[18].1, "");
     // And they are what they should be.
     assert!(through_server[0].1.contains("via http"));
     assert_eq!(through_server[10].0, 1);
@@ -1107,5 +1160,95 @@ async fn bad_input_is_refused_naming_the_field_in_json() {
     }
     let (_, after) = json_of(c.get(server.url("/v1/head")).send().await.unwrap()).await;
     assert_eq!(after, before, "no refused request appended anything");
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_is_case_insensitive_and_ledger_wide_endpoints_are_admin_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    std::fs::write(
+        &keys,
+        serde_json::to_vec(&json!({"keys": [
+            {"tenant": "acme", "sha256": sha256_hex("acme-key")},
+            {"admin": true, "sha256": sha256_hex("root-key")},
+        ]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--keys", keys.to_str().unwrap()]);
+    let c = client();
+    // The scheme is case-insensitive (RFC 7235).
+    for header in ["Bearer acme-key", "bearer acme-key", "BEARER acme-key"] {
+        let (status, body) = json_of(
+            c.get(server.url("/v1/queue"))
+                .header("Authorization", header)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{header}: {body}");
+    }
+    // What spans every tenant is for admin keys only.
+    for (method, path) in [
+        ("GET", "/metrics"),
+        ("GET", "/v1/head"),
+        ("GET", "/v1/stats"),
+        ("POST", "/v1/verify"),
+        ("GET", "/v1/export"),
+        ("POST", "/v1/reindex"),
+    ] {
+        let req = |key: &str| {
+            c.request(method.parse().unwrap(), server.url(path))
+                .bearer_auth(key)
+        };
+        let (status, body) = json_of(req("acme-key").send().await.unwrap()).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (403, "forbidden"),
+            "{path}: {body}"
+        );
+        let (status, body) = json_of(req("root-key").send().await.unwrap()).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    // Health checks carry no key, so health says nothing of the log.
+    let (_, health) = json_of(c.get(server.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!(health, json!({"status": "ok"}));
+    // Through the server, a tenant key's submit needs no --tenant.
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["--server", &server.url, "--api-key", "acme-key"])
+        .args(["submit", "--callable", "echo", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["tenantId"], "acme");
+    // A tenant key reads its events up to a seq it names, not to the head.
+    let events = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["--server", &server.url, "--api-key", "acme-key"])
+            .args(["events", "--json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = events(&["--to-seq", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first: Event = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first.tenant_id.as_str(), "acme");
+    let out = events(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--to-seq or --follow"), "{err}");
     assert!(server.stop().success());
 }

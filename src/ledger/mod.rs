@@ -88,7 +88,7 @@ pub struct Submitted {
 }
 
 /// What [`Ledger::rebuild_index`] did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IndexRebuild {
     /// Events folded.
@@ -113,7 +113,7 @@ pub struct AcceptedTail {
 }
 
 /// What `verify` checked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
     /// Events read, hash-checked, decoded and folded.
@@ -151,7 +151,7 @@ pub struct Change {
 }
 
 /// Figures about a ledger.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     /// The head.

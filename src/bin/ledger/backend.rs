@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use execution_ledger::{
-    At, BackgroundExecution, Change, ErrorKind, Event, ExecutionId, Head, Ledger, LedgerError,
-    Submission, TenantId,
+    At, BackgroundExecution, Change, ErrorKind, Event, ExecutionId, Head, IndexRebuild, Ledger,
+    LedgerError, Stats, Submission, TenantId, VerifyReport,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::serve::{Served, SERVE_FILE};
 use crate::{Cli, Command, Usage};
@@ -34,6 +35,50 @@ pub(crate) fn describe(at: At) -> String {
 pub(crate) fn not_yet(id: ExecutionId, at: At) -> String {
     format!("{id} did not exist yet at {}", describe(at))
 }
+
+/// What `verify` found, as `POST /v1/verify` answers it (the document
+/// `ledger verify --json` prints).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Verdict {
+    Intact {
+        ok: bool,
+        report: VerifyReport,
+    },
+    Broken {
+        ok: bool,
+        seq: Option<u64>,
+        error: String,
+    },
+}
+
+impl From<Result<VerifyReport, execution_ledger::Error>> for Verdict {
+    fn from(result: Result<VerifyReport, execution_ledger::Error>) -> Self {
+        match result {
+            Ok(report) => Verdict::Intact { ok: true, report },
+            Err(e) => Verdict::Broken {
+                ok: false,
+                seq: e.seq(),
+                error: e.to_string(),
+            },
+        }
+    }
+}
+
+/// A refusal by the server other than a bad request (exit 1).
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    status: reqwest::StatusCode,
+    message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 pub(crate) enum Backend {
     Local(Ledger),
@@ -74,34 +119,108 @@ impl Backend {
                     .ok()
                     .and_then(|b| serde_json::from_slice::<Served>(&b).ok());
                 match (locked, served) {
-                    (true, Some(served)) => Ok(Backend::Remote(Remote::new(
-                        &served.url,
-                        cli.api_key.clone(),
-                    ))),
+                    (true, Some(served)) => Ok(Backend::Remote(
+                        Remote::new(&served.url, cli.api_key.clone()).served_by(served.pid),
+                    )),
                     _ => Err(e),
                 }
             }
         }
     }
 
-    /// The ledger itself, for the commands that need the directory.
+    /// The ledger itself, for the worker commands (`claim`, `complete`,
+    /// `fail`), which have no HTTP endpoint yet.
     pub(crate) fn local(&self, command: &str) -> Result<&Ledger> {
+        let why = "the worker protocol is not available over HTTP yet";
         match self {
             Backend::Local(l) => Ok(l),
+            Backend::Remote(Remote {
+                base,
+                pid: Some(pid),
+                ..
+            }) => Err(anyhow!(
+                "ledger {command} cannot run while ledger serve holds the data directory (pid {pid}, {base}): {why}; stop the server to {command} from the CLI"
+            )),
             Backend::Remote(r) => Err(anyhow!(
-                "`ledger {command}` needs the data directory itself, which the server at {} holds; stop it, or use its API",
+                "ledger {command} cannot run through the ledger server at {}: {why}; run it on the data directory with the server stopped",
                 r.base
             )),
         }
     }
 
-    pub(crate) fn submit(&self, tenant: &TenantId, s: Submission) -> Result<BackgroundExecution> {
+    /// Submits for `tenant`; without one, a server decides it from the API
+    /// key (a tenant key's own tenant).
+    pub(crate) fn submit(
+        &self,
+        tenant: Option<&TenantId>,
+        s: Submission,
+    ) -> Result<BackgroundExecution> {
         match self {
-            Backend::Local(l) => Ok(l.submit(tenant, s).map_err(fail)?.execution),
+            Backend::Local(l) => {
+                let tenant = tenant.ok_or_else(|| Usage("submit needs --tenant".into()))?;
+                Ok(l.submit(tenant, s).map_err(fail)?.execution)
+            }
             Backend::Remote(r) => {
                 let mut body = serde_json::to_value(&s)?;
-                body["tenantId"] = serde_json::json!(tenant);
+                if let Some(tenant) = tenant {
+                    body["tenantId"] = serde_json::json!(tenant);
+                }
                 r.call(r.client.post(r.url("/v1/executions")).json(&body))
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Result<Stats> {
+        match self {
+            Backend::Local(l) => Ok(l.stats()?),
+            Backend::Remote(r) => r.call(r.client.get(r.url("/v1/stats"))),
+        }
+    }
+
+    pub(crate) fn reindex(&self) -> Result<IndexRebuild> {
+        match self {
+            Backend::Local(l) => Ok(l.rebuild_index()?),
+            Backend::Remote(r) => r.call(r.client.post(r.url("/v1/reindex"))),
+        }
+    }
+
+    /// Checks the whole log (`progress(seq, head)` on the way, locally).
+    pub(crate) fn verify(
+        &self,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<Verdict> {
+        match self {
+            Backend::Local(l) => Ok(l.verify_with_progress(progress).into()),
+            Backend::Remote(r) => r.call(r.client.post(r.url("/v1/verify"))),
+        }
+    }
+
+    /// Calls `each` for every event up to the head as it is now
+    /// (`progress(seq, head)` on the way, locally).
+    pub(crate) fn export(
+        &self,
+        mut progress: impl FnMut(u64, u64),
+        each: &mut dyn FnMut(Event) -> Result<()>,
+    ) -> Result<()> {
+        match self {
+            Backend::Local(l) => {
+                let head = l.head().seq;
+                for event in l.events(1, Some(head)) {
+                    let event = event?;
+                    progress(event.seq, head);
+                    each(event)?;
+                }
+                Ok(())
+            }
+            Backend::Remote(r) => {
+                let response = r.send(r.client.get(r.url("/v1/export")))?;
+                for line in BufReader::new(response).lines() {
+                    let line = line.map_err(|e| {
+                        anyhow!("the export from the server at {} broke off: {e}", r.base)
+                    })?;
+                    each(serde_json::from_str(&line)?)?;
+                }
+                Ok(())
             }
         }
     }
@@ -255,7 +374,23 @@ impl Backend {
                 }
                 Ok(())
             }
-            Backend::Remote(r) => r.stream(from, to, follow, each),
+            Backend::Remote(r) => {
+                // Where the stream ends is the head, which a tenant key
+                // cannot read (it counts every tenant's events).
+                let to = match (to, follow) {
+                    (None, false) => Some(self.head().map_err(|e| {
+                        match e.downcast_ref::<Refusal>() {
+                            Some(r) if r.status == reqwest::StatusCode::FORBIDDEN => Usage(
+                                "with a tenant key, `ledger events` through a server needs --to-seq or --follow (the head of the log is for admin keys only)".into(),
+                            )
+                            .into(),
+                            _ => e,
+                        }
+                    })?.seq),
+                    _ => to,
+                };
+                r.stream(from, to, follow, each)
+            }
         }
     }
 }
@@ -263,6 +398,8 @@ impl Backend {
 pub(crate) struct Remote {
     base: String,
     key: Option<String>,
+    /// The serving process, when it was found through the data directory.
+    pid: Option<u32>,
     client: reqwest::blocking::Client,
 }
 
@@ -271,10 +408,18 @@ impl Remote {
         Remote {
             base: base.trim_end_matches('/').to_owned(),
             key,
+            pid: None,
             client: reqwest::blocking::Client::builder()
                 .timeout(None)
                 .build()
                 .expect("an HTTP client"),
+        }
+    }
+
+    fn served_by(self, pid: u32) -> Remote {
+        Remote {
+            pid: Some(pid),
+            ..self
         }
     }
 
@@ -306,7 +451,7 @@ impl Remote {
         if status == reqwest::StatusCode::BAD_REQUEST {
             Err(Usage(message).into())
         } else {
-            Err(anyhow!(message))
+            Err(Refusal { status, message }.into())
         }
     }
 

@@ -5,7 +5,7 @@ use std::io::{BufWriter, Write};
 use anyhow::Result;
 use execution_ledger::{BackgroundExecution, Event, ExecutionError, RetryConfig, Submission};
 
-use crate::backend::{fail, Backend};
+use crate::backend::{fail, Backend, Verdict};
 use crate::output::{self, Bar, Table};
 use crate::{Cli, Command, Exit, SubmitArgs, Usage};
 
@@ -77,8 +77,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
     let backend = Backend::connect(cli)?;
     match &cli.command {
         Command::Submit(args) => {
-            let tenant = scope.ok_or_else(|| Usage("submit needs --tenant".into()))?;
-            let execution = backend.submit(tenant, submission(args)?)?;
+            let execution = backend.submit(scope, submission(args)?)?;
             if cli.json {
                 json_line(out, &execution)?;
             } else {
@@ -214,8 +213,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::Reindex => {
-            let ledger = backend.local("reindex")?;
-            let done = ledger.rebuild_index()?;
+            let done = backend.reindex()?;
             if cli.json {
                 json_line(out, &done)?;
             } else {
@@ -227,8 +225,9 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::Verify { accept_tail } => {
-            let ledger = backend.local("verify")?;
             if *accept_tail {
+                // Accepting rewrites the checkpoint: the directory itself.
+                let ledger = backend.local("verify --accept-tail")?;
                 match (ledger.accepted_tail(), cli.json) {
                     (Some(a), true) => json_line(out, &serde_json::json!({ "accepted": a }))?,
                     (Some(a), false) => writeln!(
@@ -243,13 +242,14 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 }
             }
             let bar = Bar::new("verifying");
-            let result = ledger.verify_with_progress(|seq, head| bar.update(seq, head));
+            let verdict = backend.verify(|seq, head| bar.update(seq, head))?;
             bar.finish();
-            match result {
-                Ok(report) => {
-                    if cli.json {
-                        json_line(out, &serde_json::json!({ "ok": true, "report": report }))?;
-                    } else {
+            if cli.json {
+                json_line(out, &verdict)?;
+            }
+            match verdict {
+                Verdict::Intact { report, .. } => {
+                    if !cli.json {
                         writeln!(
                             out,
                             "ok: {} events of {} executions verified; hash chain intact to seq {} ({}); {} snapshots and the index match the log",
@@ -257,22 +257,15 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                         )?;
                     }
                 }
-                Err(e) => {
-                    if cli.json {
-                        json_line(
-                            out,
-                            &serde_json::json!({ "ok": false, "seq": e.seq(), "error": e.to_string() }),
-                        )?;
-                    }
+                Verdict::Broken { error, .. } => {
                     out.flush()?;
-                    let _ = writeln!(std::io::stderr(), "error: {e}");
+                    let _ = writeln!(std::io::stderr(), "error: {error}");
                     return Err(Exit(1).into());
                 }
             }
         }
         Command::Stats => {
-            let ledger = backend.local("stats")?;
-            let stats = ledger.stats()?;
+            let stats = backend.stats()?;
             if cli.json {
                 json_line(out, &stats)?;
             } else {
@@ -291,16 +284,13 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::Export => {
-            let ledger = backend.local("export")?;
-            let head = ledger.head().seq;
             let bar = Bar::new("exporting");
-            for event in ledger.events(1, Some(head)) {
-                let event = event?;
-                bar.update(event.seq, head);
+            backend.export(|seq, head| bar.update(seq, head), &mut |event| {
                 if scope.is_none_or(|t| t == &event.tenant_id) {
                     json_line(out, &event)?;
                 }
-            }
+                Ok(())
+            })?;
             bar.finish();
         }
         Command::Run { .. }

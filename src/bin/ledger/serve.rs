@@ -146,6 +146,10 @@ impl ApiError {
     fn bad(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
     }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
 }
 
 impl From<decode::Refused> for ApiError {
@@ -215,14 +219,20 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<Who> {
                 "missing Authorization: Bearer KEY",
             )
         })?;
-    let key = header.strip_prefix("Bearer ").ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the Authorization header must be Bearer KEY",
-        )
-    })?;
-    let hash = Sha256::digest(key.trim().as_bytes());
+    // The scheme is case-insensitive (RFC 7235).
+    let key = header
+        .trim_start()
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the Authorization header must be Bearer KEY",
+            )
+        })?;
+    let hash = Sha256::digest(key.as_bytes());
     let hex = hash.iter().fold(String::with_capacity(64), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
@@ -231,6 +241,19 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<Who> {
         .get(&hex)
         .cloned()
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key"))
+}
+
+/// What spans every tenant (the whole log, its head, its figures) is for
+/// admin keys only.
+fn admin_only(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    match authorize(state, headers)? {
+        Who::Admin => Ok(()),
+        Who::Tenant(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this endpoint spans every tenant: it takes an admin key",
+        )),
+    }
 }
 
 /// A body as bytes, refused when it is too large or cannot be read.
@@ -534,8 +557,88 @@ async fn head(
     State(state): State<Shared>,
     headers: HeaderMap,
 ) -> ApiResult<Json<execution_ledger::Head>> {
-    authorize(&state, &headers)?;
+    admin_only(&state, &headers)?;
     Ok(Json(state.ledger.head()))
+}
+
+async fn stats(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> ApiResult<Json<execution_ledger::Stats>> {
+    admin_only(&state, &headers)?;
+    let ledger = state.ledger.clone();
+    let stats = blocking(move || ledger.stats()).await;
+    Ok(Json(stats.map_err(ApiError::internal)?))
+}
+
+/// The whole log checked; 200 with the verdict whether it is intact or
+/// not, as `ledger verify --json` prints it.
+async fn verify(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<crate::backend::Verdict>> {
+    admin_only(&state, &headers)?;
+    let _: Option<NoFields> = body_json(body, true)?;
+    let ledger = state.ledger.clone();
+    let verdict = blocking(move || ledger.verify()).await;
+    Ok(Json(verdict.into()))
+}
+
+async fn reindex(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<execution_ledger::IndexRebuild>> {
+    admin_only(&state, &headers)?;
+    let _: Option<NoFields> = body_json(body, true)?;
+    let ledger = state.ledger.clone();
+    let done = blocking(move || ledger.rebuild_index()).await;
+    Ok(Json(done.map_err(ApiError::internal)?))
+}
+
+/// The log up to the head as it is now, as JSON lines, streamed: a
+/// failure while reading ends the response early, as an error the client
+/// sees, not as a short export.
+async fn export(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<Response> {
+    admin_only(&state, &headers)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(64);
+    let ledger = state.ledger.clone();
+    tokio::task::spawn_blocking(move || {
+        let head = ledger.head().seq;
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        for event in ledger.events(1, Some(head)) {
+            let line = event.map(|e| serde_json::to_vec(&e).expect("events serialize"));
+            match line {
+                Ok(line) => {
+                    chunk.extend_from_slice(&line);
+                    chunk.push(b'\n');
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the export stopped");
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            }
+            if chunk.len() >= 60 * 1024
+                && tx
+                    .blocking_send(Ok(Bytes::from(std::mem::take(&mut chunk))))
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.blocking_send(Ok(Bytes::from(chunk)));
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -606,11 +709,12 @@ async fn healthz(State(state): State<Shared>) -> Response {
         )
         .into_response();
     }
-    Json(serde_json::json!({ "status": "ok", "head": state.ledger.head().seq })).into_response()
+    // No head here: it counts every tenant's events, and health checks carry no key.
+    Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<Response> {
-    authorize(&state, &headers)?;
+    admin_only(&state, &headers)?;
     let c = state.ledger.counts();
     let m = state.ledger.metrics();
     let mut out = String::new();
@@ -718,6 +822,10 @@ fn router(state: Shared) -> Router {
         .route("/v1/events", get(events))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/stats", get(stats))
+        .route("/v1/verify", post(verify))
+        .route("/v1/export", get(export))
+        .route("/v1/reindex", post(reindex))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(json_errors))
