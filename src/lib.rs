@@ -70,6 +70,6 @@ pub use crate::metrics::{HistogramSnapshot, Metrics, BUCKETS_US};
 pub use crate::projection::{LiveCounts, Projection};
 pub use crate::runtime::{
     BindFuture, Binder, CallContext, CallFuture, CallResult, ExecutionHandle, Progress, Runtime,
-    RuntimeBuilder,
+    RuntimeBuilder, ScheduledLater,
 };
 pub use crate::store::Durability;

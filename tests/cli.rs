@@ -792,6 +792,82 @@ fn an_attempt_running_past_the_grace_stays_running_until_the_next_start() {
     assert_eq!(kinds, ["queued", "started", "recovered"]);
 }
 
+/// Runs `ledger` to its end, within `secs` (killed and failed past it).
+fn output_within(dir: &Path, args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ledger {args:?} did not exit within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn exit_when_idle_waits_for_work_due_soon_and_leaves_later_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let at = |secs: i64| {
+        (chrono::Utc::now() + chrono::Duration::seconds(secs))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let (in_an_hour, in_2s) = (at(3_600), at(2));
+    let submit_at = |when: &str| {
+        ok(
+            d,
+            &[
+                "submit",
+                "--tenant",
+                "acme",
+                "--callable",
+                "echo",
+                "--run-at",
+                when,
+            ],
+        )
+        .trim()
+        .to_owned()
+    };
+    let later = submit_at(&in_an_hour);
+    let soon = submit_at(&in_2s);
+    let out = output_within(d, &["run", "--exit-when-idle"], 60);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("1 scheduled later, the earliest at {in_an_hour}")),
+        "{stdout}"
+    );
+    let status = |id: &str| {
+        serde_json::from_str::<BackgroundExecution>(&ok(d, &["show", id, "--json"]))
+            .unwrap()
+            .status
+    };
+    assert_eq!(status(&soon), BackgroundExecutionStatus::Completed);
+    assert_eq!(status(&later), BackgroundExecutionStatus::Queued);
+    // The same, for machines.
+    let out = output_within(d, &["run", "--exit-when-idle", "--json"], 60);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["scheduledLater"]["count"], 1, "{v}");
+    let earliest: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(v["scheduledLater"]["earliest"].clone()).unwrap();
+    assert_eq!(
+        earliest,
+        in_an_hour.parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    );
+}
+
 #[test]
 fn usage_errors_name_what_is_missing_or_wrong() {
     let dir = tempfile::tempdir().unwrap();

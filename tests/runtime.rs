@@ -595,3 +595,40 @@ async fn shutdown_answers_waiting_results_with_none_at_once() {
         .expect("answered");
     assert_eq!(late.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_within_a_horizon_leaves_work_due_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let runtime = Runtime::builder(ledger.clone())
+        .register_builtins()
+        .idle_poll(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    let horizon = Duration::from_secs(10);
+    let mut later = job("echo", "later");
+    let in_an_hour = ledger.now() + chrono::Duration::hours(1);
+    later.run_at = Some(in_an_hour);
+    runtime.submit_detached(&acme(), later).await.unwrap();
+    let left = execution_ledger::ScheduledLater {
+        count: 1,
+        earliest: Some(in_an_hour),
+    };
+    assert_eq!(runtime.idle_within(horizon), Some(left));
+    assert!(!runtime.is_idle(), "it still waits for that run-at time");
+    // Work due within the horizon is not idle until it has run.
+    let mut soon = job("echo", "soon");
+    soon.run_at = Some(ledger.now() + chrono::Duration::milliseconds(500));
+    let soon = runtime.submit(&acme(), soon).await.unwrap();
+    assert_eq!(runtime.idle_within(horizon), None);
+    let left_then = tokio::time::timeout(WAIT, runtime.wait_idle_within(horizon))
+        .await
+        .unwrap();
+    assert_eq!(left_then, left);
+    assert_eq!(
+        finished(soon).await.status,
+        BackgroundExecutionStatus::Completed
+    );
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -461,7 +461,9 @@ async fn keys_scope_every_endpoint_to_a_tenant() {
     let ids: Vec<Value> = text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str::<Value>(d).unwrap()["executionId"].clone())
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter(|v| v.get("lastSeq").is_none()) // not the end event
+        .map(|v| v["executionId"].clone())
         .collect();
     assert!(!ids.is_empty());
     assert!(ids.iter().all(|i| i == &theirs["executionId"]), "{text}");
@@ -937,6 +939,204 @@ async fn a_result_wait_above_60s_is_refused() {
     let (_, after) = json_of(c.get(server.url("/v1/head")).send().await.unwrap()).await;
     assert_eq!(after, head, "nothing appended");
     assert!(server.stop().success());
+}
+
+/// The blocks of an SSE body, each as its field lines.
+fn sse_blocks(text: &str) -> Vec<Vec<&str>> {
+    text.split("\n\n")
+        .map(|b| {
+            b.lines()
+                .filter(|l| !l.starts_with(':'))
+                .collect::<Vec<_>>()
+        })
+        .filter(|b| !b.is_empty())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_ends_at_to_seq_with_an_end_event_and_then_answers_204() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    let (_, submitted) = json_of(
+        c.post(server.url("/v1/executions"))
+            .json(&json!({"tenantId": "acme", "callableName": "echo", "input": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = submitted["executionId"].as_str().unwrap().to_owned();
+    let (status, _) = json_of(
+        c.get(server.url(&format!("/v1/executions/{id}/result?wait=20s")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let response = c
+        .get(server.url("/v1/events?fromSeq=2&toSeq=3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.text().await.unwrap();
+    let blocks = sse_blocks(&text);
+    assert!(
+        blocks[0].iter().any(|l| l.starts_with("retry:")),
+        "a retry: field first: {text:?}"
+    );
+    let ids: Vec<&str> = blocks
+        .iter()
+        .filter(|b| !b.contains(&"event: end"))
+        .filter_map(|b| b.iter().find_map(|l| l.strip_prefix("id: ")))
+        .collect();
+    assert_eq!(ids, ["2", "3"], "{text:?}");
+    let end = blocks.last().unwrap();
+    assert!(end.contains(&"event: end"), "an end event last: {text:?}");
+    let data = end.iter().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(data).unwrap(),
+        json!({"lastSeq": 3})
+    );
+    assert!(end.contains(&"id: 3"), "{text:?}");
+
+    // What a standard client does next: reconnect with Last-Event-ID. 204
+    // ends its reconnecting.
+    for req in [
+        c.get(server.url("/v1/events?fromSeq=2&toSeq=3"))
+            .header("Last-Event-ID", "3"),
+        c.get(server.url("/v1/events?fromSeq=4&toSeq=3")),
+    ] {
+        let response = req.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 204);
+        assert_eq!(response.text().await.unwrap(), "");
+    }
+    // The CLI through the server stops at the end event, and at a 204.
+    let d = dir.path().to_owned();
+    let (through, nothing) = tokio::task::spawn_blocking(move || {
+        (
+            cli(
+                &d,
+                &["events", "--from-seq", "2", "--to-seq", "3", "--json"],
+            ),
+            cli(
+                &d,
+                &["events", "--from-seq", "4", "--to-seq", "3", "--json"],
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(through.0, 0, "{}", through.2);
+    let seqs: Vec<u64> = through
+        .1
+        .lines()
+        .map(|l| serde_json::from_str::<Event>(l).unwrap().seq)
+        .collect();
+    assert_eq!(seqs, [2, 3]);
+    assert_eq!((nothing.0, nothing.1.as_str()), (0, ""), "{}", nothing.2);
+    assert!(server.stop().success());
+}
+
+/// A stand-in server on 127.0.0.1 whose first event stream drops after one
+/// event; the second must resume with `Last-Event-ID`.
+#[test]
+fn the_cli_resumes_an_event_stream_after_a_dropped_connection() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let events: Vec<Event> = {
+        let ledger = Ledger::open(dir.path().join("source")).unwrap();
+        let id = ledger
+            .submit(
+                &"acme".parse().unwrap(),
+                execution_ledger::Submission::new("echo"),
+            )
+            .unwrap()
+            .execution
+            .execution_id;
+        ledger.claim(Some("w")).unwrap();
+        ledger.complete(id, 1, json!("ok")).unwrap();
+        ledger.events(1, None).map(Result::unwrap).collect()
+    };
+    let sse = |e: &Event| {
+        format!(
+            "id: {}\nevent: {}\ndata: {}\n\n",
+            e.seq,
+            e.kind.name(),
+            serde_json::to_string(e).unwrap()
+        )
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        for (n, stream) in listener.incoming().take(2).enumerate() {
+            let mut stream = stream.unwrap();
+            let mut head = Vec::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                head.push(line.trim().to_owned());
+            }
+            requests.push(head);
+            let body = if n == 0 {
+                sse(&events[0]) // and the connection drops
+            } else {
+                format!(
+                    "{}{}event: end\nid: 3\ndata: {{\"lastSeq\":3}}\n\n",
+                    sse(&events[1]),
+                    sse(&events[2])
+                )
+            };
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{body}"
+            )
+            .unwrap();
+        }
+        requests
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args([
+            "--server",
+            &url,
+            "events",
+            "--from-seq",
+            "1",
+            "--to-seq",
+            "3",
+        ])
+        .arg("--json")
+        .arg("--data-dir")
+        .arg(dir.path().join("unused"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seqs: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Event>(l).unwrap().seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3], "every event once, in order");
+    let requests = served.join().unwrap();
+    assert!(
+        requests[1]
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("last-event-id: 1")),
+        "resumed after seq 1: {:?}",
+        requests[1]
+    );
 }
 
 /// Runs `ledger serve` with `args` that must make it refuse to start:

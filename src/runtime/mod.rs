@@ -452,6 +452,17 @@ async fn worker(shared: Arc<Shared>, name: String) {
     }
 }
 
+/// Queued executions an idle runtime leaves for later (see
+/// [`Runtime::idle_within`]): those waiting for a retry or run-at time past
+/// the horizon.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScheduledLater {
+    /// How many.
+    pub count: usize,
+    /// The earliest time one of them becomes runnable.
+    pub earliest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// A handle on a submitted execution: its id, and its final record once it
 /// finishes.
 #[derive(Debug)]
@@ -638,17 +649,49 @@ impl Runtime {
     /// waiting for a retry or run-at time, or awaiting its binding or
     /// callback. Held deferred executions do not count.
     pub fn is_idle(&self) -> bool {
-        let c = self.shared.ledger.counts();
-        c.queued == c.held
+        self.idle_within(Duration::MAX).is_some()
+    }
+
+    /// Whether nothing is left to do within `horizon`: nothing runnable,
+    /// running or awaiting its binding or callback, and nothing waiting for
+    /// a retry or run-at time that comes within `horizon` from now. `Some`
+    /// with what waits past the horizon, `None` while there is work to do
+    /// or wait for. Held deferred executions do not count.
+    pub fn idle_within(&self, horizon: Duration) -> Option<ScheduledLater> {
+        let ledger = &self.shared.ledger;
+        // The earliest due time before the counts: whatever becomes
+        // runnable between the two reads is then in the counts.
+        let earliest = ledger.next_due();
+        let c = ledger.counts();
+        let due_soon = earliest.is_some_and(|t| {
+            (t - ledger.now())
+                .to_std()
+                .map_or(true, |ahead| ahead <= horizon)
+        });
+        let idle = !due_soon
+            && c.queued == c.held + c.waiting
             && c.running == 0
             && c.finishing == 0
             && self.shared.bookkeeping.load(Ordering::SeqCst) == 0
-            && lock(&self.shared.running).is_empty()
+            && lock(&self.shared.running).is_empty();
+        idle.then_some(ScheduledLater {
+            count: c.waiting,
+            earliest,
+        })
     }
 
     /// Resolves once [`is_idle`](Self::is_idle) holds.
     pub async fn wait_idle(&self) {
-        while !self.is_idle() {
+        self.wait_idle_within(Duration::MAX).await;
+    }
+
+    /// Resolves once [`idle_within`](Self::idle_within) `horizon` holds,
+    /// with what waits past it.
+    pub async fn wait_idle_within(&self, horizon: Duration) -> ScheduledLater {
+        loop {
+            if let Some(later) = self.idle_within(horizon) {
+                return later;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

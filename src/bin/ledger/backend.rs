@@ -463,7 +463,9 @@ impl Remote {
     }
 
     /// Reads the server's event stream, resuming with `Last-Event-ID` when
-    /// the connection drops; the server ends it after `toSeq`.
+    /// the connection drops (after the server's `retry:`); done at the
+    /// `end` event the server sends after `toSeq`, or at a 204 (nothing is
+    /// left through `toSeq`).
     fn stream(
         &self,
         from: u64,
@@ -480,6 +482,7 @@ impl Remote {
             ),
         };
         let mut next = from.max(1);
+        let mut retry = Duration::from_millis(200);
         loop {
             let mut req = self
                 .client
@@ -492,27 +495,36 @@ impl Remote {
                 req = req.header("Last-Event-ID", (next - 1).to_string());
             }
             let response = self.send(req)?;
-            let mut data = String::new();
-            let mut ended = true;
-            for line in BufReader::new(response).lines() {
-                let Ok(line) = line else {
-                    ended = false;
-                    break;
-                };
-                if let Some(d) = line.strip_prefix("data:") {
-                    data.push_str(d.trim_start());
-                } else if line.is_empty() && !data.is_empty() {
-                    let event: Event = serde_json::from_str(&data)?;
-                    data.clear();
-                    next = event.seq + 1;
-                    each(event)?;
-                }
-            }
-            if ended && to.is_some() {
+            if response.status() == reqwest::StatusCode::NO_CONTENT {
                 return Ok(());
             }
-            // The connection dropped: resume after the last event seen.
-            std::thread::sleep(Duration::from_millis(200));
+            let (mut kind, mut data) = (String::new(), String::new());
+            for line in BufReader::new(response).lines() {
+                let Ok(line) = line else { break };
+                if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                } else if let Some(k) = line.strip_prefix("event:") {
+                    kind = k.trim().to_owned();
+                } else if let Some(ms) = line.strip_prefix("retry:") {
+                    if let Ok(ms) = ms.trim().parse() {
+                        retry = Duration::from_millis(ms);
+                    }
+                } else if line.is_empty() {
+                    if kind == "end" {
+                        return Ok(());
+                    }
+                    if !data.is_empty() {
+                        let event: Event = serde_json::from_str(&data)?;
+                        next = event.seq + 1;
+                        each(event)?;
+                    }
+                    kind.clear();
+                    data.clear();
+                }
+            }
+            // The stream ended without its end event: the connection
+            // dropped. Resume after the last event seen.
+            std::thread::sleep(retry);
         }
     }
 }

@@ -173,8 +173,11 @@ pub(crate) enum Command {
         /// On SIGTERM or Ctrl-C, how long running attempts may take to finish.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(0..=3600))]
         grace_secs: u16,
-        /// Exit once nothing is runnable, running, waiting for a retry or
-        /// awaiting a callback (held deferred executions do not count).
+        /// Exit once nothing is runnable, running or awaiting a callback,
+        /// and nothing waiting for a retry or run-at time is due within the
+        /// next 10 s: work due sooner is waited for and run; work due later
+        /// is left queued for a later run, and how many and the earliest
+        /// time are printed. Held deferred executions do not count.
         #[arg(long)]
         exit_when_idle: bool,
     },

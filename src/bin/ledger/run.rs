@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use execution_ledger::{EventKind, Ledger, Runtime};
+use execution_ledger::{EventKind, Ledger, Runtime, ScheduledLater};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::Cli;
@@ -123,12 +123,17 @@ impl Monitor {
     }
 }
 
+/// How far ahead `--exit-when-idle` waits for work that waits for a retry
+/// or run-at time; work due later is left for a later run (`ledger run
+/// --help` and README.md state it).
+pub(crate) const IDLE_HORIZON: Duration = Duration::from_secs(10);
+
 pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bool) -> Result<()> {
     let ledger = crate::open(&cli.data_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let summary = rt.block_on(async {
+    let (summary, later) = rt.block_on(async {
         let stop = crate::serve::stop_signal()?;
         tokio::pin!(stop);
         let runtime = Runtime::builder(ledger.clone())
@@ -144,28 +149,40 @@ pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bo
             bar
         });
         let mut monitor = Monitor::start(&ledger, bar);
-        loop {
+        let later = loop {
             tokio::select! {
                 signal = &mut stop => {
                     let _ = writeln!(std::io::stderr(), "{}", crate::serve::stopping(signal, grace));
-                    break;
+                    break None;
                 }
-                () = runtime.wait_idle(), if exit_when_idle => break,
+                later = runtime.wait_idle_within(IDLE_HORIZON), if exit_when_idle => break Some(later),
                 () = tokio::time::sleep(Duration::from_millis(200)) => monitor.render(),
             }
-        }
+        };
         runtime.shutdown(grace).await?;
-        anyhow::Ok(monitor.finish())
+        anyhow::Ok((monitor.finish(), later))
     })?;
     if cli.json {
         let c = ledger.counts();
-        writeln!(
-            std::io::stdout(),
-            "{}",
-            serde_json::json!({ "head": ledger.head(), "live": c })
-        )?;
+        let mut doc = serde_json::json!({ "head": ledger.head(), "live": c });
+        if let Some(later) = later {
+            doc["scheduledLater"] =
+                serde_json::json!({ "count": later.count, "earliest": later.earliest });
+        }
+        writeln!(std::io::stdout(), "{doc}")?;
     } else {
         writeln!(std::io::stdout(), "{summary}")?;
+        if let Some(ScheduledLater {
+            count,
+            earliest: Some(earliest),
+        }) = later
+        {
+            writeln!(
+                std::io::stdout(),
+                "{count} scheduled later, the earliest at {}: left for a later run",
+                crate::output::time(&earliest)
+            )?;
+        }
     }
     Ok(())
 }

@@ -649,11 +649,18 @@ struct EventsQuery {
     to_seq: Option<u64>,
 }
 
+/// The event stream: `retry:` first, then each event (`id:` its seq,
+/// `event:` its type, `data:` the event), and with `toSeq`, after the
+/// events through it, an `end` event (`id:` and `lastSeq` = toSeq). A
+/// request that starts past `toSeq` (a client reconnecting after the end)
+/// is 204 No Content, which ends an EventSource's reconnecting.
 async fn events(
     State(state): State<Shared>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
-) -> ApiResult<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>>> {
+) -> ApiResult<Response> {
+    /// How long a client waits before it reconnects.
+    const RETRY: Duration = Duration::from_secs(1);
     let who = authorize(&state, &headers)?;
     // A reconnecting client resumes after the last event it saw.
     let resume = headers
@@ -665,7 +672,10 @@ async fn events(
                 .map_err(|_| ApiError::bad(format!("Last-Event-ID must be a seq, not {v:?}")))
         })
         .transpose()?;
-    let from = resume.map_or(q.from_seq.unwrap_or(1), |seq| seq + 1);
+    let from = resume.map_or(q.from_seq.unwrap_or(1), |seq| seq.saturating_add(1));
+    if q.to_seq.is_some_and(|to| from > to) {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
     let ledger = state.ledger.clone();
     let app = state.clone();
@@ -691,13 +701,25 @@ async fn events(
                 }
             }
         }
+        if sub.next_seq() > to && q.to_seq.is_some() {
+            let end = SseEvent::default()
+                .id(to.to_string())
+                .event("end")
+                .data(serde_json::json!({ "lastSeq": to }).to_string());
+            let _ = tx.blocking_send(end);
+        }
     });
+    let retry =
+        futures_util::stream::once(async { Ok::<_, Infallible>(SseEvent::default().retry(RETRY)) });
     let stream =
         futures_util::stream::unfold(
             rx,
             |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
         );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    let stream = futures_util::StreamExt::chain(retry, stream);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }
 
 async fn healthz(State(state): State<Shared>) -> Response {
