@@ -660,6 +660,44 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(!stderr.contains("\x1b["), "no ANSI codes: {stderr:?}");
 }
 
+/// A log line written to a closed stderr used to panic the process (exit
+/// 101, "failed printing to stderr"): a closed pipe loses the logs, not the
+/// work.
+#[test]
+fn logs_to_a_closed_stderr_do_not_stop_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for _ in 0..3 {
+        submit(d, "acme", "50");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .arg("--data-dir")
+        .arg(d)
+        .args(["run", "--exit-when-idle"])
+        .env("LEDGER_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ledger run --exit-when-idle with a closed stderr did not exit within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let queue: Vec<BackgroundExecution> =
+        serde_json::from_str(&ok(d, &["queue", "--json"])).unwrap();
+    assert!(queue.is_empty(), "every execution ran: {queue:?}");
+}
+
 /// Starts `ledger run` with info logs on stderr and waits until an attempt
 /// has started; returns the child and the rest of its stderr as it comes
 /// (keep the receiver while the child runs: its stderr stays open).

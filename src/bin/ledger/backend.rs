@@ -185,10 +185,7 @@ impl Backend {
     }
 
     /// Checks the whole log (`progress(seq, head)` on the way, locally).
-    pub(crate) fn verify(
-        &self,
-        progress: impl FnMut(u64, u64),
-    ) -> Result<Verdict> {
+    pub(crate) fn verify(&self, progress: impl FnMut(u64, u64)) -> Result<Verdict> {
         match self {
             Backend::Local(l) => Ok(l.verify_with_progress(progress).into()),
             Backend::Remote(r) => r.call(r.client.post(r.url("/v1/verify"))),

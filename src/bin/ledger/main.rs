@@ -394,6 +394,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr closed) is dropped:
+        // reporting that on stderr again would panic the thread.
+        .log_internal_errors(false)
         .init();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
