@@ -274,7 +274,15 @@ impl LedgerBuilder {
         let last = log.last_seq()?.unwrap_or(0);
         let refused = match log.check_checkpoint(&stored, last) {
             Ok(()) => None,
-            Err(e) if self.accept_tail => Some(e),
+            Err(e)
+                if self.accept_tail
+                    && matches!(
+                        e.kind(),
+                        ErrorKind::Checkpoint | ErrorKind::LostSuffix | ErrorKind::Corrupt
+                    ) =>
+            {
+                Some(e)
+            }
             Err(e) => return Err(e),
         };
         // A log accepted as it is is checked from its first event.
@@ -1669,8 +1677,9 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `Corrupt` naming the first bad seq (or `LostSuffix`); never panics on
-    /// damaged data.
+    /// `Corrupt` naming the first bad seq (or `LostSuffix`, or `Checkpoint`
+    /// when the checkpoint is missing or damaged); never panics on damaged
+    /// data.
     pub fn verify(&self) -> Result<VerifyReport, Error> {
         self.verify_with_progress(|_, _| {})
     }

@@ -102,16 +102,6 @@ impl Backend {
         match crate::open_with(builder) {
             Ok(ledger) => Ok(Backend::Local(ledger)),
             Err(e) => {
-                let acceptable = e
-                    .downcast_ref::<execution_ledger::Error>()
-                    .is_some_and(|e| {
-                        matches!(e.kind(), ErrorKind::Checkpoint | ErrorKind::LostSuffix)
-                    });
-                if acceptable {
-                    return Err(anyhow!(
-                        "{e} (`ledger verify --accept-tail` accepts the log as it is)"
-                    ));
-                }
                 let locked = e
                     .downcast_ref::<execution_ledger::Error>()
                     .is_some_and(|e| e.kind() == ErrorKind::Locked);

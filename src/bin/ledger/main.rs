@@ -463,12 +463,20 @@ pub(crate) fn open(dir: &std::path::Path) -> anyhow::Result<execution_ledger::Le
 }
 
 /// Opens the ledger as `builder` says, with a progress bar for a long
-/// replay on a terminal.
+/// replay on a terminal. A checkpoint that disagrees with the log is
+/// reported with the way to accept the log as it is.
 pub(crate) fn open_with(
     builder: execution_ledger::LedgerBuilder,
 ) -> anyhow::Result<execution_ledger::Ledger> {
+    use execution_ledger::ErrorKind;
     let bar = output::Bar::new("replaying");
     let ledger = builder.open_with_progress(|seq, last| bar.update(seq, last));
     bar.finish();
-    Ok(ledger?)
+    match ledger {
+        Ok(ledger) => Ok(ledger),
+        Err(e) if matches!(e.kind(), ErrorKind::Checkpoint | ErrorKind::LostSuffix) => Err(
+            anyhow::anyhow!("{e} (`ledger verify --accept-tail` accepts the log as it is)"),
+        ),
+        Err(e) => Err(e.into()),
+    }
 }
