@@ -56,6 +56,11 @@ pub enum ErrorKind {
     /// The log ends before the last seq known to be durable (the checkpoint):
     /// acknowledged events were lost.
     LostSuffix,
+    /// The checkpoint beside a non-empty log is missing or damaged, so a
+    /// lost tail of the log cannot be detected. Opening with
+    /// [`LedgerBuilder::accept_tail`](crate::LedgerBuilder::accept_tail)
+    /// accepts the log as it is.
+    Checkpoint,
     /// A record written by a format version this build does not read.
     UnsupportedVersion,
     /// Another process holds the data directory.

@@ -58,9 +58,9 @@ pub use crate::execution::{
     SpawnMode, TargetBindingConfig, TenantId, TriggerId,
 };
 pub use crate::ledger::{
-    At, Change, Clock, Head, IndexRebuild, Ledger, LedgerBuilder, Pending, Stats, Submitted,
-    Subscription, SystemClock, TenantLedger, VerifyReport, MAX_CONTEXT_ENTRIES, MAX_INPUT_BYTES,
-    MAX_NAME_BYTES, MAX_OUTPUT_BYTES,
+    AcceptedTail, At, Change, Clock, Head, IndexRebuild, Ledger, LedgerBuilder, Pending, Stats,
+    Submitted, Subscription, SystemClock, TenantLedger, VerifyReport, MAX_CONTEXT_ENTRIES,
+    MAX_INPUT_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES,
 };
 pub use crate::machine::{
     after_failure, after_loss, after_timeout, apply, awaits_binding, awaits_callback, check,

@@ -545,3 +545,53 @@ fn regression_read_only_commands_do_not_create_a_ledger() {
     submit(&missing, "acme", "50");
     assert_eq!(head(&missing).seq, 1);
 }
+
+/// A deleted, truncated or altered checkpoint was silently rewritten by
+/// `verify` (which printed `ok`), switching off the lost-suffix check. Now
+/// every command refuses, naming it, until `verify --accept-tail`.
+#[test]
+fn regression_a_missing_or_damaged_checkpoint_is_reported_until_accepted() {
+    for how in ["delete", "truncate", "flip"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for _ in 0..3 {
+            submit(d, "acme", "50");
+        }
+        let path = d.join("checkpoint");
+        match how {
+            "delete" => std::fs::remove_file(&path).unwrap(),
+            "truncate" => {
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+            }
+            _ => {
+                let mut bytes = std::fs::read(&path).unwrap();
+                bytes[70] ^= 0x04;
+                std::fs::write(&path, bytes).unwrap();
+            }
+        }
+        let line = err(d, &["verify"], 1);
+        assert!(
+            line.starts_with(&format!("error: checkpoint {} is ", path.display())),
+            "{how}: {line}"
+        );
+        assert_eq!(err(d, &["head"], 1), line, "{how}");
+        assert_eq!(
+            err(d, &["submit", "--tenant", "acme", "--callable", "echo"], 1),
+            line,
+            "{how}"
+        );
+        if how == "delete" {
+            assert!(!path.exists(), "not recreated");
+        }
+        let accepted = ok(d, &["verify", "--accept-tail"]);
+        assert!(
+            accepted.starts_with("accepted the log as it is at seq 3 "),
+            "{accepted}"
+        );
+        assert!(accepted.contains("\nok: 3 events"), "{accepted}");
+        assert!(d.join("checkpoint.accepted").exists());
+        assert!(ok(d, &["verify"]).starts_with("ok: 3 events"), "{how}");
+        assert_eq!(head(d).seq, 3, "nothing was appended");
+    }
+}

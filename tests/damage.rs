@@ -168,6 +168,15 @@ fn deleted_last_records_are_a_lost_suffix_even_when_sled_says_nothing() {
             EVENTS - 3
         )
     );
+    // The operator can accept the shortened log; from then on it opens.
+    let ledger = Ledger::builder(dir.path())
+        .accept_tail(true)
+        .open()
+        .unwrap();
+    assert_eq!(ledger.accepted_tail().unwrap().refused, msg);
+    assert_eq!(ledger.head().seq, EVENTS - 3);
+    drop(ledger);
+    assert_eq!(Ledger::open(dir.path()).unwrap().head().seq, EVENTS - 3);
 }
 
 #[test]
@@ -223,10 +232,16 @@ fn a_valid_but_illegal_event_is_refused_by_the_machine_on_replay() {
         }
     });
     // The checkpoint still holds the original last hash, so open names the
-    // rewritten end; remove the checkpoint to reach the replay.
+    // rewritten end; accept the log as it is to reach the replay, which
+    // checks the whole chain and every transition.
     open_fails_at(dir.path(), ErrorKind::Corrupt, EVENTS);
-    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
-    let msg = open_fails_at(dir.path(), ErrorKind::Corrupt, 3);
+    let err = Ledger::builder(dir.path())
+        .accept_tail(true)
+        .open()
+        .expect_err("the illegal transition is refused");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert_eq!(err.seq(), Some(3), "{err}");
+    let msg = err.to_string();
     assert!(msg.contains("illegal transition"), "{msg}");
 }
 
@@ -305,4 +320,87 @@ fn a_kill_while_sled_creates_its_database_in_place_does_not_block_open() {
         Ledger::open(dir.path()).unwrap().verify().unwrap().events,
         EVENTS
     );
+}
+
+/// Ways to lose or damage the checkpoint: deleted, truncated, a flipped
+/// byte in either slot.
+fn damage_checkpoint(dir: &Path, how: &str) {
+    let path = dir.join("checkpoint");
+    let mut bytes = std::fs::read(&path).unwrap();
+    match how {
+        "delete" => return std::fs::remove_file(&path).unwrap(),
+        "empty" => bytes.clear(),
+        "truncate" => bytes.truncate(100),
+        "flip slot 1" => bytes[20] ^= 0x10,
+        "flip slot 2" => bytes[64 + 40] ^= 0x01,
+        _ => unreachable!(),
+    }
+    std::fs::write(&path, bytes).unwrap();
+}
+
+const CHECKPOINT_DAMAGE: [&str; 5] = ["delete", "empty", "truncate", "flip slot 1", "flip slot 2"];
+
+/// A deleted or damaged checkpoint was silently rewritten on open, which
+/// switched off the lost-suffix check. Now open refuses, naming the file,
+/// until the log is accepted as it is; then later opens pass.
+#[test]
+fn regression_a_missing_or_damaged_checkpoint_is_refused_until_the_log_is_accepted() {
+    for how in CHECKPOINT_DAMAGE {
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path(), 0);
+        let path = dir.path().join("checkpoint");
+        damage_checkpoint(dir.path(), how);
+        let before = std::fs::read(&path).ok();
+        let err = Ledger::open(dir.path()).expect_err(how);
+        assert_eq!(err.kind(), ErrorKind::Checkpoint, "{how}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{how}: {msg}");
+        assert!(!msg.contains('\n'), "{how}: {msg}");
+        assert_eq!(std::fs::read(&path).ok(), before, "{how}: left as it was");
+        let ledger = Ledger::builder(dir.path())
+            .accept_tail(true)
+            .open()
+            .unwrap();
+        let accepted = ledger.accepted_tail().expect(how);
+        assert_eq!(accepted.head.seq, EVENTS, "{how}");
+        assert_eq!(accepted.head, ledger.head(), "{how}");
+        drop(ledger);
+        let record = std::fs::read_to_string(dir.path().join("checkpoint.accepted")).unwrap();
+        assert_eq!(record.lines().count(), 1, "{record}");
+        assert!(record.contains(&format!("seq {EVENTS}")), "{record}");
+        let ledger = Ledger::open(dir.path()).unwrap();
+        assert!(ledger.accepted_tail().is_none());
+        assert_eq!(ledger.verify().unwrap().events, EVENTS, "{how}");
+    }
+}
+
+/// Deleting the checkpoint and dropping the log's tail used to go
+/// unnoticed: the checkpoint was rewritten from the shortened log.
+#[test]
+fn regression_deleting_the_checkpoint_and_the_logs_tail_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 0);
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    tamper(dir.path(), |t| {
+        for seq in EVENTS - 2..=EVENTS {
+            t.remove(key(seq)).unwrap();
+        }
+    });
+    let err = Ledger::open(dir.path()).expect_err("the missing checkpoint is reported");
+    assert_eq!(err.kind(), ErrorKind::Checkpoint, "{err}");
+    assert!(err.to_string().contains("is missing"), "{err}");
+}
+
+/// A new ledger has no checkpoint until it is first opened; one whose
+/// checkpoint records nothing beside an empty log is new too.
+#[test]
+fn a_new_ledger_needs_no_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Ledger::open(dir.path()).unwrap());
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    drop(Ledger::open(dir.path()).unwrap());
+    std::fs::write(dir.path().join("checkpoint"), b"").unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(ledger.head().seq, 0);
+    assert!(ledger.accepted_tail().is_none());
 }

@@ -25,7 +25,6 @@ use crate::execution::{
 };
 use crate::machine;
 use crate::projection::{LiveCounts, Projection, SnapshotEntry};
-use crate::store::checkpoint;
 use crate::store::record::{self, Hash, GENESIS};
 use crate::store::{Durability, Log, Name};
 
@@ -100,6 +99,18 @@ pub struct IndexRebuild {
     pub removed: u64,
 }
 
+/// What opening with [`LedgerBuilder::accept_tail`] accepted: the log as it
+/// is, although its checkpoint disagreed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedTail {
+    /// The log's end, now recorded by a new checkpoint.
+    pub head: Head,
+    /// Why the checkpoint was refused: the error opening without
+    /// acceptance reports.
+    pub refused: String,
+}
+
 /// What `verify` checked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -160,6 +171,7 @@ pub struct LedgerBuilder {
     snapshot_every: u64,
     clock: Arc<dyn Clock>,
     create: bool,
+    accept_tail: bool,
 }
 
 impl fmt::Debug for LedgerBuilder {
@@ -170,6 +182,7 @@ impl fmt::Debug for LedgerBuilder {
             .field("cache_bytes", &self.cache_bytes)
             .field("snapshot_every", &self.snapshot_every)
             .field("create", &self.create)
+            .field("accept_tail", &self.accept_tail)
             .finish_non_exhaustive()
     }
 }
@@ -215,6 +228,25 @@ impl LedgerBuilder {
         self
     }
 
+    /// Accept the log as it is when its checkpoint disagrees with it
+    /// (default `false`): when the checkpoint is missing beside a non-empty
+    /// log, damaged, ahead of the log's end (a lost suffix) or records
+    /// another hash at its seq, opening replays the whole log from its
+    /// first event (every record, hash link and transition), and when that
+    /// passes, writes a new checkpoint at the log's actual end, records the
+    /// acceptance (a line in `checkpoint.accepted` beside the checkpoint,
+    /// and a warning) and returns the ledger;
+    /// [`Ledger::accepted_tail`] says what was accepted. Without it such a
+    /// ledger is refused (`Checkpoint`, `LostSuffix`, `Corrupt`).
+    ///
+    /// This is the operator's explicit decision that events may have been
+    /// lost from the tail (`ledger verify --accept-tail`); nothing is
+    /// accepted when the checkpoint agrees with the log.
+    pub fn accept_tail(mut self, accept: bool) -> Self {
+        self.accept_tail = accept;
+        self
+    }
+
     /// Opens the ledger: locks the directory, checks the log against its
     /// checkpoint, and rebuilds the projection from the latest snapshot and
     /// the events after it.
@@ -223,8 +255,10 @@ impl LedgerBuilder {
     ///
     /// `Locked` when another process holds the directory, `BadDirectory`,
     /// `NoLedger` when there is none and [`create`](Self::create) is off,
-    /// `LostSuffix` when the log ends before its checkpoint, `Corrupt` (with
-    /// the seq) for damaged records, `UnsupportedVersion`, `Io`.
+    /// `Checkpoint` when the checkpoint is missing beside a non-empty log or
+    /// damaged, `LostSuffix` when the log ends before its checkpoint,
+    /// `Corrupt` (with the seq) for damaged records, `UnsupportedVersion`,
+    /// `Io`. See [`accept_tail`](Self::accept_tail).
     pub fn open(self) -> Result<Ledger, Error> {
         self.open_with_progress(|_, _| {})
     }
@@ -235,35 +269,24 @@ impl LedgerBuilder {
     ///
     /// As [`open`](Self::open).
     pub fn open_with_progress(self, mut progress: impl FnMut(u64, u64)) -> Result<Ledger, Error> {
-        let (log, checkpoint) =
-            Log::open(&self.path, self.durability, self.cache_bytes, self.create)?;
+        let (log, stored) = Log::open(&self.path, self.durability, self.cache_bytes, self.create)?;
         let last = log.last_seq()?.unwrap_or(0);
-        if let Some((cseq, chash)) = checkpoint {
-            if last < cseq {
-                return Err(Error::new(
-                    ErrorKind::LostSuffix,
-                    format!(
-                        "the log ends at seq {last} but the checkpoint says seq {cseq} was durable: \
-                         {} acknowledged events are missing",
-                        cseq - last
-                    ),
-                )
-                .at_seq(last + 1));
+        let refused = match log.check_checkpoint(&stored, last) {
+            Ok(()) => None,
+            Err(e)
+                if self.accept_tail
+                    && matches!(
+                        e.kind(),
+                        ErrorKind::Checkpoint | ErrorKind::LostSuffix | ErrorKind::Corrupt
+                    ) =>
+            {
+                Some(e)
             }
-            if cseq > 0 {
-                let bytes = log
-                    .record(cseq)?
-                    .ok_or_else(|| Error::corrupt(cseq, "the checkpoint's record is missing"))?;
-                let rec = record::decode(cseq, &bytes)?;
-                if rec.hash != chash {
-                    return Err(Error::corrupt(
-                        cseq,
-                        "record differs from the one the checkpoint recorded (rewritten)",
-                    ));
-                }
-            }
-        }
-        let (projection, head_hash, settled_last) = replay(&log, last, &mut progress)?;
+            Err(e) => return Err(e),
+        };
+        // A log accepted as it is is checked from its first event.
+        let (projection, head_hash, settled_last) =
+            replay(&log, last, refused.is_none(), &mut progress)?;
         // A crash can leave the last event (only) without its index entries.
         // (When the replay started from a snapshot at the last event, they
         // were written before that snapshot.)
@@ -274,8 +297,24 @@ impl LedgerBuilder {
             0 => DateTime::<Utc>::MIN_UTC,
             seq => read_event(&log, seq)?.at,
         };
+        log.keep_checkpoint(&stored, (last, head_hash), refused.is_some())?;
+        let accepted = match refused {
+            None => None,
+            Some(problem) => {
+                let at = self
+                    .clock
+                    .now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                log.record_acceptance(&at, (last, head_hash), &problem)?;
+                Some(AcceptedTail {
+                    head: head_of(&(last, head_hash)),
+                    refused: problem.to_string(),
+                })
+            }
+        };
         log.set_recovered_head(last, head_hash)?;
         let inner = Arc::new(Inner {
+            accepted,
             log,
             core: Mutex::new(Core {
                 projection,
@@ -315,6 +354,8 @@ impl fmt::Debug for Ledger {
 }
 
 struct Inner {
+    /// What opening accepted, with [`LedgerBuilder::accept_tail`].
+    accepted: Option<AcceptedTail>,
     log: Log,
     core: Mutex<Core>,
     clock: Arc<dyn Clock>,
@@ -687,17 +728,20 @@ fn read_event(log: &Log, seq: u64) -> Result<Event, Error> {
     Ok(record::decode_event(seq, &bytes)?.0)
 }
 
-/// Folds the log from the newest usable snapshot at or below `to` up to
-/// `to`, checking every record and link on the way. Returns the projection,
+/// Folds the log from the newest usable snapshot at or below `to` (or with
+/// `from_snapshot` unset, from its first event) up to `to`, checking every
+/// record and link on the way. Returns the projection,
 /// the hash of record `to`, and when event `to` was folded in and settled
 /// its execution, that execution's seqs.
 fn replay(
     log: &Log,
     to: u64,
+    from_snapshot: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Projection, Hash, Option<Vec<u64>>), Error> {
     let (mut projection, mut prev) = (Projection::new(), GENESIS);
-    for snap in log.snapshots_below(to) {
+    let snapshots = log.snapshots_below(to).filter(|_| from_snapshot);
+    for snap in snapshots {
         let (seq, bytes) = snap?;
         match load_snapshot(log, seq, &bytes) {
             Ok((p, hash)) => {
@@ -857,7 +901,15 @@ impl Ledger {
             snapshot_every: LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
             clock: Arc::new(SystemClock),
             create: true,
+            accept_tail: false,
         }
+    }
+
+    /// What opening accepted with [`LedgerBuilder::accept_tail`]: `None`
+    /// when the checkpoint agreed with the log (nothing needed accepting),
+    /// or the ledger was opened without it.
+    pub fn accepted_tail(&self) -> Option<&AcceptedTail> {
+        self.inner.accepted.as_ref()
     }
 
     /// A handle on which only `tenant`'s executions exist.
@@ -1439,7 +1491,7 @@ impl Ledger {
     /// `Invalid` for a seq beyond the head; `Fatal` for damaged data.
     pub fn projection_at(&self, at: At) -> Result<Projection, LedgerError> {
         let seq = self.resolve(at)?;
-        Ok(replay(&self.inner.log, seq, &mut |_, _| {})?.0)
+        Ok(replay(&self.inner.log, seq, true, &mut |_, _| {})?.0)
     }
 
     /// The queue as it was at a point in the log: the executions runnable
@@ -1584,8 +1636,9 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `Corrupt` naming the first bad seq (or `LostSuffix`); never panics on
-    /// damaged data.
+    /// `Corrupt` naming the first bad seq (or `LostSuffix`, or `Checkpoint`
+    /// when the checkpoint is missing or damaged); never panics on damaged
+    /// data.
     pub fn verify(&self) -> Result<VerifyReport, Error> {
         self.verify_with_progress(|_, _| {})
     }
@@ -1655,28 +1708,7 @@ impl Ledger {
                 "the last record is not the head this ledger wrote",
             ));
         }
-        if let Some((cseq, chash)) = checkpoint::read(&log.dir().join("checkpoint"))? {
-            if cseq > last {
-                return Err(Error::new(
-                    ErrorKind::LostSuffix,
-                    format!(
-                        "the log ends at seq {last} but the checkpoint says seq {cseq} was durable"
-                    ),
-                )
-                .at_seq(last + 1));
-            }
-            if cseq > 0 {
-                let bytes = log
-                    .record(cseq)?
-                    .ok_or_else(|| Error::corrupt(cseq, "record is missing"))?;
-                if record::decode(cseq, &bytes)?.hash != chash {
-                    return Err(Error::corrupt(
-                        cseq,
-                        "record differs from the one the checkpoint recorded (rewritten)",
-                    ));
-                }
-            }
-        }
+        log.check_checkpoint_now()?;
         // Every event is in its execution's index entry once the execution
         // is settled, and among the live seqs of the fold while it is live
         // (an execution settled after `last` can be in both).

@@ -6,6 +6,8 @@
 //! ```text
 //! LOCK         held (flock) by the process that owns the ledger; holds its pid
 //! checkpoint   the last durable (seq, hash), outside sled (see checkpoint.rs)
+//! checkpoint.accepted  a line for each time the log was accepted as it is
+//!              in spite of its checkpoint (missing, damaged, or ahead)
 //! sled/        the sled database
 //! sled.creating   present while a new sled database is being created
 //! ```
@@ -46,7 +48,7 @@ use crate::error::{Error, ErrorKind};
 use crate::event::{Event, EventKind};
 use crate::execution::{ExecutionId, TenantId};
 use crate::metrics::Counters;
-use checkpoint::{sync_dir, Checkpoint};
+use checkpoint::{sync_dir, Checkpoint, Stored};
 use record::Hash;
 
 /// When an acknowledged append is safe, chosen by the caller.
@@ -65,6 +67,11 @@ pub enum Durability {
     /// the most recent appends.
     Buffered,
 }
+
+/// The checkpoint's file name in the data directory.
+const CHECKPOINT: &str = "checkpoint";
+/// Where acceptances of a log as it is are recorded, one line each.
+const ACCEPTED: &str = "checkpoint.accepted";
 
 const INDEX: u8 = 0xFF;
 const EXEC: u8 = b'x';
@@ -195,7 +202,8 @@ pub(crate) struct Log {
     durability: Durability,
     db_file: File,
     synced_blobs: Mutex<HashSet<OsString>>,
-    checkpoint: Mutex<Checkpoint>,
+    /// Set once open has checked it against the log ([`Log::keep_checkpoint`]).
+    checkpoint: Mutex<Option<Checkpoint>>,
     appended: Mutex<(u64, Hash)>,
     state: Mutex<SyncState>,
     changed: Condvar,
@@ -372,18 +380,19 @@ impl Drop for Released {
 impl Log {
     /// Whether `dir` holds a ledger (its database or its checkpoint).
     fn exists(dir: &Path) -> bool {
-        dir.join("sled").exists() || dir.join("checkpoint").exists()
+        dir.join("sled").exists() || dir.join(CHECKPOINT).exists()
     }
 
     /// Opens the log in `dir`, creating it when absent if `create` is set
-    /// (else `NoLedger`, and nothing is created). Returns the log and the
-    /// checkpoint it found.
+    /// (else `NoLedger`, and nothing is created). Returns the log and what
+    /// its checkpoint holds, to be checked against it
+    /// ([`Log::check_checkpoint`]) and then kept ([`Log::keep_checkpoint`]).
     pub(crate) fn open(
         dir: &Path,
         durability: Durability,
         cache_bytes: u64,
         create: bool,
-    ) -> Result<(Log, Option<(u64, Hash)>), Error> {
+    ) -> Result<(Log, Stored), Error> {
         if dir.exists() && !dir.is_dir() {
             return Err(Error::new(
                 ErrorKind::BadDirectory,
@@ -404,7 +413,6 @@ impl Log {
             .with_source(e)
         })?;
         let lock_file = take_lock(dir)?;
-        let (checkpoint, found) = Checkpoint::open(&dir.join("checkpoint"))?;
         let sled_dir = dir.join("sled");
         let db = open_sled(dir, &sled_dir, cache_bytes)?;
         let events = db.open_tree("events").map_err(Error::store)?;
@@ -419,7 +427,7 @@ impl Log {
             durability,
             db_file,
             synced_blobs: Mutex::new(HashSet::new()),
-            checkpoint: Mutex::new(checkpoint),
+            checkpoint: Mutex::new(None),
             appended: Mutex::new((0, record::GENESIS)),
             state: Mutex::new(SyncState::default()),
             changed: Condvar::new(),
@@ -431,7 +439,120 @@ impl Log {
         // loss only once their directories are synced.
         sync_dir(&sled_dir)?;
         sync_dir(dir)?;
-        Ok((log, found))
+        // Read after sled is open: whatever a sync wrote there, sled has.
+        let stored = checkpoint::read(&log.checkpoint_path())?;
+        Ok((log, stored))
+    }
+
+    fn checkpoint_path(&self) -> PathBuf {
+        self.dir.join(CHECKPOINT)
+    }
+
+    /// Checks the log, ending at `last`, against what its checkpoint holds:
+    /// `Checkpoint` when it is missing beside a non-empty log, or damaged;
+    /// `LostSuffix` when the log ends before it; `Corrupt` when the record
+    /// at its seq has another hash (rewritten). A new ledger (empty log, no
+    /// checkpoint or one that records nothing) passes.
+    pub(crate) fn check_checkpoint(&self, stored: &Stored, last: u64) -> Result<(), Error> {
+        let path = self.checkpoint_path();
+        let unusable = |what: String| {
+            Error::new(
+                ErrorKind::Checkpoint,
+                format!(
+                    "checkpoint {} is {what}: a lost tail of the log cannot be detected",
+                    path.display()
+                ),
+            )
+        };
+        match stored {
+            Stored::Missing | Stored::Damaged(..) if last == 0 && stored.claims() == 0 => Ok(()),
+            Stored::Missing => Err(unusable(format!("missing beside a log of {last} events"))),
+            Stored::Damaged(wrong, _) => Err(unusable(format!("damaged ({wrong})"))),
+            &Stored::Intact(cseq, chash) => {
+                if last < cseq {
+                    return Err(Error::new(
+                        ErrorKind::LostSuffix,
+                        format!(
+                            "the log ends at seq {last} but the checkpoint says seq {cseq} was durable: \
+                             {} acknowledged events are missing",
+                            cseq - last
+                        ),
+                    )
+                    .at_seq(last + 1));
+                }
+                if cseq > 0 {
+                    let bytes = self.record(cseq)?.ok_or_else(|| {
+                        Error::corrupt(cseq, "the checkpoint's record is missing")
+                    })?;
+                    if record::decode(cseq, &bytes)?.hash != chash {
+                        return Err(Error::corrupt(
+                            cseq,
+                            "record differs from the one the checkpoint recorded (rewritten)",
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks the log as it is now against the checkpoint file as it is
+    /// now (read between two writes of it).
+    pub(crate) fn check_checkpoint_now(&self) -> Result<(), Error> {
+        let guard = lock(&self.checkpoint);
+        let stored = checkpoint::read(&self.checkpoint_path())?;
+        let last = self.last_seq()?.unwrap_or(0);
+        let checked = self.check_checkpoint(&stored, last);
+        drop(guard);
+        checked
+    }
+
+    /// Keeps the checkpoint from here on, once open has checked it: the
+    /// one found when whole and `accepted` is not set, else a new one
+    /// recording `head` (a new ledger, or a log accepted as it is).
+    pub(crate) fn keep_checkpoint(
+        &self,
+        stored: &Stored,
+        head: (u64, Hash),
+        accepted: bool,
+    ) -> Result<(), Error> {
+        let path = self.checkpoint_path();
+        let kept = match stored {
+            Stored::Intact(..) if !accepted => Checkpoint::open(&path)?,
+            _ => Checkpoint::create(&path, head.0, &head.1)?,
+        };
+        *lock(&self.checkpoint) = Some(kept);
+        Ok(())
+    }
+
+    /// Records that the log was accepted as it is at `head` (at time `at`)
+    /// although its checkpoint was refused with `problem`: a line appended
+    /// to `checkpoint.accepted` beside the checkpoint, synced, and a
+    /// warning.
+    pub(crate) fn record_acceptance(
+        &self,
+        at: &str,
+        head: (u64, Hash),
+        problem: &Error,
+    ) -> Result<(), Error> {
+        let path = self.dir.join(ACCEPTED);
+        let line = format!(
+            "{at} accepted the log as it is at seq {} ({}); its checkpoint was refused: {problem}\n",
+            head.0,
+            record::hex(&head.1)
+        );
+        tracing::warn!(seq = head.0, problem = %problem, "accepted the log as it is");
+        let existed = path.exists();
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_data()))
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        if !existed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// The data directory.
@@ -759,7 +880,13 @@ impl Log {
                 .map_err(|e| Error::io("cannot sync the log", e))?;
             self.sync_blobs()?;
         }
-        lock(&self.checkpoint).write(seq, hash, synced)
+        match lock(&self.checkpoint).as_mut() {
+            Some(c) => c.write(seq, hash, synced),
+            None => Err(Error::new(
+                ErrorKind::Io,
+                "the checkpoint is not open (the ledger is still opening)",
+            )),
+        }
     }
 
     /// sled writes values too large for its log into `blobs/` without ever

@@ -50,7 +50,11 @@ impl Backend {
             return Ok(Backend::Remote(Remote::new(url, cli.api_key.clone())));
         }
         let creates = matches!(cli.command, Command::Submit(_));
-        match crate::open_with(Ledger::builder(&cli.data_dir).create(creates)) {
+        let accepts = matches!(cli.command, Command::Verify { accept_tail: true });
+        let builder = Ledger::builder(&cli.data_dir)
+            .create(creates)
+            .accept_tail(accepts);
+        match crate::open_with(builder) {
             Ok(ledger) => Ok(Backend::Local(ledger)),
             Err(e) => {
                 let locked = e

@@ -200,8 +200,22 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 )?;
             }
         }
-        Command::Verify => {
+        Command::Verify { accept_tail } => {
             let ledger = backend.local("verify")?;
+            if *accept_tail {
+                match (ledger.accepted_tail(), cli.json) {
+                    (Some(a), true) => json_line(out, &serde_json::json!({ "accepted": a }))?,
+                    (Some(a), false) => writeln!(
+                        out,
+                        "accepted the log as it is at seq {} ({}); its checkpoint was refused: {}",
+                        a.head.seq, a.head.hash, a.refused
+                    )?,
+                    (None, true) => json_line(out, &serde_json::json!({ "accepted": null }))?,
+                    (None, false) => {
+                        writeln!(out, "nothing to accept: the checkpoint agrees with the log")?
+                    }
+                }
+            }
             let bar = Bar::new("verifying");
             let result = ledger.verify_with_progress(|seq, head| bar.update(seq, head));
             bar.finish();

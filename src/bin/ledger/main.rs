@@ -136,8 +136,17 @@ pub(crate) enum Command {
         #[arg(long)]
         to_seq: u64,
     },
-    /// Check the whole log: exit 0 when intact, 1 naming the first bad seq.
-    Verify,
+    /// Check the whole log: exit 0 when intact, 1 naming the first bad seq
+    /// (or the checkpoint, when it is missing or damaged).
+    Verify {
+        /// Accept the log as it is when its checkpoint is missing, damaged
+        /// or disagrees with it (events lost from the tail): after checking
+        /// the whole chain, write a new checkpoint at the log's last seq,
+        /// print what was accepted and record it in `checkpoint.accepted`
+        /// beside the checkpoint. Then verify as usual.
+        #[arg(long)]
+        accept_tail: bool,
+    },
     /// Rebuild the per-execution and name index from the log (after
     /// `verify` reports it damaged, or to move a ledger written with the
     /// older one-entry-per-event index); writes wait while it runs.
@@ -397,12 +406,20 @@ pub(crate) fn open(dir: &std::path::Path) -> anyhow::Result<execution_ledger::Le
 }
 
 /// Opens the ledger as `builder` says, with a progress bar for a long
-/// replay on a terminal.
+/// replay on a terminal. A checkpoint that disagrees with the log is
+/// reported with the way to accept the log as it is.
 pub(crate) fn open_with(
     builder: execution_ledger::LedgerBuilder,
 ) -> anyhow::Result<execution_ledger::Ledger> {
+    use execution_ledger::ErrorKind;
     let bar = output::Bar::new("replaying");
     let ledger = builder.open_with_progress(|seq, last| bar.update(seq, last));
     bar.finish();
-    Ok(ledger?)
+    match ledger {
+        Ok(ledger) => Ok(ledger),
+        Err(e) if matches!(e.kind(), ErrorKind::Checkpoint | ErrorKind::LostSuffix) => Err(
+            anyhow::anyhow!("{e} (`ledger verify --accept-tail` accepts the log as it is)"),
+        ),
+        Err(e) => Err(e.into()),
+    }
 }
