@@ -38,6 +38,7 @@ pub(crate) mod record;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -218,6 +219,60 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A storage error met while reading at `seq`: damage is reported at that
+/// seq, with `what` it did.
+fn at_seq(e: Error, seq: u64, what: impl fmt::Display) -> Error {
+    if e.kind() == ErrorKind::Corrupt {
+        e.context(what).at_seq(seq)
+    } else {
+        e
+    }
+}
+
+/// sled 0.34.7 panics while opening some damaged databases (in its own
+/// snapshot code: "tried to serialize Uninitialized"). Opens with that panic
+/// caught, and kept from printing on this thread (the error reports it).
+fn open_quietly(config: &sled::Config) -> std::thread::Result<sled::Result<sled::Db>> {
+    type Hook = dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync;
+    static SWAP: Mutex<()> = Mutex::new(());
+    let _swap = lock(&SWAP);
+    let previous: std::sync::Arc<Box<Hook>> = std::sync::Arc::new(std::panic::take_hook());
+    let here = std::thread::current().id();
+    let others = previous.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != here {
+            others(info);
+        }
+    }));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    // Dropping this hook drops its share of the previous one.
+    drop(std::panic::take_hook());
+    match std::sync::Arc::try_unwrap(previous) {
+        Ok(hook) => std::panic::set_hook(hook),
+        Err(shared) => std::panic::set_hook(Box::new(move |info| shared(info))),
+    }
+    opened
+}
+
+/// Opens sled's database, in the ledger's terms: damage sled finds (some of
+/// which it panics on while opening) names its directory.
+fn open_config(config: &sled::Config, sled_dir: &Path) -> Result<sled::Db, Error> {
+    let damaged = |what: String| {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!("{what}; sled cannot open {}", sled_dir.display()),
+        )
+    };
+    match open_quietly(config) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => match Error::store(e) {
+            e if e.kind() == ErrorKind::Corrupt => Err(damaged(e.to_string())),
+            e => Err(e),
+        },
+        Err(_) => Err(damaged("sled's own files are damaged".to_owned())),
+    }
+}
+
 /// Takes the directory's lock, naming the holder when another process has it.
 fn take_lock(dir: &Path) -> Result<File, Error> {
     let path = dir.join("LOCK");
@@ -324,12 +379,12 @@ fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<sled::Db, 
         }
     } else if sled_dir.exists() {
         remove_unfinished_sled_snapshots(sled_dir)?;
-        return config.open().map_err(Error::store);
+        return open_config(&config, sled_dir);
     }
     File::create(&marker)
         .map_err(|e| Error::io(format!("cannot create {}", marker.display()), e))?;
     sync_dir(dir)?;
-    let db = config.open().map_err(Error::store)?;
+    let db = open_config(&config, sled_dir)?;
     db.flush().map_err(Error::store)?;
     for sub in [sled_dir.to_owned(), sled_dir.join("blobs")] {
         let Ok(entries) = std::fs::read_dir(&sub) else {
@@ -578,7 +633,9 @@ impl Log {
 
     /// The stored record of `seq`.
     pub(crate) fn record(&self, seq: u64) -> Result<Option<sled::IVec>, Error> {
-        self.events.get(event_key(seq)).map_err(Error::store)
+        self.events
+            .get(event_key(seq))
+            .map_err(|e| at_seq(Error::store(e), seq, "record is unreadable"))
     }
 
     /// The highest seq stored.
@@ -602,7 +659,10 @@ impl Log {
         self.events
             .range(event_key(from.max(1)).as_slice()..[INDEX].as_slice())
             .map(move |item| {
-                let (k, v) = item.map_err(Error::store)?;
+                let (k, v) = item.map_err(|e| {
+                    let after = format!("the records after seq {last} are unreadable");
+                    at_seq(Error::store(e), last + 1, after)
+                })?;
                 let seq = seq_of(&k)
                     .ok_or_else(|| Error::corrupt(last + 1, "the log holds a malformed key"))?;
                 last = seq;
