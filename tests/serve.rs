@@ -137,6 +137,28 @@ async fn every_endpoint_and_error_status() {
         (status, &again["executionId"]),
         (200, &first["executionId"])
     );
+    // The same key with a different submission is a conflict, not a hit.
+    let mut different = body.clone();
+    different["input"] = json!("bye");
+    let (status, conflict) = json_of(
+        c.post(server.url("/v1/executions"))
+            .json(&different)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&conflict)),
+        (409, "idempotency_conflict"),
+        "{conflict}"
+    );
+    assert!(
+        conflict["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"k1\"") && m.contains(&id)),
+        "{conflict}"
+    );
 
     // The result, long-polled.
     let (status, done) = json_of(
@@ -1008,13 +1030,27 @@ async fn the_event_stream_ends_at_to_seq_with_an_end_event_and_then_answers_204(
     for req in [
         c.get(server.url("/v1/events?fromSeq=2&toSeq=3"))
             .header("Last-Event-ID", "3"),
-        c.get(server.url("/v1/events?fromSeq=4&toSeq=3")),
+        c.get(server.url("/v1/events?fromSeq=4&toSeq=3"))
+            .header("Last-Event-ID", "3"),
     ] {
         let response = req.send().await.unwrap();
         assert_eq!(response.status().as_u16(), 204);
         assert_eq!(response.text().await.unwrap(), "");
     }
-    // The CLI through the server stops at the end event, and at a 204.
+    // A reversed range asked for, not resumed, is refused as diff refuses it.
+    let (status, err) = json_of(
+        c.get(server.url("/v1/events?fromSeq=10&toSeq=5"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, error_code(&err)), (400, "invalid"), "{err}");
+    assert_eq!(
+        err["error"]["message"],
+        "the first point (seq 10) is after the second (seq 5)"
+    );
+    // The CLI through the server stops at the end event.
     let d = dir.path().to_owned();
     let (through, nothing) = tokio::task::spawn_blocking(move || {
         (
@@ -1037,7 +1073,16 @@ async fn the_event_stream_ends_at_to_seq_with_an_end_event_and_then_answers_204(
         .map(|l| serde_json::from_str::<Event>(l).unwrap().seq)
         .collect();
     assert_eq!(seqs, [2, 3]);
-    assert_eq!((nothing.0, nothing.1.as_str()), (0, ""), "{}", nothing.2);
+    // A range that starts past its end is refused before any request, as
+    // locally (the server answers such a resume with 204).
+    assert_eq!((nothing.0, nothing.1.as_str()), (2, ""), "{}", nothing.2);
+    assert!(
+        nothing
+            .2
+            .contains("the first point (seq 4) is after the second (seq 3)"),
+        "{}",
+        nothing.2
+    );
     assert!(server.stop().success());
 }
 

@@ -672,6 +672,10 @@ async fn events(
                 .map_err(|_| ApiError::bad(format!("Last-Event-ID must be a seq, not {v:?}")))
         })
         .transpose()?;
+    // A reversed range asked for is refused; a resume past the end is 204.
+    if let (None, Some(from), Some(to)) = (resume, q.from_seq, q.to_seq) {
+        Ledger::check_range(from, to)?;
+    }
     let from = resume.map_or(q.from_seq.unwrap_or(1), |seq| seq.saturating_add(1));
     if q.to_seq.is_some_and(|to| from > to) {
         return Ok(StatusCode::NO_CONTENT.into_response());
