@@ -290,6 +290,63 @@ async fn silent_and_fire_and_forget_stream_nothing_deferred_streams_progress() {
     runtime.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// A timed-out attempt's callable is dropped before its retry starts: two
+/// attempts of one execution never run at once, even when the callable
+/// ignores its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_starts_only_once_the_timed_out_attempt_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    struct Alive(Arc<AtomicUsize>);
+    impl Drop for Alive {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let alive = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let (a, o) = (alive.clone(), overlaps.clone());
+    let runtime = Runtime::builder(ledger.clone())
+        .workers(4)
+        .register("stubborn", move |_, _| {
+            let (a, o) = (a.clone(), o.clone());
+            async move {
+                // One execution only: anything alive is an earlier attempt.
+                if a.fetch_add(1, Ordering::SeqCst) > 0 {
+                    o.fetch_add(1, Ordering::SeqCst);
+                }
+                let _alive = Alive(a);
+                std::future::pending::<()>().await;
+                Ok(serde_json::Value::Null)
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut s = job("stubborn", "");
+    s.config.timeout_ms = 20;
+    s.config.retry = Some(RetryConfig {
+        max_attempts: 8,
+        initial_delay_ms: 0,
+        backoff_multiplier: 1.0,
+        max_delay_ms: 0,
+    });
+    let e = finished(runtime.submit(&acme(), s).await.unwrap()).await;
+    assert_eq!(e.status, BackgroundExecutionStatus::Timeout);
+    assert_eq!(e.attempt, 8);
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "an attempt started while an earlier one's callable was alive"
+    );
+    assert_eq!(
+        alive.load(Ordering::SeqCst),
+        0,
+        "the last attempt's callable is dropped"
+    );
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_callable_is_a_failed_attempt_not_a_dead_worker() {
     let dir = tempfile::tempdir().unwrap();

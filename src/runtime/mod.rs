@@ -229,6 +229,10 @@ struct Shared {
 /// Aborts the task when dropped: an attempt never outlives its worker.
 struct AbortOnDrop<T>(JoinHandle<T>);
 
+/// How long a timed-out or cancelled attempt waits for its callable's
+/// future to be dropped.
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
@@ -359,8 +363,8 @@ impl Shared {
                 let mut task = AbortOnDrop(tokio::spawn(callable(e.input.clone(), ctx)));
                 let mut cancelled = cancel_rx;
                 let timeout = Duration::from_millis(e.config.timeout_ms);
-                let outcome = tokio::select! {
-                    joined = &mut task.0 => match joined {
+                let (outcome, joined) = tokio::select! {
+                    joined = &mut task.0 => (match joined {
                         Ok(Ok(output)) => Outcome::Output(output),
                         Ok(Err(error)) => Outcome::Error(error),
                         Err(join) if join.is_panic() => Outcome::Error(ExecutionError::new(
@@ -368,10 +372,17 @@ impl Shared {
                             panic_message(join.into_panic()),
                         )),
                         Err(_) => Outcome::Cancelled,
-                    },
-                    () = tokio::time::sleep(timeout) => Outcome::TimedOut,
-                    _ = cancelled.wait_for(|c| *c) => Outcome::Cancelled,
+                    }, true),
+                    () = tokio::time::sleep(timeout) => (Outcome::TimedOut, false),
+                    _ = cancelled.wait_for(|c| *c) => (Outcome::Cancelled, false),
                 };
+                if !joined {
+                    // The attempt is over only once its callable is gone:
+                    // abort it and wait until its future is dropped (a
+                    // callable stuck in a blocking call is left after 5 s).
+                    task.0.abort();
+                    let _ = tokio::time::timeout(ABORT_WAIT, &mut task.0).await;
+                }
                 drop(task);
                 lock(&self.running).remove(&id);
                 outcome
