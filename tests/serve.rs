@@ -51,6 +51,14 @@ impl Server {
         }
     }
 
+    /// Serves `dir/data` with a keys file `dir/keys.json` of `keys`.
+    fn with_keys(dir: &Path, keys: Value) -> Server {
+        let file = dir.join("keys.json");
+        std::fs::write(&file, serde_json::to_vec(&json!({ "keys": keys })).unwrap()).unwrap();
+        let data = dir.join("data");
+        Server::start(&data, &["--keys", file.to_str().unwrap()])
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
@@ -363,19 +371,14 @@ async fn every_endpoint_and_error_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_scope_every_endpoint_to_a_tenant() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.json");
-    std::fs::write(
-        &keys,
-        serde_json::to_vec(&json!({"keys": [
+    let server = Server::with_keys(
+        dir.path(),
+        json!([
             {"tenant": "acme", "sha256": sha256_hex("acme-key")},
             {"tenant": "globex", "sha256": sha256_hex("globex-key")},
             {"admin": true, "sha256": sha256_hex("root-key")},
-        ]}))
-        .unwrap(),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &["--keys", keys.to_str().unwrap()]);
+        ]),
+    );
     let c = client();
     let as_ = |key: &str, req: reqwest::RequestBuilder| req.bearer_auth(key);
 
@@ -1411,18 +1414,13 @@ async fn bad_input_is_refused_naming_the_field_in_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_is_case_insensitive_and_ledger_wide_endpoints_are_admin_only() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.json");
-    std::fs::write(
-        &keys,
-        serde_json::to_vec(&json!({"keys": [
+    let server = Server::with_keys(
+        dir.path(),
+        json!([
             {"tenant": "acme", "sha256": sha256_hex("acme-key")},
             {"admin": true, "sha256": sha256_hex("root-key")},
-        ]}))
-        .unwrap(),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &["--keys", keys.to_str().unwrap()]);
+        ]),
+    );
     let c = client();
     // The scheme is case-insensitive (RFC 7235).
     for header in ["Bearer acme-key", "bearer acme-key", "BEARER acme-key"] {
