@@ -86,6 +86,7 @@ impl Submission {
     rename_all = "snake_case",
     rename_all_fields = "camelCase"
 )]
+#[non_exhaustive]
 pub enum EventKind {
     /// Emitted on submit: the execution exists from here on, `queued` (held
     /// when deferred, waiting when it has a run-at time).

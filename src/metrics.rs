@@ -50,6 +50,7 @@ impl Histogram {
 /// (a count above the last bucket is only in `count`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct HistogramSnapshot {
     /// Cumulative counts, one per bucket bound.
     pub buckets: Vec<u64>,
@@ -80,6 +81,7 @@ impl Counters {
 /// Counters since the ledger was opened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Metrics {
     /// Time to append a batch of events to sled (before syncing).
     pub append_latency: HistogramSnapshot,

@@ -60,6 +60,7 @@ pub(crate) struct SnapshotEntry {
 /// Counts of live executions by where they are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct LiveCounts {
     /// Runnable now or once a back-off or run-at time passes.
     pub queued: usize,

@@ -529,6 +529,7 @@ impl Model {
             | EventKind::CallbackFailed { attempt, .. } => {
                 r.awaits_callback() && *attempt == r.callback_attempts + 1
             }
+            other => panic!("the reference model does not know {}", other.name()),
         }
     }
 
@@ -616,6 +617,7 @@ impl Model {
             EventKind::CallbackFailed { attempt, .. } => {
                 r.callback_attempts = *attempt;
             }
+            other => panic!("the reference model does not know {}", other.name()),
         }
     }
 

@@ -80,6 +80,7 @@ pub struct Head {
 
 /// The result of a submit.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Submitted {
     /// The execution: new, or the one the idempotency key named.
     pub execution: BackgroundExecution,
@@ -90,6 +91,7 @@ pub struct Submitted {
 /// What [`Ledger::rebuild_index`] did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct IndexRebuild {
     /// Events folded.
     pub events: u64,
@@ -104,6 +106,7 @@ pub struct IndexRebuild {
 /// is, although its checkpoint disagreed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct AcceptedTail {
     /// The log's end, now recorded by a new checkpoint.
     pub head: Head,
@@ -115,6 +118,7 @@ pub struct AcceptedTail {
 /// What `verify` checked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Events read, hash-checked, decoded and folded.
     pub events: u64,
@@ -136,6 +140,7 @@ pub struct VerifyReport {
 /// How one execution changed between two points of the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Change {
     /// The execution.
     pub execution_id: ExecutionId,
@@ -153,6 +158,7 @@ pub struct Change {
 /// Figures about a ledger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Stats {
     /// The head.
     pub head: Head,

@@ -467,6 +467,7 @@ async fn worker(shared: Arc<Shared>, name: String) {
 /// [`Runtime::idle_within`]): those waiting for a retry or run-at time past
 /// the horizon.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScheduledLater {
     /// How many.
     pub count: usize,

@@ -116,6 +116,8 @@ pub(crate) fn detail(event: &Event) -> String {
             Some(code) => format!("attempt {attempt} HTTP {code}: {error}"),
             None => format!("attempt {attempt}: {error}"),
         },
+        // A kind with nothing more to say than its name.
+        _ => String::new(),
     }
 }
 

@@ -175,6 +175,7 @@ pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bo
         if let Some(ScheduledLater {
             count,
             earliest: Some(earliest),
+            ..
         }) = later
         {
             writeln!(
