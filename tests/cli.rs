@@ -49,6 +49,20 @@ fn head(dir: &Path) -> Head {
     serde_json::from_str(&ok(dir, &["head", "--json"])).unwrap()
 }
 
+/// Submits a `sleep` of `ms` milliseconds for acme; returns its id.
+fn submit_sleep(dir: &Path, ms: &str) -> String {
+    let args = [
+        "submit",
+        "--tenant",
+        "acme",
+        "--callable",
+        "sleep",
+        "--input",
+        ms,
+    ];
+    ok(dir, &args).trim().to_owned()
+}
+
 fn submit(dir: &Path, tenant: &str, priority: &str) -> String {
     ok(
         dir,
@@ -762,20 +776,7 @@ fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus
 fn sigterm_stops_run_after_the_running_attempt_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let id = ok(
-        d,
-        &[
-            "submit",
-            "--tenant",
-            "acme",
-            "--callable",
-            "sleep",
-            "--input",
-            "1500",
-        ],
-    )
-    .trim()
-    .to_owned();
+    let id = submit_sleep(d, "1500");
     let (mut child, _stderr) = run_until_an_attempt_starts(d, &[]);
     let status = sigterm_and_wait(&mut child);
     assert_eq!(status.code(), Some(0), "exit 0 after SIGTERM, not {status}");
@@ -799,20 +800,7 @@ fn sigterm_stops_run_after_the_running_attempt_finishes() {
 fn an_attempt_running_past_the_grace_stays_running_until_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let id = ok(
-        d,
-        &[
-            "submit",
-            "--tenant",
-            "acme",
-            "--callable",
-            "sleep",
-            "--input",
-            "600000",
-        ],
-    )
-    .trim()
-    .to_owned();
+    let id = submit_sleep(d, "600000");
     let (mut child, _stderr) = run_until_an_attempt_starts(d, &["--grace-secs", "1"]);
     let status = sigterm_and_wait(&mut child);
     assert_eq!(status.code(), Some(0), "{status}");

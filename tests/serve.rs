@@ -101,6 +101,20 @@ async fn json_of(r: reqwest::Response) -> (u16, Value) {
     )
 }
 
+/// Submits `body` (which must be accepted); returns the new execution's id.
+async fn submit_id(c: &reqwest::Client, server: &Server, body: Value) -> String {
+    let (status, record) = json_of(
+        c.post(server.url("/v1/executions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status}: {record}");
+    record["executionId"].as_str().unwrap().to_owned()
+}
+
 fn error_code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
@@ -829,15 +843,12 @@ async fn sigterm_lets_a_running_attempt_finish_before_serve_exits() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let c = client();
-    let (_, submitted) = json_of(
-        c.post(server.url("/v1/executions"))
-            .json(&json!({"tenantId": "acme", "callableName": "sleep", "input": "1500"}))
-            .send()
-            .await
-            .unwrap(),
+    let id = submit_id(
+        &c,
+        &server,
+        json!({"tenantId": "acme", "callableName": "sleep", "input": "1500"}),
     )
     .await;
-    let id = submitted["executionId"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, now) = json_of(
@@ -881,15 +892,12 @@ async fn shutdown_answers_open_long_polls_and_closes_event_streams_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--grace-secs", "2"]);
     let c = client();
-    let (_, submitted) = json_of(
-        c.post(server.url("/v1/executions"))
-            .json(&json!({"tenantId": "acme", "callableName": "sleep", "input": "600000"}))
-            .send()
-            .await
-            .unwrap(),
+    let id = submit_id(
+        &c,
+        &server,
+        json!({"tenantId": "acme", "callableName": "sleep", "input": "600000"}),
     )
     .await;
-    let id = submitted["executionId"].as_str().unwrap().to_owned();
     let mut stream = c
         .get(server.url("/v1/events?fromSeq=1"))
         .send()
@@ -934,15 +942,12 @@ async fn a_result_wait_above_60s_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let c = client();
-    let (_, submitted) = json_of(
-        c.post(server.url("/v1/executions"))
-            .json(&json!({"tenantId": "acme", "callableName": "echo"}))
-            .send()
-            .await
-            .unwrap(),
+    let id = submit_id(
+        &c,
+        &server,
+        json!({"tenantId": "acme", "callableName": "echo"}),
     )
     .await;
-    let id = submitted["executionId"].as_str().unwrap().to_owned();
     let (status, _) = json_of(
         c.get(server.url(&format!("/v1/executions/{id}/result?wait=60s")))
             .send()
@@ -983,15 +988,12 @@ async fn the_event_stream_ends_at_to_seq_with_an_end_event_and_then_answers_204(
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let c = client();
-    let (_, submitted) = json_of(
-        c.post(server.url("/v1/executions"))
-            .json(&json!({"tenantId": "acme", "callableName": "echo", "input": "x"}))
-            .send()
-            .await
-            .unwrap(),
+    let id = submit_id(
+        &c,
+        &server,
+        json!({"tenantId": "acme", "callableName": "echo", "input": "x"}),
     )
     .await;
-    let id = submitted["executionId"].as_str().unwrap().to_owned();
     let (status, _) = json_of(
         c.get(server.url(&format!("/v1/executions/{id}/result?wait=20s")))
             .send()
@@ -1261,15 +1263,12 @@ async fn bad_input_is_refused_naming_the_field_in_json() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let c = client();
-    let (_, held) = json_of(
-        c.post(server.url("/v1/executions"))
-            .json(&json!({"tenantId": "acme", "callableName": "echo", "config": {"mode": "deferred"}}))
-            .send()
-            .await
-            .unwrap(),
+    let id = submit_id(
+        &c,
+        &server,
+        json!({"tenantId": "acme", "callableName": "echo", "config": {"mode": "deferred"}}),
     )
     .await;
-    let id = held["executionId"].as_str().unwrap().to_owned();
     let (_, before) = json_of(c.get(server.url("/v1/head")).send().await.unwrap()).await;
     let submit = |body: Value| c.post(server.url("/v1/executions")).json(&body);
     let cases: Vec<(reqwest::RequestBuilder, u16, &str, &str)> = vec![
