@@ -116,32 +116,6 @@ impl Error {
         Error::new(ErrorKind::Io, format!("{context}: {source}")).with_source(source)
     }
 
-    /// A sled error in the ledger's terms. sled's own text for damage
-    /// ("Read corrupted data at file offset Some(Inline(…)) backtrace ()")
-    /// shows its internals, so damage is described here and sled's error
-    /// is not kept as the source.
-    pub(crate) fn store(source: sled::Error) -> Self {
-        match source {
-            sled::Error::Io(io) => Error::io("storage", io),
-            sled::Error::Corruption { at, .. } => {
-                let place = match at {
-                    Some(sled::DiskPtr::Inline(offset)) => {
-                        format!(" at offset {offset} of its file db")
-                    }
-                    Some(sled::DiskPtr::Blob(offset, blob)) => {
-                        format!(" in blob {blob} (named at offset {offset} of its file db)")
-                    }
-                    None => String::new(),
-                };
-                Error::new(
-                    ErrorKind::Corrupt,
-                    format!("sled's own files are damaged{place}"),
-                )
-            }
-            other => Error::new(ErrorKind::Io, format!("storage: {other}")).with_source(other),
-        }
-    }
-
     /// The same error with `context` before its message ("context: message").
     pub(crate) fn context(mut self, context: impl fmt::Display) -> Self {
         self.message = format!("{context}: {}", self.message);

@@ -123,6 +123,20 @@ impl Projection {
         machine::check(self.get(&event.execution_id), event)
     }
 
+    /// Checks `event` against the projection, and when it would settle its
+    /// execution, returns the seqs of all that execution's events, the
+    /// event's own last.
+    pub(crate) fn check_settles(&self, event: &Event) -> Result<Option<Vec<u64>>, TransitionError> {
+        let live = self.live.get(&event.execution_id);
+        let state = live.map(|l| &l.execution);
+        machine::check(state, event)?;
+        Ok(machine::settles(state, event).then(|| {
+            let mut seqs = live.map_or_else(Vec::new, |l| l.seqs.clone());
+            seqs.push(event.seq);
+            seqs
+        }))
+    }
+
     /// Folds `event` in. Returns the execution when the event settled it
     /// (it has left the projection).
     ///

@@ -27,7 +27,10 @@ use crate::execution::{
 use crate::machine;
 use crate::projection::{LiveCounts, Projection, SnapshotEntry};
 use crate::store::record::{self, Hash, GENESIS};
-use crate::store::{Durability, Log, Name};
+use crate::store::{
+    checked_records, embedded, AppendError, Bytes, Draft, Durability, Mark, Name, Store,
+    StoredRecord, Tail,
+};
 
 mod writer;
 
@@ -276,50 +279,47 @@ impl LedgerBuilder {
     ///
     /// As [`open`](Self::open).
     pub fn open_with_progress(self, mut progress: impl FnMut(u64, u64)) -> Result<Ledger, Error> {
-        let (log, stored) = Log::open(&self.path, self.durability, self.cache_bytes, self.create)?;
-        let last = log.last_seq()?.unwrap_or(0);
-        let refused = match log.check_checkpoint(&stored, last) {
-            Ok(()) => None,
-            Err(e)
-                if self.accept_tail
-                    && matches!(
-                        e.kind(),
-                        ErrorKind::Checkpoint | ErrorKind::LostSuffix | ErrorKind::Corrupt
-                    ) =>
-            {
-                Some(e)
-            }
-            Err(e) => return Err(e),
+        let log: Box<dyn Store> = Box::new(embedded::Log::open(
+            &self.path,
+            self.durability,
+            self.cache_bytes,
+            self.create,
+        )?);
+        let last = log.last_seq()?;
+        let refused = match log.check_tail(last)? {
+            Tail::Whole => None,
+            Tail::Refused(e) if self.accept_tail => Some(e),
+            Tail::Refused(e) => return Err(e),
         };
         // A log accepted as it is is checked from its first event.
         let (projection, head_hash, settled_last) =
-            replay(&log, last, refused.is_none(), &mut progress)?;
-        // A crash can leave the last event (only) without its index entries.
-        // (When the replay started from a snapshot at the last event, they
-        // were written before that snapshot.)
-        if last > 0 {
-            log.index(&read_event(&log, last)?, settled_last.as_deref())?;
-        }
+            replay(&*log, last, refused.is_none(), &mut progress)?;
         let last_at = match last {
             0 => DateTime::<Utc>::MIN_UTC,
-            seq => read_event(&log, seq)?.at,
-        };
-        log.keep_checkpoint(&stored, (last, head_hash), refused.is_some())?;
-        let accepted = match refused {
-            None => None,
-            Some(problem) => {
-                let at = self
-                    .clock
-                    .now()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                log.record_acceptance(&at, (last, head_hash), &problem)?;
-                Some(AcceptedTail {
-                    head: head_of(&(last, head_hash)),
-                    refused: problem.to_string(),
-                })
+            seq => {
+                // A crash can leave the last event (only) without its index
+                // entries. (When the replay started from a snapshot at the
+                // last event, they were written before that snapshot.)
+                let event = read_event(&*log, seq)?;
+                log.reindex(Draft {
+                    event: &event,
+                    settles: settled_last.as_deref(),
+                })?;
+                event.at
             }
         };
-        log.set_recovered_head(last, head_hash)?;
+        let now = self
+            .clock
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        log.resume(
+            (last, head_hash),
+            refused.as_ref().map(|problem| (now.as_str(), problem)),
+        )?;
+        let accepted = refused.map(|problem| AcceptedTail {
+            head: head_of(&(last, head_hash)),
+            refused: problem.to_string(),
+        });
         let inner = Arc::new(Inner {
             accepted,
             log,
@@ -355,7 +355,7 @@ pub struct Ledger {
 impl fmt::Debug for Ledger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ledger")
-            .field("dir", &self.inner.log.dir())
+            .field("dir", &self.inner.log.location())
             .finish_non_exhaustive()
     }
 }
@@ -363,7 +363,7 @@ impl fmt::Debug for Ledger {
 struct Inner {
     /// What opening accepted, with [`LedgerBuilder::accept_tail`].
     accepted: Option<AcceptedTail>,
-    log: Log,
+    log: Box<dyn Store>,
     core: Mutex<Core>,
     clock: Arc<dyn Clock>,
     snapshot_every: u64,
@@ -381,7 +381,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 struct Core {
     projection: Projection,
-    head: (u64, Hash),
+    head: Mark,
     last_at: DateTime<Utc>,
     since_snapshot: u64,
     poisoned: bool,
@@ -414,7 +414,7 @@ impl Inner {
                     Some(&seq) => Some(seq),
                     None => self.log.execution_seqs(&id)?.first().copied(),
                 };
-                let original = first.map(|seq| read_event(&self.log, seq)).transpose()?;
+                let original = first.map(|seq| read_event(&*self.log, seq)).transpose()?;
                 match original.map(|e| e.kind) {
                     Some(EventKind::Queued(first)) if *first == submission => {}
                     Some(EventKind::Queued(_)) => {
@@ -475,7 +475,7 @@ impl Inner {
         let mut out = self.append_locked(core, vec![(id, tenant, kind)], now)?;
         let (event, _) = out.pop().expect("one event appended");
         self.log
-            .counters
+            .counters()
             .claims
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let execution = core
@@ -586,62 +586,64 @@ impl Inner {
             )
             .into());
         }
-        let mut events = Vec::with_capacity(kinds.len());
-        let mut records = Vec::with_capacity(kinds.len());
-        let (mut seq, mut prev) = core.head;
-        for (execution_id, tenant_id, kind) in kinds {
-            seq += 1;
-            let event = Event {
-                seq,
+        let mut events: Vec<Event> = kinds
+            .into_iter()
+            .map(|(execution_id, tenant_id, kind)| Event {
+                seq: 0,
                 at: now,
                 execution_id,
                 tenant_id,
                 kind,
-            };
-            // A batch holds at most one event per execution, so each is
-            // checked against the projection as it stands.
-            debug_assert!(events
+            })
+            .collect();
+        // A batch holds at most one event per execution, so each is checked
+        // against the projection as it stands.
+        debug_assert!(events.iter().enumerate().all(|(i, e)| events[..i]
+            .iter()
+            .all(|other| other.execution_id != e.execution_id)));
+        loop {
+            let (head, at) = (core.head, now.max(core.last_at));
+            let mut settles = Vec::with_capacity(events.len());
+            for (event, seq) in events.iter_mut().zip(head.0 + 1..) {
+                event.seq = seq;
+                event.at = at;
+                settles.push(core.projection.check_settles(event)?);
+            }
+            let drafts: Vec<Draft<'_>> = events
                 .iter()
-                .all(|e: &Event| e.execution_id != execution_id));
-            core.projection.check(&event)?;
-            let (rec, hash) = record::encode_event(&prev, &event);
-            prev = hash;
-            records.push((rec, hash));
-            events.push(event);
-        }
-        // Each event's record, then (folded in) its index entries: a crash
-        // leaves at most the last event without them, repaired on open. A
-        // failed write poisons the ledger with the projection matching the
-        // records written.
-        let started = std::time::Instant::now();
-        let mut out = Vec::with_capacity(events.len());
-        let mut written = Ok(());
-        for (event, (record, hash)) in events.into_iter().zip(records) {
-            if let Err(e) = self.log.append(event.seq, &record) {
-                written = Err(e);
-                break;
-            }
-            core.head = (event.seq, hash);
-            core.last_at = now;
-            let settled = core
-                .projection
-                .apply_tracked(&event)
-                .expect("an event checked against the projection applies");
-            let indexed = self
-                .log
-                .index(&event, settled.as_ref().map(|(_, s)| s.as_slice()));
-            out.push((event, settled.map(|(e, _)| e)));
-            if let Err(e) = indexed {
-                written = Err(e);
-                break;
+                .zip(&settles)
+                .map(|(event, settles)| Draft {
+                    event,
+                    settles: settles.as_deref(),
+                })
+                .collect();
+            match self.log.append(head, &drafts) {
+                Ok(end) => {
+                    core.head = end;
+                    core.last_at = at;
+                    break;
+                }
+                // Another writer appended first: catch up with what it
+                // wrote, then check the same events again after it.
+                Err(AppendError::Conflict(missed)) => self.catch_up(core, missed)?,
+                // What the group wrote is unknown until the log is opened
+                // again: the projection stays as it was, and writes stop.
+                Err(AppendError::Failed(e)) => {
+                    core.poisoned = true;
+                    return Err(e.into());
+                }
             }
         }
-        self.log.appended(core.head);
-        self.log.counters.append.record(started.elapsed());
-        if let Err(e) = written {
-            core.poisoned = true;
-            return Err(e.into());
-        }
+        let out: Vec<_> = events
+            .into_iter()
+            .map(|event| {
+                let settled = core
+                    .projection
+                    .apply_tracked(&event)
+                    .expect("an event checked against the projection applies");
+                (event, settled.map(|(e, _)| e))
+            })
+            .collect();
         core.since_snapshot += out.len() as u64;
         let every = self.snapshot_every;
         // At most one snapshot per `every` events, and none before 4 events
@@ -652,6 +654,32 @@ impl Inner {
             self.write_snapshot(core)?;
         }
         Ok(out)
+    }
+
+    /// Folds records another writer appended after the ledger's head into
+    /// the projection, checking each link on the way.
+    fn catch_up(&self, core: &mut Core, missed: Vec<StoredRecord>) -> Result<(), Error> {
+        for (seq, bytes) in missed {
+            if seq != core.head.0 + 1 {
+                return Err(Error::corrupt(
+                    core.head.0 + 1,
+                    format!(
+                        "record is missing (the log jumps from seq {} to {seq})",
+                        core.head.0
+                    ),
+                ));
+            }
+            let rec = record::decode(seq, &bytes)?;
+            if rec.prev != core.head.1 {
+                return Err(record::broken_link(seq));
+            }
+            let hash = rec.hash;
+            let (event, _) = fold_record(&mut core.projection, seq, &bytes)?;
+            core.head = (seq, hash);
+            core.last_at = core.last_at.max(event.at);
+            core.since_snapshot += 1;
+        }
+        Ok(())
     }
 
     fn write_snapshot(&self, core: &Core) -> Result<(), Error> {
@@ -693,7 +721,7 @@ impl Inner {
     ) -> Result<Option<BackgroundExecution>, Error> {
         let mut state = None;
         for seq in seqs {
-            let event = read_event(&self.log, seq)?;
+            let event = read_event(&*self.log, seq)?;
             if event.execution_id != id {
                 return Err(Error::corrupt(
                     seq,
@@ -751,7 +779,7 @@ fn union(mut indexed: Vec<u64>, live: &[u64]) -> Vec<u64> {
     indexed
 }
 
-fn read_event(log: &Log, seq: u64) -> Result<Event, Error> {
+fn read_event(log: &dyn Store, seq: u64) -> Result<Event, Error> {
     let bytes = log
         .record(seq)?
         .ok_or_else(|| Error::corrupt(seq, "record is missing"))?;
@@ -764,7 +792,7 @@ fn read_event(log: &Log, seq: u64) -> Result<Event, Error> {
 /// the hash of record `to`, and when event `to` was folded in and settled
 /// its execution, that execution's seqs.
 fn replay(
-    log: &Log,
+    log: &dyn Store,
     to: u64,
     from_snapshot: bool,
     progress: &mut dyn FnMut(u64, u64),
@@ -789,11 +817,10 @@ fn replay(
     // Two stages on two threads: one reads and checks records (sled's
     // iterator, the hash of each, the links), the other decodes and folds.
     std::thread::scope(|scope| {
-        let (tx, rx) =
-            std::sync::mpsc::sync_channel::<Vec<Result<(u64, sled::IVec, Hash), Error>>>(8);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<(u64, Bytes, Hash), Error>>>(8);
         scope.spawn(move || {
             let mut batch = Vec::with_capacity(REPLAY_BATCH);
-            for item in log.checked_records(from, to, prev) {
+            for item in checked_records(log, from, to, prev) {
                 batch.push(item);
                 if batch.len() == REPLAY_BATCH && tx.send(std::mem::take(&mut batch)).is_err() {
                     return;
@@ -819,7 +846,7 @@ fn replay(
 /// Records handed from the reading to the folding stage of a replay at once.
 const REPLAY_BATCH: usize = 512;
 
-fn load_snapshot(log: &Log, seq: u64, bytes: &[u8]) -> Result<(Projection, Hash), Error> {
+fn load_snapshot(log: &dyn Store, seq: u64, bytes: &[u8]) -> Result<(Projection, Hash), Error> {
     let snap: Snapshot = serde_json::from_slice(bytes)
         .map_err(|e| Error::corrupt(seq, format!("snapshot does not decode: {e}")))?;
     let hash = record::from_hex(&snap.hash)
@@ -833,7 +860,7 @@ fn load_snapshot(log: &Log, seq: u64, bytes: &[u8]) -> Result<(Projection, Hash)
     Ok((Projection::from_entries(seq, snap.entries), hash))
 }
 
-fn head_of(head: &(u64, Hash)) -> Head {
+fn head_of(head: &Mark) -> Head {
     Head {
         seq: head.0,
         hash: record::hex(&head.1),
@@ -958,7 +985,7 @@ impl Ledger {
 
     /// The data directory.
     pub fn path(&self) -> &Path {
-        self.inner.log.dir()
+        self.inner.log.location()
     }
 
     /// The durability appends are acknowledged with.
@@ -1438,7 +1465,7 @@ impl Ledger {
     ) -> Result<Vec<Event>, LedgerError> {
         let mut events = Vec::new();
         for seq in self.inner.execution_seqs(&id)? {
-            events.push(read_event(&self.inner.log, seq)?);
+            events.push(read_event(&*self.inner.log, seq)?);
         }
         match events.first() {
             None => Err(LedgerError::NotFound(id)),
@@ -1474,7 +1501,7 @@ impl Ledger {
                 let (mut lo, mut hi) = (0u64, head);
                 while lo < hi {
                     let mid = lo + (hi - lo).div_ceil(2);
-                    if read_event(&self.inner.log, mid)?.at <= t {
+                    if read_event(&*self.inner.log, mid)?.at <= t {
                         lo = mid;
                     } else {
                         hi = mid - 1;
@@ -1527,7 +1554,7 @@ impl Ledger {
     /// `Invalid` for a seq beyond the head; `Fatal` for damaged data.
     pub fn projection_at(&self, at: At) -> Result<Projection, LedgerError> {
         let seq = self.resolve(at)?;
-        Ok(replay(&self.inner.log, seq, true, &mut |_, _| {})?.0)
+        Ok(replay(&*self.inner.log, seq, true, &mut |_, _| {})?.0)
     }
 
     /// The queue as it was at a point in the log: the executions runnable
@@ -1547,7 +1574,7 @@ impl Ledger {
         let then = match at {
             At::Time(t) => t,
             At::Seq(0) => DateTime::<Utc>::MIN_UTC,
-            At::Seq(n) => read_event(&self.inner.log, n)?.at,
+            At::Seq(n) => read_event(&*self.inner.log, n)?.at,
         };
         let queue = projection
             .queue(then, tenant)
@@ -1654,7 +1681,7 @@ impl Ledger {
 
     /// Counters and latency histograms since the ledger was opened.
     pub fn metrics(&self) -> crate::metrics::Metrics {
-        self.inner.log.counters.read()
+        self.inner.log.counters().read()
     }
 
     /// Figures about the ledger.
@@ -1699,7 +1726,7 @@ impl Ledger {
         &self,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<VerifyReport, Error> {
-        let log = &self.inner.log;
+        let log = &*self.inner.log;
         let head = self.core().head;
         let mut snapshots = log
             .snapshot_seqs()?
@@ -1713,7 +1740,7 @@ impl Ledger {
         let mut last = 0u64;
         let mut ids = HashSet::new();
         let mut fingerprint = 0u64;
-        for item in log.checked_records(1, head.0, GENESIS) {
+        for item in checked_records(log, 1, head.0, GENESIS) {
             let (seq, bytes, hash) = item?;
             let (event, _) = fold_record(&mut projection, seq, &bytes)?;
             if event.at < last_at {
@@ -1755,7 +1782,7 @@ impl Ledger {
                 "the last record is not the head this ledger wrote",
             ));
         }
-        log.check_checkpoint_now()?;
+        log.check_tail_now()?;
         // Every event is in its execution's index entry once the execution
         // is settled, and among the live seqs of the fold while it is live
         // (an execution settled after `last` can be in both).
@@ -1813,21 +1840,19 @@ impl Ledger {
     /// projection differs from the fold; `Io`.
     pub fn rebuild_index(&self) -> Result<IndexRebuild, Error> {
         let mut core = self.core();
-        let log = &self.inner.log;
+        let log = &*self.inner.log;
         let mut projection = Projection::new();
-        let mut keep = HashSet::new();
         let (mut events, mut settled) = (0, 0);
-        for item in log.checked_records(1, core.head.0, GENESIS) {
+        let mut folded = checked_records(log, 1, core.head.0, GENESIS).map(|item| {
             let (seq, bytes, _) = item?;
             let (event, done) = fold_record(&mut projection, seq, &bytes)?;
-            let seqs = done.as_ref().map(|(_, seqs)| seqs.as_slice());
-            log.index(&event, seqs)?;
-            keep.extend(Log::index_keys(&event, seqs));
             events += 1;
             settled += u64::from(done.is_some());
-        }
+            Ok((event, done.map(|(_, seqs)| seqs)))
+        });
+        let removed = log.rebuild_index(&mut folded)?;
+        drop(folded);
         same_as_fold(&core.projection, &projection, core.head.0)?;
-        let removed = log.remove_index_except(&keep)?;
         // Live executions' seqs complete, whatever snapshot they came from.
         core.projection = projection;
         self.inner.write_snapshot(&core)?;
@@ -1884,7 +1909,7 @@ impl Subscription {
     ///
     /// `Corrupt` for a damaged record.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, Error> {
-        let log = &self.ledger.inner.log;
+        let log = &*self.ledger.inner.log;
         if log.visible() < self.next && log.wait_visible(self.next, timeout) < self.next {
             return Ok(None);
         }

@@ -1,55 +1,36 @@
-//! The log on sled: keys, atomic appends, reads, snapshots, and syncing to
-//! disk with group commit.
-//!
-//! Layout of the data directory:
+//! The storage seam: what the ledger needs of its log, whatever keeps it.
 //!
 //! ```text
-//! LOCK         held (flock) by the process that owns the ledger; holds its pid
-//! checkpoint   the last durable (seq, hash), outside sled (see checkpoint.rs)
-//! checkpoint.accepted  a line for each time the log was accepted as it is
-//!              in spite of its checkpoint (missing, damaged, or ahead)
-//! sled/        the sled database
-//! sled.creating   present while a new sled database is being created
+//! ledger ──append(after head, events)──▶ Store ──▶ records, chained (record.rs)
+//!    ▲        conflict: the records it missed       │
+//!    └──── records from a seq, one execution's, ────┘
+//!          snapshots, wait for new records
 //! ```
 //!
-//! sled tree `events` holds the log and its indexes (derived from the log,
-//! written right after each record, repaired on open):
+//! The ledger keeps its projection as a cache of the log: it decides a
+//! command against the projection as of the head it knows, and appends
+//! *after that head*. The engine appends only if its log still ends there
+//! (compare-and-append), assigning each event's record its link to the one
+//! before; otherwise it appends nothing and hands back what the ledger
+//! missed, which the ledger folds in before deciding again.
 //!
-//! ```text
-//! seq (8 bytes, big-endian)                   -> record (record.rs)
-//! 0xFF 'x' execution id (16)                  -> seqs (8 bytes each, big-endian)
-//!                                                of a settled execution's events
-//! 0xFF 'x' execution id (16) seq (8)          -> ()  one event of an execution
-//!                                                (ledgers written before 0.2; read)
-//! 0xFF 'k' tenant 0x00 idempotency key        -> execution id (16)
-//! 0xFF 'b' tenant 0x00 binding target         -> execution id (16), latest bound
-//! ```
-//!
-//! A live execution's seqs are in the projection (and its snapshots); the
-//! index gets them, in one entry, with the event that settles it. sled's
-//! cost follows the number of entries it holds: one per event plus one per
-//! execution, instead of two per event.
-//!
-//! Tree `snapshots` maps a seq to the projection as of that seq (derived
-//! data: a damaged or missing snapshot is rebuilt from the log).
+//! Engines: [`sled`] (embedded; one process owns a directory). Nothing
+//! outside an engine's module names its storage.
 
-pub(crate) mod checkpoint;
 pub(crate) mod record;
+pub(crate) mod sled;
 
-use std::collections::HashSet;
-use std::ffi::OsString;
+/// The embedded engine: one process owns a directory.
+pub(crate) use self::sled as embedded;
+
 use std::fmt;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
 use crate::event::{Event, EventKind};
 use crate::execution::{ExecutionId, TenantId};
 use crate::metrics::Counters;
-use checkpoint::{sync_dir, Checkpoint, Stored};
 use record::Hash;
 
 /// When an acknowledged append is safe, chosen by the caller.
@@ -69,70 +50,64 @@ pub enum Durability {
     Buffered,
 }
 
-/// The checkpoint's file name in the data directory.
-const CHECKPOINT: &str = "checkpoint";
-/// Where acceptances of a log as it is are recorded, one line each.
-const ACCEPTED: &str = "checkpoint.accepted";
+/// The end of a log: its last seq and that record's hash
+/// ([`record::GENESIS`] and 0 when it is empty).
+pub(crate) type Mark = (u64, Hash);
 
-const INDEX: u8 = 0xFF;
-const EXEC: u8 = b'x';
-const IDEM: u8 = b'k';
-const BIND: u8 = b'b';
+/// A stored record's bytes (the format of [`record`]), held the way the
+/// engine keeps them (no copy).
+pub(crate) struct Bytes(Box<dyn AsRef<[u8]> + Send + Sync>);
 
-pub(crate) fn event_key(seq: u64) -> [u8; 8] {
-    seq.to_be_bytes()
-}
-
-fn exec_prefix(id: &ExecutionId) -> [u8; 18] {
-    let mut k = [0u8; 18];
-    k[0] = INDEX;
-    k[1] = EXEC;
-    k[2..].copy_from_slice(id.as_bytes());
-    k
-}
-
-fn named_key(kind: u8, tenant: &TenantId, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(3 + tenant.as_str().len() + key.len());
-    k.push(INDEX);
-    k.push(kind);
-    k.extend_from_slice(tenant.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k
-}
-
-fn seq_of(key: &[u8]) -> Option<u64> {
-    key.try_into().ok().map(u64::from_be_bytes)
-}
-
-/// Adds the seqs one per-execution index entry holds to `seqs`; `None` when
-/// it is malformed.
-fn unpack(key: &[u8], value: &[u8], seqs: &mut Vec<u64>) -> Option<()> {
-    match key.len() {
-        18 if value.len().is_multiple_of(8) => {
-            seqs.extend(value.chunks_exact(8).filter_map(seq_of));
-            Some(())
-        }
-        26 => {
-            seqs.push(seq_of(&key[18..])?);
-            Some(())
-        }
-        _ => None,
+impl Bytes {
+    pub(crate) fn new(bytes: impl AsRef<[u8]> + Send + Sync + 'static) -> Self {
+        Bytes(Box::new(bytes))
     }
 }
 
-/// The index entries of an event: the name it points at its execution, and
-/// when it settled its execution, that execution's seqs.
-fn index_entries(
-    event: &Event,
-    settled: Option<&[u64]>,
-) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
-    let name = Name::of(event).map(|n| (n.key(), event.execution_id.as_bytes().to_vec()));
-    let seqs = settled.map(|seqs| {
-        let packed = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
-        (exec_prefix(&event.execution_id).to_vec(), packed)
-    });
-    name.into_iter().chain(seqs)
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes({} bytes)", self.len())
+    }
+}
+
+/// One stored record: its seq and bytes.
+pub(crate) type StoredRecord = (u64, Bytes);
+
+/// Stored items in seq order.
+pub(crate) type Items<'a, T> = Box<dyn Iterator<Item = Result<T, Error>> + 'a>;
+
+/// One event to append, and when it settles its execution, the seqs of all
+/// that execution's events, this one's last: an engine that cannot find an
+/// execution's events by itself indexes them then.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Draft<'a> {
+    pub(crate) event: &'a Event,
+    pub(crate) settles: Option<&'a [u64]>,
+}
+
+/// Why an append did not happen.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// The log no longer ends at the head the append was decided against:
+    /// nothing was appended; here are the records after that head, in order.
+    Conflict(Vec<StoredRecord>),
+    /// The engine failed; what was written of the group is unknown until
+    /// the log is opened again.
+    Failed(Error),
+}
+
+impl From<Error> for AppendError {
+    fn from(e: Error) -> Self {
+        AppendError::Failed(e)
+    }
 }
 
 /// A per-tenant name that an event points at its execution.
@@ -160,68 +135,128 @@ impl<'a> Name<'a> {
             _ => None,
         }
     }
-
-    fn key(&self) -> Vec<u8> {
-        match self {
-            Name::Idempotency(t, k) => named_key(IDEM, t, k),
-            Name::Binding(t, k) => named_key(BIND, t, k),
-        }
-    }
 }
 
-#[derive(Debug, Default)]
-struct SyncState {
-    /// Highest seq flushed to the operating system.
-    flushed: u64,
-    /// Highest seq synced to disk.
-    synced: u64,
-    /// Highest seq subscribers may read.
-    visible: u64,
-    syncing: bool,
-    failed: Option<String>,
-    /// Callers waiting for a sync: the seq they need, how durable, and
-    /// their thread, unparked one by one (no thundering herd).
-    waiters: Vec<(u64, Durability, std::thread::Thread)>,
+/// What opening found about the log's end, beside the log itself.
+#[derive(Debug)]
+pub(crate) enum Tail {
+    /// The log ends where it should.
+    Whole,
+    /// The log's end cannot be trusted: why (`Checkpoint`, `LostSuffix`,
+    /// `Corrupt` at the seq found).
+    Refused(Error),
 }
 
-impl SyncState {
-    fn done(&self, how: Durability) -> u64 {
-        if how == Durability::Synced {
-            self.synced
-        } else {
-            self.flushed
-        }
-    }
+/// A log, open. Every method may be called from many threads; appends are
+/// serialized by the ledger (one combiner at a time), not by the engine.
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Where the log lives (the data directory).
+    fn location(&self) -> &Path;
+
+    /// The durability appends are acknowledged with.
+    fn durability(&self) -> Durability;
+
+    /// The ledger's counters and latency histograms.
+    fn counters(&self) -> &Counters;
+
+    // Opening.
+
+    /// The highest seq stored (0 when the log is empty).
+    fn last_seq(&self) -> Result<u64, Error>;
+
+    /// Checks the log, ending at `last`, against what the engine knows was
+    /// durable: `Ok(Tail::Refused(why))` when it cannot be trusted.
+    fn check_tail(&self, last: u64) -> Result<Tail, Error>;
+
+    /// Starts appending after `head`, which the ledger found by checking
+    /// the log from the start or a snapshot; `accepted` is set when the log
+    /// was accepted as it is in spite of `check_tail` (`at`: when, as
+    /// RFC 3339), which the engine records.
+    fn resume(&self, head: Mark, accepted: Option<(&str, &Error)>) -> Result<(), Error>;
+
+    // Appending.
+
+    /// Appends `events` (seqs following `after`'s, dated and checked by the
+    /// ledger) if the log still ends at `after`; returns the new end. Each
+    /// record is linked to the one before it here.
+    fn append(&self, after: Mark, events: &[Draft<'_>]) -> Result<Mark, AppendError>;
+
+    /// Returns once `seq` is as durable as [`Store::durability`] promises;
+    /// concurrent callers share one sync.
+    fn wait_durable(&self, seq: u64) -> Result<(), Error>;
+
+    /// Makes everything appended so far durable (synced), whatever the
+    /// durability.
+    fn flush(&self) -> Result<(), Error>;
+
+    /// The highest seq readers may see (durable as promised).
+    fn visible(&self) -> u64;
+
+    /// Waits until the visible seq reaches `seq`, or `timeout` passes;
+    /// returns the visible seq.
+    fn wait_visible(&self, seq: u64, timeout: Duration) -> u64;
+
+    // Reading.
+
+    /// The stored record of `seq`.
+    fn record(&self, seq: u64) -> Result<Option<Bytes>, Error>;
+
+    /// Stored records from `from` on, in seq order (not checked; see
+    /// [`checked_records`]).
+    fn records(&self, from: u64) -> Items<'_, StoredRecord>;
+
+    /// The seqs of a settled execution's events, in order (empty for one
+    /// still live, whose seqs the ledger's projection holds, and for one
+    /// that does not exist).
+    fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, Error>;
+
+    /// The execution a per-tenant name points at.
+    fn named(&self, name: Name<'_>) -> Result<Option<ExecutionId>, Error>;
+
+    // Snapshots (derived: a damaged or missing one is rebuilt from the log).
+
+    /// Stores a snapshot of the projection as of `seq`.
+    fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), Error>;
+
+    /// Snapshots at or below `seq`, newest first.
+    fn snapshots_below(&self, seq: u64) -> Items<'_, StoredRecord>;
+
+    /// Every snapshot's seq, in order.
+    fn snapshot_seqs(&self) -> Result<Vec<u64>, Error>;
+
+    // Checking and repair.
+
+    /// Checks the log as it is now against what the engine knows was
+    /// durable (as [`Store::check_tail`], an error when refused).
+    fn check_tail_now(&self) -> Result<(), Error>;
+
+    /// Every settled execution the engine indexes, with its seqs (sorted,
+    /// without duplicates), in execution id order (checked by `verify`).
+    fn index_groups(&self) -> Items<'_, (ExecutionId, Vec<u64>)>;
+
+    /// Writes the index entries of an event already in the log again
+    /// (idempotent): repairs an index a crash left behind its log.
+    fn reindex(&self, event: Draft<'_>) -> Result<(), Error>;
+
+    /// Rebuilds the whole index from `events` (every event of the log, in
+    /// order): writes each one's entries and removes every entry they do not
+    /// imply; returns how many it removed.
+    fn rebuild_index(
+        &self,
+        events: &mut dyn Iterator<Item = Result<Reindexed, Error>>,
+    ) -> Result<u64, Error>;
+
+    /// Bytes the log uses on disk.
+    fn size_on_disk(&self) -> Result<u64, Error>;
 }
 
-/// The log, open.
-pub(crate) struct Log {
-    dir: PathBuf,
-    db: sled::Db,
-    events: sled::Tree,
-    snapshots: sled::Tree,
-    durability: Durability,
-    db_file: File,
-    synced_blobs: Mutex<HashSet<OsString>>,
-    /// Set once open has checked it against the log ([`Log::keep_checkpoint`]).
-    checkpoint: Mutex<Option<Checkpoint>>,
-    appended: Mutex<(u64, Hash)>,
-    state: Mutex<SyncState>,
-    changed: Condvar,
-    pub(crate) counters: Counters,
-    // Dropped in this order, after the sled handles above: sled lets go of
-    // its database, then the directory's lock is released.
-    _released: Released,
-    _lock: File,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// An event of the log, and when it settled its execution, that execution's
+/// seqs (for [`Store::rebuild_index`]).
+pub(crate) type Reindexed = (Event, Option<Vec<u64>>);
 
 /// A storage error met while reading at `seq`: damage is reported at that
 /// seq, with `what` it did.
-fn at_seq(e: Error, seq: u64, what: impl fmt::Display) -> Error {
+pub(crate) fn at_seq(e: Error, seq: u64, what: impl fmt::Display) -> Error {
     if e.kind() == ErrorKind::Corrupt {
         e.context(what).at_seq(seq)
     } else {
@@ -229,815 +264,53 @@ fn at_seq(e: Error, seq: u64, what: impl fmt::Display) -> Error {
     }
 }
 
-/// sled 0.34.7 panics while opening some damaged databases (in its own
-/// snapshot code: "tried to serialize Uninitialized"). Opens with that panic
-/// caught, and kept from printing on this thread (the error reports it).
-fn open_quietly(config: &sled::Config) -> std::thread::Result<sled::Result<sled::Db>> {
-    type Hook = dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync;
-    static SWAP: Mutex<()> = Mutex::new(());
-    let _swap = lock(&SWAP);
-    let previous: std::sync::Arc<Box<Hook>> = std::sync::Arc::new(std::panic::take_hook());
-    let here = std::thread::current().id();
-    let others = previous.clone();
-    std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().id() != here {
-            others(info);
+/// Records `from` through `to` of `store`, each checked on its own (format,
+/// hash) and against the one before: seqs gap-free, each chained to the one
+/// before from `prev` (the hash of record `from - 1`). Yields the seq, the
+/// stored bytes and the record's hash; stops after the first error.
+pub(crate) fn checked_records(
+    store: &dyn Store,
+    from: u64,
+    to: u64,
+    prev: Hash,
+) -> impl Iterator<Item = Result<(u64, Bytes, Hash), Error>> + '_ {
+    let mut records = store.records(from);
+    let (mut expected, mut prev, mut done) = (from.max(1), prev, false);
+    std::iter::from_fn(move || {
+        if done || expected > to {
+            return None;
         }
-    }));
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
-    // Dropping this hook drops its share of the previous one.
-    drop(std::panic::take_hook());
-    match std::sync::Arc::try_unwrap(previous) {
-        Ok(hook) => std::panic::set_hook(hook),
-        Err(shared) => std::panic::set_hook(Box::new(move |info| shared(info))),
-    }
-    opened
-}
-
-/// Opens sled's database, in the ledger's terms: damage sled finds (some of
-/// which it panics on while opening) names its directory.
-fn open_config(config: &sled::Config, sled_dir: &Path) -> Result<sled::Db, Error> {
-    let damaged = |what: String| {
-        Error::new(
-            ErrorKind::Corrupt,
-            format!("{what}; sled cannot open {}", sled_dir.display()),
-        )
-    };
-    match open_quietly(config) {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(e)) => match Error::store(e) {
-            e if e.kind() == ErrorKind::Corrupt => Err(damaged(e.to_string())),
-            e => Err(e),
-        },
-        Err(_) => Err(damaged("sled's own files are damaged".to_owned())),
-    }
-}
-
-/// Takes the directory's lock, naming the holder when another process has it.
-fn take_lock(dir: &Path) -> Result<File, Error> {
-    let path = dir.join("LOCK");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::BadDirectory,
-                format!("cannot write to {}: {e}", dir.display()),
-            )
-            .with_source(e)
-        })?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
-            let holder = if pid.is_empty() {
-                String::new()
-            } else {
-                format!(" (pid {pid})")
-            };
-            return Err(Error::new(
-                ErrorKind::Locked,
-                format!(
-                    "{} is in use by another ledger process{holder}",
-                    dir.display()
-                ),
-            ));
-        }
-        Err(TryLockError::Error(e)) => {
-            return Err(Error::io(format!("cannot lock {}", path.display()), e))
-        }
-    }
-    file.set_len(0)
-        .and_then(|()| file.rewind())
-        .and_then(|()| writeln!(file, "{}", std::process::id()))
-        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-    Ok(file)
-}
-
-/// sled 0.34.7 writes its own snapshot to `snap.<lsn>.generating`, syncs
-/// it and renames it to `snap.<lsn>`; but on open it reads the file whose
-/// name sorts last, `.generating` ones included. A process killed while
-/// sled writes one leaves a torn file that sled then refuses to open
-/// ("Read corrupted data at file offset None"; found by the crash loop at
-/// cycle 85 of 1,000). An unfinished snapshot was never in use — the
-/// previous one stays until the rename — so it is removed before opening.
-fn remove_unfinished_sled_snapshots(sled_dir: &Path) -> Result<(), Error> {
-    let Ok(entries) = std::fs::read_dir(sled_dir) else {
-        return Ok(());
-    };
-    let mut removed = false;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("snap.") && name.ends_with(".generating") {
-            tracing::warn!(file = %name, "removing sled's unfinished snapshot");
-            std::fs::remove_file(entry.path())
-                .map_err(|e| Error::io(format!("cannot remove {}", entry.path().display()), e))?;
-            removed = true;
-        }
-    }
-    if removed {
-        sync_dir(sled_dir)?;
-    }
-    Ok(())
-}
-
-/// sled 0.34.7 writes its `conf` file once, when it creates a database, in
-/// two writes and without a sync; a process killed in between leaves a torn
-/// file that sled then refuses for good ("Read corrupted data at file offset
-/// None"; found by the crash loop, killed at its first cycle). So a new
-/// database is created under a marker: the file `sled.creating` is made
-/// (and its directory synced) before sled creates `sled/`, and removed only
-/// once sled's files and directories are synced. A `sled/` found beside the
-/// marker is an unfinished creation that never held an event (events are
-/// appended only after open returns); it is removed and made anew.
-///
-/// The database is created by the handle the log then keeps: a second
-/// handle opened right after the first is dropped can find sled's file lock
-/// still held by the first one's background threads.
-fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
-    let marker = dir.join("sled.creating");
-    let config = sled::Config::new()
-        .path(sled_dir)
-        .cache_capacity(cache_bytes);
-    if marker.is_dir() {
-        // Older releases created the database in this directory and renamed
-        // it into place when whole: what is left there never held an event.
-        std::fs::remove_dir_all(&marker)
-            .map_err(|e| Error::io(format!("cannot remove {}", marker.display()), e))?;
-    }
-    if marker.exists() {
-        if sled_dir.exists() {
-            tracing::warn!(dir = %sled_dir.display(), "removing an unfinished new database");
-            std::fs::remove_dir_all(sled_dir)
-                .map_err(|e| Error::io(format!("cannot remove {}", sled_dir.display()), e))?;
-        }
-    } else if sled_dir.exists() {
-        remove_unfinished_sled_snapshots(sled_dir)?;
-        return open_config(&config, sled_dir);
-    }
-    File::create(&marker)
-        .map_err(|e| Error::io(format!("cannot create {}", marker.display()), e))?;
-    sync_dir(dir)?;
-    let db = open_config(&config, sled_dir)?;
-    db.flush().map_err(Error::store)?;
-    for sub in [sled_dir.to_owned(), sled_dir.join("blobs")] {
-        let Ok(entries) = std::fs::read_dir(&sub) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_file()) {
-                File::open(entry.path())
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| Error::io(format!("cannot sync {}", entry.path().display()), e))?;
-            }
-        }
-        sync_dir(&sub)?;
-    }
-    std::fs::remove_file(&marker)
-        .map_err(|e| Error::io(format!("cannot remove {}", marker.display()), e))?;
-    sync_dir(dir)?;
-    Ok(db)
-}
-
-/// Dropped after the log's sled handles: returns once sled has let go of
-/// its database (its background threads can hold it a moment longer), so
-/// that a dropped ledger can be opened again at once, in this process or
-/// another.
-struct Released(PathBuf);
-
-impl Drop for Released {
-    fn drop(&mut self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let Ok(file) = File::open(&self.0) else {
-            return;
-        };
-        loop {
-            match file.try_lock() {
-                Ok(()) => return,
-                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => {
-                    tracing::warn!(file = %self.0.display(), "sled still holds its database");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-impl Log {
-    /// Whether `dir` holds a ledger (its database or its checkpoint).
-    fn exists(dir: &Path) -> bool {
-        dir.join("sled").exists() || dir.join(CHECKPOINT).exists()
-    }
-
-    /// Opens the log in `dir`, creating it when absent if `create` is set
-    /// (else `NoLedger`, and nothing is created). Returns the log and what
-    /// its checkpoint holds, to be checked against it
-    /// ([`Log::check_checkpoint`]) and then kept ([`Log::keep_checkpoint`]).
-    pub(crate) fn open(
-        dir: &Path,
-        durability: Durability,
-        cache_bytes: u64,
-        create: bool,
-    ) -> Result<(Log, Stored), Error> {
-        if dir.exists() && !dir.is_dir() {
-            return Err(Error::new(
-                ErrorKind::BadDirectory,
-                format!("{} is not a directory", dir.display()),
-            ));
-        }
-        if !create && !Log::exists(dir) {
-            return Err(Error::new(
-                ErrorKind::NoLedger,
-                format!("no ledger at {}", dir.display()),
-            ));
-        }
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::new(
-                ErrorKind::BadDirectory,
-                format!("cannot create {}: {e}", dir.display()),
-            )
-            .with_source(e)
-        })?;
-        let lock_file = take_lock(dir)?;
-        let sled_dir = dir.join("sled");
-        let db = open_sled(dir, &sled_dir, cache_bytes)?;
-        let events = db.open_tree("events").map_err(Error::store)?;
-        let snapshots = db.open_tree("snapshots").map_err(Error::store)?;
-        let db_file = File::open(sled_dir.join("db"))
-            .map_err(|e| Error::io(format!("cannot open {}", sled_dir.join("db").display()), e))?;
-        let log = Log {
-            dir: dir.to_owned(),
-            db,
-            events,
-            snapshots,
-            durability,
-            db_file,
-            synced_blobs: Mutex::new(HashSet::new()),
-            checkpoint: Mutex::new(None),
-            appended: Mutex::new((0, record::GENESIS)),
-            state: Mutex::new(SyncState::default()),
-            changed: Condvar::new(),
-            counters: Counters::default(),
-            _released: Released(sled_dir.join("db")),
-            _lock: lock_file,
-        };
-        // sled's own files and directories, created above, survive a power
-        // loss only once their directories are synced.
-        sync_dir(&sled_dir)?;
-        sync_dir(dir)?;
-        // Read after sled is open: whatever a sync wrote there, sled has.
-        let stored = checkpoint::read(&log.checkpoint_path())?;
-        Ok((log, stored))
-    }
-
-    fn checkpoint_path(&self) -> PathBuf {
-        self.dir.join(CHECKPOINT)
-    }
-
-    /// Checks the log, ending at `last`, against what its checkpoint holds:
-    /// `Checkpoint` when it is missing beside a non-empty log, or damaged;
-    /// `LostSuffix` when the log ends before it; `Corrupt` when the record
-    /// at its seq has another hash (rewritten). A new ledger (empty log, no
-    /// checkpoint or one that records nothing) passes.
-    pub(crate) fn check_checkpoint(&self, stored: &Stored, last: u64) -> Result<(), Error> {
-        let path = self.checkpoint_path();
-        let unusable = |what: String| {
-            Error::new(
-                ErrorKind::Checkpoint,
-                format!(
-                    "checkpoint {} is {what}: a lost tail of the log cannot be detected",
-                    path.display()
-                ),
-            )
-        };
-        match stored {
-            Stored::Missing | Stored::Damaged(..) if last == 0 && stored.claims() == 0 => Ok(()),
-            Stored::Missing => Err(unusable(format!("missing beside a log of {last} events"))),
-            Stored::Damaged(wrong, _) => Err(unusable(format!("damaged ({wrong})"))),
-            &Stored::Intact(cseq, chash) => {
-                if last < cseq {
-                    return Err(Error::new(
-                        ErrorKind::LostSuffix,
-                        format!(
-                            "the log ends at seq {last} but the checkpoint says seq {cseq} was durable: \
-                             {} acknowledged events are missing",
-                            cseq - last
-                        ),
-                    )
-                    .at_seq(last + 1));
-                }
-                if cseq > 0 {
-                    let bytes = self.record(cseq)?.ok_or_else(|| {
-                        Error::corrupt(cseq, "the checkpoint's record is missing")
-                    })?;
-                    if record::decode(cseq, &bytes)?.hash != chash {
-                        return Err(Error::corrupt(
-                            cseq,
-                            "record differs from the one the checkpoint recorded (rewritten)",
-                        ));
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Checks the log as it is now against the checkpoint file as it is
-    /// now (read between two writes of it).
-    pub(crate) fn check_checkpoint_now(&self) -> Result<(), Error> {
-        let guard = lock(&self.checkpoint);
-        let stored = checkpoint::read(&self.checkpoint_path())?;
-        let last = self.last_seq()?.unwrap_or(0);
-        let checked = self.check_checkpoint(&stored, last);
-        drop(guard);
-        checked
-    }
-
-    /// Keeps the checkpoint from here on, once open has checked it: the
-    /// one found when whole and `accepted` is not set, else a new one
-    /// recording `head` (a new ledger, or a log accepted as it is).
-    pub(crate) fn keep_checkpoint(
-        &self,
-        stored: &Stored,
-        head: (u64, Hash),
-        accepted: bool,
-    ) -> Result<(), Error> {
-        let path = self.checkpoint_path();
-        let kept = match stored {
-            Stored::Intact(..) if !accepted => Checkpoint::open(&path)?,
-            _ => Checkpoint::create(&path, head.0, &head.1)?,
-        };
-        *lock(&self.checkpoint) = Some(kept);
-        Ok(())
-    }
-
-    /// Records that the log was accepted as it is at `head` (at time `at`)
-    /// although its checkpoint was refused with `problem`: a line appended
-    /// to `checkpoint.accepted` beside the checkpoint, synced, and a
-    /// warning.
-    pub(crate) fn record_acceptance(
-        &self,
-        at: &str,
-        head: (u64, Hash),
-        problem: &Error,
-    ) -> Result<(), Error> {
-        let path = self.dir.join(ACCEPTED);
-        let line = format!(
-            "{at} accepted the log as it is at seq {} ({}); its checkpoint was refused: {problem}\n",
-            head.0,
-            record::hex(&head.1)
-        );
-        tracing::warn!(seq = head.0, problem = %problem, "accepted the log as it is");
-        let existed = path.exists();
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_data()))
-            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-        if !existed {
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
-    }
-
-    /// The data directory.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The durability appends are acknowledged with.
-    pub(crate) fn durability(&self) -> Durability {
-        self.durability
-    }
-
-    /// Marks (seq, hash) as the log's end as found on open (durable).
-    pub(crate) fn set_recovered_head(&self, seq: u64, hash: Hash) -> Result<(), Error> {
-        *lock(&self.appended) = (seq, hash);
-        self.sync_to(seq, &hash, Durability::Synced)?;
-        let mut st = lock(&self.state);
-        st.flushed = seq;
-        st.synced = seq;
-        st.visible = seq;
-        Ok(())
-    }
-
-    /// The stored record of `seq`.
-    pub(crate) fn record(&self, seq: u64) -> Result<Option<sled::IVec>, Error> {
-        self.events
-            .get(event_key(seq))
-            .map_err(|e| at_seq(Error::store(e), seq, "record is unreadable"))
-    }
-
-    /// The highest seq stored.
-    pub(crate) fn last_seq(&self) -> Result<Option<u64>, Error> {
-        match self.events.range(..[INDEX].as_slice()).next_back() {
-            None => Ok(None),
-            Some(Err(e)) => Err(Error::store(e)),
-            Some(Ok((k, _))) => seq_of(&k)
-                .map(Some)
-                .ok_or_else(|| Error::new(ErrorKind::Corrupt, "the log holds a malformed key")),
-        }
-    }
-
-    /// Stored records from `from` on, in seq order, with their keys' seqs.
-    /// A malformed key is reported as corruption after the last good seq.
-    pub(crate) fn records(
-        &self,
-        from: u64,
-    ) -> impl Iterator<Item = Result<(u64, sled::IVec), Error>> + '_ {
-        let mut last = from.saturating_sub(1);
-        self.events
-            .range(event_key(from.max(1)).as_slice()..[INDEX].as_slice())
-            .map(move |item| {
-                let (k, v) = item.map_err(|e| {
-                    let after = format!("the records after seq {last} are unreadable");
-                    at_seq(Error::store(e), last + 1, after)
-                })?;
-                let seq = seq_of(&k)
-                    .ok_or_else(|| Error::corrupt(last + 1, "the log holds a malformed key"))?;
-                last = seq;
-                Ok((seq, v))
-            })
-    }
-
-    /// Records `from` through `to`, each checked on its own (format, hash)
-    /// and against the one before: seqs gap-free, each chained to the one
-    /// before from `prev` (the hash of record `from - 1`). Yields the seq,
-    /// the stored bytes and the record's hash; stops after the first error.
-    pub(crate) fn checked_records(
-        &self,
-        from: u64,
-        to: u64,
-        prev: Hash,
-    ) -> impl Iterator<Item = Result<(u64, sled::IVec, Hash), Error>> + '_ {
-        let mut records = self.records(from);
-        let (mut expected, mut prev, mut done) = (from.max(1), prev, false);
-        std::iter::from_fn(move || {
-            if done || expected > to {
-                return None;
-            }
-            let checked = match records.next() {
-                None => Err(Error::new(
-                    ErrorKind::LostSuffix,
-                    format!("the log ends at seq {} before seq {to}", expected - 1),
-                )
-                .at_seq(expected)),
-                Some(Err(e)) => Err(e),
-                Some(Ok((seq, _))) if seq != expected => Err(Error::corrupt(
-                    expected,
-                    format!(
-                        "record is missing (the log jumps from seq {} to {seq})",
-                        expected - 1
-                    ),
-                )),
-                Some(Ok((seq, bytes))) => record::decode(seq, &bytes)
-                    .and_then(|rec| {
-                        if rec.prev == prev {
-                            Ok(rec.hash)
-                        } else {
-                            Err(record::broken_link(seq))
-                        }
-                    })
-                    .map(|hash| (seq, bytes, hash)),
-            };
-            match &checked {
-                Ok((_, _, hash)) => {
-                    prev = *hash;
-                    expected += 1;
-                }
-                Err(_) => done = true,
-            }
-            Some(checked)
-        })
-    }
-
-    /// The seqs of one execution's events that the index holds, in order:
-    /// all of them once it is settled (live ones are in the projection).
-    pub(crate) fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, Error> {
-        let mut seqs = Vec::new();
-        for item in self.events.scan_prefix(exec_prefix(id)) {
-            let (k, v) = item.map_err(Error::store)?;
-            unpack(&k, &v, &mut seqs).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Corrupt,
-                    format!("malformed index entry for {id}"),
-                )
-            })?;
-        }
-        seqs.sort_unstable();
-        seqs.dedup();
-        Ok(seqs)
-    }
-
-    /// Every execution the index holds, with its seqs (sorted, without
-    /// duplicates), in execution id order (checked by `verify`).
-    pub(crate) fn index_groups(
-        &self,
-    ) -> impl Iterator<Item = Result<(ExecutionId, Vec<u64>), Error>> + '_ {
-        let mut entries = self.events.scan_prefix([INDEX, EXEC]).peekable();
-        std::iter::from_fn(move || {
-            let malformed = || Error::new(ErrorKind::Corrupt, "malformed index entry");
-            let id_of = |k: &[u8]| -> Option<[u8; 16]> { k.get(2..18)?.try_into().ok() };
-            let (k, v) = match entries.next()? {
-                Ok(kv) => kv,
-                Err(e) => return Some(Err(Error::store(e))),
-            };
-            let Some(id) = id_of(&k) else {
-                return Some(Err(malformed()));
-            };
-            let mut seqs = Vec::new();
-            if unpack(&k, &v, &mut seqs).is_none() {
-                return Some(Err(malformed()));
-            }
-            while let Some(Ok((k, v))) = entries.next_if(|e| {
-                e.as_ref()
-                    .is_ok_and(|(k, _)| id_of(k).is_some_and(|other| other == id))
-            }) {
-                if unpack(&k, &v, &mut seqs).is_none() {
-                    return Some(Err(malformed()));
-                }
-            }
-            seqs.sort_unstable();
-            seqs.dedup();
-            Some(Ok((ExecutionId::from_bytes(id), seqs)))
-        })
-    }
-
-    /// The execution a per-tenant name points at.
-    pub(crate) fn named(&self, name: Name<'_>) -> Result<Option<ExecutionId>, Error> {
-        let v = self.events.get(name.key()).map_err(Error::store)?;
-        v.map(|v| {
-            <[u8; 16]>::try_from(v.as_ref())
-                .map(ExecutionId::from_bytes)
-                .map_err(|_| Error::new(ErrorKind::Corrupt, "malformed index entry"))
-        })
-        .transpose()
-    }
-
-    /// Writes one event's record. Its index entries follow once it is
-    /// folded into the projection ([`Log::index`]); then, after the last
-    /// event of a command, [`Log::appended`].
-    ///
-    /// Plain inserts, not a sled batch: sled seals (writes out) its I/O
-    /// buffer for every batch, which costs about four times the inserts.
-    /// sled recovers a prefix of its log in insert order, and each record is
-    /// inserted before its index entries, so a crash can leave at most the
-    /// last event without them: [`Log::index`] restores them on open.
-    pub(crate) fn append(&self, seq: u64, record: &[u8]) -> Result<(), Error> {
-        self.events
-            .insert(event_key(seq), record)
-            .map(|_| ())
-            .map_err(Error::store)
-    }
-
-    /// Writes the index entries of an event in the log (idempotent): the
-    /// name it points at its execution, and when it settled its execution,
-    /// the seqs of all that execution's events.
-    pub(crate) fn index(&self, event: &Event, settled: Option<&[u64]>) -> Result<(), Error> {
-        for (key, value) in index_entries(event, settled) {
-            self.events.insert(key, value).map_err(Error::store)?;
-        }
-        Ok(())
-    }
-
-    /// The keys [`Log::index`] writes for `event`.
-    pub(crate) fn index_keys(
-        event: &Event,
-        settled: Option<&[u64]>,
-    ) -> impl Iterator<Item = Vec<u8>> {
-        index_entries(event, settled).map(|(key, _)| key)
-    }
-
-    /// Removes every index entry whose key is not in `keep`; returns how
-    /// many it removed.
-    pub(crate) fn remove_index_except(&self, keep: &HashSet<Vec<u8>>) -> Result<u64, Error> {
-        let mut removed = 0;
-        for key in self.events.range([INDEX].as_slice()..).keys() {
-            let key = key.map_err(Error::store)?;
-            if !keep.contains(key.as_ref()) {
-                self.events.remove(&key).map_err(Error::store)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Records `head` as the end of the log, its records and index entries
-    /// written.
-    pub(crate) fn appended(&self, head: (u64, Hash)) {
-        *lock(&self.appended) = head;
-        if self.durability == Durability::Buffered {
-            let mut st = lock(&self.state);
-            st.visible = head.0;
-            self.changed.notify_all();
-        }
-    }
-
-    /// Returns once `seq` is as durable as the log's durability promises;
-    /// concurrent callers share one sync.
-    pub(crate) fn wait_durable(&self, seq: u64) -> Result<(), Error> {
-        if self.durability == Durability::Buffered {
-            return Ok(());
-        }
-        self.sync_through(seq, self.durability)
-    }
-
-    /// Makes everything appended so far durable (`Synced`), whatever the
-    /// log's durability.
-    pub(crate) fn flush(&self) -> Result<(), Error> {
-        let head = lock(&self.appended).0;
-        self.sync_through(head, Durability::Synced)
-    }
-
-    /// Group commit: the first caller to find no sync running leads one
-    /// for everything appended so far; the others park until a sync covers
-    /// their seq. When a sync ends, its leader unparks exactly the waiters it
-    /// covered, plus one more to lead the next sync if any is left.
-    fn sync_through(&self, seq: u64, how: Durability) -> Result<(), Error> {
-        let mut st = lock(&self.state);
-        loop {
-            if let Some(why) = &st.failed {
-                return Err(Error::new(
-                    ErrorKind::Poisoned,
-                    format!("an earlier sync failed ({why}); reopen the ledger"),
-                ));
-            }
-            if st.done(how) >= seq {
-                return Ok(());
-            }
-            if st.syncing {
-                st.waiters.push((seq, how, std::thread::current()));
-                drop(st);
-                // A spurious or early wake just loops back here.
-                std::thread::park();
-                st = lock(&self.state);
-                continue;
-            }
-            st.syncing = true;
-            drop(st);
-            let (target, hash) = *lock(&self.appended);
-            let result = self.sync_to(target, &hash, how);
-            st = lock(&self.state);
-            st.syncing = false;
-            match result {
-                Ok(()) => {
-                    st.flushed = st.flushed.max(target);
-                    if how == Durability::Synced {
-                        st.synced = st.synced.max(target);
-                    }
-                    let promised = match self.durability {
-                        Durability::Synced => st.synced,
-                        Durability::Flushed => st.flushed,
-                        Durability::Buffered => st.visible,
-                    };
-                    st.visible = st.visible.max(promised);
-                }
-                Err(e) => st.failed = Some(e.to_string()),
-            }
-            let mut next_leader = true;
-            let (flushed, synced, failed) = (st.flushed, st.synced, st.failed.is_some());
-            st.waiters.retain(|(wants, wants_how, thread)| {
-                let done = if *wants_how == Durability::Synced {
-                    synced
-                } else {
-                    flushed
-                };
-                if failed || done >= *wants || std::mem::take(&mut next_leader) {
-                    thread.unpark();
-                    false
-                } else {
-                    true
-                }
-            });
-            // Subscribers wait on the condition variable.
-            self.changed.notify_all();
-        }
-    }
-
-    fn sync_to(&self, seq: u64, hash: &Hash, how: Durability) -> Result<(), Error> {
-        let started = std::time::Instant::now();
-        let result = self.sync_to_inner(seq, hash, how);
-        self.counters.sync.record(started.elapsed());
-        result
-    }
-
-    fn sync_to_inner(&self, seq: u64, hash: &Hash, how: Durability) -> Result<(), Error> {
-        self.db.flush().map_err(Error::store)?;
-        let synced = how == Durability::Synced;
-        if synced {
-            self.db_file
-                .sync_data()
-                .map_err(|e| Error::io("cannot sync the log", e))?;
-            self.sync_blobs()?;
-        }
-        match lock(&self.checkpoint).as_mut() {
-            Some(c) => c.write(seq, hash, synced),
+        let checked = match records.next() {
             None => Err(Error::new(
-                ErrorKind::Io,
-                "the checkpoint is not open (the ledger is still opening)",
+                ErrorKind::LostSuffix,
+                format!("the log ends at seq {} before seq {to}", expected - 1),
+            )
+            .at_seq(expected)),
+            Some(Err(e)) => Err(e),
+            Some(Ok((seq, _))) if seq != expected => Err(Error::corrupt(
+                expected,
+                format!(
+                    "record is missing (the log jumps from seq {} to {seq})",
+                    expected - 1
+                ),
             )),
-        }
-    }
-
-    /// sled writes values too large for its log into `blobs/` without ever
-    /// syncing them; sync any new ones.
-    fn sync_blobs(&self) -> Result<(), Error> {
-        let dir = self.dir.join("sled").join("blobs");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(());
+            Some(Ok((seq, bytes))) => record::decode(seq, &bytes)
+                .and_then(|rec| {
+                    if rec.prev == prev {
+                        Ok(rec.hash)
+                    } else {
+                        Err(record::broken_link(seq))
+                    }
+                })
+                .map(|hash| (seq, bytes, hash)),
         };
-        let mut synced = lock(&self.synced_blobs);
-        let mut any = false;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if synced.contains(&name) {
-                continue;
+        match &checked {
+            Ok((_, _, hash)) => {
+                prev = *hash;
+                expected += 1;
             }
-            if let Ok(f) = File::open(entry.path()) {
-                f.sync_data()
-                    .map_err(|e| Error::io("cannot sync a blob", e))?;
-            }
-            synced.insert(name);
-            any = true;
+            Err(_) => done = true,
         }
-        if any {
-            sync_dir(&dir)?;
-        }
-        Ok(())
-    }
-
-    /// The highest seq subscribers may read.
-    pub(crate) fn visible(&self) -> u64 {
-        lock(&self.state).visible
-    }
-
-    /// Waits until the visible seq reaches `seq`, or `timeout` passes;
-    /// returns the visible seq.
-    pub(crate) fn wait_visible(&self, seq: u64, timeout: Duration) -> u64 {
-        let st = lock(&self.state);
-        let (st, _) = self
-            .changed
-            .wait_timeout_while(st, timeout, |st| st.visible < seq && st.failed.is_none())
-            .unwrap_or_else(|p| p.into_inner());
-        st.visible
-    }
-
-    /// Stores a snapshot as of `seq`.
-    pub(crate) fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), Error> {
-        self.snapshots
-            .insert(event_key(seq), bytes)
-            .map(|_| ())
-            .map_err(Error::store)
-    }
-
-    /// Snapshots at or below `seq`, newest first.
-    pub(crate) fn snapshots_below(
-        &self,
-        seq: u64,
-    ) -> impl Iterator<Item = Result<(u64, sled::IVec), Error>> + '_ {
-        self.snapshots
-            .range(..=event_key(seq).as_slice())
-            .rev()
-            .map(|item| {
-                let (k, v) = item.map_err(Error::store)?;
-                let seq = seq_of(&k)
-                    .ok_or_else(|| Error::new(ErrorKind::Corrupt, "malformed snapshot key"))?;
-                Ok((seq, v))
-            })
-    }
-
-    /// Every snapshot's seq, in order.
-    pub(crate) fn snapshot_seqs(&self) -> Result<Vec<u64>, Error> {
-        self.snapshots
-            .iter()
-            .keys()
-            .map(|k| {
-                let k = k.map_err(Error::store)?;
-                seq_of(&k).ok_or_else(|| Error::new(ErrorKind::Corrupt, "malformed snapshot key"))
-            })
-            .collect()
-    }
-
-    /// Bytes sled uses on disk.
-    pub(crate) fn size_on_disk(&self) -> Result<u64, Error> {
-        self.db.size_on_disk().map_err(Error::store)
-    }
-}
-
-impl Drop for Log {
-    fn drop(&mut self) {
-        // Leave everything appended durable and the checkpoint current; a
-        // failure here was already reported to whoever appended.
-        let _ = self.flush();
-    }
+        Some(checked)
+    })
 }

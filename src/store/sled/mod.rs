@@ -1,0 +1,1026 @@
+//! The embedded engine: the log on sled, in a directory one process owns —
+//! keys, appends, reads, snapshots, the checkpoint, and syncing to disk with
+//! group commit.
+//!
+//! Layout of the data directory:
+//!
+//! ```text
+//! LOCK         held (flock) by the process that owns the ledger; holds its pid
+//! checkpoint   the last durable (seq, hash), outside sled (see checkpoint.rs)
+//! checkpoint.accepted  a line for each time the log was accepted as it is
+//!              in spite of its checkpoint (missing, damaged, or ahead)
+//! sled/        the sled database
+//! sled.creating   present while a new sled database is being created
+//! ```
+//!
+//! sled tree `events` holds the log and its indexes (derived from the log,
+//! written right after each record, repaired on open):
+//!
+//! ```text
+//! seq (8 bytes, big-endian)                   -> record (record.rs)
+//! 0xFF 'x' execution id (16)                  -> seqs (8 bytes each, big-endian)
+//!                                                of a settled execution's events
+//! 0xFF 'x' execution id (16) seq (8)          -> ()  one event of an execution
+//!                                                (ledgers written before 0.2; read)
+//! 0xFF 'k' tenant 0x00 idempotency key        -> execution id (16)
+//! 0xFF 'b' tenant 0x00 binding target         -> execution id (16), latest bound
+//! ```
+//!
+//! A live execution's seqs are in the projection (and its snapshots); the
+//! index gets them, in one entry, with the event that settles it. sled's
+//! cost follows the number of entries it holds: one per event plus one per
+//! execution, instead of two per event.
+//!
+//! Tree `snapshots` maps a seq to the projection as of that seq (derived
+//! data: a damaged or missing snapshot is rebuilt from the log).
+
+mod checkpoint;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::record::{self, Hash};
+use super::{
+    at_seq, AppendError, Bytes, Draft, Durability, Items, Mark, Name, Reindexed, Store,
+    StoredRecord, Tail,
+};
+use crate::error::{Error, ErrorKind};
+use crate::event::Event;
+use crate::execution::{ExecutionId, TenantId};
+use crate::metrics::Counters;
+use checkpoint::{sync_dir, Checkpoint, Stored};
+
+/// The checkpoint's file name in the data directory.
+const CHECKPOINT: &str = "checkpoint";
+/// Where acceptances of a log as it is are recorded, one line each.
+const ACCEPTED: &str = "checkpoint.accepted";
+
+const INDEX: u8 = 0xFF;
+const EXEC: u8 = b'x';
+const IDEM: u8 = b'k';
+const BIND: u8 = b'b';
+
+pub(crate) fn event_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+fn exec_prefix(id: &ExecutionId) -> [u8; 18] {
+    let mut k = [0u8; 18];
+    k[0] = INDEX;
+    k[1] = EXEC;
+    k[2..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn named_key(kind: u8, tenant: &TenantId, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + tenant.as_str().len() + key.len());
+    k.push(INDEX);
+    k.push(kind);
+    k.extend_from_slice(tenant.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    key.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// Adds the seqs one per-execution index entry holds to `seqs`; `None` when
+/// it is malformed.
+fn unpack(key: &[u8], value: &[u8], seqs: &mut Vec<u64>) -> Option<()> {
+    match key.len() {
+        18 if value.len().is_multiple_of(8) => {
+            seqs.extend(value.chunks_exact(8).filter_map(seq_of));
+            Some(())
+        }
+        26 => {
+            seqs.push(seq_of(&key[18..])?);
+            Some(())
+        }
+        _ => None,
+    }
+}
+
+/// The index entries of an event: the name it points at its execution, and
+/// when it settled its execution, that execution's seqs.
+fn index_entries(
+    event: &Event,
+    settled: Option<&[u64]>,
+) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+    let name = Name::of(event).map(|n| (name_key(&n), event.execution_id.as_bytes().to_vec()));
+    let seqs = settled.map(|seqs| {
+        let packed = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
+        (exec_prefix(&event.execution_id).to_vec(), packed)
+    });
+    name.into_iter().chain(seqs)
+}
+
+/// The index key of a per-tenant name.
+fn name_key(name: &Name<'_>) -> Vec<u8> {
+    match name {
+        Name::Idempotency(t, k) => named_key(IDEM, t, k),
+        Name::Binding(t, k) => named_key(BIND, t, k),
+    }
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Highest seq flushed to the operating system.
+    flushed: u64,
+    /// Highest seq synced to disk.
+    synced: u64,
+    /// Highest seq subscribers may read.
+    visible: u64,
+    syncing: bool,
+    failed: Option<String>,
+    /// Callers waiting for a sync: the seq they need, how durable, and
+    /// their thread, unparked one by one (no thundering herd).
+    waiters: Vec<(u64, Durability, std::thread::Thread)>,
+}
+
+impl SyncState {
+    fn done(&self, how: Durability) -> u64 {
+        if how == Durability::Synced {
+            self.synced
+        } else {
+            self.flushed
+        }
+    }
+}
+
+/// The log, open.
+pub(crate) struct Log {
+    dir: PathBuf,
+    db: ::sled::Db,
+    events: ::sled::Tree,
+    snapshots: ::sled::Tree,
+    durability: Durability,
+    db_file: File,
+    synced_blobs: Mutex<HashSet<OsString>>,
+    /// Set once open has checked it against the log ([`Log::keep_checkpoint`]).
+    checkpoint: Mutex<Option<Checkpoint>>,
+    /// What the checkpoint held when the log was opened.
+    found: Stored,
+    appended: Mutex<Mark>,
+    state: Mutex<SyncState>,
+    changed: Condvar,
+    pub(crate) counters: Counters,
+    // Dropped in this order, after the sled handles above: sled lets go of
+    // its database, then the directory's lock is released.
+    _released: Released,
+    _lock: File,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A sled error in the ledger's terms. sled's own text for damage
+/// ("Read corrupted data at file offset Some(Inline(…)) backtrace ()")
+/// shows its internals, so damage is described here and sled's error is not
+/// kept as the source.
+fn storage(source: ::sled::Error) -> Error {
+    match source {
+        ::sled::Error::Io(io) => Error::io("storage", io),
+        ::sled::Error::Corruption { at, .. } => {
+            let place = match at {
+                Some(::sled::DiskPtr::Inline(offset)) => {
+                    format!(" at offset {offset} of its file db")
+                }
+                Some(::sled::DiskPtr::Blob(offset, blob)) => {
+                    format!(" in blob {blob} (named at offset {offset} of its file db)")
+                }
+                None => String::new(),
+            };
+            Error::new(
+                ErrorKind::Corrupt,
+                format!("sled's own files are damaged{place}"),
+            )
+        }
+        other => Error::new(ErrorKind::Io, format!("storage: {other}")).with_source(other),
+    }
+}
+
+/// sled 0.34.7 panics while opening some damaged databases (in its own
+/// snapshot code: "tried to serialize Uninitialized"). Opens with that panic
+/// caught, and kept from printing on this thread (the error reports it).
+fn open_quietly(config: &::sled::Config) -> std::thread::Result<::sled::Result<::sled::Db>> {
+    type Hook = dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync;
+    static SWAP: Mutex<()> = Mutex::new(());
+    let _swap = lock(&SWAP);
+    let previous: std::sync::Arc<Box<Hook>> = std::sync::Arc::new(std::panic::take_hook());
+    let here = std::thread::current().id();
+    let others = previous.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != here {
+            others(info);
+        }
+    }));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    // Dropping this hook drops its share of the previous one.
+    drop(std::panic::take_hook());
+    match std::sync::Arc::try_unwrap(previous) {
+        Ok(hook) => std::panic::set_hook(hook),
+        Err(shared) => std::panic::set_hook(Box::new(move |info| shared(info))),
+    }
+    opened
+}
+
+/// Opens sled's database, in the ledger's terms: damage sled finds (some of
+/// which it panics on while opening) names its directory.
+fn open_config(config: &::sled::Config, sled_dir: &Path) -> Result<::sled::Db, Error> {
+    let damaged = |what: String| {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!("{what}; sled cannot open {}", sled_dir.display()),
+        )
+    };
+    match open_quietly(config) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => match storage(e) {
+            e if e.kind() == ErrorKind::Corrupt => Err(damaged(e.to_string())),
+            e => Err(e),
+        },
+        Err(_) => Err(damaged("sled's own files are damaged".to_owned())),
+    }
+}
+
+/// Takes the directory's lock, naming the holder when another process has it.
+fn take_lock(dir: &Path) -> Result<File, Error> {
+    let path = dir.join("LOCK");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::BadDirectory,
+                format!("cannot write to {}: {e}", dir.display()),
+            )
+            .with_source(e)
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            let holder = if pid.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {pid})")
+            };
+            return Err(Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "{} is in use by another ledger process{holder}",
+                    dir.display()
+                ),
+            ));
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(Error::io(format!("cannot lock {}", path.display()), e))
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    Ok(file)
+}
+
+/// sled 0.34.7 writes its own snapshot to `snap.<lsn>.generating`, syncs
+/// it and renames it to `snap.<lsn>`; but on open it reads the file whose
+/// name sorts last, `.generating` ones included. A process killed while
+/// sled writes one leaves a torn file that sled then refuses to open
+/// ("Read corrupted data at file offset None"; found by the crash loop at
+/// cycle 85 of 1,000). An unfinished snapshot was never in use — the
+/// previous one stays until the rename — so it is removed before opening.
+fn remove_unfinished_sled_snapshots(sled_dir: &Path) -> Result<(), Error> {
+    let Ok(entries) = std::fs::read_dir(sled_dir) else {
+        return Ok(());
+    };
+    let mut removed = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %name, "removing sled's unfinished snapshot");
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::io(format!("cannot remove {}", entry.path().display()), e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(sled_dir)?;
+    }
+    Ok(())
+}
+
+/// sled 0.34.7 writes its `conf` file once, when it creates a database, in
+/// two writes and without a sync; a process killed in between leaves a torn
+/// file that sled then refuses for good ("Read corrupted data at file offset
+/// None"; found by the crash loop, killed at its first cycle). So a new
+/// database is created under a marker: the file `sled.creating` is made
+/// (and its directory synced) before sled creates `sled/`, and removed only
+/// once sled's files and directories are synced. A `sled/` found beside the
+/// marker is an unfinished creation that never held an event (events are
+/// appended only after open returns); it is removed and made anew.
+///
+/// The database is created by the handle the log then keeps: a second
+/// handle opened right after the first is dropped can find sled's file lock
+/// still held by the first one's background threads.
+fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<::sled::Db, Error> {
+    let marker = dir.join("sled.creating");
+    let config = ::sled::Config::new()
+        .path(sled_dir)
+        .cache_capacity(cache_bytes);
+    if marker.is_dir() {
+        // Older releases created the database in this directory and renamed
+        // it into place when whole: what is left there never held an event.
+        std::fs::remove_dir_all(&marker)
+            .map_err(|e| Error::io(format!("cannot remove {}", marker.display()), e))?;
+    }
+    if marker.exists() {
+        if sled_dir.exists() {
+            tracing::warn!(dir = %sled_dir.display(), "removing an unfinished new database");
+            std::fs::remove_dir_all(sled_dir)
+                .map_err(|e| Error::io(format!("cannot remove {}", sled_dir.display()), e))?;
+        }
+    } else if sled_dir.exists() {
+        remove_unfinished_sled_snapshots(sled_dir)?;
+        return open_config(&config, sled_dir);
+    }
+    File::create(&marker)
+        .map_err(|e| Error::io(format!("cannot create {}", marker.display()), e))?;
+    sync_dir(dir)?;
+    let db = open_config(&config, sled_dir)?;
+    db.flush().map_err(storage)?;
+    for sub in [sled_dir.to_owned(), sled_dir.join("blobs")] {
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                File::open(entry.path())
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io(format!("cannot sync {}", entry.path().display()), e))?;
+            }
+        }
+        sync_dir(&sub)?;
+    }
+    std::fs::remove_file(&marker)
+        .map_err(|e| Error::io(format!("cannot remove {}", marker.display()), e))?;
+    sync_dir(dir)?;
+    Ok(db)
+}
+
+/// Dropped after the log's sled handles: returns once sled has let go of
+/// its database (its background threads can hold it a moment longer), so
+/// that a dropped ledger can be opened again at once, in this process or
+/// another.
+struct Released(PathBuf);
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let Ok(file) = File::open(&self.0) else {
+            return;
+        };
+        loop {
+            match file.try_lock() {
+                Ok(()) => return,
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => {
+                    tracing::warn!(file = %self.0.display(), "sled still holds its database");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Log {
+    /// Whether `dir` holds a ledger (its database or its checkpoint).
+    fn exists(dir: &Path) -> bool {
+        dir.join("sled").exists() || dir.join(CHECKPOINT).exists()
+    }
+
+    /// Opens the log in `dir`, creating it when absent if `create` is set
+    /// (else `NoLedger`, and nothing is created). What its checkpoint holds
+    /// is checked by [`Store::check_tail`] and kept by [`Store::resume`].
+    pub(crate) fn open(
+        dir: &Path,
+        durability: Durability,
+        cache_bytes: u64,
+        create: bool,
+    ) -> Result<Log, Error> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::new(
+                ErrorKind::BadDirectory,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if !create && !Log::exists(dir) {
+            return Err(Error::new(
+                ErrorKind::NoLedger,
+                format!("no ledger at {}", dir.display()),
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::new(
+                ErrorKind::BadDirectory,
+                format!("cannot create {}: {e}", dir.display()),
+            )
+            .with_source(e)
+        })?;
+        let lock_file = take_lock(dir)?;
+        let sled_dir = dir.join("sled");
+        let db = open_sled(dir, &sled_dir, cache_bytes)?;
+        let events = db.open_tree("events").map_err(storage)?;
+        let snapshots = db.open_tree("snapshots").map_err(storage)?;
+        let db_file = File::open(sled_dir.join("db"))
+            .map_err(|e| Error::io(format!("cannot open {}", sled_dir.join("db").display()), e))?;
+        // Read after sled is open: whatever a sync wrote there, sled has.
+        let found = checkpoint::read(&dir.join(CHECKPOINT))?;
+        let log = Log {
+            dir: dir.to_owned(),
+            found,
+            db,
+            events,
+            snapshots,
+            durability,
+            db_file,
+            synced_blobs: Mutex::new(HashSet::new()),
+            checkpoint: Mutex::new(None),
+            appended: Mutex::new((0, record::GENESIS)),
+            state: Mutex::new(SyncState::default()),
+            changed: Condvar::new(),
+            counters: Counters::default(),
+            _released: Released(sled_dir.join("db")),
+            _lock: lock_file,
+        };
+        // sled's own files and directories, created above, survive a power
+        // loss only once their directories are synced.
+        sync_dir(&sled_dir)?;
+        sync_dir(dir)?;
+        Ok(log)
+    }
+
+    fn checkpoint_path(&self) -> PathBuf {
+        self.dir.join(CHECKPOINT)
+    }
+
+    /// Checks the log, ending at `last`, against what its checkpoint holds:
+    /// `Checkpoint` when it is missing beside a non-empty log, or damaged;
+    /// `LostSuffix` when the log ends before it; `Corrupt` when the record
+    /// at its seq has another hash (rewritten). A new ledger (empty log, no
+    /// checkpoint or one that records nothing) passes.
+    fn check_checkpoint(&self, stored: &Stored, last: u64) -> Result<(), Error> {
+        let path = self.checkpoint_path();
+        let unusable = |what: String| {
+            Error::new(
+                ErrorKind::Checkpoint,
+                format!(
+                    "checkpoint {} is {what}: a lost tail of the log cannot be detected",
+                    path.display()
+                ),
+            )
+        };
+        match stored {
+            Stored::Missing | Stored::Damaged(..) if last == 0 && stored.claims() == 0 => Ok(()),
+            Stored::Missing => Err(unusable(format!("missing beside a log of {last} events"))),
+            Stored::Damaged(wrong, _) => Err(unusable(format!("damaged ({wrong})"))),
+            &Stored::Intact(cseq, chash) => {
+                if last < cseq {
+                    return Err(Error::new(
+                        ErrorKind::LostSuffix,
+                        format!(
+                            "the log ends at seq {last} but the checkpoint says seq {cseq} was durable: \
+                             {} acknowledged events are missing",
+                            cseq - last
+                        ),
+                    )
+                    .at_seq(last + 1));
+                }
+                if cseq > 0 {
+                    let bytes = self.record(cseq)?.ok_or_else(|| {
+                        Error::corrupt(cseq, "the checkpoint's record is missing")
+                    })?;
+                    if record::decode(cseq, &bytes)?.hash != chash {
+                        return Err(Error::corrupt(
+                            cseq,
+                            "record differs from the one the checkpoint recorded (rewritten)",
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Keeps the checkpoint from here on, once open has checked it: the
+    /// one found when whole and `accepted` is not set, else a new one
+    /// recording `head` (a new ledger, or a log accepted as it is).
+    fn keep_checkpoint(
+        &self,
+        stored: &Stored,
+        head: (u64, Hash),
+        accepted: bool,
+    ) -> Result<(), Error> {
+        let path = self.checkpoint_path();
+        let kept = match stored {
+            Stored::Intact(..) if !accepted => Checkpoint::open(&path)?,
+            _ => Checkpoint::create(&path, head.0, &head.1)?,
+        };
+        *lock(&self.checkpoint) = Some(kept);
+        Ok(())
+    }
+
+    /// Records that the log was accepted as it is at `head` (at time `at`)
+    /// although its checkpoint was refused with `problem`: a line appended
+    /// to `checkpoint.accepted` beside the checkpoint, synced, and a
+    /// warning.
+    fn record_acceptance(&self, at: &str, head: (u64, Hash), problem: &Error) -> Result<(), Error> {
+        let path = self.dir.join(ACCEPTED);
+        let line = format!(
+            "{at} accepted the log as it is at seq {} ({}); its checkpoint was refused: {problem}\n",
+            head.0,
+            record::hex(&head.1)
+        );
+        tracing::warn!(seq = head.0, problem = %problem, "accepted the log as it is");
+        let existed = path.exists();
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_data()))
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        if !existed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Marks (seq, hash) as the log's end as found on open (durable).
+    fn set_recovered_head(&self, seq: u64, hash: Hash) -> Result<(), Error> {
+        *lock(&self.appended) = (seq, hash);
+        self.sync_to(seq, &hash, Durability::Synced)?;
+        let mut st = lock(&self.state);
+        st.flushed = seq;
+        st.synced = seq;
+        st.visible = seq;
+        Ok(())
+    }
+
+    /// Writes one event's record (its index entries follow).
+    fn insert_record(&self, seq: u64, record: &[u8]) -> Result<(), Error> {
+        self.events
+            .insert(event_key(seq), record)
+            .map(|_| ())
+            .map_err(storage)
+    }
+
+    /// Writes the index entries of an event in the log (idempotent): the
+    /// name it points at its execution, and when it settled its execution,
+    /// the seqs of all that execution's events.
+    fn index(&self, event: &Event, settled: Option<&[u64]>) -> Result<(), Error> {
+        for (key, value) in index_entries(event, settled) {
+            self.events.insert(key, value).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// The keys [`Log::index`] writes for `event`.
+    fn index_keys(event: &Event, settled: Option<&[u64]>) -> impl Iterator<Item = Vec<u8>> {
+        index_entries(event, settled).map(|(key, _)| key)
+    }
+
+    /// Removes every index entry whose key is not in `keep`; returns how
+    /// many it removed.
+    fn remove_index_except(&self, keep: &HashSet<Vec<u8>>) -> Result<u64, Error> {
+        let mut removed = 0;
+        for key in self.events.range([INDEX].as_slice()..).keys() {
+            let key = key.map_err(storage)?;
+            if !keep.contains(key.as_ref()) {
+                self.events.remove(&key).map_err(storage)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Group commit: the first caller to find no sync running leads one
+    /// for everything appended so far; the others park until a sync covers
+    /// their seq. When a sync ends, its leader unparks exactly the waiters it
+    /// covered, plus one more to lead the next sync if any is left.
+    fn sync_through(&self, seq: u64, how: Durability) -> Result<(), Error> {
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(why) = &st.failed {
+                return Err(Error::new(
+                    ErrorKind::Poisoned,
+                    format!("an earlier sync failed ({why}); reopen the ledger"),
+                ));
+            }
+            if st.done(how) >= seq {
+                return Ok(());
+            }
+            if st.syncing {
+                st.waiters.push((seq, how, std::thread::current()));
+                drop(st);
+                // A spurious or early wake just loops back here.
+                std::thread::park();
+                st = lock(&self.state);
+                continue;
+            }
+            st.syncing = true;
+            drop(st);
+            let (target, hash) = *lock(&self.appended);
+            let result = self.sync_to(target, &hash, how);
+            st = lock(&self.state);
+            st.syncing = false;
+            match result {
+                Ok(()) => {
+                    st.flushed = st.flushed.max(target);
+                    if how == Durability::Synced {
+                        st.synced = st.synced.max(target);
+                    }
+                    let promised = match self.durability {
+                        Durability::Synced => st.synced,
+                        Durability::Flushed => st.flushed,
+                        Durability::Buffered => st.visible,
+                    };
+                    st.visible = st.visible.max(promised);
+                }
+                Err(e) => st.failed = Some(e.to_string()),
+            }
+            let mut next_leader = true;
+            let (flushed, synced, failed) = (st.flushed, st.synced, st.failed.is_some());
+            st.waiters.retain(|(wants, wants_how, thread)| {
+                let done = if *wants_how == Durability::Synced {
+                    synced
+                } else {
+                    flushed
+                };
+                if failed || done >= *wants || std::mem::take(&mut next_leader) {
+                    thread.unpark();
+                    false
+                } else {
+                    true
+                }
+            });
+            // Subscribers wait on the condition variable.
+            self.changed.notify_all();
+        }
+    }
+
+    fn sync_to(&self, seq: u64, hash: &Hash, how: Durability) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        let result = self.sync_to_inner(seq, hash, how);
+        self.counters.sync.record(started.elapsed());
+        result
+    }
+
+    fn sync_to_inner(&self, seq: u64, hash: &Hash, how: Durability) -> Result<(), Error> {
+        self.db.flush().map_err(storage)?;
+        let synced = how == Durability::Synced;
+        if synced {
+            self.db_file
+                .sync_data()
+                .map_err(|e| Error::io("cannot sync the log", e))?;
+            self.sync_blobs()?;
+        }
+        match lock(&self.checkpoint).as_mut() {
+            Some(c) => c.write(seq, hash, synced),
+            None => Err(Error::new(
+                ErrorKind::Io,
+                "the checkpoint is not open (the ledger is still opening)",
+            )),
+        }
+    }
+
+    /// sled writes values too large for its log into `blobs/` without ever
+    /// syncing them; sync any new ones.
+    fn sync_blobs(&self) -> Result<(), Error> {
+        let dir = self.dir.join("sled").join("blobs");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut synced = lock(&self.synced_blobs);
+        let mut any = false;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if synced.contains(&name) {
+                continue;
+            }
+            if let Ok(f) = File::open(entry.path()) {
+                f.sync_data()
+                    .map_err(|e| Error::io("cannot sync a blob", e))?;
+            }
+            synced.insert(name);
+            any = true;
+        }
+        if any {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Records `head` as the end of the log, its records and index entries
+    /// written.
+    fn appended(&self, head: Mark) {
+        *lock(&self.appended) = head;
+        if self.durability == Durability::Buffered {
+            let mut st = lock(&self.state);
+            st.visible = head.0;
+            self.changed.notify_all();
+        }
+    }
+}
+
+impl Store for Log {
+    fn location(&self) -> &Path {
+        &self.dir
+    }
+
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn check_tail(&self, last: u64) -> Result<Tail, Error> {
+        match self.check_checkpoint(&self.found, last) {
+            Ok(()) => Ok(Tail::Whole),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Checkpoint | ErrorKind::LostSuffix | ErrorKind::Corrupt
+                ) =>
+            {
+                Ok(Tail::Refused(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn resume(&self, head: Mark, accepted: Option<(&str, &Error)>) -> Result<(), Error> {
+        self.keep_checkpoint(&self.found, head, accepted.is_some())?;
+        if let Some((at, problem)) = accepted {
+            self.record_acceptance(at, head, problem)?;
+        }
+        self.set_recovered_head(head.0, head.1)
+    }
+
+    /// Plain inserts, not a sled batch: sled seals (writes out) its I/O
+    /// buffer for every batch, which costs about four times the inserts.
+    /// sled recovers a prefix of its log in insert order, and each record is
+    /// inserted before its index entries, so a crash can leave at most the
+    /// last event without them, which the ledger restores on open
+    /// ([`Store::reindex`]).
+    fn append(&self, after: Mark, events: &[Draft<'_>]) -> Result<Mark, AppendError> {
+        let head = *lock(&self.appended);
+        if head != after {
+            let missed = self
+                .records(after.0 + 1)
+                .take_while(|r| r.as_ref().map_or(true, |(seq, _)| *seq <= head.0))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Err(AppendError::Conflict(missed));
+        }
+        let started = std::time::Instant::now();
+        let (mut end, mut written) = (after, Ok(()));
+        for draft in events {
+            let event = draft.event;
+            debug_assert_eq!(event.seq, end.0 + 1, "appended in seq order");
+            let (record, hash) = record::encode_event(&end.1, event);
+            written = self
+                .insert_record(event.seq, &record)
+                .and_then(|()| self.index(event, draft.settles));
+            if written.is_err() {
+                break;
+            }
+            end = (event.seq, hash);
+        }
+        self.appended(end);
+        self.counters.append.record(started.elapsed());
+        written.map(|()| end).map_err(AppendError::Failed)
+    }
+
+    fn last_seq(&self) -> Result<u64, Error> {
+        match self.events.range(..[INDEX].as_slice()).next_back() {
+            None => Ok(0),
+            Some(Err(e)) => Err(storage(e)),
+            Some(Ok((k, _))) => seq_of(&k)
+                .ok_or_else(|| Error::new(ErrorKind::Corrupt, "the log holds a malformed key")),
+        }
+    }
+
+    /// Returns once `seq` is as durable as the log's durability promises;
+    /// concurrent callers share one sync.
+    fn wait_durable(&self, seq: u64) -> Result<(), Error> {
+        if self.durability == Durability::Buffered {
+            return Ok(());
+        }
+        self.sync_through(seq, self.durability)
+    }
+
+    /// Makes everything appended so far durable (`Synced`), whatever the
+    /// log's durability.
+    fn flush(&self) -> Result<(), Error> {
+        let head = lock(&self.appended).0;
+        self.sync_through(head, Durability::Synced)
+    }
+
+    /// The highest seq subscribers may read.
+    fn visible(&self) -> u64 {
+        lock(&self.state).visible
+    }
+
+    /// Waits until the visible seq reaches `seq`, or `timeout` passes;
+    /// returns the visible seq.
+    fn wait_visible(&self, seq: u64, timeout: Duration) -> u64 {
+        let st = lock(&self.state);
+        let (st, _) = self
+            .changed
+            .wait_timeout_while(st, timeout, |st| st.visible < seq && st.failed.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        st.visible
+    }
+
+    fn record(&self, seq: u64) -> Result<Option<Bytes>, Error> {
+        self.events
+            .get(event_key(seq))
+            .map(|v| v.map(Bytes::new))
+            .map_err(|e| at_seq(storage(e), seq, "record is unreadable"))
+    }
+
+    /// Stored records from `from` on, in seq order, with their keys' seqs.
+    /// A malformed key is reported as corruption after the last good seq.
+    fn records(&self, from: u64) -> Items<'_, StoredRecord> {
+        let mut last = from.saturating_sub(1);
+        Box::new(
+            self.events
+                .range(event_key(from.max(1)).as_slice()..[INDEX].as_slice())
+                .map(move |item| {
+                    let (k, v) = item.map_err(|e| {
+                        let after = format!("the records after seq {last} are unreadable");
+                        at_seq(storage(e), last + 1, after)
+                    })?;
+                    let seq = seq_of(&k)
+                        .ok_or_else(|| Error::corrupt(last + 1, "the log holds a malformed key"))?;
+                    last = seq;
+                    Ok((seq, Bytes::new(v)))
+                }),
+        )
+    }
+
+    /// The seqs of one execution's events that the index holds, in order:
+    /// all of them once it is settled (live ones are in the projection).
+    fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, Error> {
+        let mut seqs = Vec::new();
+        for item in self.events.scan_prefix(exec_prefix(id)) {
+            let (k, v) = item.map_err(storage)?;
+            unpack(&k, &v, &mut seqs).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    format!("malformed index entry for {id}"),
+                )
+            })?;
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        Ok(seqs)
+    }
+
+    /// The execution a per-tenant name points at.
+    fn named(&self, name: Name<'_>) -> Result<Option<ExecutionId>, Error> {
+        let v = self.events.get(name_key(&name)).map_err(storage)?;
+        v.map(|v| {
+            <[u8; 16]>::try_from(v.as_ref())
+                .map(ExecutionId::from_bytes)
+                .map_err(|_| Error::new(ErrorKind::Corrupt, "malformed index entry"))
+        })
+        .transpose()
+    }
+
+    /// Stores a snapshot as of `seq`.
+    fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), Error> {
+        self.snapshots
+            .insert(event_key(seq), bytes)
+            .map(|_| ())
+            .map_err(storage)
+    }
+
+    /// Snapshots at or below `seq`, newest first.
+    fn snapshots_below(&self, seq: u64) -> Items<'_, StoredRecord> {
+        Box::new(
+            self.snapshots
+                .range(..=event_key(seq).as_slice())
+                .rev()
+                .map(|item| {
+                    let (k, v) = item.map_err(storage)?;
+                    let seq = seq_of(&k)
+                        .ok_or_else(|| Error::new(ErrorKind::Corrupt, "malformed snapshot key"))?;
+                    Ok((seq, Bytes::new(v)))
+                }),
+        )
+    }
+
+    /// Every snapshot's seq, in order.
+    fn snapshot_seqs(&self) -> Result<Vec<u64>, Error> {
+        self.snapshots
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k.map_err(storage)?;
+                seq_of(&k).ok_or_else(|| Error::new(ErrorKind::Corrupt, "malformed snapshot key"))
+            })
+            .collect()
+    }
+
+    /// Checks the log as it is now against the checkpoint file as it is
+    /// now (read between two writes of it).
+    fn check_tail_now(&self) -> Result<(), Error> {
+        let guard = lock(&self.checkpoint);
+        let stored = checkpoint::read(&self.checkpoint_path())?;
+        let last = self.last_seq()?;
+        let checked = self.check_checkpoint(&stored, last);
+        drop(guard);
+        checked
+    }
+
+    /// Every execution the index holds, with its seqs (sorted, without
+    /// duplicates), in execution id order (checked by `verify`).
+    fn index_groups(&self) -> Items<'_, (ExecutionId, Vec<u64>)> {
+        let mut entries = self.events.scan_prefix([INDEX, EXEC]).peekable();
+        Box::new(std::iter::from_fn(move || {
+            let malformed = || Error::new(ErrorKind::Corrupt, "malformed index entry");
+            let id_of = |k: &[u8]| -> Option<[u8; 16]> { k.get(2..18)?.try_into().ok() };
+            let (k, v) = match entries.next()? {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(storage(e))),
+            };
+            let Some(id) = id_of(&k) else {
+                return Some(Err(malformed()));
+            };
+            let mut seqs = Vec::new();
+            if unpack(&k, &v, &mut seqs).is_none() {
+                return Some(Err(malformed()));
+            }
+            while let Some(Ok((k, v))) = entries.next_if(|e| {
+                e.as_ref()
+                    .is_ok_and(|(k, _)| id_of(k).is_some_and(|other| other == id))
+            }) {
+                if unpack(&k, &v, &mut seqs).is_none() {
+                    return Some(Err(malformed()));
+                }
+            }
+            seqs.sort_unstable();
+            seqs.dedup();
+            Some(Ok((ExecutionId::from_bytes(id), seqs)))
+        }))
+    }
+
+    fn reindex(&self, draft: Draft<'_>) -> Result<(), Error> {
+        self.index(draft.event, draft.settles)
+    }
+
+    fn rebuild_index(
+        &self,
+        events: &mut dyn Iterator<Item = Result<Reindexed, Error>>,
+    ) -> Result<u64, Error> {
+        let mut keep = HashSet::new();
+        for item in events {
+            let (event, settles) = item?;
+            self.index(&event, settles.as_deref())?;
+            keep.extend(Log::index_keys(&event, settles.as_deref()));
+        }
+        self.remove_index_except(&keep)
+    }
+
+    /// Bytes sled uses on disk.
+    fn size_on_disk(&self) -> Result<u64, Error> {
+        self.db.size_on_disk().map_err(storage)
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // Leave everything appended durable and the checkpoint current; a
+        // failure here was already reported to whoever appended.
+        let _ = self.flush();
+    }
+}
