@@ -1,6 +1,7 @@
 //! Where a command's ledger is: open in this process, or served by a
 //! `ledger serve` process that owns the data directory (sled lets one
-//! process own it), reached over its HTTP API with the same results.
+//! process own it), reached over its HTTP API with the same results. The
+//! serving process names itself in `serve.json` in the data directory.
 
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
@@ -12,8 +13,17 @@ use execution_ledger::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::serve::{Served, SERVE_FILE};
 use crate::{Cli, Command, Usage};
+
+/// The file in the data directory that names a serving process.
+pub(crate) const SERVE_FILE: &str = "serve.json";
+
+/// What `serve.json` holds while a ledger is served.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Served {
+    pub(crate) url: String,
+    pub(crate) pid: u32,
+}
 
 /// A ledger error as the CLI reports it: usage errors exit 2.
 pub(crate) fn fail(e: LedgerError) -> anyhow::Error {

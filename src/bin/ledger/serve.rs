@@ -25,9 +25,10 @@ use execution_ledger::{
     At, BackgroundExecution, ExecutionId, Ledger, LedgerError, Runtime, Submission, TenantId,
     BUCKETS_US,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::backend::{Served, SERVE_FILE};
 use crate::decode::{self, RefusedKind};
 use crate::{Cli, Usage};
 
@@ -35,16 +36,6 @@ use crate::{Cli, Usage};
 pub(crate) const MAX_BODY_BYTES: usize = 512 * 1024;
 /// The longest `wait` of a result long-poll.
 const MAX_WAIT: Duration = Duration::from_secs(60);
-/// The file in the data directory that names a serving process.
-pub(crate) const SERVE_FILE: &str = "serve.json";
-
-/// What `serve.json` holds while a ledger is served.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Served {
-    pub(crate) url: String,
-    pub(crate) pid: u32,
-}
-
 /// Who a request acts as.
 #[derive(Clone, Debug, PartialEq)]
 enum Who {
