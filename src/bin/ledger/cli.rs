@@ -212,6 +212,8 @@ pub(crate) enum Command {
         grace_secs: u16,
         /// API keys: {"keys": [{"tenant": "acme", "sha256": "<hex>"}, {"admin": true, "sha256": "<hex>"}]}.
         /// Without it, serve listens on loopback only and every request acts as admin.
+        // The text is the --help line, where `<hex>` is meant as written.
+        #[allow(rustdoc::invalid_html_tags)]
         #[arg(long)]
         keys: Option<PathBuf>,
     },
