@@ -2,7 +2,7 @@
 //!
 //! Two kinds, kept apart. Outcomes a caller expects and handles are small
 //! dedicated types: [`TransitionError`](crate::TransitionError) (an illegal
-//! transition), [`ParseIdError`] (a malformed id), and the variants of
+//! transition), [`ParseIdError`](crate::ParseIdError) (a malformed id), and the variants of
 //! [`LedgerError`] other than `Fatal`. Fail-stop problems (I/O, damaged data at
 //! seq N, a lost suffix, a directory in use) go through one opaque [`Error`]
 //! with a [`kind`](Error::kind) and, where it applies, the
@@ -10,38 +10,8 @@
 
 use std::fmt;
 
-use crate::execution::ExecutionId;
+use crate::ids::ExecutionId;
 use crate::machine::TransitionError;
-
-/// A string that is not a valid id, tenant id or mode.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParseIdError {
-    what: &'static str,
-    value: String,
-}
-
-impl ParseIdError {
-    pub(crate) fn new(what: &'static str, value: &str) -> Self {
-        let mut value = value.to_owned();
-        if value.len() > 80 {
-            let mut cut = 80;
-            while !value.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            value.truncate(cut);
-            value.push('…');
-        }
-        ParseIdError { what, value }
-    }
-}
-
-impl fmt::Display for ParseIdError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "not a valid {}: {:?}", self.what, self.value)
-    }
-}
-
-impl std::error::Error for ParseIdError {}
 
 /// What kind of fail-stop problem an [`Error`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! The domain model: executions, their configuration, identifiers and the
-//! in-memory priority queue.
+//! The domain model: executions, their configuration and the in-memory
+//! priority queue. The identifiers are defined in `ids` and named from here
+//! too.
 //!
 //! The names and the JSON shape are a wire contract with services written in
 //! other languages: structs are camelCase, enum values snake_case, optional
@@ -11,156 +12,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use uuid::Uuid;
+use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::error::ParseIdError;
+use crate::ids::ParseIdError;
+pub(crate) use crate::ids::{ExecutionId, TenantId, TriggerId};
 use crate::queue::PriorityQueue;
-
-/// The identifier of one execution: a UUID v7, so ids sort by creation time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ExecutionId(Uuid);
-
-impl ExecutionId {
-    /// A new, time-ordered id (UUID v7).
-    pub fn new() -> Self {
-        ExecutionId(Uuid::now_v7())
-    }
-
-    /// The id from its 16 raw bytes.
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        ExecutionId(Uuid::from_bytes(bytes))
-    }
-
-    /// The id's 16 raw bytes, in the order that sorts like the id.
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-}
-
-impl Default for ExecutionId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The identifier of the trigger that started an execution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TriggerId(Uuid);
-
-impl TriggerId {
-    /// A new random trigger id.
-    pub fn new() -> Self {
-        TriggerId(Uuid::new_v4())
-    }
-}
-
-impl Default for TriggerId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-macro_rules! uuid_id {
-    ($ty:ident, $what:literal) => {
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.0, f)
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = ParseIdError;
-
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s)
-                    .map($ty)
-                    .map_err(|_| ParseIdError::new($what, s))
-            }
-        }
-
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(&self.0)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                s.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-
-uuid_id!(ExecutionId, "execution id");
-uuid_id!(TriggerId, "trigger id");
-
-/// The tenant an execution belongs to: a name such as `acme`.
-///
-/// A tenant id is 1 to 128 characters of ASCII letters, digits and `._:-`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TenantId(String);
-
-impl TenantId {
-    /// The longest tenant id accepted, in bytes.
-    pub const MAX_LEN: usize = 128;
-
-    /// A new random tenant id (`tenant-` and a UUID).
-    pub fn new() -> Self {
-        TenantId(format!("tenant-{}", Uuid::new_v4().simple()))
-    }
-
-    /// The tenant id as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    fn is_valid(s: &str) -> bool {
-        !s.is_empty()
-            && s.len() <= Self::MAX_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-    }
-}
-
-impl Default for TenantId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for TenantId {
-    type Err = ParseIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if Self::is_valid(s) {
-            Ok(TenantId(s.to_owned()))
-        } else {
-            Err(ParseIdError::new("tenant id", s))
-        }
-    }
-}
-
-impl Serialize for TenantId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for TenantId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// How an execution relates to its caller.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -42,6 +42,7 @@ mod event;
 mod execution;
 #[doc(hidden)]
 pub mod fuzzing;
+mod ids;
 mod ledger;
 mod machine;
 mod metrics;
@@ -50,13 +51,14 @@ mod queue;
 mod runtime;
 mod store;
 
-pub use crate::error::{Error, ErrorKind, LedgerError, ParseIdError};
+pub use crate::error::{Error, ErrorKind, LedgerError};
 pub use crate::event::{Event, EventKind, Submission};
 pub use crate::execution::{
     bound_output, BackgroundExecution, BackgroundExecutionConfig, BackgroundExecutionMode,
-    BackgroundExecutionQueue, BackgroundExecutionStatus, ExecutionError, ExecutionId, RetryConfig,
-    SpawnMode, TargetBindingConfig, TenantId, TriggerId,
+    BackgroundExecutionQueue, BackgroundExecutionStatus, ExecutionError, RetryConfig, SpawnMode,
+    TargetBindingConfig,
 };
+pub use crate::ids::{ExecutionId, ParseIdError, TenantId, TriggerId};
 pub use crate::ledger::{
     AcceptedTail, At, Change, Clock, Head, IndexRebuild, Ledger, LedgerBuilder, Pending, Stats,
     Submitted, Subscription, SystemClock, TenantLedger, VerifyReport, MAX_CONTEXT_ENTRIES,

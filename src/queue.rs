@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::execution::ExecutionId;
+use crate::ids::ExecutionId;
 
 type Key = (Reverse<u8>, u64);
 

@@ -1,6 +1,7 @@
 //! Where a command's ledger is: open in this process, or served by a
 //! `ledger serve` process that owns the data directory (sled lets one
-//! process own it), reached over its HTTP API with the same results.
+//! process own it), reached over its HTTP API with the same results. The
+//! serving process names itself in `serve.json` in the data directory.
 
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
@@ -8,12 +9,21 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use execution_ledger::{
     At, BackgroundExecution, Change, ErrorKind, Event, ExecutionId, Head, IndexRebuild, Ledger,
-    LedgerError, Stats, Submission, TenantId, VerifyReport,
+    LedgerBuilder, LedgerError, Stats, Submission, TenantId, VerifyReport,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::serve::{Served, SERVE_FILE};
-use crate::{Cli, Command, Usage};
+use crate::cli::{Cli, Command, Usage};
+
+/// The file in the data directory that names a serving process.
+pub(crate) const SERVE_FILE: &str = "serve.json";
+
+/// What `serve.json` holds while a ledger is served.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Served {
+    pub(crate) url: String,
+    pub(crate) pid: u32,
+}
 
 /// A ledger error as the CLI reports it: usage errors exit 2.
 pub(crate) fn fail(e: LedgerError) -> anyhow::Error {
@@ -99,7 +109,7 @@ impl Backend {
         let builder = Ledger::builder(&cli.data_dir)
             .create(creates)
             .accept_tail(accepts);
-        match crate::open_with(builder) {
+        match open_with(builder) {
             Ok(ledger) => Ok(Backend::Local(ledger)),
             Err(e) => {
                 let locked = e
@@ -534,4 +544,26 @@ fn root_cause(e: &dyn std::error::Error) -> String {
         cause = inner;
     }
     cause.to_string()
+}
+
+/// Opens (creating it when absent) the ledger in `dir`, with a progress bar
+/// for a long replay on a terminal.
+pub(crate) fn open(dir: &std::path::Path) -> Result<Ledger> {
+    open_with(Ledger::builder(dir))
+}
+
+/// Opens the ledger as `builder` says, with a progress bar for a long
+/// replay on a terminal. A checkpoint that disagrees with the log is
+/// reported with the way to accept the log as it is.
+pub(crate) fn open_with(builder: LedgerBuilder) -> Result<Ledger> {
+    let bar = crate::output::Bar::new("replaying");
+    let ledger = builder.open_with_progress(|seq, last| bar.update(seq, last));
+    bar.finish();
+    match ledger {
+        Ok(ledger) => Ok(ledger),
+        Err(e) if matches!(e.kind(), ErrorKind::Checkpoint | ErrorKind::LostSuffix) => Err(
+            anyhow!("{e} (`ledger verify --accept-tail` accepts the log as it is)"),
+        ),
+        Err(e) => Err(e.into()),
+    }
 }

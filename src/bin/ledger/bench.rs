@@ -140,19 +140,6 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
     ))
 }
 
-/// The scenarios, by the names `--only` takes.
-pub(crate) const SCENARIOS: [&str; 9] = [
-    "relaxed",
-    "durable",
-    "end-to-end",
-    "replay",
-    "snapshots",
-    "claim",
-    "queue",
-    "http",
-    "memory",
-];
-
 pub(crate) fn run(
     cli: &Cli,
     quick: bool,

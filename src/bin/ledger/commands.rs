@@ -6,8 +6,8 @@ use anyhow::Result;
 use execution_ledger::{BackgroundExecution, Event, ExecutionError, RetryConfig, Submission};
 
 use crate::backend::{fail, Backend, Verdict};
+use crate::cli::{Cli, Command, Exit, SubmitArgs, Usage};
 use crate::output::{self, Bar, Table};
-use crate::{Cli, Command, Exit, SubmitArgs, Usage};
 
 type Out = BufWriter<std::io::StdoutLock<'static>>;
 

@@ -11,9 +11,9 @@ use execution_ledger::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::Cli;
 use crate::output;
 use crate::run::Monitor;
-use crate::Cli;
 
 struct Job {
     label: &'static str,

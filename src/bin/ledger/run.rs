@@ -10,7 +10,7 @@ use anyhow::Result;
 use execution_ledger::{EventKind, Ledger, Runtime, ScheduledLater};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::Cli;
+use crate::cli::Cli;
 
 /// Counts of executions that ended since the monitor started, read from a
 /// subscription to the log.
@@ -129,7 +129,7 @@ impl Monitor {
 pub(crate) const IDLE_HORIZON: Duration = Duration::from_secs(10);
 
 pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bool) -> Result<()> {
-    let ledger = crate::open(&cli.data_dir)?;
+    let ledger = crate::backend::open(&cli.data_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -25,26 +25,17 @@ use execution_ledger::{
     At, BackgroundExecution, ExecutionId, Ledger, LedgerError, Runtime, Submission, TenantId,
     BUCKETS_US,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::backend::{Served, SERVE_FILE};
+use crate::cli::{Cli, Usage};
 use crate::decode::{self, RefusedKind};
-use crate::{Cli, Usage};
 
 /// The largest request body accepted, in bytes (413 above).
 pub(crate) const MAX_BODY_BYTES: usize = 512 * 1024;
 /// The longest `wait` of a result long-poll.
 const MAX_WAIT: Duration = Duration::from_secs(60);
-/// The file in the data directory that names a serving process.
-pub(crate) const SERVE_FILE: &str = "serve.json";
-
-/// What `serve.json` holds while a ledger is served.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Served {
-    pub(crate) url: String,
-    pub(crate) pid: u32,
-}
-
 /// Who a request acts as.
 #[derive(Clone, Debug, PartialEq)]
 enum Who {
@@ -917,13 +908,13 @@ pub(crate) fn run(
     keys: Option<PathBuf>,
 ) -> Result<()> {
     if keys.is_none() && !listen.ip().is_loopback() {
-        return Err(crate::Usage(format!(
+        return Err(Usage(format!(
             "--listen {listen} needs --keys: without keys every request acts as admin, so serve listens on loopback only"
         ))
         .into());
     }
     let keys = keys.as_deref().map(Keys::load).transpose()?;
-    let ledger = crate::open(&cli.data_dir)?;
+    let ledger = crate::backend::open(&cli.data_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

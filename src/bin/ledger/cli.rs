@@ -1,0 +1,368 @@
+//! The command line: the arguments, how their values are read, and the
+//! errors that set the exit code.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use execution_ledger::{At, BackgroundExecutionMode, ExecutionId, TenantId};
+
+/// An event-sourced ledger of background executions: audit, time travel,
+/// verify, and run.
+#[derive(Debug, Parser)]
+#[command(name = "ledger", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The ledger's data directory. Only submit, run and serve create a
+    /// ledger there; other commands need one.
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGER_DATA_DIR",
+        default_value = "ledger-data"
+    )]
+    pub(crate) data_dir: PathBuf,
+    /// Print JSON for machines instead of tables for people.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Act as this tenant: other tenants' executions are not found.
+    #[arg(long, global = true, value_parser = parse_tenant)]
+    pub(crate) tenant: Option<TenantId>,
+    /// Reach the ledger through this `ledger serve` URL (found on its own
+    /// when the data directory is being served).
+    #[arg(long, global = true, env = "LEDGER_SERVER", value_parser = parse_server)]
+    pub(crate) server: Option<String>,
+    /// The API key for the server.
+    #[arg(long, global = true, env = "LEDGER_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Submit an execution; prints its id.
+    Submit(SubmitArgs),
+    /// Claim the next runnable execution (it becomes running); prints its id.
+    Claim {
+        /// Who claims it, recorded in the `started` event.
+        #[arg(long, default_value = "cli")]
+        worker: String,
+    },
+    /// Complete a running execution's current attempt.
+    Complete {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+        /// Its output, as JSON.
+        #[arg(long, value_parser = parse_json)]
+        output: Option<serde_json::Value>,
+    },
+    /// Fail a running execution's current attempt (retried by its policy).
+    Fail {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+        /// What went wrong.
+        #[arg(long)]
+        error: String,
+        /// A machine-readable code.
+        #[arg(long, default_value = "failed")]
+        code: String,
+    },
+    /// Cancel a queued or running execution.
+    Cancel {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Release a held deferred execution: it becomes runnable.
+    Release {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+    },
+    /// Show an execution's record, now or at a point in the log.
+    Show {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+        #[command(flatten)]
+        at: AtArgs,
+    },
+    /// An execution's events, in order.
+    History {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+    },
+    /// The runnable executions in claim order, now or at a point in the log.
+    Queue {
+        #[command(flatten)]
+        at: AtArgs,
+    },
+    /// Events of the whole log.
+    Events {
+        /// The first seq.
+        #[arg(long, default_value_t = 1)]
+        from_seq: u64,
+        /// The last seq.
+        #[arg(long)]
+        to_seq: Option<u64>,
+        /// After the last, wait for new events and print them as they come.
+        #[arg(long, conflicts_with = "to_seq")]
+        follow: bool,
+    },
+    /// Which executions changed between two seqs, and how.
+    Diff {
+        /// The first point.
+        #[arg(long)]
+        from_seq: u64,
+        /// The second point.
+        #[arg(long)]
+        to_seq: u64,
+    },
+    /// Check the whole log: exit 0 when intact, 1 naming the first bad seq
+    /// (or the checkpoint, when it is missing or damaged).
+    Verify {
+        /// Accept the log as it is when its checkpoint is missing, damaged
+        /// or disagrees with it (events lost from the tail): after checking
+        /// the whole chain, write a new checkpoint at the log's last seq,
+        /// print what was accepted and record it in `checkpoint.accepted`
+        /// beside the checkpoint. Then verify as usual.
+        #[arg(long)]
+        accept_tail: bool,
+    },
+    /// Rebuild the per-execution and name index from the log (after
+    /// `verify` reports it damaged, or to move a ledger written with the
+    /// older one-entry-per-event index); writes wait while it runs.
+    Reindex,
+    /// The last seq and its hash.
+    Head,
+    /// Figures about the ledger.
+    Stats,
+    /// The whole log as JSON lines.
+    Export,
+    /// Run executions with the built-in callables echo, sleep and fail.
+    ///
+    /// SIGTERM or Ctrl-C (SIGINT) stops it: no more claims, running attempts
+    /// get --grace-secs to finish, then it exits 0. An attempt still running
+    /// after the grace is dropped unrecorded: it stays `running` in the log,
+    /// and the next `ledger run` or `ledger serve` of this ledger records it
+    /// `recovered` — queued again while it has attempts left, `failed`
+    /// otherwise (the default is one attempt).
+    Run {
+        /// How many run at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: u16,
+        /// On SIGTERM or Ctrl-C, how long running attempts may take to finish.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(0..=3600))]
+        grace_secs: u16,
+        /// Exit once nothing is runnable, running or awaiting a callback,
+        /// and nothing waiting for a retry or run-at time is due within the
+        /// next 10 s: work due sooner is waited for and run; work due later
+        /// is left queued for a later run, and how many and the earliest
+        /// time are printed. Held deferred executions do not count.
+        #[arg(long)]
+        exit_when_idle: bool,
+    },
+    /// Measure the ledger against raw sled in the same run, and print each
+    /// figure, its baseline and their ratio against the target.
+    Bench {
+        /// Smaller sizes: under about 20 seconds.
+        #[arg(long, conflicts_with = "full")]
+        quick: bool,
+        /// The sizes of BENCHMARKS.md (1M events; minutes).
+        #[arg(long)]
+        full: bool,
+        /// Where to build the benchmark ledgers (default: a temporary
+        /// directory under the data directory, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Only these scenarios (comma-separated), e.g. `--only durable,http`.
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
+        only: Vec<String>,
+    },
+    /// (internal) The memory probe `bench` runs in a fresh process.
+    #[command(hide = true)]
+    BenchProbe {
+        /// The ledger to open.
+        dir: PathBuf,
+    },
+    /// Run the workers and serve the ledger over HTTP (JSON API, SSE);
+    /// other `ledger` commands then reach the ledger through it.
+    ///
+    /// SIGTERM or Ctrl-C (SIGINT) stops it: new requests get 503, running
+    /// attempts get --grace-secs to finish, then it exits 0. An attempt still
+    /// running after the grace is dropped unrecorded: it stays `running` in
+    /// the log, and the next `ledger serve` or `ledger run` of this ledger
+    /// records it `recovered` — queued again while it has attempts left,
+    /// `failed` otherwise (the default is one attempt).
+    Serve {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:7474")]
+        listen: std::net::SocketAddr,
+        /// How many executions run at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: u16,
+        /// On SIGTERM or Ctrl-C, how long running attempts may take to finish.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(0..=3600))]
+        grace_secs: u16,
+        /// API keys: {"keys": [{"tenant": "acme", "sha256": "<hex>"}, {"admin": true, "sha256": "<hex>"}]}.
+        /// Without it, serve listens on loopback only and every request acts as admin.
+        // The text is the --help line, where `<hex>` is meant as written.
+        #[allow(rustdoc::invalid_html_tags)]
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
+    /// A guided tour on a fresh ledger: run a mixed workload, audit one
+    /// execution, travel back in time, verify.
+    Demo {
+        /// The directory for the demo's ledger (default: a new one under
+        /// the data directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    /// The callable to run.
+    #[arg(long)]
+    pub(crate) callable: String,
+    /// Its input.
+    #[arg(long)]
+    pub(crate) input: Option<String>,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 50, value_parser = parse_priority)]
+    pub(crate) priority: u8,
+    /// fire_and_forget, silent or deferred.
+    #[arg(long, default_value = "fire_and_forget", value_parser = parse_mode)]
+    pub(crate) mode: BackgroundExecutionMode,
+    /// How long one attempt may run, in milliseconds.
+    #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub(crate) timeout_ms: u64,
+    /// Attempts in all (retries with back-off when above 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) max_attempts: Option<u32>,
+    /// Context for the callable, KEY=VALUE (repeatable).
+    #[arg(long = "context", value_parser = parse_key_value)]
+    pub(crate) context: Vec<(String, String)>,
+    /// Submitting the same again with the same key returns the first
+    /// execution; a different submission under a used key is refused.
+    #[arg(long)]
+    pub(crate) idempotency_key: Option<String>,
+    /// Where a deferred execution's record is POSTed when it ends
+    /// (`--mode deferred` only: other modes never call back, and are
+    /// refused with a callback URL).
+    #[arg(long)]
+    pub(crate) callback_url: Option<String>,
+    /// Not runnable before this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub(crate) run_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AtArgs {
+    /// As it was after this seq.
+    #[arg(long, conflicts_with = "at_time")]
+    pub(crate) at_seq: Option<u64>,
+    /// As it was at this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub(crate) at_time: Option<DateTime<Utc>>,
+}
+
+impl AtArgs {
+    pub(crate) fn at(&self) -> Option<At> {
+        match (self.at_seq, self.at_time) {
+            (Some(seq), _) => Some(At::Seq(seq)),
+            (None, Some(t)) => Some(At::Time(t)),
+            (None, None) => None,
+        }
+    }
+}
+
+fn parse_id(s: &str) -> Result<ExecutionId, String> {
+    s.parse()
+        .map_err(|e: execution_ledger::ParseIdError| e.to_string())
+}
+
+fn parse_tenant(s: &str) -> Result<TenantId, String> {
+    s.parse().map_err(|e: execution_ledger::ParseIdError| {
+        format!("{e} (1-128 letters, digits and ._:-)")
+    })
+}
+
+fn parse_mode(s: &str) -> Result<BackgroundExecutionMode, String> {
+    s.parse()
+        .map_err(|_| format!("--mode must be fire_and_forget, silent or deferred, not {s:?}"))
+}
+
+fn parse_priority(s: &str) -> Result<u8, String> {
+    s.parse().map_err(|_| "--priority must be 0-255".to_owned())
+}
+
+fn parse_json(s: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not valid JSON: {e}"))
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time ({e}): {s:?}"))
+}
+
+fn parse_server(s: &str) -> Result<String, String> {
+    let bad = || format!("must be an http:// or https:// URL, not {s:?}");
+    let url = reqwest::Url::parse(s).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err(bad());
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("--context takes KEY=VALUE, not {s:?}")),
+    }
+}
+
+/// A failure that has been reported already and only sets the exit code.
+#[derive(Debug)]
+pub(crate) struct Exit(pub(crate) u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// A usage error found after parsing: exit 2.
+#[derive(Debug)]
+pub(crate) struct Usage(pub(crate) String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The scenarios of `ledger bench`, by the names `--only` takes.
+pub(crate) const SCENARIOS: [&str; 9] = [
+    "relaxed",
+    "durable",
+    "end-to-end",
+    "replay",
+    "snapshots",
+    "claim",
+    "queue",
+    "http",
+    "memory",
+];
