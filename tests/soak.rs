@@ -5,7 +5,7 @@
 //! that memory stays flat once the live set is steady; prints throughput and
 //! p50/p99 submit-to-finish latency.
 //!
-//! `LEDGER_SOAK_EXECUTIONS` sets the size (default 3,000; RELIABILITY.md
+//! `LEDGER_SOAK_EXECUTIONS` sets the size (default 3,000; tests/README.md
 //! has the 200,000 run).
 
 mod common;

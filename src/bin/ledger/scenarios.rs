@@ -179,7 +179,7 @@ impl Sizes {
         }
     }
 
-    /// Sizes of the figures in BENCHMARKS.md (minutes).
+    /// Sizes of the figures in benches/README.md (minutes).
     pub fn full() -> Sizes {
         Sizes {
             appends: 100_000,
