@@ -2,9 +2,11 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use execution_ledger::{bench::sample_submission, Durability, Ledger};
+use execution_ledger::{Durability, Ledger};
 
 mod common;
+
+use common::scenarios::sample_submission;
 
 fn append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append");

@@ -1,9 +1,11 @@
 //! Claims with 1,000 queued against `BENCH_BIG` queued (default 100,000),
 //! and the queue itself against the seed's algorithm.
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use execution_ledger::{bench, BackgroundExecution, BackgroundExecutionQueue, Durability, Ledger};
+use execution_ledger::{BackgroundExecution, BackgroundExecutionQueue, Durability, Ledger};
 
 mod common;
+
+use common::scenarios;
 
 fn claim(c: &mut Criterion) {
     let scratch = common::Scratch::new();
@@ -16,7 +18,7 @@ fn claim(c: &mut Criterion) {
         let tenant = common::tenant();
         for i in 0..queued {
             ledger
-                .submit(&tenant, bench::sample_submission(i))
+                .submit(&tenant, scenarios::sample_submission(i))
                 .expect("submit");
         }
         let mut i = queued;
@@ -25,7 +27,7 @@ fn claim(c: &mut Criterion) {
                 // Keep the queue at its size: one in, one out.
                 i += 1;
                 ledger
-                    .submit(&tenant, bench::sample_submission(i))
+                    .submit(&tenant, scenarios::sample_submission(i))
                     .expect("submit");
                 ledger.claim(None).expect("claim").expect("runnable")
             })
@@ -42,7 +44,7 @@ fn claim(c: &mut Criterion) {
         })
         .collect();
     let mut ours = BackgroundExecutionQueue::new();
-    let mut seed = bench::SeedQueue::default();
+    let mut seed = scenarios::SeedQueue::default();
     for e in &sample {
         ours.enqueue(e.clone());
         seed.enqueue(e.clone());

@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use execution_ledger::{bench, Ledger};
+use execution_ledger::Ledger;
 
 mod common;
+
+use common::scenarios;
 
 const JOBS: u64 = 1_024;
 
@@ -25,7 +27,7 @@ fn end_to_end(c: &mut Criterion) {
                 let scratch = common::Scratch::new();
                 let ledger = Ledger::open(scratch.path("l")).expect("open");
                 total += rt
-                    .block_on(bench::noop_jobs(ledger, 64, 32, JOBS / 32))
+                    .block_on(scenarios::noop_jobs(ledger, 64, 32, JOBS / 32))
                     .expect("jobs run");
             }
             total

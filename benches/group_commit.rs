@@ -5,9 +5,11 @@ use std::fs::File;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use execution_ledger::{bench::sample_submission, Ledger};
+use execution_ledger::Ledger;
 
 mod common;
+
+use common::scenarios::sample_submission;
 
 const EVENTS: u64 = 2_048;
 

@@ -4,20 +4,23 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use execution_ledger::{bench, Event, Ledger, LedgerBuilder};
+use execution_ledger::{Event, Ledger, LedgerBuilder};
 
 mod common;
+
+use common::scenarios;
 
 fn replay(c: &mut Criterion) {
     let scratch = common::Scratch::new();
     let big = common::size("BENCH_BIG", 30_000);
     let plain = scratch.path("plain");
-    bench::build_history(&plain, big, 1_000, 0).expect("build");
+    scenarios::build_history(&plain, big, 1_000, 0).expect("build");
     let small = scratch.path("small");
-    bench::build_history(&small, 3_000, 1_000, LedgerBuilder::DEFAULT_SNAPSHOT_EVERY)
+    scenarios::build_history(&small, 3_000, 1_000, LedgerBuilder::DEFAULT_SNAPSHOT_EVERY)
         .expect("build");
     let large = scratch.path("large");
-    bench::build_history(&large, big, 1_000, LedgerBuilder::DEFAULT_SNAPSHOT_EVERY).expect("build");
+    scenarios::build_history(&large, big, 1_000, LedgerBuilder::DEFAULT_SNAPSHOT_EVERY)
+        .expect("build");
     let events = 3 * big + 1_000;
 
     let mut group = c.benchmark_group("replay");

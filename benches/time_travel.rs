@@ -4,15 +4,18 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use execution_ledger::{bench, At, Ledger, LedgerBuilder};
+use execution_ledger::{At, Ledger, LedgerBuilder};
 
 mod common;
+
+use common::scenarios;
 
 fn time_travel(c: &mut Criterion) {
     let scratch = common::Scratch::new();
     let big = common::size("BENCH_BIG", 30_000);
     let dir = scratch.path("l");
-    bench::build_history(&dir, big, 1_000, LedgerBuilder::DEFAULT_SNAPSHOT_EVERY).expect("build");
+    scenarios::build_history(&dir, big, 1_000, LedgerBuilder::DEFAULT_SNAPSHOT_EVERY)
+        .expect("build");
     let ledger = Ledger::open(&dir).expect("open");
     let head = ledger.head().seq;
     let middle = ledger

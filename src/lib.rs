@@ -36,7 +36,6 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod bench;
 mod error;
 mod event;
 mod execution;

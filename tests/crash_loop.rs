@@ -11,7 +11,7 @@
 //! finished exactly once.
 //!
 //! `LEDGER_CRASH_LOOP_CYCLES` sets the number of cycles (default 50; see
-//! RELIABILITY.md for the long run).
+//! tests/README.md for the long run).
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;

@@ -5,18 +5,21 @@
 //! that memory stays flat once the live set is steady; prints throughput and
 //! p50/p99 submit-to-finish latency.
 //!
-//! `LEDGER_SOAK_EXECUTIONS` sets the size (default 3,000; RELIABILITY.md
+//! `LEDGER_SOAK_EXECUTIONS` sets the size (default 3,000; tests/README.md
 //! has the 200,000 run).
 
 mod common;
+#[path = "../src/bin/ledger/scenarios.rs"]
+#[allow(dead_code)]
+mod scenarios;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use execution_ledger::{
-    bench::peak_rss_kb, BackgroundExecutionStatus, ExecutionError, Ledger, RetryConfig, Runtime,
-    Submission, TenantId,
+    BackgroundExecutionStatus, ExecutionError, Ledger, RetryConfig, Runtime, Submission, TenantId,
 };
+use scenarios::peak_rss_kb;
 
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -1,8 +1,12 @@
 //! Shared helpers of the criterion benches: scratch directories, sizes
-//! from the environment, and ledgers prepared with `execution_ledger::bench`.
+//! from the environment, and the scenarios of `ledger bench` (the same
+//! file, included) to prepare ledgers with.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+
+#[path = "../../src/bin/ledger/scenarios.rs"]
+pub mod scenarios;
 
 /// A scratch directory that is removed when dropped.
 pub struct Scratch(pub tempfile::TempDir);

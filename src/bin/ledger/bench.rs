@@ -1,13 +1,14 @@
-//! `ledger bench`: every scenario of `execution_ledger::bench`, each with
-//! its raw baseline from the same run and the ratio against its target.
+//! `ledger bench`: every scenario of [`crate::scenarios`], and the HTTP one,
+//! each with its raw baseline from the same run and the ratio against its
+//! target.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use crate::scenarios::{self, Measurement, ScenarioError, Sizes};
 use anyhow::{Context, Result};
-use execution_ledger::bench::{self, Measurement, Sizes};
 
 use crate::output::Table;
 use crate::Cli;
@@ -36,13 +37,9 @@ fn machine() -> serde_json::Value {
 }
 
 /// Runs the memory probe in a fresh process of this binary.
-fn probe(dir: &Path) -> Result<u64, execution_ledger::Error> {
-    let exe = std::env::current_exe().expect("the running binary");
-    let out = Command::new(exe)
-        .arg("bench-probe")
-        .arg(dir)
-        .output()
-        .expect("the probe runs");
+fn probe(dir: &Path) -> Result<u64, ScenarioError> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe).arg("bench-probe").arg(dir).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.trim().parse().unwrap_or(0))
 }
@@ -55,7 +52,7 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
     let n = per * CLIENTS;
     // Deferred, so that the server's worker leaves them alone.
     let job = |i: u64| {
-        let mut s = bench::sample_submission(i);
+        let mut s = scenarios::sample_submission(i);
         s.config.mode = execution_ledger::BackgroundExecutionMode::Deferred;
         s
     };
@@ -135,7 +132,7 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
         median(ours),
         "the library's durable submit from 64 threads",
         median(base),
-        bench::Target::AtLeast(0.5),
+        scenarios::Target::AtLeast(0.5),
         format!("{n} submits"),
     ))
 }
@@ -172,30 +169,30 @@ pub(crate) fn run(
     let mut results: Vec<Measurement> = Vec::new();
     if wanted("relaxed") {
         progress("relaxed appends");
-        results.push(bench::relaxed_append(&root, sizes)?);
+        results.push(scenarios::relaxed_append(&root, sizes)?);
     }
     if wanted("durable") {
         progress("durable appends from 256 submitters");
-        results.extend(bench::durable_append(&root, sizes)?);
+        results.extend(scenarios::durable_append(&root, sizes)?);
     }
     if wanted("end-to-end") {
         progress("end-to-end durable jobs");
-        results.push(bench::end_to_end(&root, sizes)?);
+        results.push(scenarios::end_to_end(&root, sizes)?);
     }
     if wanted("replay") {
         progress("replay");
-        results.push(bench::replay(&root, sizes)?);
+        results.push(scenarios::replay(&root, sizes)?);
     }
     if wanted("snapshots") {
         progress("open with snapshots");
-        results.push(bench::open_with_snapshots(&root, sizes)?);
+        results.push(scenarios::open_with_snapshots(&root, sizes)?);
     }
     if wanted("claim") {
         progress("claims");
-        results.push(bench::claim(&root, sizes)?);
+        results.push(scenarios::claim(&root, sizes)?);
     }
     if wanted("queue") {
-        results.push(bench::queue_vs_seed(100_000));
+        results.push(scenarios::queue_vs_seed(100_000));
     }
     if wanted("http") {
         progress("HTTP submits from 64 clients");
@@ -203,7 +200,7 @@ pub(crate) fn run(
     }
     if wanted("memory") {
         progress("peak memory");
-        results.push(bench::memory(&root, sizes, &probe)?);
+        results.push(scenarios::memory(&root, sizes, &probe)?);
     }
     if remove {
         let _ = std::fs::remove_dir_all(&root);

@@ -174,7 +174,7 @@ pub(crate) enum Command {
         /// Smaller sizes: under about 20 seconds.
         #[arg(long, conflicts_with = "full")]
         quick: bool,
-        /// The sizes of BENCHMARKS.md (1M events; minutes).
+        /// The sizes of benches/README.md (1M events; minutes).
         #[arg(long)]
         full: bool,
         /// Where to build the benchmark ledgers (default: a temporary

@@ -68,7 +68,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             only,
         } => return crate::bench::run(cli, *quick, *full, dir.clone(), only, out),
         Command::BenchProbe { dir } => {
-            let kb = execution_ledger::bench::memory_probe(dir)?;
+            let kb = crate::scenarios::memory_probe(dir)?;
             writeln!(out, "{kb}")?;
             return Ok(());
         }

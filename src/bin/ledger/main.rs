@@ -11,6 +11,7 @@ mod decode;
 mod demo;
 mod output;
 mod run;
+mod scenarios;
 mod serve;
 
 use std::io::{IsTerminal, Write};

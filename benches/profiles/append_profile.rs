@@ -1,6 +1,10 @@
 //! Appends buffered events in a loop, for profiling the append path:
 //! `cargo run --release --example append_profile -- DIR N`.
-use execution_ledger::{bench, Durability, Ledger};
+use execution_ledger::{Durability, Ledger};
+
+#[path = "../../src/bin/ledger/scenarios.rs"]
+#[allow(dead_code)]
+mod scenarios;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -15,7 +19,7 @@ fn main() {
     let start = std::time::Instant::now();
     for i in 0..n {
         ledger
-            .submit(&tenant, bench::sample_submission(i))
+            .submit(&tenant, scenarios::sample_submission(i))
             .expect("submit");
     }
     let took = start.elapsed();

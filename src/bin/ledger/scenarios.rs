@@ -1,6 +1,9 @@
 //! Benchmark scenarios, each measured side by side with the raw sled (or
-//! seed) baseline it is judged against, in the same run. `ledger bench` and
-//! the criterion benches in `benches/` both run these.
+//! seed) baseline it is judged against, in the same run. `ledger bench`
+//! runs them, and the criterion benches and profiling programs in
+//! `benches/` include this same file (`#[path]`), so there is one
+//! implementation of each scenario. It uses execution-ledger's public API
+//! only.
 //!
 //! Every target is a ratio against a baseline measured in the same run,
 //! never an absolute time: figures drift on a shared machine, ratios much
@@ -12,13 +15,46 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use execution_ledger::{
+    BackgroundExecution, BackgroundExecutionQueue, Durability, Event, Ledger, LedgerBuilder,
+    Runtime, Submission, TenantId,
+};
 use serde::Serialize;
 
-use crate::error::Error;
-use crate::event::{Event, Submission};
-use crate::execution::{BackgroundExecution, BackgroundExecutionQueue, TenantId};
-use crate::ledger::Ledger;
-use crate::store::Durability;
+/// Why a scenario stopped: the ledger failed or refused a command, or the
+/// file system or tokio failed.
+#[derive(Debug)]
+pub struct ScenarioError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ScenarioError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<execution_ledger::Error> for ScenarioError {
+    fn from(e: execution_ledger::Error) -> Self {
+        ScenarioError(Box::new(e))
+    }
+}
+
+impl From<execution_ledger::LedgerError> for ScenarioError {
+    fn from(e: execution_ledger::LedgerError) -> Self {
+        ScenarioError(Box::new(e))
+    }
+}
+
+impl From<std::io::Error> for ScenarioError {
+    fn from(e: std::io::Error) -> Self {
+        ScenarioError(Box::new(e))
+    }
+}
 
 /// One figure, its baseline from the same run, and the target it is held to.
 #[derive(Clone, Debug, Serialize)]
@@ -143,7 +179,7 @@ impl Sizes {
         }
     }
 
-    /// Sizes of the figures in BENCHMARKS.md (minutes).
+    /// Sizes of the figures in benches/README.md (minutes).
     pub fn full() -> Sizes {
         Sizes {
             appends: 100_000,
@@ -187,17 +223,22 @@ fn tenant() -> TenantId {
     "bench".parse().expect("a valid tenant")
 }
 
-fn ledger(dir: &Path, durability: Durability, snapshot_every: u64) -> Result<Ledger, Error> {
+fn ledger(
+    dir: &Path,
+    durability: Durability,
+    snapshot_every: u64,
+) -> Result<Ledger, ScenarioError> {
     Ledger::builder(dir)
         .durability(durability)
         .snapshot_every(snapshot_every)
         .open()
+        .map_err(ScenarioError::from)
 }
 
 fn raw_db(dir: &Path) -> sled::Db {
     sled::Config::new()
         .path(dir.join("sled"))
-        .cache_capacity(crate::ledger::LedgerBuilder::DEFAULT_CACHE_BYTES)
+        .cache_capacity(LedgerBuilder::DEFAULT_CACHE_BYTES)
         .open()
         .expect("a raw sled database opens")
 }
@@ -230,7 +271,7 @@ fn per_event(bytes: &[(Vec<u8>, Vec<u8>)]) -> Vec<Vec<&(Vec<u8>, Vec<u8>)>> {
 
 /// Relaxed (buffered) appends against raw single-tree inserts of the same
 /// bytes (records, hash links and index entries).
-pub fn relaxed_append(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
+pub fn relaxed_append(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
     let n = sizes.appends;
     let mut ours = Vec::new();
     let mut raw = Vec::new();
@@ -241,7 +282,7 @@ pub fn relaxed_append(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
             let t = tenant();
             let start = Instant::now();
             for i in 0..n {
-                l.submit(&t, sample_submission(i)).map_err(fatal)?;
+                l.submit(&t, sample_submission(i))?;
             }
             ours.push(rate(n, start.elapsed()));
         }
@@ -271,17 +312,10 @@ pub fn relaxed_append(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
     ))
 }
 
-fn fatal(e: crate::error::LedgerError) -> Error {
-    match e {
-        crate::error::LedgerError::Fatal(e) => e,
-        other => Error::new(crate::error::ErrorKind::Io, other.to_string()),
-    }
-}
-
 /// Synced appends from 256 concurrent submitters (group commit), against
 /// raw sled batches of 256 with flush and fdatasync, and against one flush
 /// and fdatasync per event.
-pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, Error> {
+pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, ScenarioError> {
     let n = sizes.appends;
     let threads = 256u64;
     let per = n.div_ceil(threads);
@@ -315,8 +349,7 @@ pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, Err
             let l = ledger(&task_dir, Durability::Synced, 0)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
-                .build()
-                .map_err(|e| Error::io("cannot start tokio", e))?;
+                .build()?;
             let start = Instant::now();
             rt.block_on(async {
                 let mut all = Vec::new();
@@ -450,19 +483,18 @@ fn raw_insert_rate(root: &Path, n: u64) -> f64 {
 ///
 /// # Errors
 ///
-/// `Fatal` when the runtime cannot start or stop.
+/// When the runtime cannot start or stop.
 pub async fn noop_jobs(
     ledger: Ledger,
     workers: usize,
     submitters: u64,
     per: u64,
-) -> Result<Duration, Error> {
-    let runtime = crate::runtime::Runtime::builder(ledger)
+) -> Result<Duration, ScenarioError> {
+    let runtime = Runtime::builder(ledger)
         .workers(workers)
         .register("noop", |_, _| async { Ok(serde_json::Value::Null) })
         .start()
-        .await
-        .map_err(fatal)?;
+        .await?;
     let runtime = Arc::new(runtime);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -485,17 +517,14 @@ pub async fn noop_jobs(
         t.await.expect("a submitter");
     }
     let took = start.elapsed();
-    runtime
-        .shutdown(Duration::from_secs(5))
-        .await
-        .map_err(fatal)?;
+    runtime.shutdown(Duration::from_secs(5)).await?;
     Ok(took)
 }
 
 /// Durable end-to-end jobs through the runtime (submit, claim, run a no-op
 /// callable, complete: three synced events a job), against raw single-tree
 /// inserts.
-pub fn end_to_end(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
+pub fn end_to_end(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
     let jobs = sizes.jobs;
     let mut ours = Vec::new();
     let mut raw = Vec::new();
@@ -504,13 +533,12 @@ pub fn end_to_end(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
         let l = ledger(
             &dir,
             Durability::Synced,
-            crate::ledger::LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+            LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
         )?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .max_blocking_threads(512)
-            .build()
-            .map_err(|e| Error::io("cannot start tokio", e))?;
+            .build()?;
         let submitters = 64u64;
         let per = jobs.div_ceil(submitters);
         let took = rt.block_on(noop_jobs(l.clone(), 128, submitters, per))?;
@@ -537,26 +565,24 @@ pub fn build_history(
     finished: u64,
     live: u64,
     snapshot_every: u64,
-) -> Result<(), Error> {
+) -> Result<(), ScenarioError> {
     let l = ledger(dir, Durability::Buffered, snapshot_every)?;
     let t = tenant();
     for i in 0..finished {
-        let e = l.submit(&t, sample_submission(i)).map_err(fatal)?.execution;
-        let c = l.claim(None).map_err(fatal)?.expect("runnable");
+        let e = l.submit(&t, sample_submission(i))?.execution;
+        let c = l.claim(None)?.expect("runnable");
         debug_assert_eq!(c.execution_id, e.execution_id);
-        l.complete(c.execution_id, c.attempt, serde_json::json!({ "ok": i }))
-            .map_err(fatal)?;
+        l.complete(c.execution_id, c.attempt, serde_json::json!({ "ok": i }))?;
     }
     for j in 0..live {
-        l.submit(&t, sample_submission(finished + j))
-            .map_err(fatal)?;
+        l.submit(&t, sample_submission(finished + j))?;
     }
-    l.flush()
+    Ok(l.flush()?)
 }
 
 /// Opening (replaying) a ledger with no snapshots, against iterating the
 /// same tree and decoding each event.
-pub fn replay(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
+pub fn replay(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
     let dir = fresh(root, "replay");
     build_history(&dir, sizes.replay / 3, 1_000, 0)?;
     let mut ours = Vec::new();
@@ -593,27 +619,22 @@ pub fn replay(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
 
 /// Opening a big ledger with snapshots against a 10,000-event one with the
 /// same 1,000 live executions.
-pub fn open_with_snapshots(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
+pub fn open_with_snapshots(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
     let small = fresh(root, "open-small");
     let big = fresh(root, "open-big");
-    build_history(
-        &small,
-        3_000,
-        1_000,
-        crate::ledger::LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
-    )?;
+    build_history(&small, 3_000, 1_000, LedgerBuilder::DEFAULT_SNAPSHOT_EVERY)?;
     build_history(
         &big,
         (sizes.big_ledger - 1_000) / 3,
         1_000,
-        crate::ledger::LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+        LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
     )?;
-    let time_open = |dir: &Path| -> Result<f64, Error> {
+    let time_open = |dir: &Path| -> Result<f64, ScenarioError> {
         let start = Instant::now();
         let l = ledger(
             dir,
             Durability::Buffered,
-            crate::ledger::LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+            LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
         )?;
         let took = start.elapsed().as_secs_f64() * 1e3;
         drop(l);
@@ -639,18 +660,18 @@ pub fn open_with_snapshots(root: &Path, sizes: Sizes) -> Result<Measurement, Err
 }
 
 /// Claim latency with a big queue against 1,000 queued.
-pub fn claim(root: &Path, sizes: Sizes) -> Result<Measurement, Error> {
-    let time_claims = |queued: u64, name: &str| -> Result<f64, Error> {
+pub fn claim(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
+    let time_claims = |queued: u64, name: &str| -> Result<f64, ScenarioError> {
         let dir = fresh(root, name);
         let l = ledger(&dir, Durability::Buffered, 0)?;
         let t = tenant();
         for i in 0..queued {
-            l.submit(&t, sample_submission(i)).map_err(fatal)?;
+            l.submit(&t, sample_submission(i))?;
         }
         let claims = 500.min(queued);
         let start = Instant::now();
         for _ in 0..claims {
-            l.claim(None).map_err(fatal)?.expect("runnable");
+            l.claim(None)?.expect("runnable");
         }
         let us = start.elapsed().as_secs_f64() * 1e6 / claims as f64;
         drop(l);
@@ -758,16 +779,15 @@ pub const MEMORY_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 /// What the memory scenario does in a fresh process: open the ledger (with
 /// a [`MEMORY_CACHE_BYTES`] cache), read the queue, claim and complete
 /// 1,000 executions. Returns the peak RSS in kB.
-pub fn memory_probe(dir: &Path) -> Result<u64, Error> {
+pub fn memory_probe(dir: &Path) -> Result<u64, ScenarioError> {
     let l = Ledger::builder(dir)
         .durability(Durability::Buffered)
         .cache_bytes(MEMORY_CACHE_BYTES)
         .open()?;
     std::hint::black_box(l.queue(None).len());
     for _ in 0..1_000 {
-        if let Some(c) = l.claim(None).map_err(fatal)? {
-            l.complete(c.execution_id, c.attempt, serde_json::Value::Null)
-                .map_err(fatal)?;
+        if let Some(c) = l.claim(None)? {
+            l.complete(c.execution_id, c.attempt, serde_json::Value::Null)?;
         }
     }
     drop(l);
@@ -780,21 +800,16 @@ pub fn memory_probe(dir: &Path) -> Result<u64, Error> {
 pub fn memory(
     root: &Path,
     sizes: Sizes,
-    probe: &dyn Fn(&Path) -> Result<u64, Error>,
-) -> Result<Measurement, Error> {
+    probe: &dyn Fn(&Path) -> Result<u64, ScenarioError>,
+) -> Result<Measurement, ScenarioError> {
     let small = fresh(root, "mem-small");
     let big = fresh(root, "mem-big");
-    build_history(
-        &small,
-        1_000,
-        2_000,
-        crate::ledger::LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
-    )?;
+    build_history(&small, 1_000, 2_000, LedgerBuilder::DEFAULT_SNAPSHOT_EVERY)?;
     build_history(
         &big,
         sizes.big_history,
         2_000,
-        crate::ledger::LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+        LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
     )?;
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for _ in 0..sizes.rounds {

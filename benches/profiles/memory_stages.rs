@@ -1,6 +1,6 @@
 //! Peak and current memory after each stage of opening and using a ledger:
 //! `cargo run --release --example memory_stages -- DIR CACHE_BYTES`.
-use execution_ledger::{bench, Durability, Ledger};
+use execution_ledger::{Durability, Ledger};
 
 fn rss() -> String {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -39,5 +39,4 @@ fn main() {
         }
     }
     println!("after claims: {}", rss());
-    let _ = bench::peak_rss_kb();
 }

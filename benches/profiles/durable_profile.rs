@@ -1,7 +1,11 @@
 //! Synced appends from many threads, for profiling group commit:
 //! `cargo run --release --example durable_profile -- DIR THREADS PER_THREAD [tasks]`
 //! (`tasks`: tokio tasks calling `submit_async` instead of threads).
-use execution_ledger::{bench, Ledger};
+use execution_ledger::Ledger;
+
+#[path = "../../src/bin/ledger/scenarios.rs"]
+#[allow(dead_code)]
+mod scenarios;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -22,7 +26,7 @@ fn main() {
                     let tenant = "bench".parse().unwrap();
                     for i in 0..per {
                         ledger
-                            .submit_async(&tenant, bench::sample_submission(t * per + i))
+                            .submit_async(&tenant, scenarios::sample_submission(t * per + i))
                             .await
                             .expect("submit");
                     }
@@ -40,7 +44,7 @@ fn main() {
                     let tenant = "bench".parse().unwrap();
                     for i in 0..per {
                         ledger
-                            .submit(&tenant, bench::sample_submission(t * per + i))
+                            .submit(&tenant, scenarios::sample_submission(t * per + i))
                             .expect("submit");
                     }
                 });
