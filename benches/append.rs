@@ -29,6 +29,7 @@ fn append(c: &mut Criterion) {
                 i += 1;
                 ledger
                     .submit(&tenant, sample_submission(i))
+                    .wait()
                     .expect("submit")
             })
         });

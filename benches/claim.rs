@@ -19,6 +19,7 @@ fn claim(c: &mut Criterion) {
         for i in 0..queued {
             ledger
                 .submit(&tenant, scenarios::sample_submission(i))
+                .wait()
                 .expect("submit");
         }
         let mut i = queued;
@@ -28,8 +29,9 @@ fn claim(c: &mut Criterion) {
                 i += 1;
                 ledger
                     .submit(&tenant, scenarios::sample_submission(i))
+                    .wait()
                     .expect("submit");
-                ledger.claim(None).expect("claim").expect("runnable")
+                ledger.claim(None).wait().expect("claim").expect("runnable")
             })
         });
     }

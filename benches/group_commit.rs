@@ -35,6 +35,7 @@ fn group_commit(c: &mut Criterion) {
                                 for i in 0..per {
                                     ledger
                                         .submit(&tenant, sample_submission(t * per + i))
+                                        .wait()
                                         .expect("submit");
                                 }
                             });
@@ -67,7 +68,8 @@ fn group_commit(c: &mut Criterion) {
                                     let tenant = common::tenant();
                                     for i in 0..per {
                                         ledger
-                                            .submit_async(&tenant, sample_submission(t * per + i))
+                                            .submit(&tenant, sample_submission(t * per + i))
+                                            .spawn()
                                             .await
                                             .expect("submit");
                                     }

@@ -16,9 +16,9 @@
 //! let ledger = Ledger::open(dir.path())?;
 //! let acme = "acme".parse()?;
 //!
-//! let id = ledger.submit(&acme, Submission::new("echo"))?.execution.execution_id;
-//! let claimed = ledger.claim(Some("worker-1"))?.expect("runnable");
-//! ledger.complete(id, claimed.attempt, serde_json::json!("done"))?;
+//! let id = ledger.submit(&acme, Submission::new("echo")).wait()?.execution.execution_id;
+//! let claimed = ledger.claim(Some("worker-1")).wait()?.expect("runnable");
+//! ledger.complete(id, claimed.attempt, serde_json::json!("done")).wait()?;
 //!
 //! // The audit trail, and the execution as it was after its first event.
 //! assert_eq!(ledger.history(id)?.len(), 3);
@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod command;
 mod error;
 mod event;
 mod execution;
@@ -50,6 +51,7 @@ mod queue;
 mod runtime;
 mod store;
 
+pub use crate::command::{MAX_CONTEXT_ENTRIES, MAX_INPUT_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES};
 pub use crate::error::{Error, ErrorKind, LedgerError};
 pub use crate::event::{Event, EventKind, Submission};
 pub use crate::execution::{
@@ -59,9 +61,8 @@ pub use crate::execution::{
 };
 pub use crate::ids::{ExecutionId, ParseIdError, TenantId, TriggerId};
 pub use crate::ledger::{
-    AcceptedTail, At, Change, Clock, Head, IndexRebuild, Ledger, LedgerBuilder, Pending, Stats,
-    Submitted, Subscription, SystemClock, TenantLedger, VerifyReport, MAX_CONTEXT_ENTRIES,
-    MAX_INPUT_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES,
+    AcceptedTail, At, Change, Clock, Command, Head, IndexRebuild, Ledger, LedgerBuilder, Pending,
+    Stats, Submitted, Subscription, SystemClock, VerifyReport,
 };
 pub use crate::machine::{
     after_failure, after_loss, after_timeout, apply, awaits_binding, awaits_callback, check,

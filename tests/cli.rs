@@ -515,6 +515,7 @@ fn a_broken_pipe_exits_quietly_and_follow_streams_new_events() {
         for _ in 0..20_000 {
             ledger
                 .submit(&tenant, execution_ledger::Submission::new("echo"))
+                .wait()
                 .unwrap();
         }
     }

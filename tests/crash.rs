@@ -29,7 +29,7 @@ fn crash_child() {
     println!();
     let ledger = Ledger::builder(&dir).snapshot_every(50).open().unwrap();
     println!("opened {}", ledger.head().seq);
-    ledger.recover_abandoned().unwrap();
+    ledger.recover_abandoned().wait().unwrap();
     let submitters: Vec<_> = (0..3)
         .map(|t| {
             let ledger = ledger.clone();
@@ -39,7 +39,7 @@ fn crash_child() {
                     let mut s = Submission::new("echo");
                     s.config.priority = (i % 5) as u8 * 20;
                     s.input = Some(format!("{t}-{i}"));
-                    let submitted = ledger.submit(&tenant, s).unwrap();
+                    let submitted = ledger.submit(&tenant, s).wait().unwrap();
                     println!("submitted {}", submitted.execution.execution_id);
                 }
             })
@@ -48,10 +48,11 @@ fn crash_child() {
     let worker = {
         let ledger = ledger.clone();
         std::thread::spawn(move || loop {
-            match ledger.claim(Some("crash-worker")).unwrap() {
+            match ledger.claim(Some("crash-worker")).wait().unwrap() {
                 Some(e) => {
                     let done = ledger
                         .complete(e.execution_id, e.attempt, serde_json::json!(e.input))
+                        .wait()
                         .unwrap();
                     println!("completed {}", done.execution_id);
                 }

@@ -19,13 +19,15 @@ fn build(dir: &Path, snapshot_every: u64) {
     while ledger.head().seq < EVENTS {
         let e = ledger
             .submit(&tenant, Submission::new("echo"))
+            .wait()
             .unwrap()
             .execution;
         if ledger.head().seq < EVENTS {
-            let c = ledger.claim(None).unwrap().unwrap();
+            let c = ledger.claim(None).wait().unwrap().unwrap();
             if ledger.head().seq < EVENTS {
                 ledger
                     .complete(c.execution_id, c.attempt, serde_json::json!(e.input))
+                    .wait()
                     .unwrap();
             }
         }
@@ -446,7 +448,7 @@ fn regression_damage_inside_sleds_file_is_reported_in_the_ledgers_terms() {
     for i in 0..3_000 {
         let mut s = Submission::new("echo");
         s.input = Some(format!("input number {i}"));
-        ledger.submit(&tenant, s).unwrap();
+        ledger.submit(&tenant, s).wait().unwrap();
     }
     drop(ledger);
     // Reopened once, sled keeps a snapshot of its pages: records before it

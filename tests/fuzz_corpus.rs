@@ -138,50 +138,72 @@ fn ledger_events() -> Vec<Event> {
         backoff_multiplier: 2.0,
         max_delay_ms: 1_000,
     });
-    let a = ledger.submit(&acme, a).unwrap().execution.execution_id;
+    let a = ledger
+        .submit(&acme, a)
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id;
     let mut b = Submission::new("report");
     b.config.mode = BackgroundExecutionMode::Deferred;
     b.config.callback_url = Some("https://example.com/callback".into());
-    let b = ledger.submit(&globex, b).unwrap().execution.execution_id;
-    let c = ledger.submit(&acme, Submission::new("echo")).unwrap();
+    let b = ledger
+        .submit(&globex, b)
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id;
+    let c = ledger
+        .submit(&acme, Submission::new("echo"))
+        .wait()
+        .unwrap();
     let c = c.execution.execution_id;
 
-    let claimed = ledger.claim(Some("worker-1")).unwrap().unwrap();
+    let claimed = ledger.claim(Some("worker-1")).wait().unwrap().unwrap();
     assert_eq!(claimed.execution_id, a);
     let error = ExecutionError {
         code: "boom".into(),
         message: "it broke".into(),
         details: Some(serde_json::json!({"line": 12, "retryable": true})),
     };
-    ledger.fail(a, 1, error).unwrap(); // retry_scheduled
-    let claimed = ledger.claim(None).unwrap().unwrap();
+    ledger.fail(a, 1, error).wait().unwrap(); // retry_scheduled
+    let claimed = ledger.claim(None).wait().unwrap().unwrap();
     assert_eq!((claimed.execution_id, claimed.attempt), (a, 2));
     let output = serde_json::json!({"text": "short", "score": 0.875, "tags": ["x", null]});
-    ledger.complete(a, 2, output).unwrap();
-    ledger.record_binding(a, None).unwrap();
+    ledger.complete(a, 2, output).wait().unwrap();
+    ledger.record_binding(a, None).wait().unwrap();
 
-    ledger.release(b).unwrap();
-    assert_eq!(ledger.claim(None).unwrap().unwrap().execution_id, c);
-    ledger.time_out(c, 1).unwrap();
-    assert_eq!(ledger.claim(None).unwrap().unwrap().execution_id, b);
+    ledger.release(b).wait().unwrap();
+    assert_eq!(ledger.claim(None).wait().unwrap().unwrap().execution_id, c);
+    ledger.time_out(c, 1).wait().unwrap();
+    assert_eq!(ledger.claim(None).wait().unwrap().unwrap().execution_id, b);
     ledger
         .fail_permanently(b, 1, ExecutionError::new("bad_input", "no such report"))
+        .wait()
         .unwrap();
     ledger
         .record_callback(b, Err((Some(503), "unavailable".into())))
+        .wait()
         .unwrap();
-    ledger.record_callback(b, Ok(200)).unwrap();
+    ledger.record_callback(b, Ok(200)).wait().unwrap();
 
-    let d = ledger.submit(&acme, Submission::new("echo")).unwrap();
+    let d = ledger
+        .submit(&acme, Submission::new("echo"))
+        .wait()
+        .unwrap();
     ledger
         .cancel(d.execution.execution_id, Some("not needed".into()))
+        .wait()
         .unwrap();
-    let e = ledger.submit(&globex, Submission::new("sleep")).unwrap();
+    let e = ledger
+        .submit(&globex, Submission::new("sleep"))
+        .wait()
+        .unwrap();
     assert_eq!(
-        ledger.claim(None).unwrap().unwrap().execution_id,
+        ledger.claim(None).wait().unwrap().unwrap().execution_id,
         e.execution.execution_id
     );
-    assert_eq!(ledger.recover_abandoned().unwrap().len(), 1);
+    assert_eq!(ledger.recover_abandoned().wait().unwrap().len(), 1);
 
     let events: Vec<Event> = ledger.events(1, None).map(Result::unwrap).collect();
     let kinds: std::collections::BTreeSet<&str> = events.iter().map(|e| e.kind.name()).collect();

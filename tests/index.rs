@@ -20,19 +20,24 @@ fn build(dir: &Path, extra: u64) -> (ExecutionId, ExecutionId) {
     let ledger = Ledger::builder(dir).snapshot_every(1).open().unwrap();
     let mut high = Submission::new("echo");
     high.config.priority = 90;
-    let settled = ledger.submit(&tenant(), high).unwrap().execution;
+    let settled = ledger.submit(&tenant(), high).wait().unwrap().execution;
     let live = ledger
         .submit(&tenant(), Submission::new("echo"))
+        .wait()
         .unwrap()
         .execution;
-    let c = ledger.claim(None).unwrap().unwrap();
+    let c = ledger.claim(None).wait().unwrap().unwrap();
     assert_eq!(c.execution_id, settled.execution_id);
-    ledger.claim(None).unwrap().unwrap();
+    ledger.claim(None).wait().unwrap().unwrap();
     ledger
         .complete(c.execution_id, c.attempt, serde_json::json!("done"))
+        .wait()
         .unwrap();
     for _ in 0..extra {
-        ledger.submit(&tenant(), Submission::new("echo")).unwrap();
+        ledger
+            .submit(&tenant(), Submission::new("echo"))
+            .wait()
+            .unwrap();
     }
     (settled.execution_id, live.execution_id)
 }
@@ -99,6 +104,7 @@ fn one_entry_per_settled_execution_and_live_seqs_from_the_projection() {
     let e = ledger.get(live).unwrap();
     ledger
         .complete(live, e.attempt, serde_json::Value::Null)
+        .wait()
         .unwrap();
     assert_eq!(seqs(&ledger, live), vec![2, 4, 9]);
     drop(ledger);
@@ -169,6 +175,7 @@ fn a_ledger_with_the_per_event_index_reads_verifies_and_goes_on() {
     let e = ledger.get(live).unwrap();
     ledger
         .complete(live, e.attempt, serde_json::Value::Null)
+        .wait()
         .unwrap();
     assert_eq!(seqs(&ledger, live), vec![2, 4, 8]);
     assert_eq!(

@@ -52,20 +52,23 @@ fn lifecycle_survives_reopen_and_verifies() {
         let ledger = Ledger::open(dir.path()).unwrap();
         a = ledger
             .submit(&acme, submission("echo", 10))
+            .wait()
             .unwrap()
             .execution;
         b = ledger
             .submit(&acme, submission("echo", 90))
+            .wait()
             .unwrap()
             .execution;
         assert_eq!(ledger.head().seq, 2);
         // Higher priority first.
-        let claimed = ledger.claim(Some("w1")).unwrap().unwrap();
+        let claimed = ledger.claim(Some("w1")).wait().unwrap().unwrap();
         assert_eq!(claimed.execution_id, b.execution_id);
         assert_eq!(claimed.attempt, 1);
         assert_eq!(claimed.status, BackgroundExecutionStatus::Running);
         let done = ledger
             .complete(b.execution_id, 1, serde_json::json!({"ok": true}))
+            .wait()
             .unwrap();
         assert_eq!(done.status, BackgroundExecutionStatus::Completed);
         assert_eq!(ledger.queue(None).len(), 1);
@@ -103,14 +106,17 @@ fn refused_commands_append_nothing() {
     let acme = tenant("acme");
     let e = ledger
         .submit(&acme, submission("echo", 50))
+        .wait()
         .unwrap()
         .execution;
     ledger
         .cancel(e.execution_id, Some("no longer needed".into()))
+        .wait()
         .unwrap();
     let head = ledger.head();
     let err = ledger
         .complete(e.execution_id, 1, serde_json::json!(1))
+        .wait()
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -118,12 +124,12 @@ fn refused_commands_append_nothing() {
     );
     assert!(matches!(err, LedgerError::Transition(_)));
     let missing = execution_ledger::ExecutionId::new();
-    let err = ledger.cancel(missing, None).unwrap_err();
+    let err = ledger.cancel(missing, None).wait().unwrap_err();
     assert_eq!(err.to_string(), format!("{missing} not found"));
     let mut big = submission("echo", 1);
     big.input = Some("x".repeat(execution_ledger::MAX_INPUT_BYTES + 1));
     assert!(matches!(
-        ledger.submit(&acme, big),
+        ledger.submit(&acme, big).wait(),
         Err(LedgerError::Invalid(_))
     ));
     assert_eq!(ledger.head(), head, "nothing was appended");
@@ -146,12 +152,14 @@ fn stale_attempts_are_fenced_and_failures_retry_after_backoff() {
     });
     let id = ledger
         .submit(&tenant("acme"), s)
+        .wait()
         .unwrap()
         .execution
         .execution_id;
-    let first = ledger.claim(None).unwrap().unwrap();
+    let first = ledger.claim(None).wait().unwrap().unwrap();
     let retried = ledger
         .fail(id, first.attempt, ExecutionError::new("boom", "first try"))
+        .wait()
         .unwrap();
     assert_eq!(retried.status, BackgroundExecutionStatus::Queued);
     assert_eq!(
@@ -159,14 +167,15 @@ fn stale_attempts_are_fenced_and_failures_retry_after_backoff() {
         Some(clock.now() + chrono::Duration::seconds(1))
     );
     // Waiting for its back-off: not claimable yet.
-    assert!(ledger.claim(None).unwrap().is_none());
+    assert!(ledger.claim(None).wait().unwrap().is_none());
     assert_eq!(ledger.waiting(None).len(), 1);
     clock.advance_ms(1_000);
-    let second = ledger.claim(None).unwrap().unwrap();
+    let second = ledger.claim(None).wait().unwrap().unwrap();
     assert_eq!(second.attempt, 2);
     // The first attempt answers late: refused.
     let err = ledger
         .complete(id, 1, serde_json::json!("late"))
+        .wait()
         .unwrap_err();
     match err {
         LedgerError::Transition(t) => {
@@ -180,12 +189,13 @@ fn stale_attempts_are_fenced_and_failures_retry_after_backoff() {
         }
         other => panic!("unexpected {other}"),
     }
-    ledger.time_out(id, 2).unwrap();
+    ledger.time_out(id, 2).wait().unwrap();
     clock.advance_ms(2_000);
-    let third = ledger.claim(None).unwrap().unwrap();
+    let third = ledger.claim(None).wait().unwrap().unwrap();
     assert_eq!(third.attempt, 3);
     let failed = ledger
         .fail(id, 3, ExecutionError::new("boom", "last try"))
+        .wait()
         .unwrap();
     assert_eq!(failed.status, BackgroundExecutionStatus::Failed);
     let kinds: Vec<_> = ledger
@@ -214,19 +224,19 @@ fn idempotency_keys_return_the_first_execution_and_append_nothing() {
     let ledger = Ledger::open(dir.path()).unwrap();
     let mut s = submission("echo", 50);
     s.idempotency_key = Some("order-42".into());
-    let first = ledger.submit(&tenant("acme"), s.clone()).unwrap();
+    let first = ledger.submit(&tenant("acme"), s.clone()).wait().unwrap();
     assert!(first.created);
     let head = ledger.head();
-    let again = ledger.submit(&tenant("acme"), s.clone()).unwrap();
+    let again = ledger.submit(&tenant("acme"), s.clone()).wait().unwrap();
     assert!(!again.created);
     assert_eq!(again.execution.execution_id, first.execution.execution_id);
     assert_eq!(ledger.head(), head);
     // Keys are per tenant.
-    let other = ledger.submit(&tenant("globex"), s.clone()).unwrap();
+    let other = ledger.submit(&tenant("globex"), s.clone()).wait().unwrap();
     assert!(other.created);
     drop(ledger);
     let ledger = Ledger::open(dir.path()).unwrap();
-    let after_reopen = ledger.submit(&tenant("acme"), s).unwrap();
+    let after_reopen = ledger.submit(&tenant("acme"), s).wait().unwrap();
     assert!(!after_reopen.created);
     assert_eq!(
         after_reopen.execution.execution_id,
@@ -240,7 +250,7 @@ fn an_idempotency_key_reused_for_a_different_submission_is_a_conflict() {
     let ledger = Ledger::open(dir.path()).unwrap();
     let mut s = submission("echo", 50);
     s.idempotency_key = Some("order-7".into());
-    let first = ledger.submit(&tenant("acme"), s.clone()).unwrap();
+    let first = ledger.submit(&tenant("acme"), s.clone()).wait().unwrap();
     let head = ledger.head();
     // The same key with another priority, another input, another callable:
     // each a conflict naming the key and the first execution.
@@ -251,7 +261,7 @@ fn an_idempotency_key_reused_for_a_different_submission_is_a_conflict() {
     let mut other_callable = s.clone();
     other_callable.callable_name = "sleep".into();
     for different in [other_priority, other_input, other_callable] {
-        match ledger.submit(&tenant("acme"), different) {
+        match ledger.submit(&tenant("acme"), different).wait() {
             Err(e @ LedgerError::IdempotencyConflict { .. }) => {
                 let message = e.to_string();
                 assert!(message.contains("\"order-7\""), "{message}");
@@ -265,19 +275,20 @@ fn an_idempotency_key_reused_for_a_different_submission_is_a_conflict() {
         assert_eq!(ledger.head(), head, "nothing appended");
     }
     // The same submission again is still the first execution, settled too.
-    let claimed = ledger.claim(None).unwrap().unwrap();
+    let claimed = ledger.claim(None).wait().unwrap().unwrap();
     ledger
         .complete(claimed.execution_id, 1, serde_json::json!("ok"))
+        .wait()
         .unwrap();
     drop(ledger);
     let ledger = Ledger::open(dir.path()).unwrap();
-    let again = ledger.submit(&tenant("acme"), s.clone()).unwrap();
+    let again = ledger.submit(&tenant("acme"), s.clone()).wait().unwrap();
     assert!(!again.created);
     assert_eq!(again.execution.execution_id, first.execution.execution_id);
     let mut changed = s;
     changed.config.timeout_ms = 5;
     assert!(matches!(
-        ledger.submit(&tenant("acme"), changed),
+        ledger.submit(&tenant("acme"), changed).wait(),
         Err(LedgerError::IdempotencyConflict { .. })
     ));
 }
@@ -293,7 +304,7 @@ fn a_callback_url_is_refused_for_executions_that_never_call_back() {
         let mut s = submission("echo", 50);
         s.config.mode = mode;
         s.config.callback_url = Some("https://example.com/cb".into());
-        match ledger.submit(&tenant("acme"), s) {
+        match ledger.submit(&tenant("acme"), s).wait() {
             Err(LedgerError::Invalid(m)) => {
                 assert!(m.contains("callback url"), "{m}");
                 assert!(m.contains(&mode.to_string()), "{m}");
@@ -305,7 +316,7 @@ fn a_callback_url_is_refused_for_executions_that_never_call_back() {
     let mut s = submission("echo", 50);
     s.config.mode = BackgroundExecutionMode::Deferred;
     s.config.callback_url = Some("https://example.com/cb".into());
-    assert!(ledger.submit(&tenant("acme"), s).unwrap().created);
+    assert!(ledger.submit(&tenant("acme"), s).wait().unwrap().created);
 }
 
 #[test]
@@ -318,7 +329,7 @@ fn concurrent_identical_submits_create_exactly_one() {
         let handles: Vec<_> = (0..16)
             .map(|_| {
                 let (ledger, s) = (ledger.clone(), s.clone());
-                scope.spawn(move || ledger.submit(&tenant("acme"), s).unwrap())
+                scope.spawn(move || ledger.submit(&tenant("acme"), s).wait().unwrap())
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -357,7 +368,7 @@ fn threads_and_tasks_race_through_one_write_path() {
                         .map(|i| {
                             let s = keyed(t * 50 + i);
                             let key = s.idempotency_key.clone().unwrap();
-                            (key, ledger.submit(&tenant("acme"), s).unwrap())
+                            (key, ledger.submit(&tenant("acme"), s).wait().unwrap())
                         })
                         .collect::<Vec<_>>()
                 })
@@ -372,7 +383,10 @@ fn threads_and_tasks_race_through_one_write_path() {
                         for i in 0..13u64 {
                             let s = keyed(400 + t * 13 + i);
                             let key = s.idempotency_key.clone().unwrap();
-                            out.push((key, ledger.submit_async(&tenant("acme"), s).await.unwrap()));
+                            out.push((
+                                key,
+                                ledger.submit(&tenant("acme"), s).spawn().await.unwrap(),
+                            ));
                         }
                         out
                     })
@@ -410,9 +424,10 @@ fn threads_and_tasks_race_through_one_write_path() {
             let (ledger, claimed) = (ledger.clone(), &claimed);
             scope.spawn(move || {
                 let name = format!("thread-{w}");
-                while let Some(e) = ledger.claim(Some(&name)).unwrap() {
+                while let Some(e) = ledger.claim(Some(&name)).wait().unwrap() {
                     ledger
                         .complete(e.execution_id, e.attempt, serde_json::json!(w))
+                        .wait()
                         .unwrap();
                     claimed.lock().unwrap().push(e.execution_id);
                 }
@@ -425,9 +440,10 @@ fn threads_and_tasks_race_through_one_write_path() {
                     tokio::spawn(async move {
                         let name = format!("task-{w}");
                         let mut mine = Vec::new();
-                        while let Some(e) = ledger.claim_async(Some(&name)).await.unwrap() {
+                        while let Some(e) = ledger.claim(Some(&name)).spawn().await.unwrap() {
                             ledger
-                                .complete_async(e.execution_id, e.attempt, serde_json::json!(w))
+                                .complete(e.execution_id, e.attempt, serde_json::json!(w))
+                                .spawn()
                                 .await
                                 .unwrap();
                             mine.push(e.execution_id);
@@ -455,10 +471,11 @@ fn threads_and_tasks_race_through_one_write_path() {
     // answer is never awaited, and outside any tokio runtime.
     let id = ledger
         .submit(&tenant("acme"), submission("echo", 1))
+        .wait()
         .unwrap()
         .execution
         .execution_id;
-    drop(ledger.cancel_async(id, Some("not awaited".into())));
+    drop(ledger.cancel(id, Some("not awaited".into())).spawn());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while ledger.get(id).unwrap().status != BackgroundExecutionStatus::Cancelled {
         assert!(
@@ -467,7 +484,7 @@ fn threads_and_tasks_race_through_one_write_path() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let answer = rt.block_on(ledger.release_async(id));
+    let answer = rt.block_on(ledger.release(id).spawn());
     assert!(
         matches!(answer, Err(LedgerError::Transition(_))),
         "{answer:?}"
@@ -481,10 +498,11 @@ fn threads_and_tasks_race_through_one_write_path() {
     // command out and closes the ledger before the drop returns.
     let id = reopened
         .submit(&tenant("acme"), submission("echo", 1))
+        .wait()
         .unwrap()
         .execution
         .execution_id;
-    drop(reopened.cancel_async(id, None));
+    drop(reopened.cancel(id, None).spawn());
     drop(reopened);
     let again = Ledger::open(dir.path()).unwrap();
     assert_eq!(
@@ -500,8 +518,16 @@ fn tenants_do_not_see_each_other() {
     let ledger = Ledger::open(dir.path()).unwrap();
     let acme = ledger.tenant(tenant("acme"));
     let globex = ledger.tenant(tenant("globex"));
-    let a = acme.submit(submission("echo", 50)).unwrap().execution;
-    let g = globex.submit(submission("echo", 99)).unwrap().execution;
+    let a = acme
+        .submit(&tenant("acme"), submission("echo", 50))
+        .wait()
+        .unwrap()
+        .execution;
+    let g = globex
+        .submit(&tenant("globex"), submission("echo", 99))
+        .wait()
+        .unwrap()
+        .execution;
     assert!(matches!(
         globex.get(a.execution_id),
         Err(LedgerError::NotFound(_))
@@ -511,20 +537,29 @@ fn tenants_do_not_see_each_other() {
         Err(LedgerError::NotFound(_))
     ));
     assert!(matches!(
-        globex.cancel(a.execution_id, None),
+        globex.cancel(a.execution_id, None).wait(),
         Err(LedgerError::NotFound(_))
     ));
     assert!(matches!(
         globex.execution_at(a.execution_id, At::Seq(2)),
         Err(LedgerError::NotFound(_))
     ));
-    assert_eq!(acme.queue().len(), 1);
+    assert_eq!(acme.queue(None).len(), 1);
+    assert!(acme.queue(Some(&tenant("globex"))).is_empty());
+    // A scoped handle submits for its own tenant only, and appends nothing
+    // for another.
+    let head = ledger.head();
+    match globex.submit(&tenant("acme"), submission("echo", 1)).wait() {
+        Err(LedgerError::Invalid(m)) => assert!(m.starts_with("tenant: "), "{m}"),
+        other => panic!("submitted for another tenant: {other:?}"),
+    }
+    assert_eq!(ledger.head(), head);
     // acme claims its own, although globex's has the higher priority.
-    let claimed = acme.claim(None).unwrap().unwrap();
+    let claimed = acme.claim(None).wait().unwrap().unwrap();
     assert_eq!(claimed.execution_id, a.execution_id);
-    assert!(acme.claim(None).unwrap().is_none());
+    assert!(acme.claim(None).wait().unwrap().is_none());
     assert_eq!(
-        globex.claim(None).unwrap().unwrap().execution_id,
+        globex.claim(None).wait().unwrap().unwrap().execution_id,
         g.execution_id
     );
 }
@@ -539,26 +574,34 @@ fn deferred_executions_wait_for_release_or_run_at() {
         .unwrap();
     let mut held = submission("echo", 50);
     held.config.mode = BackgroundExecutionMode::Deferred;
-    let held = ledger.submit(&tenant("acme"), held).unwrap().execution;
+    let held = ledger
+        .submit(&tenant("acme"), held)
+        .wait()
+        .unwrap()
+        .execution;
     let mut timed = submission("echo", 50);
     timed.config.mode = BackgroundExecutionMode::Deferred;
     timed.run_at = Some(clock.now() + chrono::Duration::seconds(60));
-    let timed = ledger.submit(&tenant("acme"), timed).unwrap().execution;
-    assert!(ledger.claim(None).unwrap().is_none());
+    let timed = ledger
+        .submit(&tenant("acme"), timed)
+        .wait()
+        .unwrap()
+        .execution;
+    assert!(ledger.claim(None).wait().unwrap().is_none());
     assert_eq!(ledger.counts().held, 1);
     assert_eq!(ledger.counts().waiting, 1);
     clock.advance_ms(60_000);
     assert_eq!(
-        ledger.claim(None).unwrap().unwrap().execution_id,
+        ledger.claim(None).wait().unwrap().unwrap().execution_id,
         timed.execution_id
     );
-    assert!(ledger.claim(None).unwrap().is_none());
-    ledger.release(held.execution_id).unwrap();
+    assert!(ledger.claim(None).wait().unwrap().is_none());
+    ledger.release(held.execution_id).wait().unwrap();
     assert_eq!(
-        ledger.claim(None).unwrap().unwrap().execution_id,
+        ledger.claim(None).wait().unwrap().unwrap().execution_id,
         held.execution_id
     );
-    let err = ledger.release(held.execution_id).unwrap_err();
+    let err = ledger.release(held.execution_id).wait().unwrap_err();
     assert!(err.to_string().contains("it is running"), "{err}");
 }
 
@@ -578,9 +621,10 @@ fn time_travel_one_execution_the_queue_and_diffs() {
     for _ in 0..12 {
         let e = ledger
             .submit(&acme, submission("echo", 1))
+            .wait()
             .unwrap()
             .execution;
-        ledger.cancel(e.execution_id, None).unwrap();
+        ledger.cancel(e.execution_id, None).wait().unwrap();
     }
     let b = ledger.head().seq;
     let mut ids = Vec::new();
@@ -589,6 +633,7 @@ fn time_travel_one_execution_the_queue_and_diffs() {
         ids.push(
             ledger
                 .submit(&acme, submission("echo", p))
+                .wait()
                 .unwrap()
                 .execution
                 .execution_id,
@@ -596,12 +641,13 @@ fn time_travel_one_execution_the_queue_and_diffs() {
     }
     clock.advance_ms(1_000);
     let t_before_claim = clock.now();
-    let claimed = ledger.claim(None).unwrap().unwrap(); // seq 5: priority 40
+    let claimed = ledger.claim(None).wait().unwrap().unwrap(); // seq 5: priority 40
     clock.advance_ms(1_000);
     ledger
         .complete(claimed.execution_id, 1, serde_json::json!("done"))
+        .wait()
         .unwrap(); // seq 6
-    ledger.cancel(ids[0], None).unwrap(); // seq 7
+    ledger.cancel(ids[0], None).wait().unwrap(); // seq 7
 
     // One execution at a seq and at a time.
     let at4 = ledger
@@ -696,20 +742,22 @@ fn opening_from_a_snapshot_equals_a_fold_from_scratch() {
         for i in 0..300u32 {
             let e = ledger
                 .submit(&acme, submission("echo", (i % 7) as u8))
+                .wait()
                 .unwrap()
                 .execution;
             if i % 3 != 2 {
-                let c = ledger.claim(None).unwrap().unwrap();
+                let c = ledger.claim(None).wait().unwrap().unwrap();
                 if i % 2 == 0 {
                     ledger
                         .complete(c.execution_id, c.attempt, serde_json::json!(i))
+                        .wait()
                         .unwrap();
                 } else if i % 4 != 1 {
-                    ledger.cancel(c.execution_id, None).unwrap();
+                    ledger.cancel(c.execution_id, None).wait().unwrap();
                 }
             }
             if i % 5 == 0 {
-                let _ = ledger.cancel(e.execution_id, None);
+                let _ = ledger.cancel(e.execution_id, None).wait();
             }
         }
     }
@@ -725,7 +773,7 @@ fn a_subscription_catches_up_then_follows_without_gaps() {
     let ledger = Ledger::open(dir.path()).unwrap();
     let acme = tenant("acme");
     for _ in 0..5 {
-        ledger.submit(&acme, submission("echo", 1)).unwrap();
+        ledger.submit(&acme, submission("echo", 1)).wait().unwrap();
     }
     let mut sub = ledger.subscribe(3);
     let writer = {
@@ -734,6 +782,7 @@ fn a_subscription_catches_up_then_follows_without_gaps() {
             for _ in 0..20 {
                 ledger
                     .submit(&tenant("acme"), submission("echo", 1))
+                    .wait()
                     .unwrap();
             }
         })
@@ -781,6 +830,7 @@ fn recovery_requeues_or_fails_what_a_dead_process_left_running() {
         let ledger = Ledger::open(dir.path()).unwrap();
         once = ledger
             .submit(&tenant("acme"), submission("echo", 90))
+            .wait()
             .unwrap()
             .execution;
         let mut s = submission("echo", 10);
@@ -788,24 +838,25 @@ fn recovery_requeues_or_fails_what_a_dead_process_left_running() {
             max_attempts: 2,
             ..RetryConfig::default()
         });
-        twice = ledger.submit(&tenant("acme"), s).unwrap().execution;
-        ledger.claim(None).unwrap().unwrap();
-        ledger.claim(None).unwrap().unwrap();
+        twice = ledger.submit(&tenant("acme"), s).wait().unwrap().execution;
+        ledger.claim(None).wait().unwrap().unwrap();
+        ledger.claim(None).wait().unwrap().unwrap();
     }
     let ledger = Ledger::open(dir.path()).unwrap();
-    let mut recovered = ledger.recover_abandoned().unwrap();
+    let mut recovered = ledger.recover_abandoned().wait().unwrap();
     recovered.sort_by_key(|e| e.config.priority);
     assert_eq!(recovered.len(), 2);
     assert_eq!(recovered[0].execution_id, twice.execution_id);
     assert_eq!(recovered[0].status, BackgroundExecutionStatus::Queued);
     assert_eq!(recovered[1].execution_id, once.execution_id);
     assert_eq!(recovered[1].status, BackgroundExecutionStatus::Failed);
-    assert!(ledger.recover_abandoned().unwrap().is_empty());
+    assert!(ledger.recover_abandoned().wait().unwrap().is_empty());
     // The requeued one runs its second attempt; a late answer from the first is refused.
-    let again = ledger.claim(None).unwrap().unwrap();
+    let again = ledger.claim(None).wait().unwrap().unwrap();
     assert_eq!(again.attempt, 2);
     assert!(ledger
         .complete(again.execution_id, 1, serde_json::json!(0))
+        .wait()
         .is_err());
     ledger.verify().unwrap();
 }

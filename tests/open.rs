@@ -29,7 +29,10 @@ fn regression_fresh_ledgers_open_and_reopen_while_others_are_busy() {
                     .unwrap();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    ledger.submit(&tenant(), Submission::new("echo")).unwrap();
+                    ledger
+                        .submit(&tenant(), Submission::new("echo"))
+                        .wait()
+                        .unwrap();
                     n += 1;
                 }
                 n
@@ -49,7 +52,10 @@ fn regression_fresh_ledgers_open_and_reopen_while_others_are_busy() {
                 continue;
             }
         };
-        ledger.submit(&tenant(), Submission::new("echo")).unwrap();
+        ledger
+            .submit(&tenant(), Submission::new("echo"))
+            .wait()
+            .unwrap();
         drop(ledger);
         match Ledger::open(dir.path()) {
             Ok(l) => assert_eq!(l.head().seq, 1),
@@ -86,7 +92,10 @@ fn an_existing_ledger_only_is_opened_without_create() {
     assert_eq!(err.kind(), execution_ledger::ErrorKind::NoLedger);
     assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
     let ledger = Ledger::open(&missing).unwrap();
-    ledger.submit(&tenant(), Submission::new("echo")).unwrap();
+    ledger
+        .submit(&tenant(), Submission::new("echo"))
+        .wait()
+        .unwrap();
     drop(ledger);
     let ledger = Ledger::builder(&missing).create(false).open().unwrap();
     assert_eq!(ledger.head().seq, 1);

@@ -49,7 +49,14 @@ async fn higher_priority_runs_first() {
     for p in [10u8, 200, 50, 200, 0] {
         let mut s = job("record", &p.to_string());
         s.config.priority = p;
-        ids.push(ledger.submit(&acme(), s).unwrap().execution.execution_id);
+        ids.push(
+            ledger
+                .submit(&acme(), s)
+                .wait()
+                .unwrap()
+                .execution
+                .execution_id,
+        );
     }
     let order = Arc::new(Mutex::new(Vec::new()));
     let seen = order.clone();
@@ -530,8 +537,13 @@ async fn a_restart_recovers_what_a_crash_left_running() {
             max_attempts: 2,
             ..RetryConfig::default()
         });
-        id = ledger.submit(&acme(), s).unwrap().execution.execution_id;
-        ledger.claim(Some("dead-worker")).unwrap().unwrap();
+        id = ledger
+            .submit(&acme(), s)
+            .wait()
+            .unwrap()
+            .execution
+            .execution_id;
+        ledger.claim(Some("dead-worker")).wait().unwrap().unwrap();
     }
     let ledger = Ledger::open(dir.path()).unwrap();
     let runtime = Runtime::builder(ledger.clone())

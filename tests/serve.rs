@@ -1104,11 +1104,12 @@ fn the_cli_resumes_an_event_stream_after_a_dropped_connection() {
                 &"acme".parse().unwrap(),
                 execution_ledger::Submission::new("echo"),
             )
+            .wait()
             .unwrap()
             .execution
             .execution_id;
-        ledger.claim(Some("w")).unwrap();
-        ledger.complete(id, 1, json!("ok")).unwrap();
+        ledger.claim(Some("w")).wait().unwrap();
+        ledger.complete(id, 1, json!("ok")).wait().unwrap();
         ledger.events(1, None).map(Result::unwrap).collect()
     };
     let sse = |e: &Event| {

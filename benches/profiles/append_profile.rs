@@ -20,6 +20,7 @@ fn main() {
     for i in 0..n {
         ledger
             .submit(&tenant, scenarios::sample_submission(i))
+            .wait()
             .expect("submit");
     }
     let took = start.elapsed();

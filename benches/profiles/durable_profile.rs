@@ -26,7 +26,8 @@ fn main() {
                     let tenant = "bench".parse().unwrap();
                     for i in 0..per {
                         ledger
-                            .submit_async(&tenant, scenarios::sample_submission(t * per + i))
+                            .submit(&tenant, scenarios::sample_submission(t * per + i))
+                            .spawn()
                             .await
                             .expect("submit");
                     }
@@ -45,6 +46,7 @@ fn main() {
                     for i in 0..per {
                         ledger
                             .submit(&tenant, scenarios::sample_submission(t * per + i))
+                            .wait()
                             .expect("submit");
                     }
                 });

@@ -33,8 +33,9 @@ fn main() {
     println!("ledger open: {}", rss());
     let _ = l.queue(None);
     for _ in 0..1000 {
-        if let Some(c) = l.claim(None).unwrap() {
+        if let Some(c) = l.claim(None).wait().unwrap() {
             l.complete(c.execution_id, c.attempt, serde_json::Value::Null)
+                .wait()
                 .unwrap();
         }
     }

@@ -41,9 +41,39 @@ pub(super) struct Finish {
     answer: Box<dyn FnOnce(Result<(), Error>) + Send>,
 }
 
-/// A command not yet queued: [`wait`](Command::wait) runs it on the calling
-/// thread, [`spawn`](Command::spawn) without blocking.
-pub(super) struct Command<R> {
+/// A ledger command, ready to be carried out; every command of
+/// [`Ledger`](super::Ledger) returns one. Carry it out in one of three ways:
+///
+/// - [`wait`](Command::wait) blocks until its answer arrives (the calling
+///   thread may carry out other callers' commands meanwhile);
+/// - `.await` it: it is [`IntoFuture`], queued without blocking when first
+///   polled, and any executor can poll it (it needs no tokio runtime);
+/// - [`spawn`](Command::spawn) queues it now and returns its answer as a
+///   [`Pending`] future, which may be dropped: the command is carried out
+///   either way.
+///
+/// Input the command refuses (out of range, see the `MAX_*` limits) is
+/// refused by each of these, and nothing is appended. A command dropped
+/// before any of them is not carried out.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use execution_ledger::{Ledger, Submission};
+///
+/// let ledger = Ledger::open(dir.path())?;
+/// let acme = "acme".parse()?;
+/// let submitted = ledger.submit(&acme, Submission::new("echo")).wait()?;
+/// let claimed = ledger.claim(Some("worker-1")).wait()?.expect("runnable");
+/// let pending = ledger.complete(claimed.execution_id, claimed.attempt, "done".into()).spawn();
+/// # let _ = submitted;
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let done = pending.await?;
+/// # Ok::<_, execution_ledger::LedgerError>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a command is carried out only by wait(), .await or spawn()"]
+pub struct Command<R> {
     inner: Arc<Inner>,
     job: Result<Job, LedgerError>,
     reply: Pending<R>,
@@ -86,9 +116,13 @@ impl<R: Send + 'static> Command<R> {
         }
     }
 
-    /// Queues the command and returns its answer, blocking: the calling
-    /// thread combines when no one else is.
-    pub(super) fn wait(self) -> Result<R, LedgerError> {
+    /// Carries out the command and returns its answer, once its events
+    /// are as durable as the ledger promises; blocks.
+    ///
+    /// # Errors
+    ///
+    /// Those of the command that made it (each command's own section).
+    pub fn wait(self) -> Result<R, LedgerError> {
         let job = self.job?;
         if push(&self.inner, job) {
             combine(&self.inner);
@@ -96,9 +130,9 @@ impl<R: Send + 'static> Command<R> {
         self.reply.wait()
     }
 
-    /// Queues the command; its answer is the returned future. When no one
-    /// is combining, a helper thread does.
-    pub(super) fn spawn(self) -> Pending<R> {
+    /// Queues the command without blocking; its answer is the returned
+    /// future. The command is carried out whether or not it is awaited.
+    pub fn spawn(self) -> Pending<R> {
         let job = match self.job {
             Ok(job) => job,
             Err(e) => {
@@ -110,6 +144,21 @@ impl<R: Send + 'static> Command<R> {
             combine_elsewhere(&self.inner);
         }
         self.reply
+    }
+}
+
+impl<R: Send + 'static> std::future::IntoFuture for Command<R> {
+    type Output = Result<R, LedgerError>;
+    type IntoFuture = Pending<R>;
+
+    fn into_future(self) -> Pending<R> {
+        self.spawn()
+    }
+}
+
+impl<R> std::fmt::Debug for Command<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Command").finish_non_exhaustive()
     }
 }
 
@@ -303,8 +352,8 @@ fn take<R>(s: &mut Slot<R>) -> Option<Result<R, LedgerError>> {
     })
 }
 
-/// The answer to a ledger command that was queued without blocking (the
-/// `*_async` commands of [`Ledger`](super::Ledger)): a future of its result,
+/// The answer to a ledger command that was queued without blocking
+/// ([`Command::spawn`], or awaiting a [`Command`]): a future of its result,
 /// ready once the command's events are as durable as the ledger promises.
 ///
 /// The command is carried out whether or not the future is awaited or

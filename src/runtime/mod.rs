@@ -165,7 +165,7 @@ impl RuntimeBuilder {
     /// `Fatal` when recovery cannot be recorded.
     pub async fn start(self) -> Result<Runtime, LedgerError> {
         let ledger = self.ledger.clone();
-        let recovered = blocking(move || ledger.recover_abandoned()).await?;
+        let recovered = blocking(move || ledger.recover_abandoned()).await.wait()?;
         for e in &recovered {
             tracing::info!(execution = %e.execution_id, attempt = e.attempt, status = %e.status, "recovered an execution left running");
         }
@@ -311,7 +311,7 @@ impl Shared {
                     binder.bind(&binding.target, value.clone(), &e).await
                 }
             };
-            e = self.ledger.record_binding_async(id, result.err()).await?;
+            e = self.ledger.record_binding(id, result.err()).await?;
         }
         let mut stop = self.shutdown.subscribe();
         while awaits_callback(&e) {
@@ -331,7 +331,7 @@ impl Shared {
             if let Err((_, why)) = &outcome {
                 tracing::warn!(attempt, %url, why, "callback delivery failed");
             }
-            e = self.ledger.record_callback_async(id, outcome).await?;
+            e = self.ledger.record_callback(id, outcome).await?;
         }
         Ok(())
     }
@@ -393,12 +393,10 @@ impl Shared {
         let recorded = match outcome {
             // The cancellation was recorded by whoever cancelled.
             Outcome::Cancelled => return,
-            Outcome::Output(output) => ledger.complete_async(id, attempt, output).await,
-            Outcome::Error(error) if unknown => {
-                ledger.fail_permanently_async(id, attempt, error).await
-            }
-            Outcome::Error(error) => ledger.fail_async(id, attempt, error).await,
-            Outcome::TimedOut => ledger.time_out_async(id, attempt).await,
+            Outcome::Output(output) => ledger.complete(id, attempt, output).await,
+            Outcome::Error(error) if unknown => ledger.fail_permanently(id, attempt, error).await,
+            Outcome::Error(error) => ledger.fail(id, attempt, error).await,
+            Outcome::TimedOut => ledger.time_out(id, attempt).await,
         };
         match recorded {
             Ok(after) => {
@@ -425,7 +423,7 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 async fn worker(shared: Arc<Shared>, name: String) {
     let mut stop = shared.shutdown.subscribe();
     while !shared.stopping() {
-        match shared.ledger.claim_async(Some(&name)).await {
+        match shared.ledger.claim(Some(&name)).await {
             Ok(Some(e)) => {
                 let span = tracing::info_span!(
                     "attempt",
@@ -547,7 +545,7 @@ impl Runtime {
         tenant: &TenantId,
         submission: Submission,
     ) -> Result<ExecutionHandle, LedgerError> {
-        let submitted = self.shared.ledger.submit_async(tenant, submission).await?;
+        let submitted = self.shared.ledger.submit(tenant, submission).await?;
         let id = submitted.execution.execution_id;
         let rx = self.watch(id).await?;
         self.shared.wake.notify_one();
@@ -569,7 +567,7 @@ impl Runtime {
         tenant: &TenantId,
         submission: Submission,
     ) -> Result<crate::ledger::Submitted, LedgerError> {
-        let submitted = self.shared.ledger.submit_async(tenant, submission).await?;
+        let submitted = self.shared.ledger.submit(tenant, submission).await?;
         self.shared.wake.notify_one();
         Ok(submitted)
     }
@@ -622,7 +620,7 @@ impl Runtime {
         id: ExecutionId,
         reason: Option<String>,
     ) -> Result<BackgroundExecution, LedgerError> {
-        let e = self.shared.ledger.cancel_async(id, reason).await?;
+        let e = self.shared.ledger.cancel(id, reason).await?;
         if let Some(tx) = lock(&self.shared.running).get(&id) {
             let _ = tx.send(true);
         }
@@ -636,7 +634,7 @@ impl Runtime {
     ///
     /// As [`Ledger::release`].
     pub async fn release(&self, id: ExecutionId) -> Result<BackgroundExecution, LedgerError> {
-        let e = self.shared.ledger.release_async(id).await?;
+        let e = self.shared.ledger.release(id).await?;
         self.shared.wake.notify_one();
         Ok(e)
     }

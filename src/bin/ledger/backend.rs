@@ -158,7 +158,7 @@ impl Backend {
         match self {
             Backend::Local(l) => {
                 let tenant = tenant.ok_or_else(|| Usage("submit needs --tenant".into()))?;
-                Ok(l.submit(tenant, s).map_err(fail)?.execution)
+                Ok(l.submit(tenant, s).wait().map_err(fail)?.execution)
             }
             Backend::Remote(r) => {
                 let mut body = serde_json::to_value(&s)?;
@@ -298,7 +298,7 @@ impl Backend {
             self.get(scope, id, None)?;
         }
         match self {
-            Backend::Local(l) => l.cancel(id, reason).map_err(fail),
+            Backend::Local(l) => l.cancel(id, reason).wait().map_err(fail),
             Backend::Remote(r) => r.call(
                 r.client
                     .post(r.url(&format!("/v1/executions/{id}/cancel")))
@@ -316,7 +316,7 @@ impl Backend {
             self.get(scope, id, None)?;
         }
         match self {
-            Backend::Local(l) => l.release(id).map_err(fail),
+            Backend::Local(l) => l.release(id).wait().map_err(fail),
             Backend::Remote(r) => r.call(
                 r.client
                     .post(r.url(&format!("/v1/executions/{id}/release"))),

@@ -113,6 +113,7 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
                     for i in 0..per {
                         ledger
                             .submit(&tenant, job(c * per + i))
+                            .wait()
                             .expect("a durable submit");
                     }
                 });

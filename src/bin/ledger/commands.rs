@@ -90,6 +90,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 Some(t) => ledger.tenant(t.clone()).claim(Some(worker)),
                 None => ledger.claim(Some(worker)),
             }
+            .wait()
             .map_err(fail)?;
             match (claimed, cli.json) {
                 (Some(e), true) => json_line(out, &e)?,
@@ -102,14 +103,17 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             let ledger = backend.local("complete")?;
             let e = backend.get(scope, *id, None)?;
             let output = output.clone().unwrap_or(serde_json::Value::Null);
-            let done = ledger.complete(*id, e.attempt, output).map_err(fail)?;
+            let done = ledger
+                .complete(*id, e.attempt, output)
+                .wait()
+                .map_err(fail)?;
             changed(out, cli.json, &done)?;
         }
         Command::Fail { id, error, code } => {
             let ledger = backend.local("fail")?;
             let e = backend.get(scope, *id, None)?;
             let error = ExecutionError::new(code.clone(), error.clone());
-            let after = ledger.fail(*id, e.attempt, error).map_err(fail)?;
+            let after = ledger.fail(*id, e.attempt, error).wait().map_err(fail)?;
             changed(out, cli.json, &after)?;
         }
         Command::Cancel { id, reason } => {

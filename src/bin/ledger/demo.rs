@@ -117,7 +117,7 @@ pub(crate) fn run(cli: &Cli, dir: Option<PathBuf>, out: &mut impl Write) -> Resu
     let mut table = output::Table::new(&["EXECUTION", "TENANT", "CALLABLE", "PRIORITY", "WHAT"]);
     for j in jobs {
         let tenant: TenantId = j.tenant.parse()?;
-        let e = ledger.submit(&tenant, j.submission)?.execution;
+        let e = ledger.submit(&tenant, j.submission).wait()?.execution;
         table.row(vec![
             e.execution_id.to_string(),
             j.tenant.to_owned(),

@@ -282,7 +282,7 @@ pub fn relaxed_append(root: &Path, sizes: Sizes) -> Result<Measurement, Scenario
             let t = tenant();
             let start = Instant::now();
             for i in 0..n {
-                l.submit(&t, sample_submission(i))?;
+                l.submit(&t, sample_submission(i)).wait()?;
             }
             ours.push(rate(n, start.elapsed()));
         }
@@ -335,6 +335,7 @@ pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, Sce
                         let tenant = tenant();
                         for i in 0..per {
                             l.submit(&tenant, sample_submission(t * per + i))
+                                .wait()
                                 .expect("a durable submit");
                         }
                     });
@@ -358,7 +359,8 @@ pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, Sce
                     all.push(tokio::spawn(async move {
                         let tenant = tenant();
                         for i in 0..per {
-                            l.submit_async(&tenant, sample_submission(t * per + i))
+                            l.submit(&tenant, sample_submission(t * per + i))
+                                .spawn()
                                 .await
                                 .expect("a durable submit");
                         }
@@ -569,13 +571,14 @@ pub fn build_history(
     let l = ledger(dir, Durability::Buffered, snapshot_every)?;
     let t = tenant();
     for i in 0..finished {
-        let e = l.submit(&t, sample_submission(i))?.execution;
-        let c = l.claim(None)?.expect("runnable");
+        let e = l.submit(&t, sample_submission(i)).wait()?.execution;
+        let c = l.claim(None).wait()?.expect("runnable");
         debug_assert_eq!(c.execution_id, e.execution_id);
-        l.complete(c.execution_id, c.attempt, serde_json::json!({ "ok": i }))?;
+        l.complete(c.execution_id, c.attempt, serde_json::json!({ "ok": i }))
+            .wait()?;
     }
     for j in 0..live {
-        l.submit(&t, sample_submission(finished + j))?;
+        l.submit(&t, sample_submission(finished + j)).wait()?;
     }
     Ok(l.flush()?)
 }
@@ -666,12 +669,12 @@ pub fn claim(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
         let l = ledger(&dir, Durability::Buffered, 0)?;
         let t = tenant();
         for i in 0..queued {
-            l.submit(&t, sample_submission(i))?;
+            l.submit(&t, sample_submission(i)).wait()?;
         }
         let claims = 500.min(queued);
         let start = Instant::now();
         for _ in 0..claims {
-            l.claim(None)?.expect("runnable");
+            l.claim(None).wait()?.expect("runnable");
         }
         let us = start.elapsed().as_secs_f64() * 1e6 / claims as f64;
         drop(l);
@@ -786,8 +789,9 @@ pub fn memory_probe(dir: &Path) -> Result<u64, ScenarioError> {
         .open()?;
     std::hint::black_box(l.queue(None).len());
     for _ in 0..1_000 {
-        if let Some(c) = l.claim(None)? {
-            l.complete(c.execution_id, c.attempt, serde_json::Value::Null)?;
+        if let Some(c) = l.claim(None).wait()? {
+            l.complete(c.execution_id, c.attempt, serde_json::Value::Null)
+                .wait()?;
         }
     }
     drop(l);

@@ -1,0 +1,235 @@
+//! Commands as data: what a caller asks of the ledger, the limits its input
+//! must keep to, and the pure decision of the event it records.
+//!
+//! ```text
+//! Op ──validate──▶ queued ──decide(op, state now, now)──▶ event kind
+//!                                                         │
+//!                            the state machine checks it ◀┘ (on append)
+//! ```
+//!
+//! A command is decided against the projection as of the head the ledger
+//! knows; when another writer appended first, the ledger catches up and
+//! decides the same command again, so a decision is a function of the
+//! command, the state and the time only.
+
+use chrono::{DateTime, Utc};
+
+use crate::error::LedgerError;
+use crate::event::{EventKind, Submission};
+use crate::execution::{
+    BackgroundExecution, BackgroundExecutionMode, ExecutionError, ExecutionId, TenantId,
+};
+use crate::machine;
+
+/// The largest `input` accepted on submit, in bytes.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024;
+/// The largest `output` accepted on completion, as JSON bytes.
+pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+/// The most entries a `context` map may have.
+pub const MAX_CONTEXT_ENTRIES: usize = 256;
+/// The longest callable name, idempotency key, context key or value, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// A command to the ledger.
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    /// A new execution for a tenant.
+    Submit(TenantId, Box<Submission>),
+    /// The next runnable execution's next attempt, for a worker.
+    Claim(Option<String>),
+    /// Every execution left running by a process that died.
+    RecoverAbandoned,
+    /// A command against one execution.
+    On(ExecutionId, Action),
+}
+
+/// A command against one execution.
+#[derive(Clone, Debug)]
+pub(crate) enum Action {
+    /// Completes an attempt with its output.
+    Complete {
+        attempt: u32,
+        output: serde_json::Value,
+    },
+    /// Fails an attempt: retried by the policy when `retry` is set, else
+    /// for good.
+    Fail {
+        attempt: u32,
+        error: ExecutionError,
+        retry: bool,
+    },
+    /// An attempt outlived its timeout.
+    TimeOut { attempt: u32 },
+    /// Cancels a queued or running execution.
+    Cancel { reason: Option<String> },
+    /// Releases a held deferred execution.
+    Release,
+    /// The outcome of binding the output to its target.
+    RecordBinding { error: Option<ExecutionError> },
+    /// One callback delivery attempt: the receiver's status, or why not.
+    RecordCallback {
+        outcome: Result<u16, (Option<u16>, String)>,
+    },
+}
+
+impl Op {
+    /// Refuses malformed or out-of-range input before the command is
+    /// queued: `Invalid`, naming the field.
+    pub(crate) fn validate(&self) -> Result<(), LedgerError> {
+        match self {
+            Op::Submit(_, submission) => validate_submission(submission),
+            Op::On(_, Action::Complete { output, .. }) => {
+                let size = serde_json::to_vec(output)
+                    .map(|v| v.len())
+                    .unwrap_or(usize::MAX);
+                if size > MAX_OUTPUT_BYTES {
+                    return Err(LedgerError::invalid(format!(
+                        "output is {size} bytes of JSON; the limit is {MAX_OUTPUT_BYTES}"
+                    )));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Action {
+    /// The event this action records against `current` at `now`. The
+    /// state machine checks it when it is appended.
+    pub(crate) fn decide(&self, current: &BackgroundExecution, now: DateTime<Utc>) -> EventKind {
+        match self {
+            Action::Complete { attempt, output } => EventKind::Completed {
+                attempt: *attempt,
+                output: output.clone(),
+            },
+            Action::Fail {
+                attempt,
+                error,
+                retry,
+            } => {
+                if current.attempt != *attempt || !retry {
+                    EventKind::Failed {
+                        attempt: *attempt,
+                        error: error.clone(),
+                    }
+                } else {
+                    machine::after_failure(current, error.clone(), now)
+                }
+            }
+            Action::TimeOut { attempt } => {
+                if current.attempt != *attempt {
+                    EventKind::TimedOut { attempt: *attempt }
+                } else {
+                    machine::after_timeout(current, now)
+                }
+            }
+            Action::Cancel { reason } => EventKind::Cancelled {
+                reason: reason.clone(),
+            },
+            Action::Release => EventKind::Released,
+            Action::RecordBinding { error } => {
+                let target = current
+                    .config
+                    .target_binding
+                    .as_ref()
+                    .map(|b| b.target.clone())
+                    .unwrap_or_default();
+                EventKind::TargetBindingApplied {
+                    target,
+                    error: error.clone(),
+                }
+            }
+            Action::RecordCallback { outcome } => {
+                let attempt = current.callback_attempts + 1;
+                match outcome {
+                    Ok(status_code) => EventKind::CallbackDelivered {
+                        attempt,
+                        status_code: *status_code,
+                    },
+                    Err((status_code, error)) => EventKind::CallbackFailed {
+                        attempt,
+                        status_code: *status_code,
+                        error: error.clone(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+fn validate_submission(submission: &Submission) -> Result<(), LedgerError> {
+    let name = &submission.callable_name;
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(LedgerError::invalid(format!(
+            "callable name must be 1-{MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if let Some(input) = &submission.input {
+        if input.len() > MAX_INPUT_BYTES {
+            return Err(LedgerError::invalid(format!(
+                "input is {} bytes; the limit is {MAX_INPUT_BYTES}",
+                input.len()
+            )));
+        }
+    }
+    if let Some(context) = &submission.context {
+        if context.len() > MAX_CONTEXT_ENTRIES {
+            return Err(LedgerError::invalid(format!(
+                "context has {} entries; the limit is {MAX_CONTEXT_ENTRIES}",
+                context.len()
+            )));
+        }
+        if let Some((k, _)) = context
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.len() > MAX_NAME_BYTES || v.len() > MAX_NAME_BYTES)
+        {
+            return Err(LedgerError::invalid(format!(
+                "context key {k:?}: keys must be 1-{MAX_NAME_BYTES} bytes and values at most {MAX_NAME_BYTES}"
+            )));
+        }
+    }
+    if let Some(key) = &submission.idempotency_key {
+        if key.is_empty() || key.len() > MAX_NAME_BYTES {
+            return Err(LedgerError::invalid(format!(
+                "idempotency key must be 1-{MAX_NAME_BYTES} bytes"
+            )));
+        }
+    }
+    let config = &submission.config;
+    if config.timeout_ms == 0 {
+        return Err(LedgerError::invalid("timeout must be at least 1 ms"));
+    }
+    if let Some(retry) = &config.retry {
+        if retry.max_attempts == 0 || retry.max_attempts > 1000 {
+            return Err(LedgerError::invalid("max attempts must be 1-1000"));
+        }
+        if !(retry.backoff_multiplier.is_finite() && retry.backoff_multiplier >= 1.0) {
+            return Err(LedgerError::invalid(
+                "backoff multiplier must be a number >= 1",
+            ));
+        }
+    }
+    if let Some(url) = &config.callback_url {
+        if config.mode != BackgroundExecutionMode::Deferred {
+            return Err(LedgerError::invalid(format!(
+                "callback url: only deferred executions call back (mode deferred); this one is {}",
+                config.mode
+            )));
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(LedgerError::invalid(format!(
+                "callback url must be http:// or https://, not {url:?}"
+            )));
+        }
+    }
+    if let Some(binding) = &config.target_binding {
+        if !binding.target.contains(':') {
+            return Err(LedgerError::invalid(format!(
+                "target binding {:?} must be scheme:name",
+                binding.target
+            )));
+        }
+    }
+    Ok(())
+}

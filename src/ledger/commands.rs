@@ -1,0 +1,227 @@
+//! The command surface: each command of the ledger builds an [`Op`] and
+//! returns its [`Command`] handle, carried out by `wait()`, `.await` or
+//! `spawn()`. A handle scoped to a tenant carries the scope into the
+//! command.
+
+use super::write::Outcome;
+use super::writer::Command;
+use super::{Ledger, Submitted};
+use crate::command::{Action, Op};
+use crate::error::LedgerError;
+use crate::event::Submission;
+use crate::execution::{BackgroundExecution, ExecutionError, ExecutionId, TenantId};
+
+impl Outcome {
+    fn submitted(self) -> Submitted {
+        match self {
+            Outcome::Submitted(s) => s,
+            _ => unreachable!("a submit answers with a submission"),
+        }
+    }
+
+    fn claimed(self) -> Option<BackgroundExecution> {
+        match self {
+            Outcome::Claimed(c) => c,
+            _ => unreachable!("a claim answers with a claim"),
+        }
+    }
+
+    fn execution(self) -> BackgroundExecution {
+        match self {
+            Outcome::Execution(e) => e,
+            _ => unreachable!("a command on one execution answers with it"),
+        }
+    }
+
+    fn recovered(self) -> Vec<BackgroundExecution> {
+        match self {
+            Outcome::Recovered(r) => r,
+            _ => unreachable!("recovering answers with the recovered"),
+        }
+    }
+}
+
+impl Ledger {
+    /// The handle of `op`: refused at once when its input is out of range,
+    /// else carried out (within this handle's scope) when waited for.
+    fn run<R: Send + 'static>(&self, op: Op, answer: fn(Outcome) -> R) -> Command<R> {
+        if let Err(e) = op.validate() {
+            return Command::refused(&self.inner, e);
+        }
+        let scope = self.scope.clone();
+        Command::new(&self.inner, move |inner, core| {
+            let (outcome, seq) = inner.carry_out(core, scope.as_ref(), &op)?;
+            Ok((answer(outcome), seq))
+        })
+    }
+
+    fn on(&self, id: ExecutionId, action: Action) -> Command<BackgroundExecution> {
+        self.run(Op::On(id, action), Outcome::execution)
+    }
+
+    /// Submits a new execution for `tenant`. With an idempotency key that
+    /// the tenant used before for the same submission, answers that
+    /// execution and appends nothing.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for out-of-range input (see the `MAX_*` limits), or a
+    /// tenant other than this handle's scope; `IdempotencyConflict` when the
+    /// key was used for another submission; `Fatal`.
+    pub fn submit(&self, tenant: &TenantId, submission: Submission) -> Command<Submitted> {
+        if !self.sees(tenant) {
+            let scope = self.scope.as_ref().map_or("", |s| s.as_str());
+            return Command::refused(
+                &self.inner,
+                LedgerError::invalid(format!(
+                    "tenant: this handle submits for tenant {scope} only, not {tenant}"
+                )),
+            );
+        }
+        self.run(
+            Op::Submit(tenant.clone(), Box::new(submission)),
+            Outcome::submitted,
+        )
+    }
+
+    /// Claims the next runnable execution (priority, then queue order; of
+    /// this handle's tenant when scoped): starts its next attempt and
+    /// answers it (`attempt` is the fencing token to complete or fail it
+    /// with). `None` when nothing is runnable.
+    ///
+    /// # Errors
+    ///
+    /// `Fatal`.
+    pub fn claim(&self, worker: Option<&str>) -> Command<Option<BackgroundExecution>> {
+        self.run(Op::Claim(worker.map(str::to_owned)), Outcome::claimed)
+    }
+
+    /// Completes attempt `attempt` of a running execution with `output`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when it is not running or `attempt` is not
+    /// its current attempt; `Invalid` for an output over the limit; `Fatal`.
+    pub fn complete(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+        output: serde_json::Value,
+    ) -> Command<BackgroundExecution> {
+        self.on(id, Action::Complete { attempt, output })
+    }
+
+    /// Fails attempt `attempt`: a retry after the policy's back-off while
+    /// attempts remain, `failed` after the last.
+    ///
+    /// # Errors
+    ///
+    /// As [`complete`](Self::complete).
+    pub fn fail(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+        error: ExecutionError,
+    ) -> Command<BackgroundExecution> {
+        let retry = true;
+        self.on(
+            id,
+            Action::Fail {
+                attempt,
+                error,
+                retry,
+            },
+        )
+    }
+
+    /// Fails attempt `attempt` for good, with no retry whatever the policy.
+    ///
+    /// # Errors
+    ///
+    /// As [`complete`](Self::complete).
+    pub fn fail_permanently(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+        error: ExecutionError,
+    ) -> Command<BackgroundExecution> {
+        let retry = false;
+        self.on(
+            id,
+            Action::Fail {
+                attempt,
+                error,
+                retry,
+            },
+        )
+    }
+
+    /// Records that attempt `attempt` outlived its timeout: a retry while
+    /// attempts remain, `timeout` after the last.
+    ///
+    /// # Errors
+    ///
+    /// As [`complete`](Self::complete).
+    pub fn time_out(&self, id: ExecutionId, attempt: u32) -> Command<BackgroundExecution> {
+        self.on(id, Action::TimeOut { attempt })
+    }
+
+    /// Cancels a queued or running execution.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when it is finished; `Fatal`.
+    pub fn cancel(&self, id: ExecutionId, reason: Option<String>) -> Command<BackgroundExecution> {
+        self.on(id, Action::Cancel { reason })
+    }
+
+    /// Releases a held deferred execution: it becomes runnable now.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when it is not deferred, already released,
+    /// or not queued; `Fatal`.
+    pub fn release(&self, id: ExecutionId) -> Command<BackgroundExecution> {
+        self.on(id, Action::Release)
+    }
+
+    /// Records the outcome of binding a completed execution's output to its
+    /// target (`error` when it failed).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when no binding is pending; `Fatal`.
+    pub fn record_binding(
+        &self,
+        id: ExecutionId,
+        error: Option<ExecutionError>,
+    ) -> Command<BackgroundExecution> {
+        self.on(id, Action::RecordBinding { error })
+    }
+
+    /// Records one callback delivery attempt: `Ok(status)` when the
+    /// receiver accepted it, `Err((status, error))` when it did not.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when no callback is pending; `Fatal`.
+    pub fn record_callback(
+        &self,
+        id: ExecutionId,
+        outcome: Result<u16, (Option<u16>, String)>,
+    ) -> Command<BackgroundExecution> {
+        self.on(id, Action::RecordCallback { outcome })
+    }
+
+    /// Records every execution left `running` (by a process that died; of
+    /// this handle's tenant when scoped) as recovered: back to queued while
+    /// attempts remain, failed otherwise. Answers them as they are now.
+    /// Call it once on start-up, before claiming.
+    ///
+    /// # Errors
+    ///
+    /// `Fatal`.
+    pub fn recover_abandoned(&self) -> Command<Vec<BackgroundExecution>> {
+        self.run(Op::RecoverAbandoned, Outcome::recovered)
+    }
+}

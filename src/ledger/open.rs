@@ -1,0 +1,228 @@
+//! Opening a ledger: the builder, the clock, and bringing the projection up
+//! to the log's head.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+use super::replay::{read_event, replay};
+use super::report::{head_of, AcceptedTail};
+use super::{writer, Core, Inner, Ledger};
+use crate::error::Error;
+use crate::store::{embedded, Draft, Durability, Store, Tail};
+
+/// Where the time comes from. Tests drive the ledger with a clock of their own.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// How a ledger is opened: durability, cache, snapshots, clock.
+pub struct LedgerBuilder {
+    path: PathBuf,
+    durability: Durability,
+    cache_bytes: u64,
+    snapshot_every: u64,
+    clock: Arc<dyn Clock>,
+    create: bool,
+    accept_tail: bool,
+}
+
+impl fmt::Debug for LedgerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LedgerBuilder")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("snapshot_every", &self.snapshot_every)
+            .field("create", &self.create)
+            .field("accept_tail", &self.accept_tail)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LedgerBuilder {
+    /// sled's page cache size unless set: 64 MiB.
+    pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+    /// Events between snapshots unless set (four per live execution when
+    /// that is more, so that snapshotting costs O(1) per event).
+    pub const DEFAULT_SNAPSHOT_EVERY: u64 = 2_000;
+
+    /// When an append is acknowledged (default [`Durability::Synced`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// sled's page cache size, in bytes.
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// Events between snapshots; 0 turns snapshots off.
+    pub fn snapshot_every(mut self, events: u64) -> Self {
+        self.snapshot_every = events;
+        self
+    }
+
+    /// The clock events are dated by.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Whether opening creates the ledger when the directory holds none
+    /// (default `true`). With `false`, opening a directory that does not
+    /// exist, or holds no ledger, fails with
+    /// [`ErrorKind::NoLedger`](crate::ErrorKind::NoLedger) and creates
+    /// nothing: for tools that only read or change an existing ledger.
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Accept the log as it is when its checkpoint disagrees with it
+    /// (default `false`): when the checkpoint is missing beside a non-empty
+    /// log, damaged, ahead of the log's end (a lost suffix) or records
+    /// another hash at its seq, opening replays the whole log from its
+    /// first event (every record, hash link and transition), and when that
+    /// passes, writes a new checkpoint at the log's actual end, records the
+    /// acceptance (a line in `checkpoint.accepted` beside the checkpoint,
+    /// and a warning) and returns the ledger;
+    /// [`Ledger::accepted_tail`] says what was accepted. Without it such a
+    /// ledger is refused (`Checkpoint`, `LostSuffix`, `Corrupt`).
+    ///
+    /// This is the operator's explicit decision that events may have been
+    /// lost from the tail (`ledger verify --accept-tail`); nothing is
+    /// accepted when the checkpoint agrees with the log.
+    pub fn accept_tail(mut self, accept: bool) -> Self {
+        self.accept_tail = accept;
+        self
+    }
+
+    /// Opens the ledger: locks the directory, checks the log against its
+    /// checkpoint, and rebuilds the projection from the latest snapshot and
+    /// the events after it.
+    ///
+    /// # Errors
+    ///
+    /// `Locked` when another process holds the directory, `BadDirectory`,
+    /// `NoLedger` when there is none and [`create`](Self::create) is off,
+    /// `Checkpoint` when the checkpoint is missing beside a non-empty log or
+    /// damaged, `LostSuffix` when the log ends before its checkpoint,
+    /// `Corrupt` (with the seq) for damaged records, `UnsupportedVersion`,
+    /// `Io`. See [`accept_tail`](Self::accept_tail).
+    pub fn open(self) -> Result<Ledger, Error> {
+        self.open_with_progress(|_, _| {})
+    }
+
+    /// [`open`](Self::open), calling `progress(seq, last)` while replaying.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_with_progress(self, mut progress: impl FnMut(u64, u64)) -> Result<Ledger, Error> {
+        let log: Box<dyn Store> = Box::new(embedded::Log::open(
+            &self.path,
+            self.durability,
+            self.cache_bytes,
+            self.create,
+        )?);
+        let last = log.last_seq()?;
+        let refused = match log.check_tail(last)? {
+            Tail::Whole => None,
+            Tail::Refused(e) if self.accept_tail => Some(e),
+            Tail::Refused(e) => return Err(e),
+        };
+        // A log accepted as it is is checked from its first event.
+        let (projection, head_hash, settled_last) =
+            replay(&*log, last, refused.is_none(), &mut progress)?;
+        let last_at = match last {
+            0 => DateTime::<Utc>::MIN_UTC,
+            seq => {
+                // A crash can leave the last event (only) without its index
+                // entries. (When the replay started from a snapshot at the
+                // last event, they were written before that snapshot.)
+                let event = read_event(&*log, seq)?;
+                log.reindex(Draft {
+                    event: &event,
+                    settles: settled_last.as_deref(),
+                })?;
+                event.at
+            }
+        };
+        let now = self
+            .clock
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        log.resume(
+            (last, head_hash),
+            refused.as_ref().map(|problem| (now.as_str(), problem)),
+        )?;
+        let accepted = refused.map(|problem| AcceptedTail {
+            head: head_of(&(last, head_hash)),
+            refused: problem.to_string(),
+        });
+        let inner = Arc::new(Inner {
+            accepted,
+            log,
+            core: Mutex::new(Core {
+                projection,
+                head: (last, head_hash),
+                last_at,
+                since_snapshot: 0,
+                poisoned: false,
+            }),
+            clock: self.clock,
+            snapshot_every: self.snapshot_every,
+            jobs: Mutex::new(Vec::new()),
+            combining: AtomicBool::new(false),
+            helpers: std::sync::OnceLock::new(),
+        });
+        Ok(Ledger {
+            _last: Arc::new(writer::LastHandle::new(&inner)),
+            inner,
+            scope: None,
+        })
+    }
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `path` with the defaults: synced
+    /// durability, 64 MiB cache, a snapshot every 2,000 events (or four per
+    /// live execution, when that is more).
+    ///
+    /// # Errors
+    ///
+    /// As [`LedgerBuilder::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Ledger, Error> {
+        Self::builder(path).open()
+    }
+
+    /// A builder to open the ledger in `path` with other settings.
+    pub fn builder(path: impl AsRef<Path>) -> LedgerBuilder {
+        LedgerBuilder {
+            path: path.as_ref().to_owned(),
+            durability: Durability::default(),
+            cache_bytes: LedgerBuilder::DEFAULT_CACHE_BYTES,
+            snapshot_every: LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+            clock: Arc::new(SystemClock),
+            create: true,
+            accept_tail: false,
+        }
+    }
+}

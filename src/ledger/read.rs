@@ -1,0 +1,225 @@
+//! Reading the ledger as it is now: executions, the queue, history, the
+//! log's events and figures.
+
+use chrono::{DateTime, Utc};
+
+use super::replay::{illegal, read_event, union};
+use super::report::{head_of, Head, Stats};
+use super::{Inner, Ledger};
+use crate::error::{Error, LedgerError};
+use crate::event::Event;
+use crate::execution::{BackgroundExecution, ExecutionId, TenantId};
+use crate::machine;
+use crate::projection::LiveCounts;
+use crate::store::{record, Name};
+
+impl Ledger {
+    /// One execution as it is now, if it is live (in memory: never reads
+    /// the disk).
+    pub(crate) fn get_live(&self, id: ExecutionId) -> Option<BackgroundExecution> {
+        self.core().projection.get(&id).cloned()
+    }
+
+    /// One execution as it is now.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` (also for another tenant's on a scoped handle); `Fatal`
+    /// for damaged data.
+    pub fn get(&self, id: ExecutionId) -> Result<BackgroundExecution, LedgerError> {
+        let live = self.core().projection.get(&id).cloned();
+        let e = match live {
+            Some(e) => e,
+            None => self.inner.load(id)?.ok_or(LedgerError::NotFound(id))?,
+        };
+        if !self.sees(&e.tenant_id) {
+            return Err(LedgerError::NotFound(id));
+        }
+        Ok(e)
+    }
+
+    /// The executions runnable now, in claim order (of `tenant` only, when
+    /// given).
+    pub fn queue(&self, tenant: Option<&TenantId>) -> Vec<BackgroundExecution> {
+        let Ok(tenant) = self.within(tenant) else {
+            return Vec::new();
+        };
+        let core = self.core();
+        let now = self.inner.tick(&core);
+        core.projection
+            .queue(now, tenant)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Queued executions not runnable now: waiting for a back-off or run-at
+    /// time, then held deferred ones.
+    pub fn waiting(&self, tenant: Option<&TenantId>) -> Vec<BackgroundExecution> {
+        let Ok(tenant) = self.within(tenant) else {
+            return Vec::new();
+        };
+        let core = self.core();
+        let now = self.inner.tick(&core);
+        core.projection
+            .waiting(now, tenant)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Every live execution (queued, running, finishing), in id order.
+    pub fn live(&self) -> Vec<BackgroundExecution> {
+        let core = self.core();
+        let mut v: Vec<_> = core
+            .projection
+            .live()
+            .filter(|e| self.sees(&e.tenant_id))
+            .cloned()
+            .collect();
+        v.sort_by_key(|e| e.execution_id);
+        v
+    }
+
+    /// Counts of live executions by where they are.
+    pub fn counts(&self) -> LiveCounts {
+        self.core().projection.counts()
+    }
+
+    /// The earliest time a waiting execution becomes runnable.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.core().projection.next_due()
+    }
+
+    /// The value last bound to `target` for `tenant` (by an execution whose
+    /// target binding succeeded), with the execution that bound it.
+    ///
+    /// # Errors
+    ///
+    /// `Fatal` for damaged data.
+    pub fn bound_value(
+        &self,
+        tenant: &TenantId,
+        target: &str,
+    ) -> Result<Option<(ExecutionId, serde_json::Value)>, LedgerError> {
+        let Some(id) = self.inner.log.named(Name::Binding(tenant, target))? else {
+            return Ok(None);
+        };
+        let e = self.get(id)?;
+        Ok(crate::execution::bound_output(&e).map(|v| (id, v.clone())))
+    }
+
+    /// One execution's events, in order.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` (also for another tenant's on a scoped handle); `Fatal`
+    /// for damaged data.
+    pub fn history(&self, id: ExecutionId) -> Result<Vec<Event>, LedgerError> {
+        let mut events = Vec::new();
+        for seq in self.inner.execution_seqs(&id)? {
+            events.push(read_event(&*self.inner.log, seq)?);
+        }
+        match events.first() {
+            Some(e) if self.sees(&e.tenant_id) => Ok(events),
+            _ => Err(LedgerError::NotFound(id)),
+        }
+    }
+
+    /// The events from seq `from` through `to` (the head when `None`), each
+    /// checked against its own hash.
+    pub fn events(
+        &self,
+        from: u64,
+        to: Option<u64>,
+    ) -> impl Iterator<Item = Result<Event, Error>> + '_ {
+        let to = to.unwrap_or(u64::MAX);
+        self.inner
+            .log
+            .records(from.max(1))
+            .take_while(move |r| r.as_ref().map_or(true, |(seq, _)| *seq <= to))
+            .map(|r| {
+                let (seq, bytes) = r?;
+                Ok(record::decode_event(seq, &bytes)?.0)
+            })
+    }
+
+    /// The last seq and its hash.
+    pub fn head(&self) -> Head {
+        head_of(&self.core().head)
+    }
+
+    /// Makes everything appended so far durable, whatever the durability.
+    ///
+    /// # Errors
+    ///
+    /// `Io`, `Poisoned`.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.inner.log.flush()
+    }
+
+    /// Counters and latency histograms since the ledger was opened.
+    pub fn metrics(&self) -> crate::metrics::Metrics {
+        self.inner.log.counters().read()
+    }
+
+    /// Figures about the ledger.
+    ///
+    /// # Errors
+    ///
+    /// `Io`.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let (head, live) = {
+            let core = self.core();
+            (head_of(&core.head), core.projection.counts())
+        };
+        Ok(Stats {
+            head,
+            live,
+            snapshots: self.inner.log.snapshot_seqs()?.len() as u64,
+            disk_bytes: self.inner.log.size_on_disk()?,
+        })
+    }
+}
+
+impl Inner {
+    /// Folds one execution from its own events (for executions no longer
+    /// live). `None` when it does not exist.
+    pub(super) fn load(&self, id: ExecutionId) -> Result<Option<BackgroundExecution>, Error> {
+        self.fold_execution(id, self.log.execution_seqs(&id)?, |_| true)
+    }
+
+    /// The seqs of one execution's events, live or settled, in order.
+    pub(super) fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, Error> {
+        let live = self.core().projection.seqs(id).map(<[u64]>::to_vec);
+        // Read after the projection: an execution that settles in between
+        // has its index entry written by then.
+        Ok(union(
+            self.log.execution_seqs(id)?,
+            &live.unwrap_or_default(),
+        ))
+    }
+
+    pub(super) fn fold_execution(
+        &self,
+        id: ExecutionId,
+        seqs: Vec<u64>,
+        mut keep: impl FnMut(&Event) -> bool,
+    ) -> Result<Option<BackgroundExecution>, Error> {
+        let mut state = None;
+        for seq in seqs {
+            let event = read_event(&*self.log, seq)?;
+            if event.execution_id != id {
+                return Err(Error::corrupt(
+                    seq,
+                    format!("index entry of {id} names another execution's event"),
+                ));
+            }
+            if !keep(&event) {
+                break;
+            }
+            machine::apply(&mut state, &event).map_err(illegal(seq))?;
+        }
+        Ok(state)
+    }
+}

@@ -1,0 +1,146 @@
+//! Folding the log: replay from a snapshot or the start, snapshots, and the
+//! checks a fold makes on the way.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::event::Event;
+use crate::execution::BackgroundExecution;
+use crate::machine;
+use crate::projection::{Projection, SnapshotEntry};
+use crate::store::record::{self, Hash, GENESIS};
+use crate::store::{checked_records, Bytes, Store};
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct Snapshot {
+    pub(super) seq: u64,
+    pub(super) hash: String,
+    pub(super) entries: Vec<SnapshotEntry>,
+}
+
+/// The error for an event the state machine refuses, found in the log.
+pub(super) fn illegal(seq: u64) -> impl FnOnce(machine::TransitionError) -> Error {
+    move |e| Error::corrupt(seq, format!("illegal transition in the log: {e}"))
+}
+
+/// An execution settled by an event: it, and the seqs of all its events.
+pub(super) type Settled = Option<(BackgroundExecution, Vec<u64>)>;
+
+/// Decodes stored record `seq` and folds its event into `projection`.
+pub(super) fn fold_record(
+    projection: &mut Projection,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<(Event, Settled), Error> {
+    let event = record::parse_event(seq, record::json_of(bytes))?;
+    let settled = projection.apply_tracked(&event).map_err(illegal(seq))?;
+    Ok((event, settled))
+}
+
+/// Checks the live projection against a fold of the log to `seq`.
+pub(super) fn same_as_fold(live: &Projection, fold: &Projection, seq: u64) -> Result<(), Error> {
+    match live.difference(fold) {
+        None => Ok(()),
+        Some(diff) => Err(Error::corrupt(
+            seq,
+            format!("the live projection differs from the fold: {diff}"),
+        )),
+    }
+}
+
+/// An execution's seqs: those the index holds and those a projection holds
+/// while it is live (an execution can be in both around the time it settles,
+/// and in ledgers written with the per-event index).
+pub(super) fn union(mut indexed: Vec<u64>, live: &[u64]) -> Vec<u64> {
+    if !live.is_empty() {
+        indexed.extend_from_slice(live);
+        indexed.sort_unstable();
+        indexed.dedup();
+    }
+    indexed
+}
+
+pub(super) fn read_event(log: &dyn Store, seq: u64) -> Result<Event, Error> {
+    let bytes = log
+        .record(seq)?
+        .ok_or_else(|| Error::corrupt(seq, "record is missing"))?;
+    Ok(record::decode_event(seq, &bytes)?.0)
+}
+
+/// Folds the log from the newest usable snapshot at or below `to` (or with
+/// `from_snapshot` unset, from its first event) up to `to`, checking every
+/// record and link on the way. Returns the projection,
+/// the hash of record `to`, and when event `to` was folded in and settled
+/// its execution, that execution's seqs.
+pub(super) fn replay(
+    log: &dyn Store,
+    to: u64,
+    from_snapshot: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Projection, Hash, Option<Vec<u64>>), Error> {
+    let (mut projection, mut prev) = (Projection::new(), GENESIS);
+    let snapshots = log.snapshots_below(to).filter(|_| from_snapshot);
+    for snap in snapshots {
+        let (seq, bytes) = snap?;
+        match load_snapshot(log, seq, &bytes) {
+            Ok((p, hash)) => {
+                (projection, prev) = (p, hash);
+                break;
+            }
+            Err(e) => tracing::warn!(seq, error = %e, "ignoring a damaged snapshot"),
+        }
+    }
+    let from = projection.seq() + 1;
+    if from > to {
+        return Ok((projection, prev, None));
+    }
+    let mut settled_last = None;
+    // Two stages on two threads: one reads and checks records (sled's
+    // iterator, the hash of each, the links), the other decodes and folds.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<(u64, Bytes, Hash), Error>>>(8);
+        scope.spawn(move || {
+            let mut batch = Vec::with_capacity(REPLAY_BATCH);
+            for item in checked_records(log, from, to, prev) {
+                batch.push(item);
+                if batch.len() == REPLAY_BATCH && tx.send(std::mem::take(&mut batch)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(batch);
+        });
+        for batch in rx {
+            for item in batch {
+                let (seq, bytes, hash) = item?;
+                let (_, settled) = fold_record(&mut projection, seq, &bytes)?;
+                if seq == to {
+                    settled_last = settled.map(|(_, seqs)| seqs);
+                }
+                prev = hash;
+                progress(seq, to);
+            }
+        }
+        Ok((projection, prev, settled_last))
+    })
+}
+
+/// Records handed from the reading to the folding stage of a replay at once.
+const REPLAY_BATCH: usize = 512;
+
+pub(super) fn load_snapshot(
+    log: &dyn Store,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<(Projection, Hash), Error> {
+    let snap: Snapshot = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(seq, format!("snapshot does not decode: {e}")))?;
+    let hash = record::from_hex(&snap.hash)
+        .ok_or_else(|| Error::corrupt(seq, "snapshot hash is malformed"))?;
+    let bytes = log
+        .record(seq)?
+        .ok_or_else(|| Error::corrupt(seq, "the snapshot's record is missing"))?;
+    if record::decode(seq, &bytes)?.hash != hash || snap.seq != seq {
+        return Err(Error::corrupt(seq, "snapshot does not belong to this log"));
+    }
+    Ok((Projection::from_entries(seq, snap.entries), hash))
+}

@@ -1,0 +1,127 @@
+//! What the ledger reports: points in the log, heads, and the reports of
+//! its commands, checks and reads.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId, TenantId};
+use crate::projection::LiveCounts;
+use crate::store::{record, Mark};
+
+/// A point in the log: after event N, or as of time T.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// After the event with this seq (0: before any event).
+    Seq(u64),
+    /// After the last event recorded at or before this time.
+    Time(DateTime<Utc>),
+}
+
+/// The end of the log: its last seq and that record's hash (hex). Anyone
+/// can keep it as a checkpoint and later check the log still leads to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// The last seq (0 for an empty log).
+    pub seq: u64,
+    /// The hash of its record, 64 hex digits (zeros for an empty log).
+    pub hash: String,
+}
+
+/// The result of a submit.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Submitted {
+    /// The execution: new, or the one the idempotency key named.
+    pub execution: BackgroundExecution,
+    /// Whether it was created (false on an idempotency hit: nothing appended).
+    pub created: bool,
+}
+
+/// What [`Ledger::rebuild_index`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct IndexRebuild {
+    /// Events folded.
+    pub events: u64,
+    /// Settled executions, each with its entry written.
+    pub settled: u64,
+    /// Entries the log does not imply (stale, damaged, or the older
+    /// one-per-event layout), removed.
+    pub removed: u64,
+}
+
+/// What opening with [`LedgerBuilder::accept_tail`] accepted: the log as it
+/// is, although its checkpoint disagreed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct AcceptedTail {
+    /// The log's end, now recorded by a new checkpoint.
+    pub head: Head,
+    /// Why the checkpoint was refused: the error opening without
+    /// acceptance reports.
+    pub refused: String,
+}
+
+/// What `verify` checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Events read, hash-checked, decoded and folded.
+    pub events: u64,
+    /// Distinct executions in the log.
+    pub executions: u64,
+    /// Events the per-execution index accounts for (settled executions'
+    /// entries, plus live executions' seqs in the fold), matched one for one
+    /// with the events.
+    pub index_entries: u64,
+    /// Stored snapshots compared with a fresh fold.
+    pub snapshots: u64,
+    /// Whether the live projection was compared with the fold (it is not
+    /// when events were appended during the walk).
+    pub projection_compared: bool,
+    /// The head verified.
+    pub head: Head,
+}
+
+/// How one execution changed between two points of the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Change {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Its status at the first point (absent: it did not exist yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<BackgroundExecutionStatus>,
+    /// Its status at the second point.
+    pub after: BackgroundExecutionStatus,
+    /// The events between, as (seq, kind).
+    pub events: Vec<(u64, String)>,
+}
+
+/// Figures about a ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Stats {
+    /// The head.
+    pub head: Head,
+    /// Live executions by where they are.
+    pub live: LiveCounts,
+    /// Snapshots stored.
+    pub snapshots: u64,
+    /// Bytes sled uses on disk.
+    pub disk_bytes: u64,
+}
+
+pub(super) fn head_of(head: &Mark) -> Head {
+    Head {
+        seq: head.0,
+        hash: record::hex(&head.1),
+    }
+}

@@ -1,0 +1,65 @@
+//! Following the log: a subscription reads from a seq on, then new events
+//! as they become durable.
+
+use std::time::Duration;
+
+use super::replay::read_event;
+use super::Ledger;
+use crate::error::Error;
+use crate::event::Event;
+
+/// Events from a seq on, then new ones as they become durable.
+#[derive(Debug)]
+pub struct Subscription {
+    ledger: Ledger,
+    next: u64,
+}
+
+impl Subscription {
+    /// The seq of the next event it will return.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// The next event, waiting up to `timeout` for it to be appended;
+    /// `None` when none came.
+    ///
+    /// # Errors
+    ///
+    /// `Corrupt` for a damaged record.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, Error> {
+        let log = &*self.ledger.inner.log;
+        if log.visible() < self.next && log.wait_visible(self.next, timeout) < self.next {
+            return Ok(None);
+        }
+        let event = read_event(log, self.next)?;
+        self.next += 1;
+        Ok(Some(event))
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Result<Event, Error>;
+
+    /// Blocks until the next event is durable.
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.next_timeout(Duration::from_secs(3600)) {
+                Ok(Some(e)) => return Some(Ok(e)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl Ledger {
+    /// A subscription that reads the events from `from` on and then follows
+    /// new ones as they become durable, without gaps or duplicates.
+    pub fn subscribe(&self, from: u64) -> Subscription {
+        Subscription {
+            ledger: self.clone(),
+            next: from.max(1),
+        }
+    }
+}

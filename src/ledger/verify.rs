@@ -1,0 +1,204 @@
+//! Checking the ledger against its log: verify, rebuilding the index, and
+//! comparing the projection with a fresh fold.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use super::replay::{fold_record, illegal, load_snapshot, same_as_fold, union};
+use super::report::{head_of, IndexRebuild, VerifyReport};
+use super::Ledger;
+use crate::error::{Error, ErrorKind};
+use crate::event::EventKind;
+use crate::execution::ExecutionId;
+use crate::projection::Projection;
+use crate::store::checked_records;
+use crate::store::record::GENESIS;
+
+impl Ledger {
+    /// Walks the whole log and checks it: seqs gap-free from 1, every record
+    /// intact and chained to the one before, every event decodable, dated in
+    /// order and a legal transition, the index one for one with the events,
+    /// the checkpoint on the chain, and stored snapshots and the live
+    /// projection equal to a fresh fold.
+    ///
+    /// # Errors
+    ///
+    /// `Corrupt` naming the first bad seq (or `LostSuffix`, or `Checkpoint`
+    /// when the checkpoint is missing or damaged); never panics on damaged
+    /// data.
+    pub fn verify(&self) -> Result<VerifyReport, Error> {
+        self.verify_with_progress(|_, _| {})
+    }
+
+    /// [`verify`](Self::verify), calling `progress(seq, head)` on the way.
+    ///
+    /// # Errors
+    ///
+    /// As [`verify`](Self::verify).
+    pub fn verify_with_progress(
+        &self,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<VerifyReport, Error> {
+        let log = &*self.inner.log;
+        let head = self.core().head;
+        let mut snapshots = log
+            .snapshot_seqs()?
+            .into_iter()
+            .filter(|s| *s <= head.0)
+            .peekable();
+        let mut snapshots_checked = 0;
+        let mut projection = Projection::new();
+        let mut prev = GENESIS;
+        let mut last_at = DateTime::<Utc>::MIN_UTC;
+        let mut last = 0u64;
+        let mut ids = HashSet::new();
+        let mut fingerprint = 0u64;
+        for item in checked_records(log, 1, head.0, GENESIS) {
+            let (seq, bytes, hash) = item?;
+            let (event, _) = fold_record(&mut projection, seq, &bytes)?;
+            if event.at < last_at {
+                return Err(Error::corrupt(
+                    seq,
+                    "event is dated before the one before it",
+                ));
+            }
+            if matches!(event.kind, EventKind::Queued(_)) && !ids.insert(event.execution_id) {
+                return Err(Error::corrupt(
+                    seq,
+                    format!("{} is queued a second time", event.execution_id),
+                ));
+            }
+            fingerprint = fingerprint.wrapping_add(index_fingerprint(&event.execution_id, seq));
+            while let Some(s) = snapshots.next_if(|s| *s <= seq) {
+                if s == seq {
+                    let bytes = log.snapshots_below(s).next().transpose()?.map(|(_, b)| b);
+                    let stored = bytes
+                        .ok_or_else(|| Error::corrupt(s, "snapshot vanished"))
+                        .and_then(|b| load_snapshot(log, s, &b))?;
+                    if let Some(diff) = stored.0.difference(&projection) {
+                        return Err(Error::corrupt(
+                            s,
+                            format!("stored snapshot differs from the fold: {diff}"),
+                        ));
+                    }
+                    snapshots_checked += 1;
+                }
+            }
+            prev = hash;
+            last = seq;
+            last_at = event.at;
+            progress(seq, head.0);
+        }
+        if prev != head.1 {
+            return Err(Error::corrupt(
+                last,
+                "the last record is not the head this ledger wrote",
+            ));
+        }
+        log.check_tail_now()?;
+        // Every event is in its execution's index entry once the execution
+        // is settled, and among the live seqs of the fold while it is live
+        // (an execution settled after `last` can be in both).
+        let mut index_entries = 0u64;
+        let mut index_fp = 0u64;
+        let mut count = |id: &ExecutionId, seqs: &[u64]| {
+            for &seq in seqs.iter().filter(|s| **s <= last) {
+                index_entries += 1;
+                index_fp = index_fp.wrapping_add(index_fingerprint(id, seq));
+            }
+        };
+        let mut live: HashMap<ExecutionId, &[u64]> = projection
+            .live()
+            .map(|e| e.execution_id)
+            .map(|id| (id, projection.seqs(&id).unwrap_or_default()))
+            .collect();
+        for group in log.index_groups() {
+            let (id, seqs) = group?;
+            count(&id, &union(seqs, live.remove(&id).unwrap_or_default()));
+        }
+        for (id, seqs) in &live {
+            count(id, seqs);
+        }
+        if index_entries != last || index_fp != fingerprint {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("the per-execution index ({index_entries} entries) does not match the log ({last} events)"),
+            ));
+        }
+        let core = self.core();
+        let projection_compared = core.head.0 == last;
+        if projection_compared {
+            same_as_fold(&core.projection, &projection, last)?;
+        }
+        Ok(VerifyReport {
+            events: last,
+            executions: ids.len() as u64,
+            index_entries,
+            snapshots: snapshots_checked,
+            projection_compared,
+            head: head_of(&head),
+        })
+    }
+
+    /// Rebuilds the per-execution and name index from the log, which is
+    /// its only source: folds every event, writes each settled execution's
+    /// entry and each name, removes every entry the log does not imply (a
+    /// damaged one, or one of the older one-per-event layout), and takes a
+    /// snapshot. Writes wait while it runs; it holds the index's keys in
+    /// memory (tens of bytes per execution).
+    ///
+    /// # Errors
+    ///
+    /// `Corrupt` (with the seq) for damage in the log, or when the live
+    /// projection differs from the fold; `Io`.
+    pub fn rebuild_index(&self) -> Result<IndexRebuild, Error> {
+        let mut core = self.core();
+        let log = &*self.inner.log;
+        let mut projection = Projection::new();
+        let (mut events, mut settled) = (0, 0);
+        let mut folded = checked_records(log, 1, core.head.0, GENESIS).map(|item| {
+            let (seq, bytes, _) = item?;
+            let (event, done) = fold_record(&mut projection, seq, &bytes)?;
+            events += 1;
+            settled += u64::from(done.is_some());
+            Ok((event, done.map(|(_, seqs)| seqs)))
+        });
+        let removed = log.rebuild_index(&mut folded)?;
+        drop(folded);
+        same_as_fold(&core.projection, &projection, core.head.0)?;
+        // Live executions' seqs complete, whatever snapshot they came from.
+        core.projection = projection;
+        self.inner.write_snapshot(&core)?;
+        drop(core);
+        log.flush()?;
+        Ok(IndexRebuild {
+            events,
+            settled,
+            removed,
+        })
+    }
+
+    /// Compares the live projection with a fold of the whole log from
+    /// scratch (no snapshot).
+    ///
+    /// # Errors
+    ///
+    /// `Corrupt` naming the difference.
+    pub fn check_projection(&self) -> Result<(), Error> {
+        let core = self.core();
+        let mut fresh = Projection::new();
+        for event in self.events(1, Some(core.head.0)) {
+            let event = event?;
+            fresh.apply(&event).map_err(illegal(event.seq))?;
+        }
+        same_as_fold(&core.projection, &fresh, core.head.0)
+    }
+}
+
+fn index_fingerprint(id: &ExecutionId, seq: u64) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(id.as_bytes());
+    h.update(&seq.to_be_bytes());
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+}

@@ -1,0 +1,336 @@
+//! The write path: a command is decided against the projection, its events
+//! are appended after the head the projection is as of, and folded in.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+
+use super::{Core, Inner, Snapshot, Submitted};
+use crate::command::{Action, Op};
+use crate::error::{Error, ErrorKind, LedgerError};
+use crate::event::{Event, EventKind, Submission};
+use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId, TenantId};
+use crate::machine;
+use crate::store::record;
+use crate::store::{AppendError, Draft, Name, StoredRecord};
+
+use super::replay::{fold_record, read_event};
+
+/// An appended event, and the execution it settled, if it did.
+type Appended = (Event, Option<BackgroundExecution>);
+
+/// What a command answers.
+pub(super) enum Outcome {
+    /// A submit's.
+    Submitted(Submitted),
+    /// A claim's: the execution whose attempt started, if any was runnable.
+    Claimed(Option<BackgroundExecution>),
+    /// A command against one execution: the execution after it.
+    Execution(BackgroundExecution),
+    /// Recovering abandoned executions: each as it is now.
+    Recovered(Vec<BackgroundExecution>),
+}
+
+impl Inner {
+    /// Carries out `op` (on `scope`'s executions only, when set): decides
+    /// its events against the projection, appends them and folds them in,
+    /// deciding again after catching up when another writer appended
+    /// first. Returns the answer and the seq that must be durable before it
+    /// is given (0: none).
+    pub(super) fn carry_out(
+        &self,
+        core: &mut Core,
+        scope: Option<&TenantId>,
+        op: &Op,
+    ) -> Result<(Outcome, u64), LedgerError> {
+        loop {
+            let now = self.tick(core);
+            let events = match op {
+                Op::Submit(tenant, submission) => {
+                    if let Some(first) = self.idempotent(core, tenant, submission)? {
+                        // The first submit may still be syncing: answer once
+                        // it is durable.
+                        return Ok((Outcome::Submitted(first), core.head.0));
+                    }
+                    let kind = EventKind::Queued(submission.clone());
+                    vec![(ExecutionId::new(), tenant.clone(), kind)]
+                }
+                Op::Claim(worker) => match core.projection.next_runnable(now, scope) {
+                    None => return Ok((Outcome::Claimed(None), 0)),
+                    Some(next) => {
+                        let kind = EventKind::Started {
+                            attempt: next.attempt + 1,
+                            worker: worker.clone(),
+                        };
+                        vec![(next.execution_id, next.tenant_id.clone(), kind)]
+                    }
+                },
+                Op::RecoverAbandoned => {
+                    let mut running: Vec<&BackgroundExecution> = core
+                        .projection
+                        .live()
+                        .filter(|e| e.status == BackgroundExecutionStatus::Running)
+                        .filter(|e| scope.is_none_or(|t| t == &e.tenant_id))
+                        .collect();
+                    if running.is_empty() {
+                        return Ok((Outcome::Recovered(Vec::new()), 0));
+                    }
+                    running.sort_by_key(|e| e.execution_id);
+                    running
+                        .into_iter()
+                        .map(|e| (e.execution_id, e.tenant_id.clone(), machine::after_loss(e)))
+                        .collect()
+                }
+                Op::On(id, action) => vec![self.decide_on(core, scope, *id, action, now)?],
+            };
+            let Some(mut out) = self.append_locked(core, events, now)? else {
+                continue;
+            };
+            let last = out.last().map_or(0, |(e, _)| e.seq);
+            let after = |(event, settled): Appended| {
+                settled.unwrap_or_else(|| {
+                    core.projection
+                        .get(&event.execution_id)
+                        .expect("an execution its event did not settle is live")
+                        .clone()
+                })
+            };
+            let outcome = match op {
+                Op::Submit(..) => Outcome::Submitted(Submitted {
+                    execution: after(out.pop().expect("one event appended")),
+                    created: true,
+                }),
+                Op::Claim(_) => {
+                    self.log
+                        .counters()
+                        .claims
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Outcome::Claimed(Some(after(out.pop().expect("one event appended"))))
+                }
+                Op::RecoverAbandoned => Outcome::Recovered(out.into_iter().map(after).collect()),
+                Op::On(..) => Outcome::Execution(after(out.pop().expect("one event appended"))),
+            };
+            return Ok((outcome, last));
+        }
+    }
+
+    /// The execution a submit's idempotency key already names, when the
+    /// tenant used the key before for the same submission; a conflict when
+    /// it used it for another.
+    fn idempotent(
+        &self,
+        core: &Core,
+        tenant: &TenantId,
+        submission: &Submission,
+    ) -> Result<Option<Submitted>, LedgerError> {
+        let Some(key) = &submission.idempotency_key else {
+            return Ok(None);
+        };
+        let Some(id) = self.log.named(Name::Idempotency(tenant, key))? else {
+            return Ok(None);
+        };
+        // The key answers the first execution only for the same submission;
+        // another one under the same key is a conflict.
+        let first = match core.projection.seqs(&id).and_then(|s| s.first()) {
+            Some(&seq) => Some(seq),
+            None => self.log.execution_seqs(&id)?.first().copied(),
+        };
+        let original = first.map(|seq| read_event(&*self.log, seq)).transpose()?;
+        match original.map(|e| e.kind) {
+            Some(EventKind::Queued(first)) if *first == *submission => {}
+            Some(EventKind::Queued(_)) => {
+                return Err(LedgerError::IdempotencyConflict {
+                    key: key.clone(),
+                    execution: id,
+                })
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!("idempotency key names {id}, whose first event is not queued"),
+                )
+                .into())
+            }
+        }
+        let execution = match core.projection.get(&id) {
+            Some(e) => e.clone(),
+            None => self.load(id)?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    format!("idempotency key names {id}, which has no events"),
+                )
+            })?,
+        };
+        Ok(Some(Submitted {
+            execution,
+            created: false,
+        }))
+    }
+
+    /// Decides the event of `action` against execution `id` as it is now.
+    fn decide_on(
+        &self,
+        core: &Core,
+        scope: Option<&TenantId>,
+        id: ExecutionId,
+        action: &Action,
+        now: DateTime<Utc>,
+    ) -> Result<(ExecutionId, TenantId, EventKind), LedgerError> {
+        let current = match core.projection.get(&id) {
+            Some(e) => Cow::Borrowed(e),
+            None => Cow::Owned(self.load(id)?.ok_or(LedgerError::NotFound(id))?),
+        };
+        if scope.is_some_and(|t| t != &current.tenant_id) {
+            return Err(LedgerError::NotFound(id));
+        }
+        let kind = action.decide(&current, now);
+        if let Cow::Owned(settled) = &current {
+            // Not live: settled, so the machine refuses whatever comes.
+            let event = Event {
+                seq: core.head.0 + 1,
+                at: now,
+                execution_id: id,
+                tenant_id: settled.tenant_id.clone(),
+                kind,
+            };
+            machine::check(Some(settled), &event)?;
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{id} is settled yet the state machine accepts {}",
+                    event.kind.name()
+                ),
+            )
+            .into());
+        }
+        Ok((id, current.tenant_id.clone(), kind))
+    }
+
+    /// Checks events (at most one per execution) against the projection,
+    /// appends them after the head it is as of, and folds them in; returns
+    /// them with the executions they settled. `None` when another writer
+    /// appended first: the projection has caught up with it, and the
+    /// command is to be decided again.
+    fn append_locked(
+        &self,
+        core: &mut Core,
+        kinds: Vec<(ExecutionId, TenantId, EventKind)>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<Appended>>, LedgerError> {
+        if core.poisoned {
+            return Err(Error::new(
+                ErrorKind::Poisoned,
+                "an earlier write failed; reopen the ledger",
+            )
+            .into());
+        }
+        let mut events: Vec<Event> = kinds
+            .into_iter()
+            .map(|(execution_id, tenant_id, kind)| Event {
+                seq: 0,
+                at: now,
+                execution_id,
+                tenant_id,
+                kind,
+            })
+            .collect();
+        // A batch holds at most one event per execution, so each is checked
+        // against the projection as it stands.
+        debug_assert!(events.iter().enumerate().all(|(i, e)| events[..i]
+            .iter()
+            .all(|other| other.execution_id != e.execution_id)));
+        {
+            let (head, at) = (core.head, now.max(core.last_at));
+            let mut settles = Vec::with_capacity(events.len());
+            for (event, seq) in events.iter_mut().zip(head.0 + 1..) {
+                event.seq = seq;
+                event.at = at;
+                settles.push(core.projection.check_settles(event)?);
+            }
+            let drafts: Vec<Draft<'_>> = events
+                .iter()
+                .zip(&settles)
+                .map(|(event, settles)| Draft {
+                    event,
+                    settles: settles.as_deref(),
+                })
+                .collect();
+            match self.log.append(head, &drafts) {
+                Ok(end) => {
+                    core.head = end;
+                    core.last_at = at;
+                }
+                Err(AppendError::Conflict(missed)) => {
+                    self.catch_up(core, missed)?;
+                    return Ok(None);
+                }
+                // What the group wrote is unknown until the log is opened
+                // again: the projection stays as it was, and writes stop.
+                Err(AppendError::Failed(e)) => {
+                    core.poisoned = true;
+                    return Err(e.into());
+                }
+            }
+        }
+        let out: Vec<_> = events
+            .into_iter()
+            .map(|event| {
+                let settled = core
+                    .projection
+                    .apply_tracked(&event)
+                    .expect("an event checked against the projection applies");
+                (event, settled.map(|(e, _)| e))
+            })
+            .collect();
+        core.since_snapshot += out.len() as u64;
+        let every = self.snapshot_every;
+        // At most one snapshot per `every` events, and none before 4 events
+        // per live execution: writing one costs O(live), so this keeps the
+        // cost per event below a quarter of a live execution's record.
+        if every > 0 && core.since_snapshot >= every.max(4 * core.projection.len() as u64) {
+            core.since_snapshot = 0;
+            self.write_snapshot(core)?;
+        }
+        Ok(Some(out))
+    }
+
+    /// Folds records another writer appended after the ledger's head into
+    /// the projection, checking each link on the way.
+    fn catch_up(&self, core: &mut Core, missed: Vec<StoredRecord>) -> Result<(), Error> {
+        for (seq, bytes) in missed {
+            if seq != core.head.0 + 1 {
+                return Err(Error::corrupt(
+                    core.head.0 + 1,
+                    format!(
+                        "record is missing (the log jumps from seq {} to {seq})",
+                        core.head.0
+                    ),
+                ));
+            }
+            let rec = record::decode(seq, &bytes)?;
+            if rec.prev != core.head.1 {
+                return Err(record::broken_link(seq));
+            }
+            let hash = rec.hash;
+            let (event, _) = fold_record(&mut core.projection, seq, &bytes)?;
+            core.head = (seq, hash);
+            core.last_at = core.last_at.max(event.at);
+            core.since_snapshot += 1;
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_snapshot(&self, core: &Core) -> Result<(), Error> {
+        let snap = Snapshot {
+            seq: core.head.0,
+            hash: record::hex(&core.head.1),
+            entries: core.projection.entries(),
+        };
+        let bytes = serde_json::to_vec(&snap).expect("snapshots always serialize");
+        self.log.put_snapshot(snap.seq, bytes)
+    }
+
+    pub(super) fn tick(&self, core: &Core) -> DateTime<Utc> {
+        self.clock.now().max(core.last_at)
+    }
+}
