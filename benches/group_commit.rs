@@ -1,5 +1,5 @@
 //! Synced appends from 1, 16 and 256 concurrent submitters (group commit),
-//! threads calling `submit` and tokio tasks calling `submit_async`, against
+//! threads waiting for `submit` and tokio tasks awaiting it, against
 //! raw sled with one flush + fdatasync per event and per 256.
 use std::fs::File;
 use std::time::{Duration, Instant};

@@ -14,7 +14,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::error::LedgerError;
+use crate::error::CommandError;
 use crate::event::{EventKind, Submission};
 use crate::execution::{
     BackgroundExecution, BackgroundExecutionMode, ExecutionError, ExecutionId, TenantId,
@@ -75,7 +75,7 @@ pub(crate) enum Action {
 impl Op {
     /// Refuses malformed or out-of-range input before the command is
     /// queued: `Invalid`, naming the field.
-    pub(crate) fn validate(&self) -> Result<(), LedgerError> {
+    pub(crate) fn validate(&self) -> Result<(), CommandError> {
         match self {
             Op::Submit(_, submission) => validate_submission(submission),
             Op::On(_, Action::Complete { output, .. }) => {
@@ -83,7 +83,7 @@ impl Op {
                     .map(|v| v.len())
                     .unwrap_or(usize::MAX);
                 if size > MAX_OUTPUT_BYTES {
-                    return Err(LedgerError::invalid(format!(
+                    return Err(CommandError::invalid(format!(
                         "output is {size} bytes of JSON; the limit is {MAX_OUTPUT_BYTES}"
                     )));
                 }
@@ -158,16 +158,16 @@ impl Action {
     }
 }
 
-fn validate_submission(submission: &Submission) -> Result<(), LedgerError> {
+fn validate_submission(submission: &Submission) -> Result<(), CommandError> {
     let name = &submission.callable_name;
     if name.is_empty() || name.len() > MAX_NAME_BYTES {
-        return Err(LedgerError::invalid(format!(
+        return Err(CommandError::invalid(format!(
             "callable name must be 1-{MAX_NAME_BYTES} bytes"
         )));
     }
     if let Some(input) = &submission.input {
         if input.len() > MAX_INPUT_BYTES {
-            return Err(LedgerError::invalid(format!(
+            return Err(CommandError::invalid(format!(
                 "input is {} bytes; the limit is {MAX_INPUT_BYTES}",
                 input.len()
             )));
@@ -175,7 +175,7 @@ fn validate_submission(submission: &Submission) -> Result<(), LedgerError> {
     }
     if let Some(context) = &submission.context {
         if context.len() > MAX_CONTEXT_ENTRIES {
-            return Err(LedgerError::invalid(format!(
+            return Err(CommandError::invalid(format!(
                 "context has {} entries; the limit is {MAX_CONTEXT_ENTRIES}",
                 context.len()
             )));
@@ -184,48 +184,48 @@ fn validate_submission(submission: &Submission) -> Result<(), LedgerError> {
             .iter()
             .find(|(k, v)| k.is_empty() || k.len() > MAX_NAME_BYTES || v.len() > MAX_NAME_BYTES)
         {
-            return Err(LedgerError::invalid(format!(
+            return Err(CommandError::invalid(format!(
                 "context key {k:?}: keys must be 1-{MAX_NAME_BYTES} bytes and values at most {MAX_NAME_BYTES}"
             )));
         }
     }
     if let Some(key) = &submission.idempotency_key {
         if key.is_empty() || key.len() > MAX_NAME_BYTES {
-            return Err(LedgerError::invalid(format!(
+            return Err(CommandError::invalid(format!(
                 "idempotency key must be 1-{MAX_NAME_BYTES} bytes"
             )));
         }
     }
     let config = &submission.config;
     if config.timeout_ms == 0 {
-        return Err(LedgerError::invalid("timeout must be at least 1 ms"));
+        return Err(CommandError::invalid("timeout must be at least 1 ms"));
     }
     if let Some(retry) = &config.retry {
         if retry.max_attempts == 0 || retry.max_attempts > 1000 {
-            return Err(LedgerError::invalid("max attempts must be 1-1000"));
+            return Err(CommandError::invalid("max attempts must be 1-1000"));
         }
         if !(retry.backoff_multiplier.is_finite() && retry.backoff_multiplier >= 1.0) {
-            return Err(LedgerError::invalid(
+            return Err(CommandError::invalid(
                 "backoff multiplier must be a number >= 1",
             ));
         }
     }
     if let Some(url) = &config.callback_url {
         if config.mode != BackgroundExecutionMode::Deferred {
-            return Err(LedgerError::invalid(format!(
+            return Err(CommandError::invalid(format!(
                 "callback url: only deferred executions call back (mode deferred); this one is {}",
                 config.mode
             )));
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(LedgerError::invalid(format!(
+            return Err(CommandError::invalid(format!(
                 "callback url must be http:// or https://, not {url:?}"
             )));
         }
     }
     if let Some(binding) = &config.target_binding {
         if !binding.target.contains(':') {
-            return Err(LedgerError::invalid(format!(
+            return Err(CommandError::invalid(format!(
                 "target binding {:?} must be scheme:name",
                 binding.target
             )));

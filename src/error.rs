@@ -1,19 +1,25 @@
-//! Public error types.
+//! Public error types: one per kind of operation, and one umbrella.
 //!
-//! Two kinds, kept apart. Outcomes a caller expects and handles are small
-//! dedicated types: [`TransitionError`](crate::TransitionError) (an illegal
-//! transition), [`ParseIdError`](crate::ParseIdError) (a malformed id), and the variants of
-//! [`LedgerError`] other than `Fatal`. Fail-stop problems (I/O, damaged data at
-//! seq N, a lost suffix, a directory in use) go through one opaque [`Error`]
-//! with a [`kind`](Error::kind) and, where it applies, the
-//! [`seq`](Error::seq) where the problem was found.
+//! - [`StorageError`]: a fail-stop problem with the ledger's storage (I/O,
+//!   damaged data at seq N, a lost suffix, a directory in use), with a
+//!   [`kind`](StorageError::kind) and, where it applies, the
+//!   [`seq`](StorageError::seq) where it was found. Opening, `verify`,
+//!   `flush`, `stats` and reading the log return it.
+//! - [`CommandError`]: why a command (or a read of one execution) was not
+//!   carried out — not found, refused by the state machine, invalid input,
+//!   an idempotency conflict — or [`CommandError::Storage`].
+//! - [`Error`]: either of them, for a caller who handles them alike; each
+//!   converts into it with `?`.
+//!
+//! Smaller ones: [`TransitionError`](crate::TransitionError) (an illegal
+//! transition) and [`ParseIdError`](crate::ParseIdError) (a malformed id).
 
 use std::fmt;
 
 use crate::ids::ExecutionId;
 use crate::machine::TransitionError;
 
-/// What kind of fail-stop problem an [`Error`] is.
+/// What kind of fail-stop problem a [`StorageError`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -21,7 +27,7 @@ pub enum ErrorKind {
     Io,
     /// Stored data is damaged or was altered: a record that does not decode,
     /// a broken hash link, a gap in the seqs, an illegal transition in the
-    /// log. [`Error::seq`] says where.
+    /// log. [`StorageError::seq`] says where.
     Corrupt,
     /// The log ends before the last seq known to be durable (the checkpoint):
     /// acknowledged events were lost.
@@ -47,16 +53,16 @@ pub enum ErrorKind {
 
 /// A fail-stop problem: I/O, damaged data, a lost suffix, a directory in use.
 #[derive(Debug)]
-pub struct Error {
+pub struct StorageError {
     kind: ErrorKind,
     seq: Option<u64>,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
-impl Error {
+impl StorageError {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
+        StorageError {
             kind,
             seq: None,
             message: message.into(),
@@ -65,7 +71,7 @@ impl Error {
     }
 
     pub(crate) fn corrupt(seq: u64, message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Corrupt, message).at_seq(seq)
+        StorageError::new(ErrorKind::Corrupt, message).at_seq(seq)
     }
 
     pub(crate) fn at_seq(mut self, seq: u64) -> Self {
@@ -83,7 +89,7 @@ impl Error {
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         let context = context.into();
-        Error::new(ErrorKind::Io, format!("{context}: {source}")).with_source(source)
+        StorageError::new(ErrorKind::Io, format!("{context}: {source}")).with_source(source)
     }
 
     /// The same error with `context` before its message ("context: message").
@@ -95,7 +101,7 @@ impl Error {
     /// The same error without its source, for answering every command of
     /// a group that shared one failed sync.
     pub(crate) fn duplicate(&self) -> Self {
-        Error {
+        StorageError {
             kind: self.kind,
             seq: self.seq,
             message: self.message.clone(),
@@ -114,7 +120,7 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
+impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.seq {
             Some(seq) if self.kind == ErrorKind::Corrupt => {
@@ -125,7 +131,7 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
+impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source
             .as_deref()
@@ -133,10 +139,11 @@ impl std::error::Error for Error {
     }
 }
 
-/// Why a ledger command was not carried out. Nothing was appended.
+/// Why a ledger command (or a read of one execution) was not carried out.
+/// Nothing was appended.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum LedgerError {
+pub enum CommandError {
     /// No such execution (or it belongs to another tenant).
     NotFound(ExecutionId),
     /// The state machine refused the transition.
@@ -151,48 +158,115 @@ pub enum LedgerError {
         execution: ExecutionId,
     },
     /// A fail-stop problem with the storage.
-    Fatal(Error),
+    Storage(StorageError),
 }
 
-impl LedgerError {
+impl CommandError {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        LedgerError::Invalid(message.into())
+        CommandError::Invalid(message.into())
     }
-}
 
-impl fmt::Display for LedgerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// The storage problem of a command that meets no other (recovering
+    /// abandoned executions has no input to refuse and no execution to
+    /// miss).
+    pub(crate) fn into_storage(self) -> StorageError {
         match self {
-            LedgerError::NotFound(id) => write!(f, "{id} not found"),
-            LedgerError::Transition(e) => e.fmt(f),
-            LedgerError::Invalid(m) => f.write_str(m),
-            LedgerError::IdempotencyConflict { key, execution } => write!(
-                f,
-                "idempotency key {key:?} was used for {execution} with a different submission"
-            ),
-            LedgerError::Fatal(e) => e.fmt(f),
+            CommandError::Storage(e) => e,
+            other => StorageError::new(ErrorKind::Io, other.to_string()),
         }
     }
 }
 
-impl std::error::Error for LedgerError {
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::NotFound(id) => write!(f, "{id} not found"),
+            CommandError::Transition(e) => e.fmt(f),
+            CommandError::Invalid(m) => f.write_str(m),
+            CommandError::IdempotencyConflict { key, execution } => write!(
+                f,
+                "idempotency key {key:?} was used for {execution} with a different submission"
+            ),
+            CommandError::Storage(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            LedgerError::Transition(e) => Some(e),
-            LedgerError::Fatal(e) => Some(e),
+            CommandError::Transition(e) => Some(e),
+            CommandError::Storage(e) => Some(e),
             _ => None,
         }
     }
 }
 
-impl From<Error> for LedgerError {
-    fn from(e: Error) -> Self {
-        LedgerError::Fatal(e)
+impl From<StorageError> for CommandError {
+    fn from(e: StorageError) -> Self {
+        CommandError::Storage(e)
     }
 }
 
-impl From<TransitionError> for LedgerError {
+impl From<TransitionError> for CommandError {
     fn from(e: TransitionError) -> Self {
-        LedgerError::Transition(e)
+        CommandError::Transition(e)
+    }
+}
+
+/// Any error of the ledger: a command's or the storage's.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A command (or a read of one execution) was not carried out.
+    Command(CommandError),
+    /// A fail-stop problem with the storage.
+    Storage(StorageError),
+}
+
+impl Error {
+    /// The storage problem behind the error, if it is one (directly or as
+    /// a command's).
+    pub fn storage(&self) -> Option<&StorageError> {
+        match self {
+            Error::Storage(e) | Error::Command(CommandError::Storage(e)) => Some(e),
+            Error::Command(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Command(e) => e.fmt(f),
+            Error::Storage(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Command(e) => e.source(),
+            Error::Storage(e) => e.source(),
+        }
+    }
+}
+
+impl From<CommandError> for Error {
+    fn from(e: CommandError) -> Self {
+        Error::Command(e)
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        Error::Storage(e)
+    }
+}
+
+impl From<TransitionError> for Error {
+    fn from(e: TransitionError) -> Self {
+        Error::Command(e.into())
     }
 }

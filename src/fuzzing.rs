@@ -3,7 +3,7 @@
 //! thin wrappers let the fuzz bodies reach it without widening the public
 //! API. Not part of the supported interface.
 
-use crate::error::Error;
+use crate::error::StorageError;
 use crate::event::Event;
 use crate::store::record;
 
@@ -29,7 +29,7 @@ pub fn encode_record(seq: u64, prev: &[u8; 32], json: &[u8]) -> (Vec<u8>, [u8; 3
 /// # Errors
 ///
 /// `UnsupportedVersion` or `Corrupt`, at `seq`.
-pub fn decode_record(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>, Error> {
+pub fn decode_record(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>, StorageError> {
     record::decode(seq, bytes).map(|r| DecodedRecord {
         prev: r.prev,
         hash: r.hash,
@@ -43,6 +43,6 @@ pub fn decode_record(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>, Error>
 /// # Errors
 ///
 /// `UnsupportedVersion` or `Corrupt`, at `seq`.
-pub fn decode_event(seq: u64, bytes: &[u8]) -> Result<Event, Error> {
+pub fn decode_event(seq: u64, bytes: &[u8]) -> Result<Event, StorageError> {
     record::decode_event(seq, bytes).map(|(event, _)| event)
 }

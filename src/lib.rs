@@ -52,7 +52,7 @@ mod runtime;
 mod store;
 
 pub use crate::command::{MAX_CONTEXT_ENTRIES, MAX_INPUT_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES};
-pub use crate::error::{Error, ErrorKind, LedgerError};
+pub use crate::error::{CommandError, Error, ErrorKind, StorageError};
 pub use crate::event::{Event, EventKind, Submission};
 pub use crate::execution::{
     bound_output, BackgroundExecution, BackgroundExecutionConfig, BackgroundExecutionMode,

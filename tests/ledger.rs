@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use execution_ledger::{
-    At, BackgroundExecutionMode, BackgroundExecutionStatus, Clock, Durability, ErrorKind,
-    ExecutionError, Ledger, LedgerError, Refusal, RetryConfig, Submission, TenantId,
+    At, BackgroundExecutionMode, BackgroundExecutionStatus, Clock, CommandError, Durability,
+    ErrorKind, ExecutionError, Ledger, Refusal, RetryConfig, Submission, TenantId,
 };
 
 /// A clock the test moves by hand.
@@ -122,7 +122,7 @@ fn refused_commands_append_nothing() {
         err.to_string(),
         format!("cannot complete {}: it is cancelled", e.execution_id)
     );
-    assert!(matches!(err, LedgerError::Transition(_)));
+    assert!(matches!(err, CommandError::Transition(_)));
     let missing = execution_ledger::ExecutionId::new();
     let err = ledger.cancel(missing, None).wait().unwrap_err();
     assert_eq!(err.to_string(), format!("{missing} not found"));
@@ -130,7 +130,7 @@ fn refused_commands_append_nothing() {
     big.input = Some("x".repeat(execution_ledger::MAX_INPUT_BYTES + 1));
     assert!(matches!(
         ledger.submit(&acme, big).wait(),
-        Err(LedgerError::Invalid(_))
+        Err(CommandError::Invalid(_))
     ));
     assert_eq!(ledger.head(), head, "nothing was appended");
 }
@@ -178,7 +178,7 @@ fn stale_attempts_are_fenced_and_failures_retry_after_backoff() {
         .wait()
         .unwrap_err();
     match err {
-        LedgerError::Transition(t) => {
+        CommandError::Transition(t) => {
             assert_eq!(
                 t.refusal,
                 Refusal::StaleAttempt {
@@ -262,7 +262,7 @@ fn an_idempotency_key_reused_for_a_different_submission_is_a_conflict() {
     other_callable.callable_name = "sleep".into();
     for different in [other_priority, other_input, other_callable] {
         match ledger.submit(&tenant("acme"), different).wait() {
-            Err(e @ LedgerError::IdempotencyConflict { .. }) => {
+            Err(e @ CommandError::IdempotencyConflict { .. }) => {
                 let message = e.to_string();
                 assert!(message.contains("\"order-7\""), "{message}");
                 assert!(
@@ -289,7 +289,7 @@ fn an_idempotency_key_reused_for_a_different_submission_is_a_conflict() {
     changed.config.timeout_ms = 5;
     assert!(matches!(
         ledger.submit(&tenant("acme"), changed).wait(),
-        Err(LedgerError::IdempotencyConflict { .. })
+        Err(CommandError::IdempotencyConflict { .. })
     ));
 }
 
@@ -305,7 +305,7 @@ fn a_callback_url_is_refused_for_executions_that_never_call_back() {
         s.config.mode = mode;
         s.config.callback_url = Some("https://example.com/cb".into());
         match ledger.submit(&tenant("acme"), s).wait() {
-            Err(LedgerError::Invalid(m)) => {
+            Err(CommandError::Invalid(m)) => {
                 assert!(m.contains("callback url"), "{m}");
                 assert!(m.contains(&mode.to_string()), "{m}");
             }
@@ -486,7 +486,7 @@ fn threads_and_tasks_race_through_one_write_path() {
     }
     let answer = rt.block_on(ledger.release(id).spawn());
     assert!(
-        matches!(answer, Err(LedgerError::Transition(_))),
+        matches!(answer, Err(CommandError::Transition(_))),
         "{answer:?}"
     );
     drop(ledger);
@@ -530,19 +530,19 @@ fn tenants_do_not_see_each_other() {
         .execution;
     assert!(matches!(
         globex.get(a.execution_id),
-        Err(LedgerError::NotFound(_))
+        Err(CommandError::NotFound(_))
     ));
     assert!(matches!(
         globex.history(a.execution_id),
-        Err(LedgerError::NotFound(_))
+        Err(CommandError::NotFound(_))
     ));
     assert!(matches!(
         globex.cancel(a.execution_id, None).wait(),
-        Err(LedgerError::NotFound(_))
+        Err(CommandError::NotFound(_))
     ));
     assert!(matches!(
         globex.execution_at(a.execution_id, At::Seq(2)),
-        Err(LedgerError::NotFound(_))
+        Err(CommandError::NotFound(_))
     ));
     assert_eq!(acme.queue(None).len(), 1);
     assert!(acme.queue(Some(&tenant("globex"))).is_empty());
@@ -550,7 +550,7 @@ fn tenants_do_not_see_each_other() {
     // for another.
     let head = ledger.head();
     match globex.submit(&tenant("acme"), submission("echo", 1)).wait() {
-        Err(LedgerError::Invalid(m)) => assert!(m.starts_with("tenant: "), "{m}"),
+        Err(CommandError::Invalid(m)) => assert!(m.starts_with("tenant: "), "{m}"),
         other => panic!("submitted for another tenant: {other:?}"),
     }
     assert_eq!(ledger.head(), head);
@@ -682,7 +682,7 @@ fn time_travel_one_execution_the_queue_and_diffs() {
     );
     assert!(matches!(
         ledger.resolve(At::Seq(b + 8)),
-        Err(LedgerError::Invalid(_))
+        Err(CommandError::Invalid(_))
     ));
 
     // The whole queue, as it was and as it is (snapshots every 3 events).

@@ -9,7 +9,7 @@
 //! has the 200,000 run).
 
 mod common;
-#[path = "../src/bin/ledger/scenarios.rs"]
+#[path = "../benches/common/scenarios.rs"]
 #[allow(dead_code)]
 mod scenarios;
 

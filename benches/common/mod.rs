@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 
-#[path = "../../src/bin/ledger/scenarios.rs"]
 pub mod scenarios;
 
 /// A scratch directory that is removed when dropped.

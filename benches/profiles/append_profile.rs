@@ -2,7 +2,7 @@
 //! `cargo run --release --example append_profile -- DIR N`.
 use execution_ledger::{Durability, Ledger};
 
-#[path = "../../src/bin/ledger/scenarios.rs"]
+#[path = "../common/scenarios.rs"]
 #[allow(dead_code)]
 mod scenarios;
 

@@ -2,7 +2,7 @@
 //! the default snapshots: `cargo run --release --example build_history -- DIR FINISHED LIVE`.
 use execution_ledger::LedgerBuilder;
 
-#[path = "../../src/bin/ledger/scenarios.rs"]
+#[path = "../common/scenarios.rs"]
 #[allow(dead_code)]
 mod scenarios;
 

@@ -1,9 +1,9 @@
 //! Synced appends from many threads, for profiling group commit:
 //! `cargo run --release --example durable_profile -- DIR THREADS PER_THREAD [tasks]`
-//! (`tasks`: tokio tasks calling `submit_async` instead of threads).
+//! (`tasks`: tokio tasks awaiting `submit` instead of threads waiting for it).
 use execution_ledger::Ledger;
 
-#[path = "../../src/bin/ledger/scenarios.rs"]
+#[path = "../common/scenarios.rs"]
 #[allow(dead_code)]
 mod scenarios;
 

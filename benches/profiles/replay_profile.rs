@@ -3,7 +3,7 @@
 //! `cargo run --release --example replay_profile -- DIR FINISHED`.
 use execution_ledger::Ledger;
 
-#[path = "../../src/bin/ledger/scenarios.rs"]
+#[path = "../common/scenarios.rs"]
 #[allow(dead_code)]
 mod scenarios;
 

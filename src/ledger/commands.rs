@@ -7,7 +7,7 @@ use super::write::Outcome;
 use super::writer::Command;
 use super::{Ledger, Submitted};
 use crate::command::{Action, Op};
-use crate::error::LedgerError;
+use crate::error::CommandError;
 use crate::event::Submission;
 use crate::execution::{BackgroundExecution, ExecutionError, ExecutionId, TenantId};
 
@@ -67,13 +67,13 @@ impl Ledger {
     ///
     /// `Invalid` for out-of-range input (see the `MAX_*` limits), or a
     /// tenant other than this handle's scope; `IdempotencyConflict` when the
-    /// key was used for another submission; `Fatal`.
+    /// key was used for another submission; `Storage`.
     pub fn submit(&self, tenant: &TenantId, submission: Submission) -> Command<Submitted> {
         if !self.sees(tenant) {
             let scope = self.scope.as_ref().map_or("", |s| s.as_str());
             return Command::refused(
                 &self.inner,
-                LedgerError::invalid(format!(
+                CommandError::invalid(format!(
                     "tenant: this handle submits for tenant {scope} only, not {tenant}"
                 )),
             );
@@ -91,7 +91,7 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `Fatal`.
+    /// `Storage`.
     pub fn claim(&self, worker: Option<&str>) -> Command<Option<BackgroundExecution>> {
         self.run(Op::Claim(worker.map(str::to_owned)), Outcome::claimed)
     }
@@ -101,7 +101,7 @@ impl Ledger {
     /// # Errors
     ///
     /// `NotFound`; `Transition` when it is not running or `attempt` is not
-    /// its current attempt; `Invalid` for an output over the limit; `Fatal`.
+    /// its current attempt; `Invalid` for an output over the limit; `Storage`.
     pub fn complete(
         &self,
         id: ExecutionId,
@@ -170,7 +170,7 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `NotFound`; `Transition` when it is finished; `Fatal`.
+    /// `NotFound`; `Transition` when it is finished; `Storage`.
     pub fn cancel(&self, id: ExecutionId, reason: Option<String>) -> Command<BackgroundExecution> {
         self.on(id, Action::Cancel { reason })
     }
@@ -180,7 +180,7 @@ impl Ledger {
     /// # Errors
     ///
     /// `NotFound`; `Transition` when it is not deferred, already released,
-    /// or not queued; `Fatal`.
+    /// or not queued; `Storage`.
     pub fn release(&self, id: ExecutionId) -> Command<BackgroundExecution> {
         self.on(id, Action::Release)
     }
@@ -190,7 +190,7 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `NotFound`; `Transition` when no binding is pending; `Fatal`.
+    /// `NotFound`; `Transition` when no binding is pending; `Storage`.
     pub fn record_binding(
         &self,
         id: ExecutionId,
@@ -204,7 +204,7 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `NotFound`; `Transition` when no callback is pending; `Fatal`.
+    /// `NotFound`; `Transition` when no callback is pending; `Storage`.
     pub fn record_callback(
         &self,
         id: ExecutionId,
@@ -220,7 +220,7 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `Fatal`.
+    /// `Storage`.
     pub fn recover_abandoned(&self) -> Command<Vec<BackgroundExecution>> {
         self.run(Op::RecoverAbandoned, Outcome::recovered)
     }

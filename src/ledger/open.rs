@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::replay::{read_event, replay};
 use super::report::{head_of, AcceptedTail};
 use super::{writer, Core, Inner, Ledger};
-use crate::error::Error;
+use crate::error::StorageError;
 use crate::store::{embedded, Draft, Durability, Store, Tail};
 
 /// Where the time comes from. Tests drive the ledger with a clock of their own.
@@ -126,7 +126,7 @@ impl LedgerBuilder {
     /// damaged, `LostSuffix` when the log ends before its checkpoint,
     /// `Corrupt` (with the seq) for damaged records, `UnsupportedVersion`,
     /// `Io`. See [`accept_tail`](Self::accept_tail).
-    pub fn open(self) -> Result<Ledger, Error> {
+    pub fn open(self) -> Result<Ledger, StorageError> {
         self.open_with_progress(|_, _| {})
     }
 
@@ -135,7 +135,10 @@ impl LedgerBuilder {
     /// # Errors
     ///
     /// As [`open`](Self::open).
-    pub fn open_with_progress(self, mut progress: impl FnMut(u64, u64)) -> Result<Ledger, Error> {
+    pub fn open_with_progress(
+        self,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Ledger, StorageError> {
         let log: Box<dyn Store> = Box::new(embedded::Log::open(
             &self.path,
             self.durability,
@@ -209,7 +212,7 @@ impl Ledger {
     /// # Errors
     ///
     /// As [`LedgerBuilder::open`].
-    pub fn open(path: impl AsRef<Path>) -> Result<Ledger, Error> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Ledger, StorageError> {
         Self::builder(path).open()
     }
 

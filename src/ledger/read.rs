@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::replay::{illegal, read_event, union};
 use super::report::{head_of, Head, Stats};
 use super::{Inner, Ledger};
-use crate::error::{Error, LedgerError};
+use crate::error::{CommandError, StorageError};
 use crate::event::Event;
 use crate::execution::{BackgroundExecution, ExecutionId, TenantId};
 use crate::machine;
@@ -24,16 +24,16 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `NotFound` (also for another tenant's on a scoped handle); `Fatal`
+    /// `NotFound` (also for another tenant's on a scoped handle); `Storage`
     /// for damaged data.
-    pub fn get(&self, id: ExecutionId) -> Result<BackgroundExecution, LedgerError> {
+    pub fn get(&self, id: ExecutionId) -> Result<BackgroundExecution, CommandError> {
         let live = self.core().projection.get(&id).cloned();
         let e = match live {
             Some(e) => e,
-            None => self.inner.load(id)?.ok_or(LedgerError::NotFound(id))?,
+            None => self.inner.load(id)?.ok_or(CommandError::NotFound(id))?,
         };
         if !self.sees(&e.tenant_id) {
-            return Err(LedgerError::NotFound(id));
+            return Err(CommandError::NotFound(id));
         }
         Ok(e)
     }
@@ -96,12 +96,12 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `Fatal` for damaged data.
+    /// `Storage` for damaged data.
     pub fn bound_value(
         &self,
         tenant: &TenantId,
         target: &str,
-    ) -> Result<Option<(ExecutionId, serde_json::Value)>, LedgerError> {
+    ) -> Result<Option<(ExecutionId, serde_json::Value)>, CommandError> {
         let Some(id) = self.inner.log.named(Name::Binding(tenant, target))? else {
             return Ok(None);
         };
@@ -113,16 +113,16 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `NotFound` (also for another tenant's on a scoped handle); `Fatal`
+    /// `NotFound` (also for another tenant's on a scoped handle); `Storage`
     /// for damaged data.
-    pub fn history(&self, id: ExecutionId) -> Result<Vec<Event>, LedgerError> {
+    pub fn history(&self, id: ExecutionId) -> Result<Vec<Event>, CommandError> {
         let mut events = Vec::new();
         for seq in self.inner.execution_seqs(&id)? {
             events.push(read_event(&*self.inner.log, seq)?);
         }
         match events.first() {
             Some(e) if self.sees(&e.tenant_id) => Ok(events),
-            _ => Err(LedgerError::NotFound(id)),
+            _ => Err(CommandError::NotFound(id)),
         }
     }
 
@@ -132,7 +132,7 @@ impl Ledger {
         &self,
         from: u64,
         to: Option<u64>,
-    ) -> impl Iterator<Item = Result<Event, Error>> + '_ {
+    ) -> impl Iterator<Item = Result<Event, StorageError>> + '_ {
         let to = to.unwrap_or(u64::MAX);
         self.inner
             .log
@@ -154,7 +154,7 @@ impl Ledger {
     /// # Errors
     ///
     /// `Io`, `Poisoned`.
-    pub fn flush(&self) -> Result<(), Error> {
+    pub fn flush(&self) -> Result<(), StorageError> {
         self.inner.log.flush()
     }
 
@@ -168,7 +168,7 @@ impl Ledger {
     /// # Errors
     ///
     /// `Io`.
-    pub fn stats(&self) -> Result<Stats, Error> {
+    pub fn stats(&self) -> Result<Stats, StorageError> {
         let (head, live) = {
             let core = self.core();
             (head_of(&core.head), core.projection.counts())
@@ -185,12 +185,15 @@ impl Ledger {
 impl Inner {
     /// Folds one execution from its own events (for executions no longer
     /// live). `None` when it does not exist.
-    pub(super) fn load(&self, id: ExecutionId) -> Result<Option<BackgroundExecution>, Error> {
+    pub(super) fn load(
+        &self,
+        id: ExecutionId,
+    ) -> Result<Option<BackgroundExecution>, StorageError> {
         self.fold_execution(id, self.log.execution_seqs(&id)?, |_| true)
     }
 
     /// The seqs of one execution's events, live or settled, in order.
-    pub(super) fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, Error> {
+    pub(super) fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
         let live = self.core().projection.seqs(id).map(<[u64]>::to_vec);
         // Read after the projection: an execution that settles in between
         // has its index entry written by then.
@@ -205,12 +208,12 @@ impl Inner {
         id: ExecutionId,
         seqs: Vec<u64>,
         mut keep: impl FnMut(&Event) -> bool,
-    ) -> Result<Option<BackgroundExecution>, Error> {
+    ) -> Result<Option<BackgroundExecution>, StorageError> {
         let mut state = None;
         for seq in seqs {
             let event = read_event(&*self.log, seq)?;
             if event.execution_id != id {
-                return Err(Error::corrupt(
+                return Err(StorageError::corrupt(
                     seq,
                     format!("index entry of {id} names another execution's event"),
                 ));

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::StorageError;
 use crate::event::Event;
 use crate::execution::BackgroundExecution;
 use crate::machine;
@@ -19,8 +19,8 @@ pub(super) struct Snapshot {
 }
 
 /// The error for an event the state machine refuses, found in the log.
-pub(super) fn illegal(seq: u64) -> impl FnOnce(machine::TransitionError) -> Error {
-    move |e| Error::corrupt(seq, format!("illegal transition in the log: {e}"))
+pub(super) fn illegal(seq: u64) -> impl FnOnce(machine::TransitionError) -> StorageError {
+    move |e| StorageError::corrupt(seq, format!("illegal transition in the log: {e}"))
 }
 
 /// An execution settled by an event: it, and the seqs of all its events.
@@ -31,17 +31,21 @@ pub(super) fn fold_record(
     projection: &mut Projection,
     seq: u64,
     bytes: &[u8],
-) -> Result<(Event, Settled), Error> {
+) -> Result<(Event, Settled), StorageError> {
     let event = record::parse_event(seq, record::json_of(bytes))?;
     let settled = projection.apply_tracked(&event).map_err(illegal(seq))?;
     Ok((event, settled))
 }
 
 /// Checks the live projection against a fold of the log to `seq`.
-pub(super) fn same_as_fold(live: &Projection, fold: &Projection, seq: u64) -> Result<(), Error> {
+pub(super) fn same_as_fold(
+    live: &Projection,
+    fold: &Projection,
+    seq: u64,
+) -> Result<(), StorageError> {
     match live.difference(fold) {
         None => Ok(()),
-        Some(diff) => Err(Error::corrupt(
+        Some(diff) => Err(StorageError::corrupt(
             seq,
             format!("the live projection differs from the fold: {diff}"),
         )),
@@ -60,10 +64,10 @@ pub(super) fn union(mut indexed: Vec<u64>, live: &[u64]) -> Vec<u64> {
     indexed
 }
 
-pub(super) fn read_event(log: &dyn Store, seq: u64) -> Result<Event, Error> {
+pub(super) fn read_event(log: &dyn Store, seq: u64) -> Result<Event, StorageError> {
     let bytes = log
         .record(seq)?
-        .ok_or_else(|| Error::corrupt(seq, "record is missing"))?;
+        .ok_or_else(|| StorageError::corrupt(seq, "record is missing"))?;
     Ok(record::decode_event(seq, &bytes)?.0)
 }
 
@@ -77,7 +81,7 @@ pub(super) fn replay(
     to: u64,
     from_snapshot: bool,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Projection, Hash, Option<Vec<u64>>), Error> {
+) -> Result<(Projection, Hash, Option<Vec<u64>>), StorageError> {
     let (mut projection, mut prev) = (Projection::new(), GENESIS);
     let snapshots = log.snapshots_below(to).filter(|_| from_snapshot);
     for snap in snapshots {
@@ -98,7 +102,8 @@ pub(super) fn replay(
     // Two stages on two threads: one reads and checks records (sled's
     // iterator, the hash of each, the links), the other decodes and folds.
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<(u64, Bytes, Hash), Error>>>(8);
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<Vec<Result<(u64, Bytes, Hash), StorageError>>>(8);
         scope.spawn(move || {
             let mut batch = Vec::with_capacity(REPLAY_BATCH);
             for item in checked_records(log, from, to, prev) {
@@ -131,16 +136,19 @@ pub(super) fn load_snapshot(
     log: &dyn Store,
     seq: u64,
     bytes: &[u8],
-) -> Result<(Projection, Hash), Error> {
+) -> Result<(Projection, Hash), StorageError> {
     let snap: Snapshot = serde_json::from_slice(bytes)
-        .map_err(|e| Error::corrupt(seq, format!("snapshot does not decode: {e}")))?;
+        .map_err(|e| StorageError::corrupt(seq, format!("snapshot does not decode: {e}")))?;
     let hash = record::from_hex(&snap.hash)
-        .ok_or_else(|| Error::corrupt(seq, "snapshot hash is malformed"))?;
+        .ok_or_else(|| StorageError::corrupt(seq, "snapshot hash is malformed"))?;
     let bytes = log
         .record(seq)?
-        .ok_or_else(|| Error::corrupt(seq, "the snapshot's record is missing"))?;
+        .ok_or_else(|| StorageError::corrupt(seq, "the snapshot's record is missing"))?;
     if record::decode(seq, &bytes)?.hash != hash || snap.seq != seq {
-        return Err(Error::corrupt(seq, "snapshot does not belong to this log"));
+        return Err(StorageError::corrupt(
+            seq,
+            "snapshot does not belong to this log",
+        ));
     }
     Ok((Projection::from_entries(seq, snap.entries), hash))
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::replay::read_event;
 use super::Ledger;
-use crate::error::Error;
+use crate::error::StorageError;
 use crate::event::Event;
 
 /// Events from a seq on, then new ones as they become durable.
@@ -27,7 +27,7 @@ impl Subscription {
     /// # Errors
     ///
     /// `Corrupt` for a damaged record.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, Error> {
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, StorageError> {
         let log = &*self.ledger.inner.log;
         if log.visible() < self.next && log.wait_visible(self.next, timeout) < self.next {
             return Ok(None);
@@ -39,7 +39,7 @@ impl Subscription {
 }
 
 impl Iterator for Subscription {
-    type Item = Result<Event, Error>;
+    type Item = Result<Event, StorageError>;
 
     /// Blocks until the next event is durable.
     fn next(&mut self) -> Option<Self::Item> {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::replay::{read_event, replay};
 use super::report::{At, Change};
 use super::Ledger;
-use crate::error::{Error, ErrorKind, LedgerError};
+use crate::error::{CommandError, ErrorKind, StorageError};
 use crate::execution::{BackgroundExecution, ExecutionId, TenantId};
 use crate::projection::Projection;
 
@@ -18,11 +18,11 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `Invalid` for a seq beyond the head; `Fatal`.
-    pub fn resolve(&self, at: At) -> Result<u64, LedgerError> {
+    /// `Invalid` for a seq beyond the head; `Storage`.
+    pub fn resolve(&self, at: At) -> Result<u64, CommandError> {
         let head = self.core().head.0;
         match at {
-            At::Seq(n) if n > head => Err(LedgerError::invalid(format!(
+            At::Seq(n) if n > head => Err(CommandError::invalid(format!(
                 "seq {n} is beyond the head (seq {head})"
             ))),
             At::Seq(n) => Ok(n),
@@ -48,12 +48,12 @@ impl Ledger {
     /// # Errors
     ///
     /// `NotFound` when it never existed; `Invalid` for a seq beyond the head;
-    /// `Fatal`.
+    /// `Storage`.
     pub fn execution_at(
         &self,
         id: ExecutionId,
         at: At,
-    ) -> Result<Option<BackgroundExecution>, LedgerError> {
+    ) -> Result<Option<BackgroundExecution>, CommandError> {
         let seq = self.resolve(at)?;
         let seqs = self.inner.execution_seqs(&id)?;
         let exists = !seqs.is_empty();
@@ -61,8 +61,8 @@ impl Ledger {
             .inner
             .fold_execution(id, seqs, |event| event.seq <= seq)?;
         match e {
-            Some(e) if !self.sees(&e.tenant_id) => Err(LedgerError::NotFound(id)),
-            None if !exists => Err(LedgerError::NotFound(id)),
+            Some(e) if !self.sees(&e.tenant_id) => Err(CommandError::NotFound(id)),
+            None if !exists => Err(CommandError::NotFound(id)),
             other => Ok(other),
         }
     }
@@ -72,8 +72,8 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `Invalid` for a seq beyond the head; `Fatal` for damaged data.
-    pub fn projection_at(&self, at: At) -> Result<Projection, LedgerError> {
+    /// `Invalid` for a seq beyond the head; `Storage` for damaged data.
+    pub fn projection_at(&self, at: At) -> Result<Projection, CommandError> {
         let seq = self.resolve(at)?;
         Ok(replay(&*self.inner.log, seq, true, &mut |_, _| {})?.0)
     }
@@ -85,12 +85,12 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `Invalid` for a seq beyond the head; `Fatal` for damaged data.
+    /// `Invalid` for a seq beyond the head; `Storage` for damaged data.
     pub fn queue_at(
         &self,
         at: At,
         tenant: Option<&TenantId>,
-    ) -> Result<(Vec<BackgroundExecution>, usize), LedgerError> {
+    ) -> Result<(Vec<BackgroundExecution>, usize), CommandError> {
         let Ok(tenant) = self.within(tenant) else {
             self.resolve(at)?;
             return Ok((Vec::new(), 0));
@@ -115,9 +115,9 @@ impl Ledger {
     /// # Errors
     ///
     /// `Invalid` when `from` is after `to`.
-    pub fn check_range(from: u64, to: u64) -> Result<(), LedgerError> {
+    pub fn check_range(from: u64, to: u64) -> Result<(), CommandError> {
         if from > to {
-            return Err(LedgerError::invalid(format!(
+            return Err(CommandError::invalid(format!(
                 "the first point (seq {from}) is after the second (seq {to})"
             )));
         }
@@ -128,8 +128,8 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `Invalid` when `from` is after `to` or beyond the head; `Fatal`.
-    pub fn diff(&self, from: At, to: At) -> Result<Vec<Change>, LedgerError> {
+    /// `Invalid` when `from` is after `to` or beyond the head; `Storage`.
+    pub fn diff(&self, from: At, to: At) -> Result<Vec<Change>, CommandError> {
         let (a, b) = (self.resolve(from)?, self.resolve(to)?);
         Self::check_range(a, b)?;
         let mut touched: BTreeMap<ExecutionId, Vec<(u64, String)>> = BTreeMap::new();
@@ -150,7 +150,7 @@ impl Ledger {
                 .inner
                 .fold_execution(id, seqs, |e| e.seq <= b)?
                 .ok_or_else(|| {
-                    Error::new(ErrorKind::Corrupt, format!("{id} has events but no state"))
+                    StorageError::new(ErrorKind::Corrupt, format!("{id} has events but no state"))
                 })?;
             changes.push(Change {
                 execution_id: id,

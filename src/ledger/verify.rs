@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::replay::{fold_record, illegal, load_snapshot, same_as_fold, union};
 use super::report::{head_of, IndexRebuild, VerifyReport};
 use super::Ledger;
-use crate::error::{Error, ErrorKind};
+use crate::error::{ErrorKind, StorageError};
 use crate::event::EventKind;
 use crate::execution::ExecutionId;
 use crate::projection::Projection;
@@ -27,7 +27,7 @@ impl Ledger {
     /// `Corrupt` naming the first bad seq (or `LostSuffix`, or `Checkpoint`
     /// when the checkpoint is missing or damaged); never panics on damaged
     /// data.
-    pub fn verify(&self) -> Result<VerifyReport, Error> {
+    pub fn verify(&self) -> Result<VerifyReport, StorageError> {
         self.verify_with_progress(|_, _| {})
     }
 
@@ -39,7 +39,7 @@ impl Ledger {
     pub fn verify_with_progress(
         &self,
         mut progress: impl FnMut(u64, u64),
-    ) -> Result<VerifyReport, Error> {
+    ) -> Result<VerifyReport, StorageError> {
         let log = &*self.inner.log;
         let head = self.core().head;
         let mut snapshots = log
@@ -58,13 +58,13 @@ impl Ledger {
             let (seq, bytes, hash) = item?;
             let (event, _) = fold_record(&mut projection, seq, &bytes)?;
             if event.at < last_at {
-                return Err(Error::corrupt(
+                return Err(StorageError::corrupt(
                     seq,
                     "event is dated before the one before it",
                 ));
             }
             if matches!(event.kind, EventKind::Queued(_)) && !ids.insert(event.execution_id) {
-                return Err(Error::corrupt(
+                return Err(StorageError::corrupt(
                     seq,
                     format!("{} is queued a second time", event.execution_id),
                 ));
@@ -74,10 +74,10 @@ impl Ledger {
                 if s == seq {
                     let bytes = log.snapshots_below(s).next().transpose()?.map(|(_, b)| b);
                     let stored = bytes
-                        .ok_or_else(|| Error::corrupt(s, "snapshot vanished"))
+                        .ok_or_else(|| StorageError::corrupt(s, "snapshot vanished"))
                         .and_then(|b| load_snapshot(log, s, &b))?;
                     if let Some(diff) = stored.0.difference(&projection) {
-                        return Err(Error::corrupt(
+                        return Err(StorageError::corrupt(
                             s,
                             format!("stored snapshot differs from the fold: {diff}"),
                         ));
@@ -91,7 +91,7 @@ impl Ledger {
             progress(seq, head.0);
         }
         if prev != head.1 {
-            return Err(Error::corrupt(
+            return Err(StorageError::corrupt(
                 last,
                 "the last record is not the head this ledger wrote",
             ));
@@ -121,7 +121,7 @@ impl Ledger {
             count(id, seqs);
         }
         if index_entries != last || index_fp != fingerprint {
-            return Err(Error::new(
+            return Err(StorageError::new(
                 ErrorKind::Corrupt,
                 format!("the per-execution index ({index_entries} entries) does not match the log ({last} events)"),
             ));
@@ -152,7 +152,7 @@ impl Ledger {
     ///
     /// `Corrupt` (with the seq) for damage in the log, or when the live
     /// projection differs from the fold; `Io`.
-    pub fn rebuild_index(&self) -> Result<IndexRebuild, Error> {
+    pub fn rebuild_index(&self) -> Result<IndexRebuild, StorageError> {
         let mut core = self.core();
         let log = &*self.inner.log;
         let mut projection = Projection::new();
@@ -185,7 +185,7 @@ impl Ledger {
     /// # Errors
     ///
     /// `Corrupt` naming the difference.
-    pub fn check_projection(&self) -> Result<(), Error> {
+    pub fn check_projection(&self) -> Result<(), StorageError> {
         let core = self.core();
         let mut fresh = Projection::new();
         for event in self.events(1, Some(core.head.0)) {

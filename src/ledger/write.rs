@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Core, Inner, Snapshot, Submitted};
 use crate::command::{Action, Op};
-use crate::error::{Error, ErrorKind, LedgerError};
+use crate::error::{CommandError, ErrorKind, StorageError};
 use crate::event::{Event, EventKind, Submission};
 use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId, TenantId};
 use crate::machine;
@@ -42,7 +42,7 @@ impl Inner {
         core: &mut Core,
         scope: Option<&TenantId>,
         op: &Op,
-    ) -> Result<(Outcome, u64), LedgerError> {
+    ) -> Result<(Outcome, u64), CommandError> {
         loop {
             let now = self.tick(core);
             let events = match op {
@@ -122,7 +122,7 @@ impl Inner {
         core: &Core,
         tenant: &TenantId,
         submission: &Submission,
-    ) -> Result<Option<Submitted>, LedgerError> {
+    ) -> Result<Option<Submitted>, CommandError> {
         let Some(key) = &submission.idempotency_key else {
             return Ok(None);
         };
@@ -139,13 +139,13 @@ impl Inner {
         match original.map(|e| e.kind) {
             Some(EventKind::Queued(first)) if *first == *submission => {}
             Some(EventKind::Queued(_)) => {
-                return Err(LedgerError::IdempotencyConflict {
+                return Err(CommandError::IdempotencyConflict {
                     key: key.clone(),
                     execution: id,
                 })
             }
             _ => {
-                return Err(Error::new(
+                return Err(StorageError::new(
                     ErrorKind::Corrupt,
                     format!("idempotency key names {id}, whose first event is not queued"),
                 )
@@ -155,7 +155,7 @@ impl Inner {
         let execution = match core.projection.get(&id) {
             Some(e) => e.clone(),
             None => self.load(id)?.ok_or_else(|| {
-                Error::new(
+                StorageError::new(
                     ErrorKind::Corrupt,
                     format!("idempotency key names {id}, which has no events"),
                 )
@@ -175,13 +175,13 @@ impl Inner {
         id: ExecutionId,
         action: &Action,
         now: DateTime<Utc>,
-    ) -> Result<(ExecutionId, TenantId, EventKind), LedgerError> {
+    ) -> Result<(ExecutionId, TenantId, EventKind), CommandError> {
         let current = match core.projection.get(&id) {
             Some(e) => Cow::Borrowed(e),
-            None => Cow::Owned(self.load(id)?.ok_or(LedgerError::NotFound(id))?),
+            None => Cow::Owned(self.load(id)?.ok_or(CommandError::NotFound(id))?),
         };
         if scope.is_some_and(|t| t != &current.tenant_id) {
-            return Err(LedgerError::NotFound(id));
+            return Err(CommandError::NotFound(id));
         }
         let kind = action.decide(&current, now);
         if let Cow::Owned(settled) = &current {
@@ -194,7 +194,7 @@ impl Inner {
                 kind,
             };
             machine::check(Some(settled), &event)?;
-            return Err(Error::new(
+            return Err(StorageError::new(
                 ErrorKind::Corrupt,
                 format!(
                     "{id} is settled yet the state machine accepts {}",
@@ -216,9 +216,9 @@ impl Inner {
         core: &mut Core,
         kinds: Vec<(ExecutionId, TenantId, EventKind)>,
         now: DateTime<Utc>,
-    ) -> Result<Option<Vec<Appended>>, LedgerError> {
+    ) -> Result<Option<Vec<Appended>>, CommandError> {
         if core.poisoned {
-            return Err(Error::new(
+            return Err(StorageError::new(
                 ErrorKind::Poisoned,
                 "an earlier write failed; reopen the ledger",
             )
@@ -296,10 +296,10 @@ impl Inner {
 
     /// Folds records another writer appended after the ledger's head into
     /// the projection, checking each link on the way.
-    fn catch_up(&self, core: &mut Core, missed: Vec<StoredRecord>) -> Result<(), Error> {
+    fn catch_up(&self, core: &mut Core, missed: Vec<StoredRecord>) -> Result<(), StorageError> {
         for (seq, bytes) in missed {
             if seq != core.head.0 + 1 {
-                return Err(Error::corrupt(
+                return Err(StorageError::corrupt(
                     core.head.0 + 1,
                     format!(
                         "record is missing (the log jumps from seq {} to {seq})",
@@ -320,7 +320,7 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn write_snapshot(&self, core: &Core) -> Result<(), Error> {
+    pub(super) fn write_snapshot(&self, core: &Core) -> Result<(), StorageError> {
         let snap = Snapshot {
             seq: core.head.0,
             hash: record::hex(&core.head.1),
@@ -332,5 +332,136 @@ impl Inner {
 
     pub(super) fn tick(&self, core: &Core) -> DateTime<Utc> {
         self.clock.now().max(core.last_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Ledger;
+    use crate::store::Mark;
+
+    fn acme() -> TenantId {
+        "acme".parse().expect("a tenant id")
+    }
+
+    /// Appends `kinds` through the store directly, after `head`, as another
+    /// writer sharing the log would: the ledger's projection does not know.
+    fn append_elsewhere(ledger: &Ledger, kinds: Vec<(ExecutionId, EventKind)>) -> Mark {
+        let head = ledger.inner.core().head;
+        let at = ledger.now();
+        let events: Vec<Event> = kinds
+            .into_iter()
+            .zip(head.0 + 1..)
+            .map(|((execution_id, kind), seq)| Event {
+                seq,
+                at,
+                execution_id,
+                tenant_id: acme(),
+                kind,
+            })
+            .collect();
+        let drafts: Vec<Draft<'_>> = events
+            .iter()
+            .map(|event| Draft {
+                event,
+                settles: None,
+            })
+            .collect();
+        ledger
+            .inner
+            .log
+            .append(head, &drafts)
+            .expect("appended after the head")
+    }
+
+    #[test]
+    fn an_append_after_a_stale_head_conflicts_and_appends_nothing() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let ledger = Ledger::open(dir.path()).expect("opened");
+        ledger
+            .submit(&acme(), Submission::new("echo"))
+            .wait()
+            .expect("submitted");
+        let stale = ledger.inner.core().head;
+        let other = ExecutionId::new();
+        let queued = EventKind::Queued(Box::new(Submission::new("other")));
+        let end = append_elsewhere(&ledger, vec![(other, queued)]);
+        assert_eq!(end.0, stale.0 + 1);
+        // A second writer still at the stale head is refused, and handed
+        // the record it missed.
+        let event = Event {
+            seq: stale.0 + 1,
+            at: ledger.now(),
+            execution_id: ExecutionId::new(),
+            tenant_id: acme(),
+            kind: EventKind::Queued(Box::new(Submission::new("late"))),
+        };
+        let draft = Draft {
+            event: &event,
+            settles: None,
+        };
+        match ledger.inner.log.append(stale, &[draft]) {
+            Err(AppendError::Conflict(missed)) => {
+                let seqs: Vec<u64> = missed.iter().map(|(seq, _)| *seq).collect();
+                assert_eq!(seqs, vec![stale.0 + 1]);
+                let (missed_event, _) =
+                    record::decode_event(missed[0].0, &missed[0].1).expect("a record");
+                assert_eq!(missed_event.execution_id, other);
+            }
+            other => panic!("appended after a stale head: {other:?}"),
+        }
+        assert_eq!(ledger.inner.log.last_seq().expect("readable"), end.0);
+    }
+
+    #[test]
+    fn a_command_after_another_writer_catches_up_and_decides_again() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let ledger = Ledger::open(dir.path()).expect("opened");
+        let mut low = Submission::new("echo");
+        low.config.priority = 10;
+        let first = ledger
+            .submit(&acme(), low)
+            .wait()
+            .expect("submitted")
+            .execution
+            .execution_id;
+        // Another writer claims `first` and queues a new execution; this
+        // ledger's projection still has `first` queued.
+        let other = ExecutionId::new();
+        let mut high = Submission::new("echo");
+        high.config.priority = 90;
+        append_elsewhere(
+            &ledger,
+            vec![
+                (
+                    first,
+                    EventKind::Started {
+                        attempt: 1,
+                        worker: Some("elsewhere".into()),
+                    },
+                ),
+                (other, EventKind::Queued(Box::new(high))),
+            ],
+        );
+        // The claim is decided against the stale projection (`first`), is
+        // refused by the log, catches up and claims what is runnable now.
+        let claimed = ledger
+            .claim(Some("here"))
+            .wait()
+            .expect("claimed")
+            .expect("runnable");
+        assert_eq!(claimed.execution_id, other);
+        assert_eq!(claimed.attempt, 1);
+        // A command against `first` sees its attempt from the other writer.
+        let done = ledger
+            .complete(first, 1, serde_json::json!("there"))
+            .wait()
+            .expect("completed");
+        assert_eq!(done.status, BackgroundExecutionStatus::Completed);
+        assert_eq!(ledger.head().seq, 5);
+        let report = ledger.verify().expect("the log verifies");
+        assert!(report.projection_compared);
+        assert_eq!(report.events, 5);
     }
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use super::{lock, Core, Inner};
-use crate::error::{Error, ErrorKind, LedgerError};
+use crate::error::{CommandError, ErrorKind, StorageError};
 
 /// The most commands one combiner carries out before it syncs what it has:
 /// bounds how long the first of a long stream waits for its answer.
@@ -38,7 +38,7 @@ pub(super) type Job = Box<dyn FnOnce(&Inner, &mut Core) -> Option<Finish> + Send
 /// is durable.
 pub(super) struct Finish {
     seq: u64,
-    answer: Box<dyn FnOnce(Result<(), Error>) + Send>,
+    answer: Box<dyn FnOnce(Result<(), StorageError>) + Send>,
 }
 
 /// A ledger command, ready to be carried out; every command of
@@ -68,14 +68,14 @@ pub(super) struct Finish {
 /// # let _ = submitted;
 /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
 /// let done = pending.await?;
-/// # Ok::<_, execution_ledger::LedgerError>(())
+/// # Ok::<_, execution_ledger::CommandError>(())
 /// # })?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[must_use = "a command is carried out only by wait(), .await or spawn()"]
 pub struct Command<R> {
     inner: Arc<Inner>,
-    job: Result<Job, LedgerError>,
+    job: Result<Job, CommandError>,
     reply: Pending<R>,
 }
 
@@ -84,7 +84,7 @@ impl<R: Send + 'static> Command<R> {
     /// and the seq that must be durable before it is given (0: none).
     pub(super) fn new(
         inner: &Arc<Inner>,
-        op: impl FnOnce(&Inner, &mut Core) -> Result<(R, u64), LedgerError> + Send + 'static,
+        op: impl FnOnce(&Inner, &mut Core) -> Result<(R, u64), CommandError> + Send + 'static,
     ) -> Self {
         let slot = Arc::new(Mutex::new(Slot::default()));
         let sender = Sender(Some(slot.clone()));
@@ -106,7 +106,7 @@ impl<R: Send + 'static> Command<R> {
     }
 
     /// A command refused before it was queued.
-    pub(super) fn refused(inner: &Arc<Inner>, error: LedgerError) -> Self {
+    pub(super) fn refused(inner: &Arc<Inner>, error: CommandError) -> Self {
         Command {
             inner: inner.clone(),
             job: Err(error),
@@ -122,7 +122,7 @@ impl<R: Send + 'static> Command<R> {
     /// # Errors
     ///
     /// Those of the command that made it (each command's own section).
-    pub fn wait(self) -> Result<R, LedgerError> {
+    pub fn wait(self) -> Result<R, CommandError> {
         let job = self.job?;
         if push(&self.inner, job) {
             combine(&self.inner);
@@ -148,7 +148,7 @@ impl<R: Send + 'static> Command<R> {
 }
 
 impl<R: Send + 'static> std::future::IntoFuture for Command<R> {
-    type Output = Result<R, LedgerError>;
+    type Output = Result<R, CommandError>;
     type IntoFuture = Pending<R>;
 
     fn into_future(self) -> Pending<R> {
@@ -290,7 +290,7 @@ fn combine(inner: &Arc<Inner>) {
 }
 
 struct Slot<R> {
-    value: Option<Result<R, LedgerError>>,
+    value: Option<Result<R, CommandError>>,
     /// The sender went away without answering (the command panicked).
     dropped: bool,
     waker: Option<Waker>,
@@ -311,7 +311,7 @@ impl<R> Default for Slot<R> {
 struct Sender<R>(Option<Arc<Mutex<Slot<R>>>>);
 
 impl<R> Sender<R> {
-    fn send(mut self, value: Result<R, LedgerError>) {
+    fn send(mut self, value: Result<R, CommandError>) {
         if let Some(slot) = self.0.take() {
             let mut s = lock(&slot);
             s.value = Some(value);
@@ -339,12 +339,12 @@ fn wake<R>(s: &mut Slot<R>) {
     }
 }
 
-fn take<R>(s: &mut Slot<R>) -> Option<Result<R, LedgerError>> {
+fn take<R>(s: &mut Slot<R>) -> Option<Result<R, CommandError>> {
     if let Some(v) = s.value.take() {
         return Some(v);
     }
     s.dropped.then(|| {
-        Err(Error::new(
+        Err(StorageError::new(
             ErrorKind::Poisoned,
             "a ledger command panicked; reopen the ledger",
         )
@@ -372,7 +372,7 @@ impl<R> std::fmt::Debug for Pending<R> {
 
 impl<R> Pending<R> {
     /// Blocks until the answer arrives.
-    pub(super) fn wait(self) -> Result<R, LedgerError> {
+    pub(super) fn wait(self) -> Result<R, CommandError> {
         loop {
             let mut s = lock(&self.slot);
             if let Some(v) = take(&mut s) {
@@ -387,7 +387,7 @@ impl<R> Pending<R> {
 }
 
 impl<R> Future for Pending<R> {
-    type Output = Result<R, LedgerError>;
+    type Output = Result<R, CommandError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut s = lock(&self.slot);

@@ -3,7 +3,7 @@
 //! streams, target bindings and result callbacks — each step recorded in the
 //! ledger before it counts.
 //!
-//! Commands go to the ledger without blocking (`*_async`: a synced append
+//! Commands go to the ledger without blocking (awaited: a synced append
 //! waits for the disk on the ledger's own thread, not on a worker); reads that
 //! may touch the disk run on tokio's blocking pool.
 
@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 pub use registry::{CallContext, CallFuture, CallResult, Progress};
 
-use crate::error::LedgerError;
+use crate::error::{CommandError, StorageError};
 use crate::event::Submission;
 use crate::execution::{bound_output, BackgroundExecution, ExecutionError, ExecutionId, TenantId};
 use crate::ledger::Ledger;
@@ -162,10 +162,13 @@ impl RuntimeBuilder {
     ///
     /// # Errors
     ///
-    /// `Fatal` when recovery cannot be recorded.
-    pub async fn start(self) -> Result<Runtime, LedgerError> {
-        let ledger = self.ledger.clone();
-        let recovered = blocking(move || ledger.recover_abandoned()).await.wait()?;
+    /// A [`StorageError`] when recovery cannot be recorded.
+    pub async fn start(self) -> Result<Runtime, StorageError> {
+        let recovered = self
+            .ledger
+            .recover_abandoned()
+            .await
+            .map_err(CommandError::into_storage)?;
         for e in &recovered {
             tracing::info!(execution = %e.execution_id, attempt = e.attempt, status = %e.status, "recovered an execution left running");
         }
@@ -287,7 +290,7 @@ impl Shared {
 
     /// Applies the target binding, then delivers the callback, recording
     /// each step.
-    async fn settle(&self, mut e: BackgroundExecution) -> Result<(), LedgerError> {
+    async fn settle(&self, mut e: BackgroundExecution) -> Result<(), CommandError> {
         let id = e.execution_id;
         if awaits_binding(&e) {
             let binding = e
@@ -403,7 +406,7 @@ impl Shared {
                 tracing::info!(status = %after.status, "attempt ended");
                 self.after(after);
             }
-            Err(LedgerError::Transition(refused)) => {
+            Err(CommandError::Transition(refused)) => {
                 tracing::info!(%refused, "the attempt's answer was refused")
             }
             Err(other) => tracing::error!(error = %other, "cannot record the attempt's end"),
@@ -544,7 +547,7 @@ impl Runtime {
         &self,
         tenant: &TenantId,
         submission: Submission,
-    ) -> Result<ExecutionHandle, LedgerError> {
+    ) -> Result<ExecutionHandle, CommandError> {
         let submitted = self.shared.ledger.submit(tenant, submission).await?;
         let id = submitted.execution.execution_id;
         let rx = self.watch(id).await?;
@@ -566,7 +569,7 @@ impl Runtime {
         &self,
         tenant: &TenantId,
         submission: Submission,
-    ) -> Result<crate::ledger::Submitted, LedgerError> {
+    ) -> Result<crate::ledger::Submitted, CommandError> {
         let submitted = self.shared.ledger.submit(tenant, submission).await?;
         self.shared.wake.notify_one();
         Ok(submitted)
@@ -575,7 +578,7 @@ impl Runtime {
     async fn watch(
         &self,
         id: ExecutionId,
-    ) -> Result<oneshot::Receiver<BackgroundExecution>, LedgerError> {
+    ) -> Result<oneshot::Receiver<BackgroundExecution>, CommandError> {
         let (tx, rx) = oneshot::channel();
         lock(&self.shared.waiters).entry(id).or_default().push(tx);
         // It may have finished before the waiter was in place.
@@ -601,12 +604,12 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// `NotFound`; `Fatal`. `Ok(None)` when the runtime's
+    /// `NotFound`; `Storage`. `Ok(None)` when the runtime's
     /// [`shutdown`](Self::shutdown) began first.
     pub async fn result(
         &self,
         id: ExecutionId,
-    ) -> Result<Option<BackgroundExecution>, LedgerError> {
+    ) -> Result<Option<BackgroundExecution>, CommandError> {
         Ok(self.watch(id).await?.await.ok())
     }
 
@@ -619,7 +622,7 @@ impl Runtime {
         &self,
         id: ExecutionId,
         reason: Option<String>,
-    ) -> Result<BackgroundExecution, LedgerError> {
+    ) -> Result<BackgroundExecution, CommandError> {
         let e = self.shared.ledger.cancel(id, reason).await?;
         if let Some(tx) = lock(&self.shared.running).get(&id) {
             let _ = tx.send(true);
@@ -633,7 +636,7 @@ impl Runtime {
     /// # Errors
     ///
     /// As [`Ledger::release`].
-    pub async fn release(&self, id: ExecutionId) -> Result<BackgroundExecution, LedgerError> {
+    pub async fn release(&self, id: ExecutionId) -> Result<BackgroundExecution, CommandError> {
         let e = self.shared.ledger.release(id).await?;
         self.shared.wake.notify_one();
         Ok(e)
@@ -716,8 +719,8 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// `Fatal` when the final flush fails.
-    pub async fn shutdown(&self, grace: Duration) -> Result<(), LedgerError> {
+    /// A [`StorageError`] when the final flush fails.
+    pub async fn shutdown(&self, grace: Duration) -> Result<(), StorageError> {
         let _ = self.shared.shutdown.send(true);
         self.shared.wake.notify_waiters();
         // Whoever awaits a result hears at once that none will come from here.

@@ -27,7 +27,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{ErrorKind, StorageError};
 use crate::event::{Event, EventKind};
 use crate::execution::{ExecutionId, TenantId};
 use crate::metrics::Counters;
@@ -82,7 +82,7 @@ impl fmt::Debug for Bytes {
 pub(crate) type StoredRecord = (u64, Bytes);
 
 /// Stored items in seq order.
-pub(crate) type Items<'a, T> = Box<dyn Iterator<Item = Result<T, Error>> + 'a>;
+pub(crate) type Items<'a, T> = Box<dyn Iterator<Item = Result<T, StorageError>> + 'a>;
 
 /// One event to append, and when it settles its execution, the seqs of all
 /// that execution's events, this one's last: an engine that cannot find an
@@ -101,11 +101,11 @@ pub(crate) enum AppendError {
     Conflict(Vec<StoredRecord>),
     /// The engine failed; what was written of the group is unknown until
     /// the log is opened again.
-    Failed(Error),
+    Failed(StorageError),
 }
 
-impl From<Error> for AppendError {
-    fn from(e: Error) -> Self {
+impl From<StorageError> for AppendError {
+    fn from(e: StorageError) -> Self {
         AppendError::Failed(e)
     }
 }
@@ -144,7 +144,7 @@ pub(crate) enum Tail {
     Whole,
     /// The log's end cannot be trusted: why (`Checkpoint`, `LostSuffix`,
     /// `Corrupt` at the seq found).
-    Refused(Error),
+    Refused(StorageError),
 }
 
 /// A log, open. Every method may be called from many threads; appends are
@@ -162,17 +162,21 @@ pub(crate) trait Store: Send + Sync + 'static {
     // Opening.
 
     /// The highest seq stored (0 when the log is empty).
-    fn last_seq(&self) -> Result<u64, Error>;
+    fn last_seq(&self) -> Result<u64, StorageError>;
 
     /// Checks the log, ending at `last`, against what the engine knows was
     /// durable: `Ok(Tail::Refused(why))` when it cannot be trusted.
-    fn check_tail(&self, last: u64) -> Result<Tail, Error>;
+    fn check_tail(&self, last: u64) -> Result<Tail, StorageError>;
 
     /// Starts appending after `head`, which the ledger found by checking
     /// the log from the start or a snapshot; `accepted` is set when the log
     /// was accepted as it is in spite of `check_tail` (`at`: when, as
     /// RFC 3339), which the engine records.
-    fn resume(&self, head: Mark, accepted: Option<(&str, &Error)>) -> Result<(), Error>;
+    fn resume(
+        &self,
+        head: Mark,
+        accepted: Option<(&str, &StorageError)>,
+    ) -> Result<(), StorageError>;
 
     // Appending.
 
@@ -183,11 +187,11 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Returns once `seq` is as durable as [`Store::durability`] promises;
     /// concurrent callers share one sync.
-    fn wait_durable(&self, seq: u64) -> Result<(), Error>;
+    fn wait_durable(&self, seq: u64) -> Result<(), StorageError>;
 
     /// Makes everything appended so far durable (synced), whatever the
     /// durability.
-    fn flush(&self) -> Result<(), Error>;
+    fn flush(&self) -> Result<(), StorageError>;
 
     /// The highest seq readers may see (durable as promised).
     fn visible(&self) -> u64;
@@ -199,7 +203,7 @@ pub(crate) trait Store: Send + Sync + 'static {
     // Reading.
 
     /// The stored record of `seq`.
-    fn record(&self, seq: u64) -> Result<Option<Bytes>, Error>;
+    fn record(&self, seq: u64) -> Result<Option<Bytes>, StorageError>;
 
     /// Stored records from `from` on, in seq order (not checked; see
     /// [`checked_records`]).
@@ -208,27 +212,27 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// The seqs of a settled execution's events, in order (empty for one
     /// still live, whose seqs the ledger's projection holds, and for one
     /// that does not exist).
-    fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, Error>;
+    fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError>;
 
     /// The execution a per-tenant name points at.
-    fn named(&self, name: Name<'_>) -> Result<Option<ExecutionId>, Error>;
+    fn named(&self, name: Name<'_>) -> Result<Option<ExecutionId>, StorageError>;
 
     // Snapshots (derived: a damaged or missing one is rebuilt from the log).
 
     /// Stores a snapshot of the projection as of `seq`.
-    fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), Error>;
+    fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StorageError>;
 
     /// Snapshots at or below `seq`, newest first.
     fn snapshots_below(&self, seq: u64) -> Items<'_, StoredRecord>;
 
     /// Every snapshot's seq, in order.
-    fn snapshot_seqs(&self) -> Result<Vec<u64>, Error>;
+    fn snapshot_seqs(&self) -> Result<Vec<u64>, StorageError>;
 
     // Checking and repair.
 
     /// Checks the log as it is now against what the engine knows was
     /// durable (as [`Store::check_tail`], an error when refused).
-    fn check_tail_now(&self) -> Result<(), Error>;
+    fn check_tail_now(&self) -> Result<(), StorageError>;
 
     /// Every settled execution the engine indexes, with its seqs (sorted,
     /// without duplicates), in execution id order (checked by `verify`).
@@ -236,18 +240,18 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Writes the index entries of an event already in the log again
     /// (idempotent): repairs an index a crash left behind its log.
-    fn reindex(&self, event: Draft<'_>) -> Result<(), Error>;
+    fn reindex(&self, event: Draft<'_>) -> Result<(), StorageError>;
 
     /// Rebuilds the whole index from `events` (every event of the log, in
     /// order): writes each one's entries and removes every entry they do not
     /// imply; returns how many it removed.
     fn rebuild_index(
         &self,
-        events: &mut dyn Iterator<Item = Result<Reindexed, Error>>,
-    ) -> Result<u64, Error>;
+        events: &mut dyn Iterator<Item = Result<Reindexed, StorageError>>,
+    ) -> Result<u64, StorageError>;
 
     /// Bytes the log uses on disk.
-    fn size_on_disk(&self) -> Result<u64, Error>;
+    fn size_on_disk(&self) -> Result<u64, StorageError>;
 }
 
 /// An event of the log, and when it settled its execution, that execution's
@@ -256,7 +260,7 @@ pub(crate) type Reindexed = (Event, Option<Vec<u64>>);
 
 /// A storage error met while reading at `seq`: damage is reported at that
 /// seq, with `what` it did.
-pub(crate) fn at_seq(e: Error, seq: u64, what: impl fmt::Display) -> Error {
+pub(crate) fn at_seq(e: StorageError, seq: u64, what: impl fmt::Display) -> StorageError {
     if e.kind() == ErrorKind::Corrupt {
         e.context(what).at_seq(seq)
     } else {
@@ -273,7 +277,7 @@ pub(crate) fn checked_records(
     from: u64,
     to: u64,
     prev: Hash,
-) -> impl Iterator<Item = Result<(u64, Bytes, Hash), Error>> + '_ {
+) -> impl Iterator<Item = Result<(u64, Bytes, Hash), StorageError>> + '_ {
     let mut records = store.records(from);
     let (mut expected, mut prev, mut done) = (from.max(1), prev, false);
     std::iter::from_fn(move || {
@@ -281,13 +285,13 @@ pub(crate) fn checked_records(
             return None;
         }
         let checked = match records.next() {
-            None => Err(Error::new(
+            None => Err(StorageError::new(
                 ErrorKind::LostSuffix,
                 format!("the log ends at seq {} before seq {to}", expected - 1),
             )
             .at_seq(expected)),
             Some(Err(e)) => Err(e),
-            Some(Ok((seq, _))) if seq != expected => Err(Error::corrupt(
+            Some(Ok((seq, _))) if seq != expected => Err(StorageError::corrupt(
                 expected,
                 format!(
                     "record is missing (the log jumps from seq {} to {seq})",

@@ -13,7 +13,7 @@
 //! record — even with a recomputed hash — breaks the link stored in the next
 //! one, and rewriting the last one disagrees with the checkpoint.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{ErrorKind, StorageError};
 use crate::event::Event;
 
 /// The format version written by this build.
@@ -78,9 +78,9 @@ pub(crate) struct Record<'a> {
 /// # Errors
 ///
 /// `UnsupportedVersion` or `Corrupt`, at `seq`.
-pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Record<'_>, Error> {
+pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Record<'_>, StorageError> {
     if bytes.len() < HEADER {
-        return Err(Error::corrupt(
+        return Err(StorageError::corrupt(
             seq,
             format!(
                 "record is {} bytes, shorter than its {HEADER}-byte header",
@@ -89,7 +89,7 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Record<'_>, Error> {
         ));
     }
     if bytes[0] != FORMAT_VERSION {
-        return Err(Error::new(
+        return Err(StorageError::new(
             ErrorKind::UnsupportedVersion,
             format!(
                 "record at seq {seq} has format version {}; this build reads version {FORMAT_VERSION}",
@@ -102,7 +102,7 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Record<'_>, Error> {
     let hash: Hash = bytes[33..65].try_into().expect("32 bytes");
     let json = &bytes[HEADER..];
     if digest(seq, &prev, json) != hash {
-        return Err(Error::corrupt(
+        return Err(StorageError::corrupt(
             seq,
             "record content does not match its hash",
         ));
@@ -116,7 +116,7 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Record<'_>, Error> {
 /// # Errors
 ///
 /// `Corrupt` or `UnsupportedVersion` at `seq`.
-pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<(Event, Record<'_>), Error> {
+pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<(Event, Record<'_>), StorageError> {
     let record = decode(seq, bytes)?;
     Ok((parse_event(seq, record.json)?, record))
 }
@@ -126,11 +126,11 @@ pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<(Event, Record<'_>)
 /// # Errors
 ///
 /// `Corrupt` at `seq`.
-pub(crate) fn parse_event(seq: u64, json: &[u8]) -> Result<Event, Error> {
+pub(crate) fn parse_event(seq: u64, json: &[u8]) -> Result<Event, StorageError> {
     let event: Event = serde_json::from_slice(json)
-        .map_err(|e| Error::corrupt(seq, format!("event does not decode: {e}")))?;
+        .map_err(|e| StorageError::corrupt(seq, format!("event does not decode: {e}")))?;
     if event.seq != seq {
-        return Err(Error::corrupt(
+        return Err(StorageError::corrupt(
             seq,
             format!("record holds the event of seq {}", event.seq),
         ));
@@ -145,10 +145,10 @@ pub(crate) fn json_of(bytes: &[u8]) -> &[u8] {
 
 /// Record `seq` is intact on its own but does not chain to the record
 /// before it: that one was rewritten (or, at seq 1, the chain's start).
-pub(crate) fn broken_link(seq: u64) -> Error {
+pub(crate) fn broken_link(seq: u64) -> StorageError {
     match seq {
-        1 => Error::corrupt(1, "the first record does not start the hash chain"),
-        _ => Error::corrupt(
+        1 => StorageError::corrupt(1, "the first record does not start the hash chain"),
+        _ => StorageError::corrupt(
             seq - 1,
             format!("record was rewritten: seq {seq} chains to a different record"),
         ),

@@ -14,7 +14,7 @@
 //! check behind the hash check.
 
 use execution_ledger::fuzzing::{decode_event, decode_record, encode_record};
-use execution_ledger::{Error, ErrorKind};
+use execution_ledger::{ErrorKind, StorageError};
 
 /// Decodes the record in `data`; see the module docs for the layout.
 pub fn record_decoder(data: &[u8]) {
@@ -64,7 +64,7 @@ fn check(seq: u64, bytes: &[u8]) {
 }
 
 /// The error is one the decoder may give, and it names `seq`.
-fn names(err: &Error, seq: u64) {
+fn names(err: &StorageError, seq: u64) {
     assert!(
         matches!(
             err.kind(),

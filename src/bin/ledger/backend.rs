@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use execution_ledger::{
-    At, BackgroundExecution, Change, ErrorKind, Event, ExecutionId, Head, IndexRebuild, Ledger,
-    LedgerBuilder, LedgerError, Stats, Submission, TenantId, VerifyReport,
+    At, BackgroundExecution, Change, CommandError, ErrorKind, Event, ExecutionId, Head,
+    IndexRebuild, Ledger, LedgerBuilder, Stats, Submission, TenantId, VerifyReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -26,9 +26,9 @@ pub(crate) struct Served {
 }
 
 /// A ledger error as the CLI reports it: usage errors exit 2.
-pub(crate) fn fail(e: LedgerError) -> anyhow::Error {
+pub(crate) fn fail(e: CommandError) -> anyhow::Error {
     match e {
-        LedgerError::Invalid(m) => Usage(m).into(),
+        CommandError::Invalid(m) => Usage(m).into(),
         other => other.into(),
     }
 }
@@ -62,8 +62,8 @@ pub(crate) enum Verdict {
     },
 }
 
-impl From<Result<VerifyReport, execution_ledger::Error>> for Verdict {
-    fn from(result: Result<VerifyReport, execution_ledger::Error>) -> Self {
+impl From<Result<VerifyReport, execution_ledger::StorageError>> for Verdict {
+    fn from(result: Result<VerifyReport, execution_ledger::StorageError>) -> Self {
         match result {
             Ok(report) => Verdict::Intact { ok: true, report },
             Err(e) => Verdict::Broken {
@@ -113,7 +113,7 @@ impl Backend {
             Ok(ledger) => Ok(Backend::Local(ledger)),
             Err(e) => {
                 let locked = e
-                    .downcast_ref::<execution_ledger::Error>()
+                    .downcast_ref::<execution_ledger::StorageError>()
                     .is_some_and(|e| e.kind() == ErrorKind::Locked);
                 let served = std::fs::read(cli.data_dir.join(SERVE_FILE))
                     .ok()
@@ -240,7 +240,7 @@ impl Backend {
             ))?,
         };
         if scope.is_some_and(|t| t != &found.tenant_id) {
-            return Err(fail(LedgerError::NotFound(id)));
+            return Err(fail(CommandError::NotFound(id)));
         }
         Ok(found)
     }
@@ -256,7 +256,7 @@ impl Backend {
             .first()
             .is_some_and(|e| scope.is_some_and(|t| t != &e.tenant_id))
         {
-            return Err(fail(LedgerError::NotFound(id)));
+            return Err(fail(CommandError::NotFound(id)));
         }
         Ok(events)
     }

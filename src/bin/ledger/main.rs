@@ -11,6 +11,8 @@ mod decode;
 mod demo;
 mod output;
 mod run;
+// The benchmark scenarios, shared with the criterion benches.
+#[path = "../../../benches/common/scenarios.rs"]
 mod scenarios;
 mod serve;
 

@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use execution_ledger::{
-    At, BackgroundExecution, ExecutionId, Ledger, LedgerError, Runtime, Submission, TenantId,
+    At, BackgroundExecution, CommandError, ExecutionId, Ledger, Runtime, Submission, TenantId,
     BUCKETS_US,
 };
 use serde::Deserialize;
@@ -154,16 +154,16 @@ impl From<decode::Refused> for ApiError {
     }
 }
 
-impl From<LedgerError> for ApiError {
-    fn from(e: LedgerError) -> Self {
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
         let message = e.to_string();
         match e {
-            LedgerError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
-            LedgerError::Transition(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-            LedgerError::IdempotencyConflict { .. } => {
+            CommandError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            CommandError::Transition(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            CommandError::IdempotencyConflict { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", message)
             }
-            LedgerError::Invalid(_) => ApiError::bad(message),
+            CommandError::Invalid(_) => ApiError::bad(message),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
         }
     }
@@ -179,7 +179,7 @@ impl IntoResponse for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 fn not_found(id: ExecutionId) -> ApiError {
-    LedgerError::NotFound(id).into()
+    CommandError::NotFound(id).into()
 }
 
 /// Runs a ledger call on the blocking pool.

@@ -20,7 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::record::Hash;
-use crate::error::Error;
+use crate::error::StorageError;
 
 const MAGIC: &[u8; 4] = b"ELCP";
 const SLOT: usize = 64;
@@ -85,11 +85,16 @@ fn encode(seq: u64, hash: &Hash) -> [u8; SLOT] {
 /// 64-byte write within the file's first disk sector, which a process crash
 /// does not tear (nor a power loss, on a disk that writes sectors whole);
 /// so a file of another length or a slot that fails its check is damage.
-pub(crate) fn read(path: &Path) -> Result<Stored, Error> {
+pub(crate) fn read(path: &Path) -> Result<Stored, StorageError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Stored::Missing),
-        Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+        Err(e) => {
+            return Err(StorageError::io(
+                format!("cannot read {}", path.display()),
+                e,
+            ))
+        }
     };
     let slots: Vec<Option<(u64, Hash)>> = bytes.chunks(SLOT).map(parse).collect();
     let newest = slots.iter().flatten().max_by_key(|(seq, _)| *seq).copied();
@@ -108,16 +113,16 @@ pub(crate) fn read(path: &Path) -> Result<Stored, Error> {
 impl Checkpoint {
     /// Opens the whole checkpoint at `path` for writing: the next write goes
     /// to the older slot.
-    pub(crate) fn open(path: &Path) -> Result<Checkpoint, Error> {
+    pub(crate) fn open(path: &Path) -> Result<Checkpoint, StorageError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+            .map_err(|e| StorageError::io(format!("cannot open {}", path.display()), e))?;
         let mut buf = [0u8; 2 * SLOT];
         let len = file
             .read_at(&mut buf, 0)
-            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+            .map_err(|e| StorageError::io(format!("cannot read {}", path.display()), e))?;
         let newest = buf[..len]
             .chunks(SLOT)
             .enumerate()
@@ -130,7 +135,7 @@ impl Checkpoint {
     /// Makes a new checkpoint at `path` recording (seq, hash) in both
     /// slots, in one step: written to a temporary file, synced, and renamed
     /// over `path`, so that `path` is whole or absent (or as it was).
-    pub(crate) fn create(path: &Path, seq: u64, hash: &Hash) -> Result<Checkpoint, Error> {
+    pub(crate) fn create(path: &Path, seq: u64, hash: &Hash) -> Result<Checkpoint, StorageError> {
         let mut name = path.as_os_str().to_owned();
         name.push(".new");
         let tmp = std::path::PathBuf::from(name);
@@ -140,7 +145,7 @@ impl Checkpoint {
         let written = File::create(&tmp)
             .and_then(|f| f.write_all_at(&bytes, 0).and_then(|()| f.sync_all()))
             .and_then(|()| std::fs::rename(&tmp, path));
-        written.map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        written.map_err(|e| StorageError::io(format!("cannot write {}", path.display()), e))?;
         if let Some(dir) = path.parent() {
             sync_dir(dir)?;
         }
@@ -148,15 +153,15 @@ impl Checkpoint {
     }
 
     /// Records (seq, hash), syncing the file when `sync` is set.
-    pub(crate) fn write(&mut self, seq: u64, hash: &Hash, sync: bool) -> Result<(), Error> {
+    pub(crate) fn write(&mut self, seq: u64, hash: &Hash, sync: bool) -> Result<(), StorageError> {
         let slot = encode(seq, hash);
         self.file
             .write_all_at(&slot, self.next_slot * SLOT as u64)
-            .map_err(|e| Error::io("cannot write the checkpoint", e))?;
+            .map_err(|e| StorageError::io("cannot write the checkpoint", e))?;
         if sync {
             self.file
                 .sync_data()
-                .map_err(|e| Error::io("cannot sync the checkpoint", e))?;
+                .map_err(|e| StorageError::io("cannot sync the checkpoint", e))?;
         }
         self.next_slot = (self.next_slot + 1) % 2;
         Ok(())
@@ -164,10 +169,10 @@ impl Checkpoint {
 }
 
 /// fsyncs a directory, so that a file created in it survives a power loss.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("cannot sync {}", dir.display()), e))
+        .map_err(|e| StorageError::io(format!("cannot sync {}", dir.display()), e))
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ use super::{
     at_seq, AppendError, Bytes, Draft, Durability, Items, Mark, Name, Reindexed, Store,
     StoredRecord, Tail,
 };
-use crate::error::{Error, ErrorKind};
+use crate::error::{ErrorKind, StorageError};
 use crate::event::Event;
 use crate::execution::{ExecutionId, TenantId};
 use crate::metrics::Counters;
@@ -185,9 +185,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// ("Read corrupted data at file offset Some(Inline(…)) backtrace ()")
 /// shows its internals, so damage is described here and sled's error is not
 /// kept as the source.
-fn storage(source: ::sled::Error) -> Error {
+fn storage(source: ::sled::Error) -> StorageError {
     match source {
-        ::sled::Error::Io(io) => Error::io("storage", io),
+        ::sled::Error::Io(io) => StorageError::io("storage", io),
         ::sled::Error::Corruption { at, .. } => {
             let place = match at {
                 Some(::sled::DiskPtr::Inline(offset)) => {
@@ -198,12 +198,12 @@ fn storage(source: ::sled::Error) -> Error {
                 }
                 None => String::new(),
             };
-            Error::new(
+            StorageError::new(
                 ErrorKind::Corrupt,
                 format!("sled's own files are damaged{place}"),
             )
         }
-        other => Error::new(ErrorKind::Io, format!("storage: {other}")).with_source(other),
+        other => StorageError::new(ErrorKind::Io, format!("storage: {other}")).with_source(other),
     }
 }
 
@@ -234,9 +234,9 @@ fn open_quietly(config: &::sled::Config) -> std::thread::Result<::sled::Result<:
 
 /// Opens sled's database, in the ledger's terms: damage sled finds (some of
 /// which it panics on while opening) names its directory.
-fn open_config(config: &::sled::Config, sled_dir: &Path) -> Result<::sled::Db, Error> {
+fn open_config(config: &::sled::Config, sled_dir: &Path) -> Result<::sled::Db, StorageError> {
     let damaged = |what: String| {
-        Error::new(
+        StorageError::new(
             ErrorKind::Corrupt,
             format!("{what}; sled cannot open {}", sled_dir.display()),
         )
@@ -252,7 +252,7 @@ fn open_config(config: &::sled::Config, sled_dir: &Path) -> Result<::sled::Db, E
 }
 
 /// Takes the directory's lock, naming the holder when another process has it.
-fn take_lock(dir: &Path) -> Result<File, Error> {
+fn take_lock(dir: &Path) -> Result<File, StorageError> {
     let path = dir.join("LOCK");
     let mut file = OpenOptions::new()
         .read(true)
@@ -261,7 +261,7 @@ fn take_lock(dir: &Path) -> Result<File, Error> {
         .truncate(false)
         .open(&path)
         .map_err(|e| {
-            Error::new(
+            StorageError::new(
                 ErrorKind::BadDirectory,
                 format!("cannot write to {}: {e}", dir.display()),
             )
@@ -278,7 +278,7 @@ fn take_lock(dir: &Path) -> Result<File, Error> {
             } else {
                 format!(" (pid {pid})")
             };
-            return Err(Error::new(
+            return Err(StorageError::new(
                 ErrorKind::Locked,
                 format!(
                     "{} is in use by another ledger process{holder}",
@@ -287,13 +287,16 @@ fn take_lock(dir: &Path) -> Result<File, Error> {
             ));
         }
         Err(TryLockError::Error(e)) => {
-            return Err(Error::io(format!("cannot lock {}", path.display()), e))
+            return Err(StorageError::io(
+                format!("cannot lock {}", path.display()),
+                e,
+            ))
         }
     }
     file.set_len(0)
         .and_then(|()| file.rewind())
         .and_then(|()| writeln!(file, "{}", std::process::id()))
-        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        .map_err(|e| StorageError::io(format!("cannot write {}", path.display()), e))?;
     Ok(file)
 }
 
@@ -304,7 +307,7 @@ fn take_lock(dir: &Path) -> Result<File, Error> {
 /// ("Read corrupted data at file offset None"; found by the crash loop at
 /// cycle 85 of 1,000). An unfinished snapshot was never in use — the
 /// previous one stays until the rename — so it is removed before opening.
-fn remove_unfinished_sled_snapshots(sled_dir: &Path) -> Result<(), Error> {
+fn remove_unfinished_sled_snapshots(sled_dir: &Path) -> Result<(), StorageError> {
     let Ok(entries) = std::fs::read_dir(sled_dir) else {
         return Ok(());
     };
@@ -314,8 +317,9 @@ fn remove_unfinished_sled_snapshots(sled_dir: &Path) -> Result<(), Error> {
         let name = name.to_string_lossy();
         if name.starts_with("snap.") && name.ends_with(".generating") {
             tracing::warn!(file = %name, "removing sled's unfinished snapshot");
-            std::fs::remove_file(entry.path())
-                .map_err(|e| Error::io(format!("cannot remove {}", entry.path().display()), e))?;
+            std::fs::remove_file(entry.path()).map_err(|e| {
+                StorageError::io(format!("cannot remove {}", entry.path().display()), e)
+            })?;
             removed = true;
         }
     }
@@ -338,7 +342,7 @@ fn remove_unfinished_sled_snapshots(sled_dir: &Path) -> Result<(), Error> {
 /// The database is created by the handle the log then keeps: a second
 /// handle opened right after the first is dropped can find sled's file lock
 /// still held by the first one's background threads.
-fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<::sled::Db, Error> {
+fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<::sled::Db, StorageError> {
     let marker = dir.join("sled.creating");
     let config = ::sled::Config::new()
         .path(sled_dir)
@@ -347,20 +351,21 @@ fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<::sled::Db
         // Older releases created the database in this directory and renamed
         // it into place when whole: what is left there never held an event.
         std::fs::remove_dir_all(&marker)
-            .map_err(|e| Error::io(format!("cannot remove {}", marker.display()), e))?;
+            .map_err(|e| StorageError::io(format!("cannot remove {}", marker.display()), e))?;
     }
     if marker.exists() {
         if sled_dir.exists() {
             tracing::warn!(dir = %sled_dir.display(), "removing an unfinished new database");
-            std::fs::remove_dir_all(sled_dir)
-                .map_err(|e| Error::io(format!("cannot remove {}", sled_dir.display()), e))?;
+            std::fs::remove_dir_all(sled_dir).map_err(|e| {
+                StorageError::io(format!("cannot remove {}", sled_dir.display()), e)
+            })?;
         }
     } else if sled_dir.exists() {
         remove_unfinished_sled_snapshots(sled_dir)?;
         return open_config(&config, sled_dir);
     }
     File::create(&marker)
-        .map_err(|e| Error::io(format!("cannot create {}", marker.display()), e))?;
+        .map_err(|e| StorageError::io(format!("cannot create {}", marker.display()), e))?;
     sync_dir(dir)?;
     let db = open_config(&config, sled_dir)?;
     db.flush().map_err(storage)?;
@@ -372,13 +377,15 @@ fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<::sled::Db
             if entry.file_type().is_ok_and(|t| t.is_file()) {
                 File::open(entry.path())
                     .and_then(|f| f.sync_all())
-                    .map_err(|e| Error::io(format!("cannot sync {}", entry.path().display()), e))?;
+                    .map_err(|e| {
+                        StorageError::io(format!("cannot sync {}", entry.path().display()), e)
+                    })?;
             }
         }
         sync_dir(&sub)?;
     }
     std::fs::remove_file(&marker)
-        .map_err(|e| Error::io(format!("cannot remove {}", marker.display()), e))?;
+        .map_err(|e| StorageError::io(format!("cannot remove {}", marker.display()), e))?;
     sync_dir(dir)?;
     Ok(db)
 }
@@ -424,21 +431,21 @@ impl Log {
         durability: Durability,
         cache_bytes: u64,
         create: bool,
-    ) -> Result<Log, Error> {
+    ) -> Result<Log, StorageError> {
         if dir.exists() && !dir.is_dir() {
-            return Err(Error::new(
+            return Err(StorageError::new(
                 ErrorKind::BadDirectory,
                 format!("{} is not a directory", dir.display()),
             ));
         }
         if !create && !Log::exists(dir) {
-            return Err(Error::new(
+            return Err(StorageError::new(
                 ErrorKind::NoLedger,
                 format!("no ledger at {}", dir.display()),
             ));
         }
         std::fs::create_dir_all(dir).map_err(|e| {
-            Error::new(
+            StorageError::new(
                 ErrorKind::BadDirectory,
                 format!("cannot create {}: {e}", dir.display()),
             )
@@ -449,8 +456,9 @@ impl Log {
         let db = open_sled(dir, &sled_dir, cache_bytes)?;
         let events = db.open_tree("events").map_err(storage)?;
         let snapshots = db.open_tree("snapshots").map_err(storage)?;
-        let db_file = File::open(sled_dir.join("db"))
-            .map_err(|e| Error::io(format!("cannot open {}", sled_dir.join("db").display()), e))?;
+        let db_file = File::open(sled_dir.join("db")).map_err(|e| {
+            StorageError::io(format!("cannot open {}", sled_dir.join("db").display()), e)
+        })?;
         // Read after sled is open: whatever a sync wrote there, sled has.
         let found = checkpoint::read(&dir.join(CHECKPOINT))?;
         let log = Log {
@@ -486,10 +494,10 @@ impl Log {
     /// `LostSuffix` when the log ends before it; `Corrupt` when the record
     /// at its seq has another hash (rewritten). A new ledger (empty log, no
     /// checkpoint or one that records nothing) passes.
-    fn check_checkpoint(&self, stored: &Stored, last: u64) -> Result<(), Error> {
+    fn check_checkpoint(&self, stored: &Stored, last: u64) -> Result<(), StorageError> {
         let path = self.checkpoint_path();
         let unusable = |what: String| {
-            Error::new(
+            StorageError::new(
                 ErrorKind::Checkpoint,
                 format!(
                     "checkpoint {} is {what}: a lost tail of the log cannot be detected",
@@ -503,7 +511,7 @@ impl Log {
             Stored::Damaged(wrong, _) => Err(unusable(format!("damaged ({wrong})"))),
             &Stored::Intact(cseq, chash) => {
                 if last < cseq {
-                    return Err(Error::new(
+                    return Err(StorageError::new(
                         ErrorKind::LostSuffix,
                         format!(
                             "the log ends at seq {last} but the checkpoint says seq {cseq} was durable: \
@@ -515,10 +523,10 @@ impl Log {
                 }
                 if cseq > 0 {
                     let bytes = self.record(cseq)?.ok_or_else(|| {
-                        Error::corrupt(cseq, "the checkpoint's record is missing")
+                        StorageError::corrupt(cseq, "the checkpoint's record is missing")
                     })?;
                     if record::decode(cseq, &bytes)?.hash != chash {
-                        return Err(Error::corrupt(
+                        return Err(StorageError::corrupt(
                             cseq,
                             "record differs from the one the checkpoint recorded (rewritten)",
                         ));
@@ -537,7 +545,7 @@ impl Log {
         stored: &Stored,
         head: (u64, Hash),
         accepted: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<(), StorageError> {
         let path = self.checkpoint_path();
         let kept = match stored {
             Stored::Intact(..) if !accepted => Checkpoint::open(&path)?,
@@ -551,7 +559,12 @@ impl Log {
     /// although its checkpoint was refused with `problem`: a line appended
     /// to `checkpoint.accepted` beside the checkpoint, synced, and a
     /// warning.
-    fn record_acceptance(&self, at: &str, head: (u64, Hash), problem: &Error) -> Result<(), Error> {
+    fn record_acceptance(
+        &self,
+        at: &str,
+        head: (u64, Hash),
+        problem: &StorageError,
+    ) -> Result<(), StorageError> {
         let path = self.dir.join(ACCEPTED);
         let line = format!(
             "{at} accepted the log as it is at seq {} ({}); its checkpoint was refused: {problem}\n",
@@ -565,7 +578,7 @@ impl Log {
             .append(true)
             .open(&path)
             .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_data()))
-            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+            .map_err(|e| StorageError::io(format!("cannot write {}", path.display()), e))?;
         if !existed {
             sync_dir(&self.dir)?;
         }
@@ -573,7 +586,7 @@ impl Log {
     }
 
     /// Marks (seq, hash) as the log's end as found on open (durable).
-    fn set_recovered_head(&self, seq: u64, hash: Hash) -> Result<(), Error> {
+    fn set_recovered_head(&self, seq: u64, hash: Hash) -> Result<(), StorageError> {
         *lock(&self.appended) = (seq, hash);
         self.sync_to(seq, &hash, Durability::Synced)?;
         let mut st = lock(&self.state);
@@ -584,7 +597,7 @@ impl Log {
     }
 
     /// Writes one event's record (its index entries follow).
-    fn insert_record(&self, seq: u64, record: &[u8]) -> Result<(), Error> {
+    fn insert_record(&self, seq: u64, record: &[u8]) -> Result<(), StorageError> {
         self.events
             .insert(event_key(seq), record)
             .map(|_| ())
@@ -594,7 +607,7 @@ impl Log {
     /// Writes the index entries of an event in the log (idempotent): the
     /// name it points at its execution, and when it settled its execution,
     /// the seqs of all that execution's events.
-    fn index(&self, event: &Event, settled: Option<&[u64]>) -> Result<(), Error> {
+    fn index(&self, event: &Event, settled: Option<&[u64]>) -> Result<(), StorageError> {
         for (key, value) in index_entries(event, settled) {
             self.events.insert(key, value).map_err(storage)?;
         }
@@ -608,7 +621,7 @@ impl Log {
 
     /// Removes every index entry whose key is not in `keep`; returns how
     /// many it removed.
-    fn remove_index_except(&self, keep: &HashSet<Vec<u8>>) -> Result<u64, Error> {
+    fn remove_index_except(&self, keep: &HashSet<Vec<u8>>) -> Result<u64, StorageError> {
         let mut removed = 0;
         for key in self.events.range([INDEX].as_slice()..).keys() {
             let key = key.map_err(storage)?;
@@ -624,11 +637,11 @@ impl Log {
     /// for everything appended so far; the others park until a sync covers
     /// their seq. When a sync ends, its leader unparks exactly the waiters it
     /// covered, plus one more to lead the next sync if any is left.
-    fn sync_through(&self, seq: u64, how: Durability) -> Result<(), Error> {
+    fn sync_through(&self, seq: u64, how: Durability) -> Result<(), StorageError> {
         let mut st = lock(&self.state);
         loop {
             if let Some(why) = &st.failed {
-                return Err(Error::new(
+                return Err(StorageError::new(
                     ErrorKind::Poisoned,
                     format!("an earlier sync failed ({why}); reopen the ledger"),
                 ));
@@ -685,25 +698,25 @@ impl Log {
         }
     }
 
-    fn sync_to(&self, seq: u64, hash: &Hash, how: Durability) -> Result<(), Error> {
+    fn sync_to(&self, seq: u64, hash: &Hash, how: Durability) -> Result<(), StorageError> {
         let started = std::time::Instant::now();
         let result = self.sync_to_inner(seq, hash, how);
         self.counters.sync.record(started.elapsed());
         result
     }
 
-    fn sync_to_inner(&self, seq: u64, hash: &Hash, how: Durability) -> Result<(), Error> {
+    fn sync_to_inner(&self, seq: u64, hash: &Hash, how: Durability) -> Result<(), StorageError> {
         self.db.flush().map_err(storage)?;
         let synced = how == Durability::Synced;
         if synced {
             self.db_file
                 .sync_data()
-                .map_err(|e| Error::io("cannot sync the log", e))?;
+                .map_err(|e| StorageError::io("cannot sync the log", e))?;
             self.sync_blobs()?;
         }
         match lock(&self.checkpoint).as_mut() {
             Some(c) => c.write(seq, hash, synced),
-            None => Err(Error::new(
+            None => Err(StorageError::new(
                 ErrorKind::Io,
                 "the checkpoint is not open (the ledger is still opening)",
             )),
@@ -712,7 +725,7 @@ impl Log {
 
     /// sled writes values too large for its log into `blobs/` without ever
     /// syncing them; sync any new ones.
-    fn sync_blobs(&self) -> Result<(), Error> {
+    fn sync_blobs(&self) -> Result<(), StorageError> {
         let dir = self.dir.join("sled").join("blobs");
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Ok(());
@@ -726,7 +739,7 @@ impl Log {
             }
             if let Ok(f) = File::open(entry.path()) {
                 f.sync_data()
-                    .map_err(|e| Error::io("cannot sync a blob", e))?;
+                    .map_err(|e| StorageError::io("cannot sync a blob", e))?;
             }
             synced.insert(name);
             any = true;
@@ -762,7 +775,7 @@ impl Store for Log {
         &self.counters
     }
 
-    fn check_tail(&self, last: u64) -> Result<Tail, Error> {
+    fn check_tail(&self, last: u64) -> Result<Tail, StorageError> {
         match self.check_checkpoint(&self.found, last) {
             Ok(()) => Ok(Tail::Whole),
             Err(e)
@@ -777,7 +790,11 @@ impl Store for Log {
         }
     }
 
-    fn resume(&self, head: Mark, accepted: Option<(&str, &Error)>) -> Result<(), Error> {
+    fn resume(
+        &self,
+        head: Mark,
+        accepted: Option<(&str, &StorageError)>,
+    ) -> Result<(), StorageError> {
         self.keep_checkpoint(&self.found, head, accepted.is_some())?;
         if let Some((at, problem)) = accepted {
             self.record_acceptance(at, head, problem)?;
@@ -819,18 +836,19 @@ impl Store for Log {
         written.map(|()| end).map_err(AppendError::Failed)
     }
 
-    fn last_seq(&self) -> Result<u64, Error> {
+    fn last_seq(&self) -> Result<u64, StorageError> {
         match self.events.range(..[INDEX].as_slice()).next_back() {
             None => Ok(0),
             Some(Err(e)) => Err(storage(e)),
-            Some(Ok((k, _))) => seq_of(&k)
-                .ok_or_else(|| Error::new(ErrorKind::Corrupt, "the log holds a malformed key")),
+            Some(Ok((k, _))) => seq_of(&k).ok_or_else(|| {
+                StorageError::new(ErrorKind::Corrupt, "the log holds a malformed key")
+            }),
         }
     }
 
     /// Returns once `seq` is as durable as the log's durability promises;
     /// concurrent callers share one sync.
-    fn wait_durable(&self, seq: u64) -> Result<(), Error> {
+    fn wait_durable(&self, seq: u64) -> Result<(), StorageError> {
         if self.durability == Durability::Buffered {
             return Ok(());
         }
@@ -839,7 +857,7 @@ impl Store for Log {
 
     /// Makes everything appended so far durable (`Synced`), whatever the
     /// log's durability.
-    fn flush(&self) -> Result<(), Error> {
+    fn flush(&self) -> Result<(), StorageError> {
         let head = lock(&self.appended).0;
         self.sync_through(head, Durability::Synced)
     }
@@ -860,7 +878,7 @@ impl Store for Log {
         st.visible
     }
 
-    fn record(&self, seq: u64) -> Result<Option<Bytes>, Error> {
+    fn record(&self, seq: u64) -> Result<Option<Bytes>, StorageError> {
         self.events
             .get(event_key(seq))
             .map(|v| v.map(Bytes::new))
@@ -879,8 +897,9 @@ impl Store for Log {
                         let after = format!("the records after seq {last} are unreadable");
                         at_seq(storage(e), last + 1, after)
                     })?;
-                    let seq = seq_of(&k)
-                        .ok_or_else(|| Error::corrupt(last + 1, "the log holds a malformed key"))?;
+                    let seq = seq_of(&k).ok_or_else(|| {
+                        StorageError::corrupt(last + 1, "the log holds a malformed key")
+                    })?;
                     last = seq;
                     Ok((seq, Bytes::new(v)))
                 }),
@@ -889,12 +908,12 @@ impl Store for Log {
 
     /// The seqs of one execution's events that the index holds, in order:
     /// all of them once it is settled (live ones are in the projection).
-    fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, Error> {
+    fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
         let mut seqs = Vec::new();
         for item in self.events.scan_prefix(exec_prefix(id)) {
             let (k, v) = item.map_err(storage)?;
             unpack(&k, &v, &mut seqs).ok_or_else(|| {
-                Error::new(
+                StorageError::new(
                     ErrorKind::Corrupt,
                     format!("malformed index entry for {id}"),
                 )
@@ -906,18 +925,18 @@ impl Store for Log {
     }
 
     /// The execution a per-tenant name points at.
-    fn named(&self, name: Name<'_>) -> Result<Option<ExecutionId>, Error> {
+    fn named(&self, name: Name<'_>) -> Result<Option<ExecutionId>, StorageError> {
         let v = self.events.get(name_key(&name)).map_err(storage)?;
         v.map(|v| {
             <[u8; 16]>::try_from(v.as_ref())
                 .map(ExecutionId::from_bytes)
-                .map_err(|_| Error::new(ErrorKind::Corrupt, "malformed index entry"))
+                .map_err(|_| StorageError::new(ErrorKind::Corrupt, "malformed index entry"))
         })
         .transpose()
     }
 
     /// Stores a snapshot as of `seq`.
-    fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), Error> {
+    fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StorageError> {
         self.snapshots
             .insert(event_key(seq), bytes)
             .map(|_| ())
@@ -932,28 +951,30 @@ impl Store for Log {
                 .rev()
                 .map(|item| {
                     let (k, v) = item.map_err(storage)?;
-                    let seq = seq_of(&k)
-                        .ok_or_else(|| Error::new(ErrorKind::Corrupt, "malformed snapshot key"))?;
+                    let seq = seq_of(&k).ok_or_else(|| {
+                        StorageError::new(ErrorKind::Corrupt, "malformed snapshot key")
+                    })?;
                     Ok((seq, Bytes::new(v)))
                 }),
         )
     }
 
     /// Every snapshot's seq, in order.
-    fn snapshot_seqs(&self) -> Result<Vec<u64>, Error> {
+    fn snapshot_seqs(&self) -> Result<Vec<u64>, StorageError> {
         self.snapshots
             .iter()
             .keys()
             .map(|k| {
                 let k = k.map_err(storage)?;
-                seq_of(&k).ok_or_else(|| Error::new(ErrorKind::Corrupt, "malformed snapshot key"))
+                seq_of(&k)
+                    .ok_or_else(|| StorageError::new(ErrorKind::Corrupt, "malformed snapshot key"))
             })
             .collect()
     }
 
     /// Checks the log as it is now against the checkpoint file as it is
     /// now (read between two writes of it).
-    fn check_tail_now(&self) -> Result<(), Error> {
+    fn check_tail_now(&self) -> Result<(), StorageError> {
         let guard = lock(&self.checkpoint);
         let stored = checkpoint::read(&self.checkpoint_path())?;
         let last = self.last_seq()?;
@@ -967,7 +988,7 @@ impl Store for Log {
     fn index_groups(&self) -> Items<'_, (ExecutionId, Vec<u64>)> {
         let mut entries = self.events.scan_prefix([INDEX, EXEC]).peekable();
         Box::new(std::iter::from_fn(move || {
-            let malformed = || Error::new(ErrorKind::Corrupt, "malformed index entry");
+            let malformed = || StorageError::new(ErrorKind::Corrupt, "malformed index entry");
             let id_of = |k: &[u8]| -> Option<[u8; 16]> { k.get(2..18)?.try_into().ok() };
             let (k, v) = match entries.next()? {
                 Ok(kv) => kv,
@@ -994,14 +1015,14 @@ impl Store for Log {
         }))
     }
 
-    fn reindex(&self, draft: Draft<'_>) -> Result<(), Error> {
+    fn reindex(&self, draft: Draft<'_>) -> Result<(), StorageError> {
         self.index(draft.event, draft.settles)
     }
 
     fn rebuild_index(
         &self,
-        events: &mut dyn Iterator<Item = Result<Reindexed, Error>>,
-    ) -> Result<u64, Error> {
+        events: &mut dyn Iterator<Item = Result<Reindexed, StorageError>>,
+    ) -> Result<u64, StorageError> {
         let mut keep = HashSet::new();
         for item in events {
             let (event, settles) = item?;
@@ -1012,7 +1033,7 @@ impl Store for Log {
     }
 
     /// Bytes sled uses on disk.
-    fn size_on_disk(&self) -> Result<u64, Error> {
+    fn size_on_disk(&self) -> Result<u64, StorageError> {
         self.db.size_on_disk().map_err(storage)
     }
 }

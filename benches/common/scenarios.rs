@@ -38,14 +38,14 @@ impl std::error::Error for ScenarioError {
     }
 }
 
-impl From<execution_ledger::Error> for ScenarioError {
-    fn from(e: execution_ledger::Error) -> Self {
+impl From<execution_ledger::StorageError> for ScenarioError {
+    fn from(e: execution_ledger::StorageError) -> Self {
         ScenarioError(Box::new(e))
     }
 }
 
-impl From<execution_ledger::LedgerError> for ScenarioError {
-    fn from(e: execution_ledger::LedgerError) -> Self {
+impl From<execution_ledger::CommandError> for ScenarioError {
+    fn from(e: execution_ledger::CommandError) -> Self {
         ScenarioError(Box::new(e))
     }
 }
@@ -344,7 +344,7 @@ pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, Sce
             ours.push(rate(per * threads, start.elapsed()));
         }
         // The same from tokio tasks on a 2-thread runtime, the way the
-        // runtime and the HTTP server submit (`submit_async`).
+        // runtime and the HTTP server submit (awaiting `submit`).
         let task_dir = fresh(root, &format!("durable-tasks-{round}"));
         {
             let l = ledger(&task_dir, Durability::Synced, 0)?;
