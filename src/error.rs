@@ -11,7 +11,7 @@
 //! - [`Error`]: either of them, for a caller who handles them alike; each
 //!   converts into it with `?`.
 //!
-//! Smaller ones: [`TransitionError`](crate::TransitionError) (an illegal
+//! Smaller ones: [`TransitionError`] (an illegal
 //! transition) and [`ParseIdError`](crate::ParseIdError) (a malformed id).
 
 use std::fmt;

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! One concept per file: [`open`] (the builder, the clock, opening),
-//! [`replay`] (folding the log, snapshots), [`write`] (deciding and
+//! [`replay`] (folding the log, snapshots), [`write`](mod@write) (deciding and
 //! appending), [`writer`] (the command handle, combining and group
 //! commit), [`commands`] (the command surface), [`read`] (the ledger as it
 //! is now), [`time_travel`] (as it was), [`subscription`] (following the

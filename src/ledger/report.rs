@@ -37,7 +37,7 @@ pub struct Submitted {
     pub created: bool,
 }
 
-/// What [`Ledger::rebuild_index`] did.
+/// What [`Ledger::rebuild_index`](crate::Ledger::rebuild_index) did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
@@ -51,7 +51,7 @@ pub struct IndexRebuild {
     pub removed: u64,
 }
 
-/// What opening with [`LedgerBuilder::accept_tail`] accepted: the log as it
+/// What opening with [`LedgerBuilder::accept_tail`](crate::LedgerBuilder::accept_tail) accepted: the log as it
 /// is, although its checkpoint disagreed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -46,7 +46,7 @@ pub(super) struct Finish {
 ///
 /// - [`wait`](Command::wait) blocks until its answer arrives (the calling
 ///   thread may carry out other callers' commands meanwhile);
-/// - `.await` it: it is [`IntoFuture`], queued without blocking when first
+/// - `.await` it: it is [`IntoFuture`](std::future::IntoFuture), queued without blocking when first
 ///   polled, and any executor can poll it (it needs no tokio runtime);
 /// - [`spawn`](Command::spawn) queues it now and returns its answer as a
 ///   [`Pending`] future, which may be dropped: the command is carried out
