@@ -90,8 +90,15 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// A command's ledger, as `--tenant` (when given) sees it: other tenants'
+/// executions are not found, the queue is the tenant's, and what spans
+/// the whole log shows only the tenant's records.
 pub(crate) enum Backend {
+    /// Open in this process; scoped to `--tenant` when given, so the
+    /// ledger itself scopes commands and reads of one execution.
     Local(Ledger),
+    /// Served: the server scopes by the API key's tenant, which need not
+    /// be `--tenant`'s, so what it answers is checked against `--tenant`.
     Remote(Remote),
 }
 
@@ -102,7 +109,11 @@ impl Backend {
     /// ledger at DIR" and create nothing.
     pub(crate) fn connect(cli: &Cli) -> Result<Backend> {
         if let Some(url) = &cli.server {
-            return Ok(Backend::Remote(Remote::new(url, cli.api_key.clone())));
+            return Ok(Backend::Remote(Remote::new(
+                url,
+                cli.api_key.clone(),
+                cli.tenant.clone(),
+            )));
         }
         let creates = matches!(cli.command, Command::Submit(_));
         let accepts = matches!(cli.command, Command::Verify { accept_tail: true });
@@ -110,7 +121,10 @@ impl Backend {
             .create(creates)
             .accept_tail(accepts);
         match open_with(builder) {
-            Ok(ledger) => Ok(Backend::Local(ledger)),
+            Ok(ledger) => Ok(Backend::Local(match &cli.tenant {
+                Some(t) => ledger.tenant(t.clone()),
+                None => ledger,
+            })),
             Err(e) => {
                 let locked = e
                     .downcast_ref::<execution_ledger::StorageError>()
@@ -120,7 +134,8 @@ impl Backend {
                     .and_then(|b| serde_json::from_slice::<Served>(&b).ok());
                 match (locked, served) {
                     (true, Some(served)) => Ok(Backend::Remote(
-                        Remote::new(&served.url, cli.api_key.clone()).served_by(served.pid),
+                        Remote::new(&served.url, cli.api_key.clone(), cli.tenant.clone())
+                            .served_by(served.pid),
                     )),
                     _ => Err(e),
                 }
@@ -128,8 +143,34 @@ impl Backend {
         }
     }
 
-    /// The ledger itself, for the worker commands (`claim`, `complete`,
-    /// `fail`), which have no HTTP endpoint yet.
+    /// The tenant `--tenant` names, if any.
+    fn scope(&self) -> Option<&TenantId> {
+        match self {
+            Backend::Local(l) => l.scope(),
+            Backend::Remote(r) => r.scope.as_ref(),
+        }
+    }
+
+    /// Whether a record of `tenant`'s is shown: every tenant's without
+    /// `--tenant`. The one check of the tenant where the ledger does not
+    /// make it: what spans the whole log (events, export, diff), and what
+    /// a server answered.
+    pub(crate) fn shows(&self, tenant: &TenantId) -> bool {
+        self.scope().is_none_or(|t| t == tenant)
+    }
+
+    /// Refuses what a server answered of execution `id` (owned by
+    /// `owner`) when it is another tenant's than `--tenant`'s: not found.
+    fn served(&self, id: ExecutionId, owner: Option<&TenantId>) -> Result<()> {
+        match owner {
+            Some(t) if !self.shows(t) => Err(fail(CommandError::NotFound(id))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The ledger itself (scoped to `--tenant` when given), for the worker
+    /// commands (`claim`, `complete`, `fail`), which have no HTTP endpoint
+    /// yet.
     pub(crate) fn local(&self, command: &str) -> Result<&Ledger> {
         let why = "the worker protocol is not available over HTTP yet";
         match self {
@@ -148,21 +189,19 @@ impl Backend {
         }
     }
 
-    /// Submits for `tenant`; without one, a server decides it from the API
-    /// key (a tenant key's own tenant).
-    pub(crate) fn submit(
-        &self,
-        tenant: Option<&TenantId>,
-        s: Submission,
-    ) -> Result<BackgroundExecution> {
+    /// Submits for `--tenant`; without it, a server decides the tenant
+    /// from the API key (a tenant key's own tenant).
+    pub(crate) fn submit(&self, s: Submission) -> Result<BackgroundExecution> {
         match self {
             Backend::Local(l) => {
-                let tenant = tenant.ok_or_else(|| Usage("submit needs --tenant".into()))?;
+                let tenant = l
+                    .scope()
+                    .ok_or_else(|| Usage("submit needs --tenant".into()))?;
                 Ok(l.submit(tenant, s).wait().map_err(fail)?.execution)
             }
             Backend::Remote(r) => {
                 let mut body = serde_json::to_value(&s)?;
-                if let Some(tenant) = tenant {
+                if let Some(tenant) = &r.scope {
                     body["tenantId"] = serde_json::json!(tenant);
                 }
                 r.call(r.client.post(r.url("/v1/executions")).json(&body))
@@ -222,67 +261,54 @@ impl Backend {
         }
     }
 
-    pub(crate) fn get(
-        &self,
-        scope: Option<&TenantId>,
-        id: ExecutionId,
-        at: Option<At>,
-    ) -> Result<BackgroundExecution> {
-        let found = match (self, at) {
-            (Backend::Local(l), None) => l.get(id).map_err(fail)?,
+    pub(crate) fn get(&self, id: ExecutionId, at: Option<At>) -> Result<BackgroundExecution> {
+        match (self, at) {
+            (Backend::Local(l), None) => l.get(id).map_err(fail),
             (Backend::Local(l), Some(at)) => l
                 .execution_at(id, at)
                 .map_err(fail)?
-                .ok_or_else(|| anyhow!(not_yet(id, at)))?,
-            (Backend::Remote(r), at) => r.call(at_query(
-                r.client.get(r.url(&format!("/v1/executions/{id}"))),
-                at,
-            ))?,
-        };
-        if scope.is_some_and(|t| t != &found.tenant_id) {
-            return Err(fail(CommandError::NotFound(id)));
+                .ok_or_else(|| anyhow!(not_yet(id, at))),
+            (Backend::Remote(r), at) => {
+                let found: BackgroundExecution = r.call(at_query(
+                    r.client.get(r.url(&format!("/v1/executions/{id}"))),
+                    at,
+                ))?;
+                self.served(id, Some(&found.tenant_id))?;
+                Ok(found)
+            }
         }
-        Ok(found)
     }
 
-    pub(crate) fn history(&self, scope: Option<&TenantId>, id: ExecutionId) -> Result<Vec<Event>> {
-        let events: Vec<Event> = match self {
-            Backend::Local(l) => l.history(id).map_err(fail)?,
+    pub(crate) fn history(&self, id: ExecutionId) -> Result<Vec<Event>> {
+        match self {
+            Backend::Local(l) => l.history(id).map_err(fail),
             Backend::Remote(r) => {
-                r.call(r.client.get(r.url(&format!("/v1/executions/{id}/events"))))?
+                let events: Vec<Event> =
+                    r.call(r.client.get(r.url(&format!("/v1/executions/{id}/events"))))?;
+                self.served(id, events.first().map(|e| &e.tenant_id))?;
+                Ok(events)
             }
-        };
-        if events
-            .first()
-            .is_some_and(|e| scope.is_some_and(|t| t != &e.tenant_id))
-        {
-            return Err(fail(CommandError::NotFound(id)));
         }
-        Ok(events)
     }
 
     /// The runnable executions in claim order, and (locally) how many more
     /// are queued but not runnable.
     pub(crate) fn queue(
         &self,
-        scope: Option<&TenantId>,
         at: Option<At>,
     ) -> Result<(Vec<BackgroundExecution>, Option<usize>)> {
         match self {
             Backend::Local(l) => {
                 let (queue, waiting) = match at {
-                    Some(at) => l.queue_at(at, scope).map_err(fail)?,
-                    None => (l.queue(scope), l.waiting(scope).len()),
+                    Some(at) => l.queue_at(at, None).map_err(fail)?,
+                    None => (l.queue(None), l.waiting(None).len()),
                 };
                 Ok((queue, Some(waiting)))
             }
             Backend::Remote(r) => {
-                let queue: Vec<BackgroundExecution> =
+                let mut queue: Vec<BackgroundExecution> =
                     r.call(at_query(r.client.get(r.url("/v1/queue")), at))?;
-                let queue = queue
-                    .into_iter()
-                    .filter(|e| scope.is_none_or(|t| t == &e.tenant_id))
-                    .collect();
+                queue.retain(|e| self.shows(&e.tenant_id));
                 Ok((queue, None))
             }
         }
@@ -290,37 +316,38 @@ impl Backend {
 
     pub(crate) fn cancel(
         &self,
-        scope: Option<&TenantId>,
         id: ExecutionId,
         reason: Option<String>,
     ) -> Result<BackgroundExecution> {
-        if scope.is_some() {
-            self.get(scope, id, None)?;
-        }
         match self {
             Backend::Local(l) => l.cancel(id, reason).wait().map_err(fail),
-            Backend::Remote(r) => r.call(
-                r.client
-                    .post(r.url(&format!("/v1/executions/{id}/cancel")))
-                    .json(&serde_json::json!({ "reason": reason })),
-            ),
+            Backend::Remote(r) => {
+                // Not another tenant's than --tenant's.
+                if self.scope().is_some() {
+                    self.get(id, None)?;
+                }
+                r.call(
+                    r.client
+                        .post(r.url(&format!("/v1/executions/{id}/cancel")))
+                        .json(&serde_json::json!({ "reason": reason })),
+                )
+            }
         }
     }
 
-    pub(crate) fn release(
-        &self,
-        scope: Option<&TenantId>,
-        id: ExecutionId,
-    ) -> Result<BackgroundExecution> {
-        if scope.is_some() {
-            self.get(scope, id, None)?;
-        }
+    pub(crate) fn release(&self, id: ExecutionId) -> Result<BackgroundExecution> {
         match self {
             Backend::Local(l) => l.release(id).wait().map_err(fail),
-            Backend::Remote(r) => r.call(
-                r.client
-                    .post(r.url(&format!("/v1/executions/{id}/release"))),
-            ),
+            Backend::Remote(r) => {
+                // Not another tenant's than --tenant's.
+                if self.scope().is_some() {
+                    self.get(id, None)?;
+                }
+                r.call(
+                    r.client
+                        .post(r.url(&format!("/v1/executions/{id}/release"))),
+                )
+            }
         }
     }
 
@@ -331,7 +358,7 @@ impl Backend {
         }
     }
 
-    pub(crate) fn diff(&self, scope: Option<&TenantId>, from: u64, to: u64) -> Result<Vec<Change>> {
+    pub(crate) fn diff(&self, from: u64, to: u64) -> Result<Vec<Change>> {
         let changes: Vec<Change> = match self {
             Backend::Local(l) => l.diff(At::Seq(from), At::Seq(to)).map_err(fail)?,
             Backend::Remote(r) => r.call(
@@ -342,7 +369,7 @@ impl Backend {
         };
         Ok(changes
             .into_iter()
-            .filter(|c| scope.is_none_or(|t| t == &c.tenant_id))
+            .filter(|c| self.shows(&c.tenant_id))
             .collect())
     }
 
@@ -395,16 +422,19 @@ impl Backend {
 pub(crate) struct Remote {
     base: String,
     key: Option<String>,
+    /// `--tenant`.
+    scope: Option<TenantId>,
     /// The serving process, when it was found through the data directory.
     pid: Option<u32>,
     client: reqwest::blocking::Client,
 }
 
 impl Remote {
-    fn new(base: &str, key: Option<String>) -> Remote {
+    fn new(base: &str, key: Option<String>, scope: Option<TenantId>) -> Remote {
         Remote {
             base: base.trim_end_matches('/').to_owned(),
             key,
+            scope,
             pid: None,
             client: reqwest::blocking::Client::builder()
                 .timeout(None)

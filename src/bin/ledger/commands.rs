@@ -26,7 +26,6 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
 }
 
 fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
-    let scope = cli.tenant.as_ref();
     match &cli.command {
         Command::Run {
             workers,
@@ -77,7 +76,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
     let backend = Backend::connect(cli)?;
     match &cli.command {
         Command::Submit(args) => {
-            let execution = backend.submit(scope, submission(args)?)?;
+            let execution = backend.submit(submission(args)?)?;
             if cli.json {
                 json_line(out, &execution)?;
             } else {
@@ -86,12 +85,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         }
         Command::Claim { worker } => {
             let ledger = backend.local("claim")?;
-            let claimed = match scope {
-                Some(t) => ledger.tenant(t.clone()).claim(Some(worker)),
-                None => ledger.claim(Some(worker)),
-            }
-            .wait()
-            .map_err(fail)?;
+            let claimed = ledger.claim(Some(worker)).wait().map_err(fail)?;
             match (claimed, cli.json) {
                 (Some(e), true) => json_line(out, &e)?,
                 (Some(e), false) => writeln!(out, "{}", e.execution_id)?,
@@ -101,7 +95,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         }
         Command::Complete { id, output } => {
             let ledger = backend.local("complete")?;
-            let e = backend.get(scope, *id, None)?;
+            let e = backend.get(*id, None)?;
             let output = output.clone().unwrap_or(serde_json::Value::Null);
             let done = ledger
                 .complete(*id, e.attempt, output)
@@ -111,21 +105,21 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         }
         Command::Fail { id, error, code } => {
             let ledger = backend.local("fail")?;
-            let e = backend.get(scope, *id, None)?;
+            let e = backend.get(*id, None)?;
             let error = ExecutionError::new(code.clone(), error.clone());
             let after = ledger.fail(*id, e.attempt, error).wait().map_err(fail)?;
             changed(out, cli.json, &after)?;
         }
         Command::Cancel { id, reason } => {
-            let after = backend.cancel(scope, *id, reason.clone())?;
+            let after = backend.cancel(*id, reason.clone())?;
             changed(out, cli.json, &after)?;
         }
         Command::Release { id } => {
-            let after = backend.release(scope, *id)?;
+            let after = backend.release(*id)?;
             changed(out, cli.json, &after)?;
         }
         Command::Show { id, at } => {
-            let e = backend.get(scope, *id, at.at())?;
+            let e = backend.get(*id, at.at())?;
             if cli.json {
                 json_line(out, &e)?;
             } else {
@@ -133,11 +127,11 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::History { id } => {
-            let events = backend.history(scope, *id)?;
+            let events = backend.history(*id)?;
             print_events(out, cli.json, &events, false)?;
         }
         Command::Queue { at } => {
-            let (queue, waiting) = backend.queue(scope, at.at())?;
+            let (queue, waiting) = backend.queue(at.at())?;
             if cli.json {
                 json_line(out, &queue)?;
             } else {
@@ -165,7 +159,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             let mut events = Vec::new();
             let streaming = cli.json || *follow;
             backend.events(*from_seq, *to_seq, *follow, &mut |event| {
-                if scope.is_none_or(|t| t == &event.tenant_id) {
+                if backend.shows(&event.tenant_id) {
                     if streaming {
                         print_event_line(out, cli.json, &event)?;
                         if *follow {
@@ -182,7 +176,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::Diff { from_seq, to_seq } => {
-            let changes = backend.diff(scope, *from_seq, *to_seq)?;
+            let changes = backend.diff(*from_seq, *to_seq)?;
             if cli.json {
                 json_line(out, &changes)?;
             } else if changes.is_empty() {
@@ -290,7 +284,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         Command::Export => {
             let bar = Bar::new("exporting");
             backend.export(|seq, head| bar.update(seq, head), &mut |event| {
-                if scope.is_none_or(|t| t == &event.tenant_id) {
+                if backend.shows(&event.tenant_id) {
                     json_line(out, &event)?;
                 }
                 Ok(())

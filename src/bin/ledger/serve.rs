@@ -44,16 +44,23 @@ enum Who {
 }
 
 impl Who {
-    fn scope(&self) -> Option<&TenantId> {
+    /// The ledger as this caller sees it: a tenant key's is scoped to its
+    /// tenant, so commands and reads of one execution find only that
+    /// tenant's executions (another's is not found), and the queue is
+    /// that tenant's.
+    fn ledger(&self, state: &AppState) -> Ledger {
         match self {
-            Who::Admin => None,
-            Who::Tenant(t) => Some(t),
+            Who::Admin => state.ledger.clone(),
+            Who::Tenant(t) => state.ledger.tenant(t.clone()),
         }
     }
+}
 
-    fn sees(&self, tenant: &TenantId) -> bool {
-        self.scope().is_none_or(|t| t == tenant)
-    }
+/// Whether the caller whose ledger is `ledger` is shown a record of
+/// `tenant`'s in what spans the whole log (the event stream, diff): the
+/// ledger answers those whole, so a tenant key's view is filtered here.
+fn shows(ledger: &Ledger, tenant: &TenantId) -> bool {
+    ledger.scope().is_none_or(|t| t == tenant)
 }
 
 #[derive(Deserialize)]
@@ -177,10 +184,6 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult<T> = Result<T, ApiError>;
-
-fn not_found(id: ExecutionId) -> ApiError {
-    CommandError::NotFound(id).into()
-}
 
 /// Runs a ledger call on the blocking pool.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -358,14 +361,11 @@ impl AtQuery {
     }
 }
 
-async fn scoped_get(
-    state: &AppState,
-    who: &Who,
-    id: ExecutionId,
-    at: Option<At>,
-) -> ApiResult<BackgroundExecution> {
-    let ledger = state.ledger.clone();
-    let found = match at {
+/// One execution, now or at a point in the log, as `ledger` (the
+/// caller's) finds it.
+async fn find(ledger: &Ledger, id: ExecutionId, at: Option<At>) -> ApiResult<BackgroundExecution> {
+    let ledger = ledger.clone();
+    Ok(match at {
         None => blocking(move || ledger.get(id)).await?,
         Some(at) => blocking(move || ledger.execution_at(id, at))
             .await?
@@ -376,11 +376,7 @@ async fn scoped_get(
                     crate::backend::not_yet(id, at),
                 )
             })?,
-    };
-    if !who.sees(&found.tenant_id) {
-        return Err(not_found(id));
-    }
-    Ok(found)
+    })
 }
 
 async fn show(
@@ -389,9 +385,9 @@ async fn show(
     UrlPath(id): UrlPath<String>,
     ApiQuery(q): ApiQuery<AtQuery>,
 ) -> ApiResult<Json<BackgroundExecution>> {
-    let who = authorize(&state, &headers)?;
+    let ledger = authorize(&state, &headers)?.ledger(&state);
     let id = parse_id(&id)?;
-    Ok(Json(scoped_get(&state, &who, id, q.at()?).await?))
+    Ok(Json(find(&ledger, id, q.at()?).await?))
 }
 
 async fn history(
@@ -399,14 +395,9 @@ async fn history(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Vec<execution_ledger::Event>>> {
-    let who = authorize(&state, &headers)?;
+    let ledger = authorize(&state, &headers)?.ledger(&state);
     let id = parse_id(&id)?;
-    let ledger = state.ledger.clone();
-    let events = blocking(move || ledger.history(id)).await?;
-    if events.first().is_some_and(|e| !who.sees(&e.tenant_id)) {
-        return Err(not_found(id));
-    }
-    Ok(Json(events))
+    Ok(Json(blocking(move || ledger.history(id)).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -421,10 +412,12 @@ async fn cancel(
     UrlPath(id): UrlPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<BackgroundExecution>> {
-    let who = authorize(&state, &headers)?;
+    let ledger = authorize(&state, &headers)?.ledger(&state);
     let id = parse_id(&id)?;
     let body: CancelBody = body_json(body, true)?.unwrap_or_default();
-    scoped_get(&state, &who, id, None).await?;
+    // The runtime (which tells a running attempt to stop) acts on the
+    // whole ledger: the caller's finds the execution first.
+    find(&ledger, id, None).await?;
     Ok(Json(state.runtime.cancel(id, body.reason).await?))
 }
 
@@ -434,10 +427,12 @@ async fn release(
     UrlPath(id): UrlPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<BackgroundExecution>> {
-    let who = authorize(&state, &headers)?;
+    let ledger = authorize(&state, &headers)?.ledger(&state);
     let id = parse_id(&id)?;
     let _: Option<NoFields> = body_json(body, true)?;
-    scoped_get(&state, &who, id, None).await?;
+    // As for cancel: the runtime (which wakes a worker) acts on the whole
+    // ledger.
+    find(&ledger, id, None).await?;
     Ok(Json(state.runtime.release(id).await?))
 }
 
@@ -477,7 +472,7 @@ async fn result(
     UrlPath(id): UrlPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Response> {
-    let who = authorize(&state, &headers)?;
+    let ledger = authorize(&state, &headers)?.ledger(&state);
     let id = parse_id(&id)?;
     let wait = q
         .wait
@@ -485,7 +480,7 @@ async fn result(
         .map(parse_wait)
         .transpose()?
         .unwrap_or(Duration::ZERO);
-    let now = scoped_get(&state, &who, id, None).await?;
+    let now = find(&ledger, id, None).await?;
     if now.is_finished() {
         return Ok((StatusCode::OK, Json(now)).into_response());
     }
@@ -493,11 +488,9 @@ async fn result(
         Ok(Ok(Some(done))) => Ok((StatusCode::OK, Json(done)).into_response()),
         Ok(Err(e)) => Err(e.into()),
         // Not finished yet (or the server is stopping): 202 with the record as it is.
-        Ok(Ok(None)) | Err(_) => Ok((
-            StatusCode::ACCEPTED,
-            Json(scoped_get(&state, &who, id, None).await?),
-        )
-            .into_response()),
+        Ok(Ok(None)) | Err(_) => {
+            Ok((StatusCode::ACCEPTED, Json(find(&ledger, id, None).await?)).into_response())
+        }
     }
 }
 
@@ -506,13 +499,11 @@ async fn queue(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<AtQuery>,
 ) -> ApiResult<Json<Vec<BackgroundExecution>>> {
-    let who = authorize(&state, &headers)?;
+    let ledger = authorize(&state, &headers)?.ledger(&state);
     let at = q.at()?;
-    let ledger = state.ledger.clone();
-    let scope = who.scope().cloned();
     let records = blocking(move || match at {
-        None => Ok(ledger.queue(scope.as_ref())),
-        Some(at) => ledger.queue_at(at, scope.as_ref()).map(|(queue, _)| queue),
+        None => Ok(ledger.queue(None)),
+        Some(at) => ledger.queue_at(at, None).map(|(queue, _)| queue),
     })
     .await?;
     Ok(Json(records))
@@ -530,16 +521,18 @@ async fn diff(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<DiffQuery>,
 ) -> ApiResult<Json<Vec<execution_ledger::Change>>> {
-    let who = authorize(&state, &headers)?;
+    let ledger = authorize(&state, &headers)?.ledger(&state);
     let (Some(from), Some(to)) = (q.from_seq, q.to_seq) else {
         return Err(ApiError::bad("diff needs fromSeq and toSeq"));
     };
-    let ledger = state.ledger.clone();
-    let changes = blocking(move || ledger.diff(At::Seq(from), At::Seq(to))).await?;
+    let changes = {
+        let ledger = ledger.clone();
+        blocking(move || ledger.diff(At::Seq(from), At::Seq(to))).await?
+    };
     Ok(Json(
         changes
             .into_iter()
-            .filter(|c| who.sees(&c.tenant_id))
+            .filter(|c| shows(&ledger, &c.tenant_id))
             .collect(),
     ))
 }
@@ -652,7 +645,7 @@ async fn events(
 ) -> ApiResult<Response> {
     /// How long a client waits before it reconnects.
     const RETRY: Duration = Duration::from_secs(1);
-    let who = authorize(&state, &headers)?;
+    let ledger = authorize(&state, &headers)?.ledger(&state);
     // A reconnecting client resumes after the last event it saw.
     let resume = headers
         .get("last-event-id")
@@ -672,14 +665,13 @@ async fn events(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
-    let ledger = state.ledger.clone();
     let app = state.clone();
     tokio::task::spawn_blocking(move || {
         let mut sub = ledger.subscribe(from);
         let to = q.to_seq.unwrap_or(u64::MAX);
         while sub.next_seq() <= to && !app.stopping.load(Ordering::SeqCst) && !tx.is_closed() {
             match sub.next_timeout(Duration::from_millis(250)) {
-                Ok(Some(event)) if who.sees(&event.tenant_id) => {
+                Ok(Some(event)) if shows(&ledger, &event.tenant_id) => {
                     let data = serde_json::to_string(&event).expect("events serialize");
                     let sse = SseEvent::default()
                         .id(event.seq.to_string())
