@@ -544,6 +544,12 @@ fn tenants_do_not_see_each_other() {
         globex.execution_at(a.execution_id, At::Seq(2)),
         Err(CommandError::NotFound(_))
     ));
+    // Nor before it existed: another tenant's execution is not found at
+    // any point, not "not yet".
+    assert!(matches!(
+        globex.execution_at(a.execution_id, At::Seq(0)),
+        Err(CommandError::NotFound(_))
+    ));
     assert_eq!(acme.queue(None).len(), 1);
     assert!(acme.queue(Some(&tenant("globex"))).is_empty());
     // A scoped handle submits for its own tenant only, and appends nothing

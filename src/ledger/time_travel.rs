@@ -56,15 +56,17 @@ impl Ledger {
     ) -> Result<Option<BackgroundExecution>, CommandError> {
         let seq = self.resolve(at)?;
         let seqs = self.inner.execution_seqs(&id)?;
-        let exists = !seqs.is_empty();
-        let e = self
-            .inner
-            .fold_execution(id, seqs, |event| event.seq <= seq)?;
-        match e {
-            Some(e) if !self.sees(&e.tenant_id) => Err(CommandError::NotFound(id)),
-            None if !exists => Err(CommandError::NotFound(id)),
-            other => Ok(other),
+        let Some(&first) = seqs.first() else {
+            return Err(CommandError::NotFound(id));
+        };
+        // Whose it is, from its first event: another tenant's execution is
+        // not found, whether or not it existed yet at `at`.
+        if self.scope.is_some() && !self.sees(&read_event(&*self.inner.log, first)?.tenant_id) {
+            return Err(CommandError::NotFound(id));
         }
+        Ok(self
+            .inner
+            .fold_execution(id, seqs, |event| event.seq <= seq)?)
     }
 
     /// Every live execution and the queue as they were at a point in the
