@@ -12,14 +12,18 @@
 //! decides the same command again, so a decision is a function of the
 //! command, the state and the time only.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 
-use crate::error::CommandError;
-use crate::event::{EventKind, Submission};
+use crate::error::{CommandError, ErrorKind, StorageError};
+use crate::event::{Event, EventKind, Submission};
 use crate::execution::{
-    BackgroundExecution, BackgroundExecutionMode, ExecutionError, ExecutionId, TenantId,
+    BackgroundExecution, BackgroundExecutionMode, BackgroundExecutionStatus, ExecutionError,
+    ExecutionId, TenantId,
 };
 use crate::machine;
+use crate::projection::Projection;
 
 /// The largest `input` accepted on submit, in bytes.
 pub const MAX_INPUT_BYTES: usize = 64 * 1024;
@@ -91,6 +95,89 @@ impl Op {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// An event a command decided to record: its execution, tenant and kind.
+pub(crate) type Decided = (ExecutionId, TenantId, EventKind);
+
+impl Op {
+    /// The events this command records, decided against `projection` at
+    /// `now` (of `scope`'s executions only, when set); none when there is
+    /// nothing to do (nothing runnable, nothing abandoned). An execution
+    /// that is no longer live is folded from the log by `load`. A submit's
+    /// idempotency key is looked up before (it needs the log's index).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` (also for another tenant's execution with a scope); the
+    /// state machine's refusal of an event after a settled execution.
+    pub(crate) fn decide(
+        &self,
+        projection: &mut Projection,
+        scope: Option<&TenantId>,
+        load: impl FnOnce(ExecutionId) -> Result<Option<BackgroundExecution>, StorageError>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Decided>, CommandError> {
+        Ok(match self {
+            Op::Submit(tenant, submission) => {
+                let kind = EventKind::Queued(submission.clone());
+                vec![(ExecutionId::new(), tenant.clone(), kind)]
+            }
+            Op::Claim(worker) => match projection.next_runnable(now, scope) {
+                None => Vec::new(),
+                Some(next) => {
+                    let kind = EventKind::Started {
+                        attempt: next.attempt + 1,
+                        worker: worker.clone(),
+                    };
+                    vec![(next.execution_id, next.tenant_id.clone(), kind)]
+                }
+            },
+            Op::RecoverAbandoned => {
+                let mut running: Vec<&BackgroundExecution> = projection
+                    .live()
+                    .filter(|e| e.status == BackgroundExecutionStatus::Running)
+                    .filter(|e| scope.is_none_or(|t| t == &e.tenant_id))
+                    .collect();
+                running.sort_by_key(|e| e.execution_id);
+                running
+                    .into_iter()
+                    .map(|e| (e.execution_id, e.tenant_id.clone(), machine::after_loss(e)))
+                    .collect()
+            }
+            Op::On(id, action) => {
+                let id = *id;
+                let current = match projection.get(&id) {
+                    Some(e) => Cow::Borrowed(e),
+                    None => Cow::Owned(load(id)?.ok_or(CommandError::NotFound(id))?),
+                };
+                if scope.is_some_and(|t| t != &current.tenant_id) {
+                    return Err(CommandError::NotFound(id));
+                }
+                let kind = action.decide(&current, now);
+                if let Cow::Owned(settled) = &current {
+                    // Not live: settled, so the machine refuses whatever comes.
+                    let event = Event {
+                        seq: projection.seq() + 1,
+                        at: now,
+                        execution_id: id,
+                        tenant_id: settled.tenant_id.clone(),
+                        kind,
+                    };
+                    machine::check(Some(settled), &event)?;
+                    return Err(StorageError::new(
+                        ErrorKind::Corrupt,
+                        format!(
+                            "{id} is settled yet the state machine accepts {}",
+                            event.kind.name()
+                        ),
+                    )
+                    .into());
+                }
+                vec![(id, current.tenant_id.clone(), kind)]
+            }
+        })
     }
 }
 

@@ -16,7 +16,6 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -74,12 +73,8 @@ struct Inner {
     core: Mutex<Core>,
     clock: Arc<dyn Clock>,
     snapshot_every: u64,
-    /// Commands waiting for a combiner (see writer.rs).
-    jobs: Mutex<Vec<writer::Job>>,
-    /// Whether a thread is combining.
-    combining: AtomicBool,
-    /// Signals the helper threads that combine for async callers.
-    helpers: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<()>>>,
+    /// Commands waiting, and who carries them out (see writer.rs).
+    combiner: writer::Combiner,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -192,9 +191,7 @@ impl LedgerBuilder {
             }),
             clock: self.clock,
             snapshot_every: self.snapshot_every,
-            jobs: Mutex::new(Vec::new()),
-            combining: AtomicBool::new(false),
-            helpers: std::sync::OnceLock::new(),
+            combiner: writer::Combiner::default(),
         });
         Ok(Ledger {
             _last: Arc::new(writer::LastHandle::new(&inner)),

@@ -20,6 +20,7 @@ pub enum At {
 /// The end of the log: its last seq and that record's hash (hex). Anyone
 /// can keep it as a checkpoint and later check the log still leads to it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Head {
     /// The last seq (0 for an empty log).
     pub seq: u64,

@@ -1,16 +1,13 @@
 //! The write path: a command is decided against the projection, its events
 //! are appended after the head the projection is as of, and folded in.
 
-use std::borrow::Cow;
-
 use chrono::{DateTime, Utc};
 
 use super::{Core, Inner, Snapshot, Submitted};
-use crate::command::{Action, Op};
+use crate::command::Op;
 use crate::error::{CommandError, ErrorKind, StorageError};
 use crate::event::{Event, EventKind, Submission};
-use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId, TenantId};
-use crate::machine;
+use crate::execution::{BackgroundExecution, ExecutionId, TenantId};
 use crate::store::record;
 use crate::store::{AppendError, Draft, Name, StoredRecord};
 
@@ -45,44 +42,21 @@ impl Inner {
     ) -> Result<(Outcome, u64), CommandError> {
         loop {
             let now = self.tick(core);
-            let events = match op {
-                Op::Submit(tenant, submission) => {
-                    if let Some(first) = self.idempotent(core, tenant, submission)? {
-                        // The first submit may still be syncing: answer once
-                        // it is durable.
-                        return Ok((Outcome::Submitted(first), core.head.0));
-                    }
-                    let kind = EventKind::Queued(submission.clone());
-                    vec![(ExecutionId::new(), tenant.clone(), kind)]
+            if let Op::Submit(tenant, submission) = op {
+                if let Some(first) = self.idempotent(core, tenant, submission)? {
+                    // The first submit may still be syncing: answer once it
+                    // is durable.
+                    return Ok((Outcome::Submitted(first), core.head.0));
                 }
-                Op::Claim(worker) => match core.projection.next_runnable(now, scope) {
-                    None => return Ok((Outcome::Claimed(None), 0)),
-                    Some(next) => {
-                        let kind = EventKind::Started {
-                            attempt: next.attempt + 1,
-                            worker: worker.clone(),
-                        };
-                        vec![(next.execution_id, next.tenant_id.clone(), kind)]
-                    }
-                },
-                Op::RecoverAbandoned => {
-                    let mut running: Vec<&BackgroundExecution> = core
-                        .projection
-                        .live()
-                        .filter(|e| e.status == BackgroundExecutionStatus::Running)
-                        .filter(|e| scope.is_none_or(|t| t == &e.tenant_id))
-                        .collect();
-                    if running.is_empty() {
-                        return Ok((Outcome::Recovered(Vec::new()), 0));
-                    }
-                    running.sort_by_key(|e| e.execution_id);
-                    running
-                        .into_iter()
-                        .map(|e| (e.execution_id, e.tenant_id.clone(), machine::after_loss(e)))
-                        .collect()
-                }
-                Op::On(id, action) => vec![self.decide_on(core, scope, *id, action, now)?],
-            };
+            }
+            let events = op.decide(&mut core.projection, scope, |id| self.load(id), now)?;
+            if events.is_empty() {
+                let nothing = match op {
+                    Op::RecoverAbandoned => Outcome::Recovered(Vec::new()),
+                    _ => Outcome::Claimed(None),
+                };
+                return Ok((nothing, 0));
+            }
             let Some(mut out) = self.append_locked(core, events, now)? else {
                 continue;
             };
@@ -165,45 +139,6 @@ impl Inner {
             execution,
             created: false,
         }))
-    }
-
-    /// Decides the event of `action` against execution `id` as it is now.
-    fn decide_on(
-        &self,
-        core: &Core,
-        scope: Option<&TenantId>,
-        id: ExecutionId,
-        action: &Action,
-        now: DateTime<Utc>,
-    ) -> Result<(ExecutionId, TenantId, EventKind), CommandError> {
-        let current = match core.projection.get(&id) {
-            Some(e) => Cow::Borrowed(e),
-            None => Cow::Owned(self.load(id)?.ok_or(CommandError::NotFound(id))?),
-        };
-        if scope.is_some_and(|t| t != &current.tenant_id) {
-            return Err(CommandError::NotFound(id));
-        }
-        let kind = action.decide(&current, now);
-        if let Cow::Owned(settled) = &current {
-            // Not live: settled, so the machine refuses whatever comes.
-            let event = Event {
-                seq: core.head.0 + 1,
-                at: now,
-                execution_id: id,
-                tenant_id: settled.tenant_id.clone(),
-                kind,
-            };
-            machine::check(Some(settled), &event)?;
-            return Err(StorageError::new(
-                ErrorKind::Corrupt,
-                format!(
-                    "{id} is settled yet the state machine accepts {}",
-                    event.kind.name()
-                ),
-            )
-            .into());
-        }
-        Ok((id, current.tenant_id.clone(), kind))
     }
 
     /// Checks events (at most one per execution) against the projection,
@@ -338,6 +273,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::execution::BackgroundExecutionStatus;
     use crate::ledger::Ledger;
     use crate::store::Mark;
 

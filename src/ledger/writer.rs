@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -162,6 +162,18 @@ impl<R> std::fmt::Debug for Command<R> {
     }
 }
 
+/// The combiner's state: the commands waiting, whether a thread is
+/// carrying them out, and the helper threads that do it for async callers.
+#[derive(Default)]
+pub(super) struct Combiner {
+    /// Commands waiting for a combiner.
+    jobs: Mutex<Vec<Job>>,
+    /// Whether a thread is combining.
+    combining: AtomicBool,
+    /// Signals the helper threads that combine for async callers.
+    helpers: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<()>>>,
+}
+
 /// Shared by every clone of one `Ledger`: when the last clone is dropped,
 /// waits until no command is queued, no one combines and no thread but the
 /// dropping one holds the ledger (a helper finishing a sync), so that
@@ -181,8 +193,8 @@ impl Drop for LastHandle {
             return;
         };
         // Two: this upgrade and the dropping handle's own.
-        while inner.combining.load(Ordering::Acquire)
-            || !lock(&inner.jobs).is_empty()
+        while inner.combiner.combining.load(Ordering::Acquire)
+            || !lock(&inner.combiner.jobs).is_empty()
             || Arc::strong_count(&inner) > 2
         {
             std::thread::sleep(std::time::Duration::from_micros(100));
@@ -192,12 +204,13 @@ impl Drop for LastHandle {
 
 /// Queues `job`; true when the caller became the combiner.
 fn push(inner: &Inner, job: Job) -> bool {
-    lock(&inner.jobs).push(job);
+    lock(&inner.combiner.jobs).push(job);
     take_role(inner)
 }
 
 fn take_role(inner: &Inner) -> bool {
     inner
+        .combiner
         .combining
         .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
         .is_ok()
@@ -212,7 +225,7 @@ fn take_role(inner: &Inner) -> bool {
 /// stops taking work while a runtime shuts down, and a role taken with no
 /// one to carry it out would stall every later command.
 fn combine_elsewhere(inner: &Arc<Inner>) {
-    let helpers = inner.helpers.get_or_init(|| {
+    let helpers = inner.combiner.helpers.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let rx = Arc::new(Mutex::new(rx));
         for n in 0..2 {
@@ -246,7 +259,7 @@ fn combine(inner: &Arc<Inner>) {
         let mut finishes = Vec::new();
         let mut ran = 0;
         loop {
-            let jobs = std::mem::take(&mut *lock(&inner.jobs));
+            let jobs = std::mem::take(&mut *lock(&inner.combiner.jobs));
             if jobs.is_empty() {
                 break;
             }
@@ -265,11 +278,11 @@ fn combine(inner: &Arc<Inner>) {
                 break;
             }
         }
-        inner.combining.store(false, Ordering::Release);
+        inner.combiner.combining.store(false, Ordering::Release);
         // Commands pushed while this thread held the role found it taken:
         // if any are queued now, someone must combine them before this
         // group's sync ends, so that they join the next sync.
-        let handed_on = !lock(&inner.jobs).is_empty() && take_role(inner);
+        let handed_on = !lock(&inner.combiner.jobs).is_empty() && take_role(inner);
         if handed_on {
             combine_elsewhere(inner);
         }
@@ -283,7 +296,7 @@ fn combine(inner: &Arc<Inner>) {
                 (finish.answer)(result);
             }
         }
-        if handed_on || lock(&inner.jobs).is_empty() || !take_role(inner) {
+        if handed_on || lock(&inner.combiner.jobs).is_empty() || !take_role(inner) {
             return;
         }
     }
