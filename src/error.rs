@@ -140,7 +140,10 @@ impl std::error::Error for StorageError {
 }
 
 /// Why a ledger command (or a read of one execution) was not carried out.
-/// Nothing was appended.
+/// Nothing was appended, except with `Storage`: the storage failed, maybe
+/// after the command's events were written (the ledger then refuses
+/// further writes until it is opened again, which tells what is in the
+/// log).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CommandError {

@@ -507,6 +507,12 @@ async fn target_bindings_are_applied_and_readable_by_target() {
         .bound_value(&globex, "var:summary")
         .unwrap()
         .is_none());
+    // Nor does a handle scoped to it see acme's, or learn its execution.
+    assert!(ledger
+        .tenant(globex.clone())
+        .bound_value(&acme(), "var:summary")
+        .unwrap()
+        .is_none());
     // A scheme nobody handles is recorded as a failed binding.
     let mut s = job("summarize", "");
     s.config.target_binding = Some(TargetBindingConfig {

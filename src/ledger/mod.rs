@@ -108,7 +108,12 @@ impl Ledger {
     /// The same ledger, scoped to `tenant`: its commands and execution
     /// reads see only `tenant`'s executions (another tenant's is
     /// `NotFound`), and it submits for `tenant` only. Reads of the whole
-    /// log (events, head, diff, verify, stats, counts) are not scoped.
+    /// log are not scoped: events, subscriptions, head, diff,
+    /// `projection_at`, verify, stats, counts, `next_due`, metrics.
+    ///
+    /// Scoping is a convenience for code acting for one tenant, not a
+    /// security boundary: `tenant` on a scoped handle scopes it to another
+    /// tenant.
     pub fn tenant(&self, tenant: TenantId) -> Ledger {
         Ledger {
             scope: Some(tenant),

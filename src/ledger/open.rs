@@ -136,14 +136,19 @@ impl LedgerBuilder {
     /// As [`open`](Self::open).
     pub fn open_with_progress(
         self,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<Ledger, StorageError> {
+        let log = embedded::Log::open(&self.path, self.durability, self.cache_bytes, self.create)?;
+        self.open_store(Box::new(log), progress)
+    }
+
+    /// Opens the ledger on `log`, an engine's log just opened: checks its
+    /// end, replays it, repairs its index and resumes appending.
+    pub(crate) fn open_store(
+        self,
+        log: Box<dyn Store>,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<Ledger, StorageError> {
-        let log: Box<dyn Store> = Box::new(embedded::Log::open(
-            &self.path,
-            self.durability,
-            self.cache_bytes,
-            self.create,
-        )?);
         let last = log.last_seq()?;
         let refused = match log.check_tail(last)? {
             Tail::Whole => None,

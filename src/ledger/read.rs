@@ -102,6 +102,10 @@ impl Ledger {
         tenant: &TenantId,
         target: &str,
     ) -> Result<Option<(ExecutionId, serde_json::Value)>, CommandError> {
+        if !self.sees(tenant) {
+            // Another tenant's names do not exist on a scoped handle.
+            return Ok(None);
+        }
         let Some(id) = self.inner.log.named(Name::Binding(tenant, target))? else {
             return Ok(None);
         };

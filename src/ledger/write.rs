@@ -196,14 +196,25 @@ impl Inner {
                     core.last_at = at;
                 }
                 Err(AppendError::Conflict(missed)) => {
-                    self.catch_up(core, missed)?;
+                    if let Err(e) = self.catch_up(core, missed) {
+                        core.poisoned = true;
+                        return Err(e.into());
+                    }
                     return Ok(None);
                 }
-                // What the group wrote is unknown until the log is opened
-                // again: the projection stays as it was, and writes stop.
-                Err(AppendError::Failed(e)) => {
+                // The projection follows the records written, and writes
+                // stop.
+                Err(AppendError::Failed { error, written }) => {
+                    for event in events.iter().filter(|e| e.seq <= written.0) {
+                        core.projection
+                            .apply_tracked(event)
+                            .expect("an event checked against the projection applies");
+                    }
+                    if written.0 > head.0 {
+                        (core.head, core.last_at) = (written, at);
+                    }
                     core.poisoned = true;
-                    return Err(e.into());
+                    return Err(error.into());
                 }
             }
         }
@@ -224,7 +235,11 @@ impl Inner {
         // cost per event below a quarter of a live execution's record.
         if every > 0 && core.since_snapshot >= every.max(4 * core.projection.len() as u64) {
             core.since_snapshot = 0;
-            self.write_snapshot(core)?;
+            // Derived data: the events are in the log whether or not it is
+            // written, and a missing snapshot costs only a longer replay.
+            if let Err(e) = self.write_snapshot(core) {
+                tracing::warn!(seq = core.head.0, error = %e, "cannot write a snapshot");
+            }
         }
         Ok(Some(out))
     }
@@ -232,6 +247,13 @@ impl Inner {
     /// Folds records another writer appended after the ledger's head into
     /// the projection, checking each link on the way.
     fn catch_up(&self, core: &mut Core, missed: Vec<StoredRecord>) -> Result<(), StorageError> {
+        if missed.is_empty() {
+            // A conflict with nothing missed would be retried for ever.
+            return Err(StorageError::corrupt(
+                core.head.0 + 1,
+                "the log refused an append after the ledger's head but holds nothing after it",
+            ));
+        }
         for (seq, bytes) in missed {
             if seq != core.head.0 + 1 {
                 return Err(StorageError::corrupt(
@@ -399,5 +421,189 @@ mod tests {
         let report = ledger.verify().expect("the log verifies");
         assert!(report.projection_compared);
         assert_eq!(report.events, 5);
+    }
+}
+
+#[cfg(test)]
+mod failing {
+    //! A log whose appends fail after a number of records: what the ledger
+    //! does when its storage fails mid-group.
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::ledger::Ledger;
+    use crate::metrics::Counters;
+    use crate::store::{embedded, Bytes, Durability, Items, Mark, Reindexed, Store, Tail};
+
+    /// The embedded log, except that once `left` records are written an
+    /// append writes no more and fails.
+    struct Failing {
+        log: embedded::Log,
+        left: AtomicU64,
+    }
+
+    impl Store for Failing {
+        fn location(&self) -> &Path {
+            self.log.location()
+        }
+        fn durability(&self) -> Durability {
+            self.log.durability()
+        }
+        fn counters(&self) -> &Counters {
+            self.log.counters()
+        }
+        fn last_seq(&self) -> Result<u64, StorageError> {
+            self.log.last_seq()
+        }
+        fn check_tail(&self, last: u64) -> Result<Tail, StorageError> {
+            self.log.check_tail(last)
+        }
+        fn resume(
+            &self,
+            head: Mark,
+            accepted: Option<(&str, &StorageError)>,
+        ) -> Result<(), StorageError> {
+            self.log.resume(head, accepted)
+        }
+        fn append(&self, after: Mark, events: &[Draft<'_>]) -> Result<Mark, AppendError> {
+            let left = self.left.load(Ordering::SeqCst) as usize;
+            if left >= events.len() {
+                self.left.fetch_sub(events.len() as u64, Ordering::SeqCst);
+                return self.log.append(after, events);
+            }
+            self.left.store(0, Ordering::SeqCst);
+            let written = match left {
+                0 => after,
+                n => self.log.append(after, &events[..n])?,
+            };
+            Err(AppendError::Failed {
+                error: StorageError::new(ErrorKind::Io, "the disk is full"),
+                written,
+            })
+        }
+        fn wait_durable(&self, seq: u64) -> Result<(), StorageError> {
+            self.log.wait_durable(seq)
+        }
+        fn flush(&self) -> Result<(), StorageError> {
+            self.log.flush()
+        }
+        fn visible(&self) -> u64 {
+            self.log.visible()
+        }
+        fn wait_visible(&self, seq: u64, timeout: Duration) -> u64 {
+            self.log.wait_visible(seq, timeout)
+        }
+        fn record(&self, seq: u64) -> Result<Option<Bytes>, StorageError> {
+            self.log.record(seq)
+        }
+        fn records(&self, from: u64) -> Items<'_, StoredRecord> {
+            self.log.records(from)
+        }
+        fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
+            self.log.execution_seqs(id)
+        }
+        fn named(&self, name: Name<'_>) -> Result<Option<ExecutionId>, StorageError> {
+            self.log.named(name)
+        }
+        fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StorageError> {
+            self.log.put_snapshot(seq, bytes)
+        }
+        fn snapshots_below(&self, seq: u64) -> Items<'_, StoredRecord> {
+            self.log.snapshots_below(seq)
+        }
+        fn snapshot_seqs(&self) -> Result<Vec<u64>, StorageError> {
+            self.log.snapshot_seqs()
+        }
+        fn check_tail_now(&self) -> Result<(), StorageError> {
+            self.log.check_tail_now()
+        }
+        fn index_groups(&self) -> Items<'_, (ExecutionId, Vec<u64>)> {
+            self.log.index_groups()
+        }
+        fn reindex(&self, event: Draft<'_>) -> Result<(), StorageError> {
+            self.log.reindex(event)
+        }
+        fn rebuild_index(
+            &self,
+            events: &mut dyn Iterator<Item = Result<Reindexed, StorageError>>,
+        ) -> Result<u64, StorageError> {
+            self.log.rebuild_index(events)
+        }
+        fn size_on_disk(&self) -> Result<u64, StorageError> {
+            self.log.size_on_disk()
+        }
+    }
+
+    fn open_failing(dir: &Path, left: u64) -> Ledger {
+        let log = embedded::Log::open(dir, Durability::Synced, 1 << 20, true).expect("opened");
+        let failing = Failing {
+            log,
+            left: AtomicU64::new(left),
+        };
+        Ledger::builder(dir)
+            .open_store(Box::new(failing), |_, _| {})
+            .expect("opened")
+    }
+
+    #[test]
+    fn a_failed_append_leaves_the_projection_at_what_was_written_and_stops_writes() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let acme: TenantId = "acme".parse().expect("a tenant id");
+        let ids: Vec<ExecutionId> = {
+            // Three running executions, then a log that takes one record more.
+            let ledger = Ledger::open(dir.path()).expect("opened");
+            (0..3)
+                .map(|_| {
+                    ledger
+                        .submit(&acme, Submission::new("echo"))
+                        .wait()
+                        .expect("submitted");
+                    ledger
+                        .claim(None)
+                        .wait()
+                        .expect("claimed")
+                        .expect("runnable")
+                        .execution_id
+                })
+                .collect()
+        };
+        let ledger = open_failing(dir.path(), 1);
+        // Recovering them is one group of three events: the first is
+        // written, then the log fails.
+        match ledger.recover_abandoned().wait() {
+            Err(CommandError::Storage(e)) => assert!(e.to_string().contains("disk is full"), "{e}"),
+            other => panic!("recovered in spite of the failure: {other:?}"),
+        }
+        // The projection holds what the log holds: the first recovered
+        // (failed: no retries), the other two still running.
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ledger.head().seq, 7);
+        assert_ne!(
+            ledger.get(sorted[0]).expect("found").status,
+            crate::execution::BackgroundExecutionStatus::Running
+        );
+        for id in &sorted[1..] {
+            assert_eq!(
+                ledger.get(*id).expect("found").status,
+                crate::execution::BackgroundExecutionStatus::Running
+            );
+        }
+        ledger
+            .check_projection()
+            .expect("the projection is the log's fold");
+        // And writes stop until the ledger is opened again.
+        match ledger.submit(&acme, Submission::new("echo")).wait() {
+            Err(CommandError::Storage(e)) => assert_eq!(e.kind(), ErrorKind::Poisoned),
+            other => panic!("wrote after a failure: {other:?}"),
+        }
+        assert_eq!(ledger.head().seq, 7);
+        drop(ledger);
+        let again = Ledger::open(dir.path()).expect("reopened");
+        assert_eq!(again.head().seq, 7);
+        again.verify().expect("the log verifies");
     }
 }

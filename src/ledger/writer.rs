@@ -46,8 +46,10 @@ pub(super) struct Finish {
 ///
 /// - [`wait`](Command::wait) blocks until its answer arrives (the calling
 ///   thread may carry out other callers' commands meanwhile);
-/// - `.await` it: it is [`IntoFuture`](std::future::IntoFuture), queued without blocking when first
-///   polled, and any executor can poll it (it needs no tokio runtime);
+/// - `.await` it: it is [`IntoFuture`](std::future::IntoFuture), queued
+///   without blocking when it becomes a future (`into_future`, which
+///   `.await` calls), and any executor can poll it (it needs no tokio
+///   runtime);
 /// - [`spawn`](Command::spawn) queues it now and returns its answer as a
 ///   [`Pending`] future, which may be dropped: the command is carried out
 ///   either way.
@@ -117,7 +119,9 @@ impl<R: Send + 'static> Command<R> {
     }
 
     /// Carries out the command and returns its answer, once its events
-    /// are as durable as the ledger promises; blocks.
+    /// are as durable as the ledger promises; blocks (the calling thread
+    /// may carry out other commands and sync the log meanwhile). On an
+    /// async runtime's worker thread, `.await` the command instead.
     ///
     /// # Errors
     ///

@@ -99,15 +99,14 @@ pub(crate) enum AppendError {
     /// The log no longer ends at the head the append was decided against:
     /// nothing was appended; here are the records after that head, in order.
     Conflict(Vec<StoredRecord>),
-    /// The engine failed; what was written of the group is unknown until
-    /// the log is opened again.
-    Failed(StorageError),
-}
-
-impl From<StorageError> for AppendError {
-    fn from(e: StorageError) -> Self {
-        AppendError::Failed(e)
-    }
+    /// The engine failed after writing the records up to `written` (the
+    /// head the append started from, when none).
+    Failed {
+        /// What went wrong.
+        error: StorageError,
+        /// The end of the log as far as it was written.
+        written: Mark,
+    },
 }
 
 /// A per-tenant name that an event points at its execution.
@@ -180,9 +179,12 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     // Appending.
 
-    /// Appends `events` (seqs following `after`'s, dated and checked by the
-    /// ledger) if the log still ends at `after`; returns the new end. Each
-    /// record is linked to the one before it here.
+    /// Appends `events` if the log still ends at `after` (compare and
+    /// append); returns the new end. The ledger numbers the events from
+    /// `after`'s seq on, dates and checks them against the projection as of
+    /// `after`; the engine commits them only after that head, linking each
+    /// record to the one before it here. A log that does not end at `after`
+    /// and is not ahead of it (it diverged) is a `Failed` append.
     fn append(&self, after: Mark, events: &[Draft<'_>]) -> Result<Mark, AppendError>;
 
     /// Returns once `seq` is as durable as [`Store::durability`] promises;

@@ -811,10 +811,27 @@ impl Store for Log {
     fn append(&self, after: Mark, events: &[Draft<'_>]) -> Result<Mark, AppendError> {
         let head = *lock(&self.appended);
         if head != after {
+            let failed = |error| AppendError::Failed {
+                error,
+                written: head,
+            };
+            if head.0 <= after.0 {
+                return Err(failed(StorageError::corrupt(
+                    head.0.max(1),
+                    format!(
+                        "the log ends at seq {} ({}), not at the seq the ledger appends after ({}, {}): they diverged",
+                        head.0,
+                        record::hex(&head.1),
+                        after.0,
+                        record::hex(&after.1)
+                    ),
+                )));
+            }
             let missed = self
                 .records(after.0 + 1)
                 .take_while(|r| r.as_ref().map_or(true, |(seq, _)| *seq <= head.0))
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(failed)?;
             return Err(AppendError::Conflict(missed));
         }
         let started = std::time::Instant::now();
@@ -823,17 +840,24 @@ impl Store for Log {
             let event = draft.event;
             debug_assert_eq!(event.seq, end.0 + 1, "appended in seq order");
             let (record, hash) = record::encode_event(&end.1, event);
-            written = self
-                .insert_record(event.seq, &record)
-                .and_then(|()| self.index(event, draft.settles));
+            written = self.insert_record(event.seq, &record);
             if written.is_err() {
                 break;
             }
+            // The record is in the log; a failure to index it is repaired
+            // on open.
             end = (event.seq, hash);
+            written = self.index(event, draft.settles);
+            if written.is_err() {
+                break;
+            }
         }
         self.appended(end);
         self.counters.append.record(started.elapsed());
-        written.map(|()| end).map_err(AppendError::Failed)
+        written.map(|()| end).map_err(|error| AppendError::Failed {
+            error,
+            written: end,
+        })
     }
 
     fn last_seq(&self) -> Result<u64, StorageError> {
