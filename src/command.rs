@@ -34,11 +34,16 @@ pub const MAX_CONTEXT_ENTRIES: usize = 256;
 /// The longest callable name, idempotency key, context key or value, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 
+/// The most submissions one batch submit takes.
+pub const MAX_BATCH: usize = 1_000;
+
 /// A command to the ledger.
 #[derive(Clone, Debug)]
 pub(crate) enum Op {
     /// A new execution for a tenant.
     Submit(TenantId, Box<Submission>),
+    /// New executions for a tenant, appended as one group: all or none.
+    SubmitMany(TenantId, Vec<Submission>),
     /// The next runnable execution's next attempt, for a worker.
     Claim(Option<String>),
     /// Every execution left running by a process that died.
@@ -82,6 +87,27 @@ impl Op {
     pub(crate) fn validate(&self) -> Result<(), CommandError> {
         match self {
             Op::Submit(_, submission) => validate_submission(submission),
+            Op::SubmitMany(_, items) => {
+                if items.len() > MAX_BATCH {
+                    return Err(CommandError::invalid(format!(
+                        "executions: {} in one batch; the limit is {MAX_BATCH}",
+                        items.len()
+                    )));
+                }
+                let mut keys = std::collections::HashMap::new();
+                for (i, submission) in items.iter().enumerate() {
+                    validate_submission(submission)
+                        .map_err(|e| CommandError::invalid(format!("executions[{i}]: {e}")))?;
+                    if let Some(key) = &submission.idempotency_key {
+                        if let Some(first) = keys.insert(key.as_str(), i) {
+                            return Err(CommandError::invalid(format!(
+                                "executions[{i}]: idempotency key {key:?} is used by executions[{first}] too"
+                            )));
+                        }
+                    }
+                }
+                Ok(())
+            }
             Op::On(_, Action::Complete { output, .. }) => {
                 let size = serde_json::to_vec(output)
                     .map(|v| v.len())
@@ -124,6 +150,15 @@ impl Op {
                 let kind = EventKind::Queued(submission.clone());
                 vec![(ExecutionId::new(), tenant.clone(), kind)]
             }
+            // One per submission; the write path leaves out those an
+            // idempotency key already answers.
+            Op::SubmitMany(tenant, items) => items
+                .iter()
+                .map(|submission| {
+                    let kind = EventKind::Queued(Box::new(submission.clone()));
+                    (ExecutionId::new(), tenant.clone(), kind)
+                })
+                .collect(),
             Op::Claim(worker) => match projection.next_runnable(now, scope) {
                 None => Vec::new(),
                 Some(next) => {

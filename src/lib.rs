@@ -51,7 +51,9 @@ mod queue;
 mod runtime;
 mod store;
 
-pub use crate::command::{MAX_CONTEXT_ENTRIES, MAX_INPUT_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES};
+pub use crate::command::{
+    MAX_BATCH, MAX_CONTEXT_ENTRIES, MAX_INPUT_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES,
+};
 pub use crate::error::{CommandError, Error, ErrorKind, StorageError};
 pub use crate::event::{Event, EventKind, Submission};
 pub use crate::execution::{

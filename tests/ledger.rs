@@ -866,3 +866,85 @@ fn recovery_requeues_or_fails_what_a_dead_process_left_running() {
         .is_err());
     ledger.verify().unwrap();
 }
+
+#[test]
+fn a_batch_submit_is_one_group_with_one_sync_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let acme = tenant("acme");
+    let mut first = submission("echo", 10);
+    first.idempotency_key = Some("order-1".into());
+    let earlier = ledger.submit(&acme, first.clone()).wait().unwrap();
+    let syncs = ledger.metrics().sync_latency.count;
+    let head = ledger.head();
+
+    // One bad submission refuses the batch, naming it; nothing appended.
+    let mut bad = submission("echo", 50);
+    bad.config.timeout_ms = 0;
+    match ledger
+        .submit_many(&acme, vec![submission("echo", 1), bad])
+        .wait()
+    {
+        Err(CommandError::Invalid(m)) => assert!(m.starts_with("executions[1]: "), "{m}"),
+        other => panic!("a bad batch was taken: {other:?}"),
+    }
+    // So does one idempotency key used twice in the batch.
+    let mut twice = submission("echo", 1);
+    twice.idempotency_key = Some("order-2".into());
+    match ledger
+        .submit_many(&acme, vec![twice.clone(), submission("echo", 2), twice])
+        .wait()
+    {
+        Err(CommandError::Invalid(m)) => {
+            assert!(
+                m.contains("executions[2]") && m.contains("executions[0]"),
+                "{m}"
+            )
+        }
+        other => panic!("a batch with a key twice was taken: {other:?}"),
+    }
+    assert_eq!(ledger.head(), head, "nothing was appended");
+
+    // A good batch: every new submission appended with one sync, the one
+    // under a key used before answered with its first execution.
+    let batch: Vec<Submission> = vec![
+        submission("echo", 30),
+        first,
+        submission("echo", 90),
+        submission("echo", 60),
+    ];
+    let answered = ledger.submit_many(&acme, batch).wait().unwrap();
+    assert_eq!(answered.len(), 4);
+    assert_eq!(
+        answered.iter().map(|s| s.created).collect::<Vec<_>>(),
+        vec![true, false, true, true]
+    );
+    assert_eq!(
+        answered[1].execution.execution_id,
+        earlier.execution.execution_id
+    );
+    assert_eq!(ledger.head().seq, head.seq + 3);
+    assert_eq!(ledger.metrics().sync_latency.count, syncs + 1);
+    let seqs: Vec<u64> = [0, 2, 3]
+        .iter()
+        .map(|&i| ledger.history(answered[i].execution.execution_id).unwrap()[0].seq)
+        .collect();
+    assert_eq!(seqs, vec![head.seq + 1, head.seq + 2, head.seq + 3]);
+    // Queued in priority order, as if submitted one by one.
+    let queue: Vec<u8> = ledger
+        .queue(None)
+        .iter()
+        .map(|e| e.config.priority)
+        .collect();
+    assert_eq!(queue, vec![90, 60, 30, 10]);
+    // An empty batch appends nothing.
+    assert!(ledger
+        .submit_many(&acme, Vec::new())
+        .wait()
+        .unwrap()
+        .is_empty());
+    drop(ledger);
+    let again = Ledger::open(dir.path()).unwrap();
+    assert_eq!(again.head().seq, head.seq + 3);
+    again.verify().unwrap();
+}

@@ -19,6 +19,13 @@ impl Outcome {
         }
     }
 
+    fn submitted_many(self) -> Vec<Submitted> {
+        match self {
+            Outcome::SubmittedMany(s) => s,
+            _ => unreachable!("a batch submit answers with its submissions"),
+        }
+    }
+
     fn claimed(self) -> Option<BackgroundExecution> {
         match self {
             Outcome::Claimed(c) => c,
@@ -55,6 +62,17 @@ impl Ledger {
         })
     }
 
+    /// The refusal of a submit for a tenant this handle is not scoped to.
+    fn foreign<R: Send + 'static>(&self, tenant: &TenantId) -> Command<R> {
+        let scope = self.scope.as_ref().map_or("", |s| s.as_str());
+        Command::refused(
+            &self.inner,
+            CommandError::invalid(format!(
+                "tenant: this handle submits for tenant {scope} only, not {tenant}"
+            )),
+        )
+    }
+
     fn on(&self, id: ExecutionId, action: Action) -> Command<BackgroundExecution> {
         self.run(Op::On(id, action), Outcome::execution)
     }
@@ -70,17 +88,37 @@ impl Ledger {
     /// key was used for another submission; `Storage`.
     pub fn submit(&self, tenant: &TenantId, submission: Submission) -> Command<Submitted> {
         if !self.sees(tenant) {
-            let scope = self.scope.as_ref().map_or("", |s| s.as_str());
-            return Command::refused(
-                &self.inner,
-                CommandError::invalid(format!(
-                    "tenant: this handle submits for tenant {scope} only, not {tenant}"
-                )),
-            );
+            return self.foreign(tenant);
         }
         self.run(
             Op::Submit(tenant.clone(), Box::new(submission)),
             Outcome::submitted,
+        )
+    }
+
+    /// Submits several executions for `tenant` as one group: all are
+    /// appended, with one sync, or none. Each idempotency key is honoured
+    /// as by [`submit`](Self::submit) (an execution the tenant submitted
+    /// before under it is answered, not appended). Answers in the order of
+    /// `submissions`; at most [`MAX_BATCH`](crate::MAX_BATCH).
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit), for the whole batch: `Invalid` naming
+    /// the first bad submission by its index (`executions[3]: …`), also for
+    /// an idempotency key used twice in the batch or more than
+    /// [`MAX_BATCH`](crate::MAX_BATCH) submissions; nothing is appended.
+    pub fn submit_many(
+        &self,
+        tenant: &TenantId,
+        submissions: Vec<Submission>,
+    ) -> Command<Vec<Submitted>> {
+        if !self.sees(tenant) {
+            return self.foreign(tenant);
+        }
+        self.run(
+            Op::SubmitMany(tenant.clone(), submissions),
+            Outcome::submitted_many,
         )
     }
 

@@ -20,6 +20,8 @@ type Appended = (Event, Option<BackgroundExecution>);
 pub(super) enum Outcome {
     /// A submit's.
     Submitted(Submitted),
+    /// A batch submit's, in the order of its submissions.
+    SubmittedMany(Vec<Submitted>),
     /// A claim's: the execution whose attempt started, if any was runnable.
     Claimed(Option<BackgroundExecution>),
     /// A command against one execution: the execution after it.
@@ -49,10 +51,30 @@ impl Inner {
                     return Ok((Outcome::Submitted(first), core.head.0));
                 }
             }
-            let events = op.decide(&mut core.projection, scope, |id| self.load(id), now)?;
+            // A batch's submissions that an idempotency key already answers.
+            let mut known: Vec<Option<Submitted>> = match op {
+                Op::SubmitMany(tenant, items) => items
+                    .iter()
+                    .map(|s| self.idempotent(core, tenant, s))
+                    .collect::<Result<_, _>>()?,
+                _ => Vec::new(),
+            };
+            let mut events = op.decide(&mut core.projection, scope, |id| self.load(id), now)?;
+            if !known.is_empty() {
+                let mut i = 0;
+                events.retain(|_| {
+                    i += 1;
+                    known[i - 1].is_none()
+                });
+                if events.is_empty() {
+                    let all = known.into_iter().flatten().collect();
+                    return Ok((Outcome::SubmittedMany(all), core.head.0));
+                }
+            }
             if events.is_empty() {
                 let nothing = match op {
                     Op::RecoverAbandoned => Outcome::Recovered(Vec::new()),
+                    Op::SubmitMany(..) => Outcome::SubmittedMany(Vec::new()),
                     _ => Outcome::Claimed(None),
                 };
                 return Ok((nothing, 0));
@@ -74,6 +96,19 @@ impl Inner {
                     execution: after(out.pop().expect("one event appended")),
                     created: true,
                 }),
+                Op::SubmitMany(..) => {
+                    let mut new = out.into_iter().map(after);
+                    let all = known
+                        .iter_mut()
+                        .map(|k| {
+                            k.take().unwrap_or_else(|| Submitted {
+                                execution: new.next().expect("one event per new submission"),
+                                created: true,
+                            })
+                        })
+                        .collect();
+                    Outcome::SubmittedMany(all)
+                }
                 Op::Claim(_) => {
                     self.log
                         .counters()

@@ -835,6 +835,31 @@ impl Store for Log {
             return Err(AppendError::Conflict(missed));
         }
         let started = std::time::Instant::now();
+        if events.len() > 1 {
+            // A group of several events (a batch submit, recovering several
+            // executions) is one sled batch: after a crash all of it is in
+            // the log or none.
+            let mut batch = ::sled::Batch::default();
+            let mut end = after;
+            for draft in events {
+                let event = draft.event;
+                debug_assert_eq!(event.seq, end.0 + 1, "appended in seq order");
+                let (record, hash) = record::encode_event(&end.1, event);
+                batch.insert(&event_key(event.seq), record);
+                for (key, value) in index_entries(event, draft.settles) {
+                    batch.insert(key, value);
+                }
+                end = (event.seq, hash);
+            }
+            let applied = self.events.apply_batch(batch).map_err(storage);
+            let end = if applied.is_ok() { end } else { after };
+            self.appended(end);
+            self.counters.append.record(started.elapsed());
+            return applied.map(|()| end).map_err(|error| AppendError::Failed {
+                error,
+                written: end,
+            });
+        }
         let (mut end, mut written) = (after, Ok(()));
         for draft in events {
             let event = draft.event;
