@@ -1495,3 +1495,79 @@ async fn bearer_is_case_insensitive_and_ledger_wide_endpoints_are_admin_only() {
     assert!(err.contains("--to-seq or --follow"), "{err}");
     assert!(server.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_submit_is_taken_whole_or_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    let batch = |body: Value| {
+        c.post(server.url("/v1/executions/batch"))
+            .json(&body)
+            .send()
+    };
+    let head_url = server.url("/v1/head");
+    let head = |c: reqwest::Client| {
+        let url = head_url.clone();
+        async move {
+            let (_, h) = json_of(c.get(url).send().await.unwrap()).await;
+            h["seq"].as_u64().unwrap()
+        }
+    };
+    let deferred =
+        |p: u8| json!({"callableName": "echo", "config": {"priority": p, "mode": "deferred"}});
+    let (status, v) = json_of(
+        batch(
+            json!({"tenantId": "acme", "executions": [deferred(10), deferred(90), deferred(50)]}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let records = v["executions"].as_array().unwrap();
+    let priorities: Vec<u64> = records
+        .iter()
+        .map(|r| r["config"]["priority"].as_u64().unwrap())
+        .collect();
+    assert_eq!(priorities, vec![10, 90, 50]);
+    assert!(records.iter().all(|r| r["tenantId"] == "acme"));
+    let after = head(c.clone()).await;
+    assert_eq!(after, 3);
+
+    // One bad submission refuses the batch, naming it by index.
+    let mut bad = deferred(1);
+    bad["config"]["timeoutMs"] = json!(0);
+    let (status, v) = json_of(
+        batch(json!({"tenantId": "acme", "executions": [deferred(1), bad]}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("executions[1]"), "{message}");
+    // So does an unknown field in one, by its path.
+    let mut odd = deferred(1);
+    odd["colour"] = json!("red");
+    let (status, v) = json_of(
+        batch(json!({"tenantId": "acme", "executions": [odd]}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("executions[0].colour"), "{message}");
+    // And a body without its list.
+    let (status, v) = json_of(batch(json!({"tenantId": "acme"})).await.unwrap()).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("executions"),
+        "{v}"
+    );
+    assert_eq!(head(c.clone()).await, after, "nothing was appended");
+}

@@ -575,6 +575,22 @@ impl Runtime {
         Ok(submitted)
     }
 
+    /// Submits several executions as one group ([`Ledger::submit_many`])
+    /// and wakes the workers, without handles to await them.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ledger::submit_many`].
+    pub async fn submit_many_detached(
+        &self,
+        tenant: &TenantId,
+        submissions: Vec<Submission>,
+    ) -> Result<Vec<crate::ledger::Submitted>, CommandError> {
+        let submitted = self.shared.ledger.submit_many(tenant, submissions).await?;
+        self.shared.wake.notify_waiters();
+        Ok(submitted)
+    }
+
     async fn watch(
         &self,
         id: ExecutionId,

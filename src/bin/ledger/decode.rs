@@ -38,8 +38,13 @@ impl std::error::Error for Refused {}
 /// What a field takes, by its path (`[]` for any array index, `*` for
 /// any key of a map), in the words of the messages.
 fn takes(path: &str) -> Option<&'static str> {
+    // A batch's submissions take what a submission takes.
+    let path = path.strip_prefix("executions[].").unwrap_or(path);
     Some(match path {
         "." => "a JSON object",
+        // Batch submissions (`POST /v1/executions/batch`).
+        "executions" => "an array of submissions (at most 1,000)",
+        "executions[]" => "a submission (an object)",
         // Submissions (`POST /v1/executions`).
         "callableName"
         | "input"

@@ -318,19 +318,7 @@ async fn submit(
         .unwrap_or_default();
     let tenant_id: Option<TenantId> = decode::value_at(&tenant, "tenantId")?;
     let submission: Submission = decode::value(&body)?;
-    let tenant = match (&who, tenant_id) {
-        (Who::Admin, Some(t)) => t,
-        (Who::Admin, None) => {
-            return Err(ApiError::bad(
-                "tenantId is missing: an admin key submits for the tenant it names",
-            ))
-        }
-        (Who::Tenant(t), None) => t.clone(),
-        (Who::Tenant(t), Some(other)) if &other == t => other,
-        (Who::Tenant(_), Some(_)) => {
-            return Err(ApiError::bad("tenantId must be the key's own tenant"))
-        }
-    };
+    let tenant = submitting_for(&who, tenant_id)?;
     let submitted = state.runtime.submit_detached(&tenant, submission).await?;
     let status = if submitted.created {
         StatusCode::CREATED
@@ -339,6 +327,58 @@ async fn submit(
     };
     let record = submitted.execution;
     Ok((status, Json(record)).into_response())
+}
+
+/// The tenant a submit is for: the one an admin key names, a tenant key's
+/// own.
+fn submitting_for(who: &Who, named: Option<TenantId>) -> ApiResult<TenantId> {
+    match (who, named) {
+        (Who::Admin, Some(t)) => Ok(t),
+        (Who::Admin, None) => Err(ApiError::bad(
+            "tenantId is missing: an admin key submits for the tenant it names",
+        )),
+        (Who::Tenant(t), None) => Ok(t.clone()),
+        (Who::Tenant(t), Some(other)) if &other == t => Ok(other),
+        (Who::Tenant(_), Some(_)) => Err(ApiError::bad("tenantId must be the key's own tenant")),
+    }
+}
+
+/// The body of a batch submit.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchBody {
+    executions: Vec<serde_json::Value>,
+    tenant_id: Option<TenantId>,
+}
+
+/// `POST /v1/executions/batch`: one tenant's submissions, appended as one
+/// group (one sync) or refused whole, the first bad one named by its index.
+async fn submit_batch(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let who = authorize(&state, &headers)?;
+    let body = decode::json_object(&body_bytes(body)?, "the body")?;
+    let batch: BatchBody = decode::value(&body)?;
+    let tenant = submitting_for(&who, batch.tenant_id)?;
+    let submissions = batch
+        .executions
+        .iter()
+        .enumerate()
+        .map(|(i, item)| decode::value_at::<Submission>(item, &format!("executions[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let submitted = state
+        .runtime
+        .submit_many_detached(&tenant, submissions)
+        .await?;
+    let status = if submitted.iter().any(|s| s.created) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let records: Vec<_> = submitted.into_iter().map(|s| s.execution).collect();
+    Ok((status, Json(serde_json::json!({ "executions": records }))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -820,6 +860,7 @@ async fn json_errors(response: Response) -> Response {
 fn router(state: Shared) -> Router {
     Router::new()
         .route("/v1/executions", post(submit))
+        .route("/v1/executions/batch", post(submit_batch))
         .route("/v1/executions/{id}", get(show))
         .route("/v1/executions/{id}/events", get(history))
         .route("/v1/executions/{id}/cancel", post(cancel))
