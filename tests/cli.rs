@@ -924,3 +924,61 @@ fn usage_errors_name_what_is_missing_or_wrong() {
     );
     assert_eq!(head(d), before, "nothing appended");
 }
+
+#[test]
+fn submit_from_a_file_is_one_batch_all_or_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let file = tmp.path().join("jobs.jsonl");
+    std::fs::write(
+        &file,
+        "{\"callableName\":\"echo\",\"config\":{\"priority\":9}}\n\n{\"callableName\":\"echo\",\"input\":\"x\"}\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let ids = ok(&dir, &["--tenant", "acme", "submit", "--from-file", file]);
+    let ids: Vec<&str> = ids.lines().collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(head(&dir).seq, 2);
+    let first: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &["--tenant", "acme", "show", ids[0], "--json"])).unwrap();
+    assert_eq!(first["config"]["priority"], 9);
+    // A bad line refuses the whole file, naming the line; nothing appended.
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"callableName\":\"echo\"}\n{\"callableName\":\"echo\",\"config\":{\"priority\":999}}\n",
+    )
+    .unwrap();
+    let line = err(
+        &dir,
+        &[
+            "--tenant",
+            "acme",
+            "submit",
+            "--from-file",
+            bad.to_str().unwrap(),
+        ],
+        2,
+    );
+    assert!(
+        line.contains("bad.jsonl line 2: config.priority: must be an integer 0-255"),
+        "{line}"
+    );
+    // And a flag beside it.
+    let line = err(
+        &dir,
+        &[
+            "--tenant",
+            "acme",
+            "submit",
+            "--from-file",
+            file,
+            "--priority",
+            "3",
+        ],
+        2,
+    );
+    assert!(line.contains("--from-file"), "{line}");
+    assert_eq!(head(&dir).seq, 2);
+}

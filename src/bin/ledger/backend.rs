@@ -209,6 +209,35 @@ impl Backend {
         }
     }
 
+    /// Submits several as one batch (all or none); the records in order.
+    pub(crate) fn submit_many(
+        &self,
+        submissions: Vec<Submission>,
+    ) -> Result<Vec<BackgroundExecution>> {
+        match self {
+            Backend::Local(l) => {
+                let tenant = l
+                    .scope()
+                    .ok_or_else(|| Usage("submit needs --tenant".into()))?;
+                let submitted = l.submit_many(tenant, submissions).wait().map_err(fail)?;
+                Ok(submitted.into_iter().map(|s| s.execution).collect())
+            }
+            Backend::Remote(r) => {
+                let mut body = serde_json::json!({ "executions": submissions });
+                if let Some(tenant) = &r.scope {
+                    body["tenantId"] = serde_json::json!(tenant);
+                }
+                #[derive(Deserialize)]
+                struct Batch {
+                    executions: Vec<BackgroundExecution>,
+                }
+                let batch: Batch =
+                    r.call(r.client.post(r.url("/v1/executions/batch")).json(&body))?;
+                Ok(batch.executions)
+            }
+        }
+    }
+
     pub(crate) fn stats(&self) -> Result<Stats> {
         match self {
             Backend::Local(l) => Ok(l.stats()?),

@@ -230,8 +230,17 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 pub(crate) struct SubmitArgs {
     /// The callable to run.
-    #[arg(long)]
-    pub(crate) callable: String,
+    #[arg(long, required_unless_present = "from_file")]
+    pub(crate) callable: Option<String>,
+    /// Submit the submissions in FILE instead, one JSON object a line (as
+    /// `POST /v1/executions` takes them; `-` for standard input), as one
+    /// batch: all or none, at most 1,000. Prints each one's id in order.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["callable", "input", "priority", "mode", "timeout_ms", "max_attempts", "context", "idempotency_key", "callback_url", "run_at"]
+    )]
+    pub(crate) from_file: Option<PathBuf>,
     /// Its input.
     #[arg(long)]
     pub(crate) input: Option<String>,

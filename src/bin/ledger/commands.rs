@@ -76,11 +76,16 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
     let backend = Backend::connect(cli)?;
     match &cli.command {
         Command::Submit(args) => {
-            let execution = backend.submit(submission(args)?)?;
-            if cli.json {
-                json_line(out, &execution)?;
-            } else {
-                writeln!(out, "{}", execution.execution_id)?;
+            let executions = match &args.from_file {
+                Some(file) => backend.submit_many(submissions_in(file)?)?,
+                None => vec![backend.submit(submission(args)?)?],
+            };
+            for execution in &executions {
+                if cli.json {
+                    json_line(out, execution)?;
+                } else {
+                    writeln!(out, "{}", execution.execution_id)?;
+                }
             }
         }
         Command::Claim { worker } => {
@@ -300,8 +305,42 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
     Ok(())
 }
 
+/// The submissions in `file` (`-`: standard input), one JSON object a
+/// line; blank lines are skipped. A bad line is a usage error naming it.
+fn submissions_in(file: &std::path::Path) -> Result<Vec<Submission>> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| Usage(format!("cannot read standard input: {e}")))?
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| Usage(format!("cannot read {}: {e}", file.display())))?
+    };
+    let mut submissions = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let what = if file.as_os_str() == "-" {
+            format!("standard input line {}", n + 1)
+        } else {
+            format!("{} line {}", file.display(), n + 1)
+        };
+        let read = crate::decode::json_object(line.as_bytes(), &what)
+            .and_then(|doc| crate::decode::value::<Submission>(&doc));
+        submissions.push(read.map_err(|e| match e.kind {
+            crate::decode::RefusedKind::Syntax => Usage(e.message),
+            _ => Usage(format!("{what}: {}", e.message)),
+        })?);
+    }
+    Ok(submissions)
+}
+
 fn submission(args: &SubmitArgs) -> Result<Submission> {
-    let mut s = Submission::new(args.callable.clone());
+    let callable = args
+        .callable
+        .clone()
+        .ok_or_else(|| Usage("submit needs --callable or --from-file".into()))?;
+    let mut s = Submission::new(callable);
     s.input = args.input.clone();
     s.config.priority = args.priority;
     s.config.mode = args.mode;
