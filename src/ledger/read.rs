@@ -10,7 +10,7 @@ use crate::error::{CommandError, StorageError};
 use crate::event::Event;
 use crate::execution::{BackgroundExecution, ExecutionId, TenantId};
 use crate::machine;
-use crate::projection::LiveCounts;
+use crate::projection::{LiveCounts, Projection};
 use crate::store::{record, Name};
 
 impl Ledger {
@@ -41,28 +41,32 @@ impl Ledger {
     /// The executions runnable now, in claim order (of `tenant` only, when
     /// given).
     pub fn queue(&self, tenant: Option<&TenantId>) -> Vec<BackgroundExecution> {
-        let Ok(tenant) = self.within(tenant) else {
-            return Vec::new();
-        };
-        let core = self.core();
-        let now = self.inner.tick(&core);
-        core.projection
-            .queue(now, tenant)
-            .into_iter()
-            .cloned()
-            .collect()
+        self.queued(tenant, Projection::queue)
     }
 
     /// Queued executions not runnable now: waiting for a back-off or run-at
     /// time, then held deferred ones.
     pub fn waiting(&self, tenant: Option<&TenantId>) -> Vec<BackgroundExecution> {
+        self.queued(tenant, Projection::waiting)
+    }
+
+    /// Queued executions as `pick` lists them now, of `tenant` within this
+    /// handle's scope.
+    fn queued(
+        &self,
+        tenant: Option<&TenantId>,
+        pick: for<'a> fn(
+            &'a Projection,
+            DateTime<Utc>,
+            Option<&TenantId>,
+        ) -> Vec<&'a BackgroundExecution>,
+    ) -> Vec<BackgroundExecution> {
         let Ok(tenant) = self.within(tenant) else {
             return Vec::new();
         };
         let core = self.core();
         let now = self.inner.tick(&core);
-        core.projection
-            .waiting(now, tenant)
+        pick(&core.projection, now, tenant)
             .into_iter()
             .cloned()
             .collect()

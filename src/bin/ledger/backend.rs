@@ -33,6 +33,12 @@ pub(crate) fn fail(e: CommandError) -> anyhow::Error {
     }
 }
 
+/// The tenant a local submit is for: the one `--tenant` scoped the ledger to.
+fn submitting_for(l: &Ledger) -> Result<&TenantId> {
+    l.scope()
+        .ok_or_else(|| Usage("submit needs --tenant".into()).into())
+}
+
 /// How a point in the log reads in messages.
 pub(crate) fn describe(at: At) -> String {
     match at {
@@ -194,16 +200,11 @@ impl Backend {
     pub(crate) fn submit(&self, s: Submission) -> Result<BackgroundExecution> {
         match self {
             Backend::Local(l) => {
-                let tenant = l
-                    .scope()
-                    .ok_or_else(|| Usage("submit needs --tenant".into()))?;
-                Ok(l.submit(tenant, s).wait().map_err(fail)?.execution)
+                let submitted = l.submit(submitting_for(l)?, s).wait().map_err(fail)?;
+                Ok(submitted.execution)
             }
             Backend::Remote(r) => {
-                let mut body = serde_json::to_value(&s)?;
-                if let Some(tenant) = &r.scope {
-                    body["tenantId"] = serde_json::json!(tenant);
-                }
+                let body = r.for_tenant(serde_json::to_value(&s)?);
                 r.call(r.client.post(r.url("/v1/executions")).json(&body))
             }
         }
@@ -216,17 +217,14 @@ impl Backend {
     ) -> Result<Vec<BackgroundExecution>> {
         match self {
             Backend::Local(l) => {
-                let tenant = l
-                    .scope()
-                    .ok_or_else(|| Usage("submit needs --tenant".into()))?;
-                let submitted = l.submit_many(tenant, submissions).wait().map_err(fail)?;
+                let submitted = l
+                    .submit_many(submitting_for(l)?, submissions)
+                    .wait()
+                    .map_err(fail)?;
                 Ok(submitted.into_iter().map(|s| s.execution).collect())
             }
             Backend::Remote(r) => {
-                let mut body = serde_json::json!({ "executions": submissions });
-                if let Some(tenant) = &r.scope {
-                    body["tenantId"] = serde_json::json!(tenant);
-                }
+                let body = r.for_tenant(serde_json::json!({ "executions": submissions }));
                 #[derive(Deserialize)]
                 struct Batch {
                     executions: Vec<BackgroundExecution>,
@@ -459,6 +457,15 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
+    /// A submit's body, with `--tenant` as its `tenantId` when given (else
+    /// the server takes the key's tenant).
+    fn for_tenant(&self, mut body: serde_json::Value) -> serde_json::Value {
+        if let Some(tenant) = &self.scope {
+            body["tenantId"] = serde_json::json!(tenant);
+        }
+        body
+    }
+
     fn new(base: &str, key: Option<String>, scope: Option<TenantId>) -> Remote {
         Remote {
             base: base.trim_end_matches('/').to_owned(),
