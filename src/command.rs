@@ -13,15 +13,17 @@
 //! command, the state and the time only.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::error::{CommandError, ErrorKind, StorageError};
-use crate::event::{Event, EventKind, Submission};
+use crate::event::{Event, EventKind, RecoveryReason, Submission};
 use crate::execution::{
     BackgroundExecution, BackgroundExecutionMode, BackgroundExecutionStatus, ExecutionError,
     ExecutionId, TenantId,
 };
+use crate::lease::{self, Leases, MAX_CLAIM, MAX_LEASE, MIN_LEASE};
 use crate::machine;
 use crate::projection::Projection;
 
@@ -37,6 +39,120 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// The most submissions one batch submit takes.
 pub const MAX_BATCH: usize = 1_000;
 
+/// What a worker claims: the next runnable executions, in queue order, of
+/// the callables it runs.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use execution_ledger::Claim;
+/// let claim = Claim::new()
+///     .worker("w-1")
+///     .callables(["resize", "crop"])
+///     .max(10)
+///     .lease(Duration::from_secs(30));
+/// # let _ = claim;
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claim {
+    pub(crate) worker: Option<String>,
+    pub(crate) callables: Option<Vec<String>>,
+    pub(crate) max: usize,
+    pub(crate) lease: Option<Duration>,
+}
+
+impl Claim {
+    /// One execution of any callable, held without a lease (by the
+    /// process that owns the ledger, for as long as it runs).
+    pub fn new() -> Self {
+        Claim {
+            max: 1,
+            ..Claim::default()
+        }
+    }
+
+    /// The worker's name, recorded in the `started` events.
+    pub fn worker(mut self, name: impl Into<String>) -> Self {
+        self.worker = Some(name.into());
+        self
+    }
+
+    /// Only executions of these callables (any, by default).
+    pub fn callables(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.callables = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// At most `n` executions (1 by default; at most [`MAX_CLAIM`]).
+    pub fn max(mut self, n: usize) -> Self {
+        self.max = n;
+        self
+    }
+
+    /// Each attempt held under a lease of `d` ([`MIN_LEASE`]–[`MAX_LEASE`]),
+    /// extended by heartbeats, recovered when it runs out.
+    pub fn lease(mut self, d: Duration) -> Self {
+        self.lease = Some(d);
+        self
+    }
+
+    /// The worker's name.
+    pub fn worker_name(&self) -> Option<&str> {
+        self.worker.as_deref()
+    }
+
+    /// The callables it claims (`None`: any).
+    pub fn callable_names(&self) -> Option<&[String]> {
+        self.callables.as_deref()
+    }
+
+    /// The lease it asks for.
+    pub fn lease_length(&self) -> Option<Duration> {
+        self.lease
+    }
+
+    fn validate(&self) -> Result<(), CommandError> {
+        if self.max == 0 || self.max > MAX_CLAIM {
+            return Err(CommandError::invalid(format!(
+                "max must be 1-{MAX_CLAIM}, not {}",
+                self.max
+            )));
+        }
+        if let Some(lease) = self.lease {
+            if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+                return Err(CommandError::invalid(format!(
+                    "lease must be {}-{} ms, not {}",
+                    MIN_LEASE.as_millis(),
+                    MAX_LEASE.as_millis(),
+                    lease.as_millis()
+                )));
+            }
+        }
+        if let Some(worker) = &self.worker {
+            if worker.is_empty() || worker.len() > MAX_NAME_BYTES {
+                return Err(CommandError::invalid(format!(
+                    "worker must be 1-{MAX_NAME_BYTES} bytes"
+                )));
+            }
+        }
+        if let Some(callables) = &self.callables {
+            if callables.is_empty() || callables.len() > MAX_CONTEXT_ENTRIES {
+                return Err(CommandError::invalid(format!(
+                    "callables must name 1-{MAX_CONTEXT_ENTRIES} callables"
+                )));
+            }
+            if let Some(bad) = callables
+                .iter()
+                .find(|c| c.is_empty() || c.len() > MAX_NAME_BYTES)
+            {
+                return Err(CommandError::invalid(format!(
+                    "callables: {bad:?} is not a callable name (1-{MAX_NAME_BYTES} bytes)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A command to the ledger.
 #[derive(Clone, Debug)]
 pub(crate) enum Op {
@@ -44,10 +160,14 @@ pub(crate) enum Op {
     Submit(TenantId, Box<Submission>),
     /// New executions for a tenant, appended as one group: all or none.
     SubmitMany(TenantId, Vec<Submission>),
-    /// The next runnable execution's next attempt, for a worker.
-    Claim(Option<String>),
-    /// Every execution left running by a process that died.
+    /// The next runnable executions' next attempts, for a worker.
+    Claim(Claim),
+    /// Every execution left running, without a lease, by a process that
+    /// stopped.
     RecoverAbandoned,
+    /// Every leased attempt whose lease ran out (recovered) or that
+    /// outlived its timeout (timed out).
+    ExpireLeases,
     /// A command against one execution.
     On(ExecutionId, Action),
 }
@@ -108,6 +228,7 @@ impl Op {
                 }
                 Ok(())
             }
+            Op::Claim(claim) => claim.validate(),
             Op::On(_, Action::Complete { output, .. }) => {
                 let size = serde_json::to_vec(output)
                     .map(|v| v.len())
@@ -141,6 +262,7 @@ impl Op {
     pub(crate) fn decide(
         &self,
         projection: &mut Projection,
+        leases: &Leases,
         scope: Option<&TenantId>,
         load: impl FnOnce(ExecutionId) -> Result<Option<BackgroundExecution>, StorageError>,
         now: DateTime<Utc>,
@@ -159,26 +281,66 @@ impl Op {
                     (ExecutionId::new(), tenant.clone(), kind)
                 })
                 .collect(),
-            Op::Claim(worker) => match projection.next_runnable(now, scope) {
-                None => Vec::new(),
-                Some(next) => {
-                    let kind = EventKind::Started {
-                        attempt: next.attempt + 1,
-                        worker: worker.clone(),
-                    };
-                    vec![(next.execution_id, next.tenant_id.clone(), kind)]
-                }
-            },
+            Op::Claim(claim) => {
+                let lease_ms = claim
+                    .lease
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                projection
+                    .runnable(now, scope, claim.callables.as_deref(), claim.max)
+                    .into_iter()
+                    .map(|next| {
+                        let kind = EventKind::Started {
+                            attempt: next.attempt + 1,
+                            worker: claim.worker.clone(),
+                            lease_ms,
+                        };
+                        (next.execution_id, next.tenant_id.clone(), kind)
+                    })
+                    .collect()
+            }
             Op::RecoverAbandoned => {
                 let mut running: Vec<&BackgroundExecution> = projection
                     .live()
                     .filter(|e| e.status == BackgroundExecutionStatus::Running)
+                    .filter(|e| leases.get(&e.execution_id).is_none())
                     .filter(|e| scope.is_none_or(|t| t == &e.tenant_id))
                     .collect();
                 running.sort_by_key(|e| e.execution_id);
                 running
                     .into_iter()
-                    .map(|e| (e.execution_id, e.tenant_id.clone(), machine::after_loss(e)))
+                    .map(|e| {
+                        let kind = machine::after_loss(e, RecoveryReason::ProcessStopped);
+                        (e.execution_id, e.tenant_id.clone(), kind)
+                    })
+                    .collect()
+            }
+            Op::ExpireLeases => {
+                let mut due: Vec<(ExecutionId, EventKind)> = leases
+                    .ids()
+                    .filter_map(|id| Some((id, projection.get(&id)?, leases.get(&id)?)))
+                    .filter(|(_, e, lease)| {
+                        e.status == BackgroundExecutionStatus::Running && e.attempt == lease.attempt
+                    })
+                    .filter(|(_, e, _)| scope.is_none_or(|t| t == &e.tenant_id))
+                    .filter_map(|(id, e, lease)| {
+                        let timed_out = e
+                            .started_at
+                            .is_some_and(|s| now >= lease::after(s, e.config.timeout_ms));
+                        if timed_out {
+                            Some((id, machine::after_timeout(e, now)))
+                        } else if lease.until <= now {
+                            Some((id, machine::after_loss(e, RecoveryReason::LeaseExpired)))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                due.sort_by_key(|(id, _)| *id);
+                due.into_iter()
+                    .map(|(id, kind)| {
+                        let tenant = projection.get(&id).expect("found above").tenant_id.clone();
+                        (id, tenant, kind)
+                    })
                     .collect()
             }
             Op::On(id, action) => {
@@ -189,6 +351,10 @@ impl Op {
                 };
                 if scope.is_some_and(|t| t != &current.tenant_id) {
                     return Err(CommandError::NotFound(id));
+                }
+                if action.repeats(&current) {
+                    // An identical answer the execution already records.
+                    return Ok(Vec::new());
                 }
                 let kind = action.decide(&current, now);
                 if let Cow::Owned(settled) = &current {
@@ -217,6 +383,29 @@ impl Op {
 }
 
 impl Action {
+    /// Whether `current` already records this very answer: a complete of
+    /// its attempt with the same output, a fail of it with the same error
+    /// (before another attempt started). A worker that lost the response
+    /// retries, and is answered as the first time.
+    pub(crate) fn repeats(&self, current: &BackgroundExecution) -> bool {
+        match self {
+            Action::Complete { attempt, output } => {
+                current.attempt == *attempt
+                    && current.status == BackgroundExecutionStatus::Completed
+                    && current.output.as_ref() == Some(output)
+            }
+            Action::Fail { attempt, error, .. } => {
+                current.attempt == *attempt
+                    && matches!(
+                        current.status,
+                        BackgroundExecutionStatus::Failed | BackgroundExecutionStatus::Queued
+                    )
+                    && current.error.as_ref() == Some(error)
+            }
+            _ => false,
+        }
+    }
+
     /// The event this action records against `current` at `now`. The
     /// state machine checks it when it is appended.
     pub(crate) fn decide(&self, current: &BackgroundExecution, now: DateTime<Utc>) -> EventKind {

@@ -102,6 +102,13 @@ pub enum EventKind {
         /// Who claimed it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         worker: Option<String>,
+        /// The lease the worker holds the attempt under, in milliseconds
+        /// from this event (heartbeats extend it; they are not events).
+        /// Absent: the attempt is held by the process that owns the ledger
+        /// for as long as it runs, and recovered when the ledger is next
+        /// opened by another.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_ms: Option<u64>,
     },
     /// Emitted when the running attempt returns an output. Status becomes
     /// `completed`.
@@ -142,14 +149,19 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    /// Emitted on start-up for an execution left `running` by a process that
-    /// died: its attempt is lost; status becomes `queued` when attempts
-    /// remain, `failed` when they are used up.
+    /// Emitted when a running attempt is lost: its lease ran out (its
+    /// worker stopped heartbeating), or the process that held it stopped.
+    /// Status becomes `queued` when attempts remain, `failed` when they are
+    /// used up.
     Recovered {
         /// The attempt that was lost; must be the current one.
         attempt: u32,
         /// `queued` or `failed`, by the retry policy.
         outcome: BackgroundExecutionStatus,
+        /// Why the attempt counts as lost (absent in logs written before
+        /// leases: the process stopped).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<RecoveryReason>,
     },
     /// Emitted once after completion when the output was handed to the
     /// execution's target binding (bookkeeping; the status stays).
@@ -179,6 +191,34 @@ pub enum EventKind {
         /// What went wrong.
         error: String,
     },
+}
+
+/// Why a running attempt was recovered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RecoveryReason {
+    /// Its lease ran out: the worker holding it stopped heartbeating.
+    LeaseExpired,
+    /// The process that held it (without a lease) stopped; found when the
+    /// ledger was opened again.
+    ProcessStopped,
+}
+
+impl RecoveryReason {
+    /// The snake_case name, as recorded.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecoveryReason::LeaseExpired => "lease_expired",
+            RecoveryReason::ProcessStopped => "process_stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for RecoveryReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl EventKind {

@@ -43,6 +43,7 @@ mod execution;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;
+mod lease;
 mod ledger;
 mod machine;
 mod metrics;
@@ -52,16 +53,17 @@ mod runtime;
 mod store;
 
 pub use crate::command::{
-    MAX_BATCH, MAX_CONTEXT_ENTRIES, MAX_INPUT_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES,
+    Claim, MAX_BATCH, MAX_CONTEXT_ENTRIES, MAX_INPUT_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES,
 };
 pub use crate::error::{CommandError, Error, ErrorKind, StorageError};
-pub use crate::event::{Event, EventKind, Submission};
+pub use crate::event::{Event, EventKind, RecoveryReason, Submission};
 pub use crate::execution::{
     bound_output, BackgroundExecution, BackgroundExecutionConfig, BackgroundExecutionMode,
     BackgroundExecutionQueue, BackgroundExecutionStatus, ExecutionError, RetryConfig, SpawnMode,
     TargetBindingConfig,
 };
 pub use crate::ids::{ExecutionId, ParseIdError, TenantId, TriggerId};
+pub use crate::lease::{Heartbeat, Lease, DEFAULT_LEASE, MAX_CLAIM, MAX_LEASE, MIN_LEASE};
 pub use crate::ledger::{
     AcceptedTail, At, Change, Clock, Command, Head, IndexRebuild, Ledger, LedgerBuilder, Pending,
     Stats, Submitted, Subscription, SystemClock, VerifyReport,

@@ -12,7 +12,7 @@ use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, RecoveryReason};
 use crate::execution::{
     BackgroundExecution, BackgroundExecutionMode, BackgroundExecutionStatus, ExecutionError,
     ExecutionId,
@@ -63,6 +63,9 @@ pub enum Refusal {
     NoBindingPending,
     /// The execution has no callback, or it was delivered or given up.
     NoCallbackPending,
+    /// The attempt is held by the process that runs it, without a lease:
+    /// there is nothing to heartbeat.
+    NotLeased,
     /// A recovery outcome other than the retry policy's (`queued` while
     /// attempts remain, `failed` when they are used up).
     WrongOutcome {
@@ -91,6 +94,12 @@ impl fmt::Display for Refusal {
             Refusal::Backdated => write!(f, "the event is dated before its last transition"),
             Refusal::NoBindingPending => write!(f, "no target binding is pending"),
             Refusal::NoCallbackPending => write!(f, "no callback is pending"),
+            Refusal::NotLeased => {
+                write!(
+                    f,
+                    "its attempt is held by the process running it, not leased"
+                )
+            }
             Refusal::WrongOutcome { expected } => {
                 write!(f, "its retry policy makes it {expected}")
             }
@@ -275,7 +284,9 @@ fn refusal(state: Option<&BackgroundExecution>, event: &Event) -> Option<Refusal
                 None
             }
         }),
-        EventKind::Recovered { attempt, outcome } => current_attempt(*attempt).or_else(|| {
+        EventKind::Recovered {
+            attempt, outcome, ..
+        } => current_attempt(*attempt).or_else(|| {
             let expected = if *attempt < max {
                 Queued
             } else {
@@ -389,12 +400,22 @@ pub fn apply(
             e.not_before = None;
             e.completed_at = Some(at);
         }
-        EventKind::Recovered { attempt, outcome } => {
+        EventKind::Recovered {
+            attempt,
+            outcome,
+            reason,
+        } => {
             e.status = *outcome;
-            e.error = Some(ExecutionError::new(
-                "lost",
-                format!("attempt {attempt} was lost when its process stopped"),
-            ));
+            e.error = Some(match reason {
+                Some(RecoveryReason::LeaseExpired) => ExecutionError::new(
+                    "lease_expired",
+                    format!("attempt {attempt}'s lease ran out: its worker stopped heartbeating"),
+                ),
+                _ => ExecutionError::new(
+                    "lost",
+                    format!("attempt {attempt} was lost when its process stopped"),
+                ),
+            });
             if outcome.is_terminal() {
                 e.completed_at = Some(at);
             }
@@ -462,8 +483,10 @@ pub fn after_timeout(e: &BackgroundExecution, now: DateTime<Utc>) -> EventKind {
     }
 }
 
-/// The `recovered` event for an execution left running by a dead process.
-pub fn after_loss(e: &BackgroundExecution) -> EventKind {
+/// The `recovered` event for an execution whose running attempt was lost,
+/// for `reason`: back to queued while attempts remain, failed after the
+/// last.
+pub fn after_loss(e: &BackgroundExecution, reason: RecoveryReason) -> EventKind {
     let outcome = if e.attempt < e.config.max_attempts() {
         BackgroundExecutionStatus::Queued
     } else {
@@ -472,6 +495,7 @@ pub fn after_loss(e: &BackgroundExecution) -> EventKind {
     EventKind::Recovered {
         attempt: e.attempt,
         outcome,
+        reason: Some(reason),
     }
 }
 
@@ -549,11 +573,12 @@ mod tests {
                 EventKind::Started {
                     attempt: 1,
                     worker: None,
+                    lease_ms: None,
                 },
             ),
         )
         .unwrap();
-        let lost = after_loss(state.as_ref().unwrap());
+        let lost = after_loss(state.as_ref().unwrap(), RecoveryReason::ProcessStopped);
         apply(&mut state, &event(id, 3, lost)).unwrap();
         apply(
             &mut state,
@@ -563,6 +588,7 @@ mod tests {
                 EventKind::Started {
                     attempt: 2,
                     worker: None,
+                    lease_ms: None,
                 },
             ),
         )
@@ -609,6 +635,7 @@ mod tests {
                 EventKind::Started {
                     attempt: 1,
                     worker: None,
+                    lease_ms: None,
                 },
             ),
         )
@@ -628,6 +655,7 @@ mod tests {
                 EventKind::Started {
                     attempt: 2,
                     worker: None,
+                    lease_ms: None,
                 },
             ),
         );
@@ -638,6 +666,7 @@ mod tests {
             EventKind::Started {
                 attempt: 2,
                 worker: None,
+                lease_ms: None,
             },
         );
         late.at = now + Duration::seconds(2);
@@ -658,6 +687,7 @@ mod tests {
             EventKind::Started {
                 attempt: 1,
                 worker: None,
+                lease_ms: None,
             },
         );
         assert_eq!(
@@ -675,6 +705,7 @@ mod tests {
                 EventKind::Started {
                     attempt: 1,
                     worker: None,
+                    lease_ms: None,
                 },
             ),
         )

@@ -257,6 +257,34 @@ impl Projection {
         self.get(&id)
     }
 
+    /// Up to `max` executions to run at `now`, in claim order: of `tenant`
+    /// only, when given, and of `callables` only, when given.
+    pub fn runnable(
+        &mut self,
+        now: DateTime<Utc>,
+        tenant: Option<&TenantId>,
+        callables: Option<&[String]>,
+        max: usize,
+    ) -> Vec<&BackgroundExecution> {
+        self.promote(now);
+        if tenant.is_none() && callables.is_none() && max == 1 {
+            return self
+                .ready
+                .peek()
+                .and_then(|(id, _)| self.get(&id))
+                .into_iter()
+                .collect();
+        }
+        let live = &self.live;
+        self.ready
+            .ids()
+            .map(|id| &live[&id].execution)
+            .filter(|e| tenant.is_none_or(|t| &e.tenant_id == t))
+            .filter(|e| callables.is_none_or(|c| c.iter().any(|c| *c == e.callable_name)))
+            .take(max)
+            .collect()
+    }
+
     /// The executions runnable at `now`, in claim order (of `tenant` only,
     /// when given).
     pub fn queue(

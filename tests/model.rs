@@ -18,8 +18,8 @@ use execution_ledger::{
     after_failure, after_loss, after_timeout, apply, check, is_settled, BackgroundExecution,
     BackgroundExecutionConfig, BackgroundExecutionMode as Mode,
     BackgroundExecutionStatus as Status, Event, EventKind, ExecutionError, ExecutionId, Projection,
-    Refusal, RetryConfig, Submission, TargetBindingConfig, TenantId, TransitionError, TriggerId,
-    MAX_CALLBACK_ATTEMPTS,
+    RecoveryReason, Refusal, RetryConfig, Submission, TargetBindingConfig, TenantId,
+    TransitionError, TriggerId, MAX_CALLBACK_ATTEMPTS,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -515,7 +515,9 @@ impl Model {
             EventKind::RetryScheduled { attempt, .. } => {
                 running_attempt(*attempt) && *attempt < r.max_attempts()
             }
-            EventKind::Recovered { attempt, outcome } => {
+            EventKind::Recovered {
+                attempt, outcome, ..
+            } => {
                 let policy = if *attempt < r.max_attempts() {
                     Status::Queued
                 } else {
@@ -820,6 +822,7 @@ impl Harness {
         let kind = EventKind::Started {
             attempt: attempt + 1,
             worker: Some("worker-1".into()),
+            lease_ms: None,
         };
         let ev = self.event(id, tenant_id, kind);
         assert!(self.offer(ev, Some(true)).is_none());
@@ -874,6 +877,7 @@ impl Harness {
             Action::Start => EventKind::Started {
                 attempt: attempt + 1,
                 worker: None,
+                lease_ms: None,
             },
             Action::Complete(output) => EventKind::Completed {
                 attempt,
@@ -903,10 +907,11 @@ impl Harness {
                 None => EventKind::TimedOut { attempt },
             },
             Action::Recover => match &st {
-                Some(s) => after_loss(s),
+                Some(s) => after_loss(s, RecoveryReason::ProcessStopped),
                 None => EventKind::Recovered {
                     attempt,
                     outcome: Status::Failed,
+                    reason: None,
                 },
             },
             Action::Cancel(reason) => EventKind::Cancelled {
@@ -1044,7 +1049,8 @@ impl Harness {
                     kind,
                     &EventKind::Recovered {
                         attempt: r.attempt,
-                        outcome
+                        outcome,
+                        reason: Some(RecoveryReason::ProcessStopped),
                     },
                     "after_loss"
                 );
@@ -1241,6 +1247,7 @@ impl Harness {
                 EventKind::Started {
                     attempt: st.attempt + 1,
                     worker: None,
+                    lease_ms: None,
                 },
                 EventKind::Completed {
                     attempt: st.attempt,
@@ -1262,10 +1269,12 @@ impl Harness {
                 EventKind::Recovered {
                     attempt: st.attempt,
                     outcome: Status::Queued,
+                    reason: None,
                 },
                 EventKind::Recovered {
                     attempt: st.attempt,
                     outcome: Status::Failed,
+                    reason: None,
                 },
             ];
             let settled = is_settled(st);
@@ -1513,6 +1522,7 @@ fn regression_null_output_survives_json() {
         EventKind::Started {
             attempt: 1,
             worker: None,
+            lease_ms: None,
         },
         EventKind::Completed {
             attempt: 1,
@@ -1565,6 +1575,7 @@ fn regression_huge_backoff_neither_panics_nor_wraps() {
             let start = EventKind::Started {
                 attempt: 1,
                 worker: None,
+                lease_ms: None,
             };
             p.apply(&event(2, start)).unwrap();
             let state = p.get(&id).unwrap();
@@ -1617,6 +1628,7 @@ fn regression_events_before_a_release_are_backdated() {
         EventKind::Started {
             attempt: 1,
             worker: None,
+            lease_ms: None,
         },
     ] {
         let err = check(state.as_ref(), &event(3, before, kind)).unwrap_err();

@@ -6,7 +6,7 @@
 use super::write::Outcome;
 use super::writer::Command;
 use super::{Ledger, Submitted};
-use crate::command::{Action, Op};
+use crate::command::{Action, Claim, Op};
 use crate::error::CommandError;
 use crate::event::Submission;
 use crate::execution::{BackgroundExecution, ExecutionError, ExecutionId, TenantId};
@@ -27,6 +27,10 @@ impl Outcome {
     }
 
     fn claimed(self) -> Option<BackgroundExecution> {
+        self.claimed_all().into_iter().next()
+    }
+
+    fn claimed_all(self) -> Vec<BackgroundExecution> {
         match self {
             Outcome::Claimed(c) => c,
             _ => unreachable!("a claim answers with a claim"),
@@ -131,7 +135,32 @@ impl Ledger {
     ///
     /// `Storage`.
     pub fn claim(&self, worker: Option<&str>) -> Command<Option<BackgroundExecution>> {
-        self.run(Op::Claim(worker.map(str::to_owned)), Outcome::claimed)
+        let claim = match worker {
+            Some(w) => Claim::new().worker(w),
+            None => Claim::new(),
+        };
+        self.run(Op::Claim(claim), Outcome::claimed)
+    }
+
+    /// Claims what `claim` asks for: up to its `max` runnable executions of
+    /// its callables (priority, then queue order; of this handle's tenant
+    /// when scoped), starting their next attempts as one group, each under
+    /// the claim's lease when it names one. Answers them, running; empty
+    /// when nothing is runnable. The claim's worker counts as live for its
+    /// callables (see [`Ledger::callables_without_worker`]).
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` (naming the field) when `max` or the lease is out of
+    /// range; `Storage`.
+    pub fn claim_with(&self, claim: Claim) -> Command<Vec<BackgroundExecution>> {
+        if let (Some(worker), Ok(())) = (&claim.worker, Op::Claim(claim.clone()).validate()) {
+            let back_by = self.now()
+                + chrono::Duration::from_std(claim.lease.unwrap_or_default()).unwrap_or_default();
+            self.inner
+                .saw_worker(worker, claim.callables.as_deref(), back_by);
+        }
+        self.run(Op::Claim(claim), Outcome::claimed_all)
     }
 
     /// Completes attempt `attempt` of a running execution with `output`.
@@ -251,15 +280,30 @@ impl Ledger {
         self.on(id, Action::RecordCallback { outcome })
     }
 
-    /// Records every execution left `running` (by a process that died; of
-    /// this handle's tenant when scoped) as recovered: back to queued while
-    /// attempts remain, failed otherwise. Answers them as they are now.
-    /// Call it once on start-up, before claiming.
+    /// Records every execution left `running` without a lease (by a
+    /// process that stopped; of this handle's tenant when scoped) as
+    /// recovered, reason `process_stopped`: back to queued while attempts
+    /// remain, failed otherwise. Answers them as they are now. Call it once
+    /// on start-up, before claiming, when no other process shares the
+    /// ledger. Leased attempts are left to their leases.
     ///
     /// # Errors
     ///
     /// `Storage`.
     pub fn recover_abandoned(&self) -> Command<Vec<BackgroundExecution>> {
         self.run(Op::RecoverAbandoned, Outcome::recovered)
+    }
+
+    /// Ends every leased attempt whose lease ran out (`recovered`, reason
+    /// `lease_expired`, then the retry policy's outcome) or that outlived
+    /// its execution's timeout (`timed_out` or a retry), of this handle's
+    /// tenant when scoped. Answers them as they are now. Whoever serves
+    /// remote workers calls it periodically (the runtime does).
+    ///
+    /// # Errors
+    ///
+    /// `Storage`.
+    pub fn expire_leases(&self) -> Command<Vec<BackgroundExecution>> {
+        self.run(Op::ExpireLeases, Outcome::recovered)
     }
 }

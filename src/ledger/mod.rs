@@ -12,7 +12,8 @@
 //! appending), [`writer`] (the command handle, combining and group
 //! commit), [`commands`] (the command surface), [`read`] (the ledger as it
 //! is now), [`time_travel`] (as it was), [`subscription`] (following the
-//! log), [`verify`] (checking it), [`report`] (what these return).
+//! log), [`verify`] (checking it), [`report`] (what these return),
+//! [`leases`] (heartbeats and live workers).
 
 use std::fmt;
 use std::path::Path;
@@ -21,10 +22,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 
 use crate::execution::TenantId;
+use crate::lease::{Leases, Workers};
 use crate::projection::Projection;
 use crate::store::{Durability, Mark, Store};
 
 mod commands;
+mod leases;
 mod open;
 mod read;
 mod replay;
@@ -75,6 +78,8 @@ struct Inner {
     snapshot_every: u64,
     /// Commands waiting, and who carries them out (see writer.rs).
     combiner: writer::Combiner,
+    /// Live workers and their callables.
+    workers: Mutex<Workers>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,6 +90,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// brought up to the log's head before each decision.
 struct Core {
     projection: Projection,
+    /// The running attempts' leases.
+    leases: Leases,
     head: Mark,
     last_at: DateTime<Utc>,
     since_snapshot: u64,
@@ -94,6 +101,10 @@ struct Core {
 impl Inner {
     fn core(&self) -> MutexGuard<'_, Core> {
         lock(&self.core)
+    }
+
+    fn saw_worker(&self, worker: &str, callables: Option<&[String]>, back_by: DateTime<Utc>) {
+        lock(&self.workers).saw(worker, callables, back_by);
     }
 }
 

@@ -11,6 +11,8 @@ use super::replay::{read_event, replay};
 use super::report::{head_of, AcceptedTail};
 use super::{writer, Core, Inner, Ledger};
 use crate::error::StorageError;
+use crate::execution::BackgroundExecutionStatus;
+use crate::lease::Leases;
 use crate::store::{embedded, Draft, Durability, Store, Tail};
 
 /// Where the time comes from. Tests drive the ledger with a clock of their own.
@@ -184,10 +186,23 @@ impl LedgerBuilder {
             head: head_of(&(last, head_hash)),
             refused: problem.to_string(),
         });
+        // Running leased attempts keep their leases, from now.
+        let mut leases = Leases::default();
+        let opened = self.clock.now();
+        for e in projection.live() {
+            if e.status != BackgroundExecutionStatus::Running {
+                continue;
+            }
+            if let Some(&seq) = projection.seqs(&e.execution_id).and_then(|s| s.last()) {
+                leases.reopen(&read_event(&*log, seq)?, opened);
+            }
+        }
         let inner = Arc::new(Inner {
             accepted,
             log,
+            workers: Mutex::default(),
             core: Mutex::new(Core {
+                leases,
                 projection,
                 head: (last, head_hash),
                 last_at,

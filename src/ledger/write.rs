@@ -22,11 +22,12 @@ pub(super) enum Outcome {
     Submitted(Submitted),
     /// A batch submit's, in the order of its submissions.
     SubmittedMany(Vec<Submitted>),
-    /// A claim's: the execution whose attempt started, if any was runnable.
-    Claimed(Option<BackgroundExecution>),
+    /// A claim's: the executions whose attempts started.
+    Claimed(Vec<BackgroundExecution>),
     /// A command against one execution: the execution after it.
     Execution(BackgroundExecution),
-    /// Recovering abandoned executions: each as it is now.
+    /// Recovering abandoned executions, or expiring leases: each as it is
+    /// now.
     Recovered(Vec<BackgroundExecution>),
 }
 
@@ -59,7 +60,13 @@ impl Inner {
                     .collect::<Result<_, _>>()?,
                 _ => Vec::new(),
             };
-            let mut events = op.decide(&mut core.projection, scope, |id| self.load(id), now)?;
+            let mut events = op.decide(
+                &mut core.projection,
+                &core.leases,
+                scope,
+                |id| self.load(id),
+                now,
+            )?;
             if !known.is_empty() {
                 let mut i = 0;
                 events.retain(|_| {
@@ -73,9 +80,15 @@ impl Inner {
             }
             if events.is_empty() {
                 let nothing = match op {
-                    Op::RecoverAbandoned => Outcome::Recovered(Vec::new()),
+                    Op::RecoverAbandoned | Op::ExpireLeases => Outcome::Recovered(Vec::new()),
                     Op::SubmitMany(..) => Outcome::SubmittedMany(Vec::new()),
-                    _ => Outcome::Claimed(None),
+                    Op::Claim(_) => Outcome::Claimed(Vec::new()),
+                    Op::Submit(..) => unreachable!("a submit decides one event"),
+                    // An answer the execution records already: as it is.
+                    Op::On(id, _) => Outcome::Execution(match core.projection.get(id) {
+                        Some(e) => e.clone(),
+                        None => self.load(*id)?.ok_or(CommandError::NotFound(*id))?,
+                    }),
                 };
                 return Ok((nothing, 0));
             }
@@ -113,10 +126,12 @@ impl Inner {
                     self.log
                         .counters()
                         .claims
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    Outcome::Claimed(Some(after(out.pop().expect("one event appended"))))
+                        .fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Outcome::Claimed(out.into_iter().map(after).collect())
                 }
-                Op::RecoverAbandoned => Outcome::Recovered(out.into_iter().map(after).collect()),
+                Op::RecoverAbandoned | Op::ExpireLeases => {
+                    Outcome::Recovered(out.into_iter().map(after).collect())
+                }
                 Op::On(..) => Outcome::Execution(after(out.pop().expect("one event appended"))),
             };
             return Ok((outcome, last));
@@ -244,6 +259,7 @@ impl Inner {
                         core.projection
                             .apply_tracked(event)
                             .expect("an event checked against the projection applies");
+                        core.leases.follow(event);
                     }
                     if written.0 > head.0 {
                         (core.head, core.last_at) = (written, at);
@@ -260,6 +276,7 @@ impl Inner {
                     .projection
                     .apply_tracked(&event)
                     .expect("an event checked against the projection applies");
+                core.leases.follow(&event);
                 (event, settled.map(|(e, _)| e))
             })
             .collect();
@@ -305,6 +322,7 @@ impl Inner {
             }
             let hash = rec.hash;
             let (event, _) = fold_record(&mut core.projection, seq, &bytes)?;
+            core.leases.follow(&event);
             core.head = (seq, hash);
             core.last_at = core.last_at.max(event.at);
             core.since_snapshot += 1;
@@ -432,6 +450,7 @@ mod tests {
                     EventKind::Started {
                         attempt: 1,
                         worker: Some("elsewhere".into()),
+                        lease_ms: None,
                     },
                 ),
                 (other, EventKind::Queued(Box::new(high))),

@@ -9,6 +9,7 @@
 
 mod callback;
 mod registry;
+mod remote;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,6 +24,7 @@ use tracing::Instrument;
 
 pub use registry::{CallContext, CallFuture, CallResult, Progress};
 
+use crate::command::Claim;
 use crate::error::{CommandError, StorageError};
 use crate::event::Submission;
 use crate::execution::{bound_output, BackgroundExecution, ExecutionError, ExecutionId, TenantId};
@@ -192,13 +194,26 @@ impl RuntimeBuilder {
             callback_timeout: self.callback_timeout,
             callback_backoff: self.callback_backoff,
         });
-        let workers = (0..self.workers)
+        // Workers claim only what this process runs; with nothing
+        // registered there is nothing to claim.
+        let callables = shared.registry.names();
+        let local = if callables.is_empty() {
+            0
+        } else {
+            self.workers
+        };
+        let mut workers: Vec<JoinHandle<()>> = (0..local)
             .map(|n| {
                 let shared = shared.clone();
                 let name = format!("{}-{n}", self.worker_name);
-                tokio::spawn(async move { worker(shared, name).await })
+                let claim = Claim::new().worker(name).callables(callables.clone());
+                tokio::spawn(async move { worker(shared, claim).await })
             })
             .collect();
+        if local > 0 {
+            shared.ledger.worker_started(&self.worker_name, &callables);
+        }
+        workers.push(tokio::spawn(remote::sweep_leases(shared.clone())));
         let ledger = shared.ledger.clone();
         let pending = blocking(move || ledger.live()).await;
         for e in pending {
@@ -209,6 +224,7 @@ impl RuntimeBuilder {
         Ok(Runtime {
             shared,
             workers: Mutex::new(workers),
+            name: self.worker_name,
         })
     }
 }
@@ -423,10 +439,15 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     format!("the callable panicked: {what}")
 }
 
-async fn worker(shared: Arc<Shared>, name: String) {
+async fn worker(shared: Arc<Shared>, claim: Claim) {
     let mut stop = shared.shutdown.subscribe();
     while !shared.stopping() {
-        match shared.ledger.claim(Some(&name)).await {
+        match shared
+            .ledger
+            .claim_with(claim.clone())
+            .await
+            .map(|mut c| c.pop())
+        {
             Ok(Some(e)) => {
                 let span = tracing::info_span!(
                     "attempt",
@@ -509,6 +530,8 @@ impl ExecutionHandle {
 pub struct Runtime {
     shared: Arc<Shared>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// The name its workers' names start with.
+    name: String,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -738,6 +761,7 @@ impl Runtime {
     /// A [`StorageError`] when the final flush fails.
     pub async fn shutdown(&self, grace: Duration) -> Result<(), StorageError> {
         let _ = self.shared.shutdown.send(true);
+        self.shared.ledger.worker_stopped(&self.name);
         self.shared.wake.notify_waiters();
         // Whoever awaits a result hears at once that none will come from here.
         lock(&self.shared.waiters).clear();

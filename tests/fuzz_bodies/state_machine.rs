@@ -28,8 +28,8 @@ use chrono::{DateTime, Duration, Utc};
 use execution_ledger::{
     after_failure, after_loss, after_timeout, apply, check, is_settled, BackgroundExecution,
     BackgroundExecutionMode as Mode, BackgroundExecutionStatus as Status, Event, EventKind,
-    ExecutionError, ExecutionId, Projection, Refusal, RetryConfig, Submission, TargetBindingConfig,
-    TenantId,
+    ExecutionError, ExecutionId, Projection, RecoveryReason, Refusal, RetryConfig, Submission,
+    TargetBindingConfig, TenantId,
 };
 use serde_json::{json, Value};
 
@@ -280,6 +280,7 @@ impl Harness {
             let kind = EventKind::Started {
                 attempt: attempt + 1,
                 worker: Some("worker-1".into()),
+                lease_ms: None,
             };
             self.offer(self.event(id, tenant_id, kind), Some(true));
         }
@@ -317,8 +318,9 @@ impl Harness {
                 EventKind::Recovered {
                     attempt,
                     outcome: Status::Queued,
+                    reason: Some(RecoveryReason::LeaseExpired),
                 },
-                after_loss,
+                |e| after_loss(e, RecoveryReason::LeaseExpired),
             ),
             RAW => {
                 let (kind, a, extra) = (s.arg(), s.arg(), s.arg());
@@ -327,6 +329,7 @@ impl Harness {
                     0 => EventKind::Started {
                         attempt: relative(st.as_ref().map_or(0, |e| e.attempt) + 1, a),
                         worker: None,
+                        lease_ms: Some(u64::from(extra) * 100),
                     },
                     1 => EventKind::Completed {
                         attempt,
@@ -352,6 +355,7 @@ impl Harness {
                             Status::Cancelled,
                             Status::Timeout,
                         ][usize::from(extra % 6)],
+                        reason: None,
                     },
                 }
             }

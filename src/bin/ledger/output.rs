@@ -79,10 +79,20 @@ pub(crate) fn detail(event: &Event) -> String {
             d
         }
         EventKind::Released => String::new(),
-        EventKind::Started { attempt, worker } => match worker {
-            Some(w) => format!("attempt {attempt} by {w}"),
-            None => format!("attempt {attempt}"),
-        },
+        EventKind::Started {
+            attempt,
+            worker,
+            lease_ms,
+        } => {
+            let mut d = format!("attempt {attempt}");
+            if let Some(w) = worker {
+                d.push_str(&format!(" by {w}"));
+            }
+            if let Some(ms) = lease_ms {
+                d.push_str(&format!(", lease {ms} ms"));
+            }
+            d
+        }
         EventKind::Completed { attempt, output } => {
             format!("attempt {attempt} output {}", clip(&output.to_string(), 60))
         }
@@ -97,9 +107,14 @@ pub(crate) fn detail(event: &Event) -> String {
         ),
         EventKind::TimedOut { attempt } => format!("attempt {attempt}"),
         EventKind::Cancelled { reason } => reason.clone().unwrap_or_default(),
-        EventKind::Recovered { attempt, outcome } => {
-            format!("attempt {attempt} lost; now {outcome}")
-        }
+        EventKind::Recovered {
+            attempt,
+            outcome,
+            reason,
+        } => match reason {
+            Some(why) => format!("attempt {attempt} lost ({why}); now {outcome}"),
+            None => format!("attempt {attempt} lost; now {outcome}"),
+        },
         EventKind::TargetBindingApplied { target, error } => match error {
             None => target.clone(),
             Some(e) => format!("{target} failed: {e}"),

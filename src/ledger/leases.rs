@@ -1,0 +1,138 @@
+//! Leases and live workers, as the ledger holds them now: heartbeats (not
+//! events), the lease of a running attempt, and which callables no live
+//! worker runs. The rules are in `lease.rs`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{lock, Core, Ledger};
+use crate::error::CommandError;
+use crate::execution::{BackgroundExecutionStatus, ExecutionId};
+use crate::lease::{Heartbeat, Lease, Leases, MAX_LEASE, MIN_LEASE};
+use crate::machine::TransitionError;
+
+impl Ledger {
+    /// A heartbeat of attempt `attempt` of `id` from the worker running it:
+    /// extends its lease to `extend` from now (the claim's lease length
+    /// when `None`; a lease is never shortened). Not an event: nothing is
+    /// appended. Answers when the lease runs out now, and whether the
+    /// execution was cancelled while the attempt ran (the worker should
+    /// stop; its answer will be refused).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` (also another tenant's on a scoped handle); `Invalid`
+    /// when `extend` is out of range; `Transition` with
+    /// [`Refusal::StaleAttempt`](crate::Refusal::StaleAttempt) when another
+    /// attempt is current, [`Refusal::Status`](crate::Refusal::Status) when
+    /// the execution no longer runs (recovered, timed out, finished), and
+    /// [`Refusal::NotLeased`](crate::Refusal::NotLeased) for an attempt its
+    /// own process holds without a lease.
+    pub fn heartbeat(
+        &self,
+        id: ExecutionId,
+        attempt: u32,
+        extend: Option<Duration>,
+    ) -> Result<Heartbeat, CommandError> {
+        if let Some(d) = extend {
+            if !(MIN_LEASE..=MAX_LEASE).contains(&d) {
+                return Err(CommandError::invalid(format!(
+                    "leaseMs must be {}-{}, not {}",
+                    MIN_LEASE.as_millis(),
+                    MAX_LEASE.as_millis(),
+                    d.as_millis()
+                )));
+            }
+        }
+        let refused = |refusal| {
+            CommandError::Transition(TransitionError {
+                execution: id,
+                command: "heartbeat",
+                event: "heartbeat",
+                refusal,
+            })
+        };
+        {
+            let mut core = self.core();
+            let now = self.inner.tick(&core);
+            let Core {
+                projection, leases, ..
+            } = &mut *core;
+            if let Some(e) = projection.get(&id) {
+                if !self.sees(&e.tenant_id) {
+                    return Err(CommandError::NotFound(id));
+                }
+                let beat = leases.renew(e, attempt, extend, now).map_err(refused)?;
+                let worker = leases.get(&id).and_then(|l| l.worker.clone());
+                drop(core);
+                if let Some(worker) = worker {
+                    lock(&self.inner.workers).heard(&worker, beat.lease_until);
+                }
+                return Ok(beat);
+            }
+        }
+        // Not live: settled, so no lease is held; only a cancel during the
+        // attempt answers.
+        let e = self.get(id)?;
+        let now = self.now();
+        Leases::default()
+            .renew(&e, attempt, extend, now)
+            .map_err(refused)
+    }
+
+    /// The lease of `id`'s running attempt, when it is held under one.
+    pub fn lease(&self, id: ExecutionId) -> Option<Lease> {
+        let core = self.core();
+        core.projection
+            .get(&id)
+            .filter(|e| self.sees(&e.tenant_id))
+            .and(core.leases.get(&id).cloned())
+    }
+
+    /// How many running attempts are held under leases.
+    pub fn leased(&self) -> usize {
+        self.core().leases.len()
+    }
+
+    /// The callables of queued executions (of this handle's tenant when
+    /// scoped) that no live worker runs, sorted: they wait until a worker
+    /// that runs them claims. A worker is live from its claim until a
+    /// little past when its lease or long-poll said it would be back; an
+    /// in-process runtime, while it runs.
+    pub fn callables_without_worker(&self) -> Vec<String> {
+        let queued: BTreeSet<String> = {
+            let core = self.core();
+            core.projection
+                .live()
+                .filter(|e| e.status == BackgroundExecutionStatus::Queued)
+                .filter(|e| self.sees(&e.tenant_id))
+                .map(|e| e.callable_name.clone())
+                .collect()
+        };
+        let now = self.now();
+        let mut workers = lock(&self.inner.workers);
+        workers.prune(now);
+        queued
+            .into_iter()
+            .filter(|c| !workers.runs(c, now))
+            .collect()
+    }
+
+    /// `worker` (an in-process runtime's) runs `callables` until
+    /// [`Ledger::worker_stopped`].
+    pub(crate) fn worker_started(&self, worker: &str, callables: &[String]) {
+        lock(&self.inner.workers).saw(worker, Some(callables), DateTime::<Utc>::MAX_UTC);
+    }
+
+    /// `worker` no longer runs anything.
+    pub(crate) fn worker_stopped(&self, worker: &str) {
+        lock(&self.inner.workers).gone(worker);
+    }
+
+    /// The earliest time a lease runs out.
+    pub(crate) fn next_lease_expiry(&self) -> Option<DateTime<Utc>> {
+        self.core().leases.next_expiry()
+    }
+}
