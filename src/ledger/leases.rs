@@ -91,9 +91,22 @@ impl Ledger {
             .and(core.leases.get(&id).cloned())
     }
 
-    /// How many running attempts are held under leases.
+    /// How many running attempts (of this handle's tenant when scoped) are
+    /// held under leases.
     pub fn leased(&self) -> usize {
-        self.core().leases.len()
+        let core = self.core();
+        match &self.scope {
+            None => core.leases.len(),
+            Some(_) => core
+                .leases
+                .ids()
+                .filter(|id| {
+                    core.projection
+                        .get(id)
+                        .is_some_and(|e| self.sees(&e.tenant_id))
+                })
+                .count(),
+        }
     }
 
     /// The callables of queued executions (of this handle's tenant when

@@ -14,24 +14,30 @@ use tokio::sync::broadcast;
 use super::{blocking, lock, Progress, Runtime, Shared};
 use crate::command::Claim;
 use crate::error::CommandError;
-use crate::execution::{BackgroundExecution, ExecutionError, ExecutionId};
+use crate::execution::{BackgroundExecution, ExecutionError, ExecutionId, TenantId};
 use crate::lease::Heartbeat;
 
 impl Runtime {
-    /// Claims what `claim` asks for, waiting up to `wait` for work to come
-    /// when none is runnable now (empty when none came, or the runtime is
-    /// stopping). The claimed attempts run elsewhere: the runtime leaves
-    /// them to their worker and their lease.
+    /// Claims what `claim` asks for (of `tenant`'s executions only, when
+    /// given), waiting up to `wait` for work to come when none is runnable
+    /// now (empty when none came, or the runtime is stopping). The claimed
+    /// attempts run elsewhere: the runtime leaves them to their worker and
+    /// their lease.
     ///
     /// # Errors
     ///
     /// As [`Ledger::claim_with`](crate::Ledger::claim_with).
     pub async fn claim_remote(
         &self,
+        tenant: Option<TenantId>,
         claim: Claim,
         wait: Duration,
     ) -> Result<Vec<BackgroundExecution>, CommandError> {
         let shared = &self.shared;
+        let ledger = match tenant {
+            Some(t) => shared.ledger.tenant(t),
+            None => shared.ledger.clone(),
+        };
         let deadline = tokio::time::Instant::now() + wait;
         let mut stop = shared.shutdown.subscribe();
         loop {
@@ -40,7 +46,7 @@ impl Runtime {
             let woken = shared.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let claimed = shared.ledger.claim_with(claim.clone()).await?;
+            let claimed = ledger.claim_with(claim.clone()).await?;
             if !claimed.is_empty() || shared.stopping() {
                 for e in claimed.iter().filter(|e| !e.is_silent()) {
                     lock(&shared.progress)

@@ -67,6 +67,17 @@ fn takes(path: &str) -> Option<&'static str> {
         "runAt" | "atTime" => "an RFC 3339 time",
         // Cancel.
         "reason" => "a string or null",
+        // The worker protocol.
+        "worker" => "a worker name (a string of 1-256 bytes)",
+        "callables" => "an array of callable names",
+        "callables[]" => "a callable name (a string)",
+        "max" => "a whole number 1-100",
+        "waitMs" => "a whole number of milliseconds (at most 60000)",
+        "leaseMs" => "a whole number of milliseconds (100-3600000)",
+        "error" => "an object with code and message",
+        "error.code" | "error.message" => "a string",
+        "retryable" => "true or false",
+        "output" | "progress" | "error.details" => "any JSON value",
         // Query strings.
         "atSeq" | "fromSeq" | "toSeq" => "a whole number",
         "wait" => "a duration like 30s or 500ms",

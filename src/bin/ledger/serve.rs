@@ -32,6 +32,8 @@ use crate::backend::{Served, SERVE_FILE};
 use crate::cli::{Cli, Usage};
 use crate::decode::{self, RefusedKind};
 
+mod worker_protocol;
+
 /// The largest request body accepted, in bytes (413 above).
 pub(crate) const MAX_BODY_BYTES: usize = 512 * 1024;
 /// The longest `wait` of a result long-poll.
@@ -866,6 +868,20 @@ fn router(state: Shared) -> Router {
         .route("/v1/executions/{id}/cancel", post(cancel))
         .route("/v1/executions/{id}/release", post(release))
         .route("/v1/executions/{id}/result", get(result))
+        .route(
+            "/v1/executions/{id}/attempts/{n}/heartbeat",
+            post(worker_protocol::heartbeat),
+        )
+        .route(
+            "/v1/executions/{id}/attempts/{n}/complete",
+            post(worker_protocol::complete),
+        )
+        .route(
+            "/v1/executions/{id}/attempts/{n}/fail",
+            post(worker_protocol::fail),
+        )
+        .route("/v1/workers/claim", post(worker_protocol::claim))
+        .route("/v1/workers", get(worker_protocol::workers))
         .route("/v1/queue", get(queue))
         .route("/v1/diff", get(diff))
         .route("/v1/head", get(head))
