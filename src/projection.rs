@@ -280,7 +280,7 @@ impl Projection {
             .ids()
             .map(|id| &live[&id].execution)
             .filter(|e| tenant.is_none_or(|t| &e.tenant_id == t))
-            .filter(|e| callables.is_none_or(|c| c.iter().any(|c| *c == e.callable_name)))
+            .filter(|e| callables.is_none_or(|c| c.contains(&e.callable_name)))
             .take(max)
             .collect()
     }

@@ -41,13 +41,16 @@ impl Runtime {
         let deadline = tokio::time::Instant::now() + wait;
         let mut stop = shared.shutdown.subscribe();
         loop {
+            if shared.stopping() {
+                return Ok(Vec::new());
+            }
             // Armed before the claim: a submit between the claim and the
             // wait is not missed.
             let woken = shared.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             let claimed = ledger.claim_with(claim.clone()).await?;
-            if !claimed.is_empty() || shared.stopping() {
+            if !claimed.is_empty() {
                 for e in claimed.iter().filter(|e| !e.is_silent()) {
                     lock(&shared.progress)
                         .entry(e.execution_id)

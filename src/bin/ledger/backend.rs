@@ -341,6 +341,19 @@ impl Backend {
         }
     }
 
+    /// The callables of queued executions that no live worker runs: on a
+    /// ledger open here, nobody's (no worker runs while this process holds
+    /// the directory); through a server, those its workers do not claim.
+    pub(crate) fn callables_without_worker(&self) -> Result<Vec<String>> {
+        match self {
+            Backend::Local(l) => Ok(l.callables_without_worker()),
+            Backend::Remote(r) => {
+                let v: serde_json::Value = r.call(r.client.get(r.url("/v1/workers")))?;
+                Ok(serde_json::from_value(v["callablesWithoutWorker"].clone())?)
+            }
+        }
+    }
+
     pub(crate) fn cancel(
         &self,
         id: ExecutionId,

@@ -147,6 +147,11 @@ pub(crate) enum Command {
     Export,
     /// Run executions with the built-in callables echo, sleep and fail.
     ///
+    /// While it runs it serves the HTTP API on 127.0.0.1 (a free port,
+    /// written to DATA_DIR/serve.json), so the other `ledger` commands, and
+    /// workers of other callables (`ledger worker`), reach the ledger
+    /// through it.
+    ///
     /// SIGTERM or Ctrl-C (SIGINT) stops it: no more claims, running attempts
     /// get --grace-secs to finish, then it exits 0. An attempt still running
     /// after the grace is dropped unrecorded: it stays `running` in the log,
@@ -216,6 +221,38 @@ pub(crate) enum Command {
         #[allow(rustdoc::invalid_html_tags)]
         #[arg(long)]
         keys: Option<PathBuf>,
+    },
+    /// Run a command as a worker for one callable of a running `ledger
+    /// serve` (or `ledger run`): it claims that callable's executions and
+    /// runs CMD (under `sh -c`) once per attempt, the input on stdin and the
+    /// execution in the environment (LEDGER_EXECUTION_ID, LEDGER_ATTEMPT,
+    /// LEDGER_TENANT_ID, LEDGER_CALLABLE, LEDGER_CONTEXT as JSON, and
+    /// LEDGER_CONTEXT_<KEY> for each entry).
+    ///
+    /// Exit 0: the attempt completes with stdout (as JSON when it parses,
+    /// else as a string). Any other exit: it fails (retried by its policy)
+    /// with the exit status and the tail of stderr. The child is killed
+    /// when the execution is cancelled, its lease is lost, or its timeout
+    /// passes. SIGTERM or Ctrl-C stops claiming and lets running children
+    /// finish.
+    #[allow(rustdoc::invalid_html_tags)]
+    Worker {
+        /// The callable it runs.
+        #[arg(long)]
+        callable: String,
+        /// The command, run with `sh -c`.
+        #[arg(long, value_name = "CMD")]
+        exec: String,
+        /// How many attempts run at once.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
+        concurrency: u16,
+        /// The lease of each attempt; heartbeats renew it every third of it.
+        #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+        lease_ms: u64,
+        /// The worker's name, recorded in `started` events (default
+        /// worker-PID).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// A guided tour on a fresh ledger: run a mixed workload, audit one
     /// execution, travel back in time, verify.

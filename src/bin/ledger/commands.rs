@@ -36,6 +36,29 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             return crate::run::run(cli, *workers as usize, grace, *exit_when_idle);
         }
         Command::Demo { dir } => return crate::demo::run(cli, dir.clone(), out),
+        Command::Worker {
+            callable,
+            exec,
+            concurrency,
+            lease_ms,
+            name,
+        } => {
+            if cli.tenant.is_some() {
+                return Err(Usage(
+                    "worker takes no --tenant: the API key decides which tenants' work it claims"
+                        .into(),
+                )
+                .into());
+            }
+            let options = crate::worker::Options {
+                callable: callable.clone(),
+                exec: exec.clone(),
+                concurrency: (*concurrency).into(),
+                lease_ms: *lease_ms,
+                name: name.clone(),
+            };
+            return crate::worker::run(cli, options);
+        }
         Command::Serve {
             listen,
             workers,
@@ -150,6 +173,16 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                         out,
                         "{waiting} more queued but not runnable yet (held, or waiting for a back-off or run-at time)"
                     )?;
+                }
+                if at.at().is_none() {
+                    let idle = backend.callables_without_worker()?;
+                    if !idle.is_empty() {
+                        writeln!(
+                            out,
+                            "no live worker runs: {} (their executions wait until one claims them)",
+                            idle.join(", ")
+                        )?;
+                    }
                 }
             }
         }
@@ -300,6 +333,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         | Command::Demo { .. }
         | Command::Bench { .. }
         | Command::Serve { .. }
+        | Command::Worker { .. }
         | Command::BenchProbe { .. } => unreachable!("handled above"),
     }
     Ok(())

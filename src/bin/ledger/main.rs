@@ -15,6 +15,7 @@ mod run;
 #[path = "../../../benches/common/scenarios.rs"]
 mod scenarios;
 mod serve;
+mod worker;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

@@ -136,12 +136,25 @@ pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bo
     let (summary, later) = rt.block_on(async {
         let stop = crate::serve::stop_signal()?;
         tokio::pin!(stop);
-        let runtime = Runtime::builder(ledger.clone())
-            .workers(workers)
-            .worker_name(format!("run-{}", std::process::id()))
-            .register_builtins()
-            .start()
-            .await?;
+        let runtime = Arc::new(
+            Runtime::builder(ledger.clone())
+                .workers(workers)
+                .worker_name(format!("run-{}", std::process::id()))
+                .register_builtins()
+                .start()
+                .await?,
+        );
+        // The other `ledger` commands (and workers elsewhere) reach the
+        // ledger through it while it runs.
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut serving = crate::serve::Serving::start(
+            &cli.data_dir,
+            ledger.clone(),
+            runtime.clone(),
+            loopback,
+            None,
+        )
+        .await?;
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new_spinner();
             bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"));
@@ -156,10 +169,11 @@ pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bo
                     break None;
                 }
                 later = runtime.wait_idle_within(IDLE_HORIZON), if exit_when_idle => break Some(later),
+                err = serving.ended() => return Err(err),
                 () = tokio::time::sleep(Duration::from_millis(200)) => monitor.render(),
             }
         };
-        runtime.shutdown(grace).await?;
+        serving.stop(grace).await?;
         anyhow::Ok((monitor.finish(), later))
     })?;
     if cli.json {

@@ -80,7 +80,7 @@ struct KeyEntry {
 }
 
 /// API keys by the hex SHA-256 of the key.
-struct Keys(HashMap<String, Who>);
+pub(crate) struct Keys(HashMap<String, Who>);
 
 impl Keys {
     fn load(path: &Path) -> Result<Keys> {
@@ -120,7 +120,7 @@ impl Keys {
 
 struct AppState {
     ledger: Ledger,
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
     keys: Option<Keys>,
     stopping: AtomicBool,
 }
@@ -934,7 +934,7 @@ pub(crate) async fn serve_in_process(
     let url = format!("http://{}", listener.local_addr()?);
     let state = Arc::new(AppState {
         ledger,
-        runtime,
+        runtime: Arc::new(runtime),
         keys: None,
         stopping: AtomicBool::new(false),
     });
@@ -947,6 +947,95 @@ pub(crate) async fn serve_in_process(
             .await;
     });
     Ok((url, stop))
+}
+
+/// The HTTP API served from this process, from a listener it bound, with
+/// its address in the data directory's `serve.json` so that the other
+/// `ledger` commands reach the ledger through it.
+pub(crate) struct Serving {
+    /// Where it listens, as `http://ADDR`.
+    pub(crate) url: String,
+    served: PathBuf,
+    state: Shared,
+    drain: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Serving {
+    /// Serves `ledger` and `runtime` on `listen` (keys, when given, map
+    /// bearer keys to tenants; without them every request acts as admin),
+    /// and writes `data_dir/serve.json`.
+    pub(crate) async fn start(
+        data_dir: &Path,
+        ledger: Ledger,
+        runtime: Arc<Runtime>,
+        listen: SocketAddr,
+        keys: Option<Keys>,
+    ) -> Result<Serving> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let served = data_dir.join(SERVE_FILE);
+        std::fs::write(
+            &served,
+            serde_json::to_vec(&Served {
+                url: url.clone(),
+                pid: std::process::id(),
+            })?,
+        )
+        .with_context(|| format!("cannot write {}", served.display()))?;
+        let state = Arc::new(AppState {
+            ledger,
+            runtime,
+            keys,
+            stopping: AtomicBool::new(false),
+        });
+        let app = router(state.clone());
+        let (drain, drained) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = drained.await;
+                })
+                .await
+        });
+        Ok(Serving {
+            url,
+            served,
+            state,
+            drain,
+            task,
+        })
+    }
+
+    /// Resolves if the server stops on its own (it should not), with why.
+    pub(crate) async fn ended(&mut self) -> anyhow::Error {
+        match (&mut self.task).await {
+            Ok(Err(e)) => anyhow::Error::new(e).context("the server stopped"),
+            Err(e) => anyhow::Error::new(e).context("the server stopped"),
+            Ok(Ok(())) => anyhow::anyhow!("the server stopped on its own"),
+        }
+    }
+
+    /// Stops: new requests get 503, the runtime stops claiming and gives
+    /// running attempts `grace` to finish while the requests in flight
+    /// drain, what they appended is made durable, and `serve.json` goes.
+    pub(crate) async fn stop(self, grace: Duration) -> Result<()> {
+        let state = self.state;
+        state.stopping.store(true, Ordering::SeqCst);
+        // The runtime stops while the requests in flight drain, not after:
+        // its shutdown answers open result long-polls and claims at once,
+        // and event streams end on `stopping`.
+        let _ = self.drain.send(());
+        let (stopped, ended) = tokio::join!(state.runtime.shutdown(grace), self.task);
+        ended??;
+        stopped?;
+        let ledger = state.ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.flush()).await??;
+        let _ = std::fs::remove_file(&self.served);
+        Ok(())
+    }
 }
 
 pub(crate) fn run(
@@ -975,57 +1064,19 @@ pub(crate) fn run(
             .register_builtins()
             .start()
             .await?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
-        let url = format!("http://{addr}");
-        let served = cli.data_dir.join(SERVE_FILE);
-        std::fs::write(
-            &served,
-            serde_json::to_vec(&Served {
-                url: url.clone(),
-                pid: std::process::id(),
-            })?,
-        )
-        .with_context(|| format!("cannot write {}", served.display()))?;
-        let _ = writeln_stderr(&format!("serving {} on {url}", cli.data_dir.display()));
-        let state = Arc::new(AppState {
-            ledger: ledger.clone(),
-            runtime,
-            keys,
-            stopping: AtomicBool::new(false),
-        });
-        let app = router(state.clone());
-        let (drain, drained) = tokio::sync::oneshot::channel::<()>();
-        let mut serving = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = drained.await;
-                })
-                .await
-        });
+        let mut serving =
+            Serving::start(&cli.data_dir, ledger, Arc::new(runtime), listen, keys).await?;
+        let _ = writeln_stderr(&format!(
+            "serving {} on {}",
+            cli.data_dir.display(),
+            serving.url
+        ));
         let signal = tokio::select! {
             signal = stop => signal,
-            ended = &mut serving => {
-                ended??;
-                anyhow::bail!("the server stopped on its own");
-            }
+            err = serving.ended() => return Err(err),
         };
-        state.stopping.store(true, Ordering::SeqCst);
         let _ = writeln_stderr(&stopping(signal, grace));
-        // The runtime stops while the requests in flight drain, not after:
-        // its shutdown answers open result long-polls at once (202, the
-        // record as it is), and event streams end on `stopping`.
-        let _ = drain.send(());
-        let (stopped, ended) = tokio::join!(state.runtime.shutdown(grace), serving);
-        ended??;
-        stopped?;
-        // What the drained requests appended is durable too.
-        let ledger = state.ledger.clone();
-        tokio::task::spawn_blocking(move || ledger.flush()).await??;
-        let _ = std::fs::remove_file(&served);
-        anyhow::Ok(())
+        serving.stop(grace).await
     })
 }
 
