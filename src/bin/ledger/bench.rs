@@ -1,10 +1,11 @@
-//! `ledger bench`: every scenario of [`crate::scenarios`], and the HTTP one,
+//! `ledger bench`: every scenario of [`crate::scenarios`], and the HTTP ones,
 //! each with its raw baseline from the same run and the ratio against its
 //! target.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::scenarios::{self, Measurement, ScenarioError, Sizes};
@@ -138,6 +139,190 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
     ))
 }
 
+/// Runs `n` no-op jobs of `callable` submitted as batches to `ledger`
+/// while `work` (the workers) runs, and returns how long until every one
+/// ended.
+async fn drain(
+    ledger: &execution_ledger::Ledger,
+    callable: &str,
+    n: u64,
+) -> Result<std::time::Duration> {
+    let tenant: execution_ledger::TenantId = "bench".parse()?;
+    let start = Instant::now();
+    for chunk in (0..n)
+        .collect::<Vec<_>>()
+        .chunks(execution_ledger::MAX_BATCH)
+    {
+        let batch = chunk
+            .iter()
+            .map(|&i| {
+                let mut s = scenarios::sample_submission(i);
+                s.callable_name = callable.to_owned();
+                s
+            })
+            .collect();
+        ledger.submit_many(&tenant, batch).await?;
+    }
+    loop {
+        let c = ledger.counts();
+        if c.queued == 0 && c.running == 0 {
+            return Ok(start.elapsed());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Jobs/s through workers elsewhere against the in-process runtime, in the
+/// same run: no-op HTTP workers with batch claims, and `ledger worker`
+/// processes running a no-op command (`true`) per attempt.
+fn remote_workers(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>> {
+    const WORKERS: usize = 16;
+    let n = sizes.jobs.min(10_000);
+    let exec_n = (n / 5).max(200);
+    let (mut local, mut http, mut exec, mut local_small) = (vec![], vec![], vec![], vec![]);
+    for round in 0..sizes.rounds {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        // The baseline: the in-process runtime's workers.
+        for (jobs, into) in [(n, &mut local), (exec_n, &mut local_small)] {
+            let dir = root.join(format!("remote-local-{round}-{jobs}"));
+            let ledger = execution_ledger::Ledger::open(&dir)?;
+            let took = rt.block_on(async {
+                let runtime = execution_ledger::Runtime::builder(ledger.clone())
+                    .workers(WORKERS)
+                    .register("noop", |_, _| async { Ok(serde_json::Value::Null) })
+                    .start()
+                    .await?;
+                let took = drain(&ledger, "noop", jobs).await?;
+                runtime.shutdown(std::time::Duration::from_secs(5)).await?;
+                anyhow::Ok(took)
+            })?;
+            into.push(jobs as f64 / took.as_secs_f64());
+            drop(ledger);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        // No-op HTTP workers: claim up to 32, complete each.
+        let dir = root.join(format!("remote-http-{round}"));
+        let ledger = execution_ledger::Ledger::open(&dir)?;
+        let took = rt.block_on(async {
+            let (url, stop) = crate::serve::serve_in_process(ledger.clone()).await?;
+            let client = reqwest::Client::new();
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let workers: Vec<_> = (0..WORKERS)
+                .map(|w| {
+                    let (client, url, done) = (client.clone(), url.clone(), done.clone());
+                    tokio::spawn(async move {
+                        let claim = serde_json::json!({"worker": format!("bench-{w}"),
+                            "callables": ["noop"], "max": 32, "waitMs": 100, "leaseMs": 60000});
+                        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                            let got: serde_json::Value = client
+                                .post(format!("{url}/v1/workers/claim"))
+                                .json(&claim)
+                                .send()
+                                .await?
+                                .json()
+                                .await?;
+                            let answers: Vec<_> = got["attempts"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|a| {
+                                    let path = format!(
+                                        "{url}/v1/executions/{}/attempts/{}/complete",
+                                        a["executionId"].as_str().unwrap_or_default(),
+                                        a["attempt"]
+                                    );
+                                    let client = client.clone();
+                                    tokio::spawn(async move {
+                                        let r = client
+                                            .post(path)
+                                            .json(&serde_json::json!({"output": null}))
+                                            .send()
+                                            .await?;
+                                        anyhow::ensure!(
+                                            r.status().is_success(),
+                                            "complete answered {}",
+                                            r.status()
+                                        );
+                                        anyhow::Ok(())
+                                    })
+                                })
+                                .collect();
+                            for a in answers {
+                                a.await??;
+                            }
+                        }
+                        anyhow::Ok(())
+                    })
+                })
+                .collect();
+            let took = drain(&ledger, "noop", n).await?;
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            for w in workers {
+                w.await??;
+            }
+            let _ = stop.send(());
+            anyhow::Ok(took)
+        })?;
+        http.push(n as f64 / took.as_secs_f64());
+        drop(ledger);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // `ledger worker --exec true`: two processes of 8 slots.
+        let dir = root.join(format!("remote-exec-{round}"));
+        let ledger = execution_ledger::Ledger::open(&dir)?;
+        let took = rt.block_on(async {
+            let (url, stop) = crate::serve::serve_in_process(ledger.clone()).await?;
+            let exe = std::env::current_exe()?;
+            let mut children: Vec<_> = (0..2)
+                .map(|_| {
+                    Command::new(&exe)
+                        .args(["--server", &url, "worker", "--callable", "noop"])
+                        .args(["--exec", "true", "--concurrency", "8"])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                })
+                .collect::<std::io::Result<_>>()?;
+            let took = drain(&ledger, "noop", exec_n).await;
+            for c in &mut children {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = stop.send(());
+            took
+        })?;
+        exec.push(exec_n as f64 / took.as_secs_f64());
+        drop(ledger);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    Ok(vec![
+        Measurement::new(
+            "remote HTTP workers, batch claims",
+            "jobs/s",
+            median(http),
+            "the in-process runtime, 16 workers (jobs/s)",
+            median(local),
+            scenarios::Target::AtLeast(0.5),
+            format!("{n} jobs, 16 HTTP workers claiming up to 32"),
+        ),
+        Measurement::new(
+            "ledger worker --exec true",
+            "jobs/s",
+            median(exec),
+            "the in-process runtime, 16 workers (jobs/s)",
+            median(local_small),
+            scenarios::Target::AtLeast(0.05),
+            format!("{exec_n} jobs, 2 processes of 8 slots, one child process a job"),
+        ),
+    ])
+}
+
 pub(crate) fn run(
     cli: &Cli,
     quick: bool,
@@ -198,6 +383,10 @@ pub(crate) fn run(
     if wanted("http") {
         progress("HTTP submits from 64 clients");
         results.push(http_submit(&root, sizes)?);
+    }
+    if wanted("remote") {
+        progress("jobs through remote workers");
+        results.extend(remote_workers(&root, sizes)?);
     }
     if wanted("memory") {
         progress("peak memory");

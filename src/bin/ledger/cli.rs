@@ -401,7 +401,7 @@ impl std::fmt::Display for Usage {
 impl std::error::Error for Usage {}
 
 /// The scenarios of `ledger bench`, by the names `--only` takes.
-pub(crate) const SCENARIOS: [&str; 9] = [
+pub(crate) const SCENARIOS: [&str; 10] = [
     "relaxed",
     "durable",
     "end-to-end",
@@ -410,5 +410,6 @@ pub(crate) const SCENARIOS: [&str; 9] = [
     "claim",
     "queue",
     "http",
+    "remote",
     "memory",
 ];
