@@ -28,7 +28,7 @@ const BATCH: u64 = 250;
 
 fn spawn_worker(server: &Server, slot: usize, generation: u32) -> Child {
     let name = format!("w{slot}-g{generation}");
-    let mut cmd = if slot % 2 == 0 {
+    let mut cmd = if slot.is_multiple_of(2) {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ledger"));
         c.args(["--server", &server.url, "worker", "--callable", "work"])
             .args(["--exec", "tr a-z A-Z", "--concurrency", "4"])
