@@ -586,6 +586,30 @@ fn the_cli_reaches_a_serving_ledger_with_the_same_output() {
         vec!["export"],
         vec!["--tenant", "globex", "export"],
     ];
+    // The worker commands go through the server's worker protocol (before
+    // the comparison below, so both sides hold what they append).
+    let (code, _, err) = cli(d, &["claim"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err.trim(),
+        "error: claim through a server needs --callable NAME: a worker claims the callables it runs"
+    );
+    let (code, manual, err) = cli(d, &["--tenant", "acme", "submit", "--callable", "by-hand"]);
+    assert_eq!(code, 0, "{err}");
+    let manual = manual.trim().to_owned();
+    let (code, claimed, err) = cli(d, &["claim", "--callable", "by-hand", "--worker", "me"]);
+    assert_eq!((code, claimed.trim()), (0, manual.as_str()), "{err}");
+    let (code, _, err) = cli(d, &["complete", &manual, "--output", r#"{"by": "hand"}"#]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(d, &["fail", &manual, "--error", "too late"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("is not the running attempt: the execution is completed at attempt 1"),
+        "{err}"
+    );
+    let (_, shown, _) = cli(d, &["--json", "show", &manual]);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["output"], json!({"by": "hand"}));
     let through_server: Vec<_> = commands.iter().map(|a| cli(d, a)).collect();
     // The disk figure moves when the server closes sled; the rest does not.
     let without_disk = |(code, out, err): (i32, String, String)| {
@@ -595,25 +619,6 @@ fn the_cli_reaches_a_serving_ledger_with_the_same_output() {
     };
     let stats_served = without_disk(cli(d, &["stats", "--json"]));
     let human_served = cli(d, &["stats"]);
-    // The worker commands say plainly why they cannot run through a server.
-    let served = server.url.clone();
-    for command in [
-        vec!["claim"],
-        vec!["complete", id.as_str()],
-        vec!["fail", id.as_str(), "--error", "x"],
-    ] {
-        let (code, _, err) = cli(d, &command);
-        assert_eq!(code, 1, "{command:?}: {err}");
-        let pid = server.child.id();
-        assert_eq!(
-            err.trim(),
-            format!(
-                "error: ledger {} cannot run while ledger serve holds the data directory (pid {pid}, {served}): \
-                 the worker protocol is not available over HTTP yet; stop the server to {} from the CLI",
-                command[0], command[0]
-            )
-        );
-    }
     assert!(server.stop().success());
     let direct: Vec<_> = commands.iter().map(|a| cli(d, a)).collect();
     for ((args, served), direct) in commands.iter().zip(&through_server).zip(&direct) {
@@ -640,7 +645,8 @@ fn the_cli_reaches_a_serving_ledger_with_the_same_output() {
         "{:?}",
         through_server[15]
     );
-    assert_eq!(through_server[17].1.lines().count(), 3);
+    // The echo execution's three events and the one claimed by hand's three.
+    assert_eq!(through_server[17].1.lines().count(), 6);
     assert_eq!(through_server[18].1, "");
     // And they are what they should be.
     assert!(through_server[0].1.contains("via http"));
@@ -657,7 +663,8 @@ fn the_cli_reaches_a_serving_ledger_with_the_same_output() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(events.len(), 3);
+    assert_eq!(events.len(), 6);
+    assert_eq!(events[3].execution_id.to_string(), manual);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -174,11 +174,85 @@ impl Backend {
         }
     }
 
-    /// The ledger itself (scoped to `--tenant` when given), for the worker
-    /// commands (`claim`, `complete`, `fail`), which have no HTTP endpoint
-    /// yet.
+    /// Claims the next runnable execution (of `callables` when named) for
+    /// `worker`, under a lease of `lease_ms` when given (through a server:
+    /// always, 30 s by default).
+    pub(crate) fn claim(
+        &self,
+        worker: &str,
+        callables: &[String],
+        lease_ms: Option<u64>,
+    ) -> Result<Option<BackgroundExecution>> {
+        match self {
+            Backend::Local(l) => {
+                let mut claim = execution_ledger::Claim::new().worker(worker);
+                if !callables.is_empty() {
+                    claim = claim.callables(callables.iter().cloned());
+                }
+                if let Some(ms) = lease_ms {
+                    claim = claim.lease(Duration::from_millis(ms));
+                }
+                Ok(l.claim_with(claim).wait().map_err(fail)?.pop())
+            }
+            Backend::Remote(r) => {
+                if callables.is_empty() {
+                    return Err(Usage(
+                        "claim through a server needs --callable NAME: a worker claims the callables it runs".into(),
+                    )
+                    .into());
+                }
+                let mut body =
+                    serde_json::json!({"worker": worker, "callables": callables, "max": 1});
+                if let Some(ms) = lease_ms {
+                    body["leaseMs"] = ms.into();
+                }
+                let v: serde_json::Value =
+                    r.call(r.client.post(r.url("/v1/workers/claim")).json(&body))?;
+                let mut attempts: Vec<BackgroundExecution> =
+                    serde_json::from_value(v["attempts"].clone())?;
+                Ok(attempts.pop())
+            }
+        }
+    }
+
+    /// Completes the running attempt of `id` with `output`.
+    pub(crate) fn complete(
+        &self,
+        id: ExecutionId,
+        output: serde_json::Value,
+    ) -> Result<BackgroundExecution> {
+        let attempt = self.get(id, None)?.attempt;
+        match self {
+            Backend::Local(l) => l.complete(id, attempt, output).wait().map_err(fail),
+            Backend::Remote(r) => r.call(
+                r.client
+                    .post(r.url(&format!("/v1/executions/{id}/attempts/{attempt}/complete")))
+                    .json(&serde_json::json!({ "output": output })),
+            ),
+        }
+    }
+
+    /// Fails the running attempt of `id` with `error`, retried by its
+    /// policy.
+    pub(crate) fn fail(
+        &self,
+        id: ExecutionId,
+        error: execution_ledger::ExecutionError,
+    ) -> Result<BackgroundExecution> {
+        let attempt = self.get(id, None)?.attempt;
+        match self {
+            Backend::Local(l) => l.fail(id, attempt, error).wait().map_err(fail),
+            Backend::Remote(r) => r.call(
+                r.client
+                    .post(r.url(&format!("/v1/executions/{id}/attempts/{attempt}/fail")))
+                    .json(&serde_json::json!({ "error": error, "retryable": true })),
+            ),
+        }
+    }
+
+    /// The ledger itself, for what only a ledger opened in this process
+    /// does (`verify --accept-tail`).
     pub(crate) fn local(&self, command: &str) -> Result<&Ledger> {
-        let why = "the worker protocol is not available over HTTP yet";
         match self {
             Backend::Local(l) => Ok(l),
             Backend::Remote(Remote {
@@ -186,10 +260,10 @@ impl Backend {
                 pid: Some(pid),
                 ..
             }) => Err(anyhow!(
-                "ledger {command} cannot run while ledger serve holds the data directory (pid {pid}, {base}): {why}; stop the server to {command} from the CLI"
+                "ledger {command} cannot run while ledger serve holds the data directory (pid {pid}, {base}); stop the server to {command}"
             )),
             Backend::Remote(r) => Err(anyhow!(
-                "ledger {command} cannot run through the ledger server at {}: {why}; run it on the data directory with the server stopped",
+                "ledger {command} cannot run through the ledger server at {}; run it on the data directory with the server stopped",
                 r.base
             )),
         }

@@ -47,6 +47,17 @@ pub(crate) enum Command {
         /// Who claims it, recorded in the `started` event.
         #[arg(long, default_value = "cli")]
         worker: String,
+        /// Only executions of this callable (repeatable; any, by default,
+        /// on a ledger opened here). Through a server, a claim names the
+        /// callables it runs.
+        #[arg(long = "callable", value_name = "NAME")]
+        callables: Vec<String>,
+        /// Hold the attempt under a lease of this many milliseconds (through
+        /// a server: 30000 by default). Without one, on a ledger opened here,
+        /// the attempt is held until it is answered or the ledger is next
+        /// opened by another process.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+        lease_ms: Option<u64>,
     },
     /// Complete a running execution's current attempt.
     Complete {

@@ -111,9 +111,12 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 }
             }
         }
-        Command::Claim { worker } => {
-            let ledger = backend.local("claim")?;
-            let claimed = ledger.claim(Some(worker)).wait().map_err(fail)?;
+        Command::Claim {
+            worker,
+            callables,
+            lease_ms,
+        } => {
+            let claimed = backend.claim(worker, callables, *lease_ms)?;
             match (claimed, cli.json) {
                 (Some(e), true) => json_line(out, &e)?,
                 (Some(e), false) => writeln!(out, "{}", e.execution_id)?,
@@ -122,20 +125,13 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
         }
         Command::Complete { id, output } => {
-            let ledger = backend.local("complete")?;
-            let e = backend.get(*id, None)?;
             let output = output.clone().unwrap_or(serde_json::Value::Null);
-            let done = ledger
-                .complete(*id, e.attempt, output)
-                .wait()
-                .map_err(fail)?;
+            let done = backend.complete(*id, output)?;
             changed(out, cli.json, &done)?;
         }
         Command::Fail { id, error, code } => {
-            let ledger = backend.local("fail")?;
-            let e = backend.get(*id, None)?;
             let error = ExecutionError::new(code.clone(), error.clone());
-            let after = ledger.fail(*id, e.attempt, error).wait().map_err(fail)?;
+            let after = backend.fail(*id, error)?;
             changed(out, cli.json, &after)?;
         }
         Command::Cancel { id, reason } => {
