@@ -158,9 +158,12 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Recovers what a dead process left running, resumes pending bindings
-    /// and callbacks, and starts the workers. Call from within a tokio
-    /// runtime.
+    /// Recovers what a stopped process left running without a lease
+    /// ([`Ledger::recover_abandoned`]), resumes pending bindings and
+    /// callbacks, and starts the workers — which claim only the registered
+    /// callables (none without any) — and the lease sweeper, which ends
+    /// leased attempts of workers elsewhere when their leases run out
+    /// ([`Ledger::expire_leases`]). Call from within a tokio runtime.
     ///
     /// # Errors
     ///
@@ -358,6 +361,7 @@ impl Shared {
     async fn run_attempt(self: &Arc<Self>, e: BackgroundExecution) {
         let (id, attempt) = (e.execution_id, e.attempt);
         let outcome = match self.registry.get(&e.callable_name) {
+            // Claims name the registered callables only; kept for safety.
             None => Outcome::Error(ExecutionError::new(
                 "unknown_callable",
                 format!("no callable named {:?} is registered", e.callable_name),
