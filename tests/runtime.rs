@@ -713,3 +713,66 @@ async fn idle_within_a_horizon_leaves_work_due_past_it() {
     );
     runtime.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_attempt_streams_its_progress_and_its_completion_is_followed_up_like_a_local_one()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let runtime = Runtime::builder(ledger.clone())
+        .register_builtins()
+        .start()
+        .await
+        .unwrap();
+    // A deferred execution of a callable that runs elsewhere, with a
+    // target binding and a callback.
+    let (url, bodies) = common::http_receiver(|_| 200);
+    let mut s = job("resize", "cat.png");
+    s.config.mode = BackgroundExecutionMode::Deferred;
+    s.config.callback_url = Some(url);
+    s.config.target_binding = Some(TargetBindingConfig {
+        target: "var:thumb".into(),
+        path: None,
+    });
+    let handle = runtime.submit(&acme(), s).await.unwrap();
+    let id = handle.id();
+    runtime.release(id).await.unwrap();
+    let claim = execution_ledger::Claim::new()
+        .worker("remote-1")
+        .callables(["resize"])
+        .lease(Duration::from_secs(10));
+    let claimed = runtime
+        .claim_remote(None, claim, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let mut progress = runtime.progress(id).await.expect("a progress stream");
+    let beat = runtime
+        .heartbeat(id, 1, None, Some(serde_json::json!({"done": 0.5})))
+        .await
+        .unwrap();
+    assert!(!beat.cancel_requested);
+    let p = tokio::time::timeout(WAIT, progress.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((p.attempt, p.value), (1, serde_json::json!({"done": 0.5})));
+    runtime
+        .complete_attempt(id, 1, serde_json::json!({"url": "s3://t/cat.png"}))
+        .await
+        .unwrap();
+    // The result waiter hears of it, the binding and the callback follow.
+    let done = finished(handle).await;
+    assert_eq!(done.status, BackgroundExecutionStatus::Completed);
+    let deadline = std::time::Instant::now() + WAIT;
+    while bodies.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no callback came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(bodies.lock().unwrap()[0]["executionId"], id.to_string());
+    assert_eq!(
+        ledger.bound_value(&acme(), "var:thumb").unwrap(),
+        Some((id, serde_json::json!({"url": "s3://t/cat.png"})))
+    );
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
