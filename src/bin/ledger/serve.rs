@@ -497,7 +497,8 @@ fn parse_wait(s: &str) -> ApiResult<Duration> {
         if !(secs.is_finite() && secs >= 0.0) {
             return Err(bad());
         }
-        Duration::from_secs_f64(secs)
+        // Longer than any Duration is longer than MAX_WAIT too.
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     };
     if d > MAX_WAIT {
         return Err(ApiError::bad(format!(
