@@ -821,6 +821,16 @@ async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<R
         .into_response())
 }
 
+/// This API's OpenAPI document, `openapi.json` beside this file; it takes
+/// no key.
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
 async fn fallback() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
@@ -893,6 +903,7 @@ fn router(state: Shared) -> Router {
         .route("/v1/verify", post(verify))
         .route("/v1/export", get(export))
         .route("/v1/reindex", post(reindex))
+        .route("/v1/openapi.json", get(openapi))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(json_errors))
