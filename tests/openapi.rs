@@ -397,6 +397,52 @@ fn the_document_names_every_route_of_the_router_and_no_other() {
             assert_eq!(named, declared, "{method} {path}");
         }
     }
+    // Every link names an operation, and the path parameters it takes.
+    let operations: Vec<(&str, &str)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .values()
+                .map(move |op| (op["operationId"].as_str().unwrap(), path.as_str()))
+        })
+        .collect();
+    let ids: BTreeSet<&str> = operations.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), operations.len(), "operationIds are unique");
+    let mut links = 0;
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            for response in op["responses"].as_object().unwrap().values() {
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    let target = link["operationId"].as_str().unwrap();
+                    let (_, path) = operations
+                        .iter()
+                        .find(|(id, _)| *id == target)
+                        .unwrap_or_else(|| panic!("a link to {target}, which is not an operation"));
+                    let given: BTreeSet<&str> = link["parameters"]
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
+                    let named: BTreeSet<&str> = path
+                        .split('{')
+                        .skip(1)
+                        .map(|p| &p[..p.find('}').unwrap()])
+                        .collect();
+                    assert_eq!(given, named, "the link to {target}");
+                    links += 1;
+                }
+            }
+        }
+    }
+    assert!(links > 0);
 }
 
 #[test]
