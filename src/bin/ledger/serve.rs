@@ -497,7 +497,8 @@ fn parse_wait(s: &str) -> ApiResult<Duration> {
         if !(secs.is_finite() && secs >= 0.0) {
             return Err(bad());
         }
-        Duration::from_secs_f64(secs)
+        // Longer than any Duration is longer than MAX_WAIT too.
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     };
     if d > MAX_WAIT {
         return Err(ApiError::bad(format!(
@@ -820,6 +821,16 @@ async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<R
         .into_response())
 }
 
+/// This API's OpenAPI document, `openapi.json` beside this file; it takes
+/// no key.
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
 async fn fallback() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
@@ -892,6 +903,7 @@ fn router(state: Shared) -> Router {
         .route("/v1/verify", post(verify))
         .route("/v1/export", get(export))
         .route("/v1/reindex", post(reindex))
+        .route("/v1/openapi.json", get(openapi))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(json_errors))
