@@ -136,6 +136,15 @@ pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bo
     let (summary, later) = rt.block_on(async {
         let stop = crate::serve::stop_signal()?;
         tokio::pin!(stop);
+        // Following the log from before the workers start: every execution
+        // that ends in this run is counted.
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        let mut monitor = Monitor::start(&ledger, bar);
         let runtime = Arc::new(
             Runtime::builder(ledger.clone())
                 .workers(workers)
@@ -155,13 +164,6 @@ pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bo
             None,
         )
         .await?;
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"));
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        let mut monitor = Monitor::start(&ledger, bar);
         let later = loop {
             tokio::select! {
                 signal = &mut stop => {
