@@ -23,7 +23,7 @@ use crate::execution::{
     BackgroundExecution, BackgroundExecutionMode, BackgroundExecutionStatus, ExecutionError,
     ExecutionId, TenantId,
 };
-use crate::lease::{self, Leases, MAX_CLAIM, MAX_LEASE, MIN_LEASE};
+use crate::lease::{self, Leases, MAX_CLAIM};
 use crate::machine;
 use crate::projection::Projection;
 
@@ -38,6 +38,9 @@ pub const MAX_NAME_BYTES: usize = 256;
 
 /// The most submissions one batch submit takes.
 pub const MAX_BATCH: usize = 1_000;
+
+/// The most callables one claim names.
+pub const MAX_CLAIM_CALLABLES: usize = 10_000;
 
 /// What a worker claims: the next runnable executions, in queue order, of
 /// the callables it runs.
@@ -118,14 +121,7 @@ impl Claim {
             )));
         }
         if let Some(lease) = self.lease {
-            if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
-                return Err(CommandError::invalid(format!(
-                    "lease must be {}-{} ms, not {}",
-                    MIN_LEASE.as_millis(),
-                    MAX_LEASE.as_millis(),
-                    lease.as_millis()
-                )));
-            }
+            lease::check_length(lease)?;
         }
         if let Some(worker) = &self.worker {
             if worker.is_empty() || worker.len() > MAX_NAME_BYTES {
@@ -135,15 +131,12 @@ impl Claim {
             }
         }
         if let Some(callables) = &self.callables {
-            if callables.is_empty() || callables.len() > MAX_CONTEXT_ENTRIES {
+            if callables.is_empty() || callables.len() > MAX_CLAIM_CALLABLES {
                 return Err(CommandError::invalid(format!(
-                    "callables must name 1-{MAX_CONTEXT_ENTRIES} callables"
+                    "callables must name 1-{MAX_CLAIM_CALLABLES} callables"
                 )));
             }
-            if let Some(bad) = callables
-                .iter()
-                .find(|c| c.is_empty() || c.len() > MAX_NAME_BYTES)
-            {
+            if let Some(bad) = callables.iter().find(|c| !callable_name_ok(c)) {
                 return Err(CommandError::invalid(format!(
                     "callables: {bad:?} is not a callable name (1-{MAX_NAME_BYTES} bytes)"
                 )));
@@ -229,6 +222,7 @@ impl Op {
                 Ok(())
             }
             Op::Claim(claim) => claim.validate(),
+            Op::On(_, Action::Fail { error, .. }) => validate_error(error),
             Op::On(_, Action::Complete { output, .. }) => {
                 let size = serde_json::to_vec(output)
                     .map(|v| v.len())
@@ -469,9 +463,29 @@ impl Action {
     }
 }
 
+/// The rule for a callable's name, wherever one is given.
+fn callable_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_BYTES
+}
+
+/// The rule for an attempt's error, wherever one is given.
+fn validate_error(error: &ExecutionError) -> Result<(), CommandError> {
+    if error.code.is_empty() || error.code.len() > MAX_NAME_BYTES {
+        return Err(CommandError::invalid(format!(
+            "error code must be 1-{MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if error.message.len() > MAX_INPUT_BYTES {
+        return Err(CommandError::invalid(format!(
+            "error message is {} bytes; the limit is {MAX_INPUT_BYTES}",
+            error.message.len()
+        )));
+    }
+    Ok(())
+}
+
 fn validate_submission(submission: &Submission) -> Result<(), CommandError> {
-    let name = &submission.callable_name;
-    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+    if !callable_name_ok(&submission.callable_name) {
         return Err(CommandError::invalid(format!(
             "callable name must be 1-{MAX_NAME_BYTES} bytes"
         )));

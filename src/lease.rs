@@ -21,7 +21,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::error::CommandError;
 use crate::event::{Event, EventKind};
+use crate::execution::TenantId;
 use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId};
 use crate::machine::Refusal;
 
@@ -67,13 +69,20 @@ pub(crate) struct Leases {
     held: HashMap<ExecutionId, Lease>,
 }
 
-/// `at` plus `ms` milliseconds, saturating.
-pub(crate) fn after(at: DateTime<Utc>, ms: u64) -> DateTime<Utc> {
-    i64::try_from(ms)
-        .ok()
-        .and_then(chrono::Duration::try_milliseconds)
-        .and_then(|d| at.checked_add_signed(d))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+pub(crate) use crate::machine::later_by as after;
+
+/// Refuses a lease length out of [`MIN_LEASE`]–[`MAX_LEASE`]: the one
+/// check of it, for claims and heartbeats.
+pub(crate) fn check_length(lease: Duration) -> Result<(), CommandError> {
+    if (MIN_LEASE..=MAX_LEASE).contains(&lease) {
+        return Ok(());
+    }
+    Err(CommandError::invalid(format!(
+        "leaseMs must be {}-{} (milliseconds), not {}",
+        MIN_LEASE.as_millis(),
+        MAX_LEASE.as_millis(),
+        lease.as_millis()
+    )))
 }
 
 impl Leases {
@@ -190,48 +199,67 @@ struct Seen {
     until: DateTime<Utc>,
 }
 
-/// Live workers and the callables they run: a worker is live from a claim
-/// until a little past the time it said it would claim again or heartbeat
-/// by, and for as long as an in-process runtime runs.
+/// Live workers and the callables they run, by the tenant they claim for
+/// (`None`: any tenant's work, an admin's or an unscoped runtime's) and
+/// name: a worker is live from a claim until a little past the time it
+/// said it would claim again or heartbeat by, and for as long as an
+/// in-process runtime runs.
 #[derive(Debug, Default)]
 pub(crate) struct Workers {
-    seen: HashMap<String, Seen>,
+    seen: HashMap<(Option<TenantId>, String), Seen>,
 }
 
 /// How long past its next expected call a worker counts as live.
 pub(crate) const WORKER_SLACK: Duration = Duration::from_secs(10);
 
+fn slack(until: DateTime<Utc>) -> DateTime<Utc> {
+    after(until, WORKER_SLACK.as_millis() as u64)
+}
+
 impl Workers {
-    /// `worker` claims `callables` (`None`: any) and will be back by `until`.
-    pub(crate) fn saw(&mut self, worker: &str, callables: Option<&[String]>, until: DateTime<Utc>) {
-        let until = after(until, WORKER_SLACK.as_millis() as u64);
-        let seen = self.seen.entry(worker.to_owned()).or_insert(Seen {
-            callables: callables.map(<[String]>::to_vec),
-            until,
-        });
+    /// `worker`, claiming for `scope`, runs `callables` (`None`: any) and
+    /// will be back by `until`.
+    pub(crate) fn saw(
+        &mut self,
+        scope: Option<&TenantId>,
+        worker: &str,
+        callables: Option<&[String]>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        self.prune(now);
+        let until = slack(until);
+        let seen = self
+            .seen
+            .entry((scope.cloned(), worker.to_owned()))
+            .or_insert(Seen {
+                callables: None,
+                until,
+            });
         seen.callables = callables.map(<[String]>::to_vec);
         seen.until = seen.until.max(until);
     }
 
-    /// `worker`, known from a claim, was heard from and will be back by
-    /// `until`.
-    pub(crate) fn heard(&mut self, worker: &str, until: DateTime<Utc>) {
-        if let Some(seen) = self.seen.get_mut(worker) {
-            seen.until = seen
-                .until
-                .max(after(until, WORKER_SLACK.as_millis() as u64));
+    /// `worker`, known from a claim for `tenant`'s work, was heard from and
+    /// will be back by `until`.
+    pub(crate) fn heard(&mut self, tenant: &TenantId, worker: &str, until: DateTime<Utc>) {
+        for scope in [Some(tenant.clone()), None] {
+            if let Some(seen) = self.seen.get_mut(&(scope, worker.to_owned())) {
+                seen.until = seen.until.max(slack(until));
+            }
         }
     }
 
-    /// `worker` is no longer live.
-    pub(crate) fn gone(&mut self, worker: &str) {
-        self.seen.remove(worker);
+    /// `worker` (claiming for `scope`) is no longer live.
+    pub(crate) fn gone(&mut self, scope: Option<&TenantId>, worker: &str) {
+        self.seen.remove(&(scope.cloned(), worker.to_owned()));
     }
 
-    /// Whether a live worker at `now` runs `callable`.
-    pub(crate) fn runs(&self, callable: &str, now: DateTime<Utc>) -> bool {
-        self.seen.values().any(|s| {
-            s.until > now
+    /// Whether a live worker at `now` runs `callable` for `tenant`.
+    pub(crate) fn runs(&self, tenant: &TenantId, callable: &str, now: DateTime<Utc>) -> bool {
+        self.seen.iter().any(|((scope, _), s)| {
+            scope.as_ref().is_none_or(|t| t == tenant)
+                && s.until > now
                 && s.callables
                     .as_ref()
                     .is_none_or(|c| c.iter().any(|c| c == callable))
@@ -354,16 +382,28 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_is_live_for_its_callables_until_a_little_past_its_next_call() {
+    fn a_worker_is_live_for_its_callables_and_tenant_until_a_little_past_its_next_call() {
         let mut workers = Workers::default();
-        workers.saw("w-1", Some(&["resize".to_owned()]), at(1_000));
-        assert!(workers.runs("resize", at(1_000)));
-        assert!(!workers.runs("crop", at(1_000)));
+        let (acme, globex): (TenantId, TenantId) =
+            ("acme".parse().unwrap(), "globex".parse().unwrap());
+        workers.saw(None, "w-1", Some(&["resize".to_owned()]), at(1_000), at(0));
+        assert!(workers.runs(&acme, "resize", at(1_000)));
+        assert!(!workers.runs(&acme, "crop", at(1_000)));
         let gone = at(1_000) + chrono::Duration::from_std(WORKER_SLACK).unwrap();
-        assert!(!workers.runs("resize", gone));
-        workers.saw("any", None, at(1_000));
-        assert!(workers.runs("crop", at(1_000)));
-        workers.gone("any");
-        assert!(!workers.runs("crop", at(1_000)));
+        assert!(!workers.runs(&acme, "resize", gone));
+        // A tenant's worker runs that tenant's work only.
+        workers.saw(
+            Some(&globex),
+            "w-2",
+            Some(&["crop".to_owned()]),
+            at(1_000),
+            at(0),
+        );
+        assert!(workers.runs(&globex, "crop", at(1_000)));
+        assert!(!workers.runs(&acme, "crop", at(1_000)));
+        workers.saw(None, "any", None, at(1_000), at(0));
+        assert!(workers.runs(&acme, "crop", at(1_000)));
+        workers.gone(None, "any");
+        assert!(!workers.runs(&acme, "crop", at(1_000)));
     }
 }

@@ -53,7 +53,8 @@ mod runtime;
 mod store;
 
 pub use crate::command::{
-    Claim, MAX_BATCH, MAX_CONTEXT_ENTRIES, MAX_INPUT_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES,
+    Claim, MAX_BATCH, MAX_CLAIM_CALLABLES, MAX_CONTEXT_ENTRIES, MAX_INPUT_BYTES, MAX_NAME_BYTES,
+    MAX_OUTPUT_BYTES,
 };
 pub use crate::error::{CommandError, Error, ErrorKind, StorageError};
 pub use crate::event::{Event, EventKind, RecoveryReason, Submission};

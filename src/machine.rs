@@ -466,7 +466,7 @@ pub fn after_failure(
 /// `now` plus `ms` milliseconds, or the latest time there is when that is
 /// out of range (a back-off of `u64::MAX` ms must neither wrap to the past
 /// nor panic).
-fn later_by(now: DateTime<Utc>, ms: u64) -> DateTime<Utc> {
+pub(crate) fn later_by(now: DateTime<Utc>, ms: u64) -> DateTime<Utc> {
     i64::try_from(ms)
         .ok()
         .and_then(Duration::try_milliseconds)

@@ -117,7 +117,7 @@ fn a_claim_takes_only_its_callables_in_queue_order_up_to_max_under_a_lease() {
         )
         .wait();
     assert!(
-        matches!(&bad, Err(CommandError::Invalid(m)) if m.starts_with("lease must be")),
+        matches!(&bad, Err(CommandError::Invalid(m)) if m.starts_with("leaseMs must be")),
         "{bad:?}"
     );
     assert_eq!(

@@ -776,3 +776,58 @@ async fn a_remote_attempt_streams_its_progress_and_its_completion_is_followed_up
     );
     runtime.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_remote_complete_calls_back_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let runtime = Runtime::builder(ledger.clone())
+        .register_builtins()
+        .start()
+        .await
+        .unwrap();
+    let (url, bodies) = common::http_receiver(|_| 200);
+    let mut s = job("resize", "cat.png");
+    s.config.mode = BackgroundExecutionMode::Deferred;
+    s.config.callback_url = Some(url);
+    let id = runtime.submit(&acme(), s).await.unwrap().id();
+    runtime.release(id).await.unwrap();
+    let claim = execution_ledger::Claim::new()
+        .worker("remote-1")
+        .callables(["resize"])
+        .lease(Duration::from_secs(10));
+    runtime
+        .claim_remote(None, claim, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // The worker lost the first two responses and sent the answer thrice.
+    for _ in 0..3 {
+        runtime
+            .complete_attempt(id, 1, serde_json::json!("done"))
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while !ledger.get(id).unwrap().callback_delivered {
+        assert!(std::time::Instant::now() < deadline, "no callback came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        bodies.lock().unwrap().len(),
+        1,
+        "one callback, not one per repeat"
+    );
+    let e = ledger.get(id).unwrap();
+    assert_eq!(
+        kinds(&ledger, &e),
+        [
+            "queued",
+            "released",
+            "started",
+            "completed",
+            "callback_delivered"
+        ]
+    );
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -603,9 +603,10 @@ fn the_cli_reaches_a_serving_ledger_with_the_same_output() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = cli(d, &["fail", &manual, "--error", "too late"]);
     assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("is not the running attempt: the execution is completed at attempt 1"),
-        "{err}"
+    assert_eq!(
+        err.trim(),
+        format!("error: cannot fail {manual}: it is completed"),
+        "as on a ledger opened here"
     );
     let (_, shown, _) = cli(d, &["--json", "show", &manual]);
     let shown: Value = serde_json::from_str(&shown).unwrap();

@@ -355,3 +355,45 @@ fn ledger_run_serves_the_other_commands_while_it_runs() {
     // The directory is free again: opened here.
     assert!(run(&["verify"]).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_leaves_a_process_behind_or_writes_too_much_still_gets_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    // `sleep 30 &` keeps stdout open after sh exits; a big output is over
+    // the limit once it is JSON.
+    let script = r#"if [ "$(cat)" = big ]; then head -c 300000 /dev/zero | tr '\0' 'x'; else sleep 30 & echo '"ok"'; fi"#;
+    let mut w = worker(
+        &server,
+        "odd",
+        script,
+        &["--concurrency", "2", "--lease-ms", "1000"],
+    );
+    let behind = submit(
+        &c,
+        &server,
+        json!({"tenantId": "acme", "callableName": "odd", "input": "small",
+               "config": {"retry": {"maxAttempts": 3}}}),
+    )
+    .await;
+    let big = submit(
+        &c,
+        &server,
+        json!({"tenantId": "acme", "callableName": "odd", "input": "big",
+               "config": {"retry": {"maxAttempts": 3}}}),
+    )
+    .await;
+    let done = until(&c, &server, &behind, finished).await;
+    assert_eq!(
+        (&done["status"], &done["output"], &done["attempt"]),
+        (&json!("completed"), &json!("ok"), &json!(1)),
+        "{done}"
+    );
+    let failed = until(&c, &server, &big, finished).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error"]["code"], "output_too_large", "{failed}");
+    assert_eq!(failed["attempt"], 1, "not retried, not left to its lease");
+    sigterm(&w);
+    assert!(wait_exit(&mut w, Duration::from_secs(10)).success());
+}

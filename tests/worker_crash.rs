@@ -63,10 +63,11 @@ fn python3() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_workers_lose_nothing_and_every_retry_says_its_lease_ran_out() {
-    if !python3() {
-        eprintln!("python3 is missing: the worker crash test needs it for examples/worker.py");
-        return;
-    }
+    // CI has Python 3; a missing one is a failure, not a skip.
+    assert!(
+        python3(),
+        "python3 is missing: the worker crash test needs it for examples/worker.py"
+    );
     let total = env_count("LEDGER_WORKER_CRASH_N", 5_000);
     let seed = env_count("LEDGER_WORKER_CRASH_SEED", 0x5eed_1e55);
     let mut rng = Rng(seed.max(1));

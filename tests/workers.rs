@@ -377,7 +377,7 @@ async fn bad_worker_requests_are_refused_with_the_field_and_nothing_appended() {
         ),
         (
             json!({"worker": "w", "callables": ["resize"], "leaseMs": 5}),
-            "lease must be",
+            "leaseMs must be",
         ),
         (json!({"worker": "w", "callables": []}), "callables"),
         (
@@ -460,6 +460,7 @@ async fn a_tenant_key_claims_only_its_tenants_work() {
         json!([
             {"admin": true, "sha256": common::server::sha256_hex("admin-key")},
             {"tenant": "acme", "sha256": common::server::sha256_hex("acme-key")},
+            {"tenant": "globex", "sha256": common::server::sha256_hex("globex-key")},
         ]),
     );
     let c = client();
@@ -497,6 +498,47 @@ async fn a_tenant_key_claims_only_its_tenants_work() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
+    // A complete of another tenant's attempt is not found either.
+    let r = c
+        .post(server.url(&format!(
+            "/v1/executions/{}/attempts/1/complete",
+            other["executionId"].as_str().unwrap()
+        )))
+        .bearer_auth("acme-key")
+        .json(&json!({"output": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
     let got: Value = claim("admin-key").await.unwrap().json().await.unwrap();
     assert_eq!(got["attempts"][0]["executionId"], other["executionId"]);
+    // A worker of globex's does not run acme's work: acme's render still
+    // has no worker, and acme learns nothing of globex's callables.
+    let r = c
+        .post(server.url("/v1/executions"))
+        .bearer_auth("acme-key")
+        .json(&json!({"callableName": "render"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let r = c
+        .post(server.url("/v1/workers/claim"))
+        .bearer_auth("globex-key")
+        .json(&json!({"worker": "g", "callables": ["render", "globex-secret"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let view: Value = c
+        .get(server.url("/v1/workers"))
+        .bearer_auth("acme-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["callablesWithoutWorker"], json!(["render"]), "{view}");
+    assert_eq!(view["leasedAttempts"], 1, "acme's own leased attempt only");
 }

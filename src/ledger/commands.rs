@@ -157,8 +157,7 @@ impl Ledger {
         if let (Some(worker), Ok(())) = (&claim.worker, Op::Claim(claim.clone()).validate()) {
             let back_by = self.now()
                 + chrono::Duration::from_std(claim.lease.unwrap_or_default()).unwrap_or_default();
-            self.inner
-                .saw_worker(worker, claim.callables.as_deref(), back_by);
+            self.saw_worker(worker, claim.callables.as_deref(), back_by);
         }
         self.run(Op::Claim(claim), Outcome::claimed_all)
     }

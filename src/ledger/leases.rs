@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 
 use super::{lock, Core, Ledger};
 use crate::error::CommandError;
-use crate::execution::{BackgroundExecutionStatus, ExecutionId};
-use crate::lease::{Heartbeat, Lease, Leases, MAX_LEASE, MIN_LEASE};
+use crate::execution::{BackgroundExecutionStatus, ExecutionId, TenantId};
+use crate::lease::{self, Heartbeat, Lease, Leases};
 use crate::machine::TransitionError;
 
 impl Ledger {
@@ -37,14 +37,7 @@ impl Ledger {
         extend: Option<Duration>,
     ) -> Result<Heartbeat, CommandError> {
         if let Some(d) = extend {
-            if !(MIN_LEASE..=MAX_LEASE).contains(&d) {
-                return Err(CommandError::invalid(format!(
-                    "leaseMs must be {}-{}, not {}",
-                    MIN_LEASE.as_millis(),
-                    MAX_LEASE.as_millis(),
-                    d.as_millis()
-                )));
-            }
+            lease::check_length(d)?;
         }
         let refused = |refusal| {
             CommandError::Transition(TransitionError {
@@ -66,9 +59,10 @@ impl Ledger {
                 }
                 let beat = leases.renew(e, attempt, extend, now).map_err(refused)?;
                 let worker = leases.get(&id).and_then(|l| l.worker.clone());
+                let tenant = e.tenant_id.clone();
                 drop(core);
                 if let Some(worker) = worker {
-                    lock(&self.inner.workers).heard(&worker, beat.lease_until);
+                    lock(&self.inner.workers).heard(&tenant, &worker, beat.lease_until);
                 }
                 return Ok(beat);
             }
@@ -115,33 +109,67 @@ impl Ledger {
     /// little past when its lease or long-poll said it would be back; an
     /// in-process runtime, while it runs.
     pub fn callables_without_worker(&self) -> Vec<String> {
-        let queued: BTreeSet<String> = {
+        self.without_worker(false).0
+    }
+
+    /// The callables of queued executions (runnable now only, when
+    /// `runnable`) that no live worker runs for their tenants, and how many
+    /// such executions there are.
+    pub(crate) fn without_worker(&self, runnable: bool) -> (Vec<String>, usize) {
+        let queued: Vec<(TenantId, String)> = if runnable {
+            self.queue(None)
+                .into_iter()
+                .map(|e| (e.tenant_id, e.callable_name))
+                .collect()
+        } else {
             let core = self.core();
             core.projection
                 .live()
                 .filter(|e| e.status == BackgroundExecutionStatus::Queued)
                 .filter(|e| self.sees(&e.tenant_id))
-                .map(|e| e.callable_name.clone())
+                .map(|e| (e.tenant_id.clone(), e.callable_name.clone()))
                 .collect()
         };
         let now = self.now();
         let mut workers = lock(&self.inner.workers);
         workers.prune(now);
-        queued
+        let idle: Vec<_> = queued
             .into_iter()
-            .filter(|c| !workers.runs(c, now))
-            .collect()
+            .filter(|(t, c)| !workers.runs(t, c, now))
+            .collect();
+        let count = idle.len();
+        let names: BTreeSet<String> = idle.into_iter().map(|(_, c)| c).collect();
+        (names.into_iter().collect(), count)
     }
 
     /// `worker` (an in-process runtime's) runs `callables` until
     /// [`Ledger::worker_stopped`].
     pub(crate) fn worker_started(&self, worker: &str, callables: &[String]) {
-        lock(&self.inner.workers).saw(worker, Some(callables), DateTime::<Utc>::MAX_UTC);
+        let now = self.now();
+        lock(&self.inner.workers).saw(
+            self.scope(),
+            worker,
+            Some(callables),
+            DateTime::<Utc>::MAX_UTC,
+            now,
+        );
     }
 
     /// `worker` no longer runs anything.
     pub(crate) fn worker_stopped(&self, worker: &str) {
-        lock(&self.inner.workers).gone(worker);
+        lock(&self.inner.workers).gone(self.scope(), worker);
+    }
+
+    /// `worker`, claiming on this handle, runs `callables` and will be back
+    /// by `back_by`.
+    pub(crate) fn saw_worker(
+        &self,
+        worker: &str,
+        callables: Option<&[String]>,
+        back_by: DateTime<Utc>,
+    ) {
+        let now = self.now();
+        lock(&self.inner.workers).saw(self.scope(), worker, callables, back_by, now);
     }
 
     /// The earliest time a lease runs out.

@@ -102,10 +102,6 @@ impl Inner {
     fn core(&self) -> MutexGuard<'_, Core> {
         lock(&self.core)
     }
-
-    fn saw_worker(&self, worker: &str, callables: Option<&[String]>, back_by: DateTime<Utc>) {
-        lock(&self.workers).saw(worker, callables, back_by);
-    }
 }
 
 impl Ledger {

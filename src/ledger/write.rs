@@ -85,10 +85,15 @@ impl Inner {
                     Op::Claim(_) => Outcome::Claimed(Vec::new()),
                     Op::Submit(..) => unreachable!("a submit decides one event"),
                     // An answer the execution records already: as it is.
-                    Op::On(id, _) => Outcome::Execution(match core.projection.get(id) {
-                        Some(e) => e.clone(),
-                        None => self.load(*id)?.ok_or(CommandError::NotFound(*id))?,
-                    }),
+                    Op::On(id, _) => {
+                        let e = match core.projection.get(id) {
+                            Some(e) => e.clone(),
+                            None => self.load(*id)?.ok_or(CommandError::NotFound(*id))?,
+                        };
+                        // The first answer may still be syncing: answer the
+                        // repeat once it is durable.
+                        return Ok((Outcome::Execution(e), core.head.0));
+                    }
                 };
                 return Ok((nothing, 0));
             }

@@ -11,7 +11,7 @@ mod callback;
 mod registry;
 mod remote;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -193,6 +193,7 @@ impl RuntimeBuilder {
             waiters: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
             bookkeeping: AtomicUsize::new(0),
+            settling: Mutex::new(HashSet::new()),
             idle_poll: self.idle_poll,
             callback_timeout: self.callback_timeout,
             callback_backoff: self.callback_backoff,
@@ -243,6 +244,8 @@ struct Shared {
     waiters: Mutex<HashMap<ExecutionId, Vec<oneshot::Sender<BackgroundExecution>>>>,
     progress: Mutex<HashMap<ExecutionId, broadcast::Sender<Progress>>>,
     bookkeeping: AtomicUsize,
+    /// Executions being settled (by one task each).
+    settling: Mutex<HashSet<ExecutionId>>,
     idle_poll: Duration,
     callback_timeout: Duration,
     callback_backoff: Duration,
@@ -292,15 +295,23 @@ impl Shared {
         }
     }
 
+    /// Settles `e` (binding, callback) in a task of its own — one per
+    /// execution at a time: a repeated answer (a worker's retry after a lost
+    /// response) must not bind or call back twice.
     fn spawn_settle(self: &Arc<Self>, e: BackgroundExecution) {
+        let id = e.execution_id;
+        if !lock(&self.settling).insert(id) {
+            return;
+        }
         self.bookkeeping.fetch_add(1, Ordering::SeqCst);
         let shared = self.clone();
-        let span = tracing::info_span!("settle", execution = %e.execution_id);
+        let span = tracing::info_span!("settle", execution = %id);
         tokio::spawn(
             async move {
                 if let Err(err) = shared.settle(e).await {
                     tracing::error!(error = %err, "cannot record a binding or callback");
                 }
+                lock(&shared.settling).remove(&id);
                 shared.bookkeeping.fetch_sub(1, Ordering::SeqCst);
             }
             .instrument(span),
@@ -492,13 +503,18 @@ async fn worker(shared: Arc<Shared>, claim: Claim) {
 /// Queued executions an idle runtime leaves for later (see
 /// [`Runtime::idle_within`]): those waiting for a retry or run-at time past
 /// the horizon.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ScheduledLater {
     /// How many.
     pub count: usize,
     /// The earliest time one of them becomes runnable.
     pub earliest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Runnable executions left queued because no live worker runs their
+    /// callables.
+    pub unclaimed: usize,
+    /// Those callables, sorted.
+    pub unclaimed_callables: Vec<String>,
 }
 
 /// A handle on a submitted execution: its id, and its final record once it
@@ -724,8 +740,10 @@ impl Runtime {
                 .to_std()
                 .map_or(true, |ahead| ahead <= horizon)
         });
+        // Runnable work nobody here or elsewhere runs is left queued.
+        let (unclaimed_callables, unclaimed) = ledger.without_worker(true);
         let idle = !due_soon
-            && c.queued == c.held + c.waiting
+            && c.queued == c.held + c.waiting + unclaimed
             && c.running == 0
             && c.finishing == 0
             && self.shared.bookkeeping.load(Ordering::SeqCst) == 0
@@ -733,6 +751,8 @@ impl Runtime {
         idle.then_some(ScheduledLater {
             count: c.waiting,
             earliest,
+            unclaimed,
+            unclaimed_callables,
         })
     }
 

@@ -215,13 +215,35 @@ impl Backend {
         }
     }
 
+    /// The running attempt of `id`, for `command` (which records `event`):
+    /// refused as the ledger refuses it when `id` is not running.
+    fn running_attempt(
+        &self,
+        id: ExecutionId,
+        command: &'static str,
+        event: &'static str,
+    ) -> Result<u32> {
+        let e = self.get(id, None)?;
+        if e.status == execution_ledger::BackgroundExecutionStatus::Running {
+            return Ok(e.attempt);
+        }
+        Err(fail(CommandError::Transition(
+            execution_ledger::TransitionError {
+                execution: id,
+                command,
+                event,
+                refusal: execution_ledger::Refusal::Status(e.status),
+            },
+        )))
+    }
+
     /// Completes the running attempt of `id` with `output`.
     pub(crate) fn complete(
         &self,
         id: ExecutionId,
         output: serde_json::Value,
     ) -> Result<BackgroundExecution> {
-        let attempt = self.get(id, None)?.attempt;
+        let attempt = self.running_attempt(id, "complete", "completed")?;
         match self {
             Backend::Local(l) => l.complete(id, attempt, output).wait().map_err(fail),
             Backend::Remote(r) => r.call(
@@ -239,7 +261,7 @@ impl Backend {
         id: ExecutionId,
         error: execution_ledger::ExecutionError,
     ) -> Result<BackgroundExecution> {
-        let attempt = self.get(id, None)?.attempt;
+        let attempt = self.running_attempt(id, "fail", "failed")?;
         match self {
             Backend::Local(l) => l.fail(id, attempt, error).wait().map_err(fail),
             Backend::Remote(r) => r.call(

@@ -161,7 +161,8 @@ pub(crate) enum Command {
     /// While it runs it serves the HTTP API on 127.0.0.1 (a free port,
     /// written to DATA_DIR/serve.json), so the other `ledger` commands, and
     /// workers of other callables (`ledger worker`), reach the ledger
-    /// through it.
+    /// through it. As `ledger serve` without --keys, every request acts as
+    /// admin: anyone who can reach the loopback port can.
     ///
     /// SIGTERM or Ctrl-C (SIGINT) stops it: no more claims, running attempts
     /// get --grace-secs to finish, then it exits 0. An attempt still running
@@ -180,7 +181,9 @@ pub(crate) enum Command {
         /// and nothing waiting for a retry or run-at time is due within the
         /// next 10 s: work due sooner is waited for and run; work due later
         /// is left queued for a later run, and how many and the earliest
-        /// time are printed. Held deferred executions do not count.
+        /// time are printed. Held deferred executions do not count, nor do
+        /// executions of callables no live worker runs (left queued, and
+        /// named).
         #[arg(long)]
         exit_when_idle: bool,
     },

@@ -181,9 +181,13 @@ pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bo
     if cli.json {
         let c = ledger.counts();
         let mut doc = serde_json::json!({ "head": ledger.head(), "live": c });
-        if let Some(later) = later {
+        if let Some(later) = &later {
             doc["scheduledLater"] =
                 serde_json::json!({ "count": later.count, "earliest": later.earliest });
+            doc["unclaimed"] = serde_json::json!({
+                "count": later.unclaimed,
+                "callables": later.unclaimed_callables,
+            });
         }
         writeln!(std::io::stdout(), "{doc}")?;
     } else {
@@ -192,12 +196,20 @@ pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bo
             count,
             earliest: Some(earliest),
             ..
-        }) = later
+        }) = &later
         {
             writeln!(
                 std::io::stdout(),
                 "{count} scheduled later, the earliest at {}: left for a later run",
-                crate::output::time(&earliest)
+                crate::output::time(earliest)
+            )?;
+        }
+        if let Some(later) = later.filter(|l| l.unclaimed > 0) {
+            writeln!(
+                std::io::stdout(),
+                "{} queued for callables no live worker runs ({}): left for a worker",
+                later.unclaimed,
+                later.unclaimed_callables.join(", ")
             )?;
         }
     }

@@ -202,6 +202,13 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<Who> {
             "the server is shutting down",
         ));
     }
+    caller(state, headers)
+}
+
+/// Who a request acts as, by its key, also while the server stops: a
+/// worker's answer for a running attempt is taken during the grace, as an
+/// in-process attempt's is.
+fn caller(state: &AppState, headers: &HeaderMap) -> ApiResult<Who> {
     let Some(keys) = &state.keys else {
         return Ok(Who::Admin);
     };

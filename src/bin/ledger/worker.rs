@@ -56,7 +56,11 @@ pub(crate) struct Options {
 
 /// The server a worker talks to.
 struct Server {
-    base: String,
+    base: std::sync::Mutex<String>,
+    /// The data directory's `serve.json` it was found through, read again
+    /// when the server cannot be reached (a restarted `ledger run` listens
+    /// on another port).
+    served: Option<std::path::PathBuf>,
     key: Option<String>,
     client: reqwest::Client,
 }
@@ -71,21 +75,41 @@ enum Answer {
 }
 
 impl Server {
+    fn base(&self) -> String {
+        self.base.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads `serve.json` again, when the server was found through it.
+    fn look_again(&self) {
+        let Some(served) = &self.served else { return };
+        if let Some(url) = std::fs::read(served)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<crate::backend::Served>(&b).ok())
+            .map(|s| s.url)
+        {
+            *self.base.lock().unwrap_or_else(|p| p.into_inner()) = url;
+        }
+    }
+
     /// POSTs `body` to `path`; `Err` only when the server could not be
     /// reached or answered something that is not the API's.
     async fn post(&self, path: &str, body: &Value, timeout: Duration) -> Result<Answer> {
+        let base = self.base();
         let mut req = self
             .client
-            .post(format!("{}{path}", self.base))
+            .post(format!("{base}{path}"))
             .json(body)
             .timeout(timeout);
         if let Some(k) = &self.key {
             req = req.bearer_auth(k);
         }
-        let response = req
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach the ledger server at {}: {e}", self.base))?;
+        let response = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.look_again();
+                return Err(anyhow!("cannot reach the ledger server at {base}: {e}"));
+            }
+        };
         let status = response.status().as_u16();
         let v: Value = response.json().await.unwrap_or(Value::Null);
         let message = || {
@@ -97,7 +121,13 @@ impl Server {
         Ok(match status {
             200..=299 => Answer::Ok(v),
             409 if v["error"]["code"] == "stale_attempt" => Answer::Stale(message()),
-            503 => return Err(anyhow!("the ledger server is stopping")),
+            // Stopping, or a passing failure: tried again.
+            500..=599 => {
+                return Err(anyhow!(
+                    "the ledger server answered {status}: {}",
+                    message()
+                ))
+            }
             _ => Answer::Refused(status, message()),
         })
     }
@@ -137,8 +167,8 @@ struct Claimed {
 /// The server `ledger worker` works for: `--server`, else the one serving
 /// the data directory.
 fn server_of(cli: &Cli) -> Result<Server> {
-    let base = match &cli.server {
-        Some(url) => url.trim_end_matches('/').to_owned(),
+    let (base, served) = match &cli.server {
+        Some(url) => (url.trim_end_matches('/').to_owned(), None),
         None => {
             let served = cli.data_dir.join(crate::backend::SERVE_FILE);
             let bytes = std::fs::read(&served).map_err(|_| {
@@ -147,13 +177,15 @@ fn server_of(cli: &Cli) -> Result<Server> {
                     cli.data_dir.display()
                 ))
             })?;
-            let served: crate::backend::Served = serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is damaged", served.display()))?;
-            served.url
+            let url = serde_json::from_slice::<crate::backend::Served>(&bytes)
+                .with_context(|| format!("{} is damaged", served.display()))?
+                .url;
+            (url, Some(served))
         }
     };
     Ok(Server {
-        base,
+        base: std::sync::Mutex::new(base),
+        served,
         key: cli.api_key.clone(),
         client: reqwest::Client::builder()
             .build()
@@ -177,7 +209,10 @@ pub(crate) fn run(cli: &Cli, options: Options) -> Result<()> {
         let slots = Arc::new(Semaphore::new(options.concurrency));
         eprintln!(
             "worker {name}: running {:?} for {} (concurrency {}, lease {} ms)",
-            options.callable, server.base, options.concurrency, options.lease_ms
+            options.callable,
+            server.base(),
+            options.concurrency,
+            options.lease_ms
         );
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -229,10 +264,17 @@ pub(crate) fn run(cli: &Cli, options: Options) -> Result<()> {
                 });
             }
         }
-        // Every slot back: every running attempt finished.
-        let _ = slots
-            .acquire_many(u32::try_from(options.concurrency).unwrap_or(u32::MAX))
-            .await?;
+        // Every slot back: every running attempt finished; a second signal
+        // stops at once (the attempts are left to their leases).
+        let all = u32::try_from(options.concurrency).unwrap_or(u32::MAX);
+        let again = crate::serve::stop_signal()?;
+        tokio::select! {
+            done = slots.acquire_many(all) => { let _ = done?; }
+            signal = again => {
+                eprintln!("worker {name}: {signal} again: stopping now; running attempts are left to their leases");
+                return Err(crate::cli::Exit(1).into());
+            }
+        }
         anyhow::Ok(())
     })
 }
@@ -269,10 +311,12 @@ async fn run_attempt(server: &Server, options: &Options, e: BackgroundExecution)
             stderr,
         } => {
             if status.success() {
-                if stdout.len() > MAX_OUTPUT_BYTES {
-                    json!({"error": {"code": "output_too_large", "message": format!("the command wrote {} bytes to stdout; the limit is {MAX_OUTPUT_BYTES}", stdout.len())}, "retryable": false})
+                let output = output_of(&stdout);
+                let size = serde_json::to_vec(&output).map_or(usize::MAX, |v| v.len());
+                if size > MAX_OUTPUT_BYTES {
+                    too_large(size)
                 } else {
-                    json!({ "output": output_of(&stdout) })
+                    json!({ "output": output })
                 }
             } else {
                 let (code, what) = match (status.code(), signal_of(&status)) {
@@ -294,12 +338,21 @@ async fn run_attempt(server: &Server, options: &Options, e: BackgroundExecution)
             }
         }
     };
-    let (verb, done) = if body.get("output").is_some() {
+    let (verb, mut done) = if body.get("output").is_some() {
         ("complete", "completed")
     } else {
         ("fail", "failed")
     };
-    match server.answer(&format!("{path}/{verb}"), &body).await {
+    let mut answer = server.answer(&format!("{path}/{verb}"), &body).await;
+    if let (Some(Answer::Refused(400 | 413, m)), "complete") = (&answer, verb) {
+        // The server refused the output itself: the attempt fails for it,
+        // for good, rather than running out its lease.
+        eprintln!("worker: {id} attempt {attempt}: output refused: {m}");
+        let body = json!({"error": {"code": "output_refused", "message": m}, "retryable": false});
+        answer = server.answer(&format!("{path}/fail"), &body).await;
+        done = "failed";
+    }
+    match answer {
         Some(Answer::Ok(after)) => eprintln!(
             "worker: {id} attempt {attempt}: {done}, now {}",
             after["status"].as_str().unwrap_or("?")
@@ -310,6 +363,17 @@ async fn run_attempt(server: &Server, options: &Options, e: BackgroundExecution)
         }
         None => {}
     }
+}
+
+/// The failure of an attempt whose output is over the limit.
+fn too_large(size: usize) -> Value {
+    json!({
+        "error": {
+            "code": "output_too_large",
+            "message": format!("the output is {size} bytes of JSON; the limit is {MAX_OUTPUT_BYTES}"),
+        },
+        "retryable": false,
+    })
 }
 
 /// The environment variable name of a context key.
@@ -398,15 +462,29 @@ async fn run_child(server: &Server, options: &Options, e: &BackgroundExecution, 
     tokio::pin!(deadline);
     let every = Duration::from_millis((options.lease_ms / 3).max(50));
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // The lease as this worker last knew it held: when no heartbeat gets
+    // through for a whole lease, the attempt may be another worker's.
+    let lease = Duration::from_millis(options.lease_ms);
+    let held = tokio::time::sleep(lease);
+    tokio::pin!(held);
     let stopped = loop {
         tokio::select! {
+            () = &mut held => break End::Stopped("its lease ran out: no heartbeat got through"),
             status = child.wait() => break match status {
                 Ok(status) => {
-                    let _ = feed.await;
+                    // What the command left running in the background
+                    // would hold the pipes open: it goes with the attempt.
+                    if let Some(pid) = pgid {
+                        kill_group(pid);
+                    }
+                    let bounded = Duration::from_secs(2);
+                    let _ = tokio::time::timeout(bounded, feed).await;
+                    let stdout = tokio::time::timeout(bounded, read_out).await;
+                    let stderr = tokio::time::timeout(bounded, read_err).await;
                     return End::Exited {
                         status,
-                        stdout: read_out.await.unwrap_or_default(),
-                        stderr: read_err.await.unwrap_or_default(),
+                        stdout: stdout.ok().and_then(Result::ok).unwrap_or_default(),
+                        stderr: stderr.ok().and_then(Result::ok).unwrap_or_default(),
                     };
                 }
                 Err(err) => End::Unstartable(format!("cannot wait for the command: {err}")),
@@ -415,7 +493,7 @@ async fn run_child(server: &Server, options: &Options, e: &BackgroundExecution, 
             _ = beat.tick() => {
                 match server.post(&format!("{path}/heartbeat"), &json!({}), every.max(Duration::from_secs(5))).await {
                     Ok(Answer::Ok(v)) if v["cancelRequested"] == true => break End::Stopped("cancelled"),
-                    Ok(Answer::Ok(_)) => {}
+                    Ok(Answer::Ok(_)) => held.as_mut().reset(tokio::time::Instant::now() + lease),
                     Ok(Answer::Stale(_)) => break End::Stopped("the attempt is no longer this worker's"),
                     Ok(Answer::Refused(status, m)) => {
                         eprintln!("worker: heartbeat refused ({status}): {m}");

@@ -23,12 +23,12 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use execution_ledger::{
     BackgroundExecution, Claim, CommandError, ExecutionError, ExecutionId, Heartbeat, Ledger,
-    Refusal, DEFAULT_LEASE, MAX_INPUT_BYTES, MAX_NAME_BYTES,
+    Refusal, DEFAULT_LEASE,
 };
 use serde::{Deserialize, Serialize};
 
 use super::{
-    authorize, blocking, body_json, find, parse_id, ApiError, ApiResult, Shared, MAX_WAIT,
+    authorize, blocking, body_json, caller, find, parse_id, ApiError, ApiResult, Shared, MAX_WAIT,
 };
 
 #[derive(Deserialize)]
@@ -117,18 +117,19 @@ async fn refused(ledger: &Ledger, id: ExecutionId, n: u32, e: CommandError) -> A
         return e.into();
     }
     match find(ledger, id, None).await {
+        Ok(_) if matches!(t.refusal, Refusal::NotLeased) => ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_attempt",
+            format!(
+                "attempt {n} of {id} is held without a lease by the process running it: it takes no heartbeat"
+            ),
+        ),
         Ok(now) => ApiError::new(
             StatusCode::CONFLICT,
             "stale_attempt",
             format!(
-                "attempt {n} of {id} is not the running attempt: the execution is {} at attempt {}{}",
-                now.status,
-                now.attempt,
-                if matches!(t.refusal, Refusal::NotLeased) {
-                    ", held without a lease by the process running it"
-                } else {
-                    ""
-                }
+                "attempt {n} of {id} is not the running attempt: the execution is {} at attempt {}",
+                now.status, now.attempt
             ),
         ),
         Err(other) => other,
@@ -150,7 +151,7 @@ pub(super) async fn heartbeat(
     UrlPath((id, n)): UrlPath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Heartbeat>> {
-    let ledger = authorize(&state, &headers)?.ledger(&state);
+    let ledger = caller(&state, &headers)?.ledger(&state);
     let (id, n) = attempt_of(&id, &n)?;
     let body: HeartbeatBody = body_json(body, true)?.unwrap_or_default();
     find(&ledger, id, None).await?;
@@ -172,7 +173,7 @@ pub(super) async fn complete(
     UrlPath((id, n)): UrlPath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<BackgroundExecution>> {
-    let ledger = authorize(&state, &headers)?.ledger(&state);
+    let ledger = caller(&state, &headers)?.ledger(&state);
     let (id, n) = attempt_of(&id, &n)?;
     let body: CompleteBody = body_json(body, false)?.expect("a body is required");
     find(&ledger, id, None).await?;
@@ -207,7 +208,7 @@ pub(super) async fn fail(
     UrlPath((id, n)): UrlPath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<BackgroundExecution>> {
-    let ledger = authorize(&state, &headers)?.ledger(&state);
+    let ledger = caller(&state, &headers)?.ledger(&state);
     let (id, n) = attempt_of(&id, &n)?;
     let body: FailBody = body_json(body, false)?.expect("a body is required");
     let ErrorBody {
@@ -215,17 +216,6 @@ pub(super) async fn fail(
         message,
         details,
     } = body.error;
-    if code.is_empty() || code.len() > MAX_NAME_BYTES {
-        return Err(ApiError::bad(format!(
-            "error.code must be 1-{MAX_NAME_BYTES} bytes"
-        )));
-    }
-    if message.len() > MAX_INPUT_BYTES {
-        return Err(ApiError::bad(format!(
-            "error.message is {} bytes; the limit is {MAX_INPUT_BYTES}",
-            message.len()
-        )));
-    }
     let mut error = ExecutionError::new(code, message);
     error.details = details;
     find(&ledger, id, None).await?;
