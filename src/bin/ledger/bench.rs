@@ -66,7 +66,8 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
             .enable_all()
             .build()?;
         let took = rt.block_on(async {
-            let (url, stop) = crate::serve::serve_in_process(ledger.clone()).await?;
+            let served = crate::serve::serve_in_process(ledger.clone()).await?;
+            let url = served.url.clone();
             let client = reqwest::Client::new();
             let start = Instant::now();
             let tasks: Vec<_> = (0..CLIENTS)
@@ -96,7 +97,7 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
                 t.await??;
             }
             let took = start.elapsed();
-            let _ = stop.send(());
+            served.stop().await;
             anyhow::Ok(took)
         })?;
         drop(rt);
@@ -206,7 +207,8 @@ fn remote_workers(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>> {
         let dir = root.join(format!("remote-http-{round}"));
         let ledger = execution_ledger::Ledger::open(&dir)?;
         let took = rt.block_on(async {
-            let (url, stop) = crate::serve::serve_in_process(ledger.clone()).await?;
+            let served = crate::serve::serve_in_process(ledger.clone()).await?;
+            let url = served.url.clone();
             let client = reqwest::Client::new();
             let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let workers: Vec<_> = (0..WORKERS)
@@ -262,7 +264,7 @@ fn remote_workers(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>> {
             for w in workers {
                 w.await??;
             }
-            let _ = stop.send(());
+            served.stop().await;
             anyhow::Ok(took)
         })?;
         http.push(n as f64 / took.as_secs_f64());
@@ -273,7 +275,8 @@ fn remote_workers(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>> {
         let dir = root.join(format!("remote-exec-{round}"));
         let ledger = execution_ledger::Ledger::open(&dir)?;
         let took = rt.block_on(async {
-            let (url, stop) = crate::serve::serve_in_process(ledger.clone()).await?;
+            let served = crate::serve::serve_in_process(ledger.clone()).await?;
+            let url = served.url.clone();
             let exe = std::env::current_exe()?;
             let mut children: Vec<_> = (0..2)
                 .map(|_| {
@@ -290,7 +293,7 @@ fn remote_workers(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>> {
                 let _ = c.kill();
                 let _ = c.wait();
             }
-            let _ = stop.send(());
+            served.stop().await;
             took
         })?;
         exec.push(exec_n as f64 / took.as_secs_f64());

@@ -943,11 +943,9 @@ pub(crate) fn stopping(signal: &str, grace: Duration) -> String {
 }
 
 /// Serves `ledger` from this process on 127.0.0.1 (an ephemeral port),
-/// with one worker and no keys, until the returned sender is dropped or
-/// fired. For `ledger bench`.
-pub(crate) async fn serve_in_process(
-    ledger: Ledger,
-) -> Result<(String, tokio::sync::oneshot::Sender<()>)> {
+/// with no keys and a runtime without callables, until
+/// [`InProcess::stop`]. For `ledger bench`.
+pub(crate) async fn serve_in_process(ledger: Ledger) -> Result<InProcess> {
     let runtime = Runtime::builder(ledger.clone()).workers(1).start().await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -958,14 +956,33 @@ pub(crate) async fn serve_in_process(
         stopping: AtomicBool::new(false),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router(state))
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router(state.clone()))
             .with_graceful_shutdown(async move {
                 let _ = stopped.await;
             })
             .await;
+        // The runtime (its lease sweeper holds the ledger) stops before the
+        // ledger is closed.
+        let _ = state.runtime.shutdown(Duration::from_secs(1)).await;
     });
-    Ok((url, stop))
+    Ok(InProcess { url, stop, task })
+}
+
+/// The API served in process by [`serve_in_process`].
+pub(crate) struct InProcess {
+    /// Where it listens, as `http://ADDR`.
+    pub(crate) url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcess {
+    /// Stops serving and stops its runtime; returns once both are done.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }
 
 /// The HTTP API served from this process, from a listener it bound, with
