@@ -91,7 +91,7 @@ impl Claim {
         self
     }
 
-    /// Each attempt held under a lease of `d` ([`MIN_LEASE`]–[`MAX_LEASE`]),
+    /// Each attempt held under a lease of `d` ([`MIN_LEASE`](crate::MIN_LEASE)–[`MAX_LEASE`](crate::MAX_LEASE)),
     /// extended by heartbeats, recovered when it runs out.
     pub fn lease(mut self, d: Duration) -> Self {
         self.lease = Some(d);
