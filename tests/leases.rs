@@ -3,34 +3,15 @@
 //! attempt, cancellation told at the heartbeat, identical repeats, and
 //! leases across a reopen.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
 use execution_ledger::{
     BackgroundExecutionStatus as Status, Claim, Clock, CommandError, EventKind, ExecutionError,
     Ledger, RecoveryReason, Refusal, RetryConfig, Submission, TenantId,
 };
 
-#[derive(Clone)]
-struct TestClock(Arc<Mutex<DateTime<Utc>>>);
-
-impl TestClock {
-    fn new() -> Self {
-        TestClock(Arc::new(Mutex::new(
-            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
-        )))
-    }
-    fn advance_ms(&self, ms: i64) {
-        *self.0.lock().unwrap() += chrono::Duration::milliseconds(ms);
-    }
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
+mod common;
+use common::TestClock;
 
 fn acme() -> TenantId {
     "acme".parse().unwrap()

@@ -3,35 +3,16 @@
 //! errors for a directory that cannot be used.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
 use execution_ledger::{
     At, BackgroundExecutionMode, BackgroundExecutionStatus, Clock, CommandError, Durability,
     ErrorKind, ExecutionError, Ledger, Refusal, RetryConfig, Submission, TenantId,
 };
 
-/// A clock the test moves by hand.
-#[derive(Clone)]
-struct TestClock(Arc<Mutex<DateTime<Utc>>>);
-
-impl TestClock {
-    fn new() -> Self {
-        TestClock(Arc::new(Mutex::new(
-            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
-        )))
-    }
-    fn advance_ms(&self, ms: i64) {
-        *self.0.lock().unwrap() += chrono::Duration::milliseconds(ms);
-    }
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
+mod common;
+use common::TestClock;
 
 fn tenant(name: &str) -> TenantId {
     name.parse().unwrap()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 mod common;
-use common::server::{client, json_of, Server};
+use common::server::{client, json_of, submit_id as submit, Server};
 
 fn ledger() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ledger"))
@@ -48,19 +48,6 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-async fn submit(c: &reqwest::Client, server: &Server, body: Value) -> String {
-    let (status, v) = json_of(
-        c.post(server.url("/v1/executions"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 201, "{v}");
-    v["executionId"].as_str().unwrap().to_owned()
 }
 
 /// The record once it satisfies `done`, polled (generous timeout).

@@ -146,18 +146,21 @@ impl Ledger {
     /// its callables (priority, then queue order; of this handle's tenant
     /// when scoped), starting their next attempts as one group, each under
     /// the claim's lease when it names one. Answers them, running; empty
-    /// when nothing is runnable. The claim's worker counts as live for its
-    /// callables (see [`Ledger::callables_without_worker`]).
+    /// when nothing is runnable. A leased claim's worker counts as live for
+    /// its callables (see [`Ledger::callables_without_worker`]).
     ///
     /// # Errors
     ///
     /// `Invalid` (naming the field) when `max` or the lease is out of
     /// range; `Storage`.
     pub fn claim_with(&self, claim: Claim) -> Command<Vec<BackgroundExecution>> {
-        if let (Some(worker), Ok(())) = (&claim.worker, Op::Claim(claim.clone()).validate()) {
-            let back_by = self.now()
-                + chrono::Duration::from_std(claim.lease.unwrap_or_default()).unwrap_or_default();
-            self.saw_worker(worker, claim.callables.as_deref(), back_by);
+        // A leased claim comes from a worker elsewhere, live from now on;
+        // an in-process runtime says so once, when it starts.
+        if let (Some(worker), Some(lease)) = (&claim.worker, claim.lease) {
+            if Op::Claim(claim.clone()).validate().is_ok() {
+                let back_by = self.now() + chrono::Duration::from_std(lease).unwrap_or_default();
+                self.saw_worker(worker, claim.callables.as_deref(), back_by);
+            }
         }
         self.run(Op::Claim(claim), Outcome::claimed_all)
     }

@@ -3,6 +3,29 @@
 
 pub mod server;
 
+/// A clock the test moves by hand, from 2026-01-01T00:00:00Z.
+#[derive(Clone)]
+pub struct TestClock(pub Arc<Mutex<chrono::DateTime<chrono::Utc>>>);
+
+impl TestClock {
+    pub fn new() -> Self {
+        use chrono::TimeZone;
+        TestClock(Arc::new(Mutex::new(
+            chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        )))
+    }
+
+    pub fn advance_ms(&self, ms: i64) {
+        *self.0.lock().unwrap() += chrono::Duration::milliseconds(ms);
+    }
+}
+
+impl execution_ledger::Clock for TestClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Command;
