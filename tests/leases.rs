@@ -31,6 +31,16 @@ fn job(callable: &str, attempts: u32) -> Submission {
     s
 }
 
+/// Submits `s` for acme; its id.
+fn submitted(ledger: &Ledger, s: Submission) -> execution_ledger::ExecutionId {
+    ledger
+        .submit(&acme(), s)
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id
+}
+
 fn leased(worker: &str, callables: &[&str], max: usize) -> Claim {
     Claim::new()
         .worker(worker)
@@ -53,14 +63,7 @@ fn a_claim_takes_only_its_callables_in_queue_order_up_to_max_under_a_lease() {
     let ledger = open(dir.path(), &clock);
     let ids: Vec<_> = ["resize", "crop", "resize", "resize"]
         .iter()
-        .map(|c| {
-            ledger
-                .submit(&acme(), job(c, 1))
-                .wait()
-                .unwrap()
-                .execution
-                .execution_id
-        })
+        .map(|c| submitted(&ledger, job(c, 1)))
         .collect();
     let head = ledger.head().seq;
     let claimed = ledger
@@ -113,12 +116,7 @@ fn an_expired_lease_is_recovered_with_its_reason_and_the_late_answer_is_refused(
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
     let ledger = open(dir.path(), &clock);
-    let id = ledger
-        .submit(&acme(), job("resize", 2))
-        .wait()
-        .unwrap()
-        .execution
-        .execution_id;
+    let id = submitted(&ledger, job("resize", 2));
     ledger
         .claim_with(leased("w-1", &["resize"], 1))
         .wait()
@@ -183,12 +181,7 @@ fn a_cancel_while_a_leased_attempt_runs_is_told_at_its_heartbeat_and_its_complet
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
     let ledger = open(dir.path(), &clock);
-    let id = ledger
-        .submit(&acme(), job("resize", 1))
-        .wait()
-        .unwrap()
-        .execution
-        .execution_id;
+    let id = submitted(&ledger, job("resize", 1));
     ledger
         .claim_with(leased("w-1", &["resize"], 1))
         .wait()
@@ -214,18 +207,8 @@ fn an_identical_repeat_of_complete_or_fail_is_answered_as_the_first_time_and_app
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
     let ledger = open(dir.path(), &clock);
-    let a = ledger
-        .submit(&acme(), job("resize", 1))
-        .wait()
-        .unwrap()
-        .execution
-        .execution_id;
-    let b = ledger
-        .submit(&acme(), job("resize", 3))
-        .wait()
-        .unwrap()
-        .execution
-        .execution_id;
+    let a = submitted(&ledger, job("resize", 1));
+    let b = submitted(&ledger, job("resize", 3));
     ledger
         .claim_with(leased("w-1", &["resize"], 2))
         .wait()
@@ -261,22 +244,12 @@ fn leased_attempts_survive_a_reopen_with_a_full_lease_and_unleased_ones_are_reco
     let (remote, local);
     {
         let ledger = open(dir.path(), &clock);
-        remote = ledger
-            .submit(&acme(), job("resize", 2))
-            .wait()
-            .unwrap()
-            .execution
-            .execution_id;
+        remote = submitted(&ledger, job("resize", 2));
         ledger
             .claim_with(leased("w-1", &["resize"], 1))
             .wait()
             .unwrap();
-        local = ledger
-            .submit(&acme(), job("echo", 2))
-            .wait()
-            .unwrap()
-            .execution
-            .execution_id;
+        local = submitted(&ledger, job("echo", 2));
         ledger.claim(Some("in-process")).wait().unwrap().unwrap();
     }
     clock.advance_ms(60_000);
@@ -314,12 +287,7 @@ fn a_leased_attempt_past_its_timeout_is_timed_out() {
     let ledger = open(dir.path(), &clock);
     let mut s = job("resize", 1);
     s.config.timeout_ms = 2_000;
-    let id = ledger
-        .submit(&acme(), s)
-        .wait()
-        .unwrap()
-        .execution
-        .execution_id;
+    let id = submitted(&ledger, s);
     ledger
         .claim_with(leased("w-1", &["resize"], 1))
         .wait()

@@ -33,6 +33,18 @@ fn kinds(ledger: &Ledger, e: &BackgroundExecution) -> Vec<&'static str> {
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Claims `resize` work as a worker elsewhere would (leased).
+async fn claim_resize(runtime: &Runtime) -> Vec<BackgroundExecution> {
+    let claim = execution_ledger::Claim::new()
+        .worker("remote-1")
+        .callables(["resize"])
+        .lease(Duration::from_secs(10));
+    runtime
+        .claim_remote(None, claim, Duration::from_secs(5))
+        .await
+        .unwrap()
+}
+
 async fn finished(handle: execution_ledger::ExecutionHandle) -> BackgroundExecution {
     tokio::time::timeout(WAIT, handle.result())
         .await
@@ -737,14 +749,7 @@ async fn a_remote_attempt_streams_its_progress_and_its_completion_is_followed_up
     let handle = runtime.submit(&acme(), s).await.unwrap();
     let id = handle.id();
     runtime.release(id).await.unwrap();
-    let claim = execution_ledger::Claim::new()
-        .worker("remote-1")
-        .callables(["resize"])
-        .lease(Duration::from_secs(10));
-    let claimed = runtime
-        .claim_remote(None, claim, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let claimed = claim_resize(&runtime).await;
     assert_eq!(claimed.len(), 1);
     let mut progress = runtime.progress(id).await.expect("a progress stream");
     let beat = runtime
@@ -792,14 +797,7 @@ async fn a_repeated_remote_complete_calls_back_once() {
     s.config.callback_url = Some(url);
     let id = runtime.submit(&acme(), s).await.unwrap().id();
     runtime.release(id).await.unwrap();
-    let claim = execution_ledger::Claim::new()
-        .worker("remote-1")
-        .callables(["resize"])
-        .lease(Duration::from_secs(10));
-    runtime
-        .claim_remote(None, claim, Duration::from_secs(5))
-        .await
-        .unwrap();
+    claim_resize(&runtime).await;
     // The worker lost the first two responses and sent the answer thrice.
     for _ in 0..3 {
         runtime
