@@ -65,7 +65,8 @@ pub struct Claim {
 
 impl Claim {
     /// One execution of any callable, held without a lease (by the
-    /// process that owns the ledger, for as long as it runs).
+    /// process that owns the ledger, for as long as it runs; on a ledger
+    /// many processes share, under [`DEFAULT_LEASE`](crate::DEFAULT_LEASE)).
     pub fn new() -> Self {
         Claim {
             max: 1,
@@ -124,11 +125,7 @@ impl Claim {
             lease::check_length(lease)?;
         }
         if let Some(worker) = &self.worker {
-            if worker.is_empty() || worker.len() > MAX_NAME_BYTES {
-                return Err(CommandError::invalid(format!(
-                    "worker must be 1-{MAX_NAME_BYTES} bytes"
-                )));
-            }
+            check_worker(worker)?;
         }
         if let Some(callables) = &self.callables {
             if callables.is_empty() || callables.len() > MAX_CLAIM_CALLABLES {
@@ -461,6 +458,16 @@ impl Action {
             }
         }
     }
+}
+
+/// The rule for a worker's name, wherever one is given.
+pub(crate) fn check_worker(worker: &str) -> Result<(), CommandError> {
+    if worker.is_empty() || worker.len() > MAX_NAME_BYTES {
+        return Err(CommandError::invalid(format!(
+            "worker must be 1-{MAX_NAME_BYTES} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// The rule for a callable's name, wherever one is given.

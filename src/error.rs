@@ -49,6 +49,8 @@ pub enum ErrorKind {
     NoLedger,
     /// An earlier write or sync failed; the ledger refuses further writes.
     Poisoned,
+    /// The database server cannot be reached, or refused a statement.
+    Database,
 }
 
 /// A fail-stop problem: I/O, damaged data, a lost suffix, a directory in use.

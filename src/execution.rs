@@ -52,6 +52,16 @@ pub enum BackgroundExecutionStatus {
 }
 
 impl BackgroundExecutionStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [BackgroundExecutionStatus; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Timeout,
+    ];
+
     /// Whether the status is final: completed, failed, cancelled or timeout.
     pub fn is_terminal(self) -> bool {
         !matches!(self, Self::Queued | Self::Running)
@@ -73,6 +83,19 @@ impl BackgroundExecutionStatus {
 impl fmt::Display for BackgroundExecutionStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackgroundExecutionStatus {
+    type Err = crate::ids::ParseIdError;
+
+    /// A status by its name (`queued`, `running`, `completed`, `failed`,
+    /// `cancelled`, `timeout`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| crate::ids::ParseIdError::new("status", s))
     }
 }
 

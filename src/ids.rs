@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-/// A string that is not a valid id, tenant id or mode.
+/// A string that is not a valid id, tenant id, mode or status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseIdError {
     what: &'static str,

@@ -137,6 +137,24 @@ impl Leases {
         self.held.keys().copied()
     }
 
+    /// The leased executions whose leases ran out by `now`.
+    pub(crate) fn due(&self, now: DateTime<Utc>) -> Vec<ExecutionId> {
+        self.held
+            .iter()
+            .filter(|(_, l)| l.until <= now)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// A renewal of `attempt` of `id` heard elsewhere (through another
+    /// process sharing the log): extends its lease to `until`, never
+    /// shortens it; a renewal of another attempt changes nothing.
+    pub(crate) fn renewed(&mut self, id: &ExecutionId, attempt: u32, until: DateTime<Utc>) {
+        if let Some(lease) = self.held.get_mut(id).filter(|l| l.attempt == attempt) {
+            lease.until = lease.until.max(until);
+        }
+    }
+
     /// The earliest time a lease runs out.
     pub(crate) fn next_expiry(&self) -> Option<DateTime<Utc>> {
         self.held.values().map(|l| l.until).min()

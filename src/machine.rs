@@ -166,18 +166,22 @@ pub fn is_settled(e: &BackgroundExecution) -> bool {
     e.status.is_terminal() && !awaits_binding(e) && !awaits_callback(e)
 }
 
-/// Whether `event`, legal after `state`, settles its execution: leaves it
-/// finished with nothing pending. (Only events that can end an execution or
-/// its bookkeeping are folded to find out.)
-pub(crate) fn settles(state: Option<&BackgroundExecution>, event: &Event) -> bool {
+/// The execution as `event`, legal after `state`, leaves it when the event
+/// settles it: finished with nothing pending. (Only events that can end an
+/// execution or its bookkeeping are folded to find out.)
+pub(crate) fn settles(
+    state: Option<&BackgroundExecution>,
+    event: &Event,
+) -> Option<BackgroundExecution> {
     match event.kind {
         EventKind::Queued(_)
         | EventKind::Released
         | EventKind::Started { .. }
-        | EventKind::RetryScheduled { .. } => false,
+        | EventKind::RetryScheduled { .. } => None,
         _ => {
             let mut state = state.cloned();
-            apply(&mut state, event).is_ok() && state.as_ref().is_some_and(is_settled)
+            apply(&mut state, event).ok()?;
+            state.filter(is_settled)
         }
     }
 }

@@ -83,10 +83,11 @@ impl Counters {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct Metrics {
-    /// Time to append a batch of events to sled (before syncing).
+    /// Time to append a batch of events (sled: before syncing;
+    /// PostgreSQL: the statement that appends and commits).
     pub append_latency: HistogramSnapshot,
     /// Time of one sync (sled flush, fdatasync, checkpoint), shared by the
-    /// appends of a group.
+    /// appends of a group (PostgreSQL: the commit, one per append).
     pub sync_latency: HistogramSnapshot,
     /// Executions claimed.
     pub claims: u64,

@@ -20,6 +20,7 @@ use crate::event::{Event, EventKind};
 use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId, TenantId};
 use crate::machine::{self, TransitionError};
 use crate::queue::PriorityQueue;
+use crate::store::Settled;
 
 /// Where a queued execution waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +43,15 @@ struct Live {
     /// The seqs of its events so far: the per-execution index holds an
     /// execution's seqs only once it settles.
     seqs: Vec<u64>,
+}
+
+impl Live {
+    /// The seq of its first event: from its seqs, or for an execution read
+    /// from a snapshot that held none (written by an older version), its
+    /// queue order, which is that seq until it is queued again.
+    fn submitted(&self) -> u64 {
+        self.seqs.first().copied().unwrap_or(self.order)
+    }
 }
 
 /// One live execution in a snapshot, with its queue order key.
@@ -104,6 +114,17 @@ impl Projection {
         self.live.values().map(|l| &l.execution)
     }
 
+    /// All live executions with the seq of their first event (their
+    /// submission), in no particular order.
+    pub(crate) fn live_submitted(&self) -> impl Iterator<Item = (u64, &BackgroundExecution)> + '_ {
+        self.live.values().map(|l| (l.submitted(), &l.execution))
+    }
+
+    /// The seq of a live execution's first event (its submission).
+    pub(crate) fn submitted(&self, id: &ExecutionId) -> Option<u64> {
+        self.live.get(id).map(Live::submitted)
+    }
+
     /// How many executions are live.
     pub fn len(&self) -> usize {
         self.live.len()
@@ -124,16 +145,16 @@ impl Projection {
     }
 
     /// Checks `event` against the projection, and when it would settle its
-    /// execution, returns the seqs of all that execution's events, the
-    /// event's own last.
-    pub(crate) fn check_settles(&self, event: &Event) -> Result<Option<Vec<u64>>, TransitionError> {
+    /// execution, returns what the engine indexes of it then (the seqs of
+    /// all its events, the event's own last).
+    pub(crate) fn check_settles(&self, event: &Event) -> Result<Option<Settled>, TransitionError> {
         let live = self.live.get(&event.execution_id);
         let state = live.map(|l| &l.execution);
         machine::check(state, event)?;
-        Ok(machine::settles(state, event).then(|| {
+        Ok(machine::settles(state, event).map(|settled| {
             let mut seqs = live.map_or_else(Vec::new, |l| l.seqs.clone());
             seqs.push(event.seq);
-            seqs
+            Settled::new(&settled, live.map_or(event.seq, Live::submitted), seqs)
         }))
     }
 
@@ -144,15 +165,15 @@ impl Projection {
     ///
     /// The state machine's refusal; the projection is then unchanged.
     pub fn apply(&mut self, event: &Event) -> Result<Option<BackgroundExecution>, TransitionError> {
-        Ok(self.apply_tracked(event)?.map(|(e, _)| e))
+        Ok(self.apply_tracked(event)?.map(|(e, ..)| e))
     }
 
-    /// [`apply`](Self::apply), also returning the seqs of a settled
-    /// execution's events.
+    /// [`apply`](Self::apply), also returning, for a settled execution,
+    /// the seq of its first event and the seqs of all its events.
     pub(crate) fn apply_tracked(
         &mut self,
         event: &Event,
-    ) -> Result<Option<(BackgroundExecution, Vec<u64>)>, TransitionError> {
+    ) -> Result<Option<(BackgroundExecution, u64, Vec<u64>)>, TransitionError> {
         let id = event.execution_id;
         let (mut state, order, slot, seqs) = match self.live.remove(&id) {
             Some(l) => (Some(l.execution), l.order, l.slot, l.seqs),
@@ -192,7 +213,8 @@ impl Projection {
         }
         self.unplace(id, live.slot);
         if machine::is_settled(&live.execution) {
-            return Ok(Some((live.execution, live.seqs)));
+            let submitted = live.submitted();
+            return Ok(Some((live.execution, submitted, live.seqs)));
         }
         live.slot = self.place(id, &live.execution, live.order);
         self.live.insert(id, live);

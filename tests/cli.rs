@@ -8,9 +8,11 @@ use std::process::{Command, Output, Stdio};
 
 use execution_ledger::{BackgroundExecution, BackgroundExecutionStatus, Event, Head, Ledger};
 
+mod common;
+
 fn ledger(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .arg("--data-dir")
+        .arg(common::place_flag(dir))
         .arg(dir)
         .args(args)
         .env_remove("LEDGER_DATA_DIR")
@@ -84,7 +86,7 @@ fn submit(dir: &Path, tenant: &str, priority: &str) -> String {
 
 #[test]
 fn a_session_submit_claim_complete_show_history_queue() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let d = dir.path();
     let low = submit(d, "acme", "10");
     let high = submit(d, "acme", "90");
@@ -178,7 +180,7 @@ fn a_session_submit_claim_complete_show_history_queue() {
 
 #[test]
 fn a_reused_idempotency_key_and_a_callback_that_would_never_be_called_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let d = dir.path();
     let keyed = |priority: &'static str| {
         [
@@ -223,7 +225,7 @@ fn a_reused_idempotency_key_and_a_callback_that_would_never_be_called_are_refuse
 
 #[test]
 fn tenants_are_scoped_on_every_command() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let d = dir.path();
     let id = submit(d, "acme", "50");
     let line = err(d, &["--tenant", "globex", "show", &id], 1);
@@ -242,7 +244,7 @@ fn tenants_are_scoped_on_every_command() {
 
 #[test]
 fn bad_input_is_one_line_with_its_exit_code_and_appends_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let d = dir.path();
     let id = submit(d, "acme", "50");
     ok(d, &["cancel", &id, "--reason", "changed my mind"]);
@@ -380,7 +382,7 @@ fn bad_input_is_one_line_with_its_exit_code_and_appends_nothing() {
     {
         use std::os::unix::ffi::OsStrExt;
         let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .arg("--data-dir")
+            .arg(common::place_flag(d))
             .arg(d)
             .args(["submit", "--tenant", "acme", "--callable"])
             .arg(std::ffi::OsStr::from_bytes(b"ec\xffho"))
@@ -470,8 +472,63 @@ fn verify_exits_1_and_names_the_first_bad_seq() {
 }
 
 #[test]
+fn verify_checks_the_log_still_leads_to_a_head_kept_elsewhere() {
+    let dir = common::store();
+    let d = dir.path();
+    let files = tempfile::tempdir().unwrap();
+    for _ in 0..3 {
+        submit(d, "acme", "50");
+    }
+    let kept = files.path().join("head.json");
+    std::fs::write(&kept, ok(d, &["head", "--json"])).unwrap();
+    submit(d, "acme", "50");
+    let kept_arg = kept.to_str().unwrap();
+    let out = ok(d, &["verify", "--checkpoint", kept_arg]);
+    assert!(out.contains("the log leads to seq 3"), "{out}");
+    // Another hash at that seq: not the log the head was taken from.
+    let head: Head = serde_json::from_str(&std::fs::read_to_string(&kept).unwrap()).unwrap();
+    let other = files.path().join("other.json");
+    let flipped: String = head
+        .hash
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 0 {
+                if c == '0' {
+                    '1'
+                } else {
+                    '0'
+                }
+            } else {
+                c
+            }
+        })
+        .collect();
+    std::fs::write(&other, format!(r#"{{"seq":3,"hash":"{flipped}"}}"#)).unwrap();
+    let line = err(d, &["verify", "--checkpoint", other.to_str().unwrap()], 1);
+    assert!(
+        line.starts_with("error: damaged log at seq 3: the record at seq 3 is not the one the head kept elsewhere names"),
+        "{line}"
+    );
+    // A head past the log's end: a tail was lost.
+    std::fs::write(&other, format!(r#"{{"seq":9,"hash":"{}"}}"#, head.hash)).unwrap();
+    let line = err(d, &["verify", "--checkpoint", other.to_str().unwrap()], 1);
+    assert!(
+        line.contains("before seq 9 of the head kept elsewhere"),
+        "{line}"
+    );
+    // A file that is not a head is a usage error naming the field.
+    std::fs::write(&other, r#"{"seq":3}"#).unwrap();
+    let line = err(d, &["verify", "--checkpoint", other.to_str().unwrap()], 2);
+    assert!(line.contains("hash: missing (64 hex digits)"), "{line}");
+    std::fs::write(&other, r#"{"seq":3,"hash":"abc","extra":1}"#).unwrap();
+    let line = err(d, &["verify", "--checkpoint", other.to_str().unwrap()], 2);
+    assert!(line.contains("extra"), "{line}");
+}
+
+#[test]
 fn run_executes_everything_and_exits_when_idle() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let d = dir.path();
     let ids: Vec<String> = (0..20).map(|_| submit(d, "acme", "50")).collect();
     let failing = ok(
@@ -504,7 +561,7 @@ fn run_executes_everything_and_exits_when_idle() {
 
 #[test]
 fn a_broken_pipe_exits_quietly_and_follow_streams_new_events() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let d = dir.path();
     {
         let ledger = Ledger::builder(d)
@@ -520,7 +577,7 @@ fn a_broken_pipe_exits_quietly_and_follow_streams_new_events() {
         }
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .arg("--data-dir")
+        .arg(common::place_flag(d))
         .arg(d)
         .arg("export")
         .stdout(Stdio::piped())
@@ -544,7 +601,7 @@ fn a_broken_pipe_exits_quietly_and_follow_streams_new_events() {
 
     // --follow prints what exists and then what comes.
     let mut follow = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .arg("--data-dir")
+        .arg(common::place_flag(d))
         .arg(d)
         .args(["events", "--from-seq", "19999", "--follow", "--json"])
         .stdout(Stdio::piped())
@@ -658,11 +715,11 @@ fn regression_a_missing_or_damaged_checkpoint_is_reported_until_accepted() {
 
 #[test]
 fn logs_to_a_pipe_carry_no_colour_codes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let d = dir.path();
     submit(d, "acme", "50");
     let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .arg("--data-dir")
+        .arg(common::place_flag(d))
         .arg(d)
         .args(["run", "--exit-when-idle"])
         .env("LEDGER_LOG", "info")
@@ -680,13 +737,13 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
 /// work.
 #[test]
 fn logs_to_a_closed_stderr_do_not_stop_the_command() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let d = dir.path();
     for _ in 0..3 {
         submit(d, "acme", "50");
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .arg("--data-dir")
+        .arg(common::place_flag(d))
         .arg(d)
         .args(["run", "--exit-when-idle"])
         .env("LEDGER_LOG", "info")
@@ -721,7 +778,7 @@ fn run_until_an_attempt_starts(
     extra: &[&str],
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .arg("--data-dir")
+        .arg(common::place_flag(dir))
         .arg(dir)
         .arg("run")
         .args(extra)
@@ -775,7 +832,7 @@ fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus
 
 #[test]
 fn sigterm_stops_run_after_the_running_attempt_finishes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let d = dir.path();
     let id = submit_sleep(d, "1500");
     let (mut child, _stderr) = run_until_an_attempt_starts(d, &[]);
@@ -799,7 +856,7 @@ fn sigterm_stops_run_after_the_running_attempt_finishes() {
 
 #[test]
 fn an_attempt_running_past_the_grace_stays_running_until_the_next_start() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let d = dir.path();
     let id = submit_sleep(d, "600000");
     let (mut child, _stderr) = run_until_an_attempt_starts(d, &["--grace-secs", "1"]);
@@ -822,7 +879,7 @@ fn an_attempt_running_past_the_grace_stays_running_until_the_next_start() {
 /// Runs `ledger` to its end, within `secs` (killed and failed past it).
 fn output_within(dir: &Path, args: &[&str], secs: u64) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .arg("--data-dir")
+        .arg(common::place_flag(dir))
         .arg(dir)
         .args(args)
         .stdout(Stdio::piped())
@@ -843,7 +900,7 @@ fn output_within(dir: &Path, args: &[&str], secs: u64) -> Output {
 
 #[test]
 fn exit_when_idle_waits_for_work_due_soon_and_leaves_later_work() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let d = dir.path();
     let at = |secs: i64| {
         (chrono::Utc::now() + chrono::Duration::seconds(secs))
@@ -897,7 +954,7 @@ fn exit_when_idle_waits_for_work_due_soon_and_leaves_later_work() {
 
 #[test]
 fn usage_errors_name_what_is_missing_or_wrong() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let d = dir.path();
     let id = submit(d, "acme", "50");
     let before = head(d);

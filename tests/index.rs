@@ -51,6 +51,13 @@ fn tamper<T>(dir: &Path, f: impl FnOnce(&sled::Tree, &sled::Tree) -> T) -> T {
     );
     let out = f(&events, &snapshots);
     db.flush().unwrap();
+    drop((events, snapshots, db));
+    // sled's threads let go of the database's lock a moment later.
+    let file = std::fs::File::open(dir.join("sled").join("db")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while file.try_lock().is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     out
 }
 
@@ -144,11 +151,15 @@ fn a_missing_entry_before_the_last_event_is_named_by_verify() {
 /// Ledgers written before the index held settled executions only have one
 /// entry per event and snapshots without seqs: they read, verify and go on.
 #[test]
-fn a_ledger_with_the_per_event_index_reads_verifies_and_goes_on() {
+fn a_ledger_with_the_per_event_index_and_no_list_is_rebuilt_on_open_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let (settled, live) = build(dir.path(), 2);
     tamper(dir.path(), |tree, snapshots| {
-        for kv in tree.scan_prefix([0xFF, b'x']) {
+        // Nor was there a list of settled executions.
+        for kv in tree
+            .scan_prefix([0xFF, b'x'])
+            .chain(tree.scan_prefix([0xFF, b'l']))
+        {
             tree.remove(kv.unwrap().0).unwrap();
         }
         for kv in tree.range(..[0xFFu8].as_slice()) {
@@ -183,10 +194,11 @@ fn a_ledger_with_the_per_event_index_reads_verifies_and_goes_on() {
         BackgroundExecutionStatus::Completed
     );
     ledger.verify().unwrap();
-    // Rebuilding moves it to one entry per settled execution.
+    // Opening rebuilt the index to build the list: one entry per settled
+    // execution already; rebuilding again changes nothing.
     let done = ledger.rebuild_index().unwrap();
     assert_eq!((done.events, done.settled), (8, 2));
-    assert_eq!(done.removed, 7, "the seven per-event entries of seqs 1-7");
+    assert_eq!(done.removed, 0);
     ledger.verify().unwrap();
     drop(ledger);
     assert_eq!(index_entries(dir.path()).len(), 2);
@@ -211,4 +223,93 @@ fn rebuilding_restores_a_missing_entry_and_removes_a_stray_one() {
     assert_eq!((done.events, done.settled, done.removed), (7, 1, 1));
     ledger.verify().unwrap();
     assert_eq!(seqs(&ledger, settled), vec![1, 3, 5]);
+}
+
+/// The list of settled executions: (key, value) entries.
+fn list_entries(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    tamper(dir, |tree, _| {
+        tree.scan_prefix([0xFF, b'l'])
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn the_list_of_settled_executions_is_built_on_open_for_a_ledger_written_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (settled, _) = build(dir.path(), 2);
+    let entries = list_entries(dir.path());
+    assert_eq!(entries.len(), 1, "one line per settled execution");
+    assert_eq!(
+        &entries[0].0[2..],
+        1u64.to_be_bytes(),
+        "keyed by its first seq"
+    );
+    assert_eq!(&entries[0].1[..16], settled.as_bytes());
+    // As a version that kept no list left it.
+    tamper(dir.path(), |tree, _| {
+        tree.remove(&entries[0].0).unwrap();
+    });
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let page = ledger
+        .list(&execution_ledger::ListFilter::new(), None, 100)
+        .unwrap();
+    assert_eq!(page.executions.len(), 4);
+    assert_eq!(page.executions[3].execution_id, settled);
+    ledger.verify().unwrap();
+    drop(ledger);
+    assert_eq!(list_entries(dir.path()), entries);
+}
+
+#[test]
+fn verify_names_a_damaged_list_of_settled_executions_and_reindex_mends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 0);
+    let entries = list_entries(dir.path());
+    let original = entries.clone();
+    // Another status than the one the execution settled with (byte 16);
+    // a stray line at a seq of the log that submitted nothing.
+    let mut wrong_status = entries[0].1.clone();
+    wrong_status[16] = 3;
+    let mut stray = entries[0].0.clone();
+    stray[9] = 4;
+    type Damage = Box<dyn Fn(&sled::Tree)>;
+    let damages: [(Damage, &str); 2] = [
+        (
+            Box::new({
+                let key = entries[0].0.clone();
+                move |tree: &sled::Tree| {
+                    tree.insert(&key, wrong_status.clone()).unwrap();
+                }
+            }),
+            "(1 entries) differs from the log (1 settled executions)",
+        ),
+        (
+            Box::new({
+                let value = entries[0].1.clone();
+                move |tree: &sled::Tree| {
+                    tree.insert(&stray, value.clone()).unwrap();
+                }
+            }),
+            "(2 entries) does not match the log (1 settled executions)",
+        ),
+    ];
+    for (damage, said) in damages {
+        tamper(dir.path(), |tree, _| damage(tree));
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let err = ledger.verify().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(
+            err.to_string()
+                .contains(&format!("the list of settled executions {said}")),
+            "{err}"
+        );
+        ledger.rebuild_index().unwrap();
+        ledger.verify().unwrap();
+        drop(ledger);
+        assert_eq!(list_entries(dir.path()), original);
+    }
 }

@@ -58,7 +58,7 @@ fn stale(e: CommandError) -> Refusal {
 
 #[test]
 fn a_claim_takes_only_its_callables_in_queue_order_up_to_max_under_a_lease() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let clock = TestClock::new();
     let ledger = open(dir.path(), &clock);
     let ids: Vec<_> = ["resize", "crop", "resize", "resize"]
@@ -113,7 +113,7 @@ fn a_claim_takes_only_its_callables_in_queue_order_up_to_max_under_a_lease() {
 
 #[test]
 fn an_expired_lease_is_recovered_with_its_reason_and_the_late_answer_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let clock = TestClock::new();
     let ledger = open(dir.path(), &clock);
     let id = submitted(&ledger, job("resize", 2));
@@ -178,7 +178,7 @@ fn an_expired_lease_is_recovered_with_its_reason_and_the_late_answer_is_refused(
 
 #[test]
 fn a_cancel_while_a_leased_attempt_runs_is_told_at_its_heartbeat_and_its_complete_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let clock = TestClock::new();
     let ledger = open(dir.path(), &clock);
     let id = submitted(&ledger, job("resize", 1));
@@ -204,7 +204,7 @@ fn a_cancel_while_a_leased_attempt_runs_is_told_at_its_heartbeat_and_its_complet
 
 #[test]
 fn an_identical_repeat_of_complete_or_fail_is_answered_as_the_first_time_and_appends_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let clock = TestClock::new();
     let ledger = open(dir.path(), &clock);
     let a = submitted(&ledger, job("resize", 1));
@@ -239,7 +239,7 @@ fn an_identical_repeat_of_complete_or_fail_is_answered_as_the_first_time_and_app
 
 #[test]
 fn leased_attempts_survive_a_reopen_with_a_full_lease_and_unleased_ones_are_recovered() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let clock = TestClock::new();
     let (remote, local);
     {
@@ -255,18 +255,25 @@ fn leased_attempts_survive_a_reopen_with_a_full_lease_and_unleased_ones_are_reco
     clock.advance_ms(60_000);
     let ledger = open(dir.path(), &clock);
     let recovered = ledger.recover_abandoned().wait().unwrap();
-    assert_eq!(
-        recovered.iter().map(|e| e.execution_id).collect::<Vec<_>>(),
-        vec![local],
-        "only the unleased attempt counts as lost with its process"
-    );
-    assert!(matches!(
-        ledger.history(local).unwrap().last().unwrap().kind,
-        EventKind::Recovered {
-            reason: Some(RecoveryReason::ProcessStopped),
-            ..
-        }
-    ));
+    if dir.backend() == common::Backend::Postgres {
+        // On a log many processes share every attempt is leased: the
+        // in-process one too, so no process takes it for its own lost one.
+        assert!(recovered.is_empty(), "{recovered:?}");
+        assert!(ledger.lease(local).is_some());
+    } else {
+        assert_eq!(
+            recovered.iter().map(|e| e.execution_id).collect::<Vec<_>>(),
+            vec![local],
+            "only the unleased attempt counts as lost with its process"
+        );
+        assert!(matches!(
+            ledger.history(local).unwrap().last().unwrap().kind,
+            EventKind::Recovered {
+                reason: Some(RecoveryReason::ProcessStopped),
+                ..
+            }
+        ));
+    }
     assert_eq!(ledger.get(remote).unwrap().status, Status::Running);
     assert_eq!(
         ledger.lease(remote).unwrap().until,
@@ -282,7 +289,7 @@ fn leased_attempts_survive_a_reopen_with_a_full_lease_and_unleased_ones_are_reco
 
 #[test]
 fn a_leased_attempt_past_its_timeout_is_timed_out() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let clock = TestClock::new();
     let ledger = open(dir.path(), &clock);
     let mut s = job("resize", 1);
@@ -305,7 +312,7 @@ fn a_leased_attempt_past_its_timeout_is_timed_out() {
 
 #[test]
 fn a_worker_counts_as_live_for_its_callables_until_it_stops_claiming() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let clock = TestClock::new();
     let ledger = open(dir.path(), &clock);
     ledger.submit(&acme(), job("resize", 1)).wait().unwrap();

@@ -490,7 +490,7 @@ fn the_validator_refuses_what_the_document_does_not_describe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_responses_validate_against_the_document() {
     let doc = document();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let post = |path: &str, body: Value| c.post(server.url(path)).json(&body).send();
@@ -850,7 +850,7 @@ async fn keys_refusals_validate_against_the_document() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_wait_too_long_for_a_duration_is_refused_like_any_other() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let id = submit_id(

@@ -54,7 +54,7 @@ async fn finished(handle: execution_ledger::ExecutionHandle) -> BackgroundExecut
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_priority_runs_first() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     // Queue everything before any worker runs.
     let mut ids = Vec::new();
@@ -98,7 +98,7 @@ async fn higher_priority_runs_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_past_its_timeout_times_out() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let runtime = Runtime::builder(ledger.clone())
         .register_builtins()
@@ -116,7 +116,7 @@ async fn an_attempt_past_its_timeout_times_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_retry_with_backoff_then_succeed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
@@ -178,7 +178,7 @@ async fn failures_retry_with_backoff_then_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_exhausted_end_failed_and_unknown_callables_wait_for_a_worker() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let runtime = Runtime::builder(ledger.clone())
         .register_builtins()
@@ -214,7 +214,7 @@ async fn retries_exhausted_end_failed_and_unknown_callables_wait_for_a_worker() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_execution_stops_its_callable() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     /// Counts the callable futures dropped.
     struct Dropped(Arc<AtomicUsize>);
@@ -268,7 +268,7 @@ async fn cancelling_a_running_execution_stops_its_callable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_fire_and_forget_stream_nothing_deferred_streams_progress() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     let runtime = Runtime::builder(ledger.clone())
@@ -321,7 +321,7 @@ async fn silent_and_fire_and_forget_stream_nothing_deferred_streams_progress() {
 /// ignores its timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_starts_only_once_the_timed_out_attempt_is_gone() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     struct Alive(Arc<AtomicUsize>);
     impl Drop for Alive {
@@ -375,7 +375,7 @@ async fn a_retry_starts_only_once_the_timed_out_attempt_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_callable_is_a_failed_attempt_not_a_dead_worker() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let runtime = Runtime::builder(ledger.clone())
         .workers(1)
@@ -402,7 +402,7 @@ async fn a_panicking_callable_is_a_failed_attempt_not_a_dead_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_executions_run_when_released_or_at_their_time() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let runtime = Runtime::builder(ledger.clone())
         .register_builtins()
@@ -433,7 +433,7 @@ async fn deferred_executions_run_when_released_or_at_their_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_are_posted_retried_and_recorded() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let (url, bodies) = common::http_receiver(|n| [500, 503].get(n).copied().unwrap_or(200));
     let runtime = Runtime::builder(ledger.clone())
@@ -497,7 +497,7 @@ async fn callbacks_are_posted_retried_and_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_bindings_are_applied_and_readable_by_target() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let runtime = Runtime::builder(ledger.clone())
         .register("summarize", |_, _| async {
@@ -552,7 +552,7 @@ async fn target_bindings_are_applied_and_readable_by_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_recovers_what_a_crash_left_running() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let id;
     {
         // A "crash": claimed by a worker of a process that then vanished.
@@ -568,7 +568,14 @@ async fn a_restart_recovers_what_a_crash_left_running() {
             .unwrap()
             .execution
             .execution_id;
-        ledger.claim(Some("dead-worker")).wait().unwrap().unwrap();
+        // On a log many processes share, every attempt is leased and found
+        // lost when its lease runs out (here soon); else it is unleased and
+        // found lost when the ledger is opened again.
+        let mut claim = execution_ledger::Claim::new().worker("dead-worker");
+        if dir.backend() == common::Backend::Postgres {
+            claim = claim.lease(Duration::from_millis(300));
+        }
+        assert_eq!(ledger.claim_with(claim).wait().unwrap().len(), 1);
     }
     let ledger = Ledger::open(dir.path()).unwrap();
     let runtime = Runtime::builder(ledger.clone())
@@ -592,7 +599,7 @@ async fn a_restart_recovers_what_a_crash_left_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_running_attempts_finish_within_the_grace_period() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let runtime = Runtime::builder(ledger.clone())
         .workers(2)
@@ -636,7 +643,7 @@ async fn shutdown_lets_running_attempts_finish_within_the_grace_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_waiting_results_with_none_at_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let runtime = Runtime::builder(ledger.clone())
         .workers(1)
@@ -692,7 +699,7 @@ async fn shutdown_answers_waiting_results_with_none_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_within_a_horizon_leaves_work_due_past_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let runtime = Runtime::builder(ledger.clone())
         .register_builtins()
@@ -729,7 +736,7 @@ async fn idle_within_a_horizon_leaves_work_due_past_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_attempt_streams_its_progress_and_its_completion_is_followed_up_like_a_local_one()
 {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let runtime = Runtime::builder(ledger.clone())
         .register_builtins()
@@ -784,7 +791,7 @@ async fn a_remote_attempt_streams_its_progress_and_its_completion_is_followed_up
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_remote_complete_calls_back_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let ledger = Ledger::open(dir.path()).unwrap();
     let runtime = Runtime::builder(ledger.clone())
         .register_builtins()

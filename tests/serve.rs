@@ -15,7 +15,7 @@ use common::server::{client, error_code, json_of, sha256_hex, submit_id, Server}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_and_error_status() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
 
@@ -430,7 +430,7 @@ async fn keys_scope_every_endpoint_to_a_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_identical_submits_make_one_execution() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let body = json!({"tenantId": "acme", "callableName": "sleep", "input": "1", "idempotencyKey": "once"});
@@ -481,7 +481,7 @@ async fn read_events(response: &mut reqwest::Response, n: usize) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_stream_resumes_without_gap_or_duplicate() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     for i in 0..5 {
@@ -517,6 +517,18 @@ async fn the_event_stream_resumes_without_gap_or_duplicate() {
     assert_eq!(more, (7..=16).collect::<Vec<_>>());
     drop(resumed);
     assert!(server.stop().success());
+}
+
+/// A server of `dir` with two keys: `acme-key` (tenant acme) and
+/// `root-key` (admin).
+fn acme_and_root(dir: &Path) -> Server {
+    Server::with_keys(
+        dir,
+        json!([
+            {"tenant": "acme", "sha256": sha256_hex("acme-key")},
+            {"admin": true, "sha256": sha256_hex("root-key")},
+        ]),
+    )
 }
 
 fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
@@ -670,7 +682,7 @@ fn the_cli_reaches_a_serving_ledger_with_the_same_output() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_under_load_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let url = server.url("/v1/executions");
@@ -735,7 +747,7 @@ fn without_keys_serve_refuses_a_non_loopback_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_running_attempt_finish_before_serve_exits() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let id = submit_id(
@@ -784,7 +796,7 @@ async fn sigterm_lets_a_running_attempt_finish_before_serve_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_open_long_polls_and_closes_event_streams_at_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &["--grace-secs", "2"]);
     let c = client();
     let id = submit_id(
@@ -834,7 +846,7 @@ async fn shutdown_answers_open_long_polls_and_closes_event_streams_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_wait_above_60s_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let id = submit_id(
@@ -1156,7 +1168,7 @@ fn serve_refuses_an_empty_or_unknown_keys_file_and_flags_it_ignores() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_naming_the_field_in_json() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let id = submit_id(
@@ -1276,10 +1288,10 @@ async fn bad_input_is_refused_naming_the_field_in_json() {
             "DELETE is not allowed here",
         ),
         (
-            c.get(server.url("/v1/executions")),
+            c.put(server.url("/v1/executions")),
             405,
             "method_not_allowed",
-            "GET is not allowed here",
+            "PUT is not allowed here",
         ),
     ];
     for (i, (req, status, code, message)) in cases.into_iter().enumerate() {
@@ -1309,13 +1321,7 @@ async fn bad_input_is_refused_naming_the_field_in_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_is_case_insensitive_and_ledger_wide_endpoints_are_admin_only() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::with_keys(
-        dir.path(),
-        json!([
-            {"tenant": "acme", "sha256": sha256_hex("acme-key")},
-            {"admin": true, "sha256": sha256_hex("root-key")},
-        ]),
-    );
+    let server = acme_and_root(dir.path());
     let c = client();
     // The scheme is case-insensitive (RFC 7235).
     for header in ["Bearer acme-key", "bearer acme-key", "BEARER acme-key"] {
@@ -1393,7 +1399,7 @@ async fn bearer_is_case_insensitive_and_ledger_wide_endpoints_are_admin_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_submit_is_taken_whole_or_refused_whole() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let batch = |body: Value| {
@@ -1465,4 +1471,246 @@ async fn a_batch_submit_is_taken_whole_or_refused_whole() {
         "{v}"
     );
     assert_eq!(head(c.clone()).await, after, "nothing was appended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listing_pages_filters_scopes_and_refuses_bad_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = acme_and_root(dir.path());
+    let c = client();
+    let mut ids = Vec::new();
+    for i in 0..9 {
+        let tenant = if i % 3 == 0 { "globex" } else { "acme" };
+        let callable = ["echo", "fail"][i % 2];
+        let body = json!({"tenantId": tenant, "callableName": callable,
+                          "input": format!("{i}"), "config": {"mode": "deferred"}});
+        let (status, e) = json_of(
+            c.post(server.url("/v1/executions"))
+                .bearer_auth("root-key")
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 201, "{e}");
+        ids.push(e["executionId"].as_str().unwrap().to_owned());
+    }
+    let (status, _) = json_of(
+        c.post(server.url(&format!("/v1/executions/{}/cancel", ids[4])))
+            .bearer_auth("root-key")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let page = |key: &'static str, query: String| {
+        let c = c.clone();
+        let url = server.url(&format!("/v1/executions?{query}"));
+        async move { json_of(c.get(url).bearer_auth(key).send().await.unwrap()).await }
+    };
+    let page_ids = |v: &Value| -> Vec<String> {
+        v["executions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["executionId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Newest first, 4 at a time, without a gap or a repeat.
+    let (mut seen, mut cursor) = (Vec::new(), String::new());
+    loop {
+        let (status, v) = page("root-key", format!("limit=4{cursor}")).await;
+        assert_eq!(status, 200, "{v}");
+        seen.extend(page_ids(&v));
+        match v["nextCursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+    // Filters: the cancelled one; a tenant and a callable.
+    let (_, v) = page("root-key", "status=cancelled,failed".into()).await;
+    assert_eq!(page_ids(&v), vec![ids[4].clone()]);
+    let (_, v) = page("root-key", "tenantId=globex&callableName=fail".into()).await;
+    assert_eq!(page_ids(&v), vec![ids[3].clone()]);
+    let (_, v) = page("root-key", format!("id={}", ids[6])).await;
+    assert_eq!(page_ids(&v), vec![ids[6].clone()]);
+    // A tenant key lists its own; another tenant's id or tenantId: nothing.
+    let (_, v) = page("acme-key", "limit=100".into()).await;
+    let acme: Vec<String> = newest_first
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (8 - i) % 3 != 0)
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(page_ids(&v), acme);
+    let (_, v) = page("acme-key", "tenantId=globex".into()).await;
+    assert_eq!(page_ids(&v), Vec::<String>::new());
+    let (_, v) = page("acme-key", format!("id={}", ids[0])).await;
+    assert_eq!(page_ids(&v), Vec::<String>::new());
+    // Bad queries: 400 naming the parameter; unknown ones are refused.
+    for (query, names) in [
+        ("status=done", "status"),
+        ("status=queued,", "status"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("since=yesterday", "since"),
+        ("until=2026-13-01T00:00:00Z", "until"),
+        ("cursor=abc", "cursor"),
+        ("cursor=0", "cursor"),
+        ("id=42", "id"),
+        ("tenantId=no%20spaces", "tenant"),
+        ("sort=asc", "sort"),
+    ] {
+        let (status, v) = page("root-key", query.into()).await;
+        assert_eq!((status, error_code(&v)), (400, "invalid"), "{query}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(names), "{query}: {message}");
+    }
+    // The live set, now and at a point.
+    let (status, live) = json_of(
+        c.get(server.url("/v1/live"))
+            .bearer_auth("root-key")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        live.as_array().unwrap().len(),
+        8,
+        "all held but the cancelled one"
+    );
+    let (_, at3) = json_of(
+        c.get(server.url("/v1/live?atSeq=3"))
+            .bearer_auth("acme-key")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let at3: Vec<&str> = at3
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["executionId"].as_str().unwrap())
+        .collect();
+    assert_eq!(at3, vec![ids[1].as_str(), ids[2].as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_from_the_binary_at_ui() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_keys(
+        dir.path(),
+        json!([{"admin": true, "sha256": sha256_hex("root-key")}]),
+    );
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in ["/", "/ui"] {
+        let r = c.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        assert_eq!(r.headers()["location"], "/ui/");
+    }
+    // The page, for itself and for every view's link (no key needed: the
+    // page asks for one and sends it to the API).
+    let index = include_str!("../ui/index.html");
+    for path in [
+        "/ui/",
+        "/ui/at/12",
+        "/ui/executions/x?seq=3",
+        "/ui/at/3?compare=1",
+    ] {
+        let r = c.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let policy = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("connect-src 'self'"), "{policy}");
+        assert_eq!(r.text().await.unwrap(), index, "{path}");
+    }
+    for (path, kind, body) in [
+        (
+            "/ui/app.js",
+            "text/javascript",
+            include_str!("../ui/app.js"),
+        ),
+        ("/ui/app.css", "text/css", include_str!("../ui/app.css")),
+    ] {
+        let r = c.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        assert_eq!(r.text().await.unwrap(), body);
+    }
+    // The API stays behind the key.
+    let r = c.get(server.url("/v1/executions")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[test]
+fn ledger_list_pages_and_prints_json_lines_locally_and_through_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for i in 0..5 {
+        let (code, _, err) = cli(
+            d,
+            &[
+                "submit",
+                "--tenant",
+                "acme",
+                "--callable",
+                ["by-hand", "by-other"][i % 2],
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let local = |args: &[&str]| cli(d, args);
+    let (code, out, err) = local(&["--json", "list", "--limit", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let cursor = err
+        .trim()
+        .strip_prefix("more: --cursor ")
+        .unwrap_or_else(|| panic!("{err}"))
+        .to_owned();
+    let (code, rest, err) = local(&["--json", "list", "--limit", "10", "--cursor", &cursor]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(rest.lines().count(), 3);
+    let (code, fails, _) = local(&["--json", "list", "--callable", "by-other"]);
+    assert_eq!(code, 0);
+    assert_eq!(fails.lines().count(), 2);
+    // Bad input: exit 2, the option named.
+    let (code, _, err) = local(&["list", "--status", "done"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--status") && err.contains("completed"),
+        "{err}"
+    );
+    // Through a server (whose workers do not run these callables): the
+    // same lines.
+    let server = Server::start(d, &[]);
+    let (code, served, err) = local(&["--json", "list", "--limit", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(served, out);
+    let (_, table, _) = local(&["list", "--status", "queued"]);
+    assert!(table.starts_with("EXECUTION"), "{table}");
+    assert_eq!(table.lines().count(), 6, "{table}");
+    server.stop();
 }

@@ -50,6 +50,43 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// What a child writes to stderr, line by line, as it comes.
+struct Said(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Said {
+    fn of(child: &mut Child) -> Said {
+        let pipe = child.stderr.take().expect("stderr is piped");
+        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let into = said.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut all = into.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        Said(said)
+    }
+
+    fn all(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until a line contains `needle`.
+    async fn until(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.all().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "never said {needle:?}; said:\n{}",
+                self.all()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// The record once it satisfies `done`, polled (generous timeout).
 async fn until(c: &reqwest::Client, server: &Server, id: &str, done: fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -86,7 +123,7 @@ fn alive(pid: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdout_completes_a_failing_command_fails_and_the_execution_is_in_the_environment() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let script = r#"
@@ -144,7 +181,7 @@ async fn stdout_completes_a_failing_command_fails_and_the_execution_is_in_the_en
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_or_a_timeout_kills_the_child_and_sigterm_lets_a_running_child_finish() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let pids = tempfile::tempdir().unwrap();
@@ -157,8 +194,9 @@ async fn a_cancel_or_a_timeout_kills_the_child_and_sigterm_lets_a_running_child_
         &server,
         "nap",
         &script,
-        &["--concurrency", "2", "--lease-ms", "600"],
+        &["--concurrency", "2", "--lease-ms", "2000"],
     );
+    let said = Said::of(&mut w);
     let cancelled = submit(
         &c,
         &server,
@@ -187,7 +225,9 @@ async fn a_cancel_or_a_timeout_kills_the_child_and_sigterm_lets_a_running_child_
     )
     .await;
     assert_eq!(status, 200);
-    // Told at its next heartbeat (every lease/3 = 200 ms): the child dies.
+    // Told at its next heartbeat (every lease/3, about 670 ms): the child
+    // dies. (A lease long enough that a heartbeat of a loaded machine, on
+    // either engine, is never late.)
     let deadline = Instant::now() + Duration::from_secs(10);
     while alive(&pid) {
         assert!(
@@ -220,15 +260,20 @@ async fn a_cancel_or_a_timeout_kills_the_child_and_sigterm_lets_a_running_child_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // SIGTERM while an attempt runs: no new claims, the child finishes.
+    // SIGTERM while an attempt runs and a claim waits: the worker tells
+    // the server, which answers the claim at once; no new claims, the
+    // child finishes.
     let last = submit(
         &c,
         &server,
         json!({"tenantId": "acme", "callableName": "nap", "input": "1"}),
     )
     .await;
-    until(&c, &server, &last, running).await;
+    said.until(&format!("{last} attempt 1: started")).await;
+    // The next claim (for the free slot) is at the server by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     sigterm(&w);
+    said.until("stopping on SIGTERM").await;
     let after = submit(
         &c,
         &server,
@@ -239,7 +284,9 @@ async fn a_cancel_or_a_timeout_kills_the_child_and_sigterm_lets_a_running_child_
     let done = until(&c, &server, &last, finished).await;
     assert_eq!(
         (&done["status"], &done["output"]),
-        (&json!("completed"), &json!("slept"))
+        (&json!("completed"), &json!("slept")),
+        "{done}\nthe worker said:\n{}",
+        said.all()
     );
     let (_, left) = json_of(
         c.get(server.url(&format!("/v1/executions/{after}")))
@@ -345,7 +392,7 @@ fn ledger_run_serves_the_other_commands_while_it_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_leaves_a_process_behind_or_writes_too_much_still_gets_its_answer() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     // `sleep 30 &` keeps stdout open after sh exits; a big output is over

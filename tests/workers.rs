@@ -44,7 +44,7 @@ fn types(events: &[Value]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_heartbeat_complete_and_a_retried_complete_is_answered_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let id = submit_id(&c, &server, resize(2)).await;
@@ -129,7 +129,7 @@ async fn claim_heartbeat_complete_and_a_retried_complete_is_answered_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_workers_never_get_the_same_attempt() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let batch: Vec<Value> = (0..60)
@@ -196,7 +196,7 @@ async fn racing_workers_never_get_the_same_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_complete_after_the_lease_ran_out_is_stale_and_the_retry_says_why() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let id = submit_id(&c, &server, resize(3)).await;
@@ -251,7 +251,7 @@ async fn a_complete_after_the_lease_ran_out_is_stale_and_the_retry_says_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_while_a_remote_worker_runs_is_told_at_its_heartbeat_and_its_answer_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let id = submit_id(&c, &server, resize(1)).await;
@@ -294,7 +294,7 @@ async fn a_cancel_while_a_remote_worker_runs_is_told_at_its_heartbeat_and_its_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_claim_returns_when_work_comes_and_a_failure_is_retried_by_the_policy() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let (c2, url) = (c.clone(), server.url.clone());
@@ -354,8 +354,58 @@ async fn a_long_poll_claim_returns_when_work_comes_and_a_failure_is_retried_by_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_shuts_down_has_its_waiting_claim_answered_at_once_and_another_keeps_waiting()
+{
+    let dir = common::store();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    let long_poll = |worker: &'static str| {
+        let (c, url) = (c.clone(), server.url.clone());
+        tokio::spawn(async move {
+            let r = c
+                .post(format!("{url}/v1/workers/claim"))
+                .json(&json!({"worker": worker, "callables": ["resize"], "waitMs": 20000}))
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        })
+    };
+    let (stopping, staying) = (long_poll("w-stop"), long_poll("w-stay"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, said) = post(
+        &c,
+        &server,
+        "/v1/workers/shutdown",
+        json!({"worker": "w-stop"}),
+    )
+    .await;
+    assert_eq!((status, &said), (200, &json!({"worker": "w-stop"})));
+    let answered = tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the claim of a worker that shut down is answered at once")
+        .unwrap();
+    assert_eq!(answered, json!({"attempts": []}));
+    // The other worker's claim still waits, and takes the next execution.
+    let id = submit_id(&c, &server, resize(1)).await;
+    let got = staying.await.unwrap();
+    assert_eq!(got["attempts"][0]["executionId"], id.as_str(), "{got}");
+    // A worker's name is required, as in a claim; unknown fields are refused.
+    for (body, says) in [
+        (json!({}), "worker"),
+        (json!({"worker": ""}), "worker must be 1-256 bytes"),
+        (json!({"worker": "w", "now": true}), "now"),
+    ] {
+        let (status, err) = post(&c, &server, "/v1/workers/shutdown", body.clone()).await;
+        assert_eq!(status, 400, "{body} → {err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{body} → {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_worker_requests_are_refused_with_the_field_and_nothing_appended() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store();
     let server = Server::start(dir.path(), &[]);
     let c = client();
     let id = submit_id(&c, &server, resize(1)).await;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use execution_ledger::{
     BackgroundExecution, BackgroundExecutionQueue, Durability, Event, Ledger, LedgerBuilder,
-    Runtime, Submission, TenantId,
+    ListFilter, Runtime, Submission, TenantId,
 };
 use serde::Serialize;
 
@@ -78,6 +78,8 @@ pub struct Measurement {
     pub higher_is_better: bool,
     /// Whether the target is met.
     pub met: bool,
+    /// Whether there is no target (the ratio is for information).
+    pub informational: bool,
     /// The sizes it ran at.
     pub size: String,
 }
@@ -89,6 +91,8 @@ pub enum Target {
     AtLeast(f64),
     /// The ratio must be at most this.
     AtMost(f64),
+    /// No target: the ratio is reported for information (always met).
+    Informational,
 }
 
 impl Measurement {
@@ -102,16 +106,19 @@ impl Measurement {
         target: Target,
         size: String,
     ) -> Self {
-        let (target, higher_is_better) = match target {
-            Target::AtLeast(t) => (t, true),
-            Target::AtMost(t) => (t, false),
+        let (target, higher_is_better, informational) = match target {
+            Target::AtLeast(t) => (t, true, false),
+            Target::AtMost(t) => (t, false, false),
+            Target::Informational => (0.0, true, true),
         };
         let ratio = if baseline > 0.0 {
             value / baseline
         } else {
             f64::NAN
         };
-        let met = if higher_is_better {
+        let met = if informational {
+            true
+        } else if higher_is_better {
             ratio >= target
         } else {
             ratio <= target
@@ -126,6 +133,7 @@ impl Measurement {
             target,
             higher_is_better,
             met,
+            informational,
             size,
         }
     }
@@ -148,6 +156,8 @@ pub struct Sizes {
     pub big_history: u64,
     /// Jobs in the end-to-end scenario.
     pub jobs: u64,
+    /// Jobs in the peers' workload (the peers run 20,000).
+    pub peer_jobs: u64,
     /// Rounds per measurement; the median is kept.
     pub rounds: usize,
 }
@@ -162,6 +172,7 @@ impl Sizes {
             big_queue: 30_000,
             big_history: 30_000,
             jobs: 3_000,
+            peer_jobs: 2_000,
             rounds: 1,
         }
     }
@@ -175,6 +186,7 @@ impl Sizes {
             big_queue: 100_000,
             big_history: 100_000,
             jobs: 10_000,
+            peer_jobs: 20_000,
             rounds: 3,
         }
     }
@@ -188,6 +200,7 @@ impl Sizes {
             big_queue: 1_000_000,
             big_history: 1_000_000,
             jobs: 30_000,
+            peer_jobs: 20_000,
             rounds: 3,
         }
     }
@@ -583,6 +596,21 @@ pub fn build_history(
     Ok(l.flush()?)
 }
 
+/// A scan of a closed ledger's history, the baseline of reading it whole:
+/// sled opened raw, every record iterated and its event decoded; returns
+/// how many.
+fn scan_history(dir: &Path) -> u64 {
+    let db = raw_db(dir);
+    let tree = db.open_tree("events").expect("the events tree");
+    let mut n = 0u64;
+    for kv in tree.range(..[0xFFu8].as_slice()) {
+        let (_, v) = kv.expect("readable");
+        let event: Event = serde_json::from_slice(&v[65..]).expect("an event");
+        n += u64::from(event.seq > 0);
+    }
+    n
+}
+
 /// Opening (replaying) a ledger with no snapshots, against iterating the
 /// same tree and decoding each event.
 pub fn replay(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
@@ -598,14 +626,7 @@ pub fn replay(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
         events = l.head().seq;
         drop(l);
         let start = Instant::now();
-        let db = raw_db(&dir);
-        let tree = db.open_tree("events").expect("the events tree");
-        let mut n = 0u64;
-        for kv in tree.range(..[0xFFu8].as_slice()) {
-            let (_, v) = kv.expect("readable");
-            let event: Event = serde_json::from_slice(&v[65..]).expect("an event");
-            n += u64::from(event.seq > 0);
-        }
+        let n = scan_history(&dir);
         raw.push(rate(n, start.elapsed()));
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -617,6 +638,55 @@ pub fn replay(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
         median(raw),
         Target::AtLeast(0.8),
         format!("{events} events"),
+    ))
+}
+
+/// A page of 100 executions from a ledger of many settled ones (newest
+/// first, then following cursors, then filtered by status), against a scan
+/// of its history (iterating the events tree and decoding each event),
+/// which is what listing would cost without the engine's list of settled
+/// executions.
+pub fn list_page(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
+    let dir = fresh(root, "list");
+    build_history(&dir, sizes.big_history, 1_000, 0)?;
+    let l = ledger(&dir, Durability::Buffered, 0)?;
+    let mut pages = Vec::new();
+    for _ in 0..sizes.rounds.max(3) {
+        let mut cursor = None;
+        for _ in 0..10 {
+            let start = Instant::now();
+            let page = l.list(&ListFilter::new(), cursor, 100)?;
+            pages.push(start.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(page.executions.len(), 100);
+            cursor = page.next;
+        }
+        let mut completed = ListFilter::new();
+        completed.statuses = vec![execution_ledger::BackgroundExecutionStatus::Completed];
+        let start = Instant::now();
+        let page = l.list(&completed, None, 100)?;
+        pages.push(start.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(page.executions.len(), 100);
+    }
+    let events = l.head().seq;
+    drop(l);
+    let mut scans = Vec::new();
+    for _ in 0..sizes.rounds {
+        let start = Instant::now();
+        assert_eq!(scan_history(&dir), events);
+        scans.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Measurement::new(
+        "a page of 100 executions (list)",
+        "ms",
+        median(pages),
+        "a scan of history: sled iterate + serde_json decode of every event",
+        median(scans),
+        Target::AtMost(0.01),
+        format!(
+            "{} settled + 1,000 live executions, {events} events",
+            sizes.big_history
+        ),
     ))
 }
 
@@ -835,4 +905,151 @@ pub fn memory(
             MEMORY_CACHE_BYTES >> 20
         ),
     ))
+}
+
+/// The peers' workload (the job-system comparisons run the same one): job
+/// `i`'s payload, a JSON object of exactly 100 bytes,
+/// `{"id":i,"kind":"noop","tenant":"tenant-<i%16>","pad":"xxx…"}`.
+pub fn peer_payload(i: u64) -> String {
+    let bare = format!(
+        "{{\"id\":{i},\"kind\":\"noop\",\"tenant\":\"tenant-{}\",\"pad\":\"\"}}",
+        i % 16
+    );
+    let pad = "x".repeat(100usize.saturating_sub(bare.len()));
+    format!(
+        "{{\"id\":{i},\"kind\":\"noop\",\"tenant\":\"tenant-{}\",\"pad\":\"{pad}\"}}",
+        i % 16
+    )
+}
+
+/// The peers' priorities of `n` jobs, 1 (most urgent) to 10: xorshift32
+/// from the seed `0x2545F491`, `p = 1 + x % 10`.
+pub fn peer_priorities(n: u64) -> Vec<u8> {
+    let mut x: u32 = 0x2545_f491;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            1 + (x % 10) as u8
+        })
+        .collect()
+}
+
+/// Job `i` of the peers' workload at peer priority `p` (1 most urgent):
+/// the ledger runs higher priorities first, so it gets `11 - p` (10 the
+/// most urgent, 1 the least; the order is the peers').
+pub fn peer_submission(i: u64, p: u8) -> Submission {
+    let mut s = Submission::new("noop");
+    s.input = Some(peer_payload(i));
+    s.config.priority = 11 - p;
+    s
+}
+
+/// Jobs per `submit_many` in the peers' workload (their `BATCH`).
+pub const PEER_BATCH: usize = 1_000;
+/// Workers of the runtime in the peers' workload (their concurrency).
+pub const PEER_WORKERS: usize = 50;
+
+/// What one run of the peers' workload measured.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerFigures {
+    /// Jobs / the time of the enqueue loop (the submissions are built
+    /// before the clock starts).
+    pub enqueue: f64,
+    /// Jobs / (the first handler's start → the last job recorded complete).
+    pub process: f64,
+    /// Seconds from the enqueue's start to the last completion.
+    pub total_s: f64,
+}
+
+/// The peers' workload on the ledger at `location` (a directory or a
+/// `postgres://` URL), synced: `n` no-op jobs enqueued with `submit_many`
+/// in chunks of [`PEER_BATCH`], then a [`Runtime`] of [`PEER_WORKERS`]
+/// workers with a no-op callable runs them all. The last completion is
+/// when the ledger counts nothing queued or running (polled every
+/// millisecond; a completion is counted once its append is committed).
+///
+/// # Errors
+///
+/// When the ledger cannot be opened or refuses a command.
+pub fn peer_workload(location: &Path, n: u64) -> Result<PeerFigures, ScenarioError> {
+    let ledger = Ledger::builder(location)
+        .durability(Durability::Synced)
+        .open()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let priorities = peer_priorities(n);
+    let chunks: Vec<Vec<Submission>> = (0..n)
+        .map(|i| peer_submission(i, priorities[i as usize]))
+        .collect::<Vec<_>>()
+        .chunks(PEER_BATCH)
+        .map(<[Submission]>::to_vec)
+        .collect();
+    let figures = rt.block_on(async {
+        let t = tenant();
+        let start = Instant::now();
+        for chunk in chunks {
+            ledger.submit_many(&t, chunk).await?;
+        }
+        let enqueued = start.elapsed();
+        let first = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let seen = first.clone();
+        let runtime = Runtime::builder(ledger.clone())
+            .workers(PEER_WORKERS)
+            .register("noop", move |_, _| {
+                seen.get_or_init(Instant::now);
+                async { Ok(serde_json::Value::Null) }
+            })
+            .start()
+            .await?;
+        let end = loop {
+            let c = ledger.counts();
+            if c.queued == 0 && c.running == 0 {
+                break Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        runtime.shutdown(Duration::from_secs(5)).await?;
+        let first = *first.get().unwrap_or(&end);
+        Ok::<_, ScenarioError>(PeerFigures {
+            enqueue: rate(n, enqueued),
+            process: rate(n, end.saturating_duration_since(first)),
+            total_s: (end - start).as_secs_f64(),
+        })
+    })?;
+    drop(ledger);
+    Ok(figures)
+}
+
+/// `count` synced submits to `ledger` from `submitters` threads at once
+/// (the ledger's combiner groups them), each thread a share; returns how
+/// many were appended. The ledger of `ledger bench-append`, which runs it
+/// in several processes on one database.
+pub fn concurrent_appends(ledger: &Ledger, submitters: u64, count: u64) -> u64 {
+    let submitters = submitters.clamp(1, count.max(1));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..submitters)
+            .map(|t| {
+                let l = ledger.clone();
+                s.spawn(move || {
+                    let tenant = tenant();
+                    let mine = (t..count).step_by(submitters as usize);
+                    let mut done = 0u64;
+                    for i in mine {
+                        l.submit(&tenant, sample_submission(i))
+                            .wait()
+                            .expect("a durable submit");
+                        done += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a submitting thread"))
+            .sum()
+    })
 }

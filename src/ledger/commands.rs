@@ -139,7 +139,17 @@ impl Ledger {
             Some(w) => Claim::new().worker(w),
             None => Claim::new(),
         };
-        self.run(Op::Claim(claim), Outcome::claimed)
+        self.run(Op::Claim(self.leased_if_shared(claim)), Outcome::claimed)
+    }
+
+    /// `claim`, under [`DEFAULT_LEASE`](crate::DEFAULT_LEASE) when it
+    /// names no lease and other processes share the log: they can tell
+    /// only from its lease that the process running an attempt stopped.
+    fn leased_if_shared(&self, mut claim: Claim) -> Claim {
+        if claim.lease.is_none() && self.inner.log.shared() {
+            claim.lease = Some(crate::lease::DEFAULT_LEASE);
+        }
+        claim
     }
 
     /// Claims what `claim` asks for: up to its `max` runnable executions of
@@ -154,6 +164,7 @@ impl Ledger {
     /// `Invalid` (naming the field) when `max` or the lease is out of
     /// range; `Storage`.
     pub fn claim_with(&self, claim: Claim) -> Command<Vec<BackgroundExecution>> {
+        let claim = self.leased_if_shared(claim);
         // A leased claim comes from a worker elsewhere, live from now on;
         // an in-process runtime says so once, when it starts.
         if let (Some(worker), Some(lease)) = (&claim.worker, claim.lease) {
@@ -286,8 +297,9 @@ impl Ledger {
     /// process that stopped; of this handle's tenant when scoped) as
     /// recovered, reason `process_stopped`: back to queued while attempts
     /// remain, failed otherwise. Answers them as they are now. Call it once
-    /// on start-up, before claiming, when no other process shares the
-    /// ledger. Leased attempts are left to their leases.
+    /// on start-up, before claiming. Leased attempts are left to their
+    /// leases (on a ledger many processes share every attempt is leased, so
+    /// this finds only what a process left without one).
     ///
     /// # Errors
     ///

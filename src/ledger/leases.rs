@@ -48,7 +48,13 @@ impl Ledger {
             })
         };
         {
+            // Decided on the log as it is: another process may have started
+            // (or ended) the attempt a moment ago.
+            let latest = self.inner.log.head_now()?;
             let mut core = self.core();
+            if let Some(seq) = latest {
+                self.inner.refresh_to(&mut core, seq);
+            }
             let now = self.inner.tick(&core);
             let Core {
                 projection, leases, ..
@@ -61,6 +67,8 @@ impl Ledger {
                 let worker = leases.get(&id).and_then(|l| l.worker.clone());
                 let tenant = e.tenant_id.clone();
                 drop(core);
+                // Other processes sharing the log hear of it from there.
+                self.inner.log.renew_lease(&id, attempt, beat.lease_until)?;
                 if let Some(worker) = worker {
                     lock(&self.inner.workers).heard(&tenant, &worker, beat.lease_until);
                 }

@@ -28,6 +28,7 @@ use crate::store::{Durability, Mark, Store};
 
 mod commands;
 mod leases;
+mod list;
 mod open;
 mod read;
 mod replay;
@@ -38,6 +39,7 @@ mod verify;
 mod write;
 mod writer;
 
+pub use list::{Cursor, ListFilter, ListPage};
 pub use open::{Clock, LedgerBuilder, SystemClock};
 pub use report::{AcceptedTail, At, Change, Head, IndexRebuild, Stats, Submitted, VerifyReport};
 pub use subscription::Subscription;
@@ -99,8 +101,12 @@ struct Core {
 }
 
 impl Inner {
+    /// The projection, caught up with what other processes sharing the log
+    /// appended.
     fn core(&self) -> MutexGuard<'_, Core> {
-        lock(&self.core)
+        let mut core = lock(&self.core);
+        self.refresh(&mut core);
+        core
     }
 }
 
@@ -147,7 +153,8 @@ impl Ledger {
         }
     }
 
-    /// The data directory.
+    /// Where the ledger is: its data directory, or its database's URL
+    /// without the password.
     pub fn path(&self) -> &Path {
         self.inner.log.location()
     }

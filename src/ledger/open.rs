@@ -117,7 +117,9 @@ impl LedgerBuilder {
 
     /// Opens the ledger: locks the directory, checks the log against its
     /// checkpoint, and rebuilds the projection from the latest snapshot and
-    /// the events after it.
+    /// the events after it. A ledger written by a version that kept no list
+    /// of settled executions is given one, once: the whole log is folded
+    /// and the index rebuilt ([`Ledger::rebuild_index`]) before it opens.
     ///
     /// # Errors
     ///
@@ -140,6 +142,19 @@ impl LedgerBuilder {
         self,
         progress: impl FnMut(u64, u64),
     ) -> Result<Ledger, StorageError> {
+        if crate::store::is_database_url(&self.path) {
+            #[cfg(feature = "postgres")]
+            {
+                let log =
+                    crate::store::postgres::Log::open(&self.path, self.durability, self.create)?;
+                return self.open_store(Box::new(log), progress);
+            }
+            #[cfg(not(feature = "postgres"))]
+            return Err(StorageError::new(
+                crate::error::ErrorKind::BadDirectory,
+                "this build of execution-ledger has no PostgreSQL engine (its `postgres` feature is off)",
+            ));
+        }
         let log = embedded::Log::open(&self.path, self.durability, self.cache_bytes, self.create)?;
         self.open_store(Box::new(log), progress)
     }
@@ -169,7 +184,7 @@ impl LedgerBuilder {
                 let event = read_event(&*log, seq)?;
                 log.reindex(Draft {
                     event: &event,
-                    settles: settled_last.as_deref(),
+                    settles: settled_last.as_ref(),
                 })?;
                 event.at
             }
@@ -186,17 +201,7 @@ impl LedgerBuilder {
             head: head_of(&(last, head_hash)),
             refused: problem.to_string(),
         });
-        // Running leased attempts keep their leases, from now.
-        let mut leases = Leases::default();
-        let opened = self.clock.now();
-        for e in projection.live() {
-            if e.status != BackgroundExecutionStatus::Running {
-                continue;
-            }
-            if let Some(&seq) = projection.seqs(&e.execution_id).and_then(|s| s.last()) {
-                leases.reopen(&read_event(&*log, seq)?, opened);
-            }
-        }
+        let leases = running_leases(&*log, &projection, self.clock.now())?;
         let inner = Arc::new(Inner {
             accepted,
             log,
@@ -213,12 +218,41 @@ impl LedgerBuilder {
             snapshot_every: self.snapshot_every,
             combiner: writer::Combiner::default(),
         });
-        Ok(Ledger {
+        let ledger = Ledger {
             _last: Arc::new(writer::LastHandle::new(&inner)),
             inner,
             scope: None,
-        })
+        };
+        // A ledger written before the engines kept a list of settled
+        // executions gets it now, from the log (once).
+        if !ledger.inner.log.list_complete()? {
+            tracing::info!("building the list of settled executions from the log");
+            if let Err(e) = ledger.rebuild_index() {
+                tracing::warn!(error = %e, "cannot build the list of settled executions; run ledger reindex");
+            }
+        }
+        Ok(ledger)
     }
+}
+
+/// The leases of the running leased attempts of `projection`, each a full
+/// lease from `opened` at least (a ledger just opened has heard no
+/// heartbeat yet).
+pub(super) fn running_leases(
+    log: &dyn Store,
+    projection: &crate::projection::Projection,
+    opened: DateTime<Utc>,
+) -> Result<Leases, StorageError> {
+    let mut leases = Leases::default();
+    for e in projection.live() {
+        if e.status != BackgroundExecutionStatus::Running {
+            continue;
+        }
+        if let Some(&seq) = projection.seqs(&e.execution_id).and_then(|s| s.last()) {
+            leases.reopen(&read_event(log, seq)?, opened);
+        }
+    }
+    Ok(leases)
 }
 
 impl Ledger {
@@ -234,6 +268,14 @@ impl Ledger {
     }
 
     /// A builder to open the ledger in `path` with other settings.
+    ///
+    /// `path` is a data directory (the embedded engine, sled: one process
+    /// owns it), or a PostgreSQL URL, `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`:
+    /// the shared engine, which any number of processes on any number of
+    /// machines open at once. A shared ledger follows what the others
+    /// append before each read and decision, leases every attempt (so that
+    /// the others find a stopped process's attempts when their leases run
+    /// out) and creates its tables on first use.
     pub fn builder(path: impl AsRef<Path>) -> LedgerBuilder {
         LedgerBuilder {
             path: path.as_ref().to_owned(),

@@ -23,8 +23,9 @@ pub(super) fn illegal(seq: u64) -> impl FnOnce(machine::TransitionError) -> Stor
     move |e| StorageError::corrupt(seq, format!("illegal transition in the log: {e}"))
 }
 
-/// An execution settled by an event: it, and the seqs of all its events.
-pub(super) type Settled = Option<(BackgroundExecution, Vec<u64>)>;
+/// An execution settled by an event: it, the seq of its first event, and
+/// the seqs of all its events.
+pub(super) type Settled = Option<(BackgroundExecution, u64, Vec<u64>)>;
 
 /// Decodes stored record `seq` and folds its event into `projection`.
 pub(super) fn fold_record(
@@ -75,13 +76,13 @@ pub(super) fn read_event(log: &dyn Store, seq: u64) -> Result<Event, StorageErro
 /// `from_snapshot` unset, from its first event) up to `to`, checking every
 /// record and link on the way. Returns the projection,
 /// the hash of record `to`, and when event `to` was folded in and settled
-/// its execution, that execution's seqs.
+/// its execution, what the engine indexes of it.
 pub(super) fn replay(
     log: &dyn Store,
     to: u64,
     from_snapshot: bool,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Projection, Hash, Option<Vec<u64>>), StorageError> {
+) -> Result<(Projection, Hash, Option<crate::store::Settled>), StorageError> {
     let (mut projection, mut prev) = (Projection::new(), GENESIS);
     let snapshots = log.snapshots_below(to).filter(|_| from_snapshot);
     for snap in snapshots {
@@ -119,7 +120,8 @@ pub(super) fn replay(
                 let (seq, bytes, hash) = item?;
                 let (_, settled) = fold_record(&mut projection, seq, &bytes)?;
                 if seq == to {
-                    settled_last = settled.map(|(_, seqs)| seqs);
+                    settled_last =
+                        settled.map(|(e, first, seqs)| crate::store::Settled::new(&e, first, seqs));
                 }
                 prev = hash;
                 progress(seq, to);

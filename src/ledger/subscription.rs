@@ -54,6 +54,18 @@ impl Iterator for Subscription {
 }
 
 impl Ledger {
+    /// Whether other processes share the log (a database, not a directory
+    /// one process owns).
+    pub(crate) fn shared(&self) -> bool {
+        self.inner.log.shared()
+    }
+
+    /// Waits up to `timeout` for the log to grow past `seq` (by anyone's
+    /// append); returns the last seq readers may see.
+    pub(crate) fn wait_appended(&self, seq: u64, timeout: Duration) -> u64 {
+        self.inner.log.wait_visible(seq + 1, timeout)
+    }
+
     /// A subscription that reads the events from `from` on and then follows
     /// new ones as they become durable, without gaps or duplicates.
     pub fn subscribe(&self, from: u64) -> Subscription {

@@ -12,8 +12,8 @@ use crate::error::{ErrorKind, StorageError};
 use crate::event::EventKind;
 use crate::execution::ExecutionId;
 use crate::projection::Projection;
-use crate::store::checked_records;
 use crate::store::record::GENESIS;
+use crate::store::{checked_records, Listed, Settled};
 
 impl Ledger {
     /// Walks the whole log and checks it: seqs gap-free from 1, every record
@@ -54,9 +54,15 @@ impl Ledger {
         let mut last = 0u64;
         let mut ids = HashSet::new();
         let mut fingerprint = 0u64;
+        let (mut listed_fp, mut listed_expected) = (0u64, 0u64);
         for item in checked_records(log, 1, head.0, GENESIS) {
             let (seq, bytes, hash) = item?;
-            let (event, _) = fold_record(&mut projection, seq, &bytes)?;
+            let (event, settled) = fold_record(&mut projection, seq, &bytes)?;
+            if let Some((e, first, seqs)) = settled {
+                let line = Settled::new(&e, first, seqs).listed;
+                listed_fp = listed_fp.wrapping_add(listed_fingerprint(&line));
+                listed_expected += 1;
+            }
             if event.at < last_at {
                 return Err(StorageError::corrupt(
                     seq,
@@ -126,6 +132,31 @@ impl Ledger {
                 format!("the per-execution index ({index_entries} entries) does not match the log ({last} events)"),
             ));
         }
+        // The list of settled executions holds each execution the fold
+        // settled, as it settled, and nothing else (the line of one
+        // submitted by `last` that settled after it, at the seq the fold
+        // has it submitted, is left out).
+        let (mut listed, mut listed_found) = (0u64, 0u64);
+        for line in log.listed_before(last + 1) {
+            let line = line?;
+            if projection.submitted(&line.id) != Some(line.seq) {
+                listed = listed.wrapping_add(listed_fingerprint(&line));
+                listed_found += 1;
+            }
+        }
+        if (listed_found, listed) != (listed_expected, listed_fp) {
+            let how = if listed_found == listed_expected {
+                "differs from"
+            } else {
+                "does not match"
+            };
+            return Err(StorageError::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "the list of settled executions ({listed_found} entries) {how} the log ({listed_expected} settled executions)"
+                ),
+            ));
+        }
         let core = self.core();
         let projection_compared = core.head.0 == last;
         if projection_compared {
@@ -141,9 +172,10 @@ impl Ledger {
         })
     }
 
-    /// Rebuilds the per-execution and name index from the log, which is
-    /// its only source: folds every event, writes each settled execution's
-    /// entry and each name, removes every entry the log does not imply (a
+    /// Rebuilds the per-execution and name index and the list of settled
+    /// executions from the log, which is their only source: folds every
+    /// event, writes each settled execution's entry and line and each name,
+    /// removes every entry the log does not imply (a
     /// damaged one, or one of the older one-per-event layout), and takes a
     /// snapshot. Writes wait while it runs; it holds the index's keys in
     /// memory (tens of bytes per execution).
@@ -162,7 +194,10 @@ impl Ledger {
             let (event, done) = fold_record(&mut projection, seq, &bytes)?;
             events += 1;
             settled += u64::from(done.is_some());
-            Ok((event, done.map(|(_, seqs)| seqs)))
+            Ok((
+                event,
+                done.map(|(e, first, seqs)| crate::store::Settled::new(&e, first, seqs)),
+            ))
         });
         let removed = log.rebuild_index(&mut folded)?;
         drop(folded);
@@ -177,6 +212,53 @@ impl Ledger {
             settled,
             removed,
         })
+    }
+
+    /// Checks that the log still leads to `kept`, a head printed earlier
+    /// (`ledger head --json`) and kept outside the ledger: the log reaches
+    /// its seq and its record there has its hash. With [`verify`](Self::verify)
+    /// (the chain intact from seq 1), this proves that no event up to it was
+    /// changed or removed — also where the ledger's own checkpoint lives
+    /// beside the log (the head row of a database), which whoever can
+    /// rewrite the log can rewrite too.
+    ///
+    /// # Errors
+    ///
+    /// `LostSuffix` when the log ends before `kept`'s seq, `Corrupt` at it
+    /// when its record is another.
+    pub fn check_head(&self, kept: &super::Head) -> Result<(), StorageError> {
+        let now = self.head();
+        if kept.seq > now.seq {
+            return Err(StorageError::new(
+                ErrorKind::LostSuffix,
+                format!(
+                    "the log ends at seq {} before seq {} of the head kept elsewhere",
+                    now.seq, kept.seq
+                ),
+            )
+            .at_seq(now.seq + 1));
+        }
+        let hash = match kept.seq {
+            0 => crate::store::record::hex(&GENESIS),
+            seq => {
+                let bytes = self
+                    .inner
+                    .log
+                    .record(seq)?
+                    .ok_or_else(|| StorageError::corrupt(seq, "record is missing"))?;
+                crate::store::record::hex(&crate::store::record::decode(seq, &bytes)?.hash)
+            }
+        };
+        if !hash.eq_ignore_ascii_case(&kept.hash) {
+            return Err(StorageError::corrupt(
+                kept.seq,
+                format!(
+                    "the record at seq {} is not the one the head kept elsewhere names (hash {hash}, not {})",
+                    kept.seq, kept.hash
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Compares the live projection with a fold of the whole log from
@@ -201,4 +283,22 @@ fn index_fingerprint(id: &ExecutionId, seq: u64) -> u64 {
     h.update(id.as_bytes());
     h.update(&seq.to_be_bytes());
     u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// A fingerprint of one line of the list of settled executions: the sum of
+/// the lines' fingerprints tells whether a list holds exactly the lines
+/// expected.
+fn listed_fingerprint(line: &Listed) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (
+        line.seq,
+        line.id,
+        line.tenant.as_str(),
+        line.callable.as_str(),
+        line.status.as_str(),
+        line.queued_ns(),
+    )
+        .hash(&mut h);
+    h.finish()
 }

@@ -44,7 +44,11 @@ impl Inner {
         op: &Op,
     ) -> Result<(Outcome, u64), CommandError> {
         loop {
+            self.refresh(core);
             let now = self.tick(core);
+            if matches!(op, Op::ExpireLeases) {
+                self.hear_renewals(core, now)?;
+            }
             if let Op::Submit(tenant, submission) = op {
                 if let Some(first) = self.idempotent(core, tenant, submission)? {
                     // The first submit may still be syncing: answer once it
@@ -242,7 +246,7 @@ impl Inner {
                 .zip(&settles)
                 .map(|(event, settles)| Draft {
                     event,
-                    settles: settles.as_deref(),
+                    settles: settles.as_ref(),
                 })
                 .collect();
             match self.log.append(head, &drafts) {
@@ -256,6 +260,17 @@ impl Inner {
                         return Err(e.into());
                     }
                     return Ok(None);
+                }
+                // A shared log's append is one statement: when it failed
+                // with nothing written here, it either committed or not,
+                // and the next append finds out (it conflicts and folds the
+                // records if they are there). The ledger goes on.
+                Err(AppendError::Failed { error, written })
+                    if written == head
+                        && self.log.shared()
+                        && error.kind() == ErrorKind::Database =>
+                {
+                    return Err(error.into());
                 }
                 // The projection follows the records written, and writes
                 // stop.
@@ -282,7 +297,7 @@ impl Inner {
                     .apply_tracked(&event)
                     .expect("an event checked against the projection applies");
                 core.leases.follow(&event);
-                (event, settled.map(|(e, _)| e))
+                (event, settled.map(|(e, ..)| e))
             })
             .collect();
         core.since_snapshot += out.len() as u64;
@@ -331,6 +346,147 @@ impl Inner {
             core.head = (seq, hash);
             core.last_at = core.last_at.max(event.at);
             core.since_snapshot += 1;
+        }
+        Ok(())
+    }
+
+    /// Folds in what other processes sharing the log appended, up to the
+    /// head the engine knows committed (an engine of one process never
+    /// knows more than the ledger). A damaged record poisons the ledger,
+    /// as on any write.
+    pub(super) fn refresh(&self, core: &mut Core) {
+        self.refresh_to(core, self.log.visible());
+    }
+
+    /// [`refresh`](Self::refresh), up to `visible`.
+    pub(super) fn refresh_to(&self, core: &mut Core, visible: u64) {
+        if visible <= core.head.0 || core.poisoned {
+            return;
+        }
+        let missed = self
+            .log
+            .records(core.head.0 + 1)
+            .take_while(|r| r.as_ref().map_or(true, |(seq, _)| *seq <= visible))
+            .collect::<Result<Vec<_>, _>>();
+        match missed.and_then(|missed| {
+            // Told of more than the log holds yet: nothing to fold.
+            if missed.is_empty() {
+                return Ok(());
+            }
+            self.catch_up(core, missed)
+        }) {
+            Ok(()) => {}
+            // The database could not be reached: try again next time.
+            Err(e) if e.kind() == ErrorKind::Database => {
+                tracing::warn!(seq = core.head.0 + 1, error = %e, "cannot follow the log yet");
+            }
+            Err(e) => {
+                tracing::error!(seq = core.head.0 + 1, error = %e, "cannot follow the log");
+                core.poisoned = true;
+            }
+        }
+    }
+
+    /// Starts a group of commands (the combiner's): on a log other
+    /// processes share, the engine locks the log's end and the projection
+    /// catches up to it, so that no append of the group conflicts. A
+    /// shared ledger poisoned by a failed group is first read again from
+    /// the log.
+    pub(super) fn begin_group(&self, core: &mut Core) {
+        if !self.log.shared() {
+            return;
+        }
+        if core.poisoned {
+            self.reload(core);
+            if core.poisoned {
+                return;
+            }
+        }
+        match self.log.begin_group() {
+            Ok(Some(head)) => {
+                if head.0 > core.head.0 {
+                    let missed = self
+                        .log
+                        .records(core.head.0 + 1)
+                        .take_while(|r| r.as_ref().map_or(true, |(seq, _)| *seq <= head.0))
+                        .collect::<Result<Vec<_>, _>>();
+                    if let Err(e) = missed.and_then(|missed| self.catch_up(core, missed)) {
+                        tracing::error!(error = %e, "cannot catch up with the log");
+                        core.poisoned = true;
+                    }
+                }
+                if !core.poisoned && core.head != head {
+                    // The projection holds what the log does not: read it
+                    // again.
+                    tracing::warn!(
+                        ledger = core.head.0,
+                        log = head.0,
+                        "the projection is not the log's; reading the log again"
+                    );
+                    self.reload(core);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot lock the log's end"),
+        }
+    }
+
+    /// Commits the group's appends; on an error, none of them counts (the
+    /// projection is read again from the log, where they are or are not).
+    pub(super) fn end_group(&self) -> Option<StorageError> {
+        if !self.log.shared() {
+            return None;
+        }
+        let e = self.log.end_group().err()?;
+        tracing::error!(error = %e, "cannot commit a group of appends");
+        let mut core = super::lock(&self.core);
+        core.poisoned = true;
+        self.reload(&mut core);
+        Some(e)
+    }
+
+    /// Reads the projection again from the log (its latest snapshot and
+    /// the events after it); poisons the ledger when that fails.
+    fn reload(&self, core: &mut Core) {
+        let read = (|| {
+            let last = self.log.last_seq()?;
+            let (projection, hash, _) =
+                super::replay::replay(&*self.log, last, true, &mut |_, _| {})?;
+            let leases = super::open::running_leases(&*self.log, &projection, self.clock.now())?;
+            let last_at = match last {
+                0 => DateTime::<Utc>::MIN_UTC,
+                seq => read_event(&*self.log, seq)?.at,
+            };
+            Ok::<_, StorageError>((projection, leases, (last, hash), last_at))
+        })();
+        match read {
+            Ok((projection, leases, head, last_at)) => {
+                core.projection = projection;
+                core.leases = leases;
+                core.head = head;
+                core.last_at = last_at;
+                core.since_snapshot = 0;
+                core.poisoned = false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the log again");
+                core.poisoned = true;
+            }
+        }
+    }
+
+    /// Extends the leases that ran out by `now` with the renewals other
+    /// processes sharing the log recorded for them.
+    fn hear_renewals(&self, core: &mut Core, now: DateTime<Utc>) -> Result<(), StorageError> {
+        if !self.log.shared() {
+            return Ok(());
+        }
+        let due = core.leases.due(now);
+        if due.is_empty() {
+            return Ok(());
+        }
+        for (id, attempt, until) in self.log.renewals(&due)? {
+            core.leases.renewed(&id, attempt, until);
         }
         Ok(())
     }
@@ -566,6 +722,12 @@ mod failing {
         }
         fn named(&self, name: Name<'_>) -> Result<Option<ExecutionId>, StorageError> {
             self.log.named(name)
+        }
+        fn listed_before(&self, before: u64) -> Items<'_, crate::store::Listed> {
+            self.log.listed_before(before)
+        }
+        fn list_complete(&self) -> Result<bool, StorageError> {
+            self.log.list_complete()
         }
         fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StorageError> {
             self.log.put_snapshot(seq, bytes)

@@ -262,6 +262,7 @@ fn combine(inner: &Arc<Inner>) {
     loop {
         let mut finishes = Vec::new();
         let mut ran = 0;
+        let mut grouped = false;
         loop {
             let jobs = std::mem::take(&mut *lock(&inner.combiner.jobs));
             if jobs.is_empty() {
@@ -269,6 +270,10 @@ fn combine(inner: &Arc<Inner>) {
             }
             ran += jobs.len();
             let mut core = inner.core();
+            if !grouped {
+                grouped = true;
+                inner.begin_group(&mut core);
+            }
             for job in jobs {
                 match std::panic::catch_unwind(AssertUnwindSafe(|| job(inner, &mut core))) {
                     Ok(Some(finish)) => finishes.push(finish),
@@ -282,6 +287,9 @@ fn combine(inner: &Arc<Inner>) {
                 break;
             }
         }
+        // A shared log's group commits here, before the next group may
+        // lock the log's end.
+        let failed = if grouped { inner.end_group() } else { None };
         inner.combiner.combining.store(false, Ordering::Release);
         // Commands pushed while this thread held the role found it taken:
         // if any are queued now, someone must combine them before this
@@ -291,7 +299,10 @@ fn combine(inner: &Arc<Inner>) {
             combine_elsewhere(inner);
         }
         if let Some(seq) = finishes.iter().map(|f| f.seq).max() {
-            let synced = inner.log.wait_durable(seq);
+            let synced = match failed {
+                Some(e) => Err(e),
+                None => inner.log.wait_durable(seq),
+            };
             for finish in finishes {
                 let result = match &synced {
                     Ok(()) => Ok(()),

@@ -79,6 +79,7 @@ pub struct RuntimeBuilder {
     idle_poll: Duration,
     callback_timeout: Duration,
     callback_backoff: Duration,
+    lease: Option<Duration>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -141,6 +142,22 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Holds each attempt the workers run under a lease of `lease`, renewed
+    /// every third of it while the attempt runs: if this process stops,
+    /// others sharing its ledger take its attempts back once their leases
+    /// run out. Unset: unleased on a ledger one process owns (recovered
+    /// when it is next opened), [`DEFAULT_LEASE`](crate::DEFAULT_LEASE) on a
+    /// ledger many processes share.
+    ///
+    /// # Errors
+    ///
+    /// [`start`](Self::start) refuses a lease out of
+    /// [`MIN_LEASE`](crate::MIN_LEASE)–[`MAX_LEASE`](crate::MAX_LEASE).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
     /// The longest an idle worker waits before looking at the queue again
     /// (default 250 ms; submits and releases through the runtime wake it at
     /// once).
@@ -169,6 +186,9 @@ impl RuntimeBuilder {
     ///
     /// A [`StorageError`] when recovery cannot be recorded.
     pub async fn start(self) -> Result<Runtime, StorageError> {
+        if let Some(lease) = self.lease {
+            crate::lease::check_length(lease).map_err(CommandError::into_storage)?;
+        }
         let recovered = self
             .ledger
             .recover_abandoned()
@@ -194,6 +214,7 @@ impl RuntimeBuilder {
             progress: Mutex::new(HashMap::new()),
             bookkeeping: AtomicUsize::new(0),
             settling: Mutex::new(HashSet::new()),
+            shutting_down: broadcast::channel(64).0,
             idle_poll: self.idle_poll,
             callback_timeout: self.callback_timeout,
             callback_backoff: self.callback_backoff,
@@ -210,7 +231,10 @@ impl RuntimeBuilder {
             .map(|n| {
                 let shared = shared.clone();
                 let name = format!("{}-{n}", self.worker_name);
-                let claim = Claim::new().worker(name).callables(callables.clone());
+                let mut claim = Claim::new().worker(name).callables(callables.clone());
+                if let Some(lease) = self.lease {
+                    claim = claim.lease(lease);
+                }
                 tokio::spawn(async move { worker(shared, claim).await })
             })
             .collect();
@@ -218,6 +242,9 @@ impl RuntimeBuilder {
             shared.ledger.worker_started(&self.worker_name, &callables);
         }
         workers.push(tokio::spawn(remote::sweep_leases(shared.clone())));
+        if shared.ledger.shared() {
+            workers.push(tokio::spawn(remote::follow_others(shared.clone())));
+        }
         let ledger = shared.ledger.clone();
         let pending = blocking(move || ledger.live()).await;
         for e in pending {
@@ -246,6 +273,9 @@ struct Shared {
     bookkeeping: AtomicUsize,
     /// Executions being settled (by one task each).
     settling: Mutex<HashSet<ExecutionId>>,
+    /// Workers elsewhere that said they shut down (tenant scope, name):
+    /// their waiting claims answer at once.
+    shutting_down: broadcast::Sender<(Option<TenantId>, String)>,
     idle_poll: Duration,
     callback_timeout: Duration,
     callback_backoff: Duration,
@@ -269,6 +299,9 @@ enum Outcome {
     Error(ExecutionError),
     TimedOut,
     Cancelled,
+    /// The attempt's lease could not be kept: another process recovered
+    /// it, and its answer would be refused.
+    Lost,
 }
 
 impl Shared {
@@ -284,15 +317,26 @@ impl Shared {
             self.wake.notify_waiters();
             return;
         }
+        self.answer_waiters(&e);
+        if awaits_binding(&e) || awaits_callback(&e) {
+            self.spawn_settle(e);
+        }
+    }
+
+    /// Answers whoever waits for `e`, finished (here or, on a shared log,
+    /// by another process).
+    fn answer_waiters(&self, e: &BackgroundExecution) {
         lock(&self.progress).remove(&e.execution_id);
         if let Some(waiters) = lock(&self.waiters).remove(&e.execution_id) {
             for w in waiters {
                 let _ = w.send(e.clone());
             }
         }
-        if awaits_binding(&e) || awaits_callback(&e) {
-            self.spawn_settle(e);
-        }
+    }
+
+    /// The executions someone here waits for.
+    fn awaited(&self) -> Vec<ExecutionId> {
+        lock(&self.waiters).keys().copied().collect()
     }
 
     /// Settles `e` (binding, callback) in a task of its own — one per
@@ -308,7 +352,20 @@ impl Shared {
         let span = tracing::info_span!("settle", execution = %id);
         tokio::spawn(
             async move {
-                if let Err(err) = shared.settle(e).await {
+                // As the ledger has it now: `e` may be from before a settle
+                // that ended while this one was being started (a repeated
+                // answer read its execution while the callback was still
+                // pending), which must not call back again.
+                let ledger = shared.ledger.clone();
+                let now = match blocking(move || ledger.get(id)).await {
+                    Ok(now) => Ok(now),
+                    Err(CommandError::NotFound(_)) => Ok(e),
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = match now {
+                    Ok(e) => shared.settle(e).await,
+                    Err(err) => Err(err),
+                } {
                     tracing::error!(error = %err, "cannot record a binding or callback");
                 }
                 lock(&shared.settling).remove(&id);
@@ -397,6 +454,7 @@ impl Shared {
                 let mut task = AbortOnDrop(tokio::spawn(callable(e.input.clone(), ctx)));
                 let mut cancelled = cancel_rx;
                 let timeout = Duration::from_millis(e.config.timeout_ms);
+                let keep = keep_lease(self.ledger.clone(), id, attempt);
                 let (outcome, joined) = tokio::select! {
                     joined = &mut task.0 => (match joined {
                         Ok(Ok(output)) => Outcome::Output(output),
@@ -409,6 +467,7 @@ impl Shared {
                     }, true),
                     () = tokio::time::sleep(timeout) => (Outcome::TimedOut, false),
                     _ = cancelled.wait_for(|c| *c) => (Outcome::Cancelled, false),
+                    lost = keep => (lost, false),
                 };
                 if !joined {
                     // The attempt is over only once its callable is gone:
@@ -427,6 +486,10 @@ impl Shared {
         let recorded = match outcome {
             // The cancellation was recorded by whoever cancelled.
             Outcome::Cancelled => return,
+            Outcome::Lost => {
+                tracing::warn!("the attempt's lease was lost; its answer is not recorded");
+                return;
+            }
             Outcome::Output(output) => ledger.complete(id, attempt, output).await,
             Outcome::Error(error) if unknown => ledger.fail_permanently(id, attempt, error).await,
             Outcome::Error(error) => ledger.fail(id, attempt, error).await,
@@ -441,6 +504,30 @@ impl Shared {
                 tracing::info!(%refused, "the attempt's answer was refused")
             }
             Err(other) => tracing::error!(error = %other, "cannot record the attempt's end"),
+        }
+    }
+}
+
+/// Keeps the lease of a leased in-process attempt (on a ledger other
+/// processes share, every attempt is leased) with a heartbeat every third
+/// of it; returns when it cannot: cancelled while it ran, or recovered by
+/// another process. Never returns for an unleased attempt.
+async fn keep_lease(ledger: Ledger, id: ExecutionId, attempt: u32) -> Outcome {
+    let Some(every) = ledger
+        .lease(id)
+        .filter(|l| l.attempt == attempt)
+        .map(|l| Duration::from_millis(l.lease_ms) / 3)
+    else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let ledger = ledger.clone();
+        match blocking(move || ledger.heartbeat(id, attempt, None)).await {
+            Ok(beat) if beat.cancel_requested => return Outcome::Cancelled,
+            Ok(_) => {}
+            Err(CommandError::Transition(_)) => return Outcome::Lost,
+            Err(e) => tracing::warn!(error = %e, "cannot renew the attempt's lease"),
         }
     }
 }
@@ -570,6 +657,7 @@ impl Runtime {
             workers: 4,
             worker_name: "worker".to_owned(),
             idle_poll: Duration::from_millis(250),
+            lease: None,
             callback_timeout: Duration::from_secs(10),
             callback_backoff: Duration::from_millis(500),
         }
@@ -778,7 +866,9 @@ impl Runtime {
     /// drops what is still running and makes the ledger durable. A dropped
     /// attempt is not recorded: it stays `running` in the log until the
     /// next [`RuntimeBuilder::start`] on this ledger records it `recovered`
-    /// (queued again while attempts remain, failed otherwise).
+    /// (queued again while attempts remain, failed otherwise) — or, when
+    /// it is leased (always on a ledger many processes share), whichever
+    /// process finds its lease run out.
     ///
     /// # Errors
     ///

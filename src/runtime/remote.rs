@@ -34,7 +34,10 @@ impl Runtime {
         wait: Duration,
     ) -> Result<Vec<BackgroundExecution>, CommandError> {
         let shared = &self.shared;
-        let ledger = match tenant {
+        // Subscribed before the first claim: a shutdown said while it is
+        // decided ends the wait that follows.
+        let mut shut = shared.shutting_down.subscribe();
+        let ledger = match tenant.clone() {
             Some(t) => shared.ledger.tenant(t),
             None => shared.ledger.clone(),
         };
@@ -72,8 +75,44 @@ impl Runtime {
                 () = &mut woken => {}
                 () = tokio::time::sleep(nap) => {}
                 _ = stop.wait_for(|s| *s) => {}
+                said = shut.recv() => match said {
+                    Ok((scope, name)) if scope == tenant && claim.worker_name() == Some(name.as_str()) => {
+                        return Ok(claimed);
+                    }
+                    Ok(_) => {}
+                    // Too many at once to tell whether this worker's was
+                    // among them: an empty answer is safe (it claims again).
+                    Err(_) => return Ok(claimed),
+                },
             }
         }
+    }
+
+    /// Answers at once (with nothing) the claims that `worker`, of
+    /// `tenant`'s scope when given, waits on: what a worker elsewhere says
+    /// when it shuts down, so that no attempt is claimed for it that it
+    /// would no longer read (and that would wait for its lease to run
+    /// out). What its waiting claims took before this is theirs to run;
+    /// claims it makes afterwards are served as usual. The worker no
+    /// longer counts as live for the callables it claimed.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::Invalid`] when `worker` is not a worker's name.
+    pub fn worker_shutting_down(
+        &self,
+        tenant: Option<TenantId>,
+        worker: &str,
+    ) -> Result<(), CommandError> {
+        crate::command::check_worker(worker)?;
+        let shared = &self.shared;
+        match &tenant {
+            Some(t) => shared.ledger.tenant(t.clone()).worker_stopped(worker),
+            None => shared.ledger.worker_stopped(worker),
+        }
+        // No claim waiting: nobody to tell.
+        let _ = shared.shutting_down.send((tenant, worker.to_owned()));
+        Ok(())
     }
 
     /// A heartbeat of a remote attempt: extends its lease (see
@@ -143,6 +182,35 @@ impl Runtime {
         };
         self.shared.after(e.clone());
         Ok(e)
+    }
+}
+
+/// Wakes the workers when other processes sharing the log append (a
+/// submit or release through another process is work for this one), and
+/// answers whoever here waits for an execution another process finished.
+pub(super) async fn follow_others(shared: Arc<Shared>) {
+    let mut seen = shared.ledger.head().seq;
+    while !shared.stopping() {
+        let ledger = shared.ledger.clone();
+        let now = blocking(move || ledger.wait_appended(seen, Duration::from_secs(1))).await;
+        if now > seen {
+            seen = now;
+            shared.wake.notify_waiters();
+            let (ledger, awaited) = (shared.ledger.clone(), shared.awaited());
+            if !awaited.is_empty() {
+                let finished: Vec<BackgroundExecution> = blocking(move || {
+                    awaited
+                        .into_iter()
+                        .filter_map(|id| ledger.get(id).ok())
+                        .filter(BackgroundExecution::is_finished)
+                        .collect()
+                })
+                .await;
+                for e in &finished {
+                    shared.answer_waiters(e);
+                }
+            }
+        }
     }
 }
 

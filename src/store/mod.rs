@@ -14,9 +14,12 @@
 //! before; otherwise it appends nothing and hands back what the ledger
 //! missed, which the ledger folds in before deciding again.
 //!
-//! Engines: [`sled`] (embedded; one process owns a directory). Nothing
+//! Engines: [`sled`] (embedded; one process owns a directory) and
+//! [`postgres`] (a database any number of processes share). Nothing
 //! outside an engine's module names its storage.
 
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod record;
 pub(crate) mod sled;
 
@@ -27,13 +30,18 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::error::{ErrorKind, StorageError};
 use crate::event::{Event, EventKind};
-use crate::execution::{ExecutionId, TenantId};
+use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId, TenantId};
 use crate::metrics::Counters;
 use record::Hash;
 
-/// When an acknowledged append is safe, chosen by the caller.
+/// When an acknowledged append is safe, chosen by the caller. As told here
+/// for sled; on PostgreSQL the session's `synchronous_commit`: `Synced`
+/// keeps the server's setting unless it is `off` (then `on`), `Flushed`
+/// sets `local`, `Buffered` sets `off`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
     /// On disk before the call returns: sled's flush, then an `fdatasync` of
@@ -84,13 +92,72 @@ pub(crate) type StoredRecord = (u64, Bytes);
 /// Stored items in seq order.
 pub(crate) type Items<'a, T> = Box<dyn Iterator<Item = Result<T, StorageError>> + 'a>;
 
-/// One event to append, and when it settles its execution, the seqs of all
-/// that execution's events, this one's last: an engine that cannot find an
-/// execution's events by itself indexes them then.
+/// One event to append, and when it settles its execution, what the
+/// engine indexes then: the seqs of all that execution's events (this
+/// one's last), and its line in the list of settled executions.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Draft<'a> {
     pub(crate) event: &'a Event,
-    pub(crate) settles: Option<&'a [u64]>,
+    pub(crate) settles: Option<&'a Settled>,
+}
+
+/// An execution that an event settles, as the engine indexes it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Settled {
+    /// The seqs of all its events, in order.
+    pub(crate) seqs: Vec<u64>,
+    /// Its line in the list of settled executions.
+    pub(crate) listed: Listed,
+}
+
+impl Settled {
+    /// `execution` as the event that settled it left it, first appended at
+    /// seq `submitted`, with its seqs.
+    pub(crate) fn new(execution: &BackgroundExecution, submitted: u64, seqs: Vec<u64>) -> Settled {
+        let listed = Listed {
+            seq: submitted,
+            id: execution.execution_id,
+            tenant: execution.tenant_id.clone(),
+            callable: execution.callable_name.clone(),
+            status: execution.status,
+            queued_at: execution.queued_at,
+        };
+        Settled { seqs, listed }
+    }
+}
+
+/// A settled execution's line in the list the engine keeps of them, by the
+/// seq of its first event (its submission): what listing filters on, so
+/// that a page of settled executions is read without decoding their
+/// records.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Listed {
+    /// The seq of its first event.
+    pub(crate) seq: u64,
+    /// Its id.
+    pub(crate) id: ExecutionId,
+    /// Its tenant.
+    pub(crate) tenant: TenantId,
+    /// Its callable.
+    pub(crate) callable: String,
+    /// How it ended.
+    pub(crate) status: BackgroundExecutionStatus,
+    /// When it was submitted.
+    pub(crate) queued_at: DateTime<Utc>,
+}
+
+impl Listed {
+    /// `queued_at` as nanoseconds since 1970, exactly (clamped beyond the
+    /// years 1677 to 2262): how the engines keep it.
+    pub(crate) fn queued_ns(&self) -> i64 {
+        self.queued_at
+            .timestamp_nanos_opt()
+            .unwrap_or(if self.queued_at.timestamp() < 0 {
+                i64::MIN
+            } else {
+                i64::MAX
+            })
+    }
 }
 
 /// Why an append did not happen.
@@ -219,6 +286,15 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// The execution a per-tenant name points at.
     fn named(&self, name: Name<'_>) -> Result<Option<ExecutionId>, StorageError>;
 
+    /// Settled executions submitted before seq `before`, newest submission
+    /// first (live ones are in the ledger's projection).
+    fn listed_before(&self, before: u64) -> Items<'_, Listed>;
+
+    /// Whether the list of settled executions holds every one of them:
+    /// not when the log was written by a version that kept none, until
+    /// [`Store::rebuild_index`] has built it.
+    fn list_complete(&self) -> Result<bool, StorageError>;
+
     // Snapshots (derived: a damaged or missing one is rebuilt from the log).
 
     /// Stores a snapshot of the projection as of `seq`.
@@ -254,11 +330,71 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Bytes the log uses on disk.
     fn size_on_disk(&self) -> Result<u64, StorageError>;
+
+    // Sharing (an engine one process owns keeps the defaults).
+
+    /// Starts a group of appends that commit together (one combiner's
+    /// commands): an engine whose log other processes share locks the
+    /// log's end and returns it, so that the ledger decides the group
+    /// against the log as it is (no append of the group can conflict) and
+    /// its appends are staged until [`Store::end_group`]. `None`: the
+    /// engine's appends are grouped by its syncs.
+    fn begin_group(&self) -> Result<Option<Mark>, StorageError> {
+        Ok(None)
+    }
+
+    /// Commits the group's appends, and releases the log's end. On an
+    /// error none of them is in the log, or whether they are is unknown
+    /// until the log is read again.
+    fn end_group(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// Whether other processes append to the log too: then leased attempts
+    /// may be renewed through any of them ([`Store::renew_lease`]), and
+    /// every attempt a process runs is leased, so that the others can tell
+    /// when it stopped.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The log's last seq as the engine reads it now, when other processes
+    /// append to it (`None`: the ledger's own head is the log's).
+    fn head_now(&self) -> Result<Option<u64>, StorageError> {
+        Ok(None)
+    }
+
+    /// Records, for the other processes, that the lease of `attempt` of
+    /// `id` runs until `until` (never shortened).
+    fn renew_lease(
+        &self,
+        _id: &ExecutionId,
+        _attempt: u32,
+        _until: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// The lease renewals recorded for `ids`: (execution, attempt, until).
+    fn renewals(&self, _ids: &[ExecutionId]) -> Result<Vec<Renewal>, StorageError> {
+        Ok(Vec::new())
+    }
 }
 
-/// An event of the log, and when it settled its execution, that execution's
-/// seqs (for [`Store::rebuild_index`]).
-pub(crate) type Reindexed = (Event, Option<Vec<u64>>);
+/// Whether `location` names a PostgreSQL database (a `postgres://` or
+/// `postgresql://` URL) rather than a directory.
+pub(crate) fn is_database_url(location: &Path) -> bool {
+    location
+        .to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
+/// A lease renewal: the attempt of an execution, and until when it holds.
+pub(crate) type Renewal = (ExecutionId, u32, DateTime<Utc>);
+
+/// An event of the log, and when it settled its execution, what the engine
+/// indexes then (for [`Store::rebuild_index`]).
+pub(crate) type Reindexed = (Event, Option<Settled>);
 
 /// A storage error met while reading at `seq`: damage is reported at that
 /// seq, with `what` it did.

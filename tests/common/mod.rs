@@ -1,7 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod server;
+
+#[allow(unused_imports)]
+pub use postgres::{backend, place_flag, store, Backend};
 
 /// A clock the test moves by hand, from 2026-01-01T00:00:00Z.
 #[derive(Clone)]

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -12,47 +12,72 @@ pub struct Server {
     pub child: Child,
     pub url: String,
     pub dir: PathBuf,
+    /// Whether `dir` is a database URL.
+    pub database: bool,
 }
 
 impl Server {
     // The child is reaped in `stop` or in `Drop`, which clippy cannot see.
     #[allow(clippy::zombie_processes)]
+    /// Serves the ledger at `dir`: a data directory, or a database URL
+    /// (see `postgres::TestStore::path`). The URL served is read from the
+    /// server's first line on stderr ("serving … on URL").
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
-        let _ = std::fs::remove_file(dir.join("serve.json"));
+        let database = dir
+            .to_str()
+            .filter(|s| s.starts_with("postgres://"))
+            .is_some();
+        if !database {
+            let _ = std::fs::remove_file(dir.join("serve.json"));
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .arg("--data-dir")
+            .arg(if database { "--database" } else { "--data-dir" })
             .arg(dir)
             .args(["serve", "--listen", "127.0.0.1:0", "--workers", "4"])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(bytes) = std::fs::read(dir.join("serve.json")) {
-                if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-                    return Server {
-                        child,
-                        url: v["url"].as_str().unwrap().to_owned(),
-                        dir: dir.to_owned(),
-                    };
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !sent && line.starts_with("serving ") {
+                    if let Some(url) = line.rsplit(" on ").next() {
+                        let _ = tx.send(url.trim().to_owned());
+                        sent = true;
+                    }
                 }
             }
-            if Instant::now() >= deadline {
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(url) => Server {
+                child,
+                url,
+                dir: dir.to_owned(),
+                database,
+            },
+            Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("the server did not start");
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Serves `dir/data` with a keys file `dir/keys.json` of `keys`.
+    /// Serves `dir/data` (or a fresh database, on the PostgreSQL backend)
+    /// with a keys file `dir/keys.json` of `keys`.
     pub fn with_keys(dir: &Path, keys: Value) -> Server {
         let file = dir.join("keys.json");
         std::fs::write(&file, serde_json::to_vec(&json!({ "keys": keys })).unwrap()).unwrap();
-        let data = dir.join("data");
+        let data = match super::postgres::backend() {
+            super::postgres::Backend::Sled => dir.join("data"),
+            super::postgres::Backend::Postgres => super::postgres::server().database().into(),
+        };
         Server::start(&data, &["--keys", file.to_str().unwrap()])
     }
 
@@ -68,7 +93,7 @@ impl Server {
             .unwrap();
         let status = self.child.wait().unwrap();
         assert!(
-            !self.dir.join("serve.json").exists(),
+            self.database || !self.dir.join("serve.json").exists(),
             "serve.json is removed on exit"
         );
         status

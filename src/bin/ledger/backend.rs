@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use execution_ledger::{
-    At, BackgroundExecution, Change, CommandError, ErrorKind, Event, ExecutionId, Head,
-    IndexRebuild, Ledger, LedgerBuilder, Stats, Submission, TenantId, VerifyReport,
+    At, BackgroundExecution, Change, CommandError, Cursor, ErrorKind, Event, ExecutionId, Head,
+    IndexRebuild, Ledger, LedgerBuilder, ListFilter, Stats, Submission, TenantId, VerifyReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -122,8 +122,14 @@ impl Backend {
             )));
         }
         let creates = matches!(cli.command, Command::Submit(_));
-        let accepts = matches!(cli.command, Command::Verify { accept_tail: true });
-        let builder = Ledger::builder(&cli.data_dir)
+        let accepts = matches!(
+            cli.command,
+            Command::Verify {
+                accept_tail: true,
+                ..
+            }
+        );
+        let builder = Ledger::builder(cli.location())
             .create(creates)
             .accept_tail(accepts);
         match open_with(builder) {
@@ -135,8 +141,9 @@ impl Backend {
                 let locked = e
                     .downcast_ref::<execution_ledger::StorageError>()
                     .is_some_and(|e| e.kind() == ErrorKind::Locked);
-                let served = std::fs::read(cli.data_dir.join(SERVE_FILE))
-                    .ok()
+                let served = cli
+                    .dir()
+                    .and_then(|dir| std::fs::read(dir.join(SERVE_FILE)).ok())
                     .and_then(|b| serde_json::from_slice::<Served>(&b).ok());
                 match (locked, served) {
                     (true, Some(served)) => Ok(Backend::Remote(
@@ -410,6 +417,46 @@ impl Backend {
                     r.call(r.client.get(r.url(&format!("/v1/executions/{id}/events"))))?;
                 self.served(id, events.first().map(|e| &e.tenant_id))?;
                 Ok(events)
+            }
+        }
+    }
+
+    /// A page of executions, newest first, and the next page's cursor.
+    pub(crate) fn list(
+        &self,
+        filter: &ListFilter,
+        cursor: Option<Cursor>,
+        limit: usize,
+    ) -> Result<(Vec<BackgroundExecution>, Option<String>)> {
+        match self {
+            Backend::Local(l) => {
+                let page = l.list(filter, cursor, limit).map_err(fail)?;
+                Ok((page.executions, page.next.map(|c| c.to_string())))
+            }
+            Backend::Remote(r) => {
+                #[derive(serde::Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct Page {
+                    executions: Vec<BackgroundExecution>,
+                    next_cursor: Option<String>,
+                }
+                let mut query = vec![("limit", limit.to_string())];
+                let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+                if !statuses.is_empty() {
+                    query.push(("status", statuses.join(",")));
+                }
+                let texts = [
+                    ("tenantId", r.scope.as_ref().map(|t| t.to_string())),
+                    ("callableName", filter.callable.clone()),
+                    ("since", filter.since.map(|t| t.to_rfc3339())),
+                    ("until", filter.until.map(|t| t.to_rfc3339())),
+                    ("id", filter.id.map(|id| id.to_string())),
+                    ("cursor", cursor.map(|c| c.to_string())),
+                ];
+                query.extend(texts.into_iter().filter_map(|(k, v)| Some((k, v?))));
+                let mut page: Page = r.call(r.client.get(r.url("/v1/executions")).query(&query))?;
+                page.executions.retain(|e| self.shows(&e.tenant_id));
+                Ok((page.executions, page.next_cursor))
             }
         }
     }

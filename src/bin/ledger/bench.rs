@@ -354,7 +354,18 @@ pub(crate) fn run(
             let _ = writeln!(std::io::stderr(), "measuring {name}…");
         }
     };
-    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if cli.database.is_none() && only.iter().any(|o| o == "postgres") {
+        return Err(crate::cli::Usage(
+            "bench --only postgres needs --database URL: a PostgreSQL server whose user may CREATE DATABASE"
+                .into(),
+        )
+        .into());
+    }
+    // The PostgreSQL scenarios run by default when a database is given.
+    let wanted = |name: &str| {
+        only.iter().any(|o| o == name)
+            || (only.is_empty() && (name != "postgres" || cli.database.is_some()))
+    };
     let mut results: Vec<Measurement> = Vec::new();
     if wanted("relaxed") {
         progress("relaxed appends");
@@ -371,6 +382,10 @@ pub(crate) fn run(
     if wanted("replay") {
         progress("replay");
         results.push(scenarios::replay(&root, sizes)?);
+    }
+    if wanted("list") {
+        progress("a page of the executions list");
+        results.push(scenarios::list_page(&root, sizes)?);
     }
     if wanted("snapshots") {
         progress("open with snapshots");
@@ -395,6 +410,10 @@ pub(crate) fn run(
         progress("peak memory");
         results.push(scenarios::memory(&root, sizes, &probe)?);
     }
+    if let (true, Some(url)) = (wanted("postgres"), &cli.database) {
+        progress("PostgreSQL: appends from 1 and 3 processes, the peers' workload");
+        results.extend(postgres(url, &root, sizes)?);
+    }
     if remove {
         let _ = std::fs::remove_dir_all(&root);
     }
@@ -409,9 +428,15 @@ pub(crate) fn run(
                     "baseline": m.baseline,
                     "baselineName": m.baseline_name,
                     "ratio": m.ratio,
-                    "target": m.target,
-                    "targetIs": if m.higher_is_better { "at least" } else { "at most" },
-                    "met": m.met,
+                    "target": (!m.informational).then_some(m.target),
+                    "targetIs": if m.informational {
+                        "none (informational)"
+                    } else if m.higher_is_better {
+                        "at least"
+                    } else {
+                        "at most"
+                    },
+                    "met": (!m.informational).then_some(m.met),
                     "size": m.size,
                 })
             })
@@ -430,13 +455,28 @@ pub(crate) fn run(
                 m.name.clone(),
                 format!("{:.1} {}", m.value, m.unit),
                 format!("{:.1}", m.baseline),
-                format!("{:.2}", m.ratio),
-                format!(
-                    "{} {}",
-                    if m.higher_is_better { ">=" } else { "<=" },
-                    m.target
-                ),
-                if m.met { "yes" } else { "NO" }.to_owned(),
+                if m.ratio.abs() < 0.1 {
+                    format!("{:.4}", m.ratio)
+                } else {
+                    format!("{:.2}", m.ratio)
+                },
+                if m.informational {
+                    "none".to_owned()
+                } else {
+                    format!(
+                        "{} {}",
+                        if m.higher_is_better { ">=" } else { "<=" },
+                        m.target
+                    )
+                },
+                if m.informational {
+                    "-"
+                } else if m.met {
+                    "yes"
+                } else {
+                    "NO"
+                }
+                .to_owned(),
                 m.size.clone(),
             ]);
         }
@@ -447,4 +487,267 @@ pub(crate) fn run(
         }
     }
     Ok(())
+}
+
+/// A database of its own for one round of a PostgreSQL scenario: created
+/// through the server the `--database` URL names (its user needs
+/// CREATEDB) and dropped when done, so nothing of that database is touched.
+struct Scratch {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+/// Runs `sql` in the database at `url`.
+#[cfg(feature = "postgres")]
+fn admin_sql(url: &str, sql: &str) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let pg = |e: tokio_postgres::Error| match e.as_db_error() {
+            Some(d) => anyhow::anyhow!("PostgreSQL: {}", d.message()),
+            None => match std::error::Error::source(&e) {
+                Some(cause) => anyhow::anyhow!("PostgreSQL: {e}: {cause}"),
+                None => anyhow::anyhow!("PostgreSQL: {e}"),
+            },
+        };
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(pg)?;
+        let task = tokio::spawn(connection);
+        client.batch_execute(sql).await.map_err(pg)?;
+        drop(client);
+        let _ = task.await;
+        Ok(())
+    })
+}
+
+#[cfg(not(feature = "postgres"))]
+fn admin_sql(_url: &str, _sql: &str) -> Result<()> {
+    anyhow::bail!("this build of ledger has no PostgreSQL engine (the postgres feature)")
+}
+
+/// `url` with its database replaced by `name` (query parameters kept).
+fn with_database(url: &str, name: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let query = url[authority_end..]
+        .find('?')
+        .map_or("", |i| &url[authority_end + i..]);
+    format!("{}/{name}{query}", &url[..authority_end])
+}
+
+impl Scratch {
+    fn create(admin: &str) -> Result<Scratch> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let name = format!(
+            "ledger_bench_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        admin_sql(admin, &format!("CREATE DATABASE {name}")).with_context(|| {
+            format!("cannot create the benchmark database {name} (the --database URL's user needs CREATEDB)")
+        })?;
+        let url = with_database(admin, &name);
+        Ok(Scratch {
+            admin: admin.to_owned(),
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = admin_sql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        ) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "cannot drop the benchmark database {}: {e}",
+                self.name
+            );
+        }
+    }
+}
+
+/// What `ledger bench-append` prints: how many it appended, and the
+/// seconds from the agreed start to its last append.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Appended {
+    count: u64,
+    elapsed_s: f64,
+    /// How late after the agreed start it began (0 when on time).
+    late_s: f64,
+}
+
+/// `ledger bench-append`: opens the ledger, waits for `start_at` (unix
+/// milliseconds), appends `count` synced submits from `submitters` threads
+/// and prints one JSON line of what it did.
+pub(crate) fn append_child(
+    cli: &Cli,
+    submitters: u64,
+    count: u64,
+    start_at: u64,
+    out: &mut impl Write,
+) -> Result<()> {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let ledger = execution_ledger::Ledger::builder(cli.location())
+        .durability(execution_ledger::Durability::Synced)
+        .open()?;
+    let start = UNIX_EPOCH + Duration::from_millis(start_at);
+    if let Ok(wait) = start.duration_since(SystemTime::now()) {
+        std::thread::sleep(wait);
+    }
+    let since = || {
+        SystemTime::now()
+            .duration_since(start)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    let late_s = since();
+    let count = scenarios::concurrent_appends(&ledger, submitters, count);
+    let elapsed_s = since();
+    drop(ledger);
+    serde_json::to_writer(
+        &mut *out,
+        &Appended {
+            count,
+            elapsed_s,
+            late_s,
+        },
+    )?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Runs one `ledger bench-append` process per entry of `counts` on the
+/// database at `url`, all starting at once; returns their total appends/s
+/// (all appends / the agreed start → the last process's last append).
+fn appenders(url: &str, submitters: u64, counts: &[u64]) -> Result<f64> {
+    let exe = std::env::current_exe()?;
+    let start_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64
+        + 2_000;
+    let children: Vec<_> = counts
+        .iter()
+        .map(|count| {
+            Command::new(&exe)
+                .args(["--database", url, "bench-append"])
+                .args(["--submitters", &submitters.to_string()])
+                .args(["--count", &count.to_string()])
+                .args(["--start-at", &start_at.to_string()])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect::<std::io::Result<_>>()?;
+    let (mut total, mut longest) = (0u64, 0f64);
+    for child in children {
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ledger bench-append failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let done: Appended = serde_json::from_slice(&out.stdout)
+            .context("ledger bench-append printed no figures")?;
+        if done.late_s > 0.2 {
+            let _ = writeln!(
+                std::io::stderr(),
+                "an appending process started {:.2} s late",
+                done.late_s
+            );
+        }
+        total += done.count;
+        longest = longest.max(done.elapsed_s);
+    }
+    Ok(total as f64 / longest.max(1e-9))
+}
+
+/// The PostgreSQL scenarios: synced appends from three processes against
+/// one, and the peers' workload against the same on sled. Each round on a
+/// fresh database of the server `url` names.
+fn postgres(url: &str, root: &Path, sizes: Sizes) -> Result<Vec<Measurement>> {
+    const SUBMITTERS: u64 = 64;
+    const PROCESSES: u64 = 3;
+    let total = sizes.appends;
+    let per = total.div_ceil(PROCESSES);
+    let n = sizes.peer_jobs;
+    let (mut one, mut three) = (Vec::new(), Vec::new());
+    let (mut pg, mut sled) = (Vec::new(), Vec::new());
+    for round in 0..sizes.rounds {
+        for (counts, into) in [
+            (vec![total], &mut one),
+            (vec![per; PROCESSES as usize], &mut three),
+        ] {
+            let db = Scratch::create(url)?;
+            // The tables, before the processes open the ledger.
+            drop(execution_ledger::Ledger::open(&db.url)?);
+            into.push(appenders(&db.url, SUBMITTERS, &counts)?);
+        }
+        let db = Scratch::create(url)?;
+        pg.push(scenarios::peer_workload(Path::new(&db.url), n)?);
+        drop(db);
+        let dir = root.join(format!("peers-sled-{round}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        sled.push(scenarios::peer_workload(&dir, n)?);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let of = |v: &[scenarios::PeerFigures], f: fn(&scenarios::PeerFigures) -> f64| {
+        median(v.iter().map(f).collect())
+    };
+    let workload = format!(
+        "{n} no-op jobs of 100-byte payloads, submit_many chunks of {}, {} workers",
+        scenarios::PEER_BATCH,
+        scenarios::PEER_WORKERS
+    );
+    Ok(vec![
+        Measurement::new(
+            "PostgreSQL: durable appends, 3 processes vs 1",
+            "appends/s",
+            median(three),
+            "one process of 64 submitting threads on the same server",
+            median(one),
+            scenarios::Target::AtLeast(1.5),
+            format!(
+                "{} appends from {PROCESSES} processes of {SUBMITTERS} threads vs {total} from one",
+                per * PROCESSES
+            ),
+        ),
+        Measurement::new(
+            "PostgreSQL: peers' workload, enqueue",
+            "jobs/s",
+            of(&pg, |f| f.enqueue),
+            "the same workload on sled, synced",
+            of(&sled, |f| f.enqueue),
+            scenarios::Target::Informational,
+            workload.clone(),
+        ),
+        Measurement::new(
+            "PostgreSQL: peers' workload, process",
+            "jobs/s",
+            of(&pg, |f| f.process),
+            "the same workload on sled, synced",
+            of(&sled, |f| f.process),
+            scenarios::Target::Informational,
+            format!(
+                "{workload}; enqueue start to last completion {:.2} s on PostgreSQL, {:.2} s on sled",
+                of(&pg, |f| f.total_s),
+                of(&sled, |f| f.total_s)
+            ),
+        ),
+    ])
 }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use execution_ledger::{At, BackgroundExecutionMode, ExecutionId, TenantId};
+use execution_ledger::{
+    At, BackgroundExecutionMode, BackgroundExecutionStatus, Cursor, ExecutionId, ListPage,
+    TenantId, DEFAULT_LEASE, MAX_LEASE, MIN_LEASE,
+};
 
 /// An event-sourced ledger of background executions: audit, time travel,
 /// verify, and run.
@@ -21,6 +24,18 @@ pub(crate) struct Cli {
         default_value = "ledger-data"
     )]
     pub(crate) data_dir: PathBuf,
+    /// The ledger's PostgreSQL database, instead of a data directory:
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE. Any number of
+    /// processes share it; commands open it themselves (no server needed).
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGER_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        value_parser = parse_database
+    )]
+    pub(crate) database: Option<String>,
     /// Print JSON for machines instead of tables for people.
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -36,6 +51,21 @@ pub(crate) struct Cli {
     pub(crate) api_key: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+impl Cli {
+    /// Where the ledger is: `--database`, else `--data-dir`.
+    pub(crate) fn location(&self) -> PathBuf {
+        match &self.database {
+            Some(url) => PathBuf::from(url),
+            None => self.data_dir.clone(),
+        }
+    }
+
+    /// The data directory, when the ledger is in one (not `--database`).
+    pub(crate) fn dir(&self) -> Option<&std::path::Path> {
+        self.database.is_none().then_some(self.data_dir.as_path())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,7 +86,7 @@ pub(crate) enum Command {
         /// a server: 30000 by default). Without one, on a ledger opened here,
         /// the attempt is held until it is answered or the ledger is next
         /// opened by another process.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+        #[arg(long, value_parser = lease_ms())]
         lease_ms: Option<u64>,
     },
     /// Complete a running execution's current attempt.
@@ -109,6 +139,34 @@ pub(crate) enum Command {
         #[arg(value_parser = parse_id)]
         id: ExecutionId,
     },
+    /// Executions, newest first, filtered; one page at a time (the next
+    /// page's --cursor is printed after it, on stderr).
+    List {
+        /// Only these statuses (queued, running, completed, failed,
+        /// cancelled, timeout; comma-separated or repeated). Another
+        /// tenant's executions: see --tenant.
+        #[arg(long, value_delimiter = ',', value_parser = parse_status)]
+        status: Vec<BackgroundExecutionStatus>,
+        /// Only this callable's.
+        #[arg(long)]
+        callable: Option<String>,
+        /// Only those submitted at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// Only those submitted before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<DateTime<Utc>>,
+        /// Only this execution.
+        #[arg(long, value_parser = parse_id)]
+        id: Option<ExecutionId>,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = ListPage::DEFAULT_LEN as u64,
+              value_parser = clap::value_parser!(u64).range(1..=ListPage::MAX_LEN as u64))]
+        limit: u64,
+        /// Where to start: the cursor a page printed after it.
+        #[arg(long, value_parser = parse_cursor)]
+        cursor: Option<Cursor>,
+    },
     /// The runnable executions in claim order, now or at a point in the log.
     Queue {
         #[command(flatten)]
@@ -145,6 +203,13 @@ pub(crate) enum Command {
         /// beside the checkpoint. Then verify as usual.
         #[arg(long)]
         accept_tail: bool,
+        /// Also check that the log still leads to a head kept elsewhere:
+        /// FILE holds what `ledger head --json` printed then. The tail is
+        /// protected by the ledger's checkpoint, which lives beside the log
+        /// (in a database, its head row); a head kept elsewhere protects it
+        /// from whoever can rewrite both.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
     },
     /// Rebuild the per-execution and name index from the log (after
     /// `verify` reports it damaged, or to move a ledger written with the
@@ -169,7 +234,9 @@ pub(crate) enum Command {
     /// after the grace is dropped unrecorded: it stays `running` in the log,
     /// and the next `ledger run` or `ledger serve` of this ledger records it
     /// `recovered` — queued again while it has attempts left, `failed`
-    /// otherwise (the default is one attempt).
+    /// otherwise (the default is one attempt). On a database (--database)
+    /// every attempt is leased, and any process records it once its lease
+    /// runs out.
     Run {
         /// How many run at once.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -186,9 +253,21 @@ pub(crate) enum Command {
         /// named).
         #[arg(long)]
         exit_when_idle: bool,
+        /// Hold each attempt its workers run under a lease of this many
+        /// milliseconds, renewed every third of it: when this process stops,
+        /// the others sharing its database take its attempts back once
+        /// their leases run out (default on a database: 30000; on a data
+        /// directory, none: recovered when the ledger is next opened).
+        #[arg(long, value_parser = lease_ms())]
+        lease_ms: Option<u64>,
     },
     /// Measure the ledger against raw sled in the same run, and print each
     /// figure, its baseline and their ratio against the target.
+    ///
+    /// With --database URL, the PostgreSQL scenarios run too (`--only
+    /// postgres`): each round in a database of its own, created through
+    /// that server and dropped afterwards (the URL's user needs CREATEDB);
+    /// the URL's own database is not touched.
     Bench {
         /// Smaller sizes: under about 20 seconds.
         #[arg(long, conflicts_with = "full")]
@@ -210,6 +289,20 @@ pub(crate) enum Command {
         /// The ledger to open.
         dir: PathBuf,
     },
+    /// (internal) One of the appending processes of `bench`'s PostgreSQL
+    /// scenario: synced submits from threads, starting at a given time.
+    #[command(hide = true)]
+    BenchAppend {
+        /// Threads submitting at once.
+        #[arg(long, default_value_t = 64)]
+        submitters: u64,
+        /// Submits in all.
+        #[arg(long)]
+        count: u64,
+        /// When to start, in unix milliseconds.
+        #[arg(long)]
+        start_at: u64,
+    },
     /// Run the workers and serve the ledger over HTTP (JSON API, SSE);
     /// other `ledger` commands then reach the ledger through it.
     ///
@@ -218,7 +311,9 @@ pub(crate) enum Command {
     /// running after the grace is dropped unrecorded: it stays `running` in
     /// the log, and the next `ledger serve` or `ledger run` of this ledger
     /// records it `recovered` — queued again while it has attempts left,
-    /// `failed` otherwise (the default is one attempt).
+    /// `failed` otherwise (the default is one attempt). On a database
+    /// (--database) every attempt is leased, and any process records it
+    /// once its lease runs out.
     Serve {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:7474")]
@@ -235,6 +330,13 @@ pub(crate) enum Command {
         #[allow(rustdoc::invalid_html_tags)]
         #[arg(long)]
         keys: Option<PathBuf>,
+        /// Hold each attempt its workers run under a lease of this many
+        /// milliseconds, renewed every third of it: when this process stops,
+        /// the others sharing its database take its attempts back once
+        /// their leases run out (default on a database: 30000; on a data
+        /// directory, none: recovered when the ledger is next opened).
+        #[arg(long, value_parser = lease_ms())]
+        lease_ms: Option<u64>,
     },
     /// Run a command as a worker for one callable of a running `ledger
     /// serve` (or `ledger run`): it claims that callable's executions and
@@ -261,7 +363,7 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
         concurrency: u16,
         /// The lease of each attempt; heartbeats renew it every third of it.
-        #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+        #[arg(long, default_value_t = DEFAULT_LEASE.as_millis() as u64, value_parser = lease_ms())]
         lease_ms: u64,
         /// The worker's name, recorded in `started` events (default
         /// worker-PID).
@@ -349,6 +451,22 @@ fn parse_id(s: &str) -> Result<ExecutionId, String> {
         .map_err(|e: execution_ledger::ParseIdError| e.to_string())
 }
 
+/// A lease in milliseconds, within what claims and heartbeats may ask for
+/// (`MIN_LEASE` to `MAX_LEASE`).
+fn lease_ms() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(MIN_LEASE.as_millis() as u64..=MAX_LEASE.as_millis() as u64)
+}
+
+fn parse_status(s: &str) -> Result<BackgroundExecutionStatus, String> {
+    s.parse()
+        .map_err(|_| format!("takes one of {}, not {s:?}", crate::output::statuses()))
+}
+
+fn parse_cursor(s: &str) -> Result<Cursor, String> {
+    s.parse()
+        .map_err(|_| format!("not a cursor a page printed: {s:?}"))
+}
+
 fn parse_tenant(s: &str) -> Result<TenantId, String> {
     s.parse().map_err(|e: execution_ledger::ParseIdError| {
         format!("{e} (1-128 letters, digits and ._:-)")
@@ -383,6 +501,14 @@ fn parse_server(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+fn parse_database(s: &str) -> Result<String, String> {
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        Ok(s.to_owned())
+    } else {
+        Err("takes a postgres:// URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE".into())
+    }
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -415,15 +541,17 @@ impl std::fmt::Display for Usage {
 impl std::error::Error for Usage {}
 
 /// The scenarios of `ledger bench`, by the names `--only` takes.
-pub(crate) const SCENARIOS: [&str; 10] = [
+pub(crate) const SCENARIOS: [&str; 12] = [
     "relaxed",
     "durable",
     "end-to-end",
     "replay",
+    "list",
     "snapshots",
     "claim",
     "queue",
     "http",
     "remote",
     "memory",
+    "postgres",
 ];

@@ -3,7 +3,9 @@
 use std::io::{BufWriter, Write};
 
 use anyhow::Result;
-use execution_ledger::{BackgroundExecution, Event, ExecutionError, RetryConfig, Submission};
+use execution_ledger::{
+    BackgroundExecution, Event, ExecutionError, ListFilter, ListPage, RetryConfig, Submission,
+};
 
 use crate::backend::{fail, Backend, Verdict};
 use crate::cli::{Cli, Command, Exit, SubmitArgs, Usage};
@@ -31,9 +33,11 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             workers,
             grace_secs,
             exit_when_idle,
+            lease_ms,
         } => {
             let grace = std::time::Duration::from_secs((*grace_secs).into());
-            return crate::run::run(cli, *workers as usize, grace, *exit_when_idle);
+            let lease = lease_ms.map(std::time::Duration::from_millis);
+            return crate::run::run(cli, *workers as usize, grace, *exit_when_idle, lease);
         }
         Command::Demo { dir } => return crate::demo::run(cli, dir.clone(), out),
         Command::Worker {
@@ -64,6 +68,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             workers,
             grace_secs,
             keys,
+            lease_ms,
         } => {
             // Global flags that mean nothing to a server are refused, not ignored.
             if cli.tenant.is_some() {
@@ -81,7 +86,8 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 .into());
             }
             let grace = std::time::Duration::from_secs((*grace_secs).into());
-            return crate::serve::run(cli, *listen, *workers as usize, grace, keys.clone());
+            let lease = lease_ms.map(std::time::Duration::from_millis);
+            return crate::serve::run(cli, *listen, *workers as usize, grace, keys.clone(), lease);
         }
         Command::Bench {
             quick,
@@ -89,6 +95,11 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             dir,
             only,
         } => return crate::bench::run(cli, *quick, *full, dir.clone(), only, out),
+        Command::BenchAppend {
+            submitters,
+            count,
+            start_at,
+        } => return crate::bench::append_child(cli, *submitters, *count, *start_at, out),
         Command::BenchProbe { dir } => {
             let kb = crate::scenarios::memory_probe(dir)?;
             writeln!(out, "{kb}")?;
@@ -153,6 +164,34 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         Command::History { id } => {
             let events = backend.history(*id)?;
             print_events(out, cli.json, &events, false)?;
+        }
+        Command::List {
+            status,
+            callable,
+            since,
+            until,
+            id,
+            limit,
+            cursor,
+        } => {
+            let mut filter = ListFilter::new();
+            filter.statuses = status.clone();
+            filter.callable = callable.clone();
+            (filter.since, filter.until, filter.id) = (*since, *until, *id);
+            let limit = usize::try_from(*limit).unwrap_or(ListPage::MAX_LEN);
+            let (page, next) = backend.list(&filter, *cursor, limit)?;
+            if cli.json {
+                for e in &page {
+                    json_line(out, e)?;
+                }
+            } else if page.is_empty() {
+                writeln!(out, "no execution matches")?;
+            } else {
+                output::list_table(&page).write(out)?;
+            }
+            if let Some(next) = next {
+                eprintln!("more: --cursor {next}");
+            }
         }
         Command::Queue { at } => {
             let (queue, waiting) = backend.queue(at.at())?;
@@ -256,7 +295,28 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 )?;
             }
         }
-        Command::Verify { accept_tail } => {
+        Command::Verify {
+            accept_tail,
+            checkpoint,
+        } => {
+            let kept = checkpoint
+                .as_deref()
+                .map(|file| -> Result<execution_ledger::Head> {
+                    let bytes = std::fs::read(file)
+                        .map_err(|e| Usage(format!("--checkpoint {}: {e}", file.display())))?;
+                    let refused = |m: String| Usage(format!("--checkpoint {}: {m}", file.display()));
+                    let head: execution_ledger::Head = crate::decode::json(&bytes, "the file")
+                        .map_err(|r| refused(r.message))?;
+                    if head.hash.len() != 64 || !head.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(refused(format!(
+                            "hash must be 64 hex digits (as `ledger head --json` prints it), not {:?}",
+                            head.hash
+                        ))
+                        .into());
+                    }
+                    Ok(head)
+                })
+                .transpose()?;
             if *accept_tail {
                 // Accepting rewrites the checkpoint: the directory itself.
                 let ledger = backend.local("verify --accept-tail")?;
@@ -274,8 +334,16 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 }
             }
             let bar = Bar::new("verifying");
-            let verdict = backend.verify(|seq, head| bar.update(seq, head))?;
+            let mut verdict = backend.verify(|seq, head| bar.update(seq, head))?;
             bar.finish();
+            // The head kept elsewhere is checked once the chain is intact;
+            // a log that does not lead to it is broken at its seq.
+            if let (Some(kept), Verdict::Intact { .. }) = (&kept, &verdict) {
+                let ledger = backend.local("verify --checkpoint")?;
+                if let Err(e) = ledger.check_head(kept) {
+                    verdict = Err(e).into();
+                }
+            }
             if cli.json {
                 json_line(out, &verdict)?;
             }
@@ -287,6 +355,13 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                             "ok: {} events of {} executions verified; hash chain intact to seq {} ({}); {} snapshots and the index match the log",
                             report.events, report.executions, report.head.seq, report.head.hash, report.snapshots
                         )?;
+                        if let Some(kept) = &kept {
+                            writeln!(
+                                out,
+                                "ok: the log leads to seq {} ({}) kept elsewhere",
+                                kept.seq, kept.hash
+                            )?;
+                        }
                     }
                 }
                 Verdict::Broken { error, .. } => {
@@ -330,7 +405,8 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         | Command::Bench { .. }
         | Command::Serve { .. }
         | Command::Worker { .. }
-        | Command::BenchProbe { .. } => unreachable!("handled above"),
+        | Command::BenchProbe { .. }
+        | Command::BenchAppend { .. } => unreachable!("handled above"),
     }
     Ok(())
 }

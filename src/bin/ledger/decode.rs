@@ -81,6 +81,9 @@ fn takes(path: &str) -> Option<&'static str> {
         // Query strings.
         "atSeq" | "fromSeq" | "toSeq" => "a whole number",
         "wait" => "a duration like 30s or 500ms",
+        // A head kept elsewhere (`verify --checkpoint`).
+        "seq" => "a whole number",
+        "hash" => "64 hex digits",
         // The keys file.
         "keys" => "an array of keys",
         "keys[]" => "an object",

@@ -271,7 +271,12 @@ pub(crate) fn run(cli: &Cli, dir: Option<PathBuf>, out: &mut impl Write) -> Resu
     )?;
     writeln!(
         out,
-        "\nExplore it: ledger --data-dir {} events | history ID | show ID --at-seq N | queue --at-seq N | diff --from-seq A --to-seq B",
+        "\nExplore it: ledger --data-dir {} events | list | history ID | show ID --at-seq N | queue --at-seq N | diff --from-seq A --to-seq B",
+        dir.display()
+    )?;
+    writeln!(
+        out,
+        "Or in the browser: ledger --data-dir {} serve, then open http://127.0.0.1:7474/ui/ (the console: executions, timelines, the whole ledger at any seq)",
         dir.display()
     )?;
     Ok(())

@@ -136,6 +136,13 @@ pub(crate) fn detail(event: &Event) -> String {
     }
 }
 
+/// The statuses' names, for messages: `queued, running, …`.
+pub(crate) fn statuses() -> String {
+    execution_ledger::BackgroundExecutionStatus::ALL
+        .map(|s| s.as_str())
+        .join(", ")
+}
+
 pub(crate) fn clip(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
@@ -183,6 +190,29 @@ pub(crate) fn queue_table(queue: &[&BackgroundExecution]) -> Table {
             e.tenant_id.to_string(),
             e.callable_name.clone(),
             e.config.priority.to_string(),
+            e.attempt.to_string(),
+            time(&e.queued_at),
+        ]);
+    }
+    table
+}
+
+/// Executions as a listing shows them, newest first.
+pub(crate) fn list_table(executions: &[BackgroundExecution]) -> Table {
+    let mut table = Table::new(&[
+        "EXECUTION",
+        "TENANT",
+        "CALLABLE",
+        "STATUS",
+        "ATTEMPT",
+        "QUEUED AT",
+    ]);
+    for e in executions {
+        table.row(vec![
+            e.execution_id.to_string(),
+            e.tenant_id.to_string(),
+            e.callable_name.clone(),
+            e.status.to_string(),
             e.attempt.to_string(),
             time(&e.queued_at),
         ]);

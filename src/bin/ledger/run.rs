@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use execution_ledger::{EventKind, Ledger, Runtime, ScheduledLater};
+use execution_ledger::{EventKind, Ledger, ScheduledLater};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::Cli;
@@ -128,8 +128,14 @@ impl Monitor {
 /// --help` and README.md state it).
 pub(crate) const IDLE_HORIZON: Duration = Duration::from_secs(10);
 
-pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bool) -> Result<()> {
-    let ledger = crate::backend::open(&cli.data_dir)?;
+pub(crate) fn run(
+    cli: &Cli,
+    workers: usize,
+    grace: Duration,
+    exit_when_idle: bool,
+    lease: Option<Duration>,
+) -> Result<()> {
+    let ledger = crate::backend::open(&cli.location())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -146,10 +152,7 @@ pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bo
         });
         let mut monitor = Monitor::start(&ledger, bar);
         let runtime = Arc::new(
-            Runtime::builder(ledger.clone())
-                .workers(workers)
-                .worker_name(format!("run-{}", std::process::id()))
-                .register_builtins()
+            crate::serve::runtime_builder(&ledger, "run", workers, lease)
                 .start()
                 .await?,
         );
@@ -157,7 +160,7 @@ pub(crate) fn run(cli: &Cli, workers: usize, grace: Duration, exit_when_idle: bo
         // ledger through it while it runs.
         let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let mut serving = crate::serve::Serving::start(
-            &cli.data_dir,
+            cli.dir(),
             ledger.clone(),
             runtime.clone(),
             loopback,

@@ -22,8 +22,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use execution_ledger::{
-    At, BackgroundExecution, CommandError, ExecutionId, Ledger, Runtime, Submission, TenantId,
-    BUCKETS_US,
+    At, BackgroundExecution, CommandError, Cursor, ExecutionId, Ledger, ListFilter, ListPage,
+    Runtime, Submission, TenantId, BUCKETS_US,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -32,6 +32,7 @@ use crate::backend::{Served, SERVE_FILE};
 use crate::cli::{Cli, Usage};
 use crate::decode::{self, RefusedKind};
 
+mod console;
 mod worker_protocol;
 
 /// The largest request body accepted, in bytes (413 above).
@@ -437,6 +438,110 @@ async fn show(
     let ledger = authorize(&state, &headers)?.ledger(&state);
     let id = parse_id(&id)?;
     Ok(Json(find(&ledger, id, q.at()?).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    status: Option<String>,
+    tenant_id: Option<String>,
+    callable_name: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    id: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> ApiResult<(ListFilter, Option<Cursor>, usize)> {
+        let bad = |e: execution_ledger::ParseIdError| ApiError::bad(e.to_string());
+        let time = |name: &str, t: &Option<String>| -> ApiResult<Option<DateTime<Utc>>> {
+            t.as_deref()
+                .map(|t| {
+                    DateTime::parse_from_rfc3339(t)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(|e| {
+                            ApiError::bad(format!("{name} is not an RFC 3339 time ({e}): {t:?}"))
+                        })
+                })
+                .transpose()
+        };
+        let mut filter = ListFilter::new();
+        if let Some(statuses) = &self.status {
+            filter.statuses = statuses
+                .split(',')
+                .map(|s| {
+                    s.parse().map_err(|_| {
+                        ApiError::bad(format!(
+                            "status takes one or more of {}, comma-separated: {:?}",
+                            crate::output::statuses(),
+                            crate::output::clip(s, 60)
+                        ))
+                    })
+                })
+                .collect::<ApiResult<_>>()?;
+        }
+        filter.tenant = self
+            .tenant_id
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(bad)?;
+        filter.callable = self.callable_name.clone();
+        filter.since = time("since", &self.since)?;
+        filter.until = time("until", &self.until)?;
+        filter.id = self.id.as_deref().map(parse_id).transpose()?;
+        let cursor = self
+            .cursor
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(bad)?;
+        Ok((filter, cursor, self.limit.unwrap_or(ListPage::DEFAULT_LEN)))
+    }
+}
+
+/// A page of executions as the API answers it.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageBody {
+    executions: Vec<BackgroundExecution>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// A page of executions, newest submission first, with the cursor of the
+/// next page when one can follow.
+async fn list(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<PageBody>> {
+    let ledger = authorize(&state, &headers)?.ledger(&state);
+    let (filter, cursor, limit) = q.filter()?;
+    let page = blocking(move || ledger.list(&filter, cursor, limit)).await?;
+    Ok(Json(PageBody {
+        executions: page.executions,
+        next_cursor: page.next.map(|c| c.to_string()),
+    }))
+}
+
+/// Every execution live at a point of the log (now, without one).
+async fn live(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<AtQuery>,
+) -> ApiResult<Json<Vec<BackgroundExecution>>> {
+    let ledger = authorize(&state, &headers)?.ledger(&state);
+    let at = q.at()?;
+    Ok(Json(
+        blocking(move || match at {
+            Some(at) => ledger.live_at(at),
+            None => Ok(ledger.live()),
+        })
+        .await?,
+    ))
 }
 
 async fn history(
@@ -879,7 +984,8 @@ async fn json_errors(response: Response) -> Response {
 
 fn router(state: Shared) -> Router {
     Router::new()
-        .route("/v1/executions", post(submit))
+        .route("/v1/executions", post(submit).get(list))
+        .route("/v1/live", get(live))
         .route("/v1/executions/batch", post(submit_batch))
         .route("/v1/executions/{id}", get(show))
         .route("/v1/executions/{id}/events", get(history))
@@ -899,6 +1005,7 @@ fn router(state: Shared) -> Router {
             post(worker_protocol::fail),
         )
         .route("/v1/workers/claim", post(worker_protocol::claim))
+        .route("/v1/workers/shutdown", post(worker_protocol::shutdown))
         .route("/v1/workers", get(worker_protocol::workers))
         .route("/v1/queue", get(queue))
         .route("/v1/diff", get(diff))
@@ -911,6 +1018,7 @@ fn router(state: Shared) -> Router {
         .route("/v1/export", get(export))
         .route("/v1/reindex", post(reindex))
         .route("/v1/openapi.json", get(openapi))
+        .merge(console::routes())
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(json_errors))
@@ -991,7 +1099,7 @@ impl InProcess {
 pub(crate) struct Serving {
     /// Where it listens, as `http://ADDR`.
     pub(crate) url: String,
-    served: PathBuf,
+    served: Option<PathBuf>,
     state: Shared,
     drain: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -1000,9 +1108,10 @@ pub(crate) struct Serving {
 impl Serving {
     /// Serves `ledger` and `runtime` on `listen` (keys, when given, map
     /// bearer keys to tenants; without them every request acts as admin),
-    /// and writes `data_dir/serve.json`.
+    /// and writes `serve.json` in the data directory (a ledger in a
+    /// database needs no server to be reached: every process opens it).
     pub(crate) async fn start(
-        data_dir: &Path,
+        data_dir: Option<&Path>,
         ledger: Ledger,
         runtime: Arc<Runtime>,
         listen: SocketAddr,
@@ -1012,15 +1121,17 @@ impl Serving {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let url = format!("http://{}", listener.local_addr()?);
-        let served = data_dir.join(SERVE_FILE);
-        std::fs::write(
-            &served,
-            serde_json::to_vec(&Served {
-                url: url.clone(),
-                pid: std::process::id(),
-            })?,
-        )
-        .with_context(|| format!("cannot write {}", served.display()))?;
+        let served = data_dir.map(|dir| dir.join(SERVE_FILE));
+        if let Some(served) = &served {
+            std::fs::write(
+                served,
+                serde_json::to_vec(&Served {
+                    url: url.clone(),
+                    pid: std::process::id(),
+                })?,
+            )
+            .with_context(|| format!("cannot write {}", served.display()))?;
+        }
         let state = Arc::new(AppState {
             ledger,
             runtime,
@@ -1069,8 +1180,29 @@ impl Serving {
         stopped?;
         let ledger = state.ledger.clone();
         tokio::task::spawn_blocking(move || ledger.flush()).await??;
-        let _ = std::fs::remove_file(&self.served);
+        if let Some(served) = &self.served {
+            let _ = std::fs::remove_file(served);
+        }
         Ok(())
+    }
+}
+
+/// The runtime `ledger serve` and `ledger run` start: the built-in
+/// callables on `workers` workers named `{what}-{pid}-{n}`, under `lease`
+/// when given.
+pub(crate) fn runtime_builder(
+    ledger: &Ledger,
+    what: &str,
+    workers: usize,
+    lease: Option<Duration>,
+) -> execution_ledger::RuntimeBuilder {
+    let builder = Runtime::builder(ledger.clone())
+        .workers(workers)
+        .worker_name(format!("{what}-{}", std::process::id()))
+        .register_builtins();
+    match lease {
+        Some(lease) => builder.lease(lease),
+        None => builder,
     }
 }
 
@@ -1080,6 +1212,7 @@ pub(crate) fn run(
     workers: usize,
     grace: Duration,
     keys: Option<PathBuf>,
+    lease: Option<Duration>,
 ) -> Result<()> {
     if keys.is_none() && !listen.ip().is_loopback() {
         return Err(Usage(format!(
@@ -1088,25 +1221,20 @@ pub(crate) fn run(
         .into());
     }
     let keys = keys.as_deref().map(Keys::load).transpose()?;
-    let ledger = crate::backend::open(&cli.data_dir)?;
+    let ledger = crate::backend::open(&cli.location())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let stop = stop_signal()?;
-        let runtime = Runtime::builder(ledger.clone())
-            .workers(workers)
-            .worker_name(format!("serve-{}", std::process::id()))
-            .register_builtins()
+        let runtime = runtime_builder(&ledger, "serve", workers, lease)
             .start()
             .await?;
+        // Where the ledger is, without a database URL's password.
+        let place = ledger.path().display().to_string();
         let mut serving =
-            Serving::start(&cli.data_dir, ledger, Arc::new(runtime), listen, keys).await?;
-        let _ = writeln_stderr(&format!(
-            "serving {} on {}",
-            cli.data_dir.display(),
-            serving.url
-        ));
+            Serving::start(cli.dir(), ledger, Arc::new(runtime), listen, keys).await?;
+        let _ = writeln_stderr(&format!("serving {} on {}", place, serving.url));
         let signal = tokio::select! {
             signal = stop => signal,
             err = serving.ended() => return Err(err),

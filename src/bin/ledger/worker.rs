@@ -169,6 +169,13 @@ struct Claimed {
 fn server_of(cli: &Cli) -> Result<Server> {
     let (base, served) = match &cli.server {
         Some(url) => (url.trim_end_matches('/').to_owned(), None),
+        None if cli.database.is_some() => {
+            return Err(Usage(
+                "a worker works for a server: give --server URL (a `ledger serve` of the database)"
+                    .into(),
+            )
+            .into())
+        }
         None => {
             let served = cli.data_dir.join(crate::backend::SERVE_FILE);
             let bytes = std::fs::read(&served).map_err(|_| {
@@ -232,9 +239,30 @@ pub(crate) fn run(cli: &Cli, options: Options) -> Result<()> {
                 "waitMs": CLAIM_WAIT_MS,
                 "leaseMs": options.lease_ms,
             });
+            let claim = server.post(
+                "/v1/workers/claim",
+                &body,
+                Duration::from_millis(CLAIM_WAIT_MS + 10_000),
+            );
+            tokio::pin!(claim);
+            let mut stopping = false;
             let answer = tokio::select! {
-                a = server.post("/v1/workers/claim", &body, Duration::from_millis(CLAIM_WAIT_MS + 10_000)) => a,
-                signal = &mut stop => { eprintln!("worker {name}: stopping on {signal}; running attempts finish"); break; }
+                a = &mut claim => a,
+                signal = &mut stop => {
+                    // Dropping the claim could lose what the server claims
+                    // for it meanwhile (until its lease runs out): the
+                    // server is told, answers the claim at once, and what it
+                    // took before is run like the rest.
+                    stopping = true;
+                    let said = server
+                        .post("/v1/workers/shutdown", &json!({"worker": name}), Duration::from_secs(10))
+                        .await;
+                    if !matches!(said, Ok(Answer::Ok(_))) {
+                        eprintln!("worker {name}: the server did not take the shutdown; waiting for the claim it holds (up to {} s)", CLAIM_WAIT_MS / 1000);
+                    }
+                    eprintln!("worker {name}: stopping on {signal}; running attempts finish");
+                    claim.await
+                }
             };
             let attempts = match answer {
                 Ok(Answer::Ok(v)) => {
@@ -248,6 +276,7 @@ pub(crate) fn run(cli: &Cli, options: Options) -> Result<()> {
                 Ok(Answer::Stale(message)) => {
                     return Err(anyhow!("the server refused the claim: {message}"));
                 }
+                Err(_) if stopping => Vec::new(),
                 Err(e) => {
                     eprintln!("worker {name}: {e}; retrying in {} ms", backoff.as_millis());
                     tokio::time::sleep(backoff).await;
@@ -262,6 +291,9 @@ pub(crate) fn run(cli: &Cli, options: Options) -> Result<()> {
                     run_attempt(&server, &options, claimed.execution).await;
                     drop(permit);
                 });
+            }
+            if stopping {
+                break;
             }
         }
         // Every slot back: every running attempt finished; a second signal

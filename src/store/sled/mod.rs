@@ -24,6 +24,13 @@
 //!                                                (ledgers written before 0.2; read)
 //! 0xFF 'k' tenant 0x00 idempotency key        -> execution id (16)
 //! 0xFF 'b' tenant 0x00 binding target         -> execution id (16), latest bound
+//! 0xFF 'L'                                    -> ()  while the list misses some
+//!                                                (until a rebuild builds it)
+//! 0xFF 'l' seq of its first event (8)          -> a settled execution's line in
+//!                                                the list: id (16), status (1:
+//!                                                `status_code`),
+//!                                                queued at (8, ns since 1970),
+//!                                                tenant length (2), tenant, callable
 //! ```
 //!
 //! A live execution's seqs are in the projection (and its snapshots); the
@@ -46,14 +53,15 @@ use std::time::Duration;
 
 use super::record::{self, Hash};
 use super::{
-    at_seq, AppendError, Bytes, Draft, Durability, Items, Mark, Name, Reindexed, Store,
-    StoredRecord, Tail,
+    at_seq, AppendError, Bytes, Draft, Durability, Items, Listed, Mark, Name, Reindexed, Settled,
+    Store, StoredRecord, Tail,
 };
 use crate::error::{ErrorKind, StorageError};
 use crate::event::Event;
-use crate::execution::{ExecutionId, TenantId};
+use crate::execution::{BackgroundExecutionStatus, ExecutionId, TenantId};
 use crate::metrics::Counters;
 use checkpoint::{sync_dir, Checkpoint, Stored};
+use chrono::{DateTime, Utc};
 
 /// The checkpoint's file name in the data directory.
 const CHECKPOINT: &str = "checkpoint";
@@ -64,6 +72,75 @@ const INDEX: u8 = 0xFF;
 const EXEC: u8 = b'x';
 const IDEM: u8 = b'k';
 const BIND: u8 = b'b';
+const LIST: u8 = b'l';
+/// Present while the list of settled executions misses some: set before
+/// the list is built from the log, removed by the rebuild that built it.
+const LIST_PARTIAL: [u8; 2] = [INDEX, b'L'];
+
+/// A status as a listing entry holds it: a code of its own, which stays
+/// what it is whatever statuses come.
+fn status_code(status: BackgroundExecutionStatus) -> u8 {
+    use BackgroundExecutionStatus::*;
+    match status {
+        Queued => 0,
+        Running => 1,
+        Completed => 2,
+        Failed => 3,
+        Cancelled => 4,
+        Timeout => 5,
+    }
+}
+
+fn status_of(code: u8) -> Option<BackgroundExecutionStatus> {
+    BackgroundExecutionStatus::ALL
+        .into_iter()
+        .find(|s| status_code(*s) == code)
+}
+
+fn list_key(seq: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[0] = INDEX;
+    k[1] = LIST;
+    k[2..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn encode_listed(l: &Listed) -> Vec<u8> {
+    let (tenant, callable) = (l.tenant.as_str().as_bytes(), l.callable.as_bytes());
+    let mut v = Vec::with_capacity(35 + tenant.len() + callable.len());
+    v.extend_from_slice(l.id.as_bytes());
+    v.push(
+        BackgroundExecutionStatus::ALL
+            .iter()
+            .position(|s| *s == l.status)
+            .unwrap_or_default() as u8,
+    );
+    v.extend_from_slice(&l.queued_ns().to_be_bytes());
+    v.extend_from_slice(&(tenant.len().min(u16::MAX.into()) as u16).to_be_bytes());
+    v.extend_from_slice(tenant);
+    v.extend_from_slice(callable);
+    v
+}
+
+/// A listing entry read back; `None` when it is malformed.
+fn decode_listed(key: &[u8], v: &[u8]) -> Option<Listed> {
+    let seq = seq_of(key.get(2..)?)?;
+    let id = ExecutionId::from_bytes(v.get(..16)?.try_into().ok()?);
+    let status = status_of(*v.get(16)?)?;
+    let queued_at =
+        DateTime::<Utc>::from_timestamp_nanos(i64::from_be_bytes(v.get(17..25)?.try_into().ok()?));
+    let len = usize::from(u16::from_be_bytes(v.get(25..27)?.try_into().ok()?));
+    let tenant = std::str::from_utf8(v.get(27..27 + len)?).ok()?;
+    let callable = std::str::from_utf8(v.get(27 + len..)?).ok()?;
+    Some(Listed {
+        seq,
+        id,
+        tenant: tenant.parse().ok()?,
+        callable: callable.to_owned(),
+        status,
+        queued_at,
+    })
+}
 
 pub(crate) fn event_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
@@ -108,17 +185,24 @@ fn unpack(key: &[u8], value: &[u8], seqs: &mut Vec<u64>) -> Option<()> {
 }
 
 /// The index entries of an event: the name it points at its execution, and
-/// when it settled its execution, that execution's seqs.
+/// when it settled its execution, that execution's seqs and its line in the
+/// list.
 fn index_entries(
     event: &Event,
-    settled: Option<&[u64]>,
+    settled: Option<&Settled>,
 ) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
     let name = Name::of(event).map(|n| (name_key(&n), event.execution_id.as_bytes().to_vec()));
-    let seqs = settled.map(|seqs| {
-        let packed = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
+    let seqs = settled.map(|settled| {
+        let packed = settled.seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
         (exec_prefix(&event.execution_id).to_vec(), packed)
     });
-    name.into_iter().chain(seqs)
+    let listed = settled.map(|settled| {
+        (
+            list_key(settled.listed.seq).to_vec(),
+            encode_listed(&settled.listed),
+        )
+    });
+    name.into_iter().chain(seqs).chain(listed)
 }
 
 /// The index key of a per-tenant name.
@@ -607,7 +691,7 @@ impl Log {
     /// Writes the index entries of an event in the log (idempotent): the
     /// name it points at its execution, and when it settled its execution,
     /// the seqs of all that execution's events.
-    fn index(&self, event: &Event, settled: Option<&[u64]>) -> Result<(), StorageError> {
+    fn index(&self, event: &Event, settled: Option<&Settled>) -> Result<(), StorageError> {
         for (key, value) in index_entries(event, settled) {
             self.events.insert(key, value).map_err(storage)?;
         }
@@ -615,7 +699,7 @@ impl Log {
     }
 
     /// The keys [`Log::index`] writes for `event`.
-    fn index_keys(event: &Event, settled: Option<&[u64]>) -> impl Iterator<Item = Vec<u8>> {
+    fn index_keys(event: &Event, settled: Option<&Settled>) -> impl Iterator<Item = Vec<u8>> {
         index_entries(event, settled).map(|(key, _)| key)
     }
 
@@ -984,6 +1068,36 @@ impl Store for Log {
         .transpose()
     }
 
+    /// Not when settled executions are indexed but none is listed (written
+    /// before the list was kept), nor while a build of the list has not
+    /// succeeded (marked, so that a failed one is tried again).
+    fn list_complete(&self) -> Result<bool, StorageError> {
+        if self.events.contains_key(LIST_PARTIAL).map_err(storage)? {
+            return Ok(false);
+        }
+        let first = |kind: u8| self.events.scan_prefix([INDEX, kind]).next().transpose();
+        if first(LIST).map_err(storage)?.is_some() || first(EXEC).map_err(storage)?.is_none() {
+            return Ok(true);
+        }
+        // The rebuild that builds it removes the mark (it is no entry the
+        // log implies).
+        self.events.insert(LIST_PARTIAL, &[]).map_err(storage)?;
+        Ok(false)
+    }
+
+    fn listed_before(&self, before: u64) -> Items<'_, Listed> {
+        let range = list_key(0)..list_key(before);
+        Box::new(self.events.range(range).rev().map(|item| {
+            let (k, v) = item.map_err(storage)?;
+            decode_listed(&k, &v).ok_or_else(|| {
+                StorageError::new(
+                    ErrorKind::Corrupt,
+                    "malformed entry in the list of settled executions",
+                )
+            })
+        }))
+    }
+
     /// Stores a snapshot as of `seq`.
     fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StorageError> {
         self.snapshots
@@ -1075,8 +1189,8 @@ impl Store for Log {
         let mut keep = HashSet::new();
         for item in events {
             let (event, settles) = item?;
-            self.index(&event, settles.as_deref())?;
-            keep.extend(Log::index_keys(&event, settles.as_deref()));
+            self.index(&event, settles.as_ref())?;
+            keep.extend(Log::index_keys(&event, settles.as_ref()));
         }
         self.remove_index_except(&keep)
     }

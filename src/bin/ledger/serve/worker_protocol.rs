@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! POST /v1/workers/claim                                {worker, callables, max?, waitMs?, leaseMs?}
+//! POST /v1/workers/shutdown                             {worker}: its waiting claims answer at once
 //! POST /v1/executions/{id}/attempts/{n}/heartbeat       {leaseMs?, progress?}
 //! POST /v1/executions/{id}/attempts/{n}/complete        {output}
 //! POST /v1/executions/{id}/attempts/{n}/fail            {error: {code, message}, retryable?}
@@ -42,6 +43,36 @@ struct ClaimBody {
     wait_ms: Option<u64>,
     #[serde(default)]
     lease_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ShutdownBody {
+    worker: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct ShutdownAnswer {
+    worker: String,
+}
+
+/// `POST /v1/workers/shutdown`: a worker that stops says so first; its
+/// claims still waiting (in this process) answer at once with nothing, so
+/// no attempt is claimed for a worker that would no longer read the
+/// answer. What they claimed before is the worker's to run.
+pub(super) async fn shutdown(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<ShutdownAnswer>> {
+    let ledger = authorize(&state, &headers)?.ledger(&state);
+    let body: ShutdownBody = body_json(body, false)?.expect("a body is required");
+    state
+        .runtime
+        .worker_shutting_down(ledger.scope().cloned(), &body.worker)?;
+    Ok(Json(ShutdownAnswer {
+        worker: body.worker,
+    }))
 }
 
 /// One claimed attempt: the execution record, and until when its lease

@@ -1,0 +1,192 @@
+//! The tables the PostgreSQL engine keeps, created on first use and
+//! versioned: a database written by a newer schema is refused.
+//!
+//! ```text
+//! ledger_meta        key → value: 'schema' → the schema version; 'listing' →
+//!                    'partial' while ledger_listed misses executions settled
+//!                    under schema 1
+//! ledger_head        one row: the log's last seq and that record's hash
+//! ledger_log         seq → record (record.rs), with the columns queries need:
+//!                    execution, tenant, kind, at, and the per-tenant name the
+//!                    event points at its execution (name_kind 'k' an
+//!                    idempotency key, 'b' a binding target)
+//! ledger_listed      seq of a settled execution's first event → its line in
+//!                    the list of settled executions (execution, tenant,
+//!                    callable, status, queued_ns: when it was submitted, in
+//!                    nanoseconds since 1970), inserted with the event
+//!                    that settles it (derived data, rebuilt by reindex)
+//! ledger_snapshots   seq → the projection as of that seq (derived data)
+//! ledger_leases      execution → its running attempt's lease, as renewed
+//! ledger_acceptances a row for each time the log was accepted as it is
+//! ```
+//!
+//! Every append moves `ledger_head` from the head it was decided against
+//! and inserts its rows in one statement; a trigger on `ledger_head`
+//! notifies `ledger_appended` with the new head's seq at commit.
+
+/// The schema version this build writes and reads. Version 1 had no
+/// `ledger_listed`: opening such a database adds it ([`UPGRADE_1`]).
+pub(super) const VERSION: u32 = 2;
+
+/// The table of settled executions' lines (in [`CREATE`] and [`UPGRADE_1`]).
+macro_rules! listed_table {
+    () => {
+        r#"
+CREATE TABLE IF NOT EXISTS ledger_listed (
+    seq bigint PRIMARY KEY CHECK (seq > 0),
+    execution uuid NOT NULL,
+    tenant text NOT NULL,
+    callable text NOT NULL,
+    status text NOT NULL,
+    queued_ns bigint NOT NULL
+);
+
+"#
+    };
+}
+
+/// Brings a version 1 database to version 2 (under [`CREATE_LOCK`]). The
+/// executions it settled before are listed once the index is rebuilt (the
+/// ledger does it when it opens the database, and clears `listing`).
+pub(super) const UPGRADE_1: &str = concat!(
+    listed_table!(),
+    r#"
+WITH upgraded AS (
+    UPDATE ledger_meta SET value = '2' WHERE key = 'schema' AND value = '1' RETURNING 1
+)
+INSERT INTO ledger_meta (key, value) SELECT 'listing', 'partial' FROM upgraded
+    ON CONFLICT DO NOTHING;
+"#
+);
+
+/// A key of `pg_advisory_xact_lock` that serializes creating the schema.
+pub(super) const CREATE_LOCK: i64 = 0x6c65_6467_6572; // "ledger"
+
+/// The channel appends are announced on.
+pub(super) const CHANNEL: &str = "ledger_appended";
+
+/// Whether the ledger's tables exist, read from `pg_class` with the
+/// statement's own snapshot (a lookup by name, such as `to_regclass`, can
+/// answer from the session's cache of names it did not find, and miss a
+/// table another session created meanwhile).
+pub(super) const EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relname = 'ledger_meta' AND n.nspname = current_schema())";
+
+/// Creates the tables that are missing (run in one transaction, under
+/// [`CREATE_LOCK`]).
+pub(super) const CREATE: &str = concat!(
+    r#"
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_head (
+    id int PRIMARY KEY CHECK (id = 1),
+    seq bigint NOT NULL CHECK (seq >= 0),
+    hash bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_log (
+    seq bigint PRIMARY KEY CHECK (seq > 0),
+    execution uuid NOT NULL,
+    tenant text NOT NULL,
+    kind text NOT NULL,
+    at timestamptz NOT NULL,
+    name_kind "char",
+    name text,
+    record bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_log_execution ON ledger_log (execution, seq);
+CREATE INDEX IF NOT EXISTS ledger_log_name ON ledger_log (tenant, name_kind, name, seq)
+    WHERE name IS NOT NULL;
+"#,
+    listed_table!(),
+    r#"CREATE TABLE IF NOT EXISTS ledger_snapshots (
+    seq bigint PRIMARY KEY,
+    bytes bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_leases (
+    execution uuid PRIMARY KEY,
+    attempt int NOT NULL,
+    until timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_acceptances (
+    at text NOT NULL,
+    seq bigint NOT NULL,
+    hash bytea NOT NULL,
+    problem text NOT NULL
+);
+CREATE OR REPLACE FUNCTION ledger_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('ledger_appended', NEW.seq::text);
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER ledger_head_notify AFTER UPDATE ON ledger_head
+    FOR EACH ROW EXECUTE FUNCTION ledger_notify();
+INSERT INTO ledger_head (id, seq, hash) VALUES (1, 0, '\x0000000000000000000000000000000000000000000000000000000000000000')
+    ON CONFLICT DO NOTHING;
+"#
+);
+
+/// The common table expression that inserts the lines of the executions
+/// that appended events settle, from the parameters numbered (their
+/// columns as arrays), where `$where` holds.
+macro_rules! insert_listed {
+    ($a:literal, $b:literal, $c:literal, $d:literal, $e:literal, $f:literal, $where:literal) => {
+        concat!(
+            "listed AS (INSERT INTO ledger_listed (seq, execution, tenant, callable, status, queued_ns) ",
+            "SELECT * FROM unnest($", $a, "::int8[], $", $b, "::uuid[], $", $c, "::text[], $", $d,
+            "::text[], $", $e, "::text[], $", $f, "::int8[]) ",
+            $where,
+            // A line left at its seq (by a restore, or damage) is replaced:
+            // the execution still settles.
+            " ON CONFLICT (seq) DO UPDATE SET execution = EXCLUDED.execution, tenant = EXCLUDED.tenant, ",
+            "callable = EXCLUDED.callable, status = EXCLUDED.status, queued_ns = EXCLUDED.queued_ns)"
+        )
+    };
+}
+
+/// Inserts a group's rows (`$1`… the log's columns as arrays, `$9`… the
+/// settled executions' lines), while the group holds the head row.
+pub(super) const INSERT: &str = concat!(
+    "WITH ",
+    insert_listed!(9, 10, 11, 12, 13, 14, ""),
+    r#"
+INSERT INTO ledger_log (seq, execution, tenant, kind, at, name_kind, name, record)
+SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[],
+                     $6::"char"[], $7::text[], $8::bytea[])
+"#
+);
+
+/// Appends rows if the head is still the one the append was decided
+/// against: `$1`, `$2` the head it was decided against, `$3`, `$4` the
+/// new head, `$5`… the rows' columns as arrays, `$13`… the lines of the
+/// executions they settle. Moving the head locks its row, so appends
+/// commit one at a time, in seq order; an append decided against an older
+/// head finds the row moved and inserts nothing.
+pub(super) const APPEND: &str = concat!(
+    r#"
+WITH moved AS (
+    UPDATE ledger_head SET seq = $3, hash = $4
+    WHERE id = 1 AND seq = $1 AND hash = $2
+    RETURNING 1
+), "#,
+    insert_listed!(13, 14, 15, 16, 17, 18, "WHERE EXISTS (SELECT 1 FROM moved)"),
+    r#"
+INSERT INTO ledger_log (seq, execution, tenant, kind, at, name_kind, name, record)
+SELECT r.seq, r.execution, r.tenant, r.kind, r.at, r.name_kind, r.name, r.record
+FROM unnest($5::int8[], $6::uuid[], $7::text[], $8::text[], $9::timestamptz[],
+            $10::"char"[], $11::text[], $12::bytea[])
+    AS r(seq, execution, tenant, kind, at, name_kind, name, record)
+WHERE EXISTS (SELECT 1 FROM moved)
+"#
+);
+
+/// Writes settled executions' lines again (`$1`… their columns as arrays),
+/// replacing those at their seqs: a rebuild of the list.
+pub(super) const RELIST: &str = concat!("WITH ", insert_listed!(1, 2, 3, 4, 5, 6, ""), " SELECT 1");
+
+/// Settled executions' lines submitted before `$1`, newest first, `$2` at
+/// most.
+pub(super) const LISTED: &str = "SELECT seq, execution, tenant, callable, status, queued_ns \
+     FROM ledger_listed WHERE seq < $1 ORDER BY seq DESC LIMIT $2";

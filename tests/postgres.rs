@@ -1,0 +1,609 @@
+//! Many ledgers, one PostgreSQL database: each `Ledger` opened on the same
+//! URL has its own connections, projection and leases, exactly as a ledger
+//! in another process or on another machine. Appends from all of them keep
+//! one gap-free, hash-chained log; each sees what the others appended;
+//! claims and leases are decided once for all; the schema is versioned; and
+//! `verify` finds rows edited, deleted or dropped from the tail.
+//!
+//! The database is a private PostgreSQL the tests start (tests/common/
+//! postgres.rs), or the server `LEDGER_TEST_DATABASE_URL` names.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use execution_ledger::{
+    BackgroundExecutionStatus, Claim, CommandError, ErrorKind, EventKind, ExecutionId, Ledger,
+    Refusal, Submission, TenantId,
+};
+
+mod common;
+use common::postgres::server;
+
+fn acme() -> TenantId {
+    "acme".parse().unwrap()
+}
+
+fn open(url: &str) -> Ledger {
+    Ledger::open(url).unwrap()
+}
+
+/// Waits until `ledger` has folded the log up to `seq` (it follows what
+/// others append through notifications and a poll of the head row).
+fn caught_up(ledger: &Ledger, seq: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ledger.head().seq < seq {
+        assert!(
+            Instant::now() < deadline,
+            "the ledger stayed at seq {} behind {seq}",
+            ledger.head().seq
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn ledgers_on_one_database_append_one_gap_free_chain_and_see_each_others_events() {
+    let url = server().database();
+    let ledgers: Vec<Ledger> = (0..3).map(|_| open(&url)).collect();
+    let per = 40;
+    let ids: Vec<Vec<ExecutionId>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ledgers
+            .iter()
+            .enumerate()
+            .map(|(n, l)| {
+                s.spawn(move || {
+                    (0..per)
+                        .map(|i| {
+                            let mut sub = Submission::new("echo");
+                            sub.input = Some(format!("{n}-{i}"));
+                            l.submit(&acme(), sub)
+                                .wait()
+                                .unwrap()
+                                .execution
+                                .execution_id
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let total = (3 * per) as u64;
+    for l in &ledgers {
+        caught_up(l, total);
+        assert_eq!(l.head().seq, total);
+    }
+    // One chain: every ledger verifies the whole log and reports one head.
+    let heads: HashSet<String> = ledgers
+        .iter()
+        .map(|l| l.verify().unwrap().head.hash)
+        .collect();
+    assert_eq!(heads.len(), 1, "one head for all: {heads:?}");
+    let seqs: Vec<u64> = ledgers[0].events(1, None).map(|e| e.unwrap().seq).collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "gap-free");
+    // Each sees the others' executions, live, in its queue and history.
+    for (n, l) in ledgers.iter().enumerate() {
+        assert_eq!(l.queue(None).len(), 3 * per, "ledger {n}'s queue");
+        for mine in &ids[(n + 1) % 3] {
+            assert_eq!(
+                l.get(*mine).unwrap().status,
+                BackgroundExecutionStatus::Queued
+            );
+            assert_eq!(l.history(*mine).unwrap().len(), 1);
+        }
+        l.check_projection().unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn a_subscription_delivers_events_another_ledger_appends_in_order_without_gap_or_duplicate() {
+    let url = server().database();
+    let (a, b) = (open(&url), open(&url));
+    let mut sub = b.subscribe(1);
+    let writer = std::thread::spawn(move || {
+        for i in 0..50 {
+            let mut s = Submission::new("echo");
+            s.input = Some(i.to_string());
+            a.submit(&acme(), s).wait().unwrap();
+        }
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 50 {
+        let e = sub
+            .next_timeout(Duration::from_secs(10))
+            .unwrap()
+            .expect("the other ledger's event arrives");
+        seen.push((e.seq, e.kind.name()));
+    }
+    writer.join().unwrap();
+    let expected: Vec<_> = (1..=50).map(|s| (s, "queued")).collect();
+    assert_eq!(seen, expected);
+    assert!(sub
+        .next_timeout(Duration::from_millis(300))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn concurrent_claims_from_many_ledgers_start_each_execution_once() {
+    let url = server().database();
+    let setup = open(&url);
+    let n = 60;
+    for _ in 0..n {
+        setup
+            .submit(&acme(), Submission::new("echo"))
+            .wait()
+            .unwrap();
+    }
+    let ledgers: Vec<Ledger> = (0..3).map(|_| open(&url)).collect();
+    let claimed: Vec<(ExecutionId, u32)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ledgers
+            .iter()
+            .map(|l| {
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    while let Some(e) = l.claim(Some("w")).wait().unwrap() {
+                        mine.push((e.execution_id, e.attempt));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let distinct: HashSet<_> = claimed.iter().map(|(id, _)| *id).collect();
+    assert_eq!(claimed.len(), n, "claimed: {claimed:?}");
+    assert_eq!(distinct.len(), n, "an execution was claimed twice");
+    assert!(claimed.iter().all(|(_, attempt)| *attempt == 1));
+    // On a shared log every attempt is leased.
+    for (id, _) in &claimed {
+        assert!(setup.lease(*id).is_some() || ledgers.iter().any(|l| l.lease(*id).is_some()));
+    }
+    let mut started: HashMap<ExecutionId, u32> = HashMap::new();
+    for e in setup.events(1, None) {
+        let e = e.unwrap();
+        if let EventKind::Started { lease_ms, .. } = e.kind {
+            assert!(lease_ms.is_some(), "seq {} started without a lease", e.seq);
+            *started.entry(e.execution_id).or_default() += 1;
+        }
+    }
+    assert!(started.values().all(|n| *n == 1), "{started:?}");
+    setup.verify().unwrap();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn an_idempotency_key_answers_the_first_submit_whichever_ledger_made_it() {
+    let url = server().database();
+    let (a, b) = (open(&url), open(&url));
+    let mut s = Submission::new("echo");
+    s.idempotency_key = Some("order-7".into());
+    let first = a.submit(&acme(), s.clone()).wait().unwrap();
+    let again = b.submit(&acme(), s.clone()).wait().unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!(first.execution.execution_id, again.execution.execution_id);
+    let mut other = s;
+    other.input = Some("different".into());
+    let err = b.submit(&acme(), other).wait().unwrap_err();
+    assert!(
+        matches!(err, CommandError::IdempotencyConflict { .. }),
+        "{err}"
+    );
+    assert_eq!(b.head().seq, 1);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn a_lease_renewed_through_one_ledger_holds_in_the_others_and_expires_in_any() {
+    let url = server().database();
+    let (a, b) = (open(&url), open(&url));
+    a.submit(&acme(), Submission::new("echo")).wait().unwrap();
+    let lease = Duration::from_millis(600);
+    let e = a
+        .claim_with(Claim::new().worker("far").lease(lease))
+        .wait()
+        .unwrap()
+        .pop()
+        .unwrap();
+    let id = e.execution_id;
+    caught_up(&b, 2);
+    // Heartbeats reach b only; a's view of the lease would have run out.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        b.heartbeat(id, 1, None).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            a.expire_leases().wait().unwrap().is_empty(),
+            "a expired a lease renewed through b"
+        );
+    }
+    // No more heartbeats: whichever ledger looks next records the loss once.
+    std::thread::sleep(lease + Duration::from_millis(200));
+    let recovered = a.expire_leases().wait().unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert!(b.expire_leases().wait().unwrap().is_empty());
+    caught_up(&b, 3);
+    // The late answer of the lost attempt is refused, through either.
+    let late = b
+        .complete(id, 1, serde_json::json!("late"))
+        .wait()
+        .unwrap_err();
+    match late {
+        CommandError::Transition(t) => assert!(
+            matches!(t.refusal, Refusal::Status(_) | Refusal::StaleAttempt { .. }),
+            "{t}"
+        ),
+        other => panic!("{other}"),
+    }
+    let kinds: Vec<_> = a
+        .history(id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind.name())
+        .collect();
+    assert_eq!(kinds[..3], ["queued", "started", "recovered"]);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn the_schema_is_created_once_and_a_newer_one_is_refused() {
+    let pg = server();
+    let url = pg.database();
+    // Opening without creating finds no ledger and creates nothing.
+    let err = Ledger::builder(&url).create(false).open().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoLedger, "{err}");
+    assert_eq!(
+        pg.sql(
+            &url,
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'ledger_%'"
+        )
+        .trim(),
+        "0"
+    );
+    // Many ledgers opening at once create the schema once.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| drop(open(&url)));
+        }
+    });
+    assert_eq!(
+        pg.sql(&url, "SELECT value FROM ledger_meta WHERE key = 'schema'")
+            .trim(),
+        "2"
+    );
+    pg.sql(
+        &url,
+        "UPDATE ledger_meta SET value = '3' WHERE key = 'schema'",
+    );
+    let err = Ledger::open(&url).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnsupportedVersion, "{err}");
+    assert!(err.to_string().contains("schema version 3"), "{err}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn a_schema_1_database_is_upgraded_and_lists_what_it_settled_before() {
+    let pg = server();
+    let url = pg.database();
+    nine_events(&url);
+    // As version 1 left it: no list of settled executions.
+    pg.sql(
+        &url,
+        "DROP TABLE ledger_listed; UPDATE ledger_meta SET value = '1' WHERE key = 'schema'",
+    );
+    let l = open(&url);
+    assert_eq!(
+        pg.sql(&url, "SELECT value FROM ledger_meta WHERE key = 'schema'")
+            .trim(),
+        "2"
+    );
+    // Opening built the list from the log, once.
+    let all = execution_ledger::ListFilter::new();
+    let listed = |l: &Ledger| -> Vec<_> {
+        l.list(&all, None, 100)
+            .unwrap()
+            .executions
+            .into_iter()
+            .map(|e| e.execution_id)
+            .collect()
+    };
+    assert_eq!(listed(&l).len(), 3);
+    assert_eq!(
+        pg.sql(
+            &url,
+            "SELECT count(*) FROM ledger_meta WHERE key = 'listing'"
+        )
+        .trim(),
+        "0"
+    );
+    let e = l
+        .submit(&acme(), Submission::new("echo"))
+        .wait()
+        .unwrap()
+        .execution;
+    l.cancel(e.execution_id, None).wait().unwrap();
+    assert_eq!(listed(&l).len(), 4);
+    assert_eq!(listed(&l)[0], e.execution_id);
+}
+
+/// A ledger of 3 settled executions (9 events), closed.
+fn nine_events(url: &str) {
+    let l = open(url);
+    for _ in 0..3 {
+        l.submit(&acme(), Submission::new("echo")).wait().unwrap();
+    }
+    while let Some(e) = l.claim(Some("w")).wait().unwrap() {
+        l.complete(e.execution_id, e.attempt, serde_json::json!(1))
+            .wait()
+            .unwrap();
+    }
+    assert_eq!(l.verify().unwrap().events, 9);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn verify_names_the_seq_of_an_edited_row() {
+    let pg = server();
+    let url = pg.database();
+    nine_events(&url);
+    // Flip a byte of the event JSON of seq 4.
+    pg.sql(
+        &url,
+        "UPDATE ledger_log SET record = overlay(record PLACING '\\x7a'::bytea FROM 80 FOR 1) WHERE seq = 4",
+    );
+    let err = match Ledger::open(&url) {
+        Err(e) => e,
+        Ok(l) => l.verify().unwrap_err(),
+    };
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert_eq!(err.seq(), Some(4), "{err}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn verify_names_the_seq_of_a_deleted_row() {
+    let pg = server();
+    let url = pg.database();
+    nine_events(&url);
+    pg.sql(&url, "DELETE FROM ledger_log WHERE seq = 5");
+    let err = match Ledger::open(&url) {
+        Err(e) => e,
+        Ok(l) => l.verify().unwrap_err(),
+    };
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert_eq!(err.seq(), Some(5), "{err}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn a_dropped_tail_is_refused_and_the_head_row_is_its_checkpoint() {
+    let pg = server();
+    let url = pg.database();
+    nine_events(&url);
+    pg.sql(&url, "DELETE FROM ledger_log WHERE seq > 7");
+    let err = Ledger::open(&url).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LostSuffix, "{err}");
+    assert_eq!(err.seq(), Some(8), "{err}");
+    // Accepting the log as it is moves the head row back, and records it.
+    let l = Ledger::builder(&url).accept_tail(true).open().unwrap();
+    assert!(l.accepted_tail().is_some());
+    assert_eq!(l.head().seq, 7);
+    l.verify().unwrap();
+    assert_eq!(
+        pg.sql(&url, "SELECT count(*) FROM ledger_acceptances")
+            .trim(),
+        "1"
+    );
+    // Whoever can edit the rows can move the head row back with them: only
+    // a head kept elsewhere finds the tail they dropped.
+    let kept = l.head();
+    assert_eq!(kept.seq, 7);
+    drop(l);
+    pg.sql(
+        &url,
+        "DELETE FROM ledger_log WHERE seq = 7; \
+         UPDATE ledger_head SET seq = 6, hash = (SELECT substring(record FROM 34 FOR 32) FROM ledger_log WHERE seq = 6)",
+    );
+    let l = open(&url);
+    l.verify().unwrap();
+    let err = l.check_head(&kept).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LostSuffix, "{err}");
+    assert_eq!(err.seq(), Some(7), "{err}");
+    // Rows appended behind the ledger's back, past the head row, are refused.
+    drop(l);
+    pg.sql(
+        &url,
+        "INSERT INTO ledger_log SELECT seq + 100, execution, tenant, kind, at, name_kind, name, record FROM ledger_log WHERE seq = 6",
+    );
+    let err = Ledger::open(&url).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn an_edited_column_is_found_by_verify_and_repaired_by_rebuilding_the_index() {
+    let pg = server();
+    let url = pg.database();
+    nine_events(&url);
+    pg.sql(
+        &url,
+        "UPDATE ledger_log SET execution = '00000000-0000-0000-0000-000000000001' WHERE seq = 2",
+    );
+    let l = open(&url);
+    let err = l.verify().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    let rebuilt = l.rebuild_index().unwrap();
+    assert_eq!(rebuilt.removed, 1, "one row's columns rewritten");
+    l.verify().unwrap();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn a_ledger_dropped_on_a_runtime_thread_closes_cleanly() {
+    let url = server().database();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let l = Arc::new(open(&url));
+        let done = l.submit(&acme(), Submission::new("echo")).await.unwrap();
+        assert!(done.created);
+        // A blocking read on a worker thread of another runtime works too.
+        assert_eq!(l.get(done.execution.execution_id).unwrap().attempt, 0);
+        drop(l);
+    });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn a_lost_connection_fails_one_command_and_the_ledger_goes_on() {
+    let pg = server();
+    let url = pg.database();
+    let l = open(&url);
+    l.submit(&acme(), Submission::new("echo")).wait().unwrap();
+    // The server ends every session of the ledger's (as a restart would).
+    let ended = pg.sql(
+        &url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = 'execution-ledger' AND pid <> pg_backend_pid()",
+    );
+    assert_ne!(ended.trim(), "0");
+    // At most the first command meets the broken connection; it is an
+    // error of the database, not a poisoned ledger.
+    let mut failures = 0;
+    for _ in 0..3 {
+        match l.submit(&acme(), Submission::new("echo")).wait() {
+            Ok(_) => {}
+            Err(CommandError::Storage(e)) => {
+                assert_eq!(e.kind(), ErrorKind::Database, "{e}");
+                failures += 1;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(failures <= 1, "{failures} submits failed");
+    // A failed submit whose commit happened before its answer was lost is
+    // in the log too.
+    assert!(l.head().seq >= 4 - failures, "head {}", l.head().seq);
+    l.verify().unwrap();
+    // Another ledger on the database sees the same log.
+    let other = open(&url);
+    assert_eq!(other.head().seq, l.head().seq);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+async fn a_result_awaited_through_one_process_is_answered_when_another_runs_it() {
+    use execution_ledger::Runtime;
+    let url = server().database();
+    let (a, b) = (open(&url), open(&url));
+    // a runs nothing; b runs the built-in callables.
+    let here = Runtime::builder(a.clone()).start().await.unwrap();
+    let there = Runtime::builder(b.clone())
+        .register_builtins()
+        .start()
+        .await
+        .unwrap();
+    let mut s = Submission::new("echo");
+    s.input = Some("far".into());
+    let id = a.submit(&acme(), s).await.unwrap().execution.execution_id;
+    let done = tokio::time::timeout(Duration::from_secs(20), here.result(id))
+        .await
+        .expect("answered once the other process finished it")
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, BackgroundExecutionStatus::Completed);
+    assert_eq!(done.output, Some(serde_json::json!("far")));
+    here.shutdown(Duration::from_secs(2)).await.unwrap();
+    there.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn pages_listed_by_one_process_while_another_submits_and_settles_have_no_gap() {
+    let pg = server();
+    let url = pg.database();
+    let (a, b) = (open(&url), open(&url));
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let e = a
+            .submit(&acme(), Submission::new("echo"))
+            .wait()
+            .unwrap()
+            .execution;
+        ids.push(e.execution_id);
+    }
+    caught_up(&b, a.head().seq);
+    let all = execution_ledger::ListFilter::new();
+    let (mut seen, mut cursor, mut pairs) = (Vec::new(), None, Vec::new());
+    loop {
+        let page = a.list(&all, cursor, 3).unwrap();
+        seen.extend(page.executions.iter().map(|e| e.execution_id));
+        // Meanwhile the other process submits new ones (one left live,
+        // then one settled) and settles old ones, which it commits before
+        // this one hears of them.
+        let x = b
+            .submit(&acme(), Submission::new("echo"))
+            .wait()
+            .unwrap()
+            .execution;
+        let z = b
+            .submit(&acme(), Submission::new("echo"))
+            .wait()
+            .unwrap()
+            .execution;
+        b.cancel(z.execution_id, None).wait().unwrap();
+        pairs.push((x.execution_id, z.execution_id));
+        if let Some(old) = ids.get(seen.len() % ids.len()) {
+            let _ = b.cancel(*old, None).wait();
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no execution twice");
+    for id in &ids {
+        assert!(unique.contains(id), "{id} is missing from the pages");
+    }
+    // Pages hold no gap: a later submission shown means every earlier one
+    // the pages went past is shown too.
+    for (x, z) in &pairs {
+        assert!(
+            !unique.contains(z) || unique.contains(x),
+            "{z} is listed but {x}, submitted just before it, is not"
+        );
+    }
+    // A line left at a seq (a restore, damage) does not stop the
+    // execution submitted there from settling: it is replaced.
+    let e = a
+        .submit(&acme(), Submission::new("echo"))
+        .wait()
+        .unwrap()
+        .execution;
+    let seq = a.head().seq;
+    pg.sql(
+        &url,
+        &format!(
+            "INSERT INTO ledger_listed VALUES ({seq}, '{}', 'acme', 'stale', 'failed', 0)",
+            ids[0]
+        ),
+    );
+    let done = a.cancel(e.execution_id, None).wait().unwrap();
+    assert_eq!(
+        done.status,
+        execution_ledger::BackgroundExecutionStatus::Cancelled
+    );
+    let mut only = execution_ledger::ListFilter::new();
+    only.id = Some(e.execution_id);
+    let mut cancelled = execution_ledger::ListFilter::new();
+    cancelled.callable = Some("stale".into());
+    assert_eq!(a.list(&cancelled, None, 10).unwrap().executions, vec![]);
+    a.verify().unwrap();
+}
