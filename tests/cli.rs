@@ -249,7 +249,32 @@ fn bad_input_is_one_line_with_its_exit_code_and_appends_nothing() {
     let id = submit(d, "acme", "50");
     ok(d, &["cancel", &id, "--reason", "changed my mind"]);
     let before = head(d);
+    let files = tempfile::tempdir().unwrap();
+    let (no_figures, bad_figures) = (files.path().join("none"), files.path().join("bad"));
+    std::fs::write(&no_figures, "run: {\"n\": 1}\nlog line\n").unwrap();
+    std::fs::write(&bad_figures, "{\"peer\": \"bullmq\", \"n\": 20000}\n").unwrap();
+    let missing = files.path().join("missing");
+    let (no_figures, bad_figures, missing) = (
+        no_figures.to_str().unwrap(),
+        bad_figures.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    );
     let cases: Vec<(Vec<&str>, i32, String)> = vec![
+        (
+            vec!["bench", "--only", "peer-workload", "--peers", no_figures],
+            2,
+            "no peer's figures in it".into(),
+        ),
+        (
+            vec!["bench", "--only", "peer-workload", "--peers", bad_figures],
+            2,
+            "line 1 is not a peer's figures".into(),
+        ),
+        (
+            vec!["bench", "--only", "peer-workload", "--peers", missing],
+            2,
+            "--peers: cannot read".into(),
+        ),
         (
             vec![
                 "submit",

@@ -325,9 +325,51 @@ pub fn relaxed_append(root: &Path, sizes: Sizes) -> Result<Measurement, Scenario
     ))
 }
 
+/// Synced submits per second from `tasks` tokio tasks on a 2-thread
+/// runtime, `per` each, the way the runtime and the HTTP server submit
+/// (awaiting `submit`), into a fresh ledger at `dir` (removed afterwards).
+///
+/// # Errors
+///
+/// When the ledger cannot be opened.
+pub fn durable_task_rate(dir: &Path, tasks: u64, per: u64) -> Result<f64, ScenarioError> {
+    let figure = {
+        let l = ledger(dir, Durability::Synced, 0)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()?;
+        let start = Instant::now();
+        rt.block_on(async {
+            let mut all = Vec::new();
+            for t in 0..tasks {
+                let l = l.clone();
+                all.push(tokio::spawn(async move {
+                    let tenant = tenant();
+                    for i in 0..per {
+                        l.submit(&tenant, sample_submission(t * per + i))
+                            .spawn()
+                            .await
+                            .expect("a durable submit");
+                    }
+                }));
+            }
+            for t in all {
+                t.await.expect("a submitting task");
+            }
+        });
+        rate(per * tasks, start.elapsed())
+    };
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(figure)
+}
+
 /// Synced appends from 256 concurrent submitters (group commit), against
 /// raw sled batches of 256 with flush and fdatasync, and against one flush
 /// and fdatasync per event.
+///
+/// # Errors
+///
+/// When a ledger cannot be opened.
 pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, ScenarioError> {
     let n = sizes.appends;
     let threads = 256u64;
@@ -356,36 +398,11 @@ pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, Sce
             });
             ours.push(rate(per * threads, start.elapsed()));
         }
-        // The same from tokio tasks on a 2-thread runtime, the way the
-        // runtime and the HTTP server submit (awaiting `submit`).
-        let task_dir = fresh(root, &format!("durable-tasks-{round}"));
-        {
-            let l = ledger(&task_dir, Durability::Synced, 0)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .build()?;
-            let start = Instant::now();
-            rt.block_on(async {
-                let mut all = Vec::new();
-                for t in 0..threads {
-                    let l = l.clone();
-                    all.push(tokio::spawn(async move {
-                        let tenant = tenant();
-                        for i in 0..per {
-                            l.submit(&tenant, sample_submission(t * per + i))
-                                .spawn()
-                                .await
-                                .expect("a durable submit");
-                        }
-                    }));
-                }
-                for t in all {
-                    t.await.expect("a submitting task");
-                }
-            });
-            tasks.push(rate(per * threads, start.elapsed()));
-        }
-        let _ = std::fs::remove_dir_all(&task_dir);
+        tasks.push(durable_task_rate(
+            &fresh(root, &format!("durable-tasks-{round}")),
+            threads,
+            per,
+        )?);
         let bytes = written_bytes(&dir);
         let events = per_event(&bytes);
         // Batches of 256 events, flush, fdatasync.
@@ -961,10 +978,13 @@ pub struct PeerFigures {
     pub process: f64,
     /// Seconds from the enqueue's start to the last completion.
     pub total_s: f64,
+    /// Events appended while processing, per job (`started` and
+    /// `completed`: 2).
+    pub events_per_job: f64,
 }
 
 /// The peers' workload on the ledger at `location` (a directory or a
-/// `postgres://` URL), synced: `n` no-op jobs enqueued with `submit_many`
+/// `postgres://` URL) at `durability`: `n` no-op jobs enqueued with `submit_many`
 /// in chunks of [`PEER_BATCH`], then a [`Runtime`] of [`PEER_WORKERS`]
 /// workers with a no-op callable runs them all. The last completion is
 /// when the ledger counts nothing queued or running (polled every
@@ -973,10 +993,12 @@ pub struct PeerFigures {
 /// # Errors
 ///
 /// When the ledger cannot be opened or refuses a command.
-pub fn peer_workload(location: &Path, n: u64) -> Result<PeerFigures, ScenarioError> {
-    let ledger = Ledger::builder(location)
-        .durability(Durability::Synced)
-        .open()?;
+pub fn peer_workload(
+    location: &Path,
+    n: u64,
+    durability: Durability,
+) -> Result<PeerFigures, ScenarioError> {
+    let ledger = Ledger::builder(location).durability(durability).open()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -994,6 +1016,7 @@ pub fn peer_workload(location: &Path, n: u64) -> Result<PeerFigures, ScenarioErr
             ledger.submit_many(&t, chunk).await?;
         }
         let enqueued = start.elapsed();
+        let before = ledger.head().seq;
         let first = Arc::new(std::sync::OnceLock::<Instant>::new());
         let seen = first.clone();
         let runtime = Runtime::builder(ledger.clone())
@@ -1011,12 +1034,14 @@ pub fn peer_workload(location: &Path, n: u64) -> Result<PeerFigures, ScenarioErr
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
+        let after = ledger.head().seq;
         runtime.shutdown(Duration::from_secs(5)).await?;
         let first = *first.get().unwrap_or(&end);
         Ok::<_, ScenarioError>(PeerFigures {
             enqueue: rate(n, enqueued),
             process: rate(n, end.saturating_duration_since(first)),
             total_s: (end - start).as_secs_f64(),
+            events_per_job: (after - before) as f64 / n.max(1) as f64,
         })
     })?;
     drop(ledger);

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::scenarios::{self, Measurement, ScenarioError, Sizes};
 use anyhow::{Context, Result};
+use execution_ledger::Durability;
 
 use crate::output::Table;
 use crate::Cli;
@@ -138,6 +139,204 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
         scenarios::Target::AtLeast(0.5),
         format!("{n} submits"),
     ))
+}
+
+/// Executions per batch in the `http-external` scenario.
+const WRK_BATCH: usize = 100;
+/// Connections wrk keeps open (as the 64 clients of `http`).
+const WRK_CONNECTIONS: u64 = 64;
+
+/// Submits to `ledger serve`'s API from wrk, a load generator in another
+/// process (2 threads, 64 connections, keep-alive), single submits and
+/// batches of [`WRK_BATCH`], against the library's durable submit and
+/// `submit_many` from 64 threads in the same round. `None` when wrk is not
+/// on the PATH and the scenario was not asked for by name.
+fn http_external(root: &Path, sizes: Sizes, asked: bool) -> Result<Option<Vec<Measurement>>> {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        if asked {
+            return Err(crate::cli::Usage(
+                "bench --only http-external needs wrk on the PATH (Debian: apt-get install wrk)"
+                    .into(),
+            )
+            .into());
+        }
+        eprintln!("http-external skipped: wrk is not on the PATH (Debian: apt-get install wrk)");
+        return Ok(None);
+    }
+    let secs = if sizes.rounds == 1 { 2 } else { 5 };
+    let job = |i: u64| {
+        let mut s = scenarios::sample_submission(i);
+        // Deferred, so that the server's worker leaves them alone.
+        s.config.mode = execution_ledger::BackgroundExecutionMode::Deferred;
+        s
+    };
+    let mut single_body = serde_json::to_value(job(0))?;
+    single_body["tenantId"] = serde_json::json!("bench");
+    let batch_body = serde_json::json!({
+        "tenantId": "bench",
+        "executions": (0..WRK_BATCH as u64).map(job).collect::<Vec<_>>(),
+    });
+    let tenant: execution_ledger::TenantId = "bench".parse()?;
+    let (mut single, mut batched, mut lib_single, mut lib_batched) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..sizes.rounds {
+        let dir = root.join(format!("wrk-{round}"));
+        let ledger = execution_ledger::Ledger::open(&dir)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let (one, many) = rt.block_on(async {
+            let served = crate::serve::serve_in_process(ledger.clone()).await?;
+            let one = wrk(
+                root,
+                &format!("{}/v1/executions", served.url),
+                &single_body,
+                secs,
+            );
+            let many = wrk(
+                root,
+                &format!("{}/v1/executions/batch", served.url),
+                &batch_body,
+                secs,
+            );
+            served.stop().await;
+            anyhow::Ok((one?, many?))
+        })?;
+        drop(rt);
+        drop(ledger);
+        let _ = std::fs::remove_dir_all(&dir);
+        single.push(one);
+        batched.push(many * WRK_BATCH as f64);
+
+        let dir = root.join(format!("wrk-lib-{round}"));
+        let ledger = execution_ledger::Ledger::open(&dir)?;
+        let per = (one * secs as f64 / WRK_CONNECTIONS as f64).ceil().max(1.0) as u64;
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for c in 0..WRK_CONNECTIONS {
+                let (ledger, tenant) = (ledger.clone(), tenant.clone());
+                s.spawn(move || {
+                    for i in 0..per {
+                        ledger
+                            .submit(&tenant, job(c * per + i))
+                            .wait()
+                            .expect("a durable submit");
+                    }
+                });
+            }
+        });
+        lib_single.push((per * WRK_CONNECTIONS) as f64 / start.elapsed().as_secs_f64());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let batches = (many * secs as f64 / WRK_CONNECTIONS as f64)
+            .ceil()
+            .max(1.0) as u64;
+        let start = Instant::now();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..WRK_CONNECTIONS)
+                .map(|c| {
+                    let (ledger, tenant) = (ledger.clone(), tenant.clone());
+                    tokio::spawn(async move {
+                        for b in 0..batches {
+                            let first = (c * batches + b) * WRK_BATCH as u64;
+                            let items = (first..first + WRK_BATCH as u64).map(job).collect();
+                            ledger.submit_many(&tenant, items).await?;
+                        }
+                        anyhow::Ok(())
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await??;
+            }
+            anyhow::Ok(())
+        })?;
+        lib_batched.push(
+            (batches * WRK_CONNECTIONS * WRK_BATCH as u64) as f64 / start.elapsed().as_secs_f64(),
+        );
+        drop(rt);
+        drop(ledger);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let size = format!(
+        "wrk -t2 -c{WRK_CONNECTIONS} -d{secs}s, medians of {}",
+        sizes.rounds
+    );
+    Ok(Some(vec![
+        Measurement::new(
+            "HTTP submit from wrk (another process), single",
+            "submits/s",
+            median(single),
+            "the library's durable submit from 64 threads",
+            median(lib_single),
+            scenarios::Target::AtLeast(0.5),
+            size.clone(),
+        ),
+        Measurement::new(
+            "HTTP submit from wrk (another process), batches of 100",
+            "submits/s",
+            median(batched),
+            "the library's submit_many of 100 from 64 tasks",
+            median(lib_batched),
+            scenarios::Target::AtLeast(0.5),
+            size,
+        ),
+    ]))
+}
+
+/// Requests/s of wrk POSTing `body` to `url` for `secs` seconds; an error
+/// when any answer was not a 2xx.
+fn wrk(root: &Path, url: &str, body: &serde_json::Value, secs: u64) -> Result<f64> {
+    let script = root.join("wrk-post.lua");
+    let body = serde_json::to_string(body)?;
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = {}\n",
+            lua_string(&body)
+        ),
+    )?;
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{WRK_CONNECTIONS}"),
+            &format!("-d{secs}s"),
+        ])
+        .arg("-s")
+        .arg(&script)
+        .arg(url)
+        .output()
+        .context("cannot run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "wrk failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(line) = text.lines().find(|l| l.contains("Non-2xx")) {
+        anyhow::bail!("wrk against {url}: {}", line.trim());
+    }
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("wrk printed no Requests/sec: {text}"))
+}
+
+/// `s` as a Lua string literal.
+fn lua_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Runs `n` no-op jobs of `callable` submitted as batches to `ledger`
@@ -332,8 +531,10 @@ pub(crate) fn run(
     full: bool,
     dir: Option<PathBuf>,
     only: &[String],
+    peers: Option<Vec<PeerLine>>,
     out: &mut impl Write,
 ) -> Result<()> {
+    let peers = peers.as_deref();
     let sizes = if quick {
         Sizes::quick()
     } else if full {
@@ -379,6 +580,10 @@ pub(crate) fn run(
         progress("end-to-end durable jobs");
         results.push(scenarios::end_to_end(&root, sizes)?);
     }
+    if wanted("peer-workload") {
+        progress("the peers' workload on sled");
+        results.extend(peer_workload(&root, sizes, peers)?);
+    }
     if wanted("replay") {
         progress("replay");
         results.push(scenarios::replay(&root, sizes)?);
@@ -402,6 +607,11 @@ pub(crate) fn run(
         progress("HTTP submits from 64 clients");
         results.push(http_submit(&root, sizes)?);
     }
+    if wanted("http-external") {
+        progress("HTTP submits from wrk in another process");
+        let asked = only.iter().any(|o| o == "http-external");
+        results.extend(http_external(&root, sizes, asked)?.into_iter().flatten());
+    }
     if wanted("remote") {
         progress("jobs through remote workers");
         results.extend(remote_workers(&root, sizes)?);
@@ -412,7 +622,7 @@ pub(crate) fn run(
     }
     if let (true, Some(url)) = (wanted("postgres"), &cli.database) {
         progress("PostgreSQL: appends from 1 and 3 processes, the peers' workload");
-        results.extend(postgres(url, &root, sizes)?);
+        results.extend(postgres(url, &root, sizes, peers)?);
     }
     if remove {
         let _ = std::fs::remove_dir_all(&root);
@@ -676,15 +886,26 @@ fn appenders(url: &str, submitters: u64, counts: &[u64]) -> Result<f64> {
 /// The PostgreSQL scenarios: synced appends from three processes against
 /// one, and the peers' workload against the same on sled. Each round on a
 /// fresh database of the server `url` names.
-fn postgres(url: &str, root: &Path, sizes: Sizes) -> Result<Vec<Measurement>> {
+fn postgres(
+    url: &str,
+    root: &Path,
+    sizes: Sizes,
+    peers: Option<&[PeerLine]>,
+) -> Result<Vec<Measurement>> {
     const SUBMITTERS: u64 = 64;
     const PROCESSES: u64 = 3;
     let total = sizes.appends;
     let per = total.div_ceil(PROCESSES);
-    let n = sizes.peer_jobs;
+    let graphile = peers.and_then(|p| PeerLine::find(p, "graphile-worker", "pg-default"));
+    let n = graphile.map_or(sizes.peer_jobs, |g| g.n);
+    let rounds = if graphile.is_some() {
+        sizes.rounds.max(PEER_RUNS)
+    } else {
+        sizes.rounds
+    };
     let (mut one, mut three) = (Vec::new(), Vec::new());
     let (mut pg, mut sled) = (Vec::new(), Vec::new());
-    for round in 0..sizes.rounds {
+    for round in 0..rounds {
         for (counts, into) in [
             (vec![total], &mut one),
             (vec![per; PROCESSES as usize], &mut three),
@@ -695,26 +916,19 @@ fn postgres(url: &str, root: &Path, sizes: Sizes) -> Result<Vec<Measurement>> {
             into.push(appenders(&db.url, SUBMITTERS, &counts)?);
         }
         let db = Scratch::create(url)?;
-        pg.push(scenarios::peer_workload(Path::new(&db.url), n)?);
+        pg.push(scenarios::peer_workload(
+            Path::new(&db.url),
+            n,
+            Durability::Synced,
+        )?);
         drop(db);
         let dir = root.join(format!("peers-sled-{round}"));
         let _ = std::fs::remove_dir_all(&dir);
-        sled.push(scenarios::peer_workload(&dir, n)?);
+        sled.push(scenarios::peer_workload(&dir, n, Durability::Synced)?);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    let of = |v: &[scenarios::PeerFigures], f: fn(&scenarios::PeerFigures) -> f64| {
-        median(v.iter().map(f).collect())
-    };
-    let workload = format!(
-        "{n} no-op jobs of 100-byte payloads, submit_many chunks of {}, {} workers",
-        scenarios::PEER_BATCH,
-        scenarios::PEER_WORKERS
-    );
-    Ok(vec![
+    let workload = workload(n, rounds);
+    let mut measured = vec![
         Measurement::new(
             "PostgreSQL: durable appends, 3 processes vs 1",
             "appends/s",
@@ -749,5 +963,236 @@ fn postgres(url: &str, root: &Path, sizes: Sizes) -> Result<Vec<Measurement>> {
                 of(&sled, |f| f.total_s)
             ),
         ),
-    ])
+    ];
+    if let Some(g) = graphile {
+        measured.push(Measurement::new(
+            "PostgreSQL: peers' workload, process vs graphile-worker",
+            "jobs/s",
+            of(&pg, |f| f.process),
+            &g.name(),
+            g.process_jobs_per_s,
+            scenarios::Target::AtLeast(5.0),
+            workload.clone(),
+        ));
+        measured.push(Measurement::new(
+            "PostgreSQL: peers' workload, enqueue vs graphile-worker",
+            "jobs/s",
+            of(&pg, |f| f.enqueue),
+            &g.name(),
+            g.enqueue_jobs_per_s,
+            scenarios::Target::Informational,
+            workload,
+        ));
+    }
+    Ok(measured)
+}
+
+/// Runs of each mode when held against the peers (theirs: medians of 3).
+const PEER_RUNS: usize = 3;
+
+/// The median of `v` (not empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The median of one figure over runs of the peers' workload.
+fn of(v: &[scenarios::PeerFigures], f: fn(&scenarios::PeerFigures) -> f64) -> f64 {
+    median(v.iter().map(f).collect())
+}
+
+/// What the peers' workload is, for a measurement's size.
+fn workload(n: u64, rounds: usize) -> String {
+    format!(
+        "{n} no-op jobs of 100-byte payloads, submit_many chunks of {}, {} workers; medians of {rounds}",
+        scenarios::PEER_BATCH,
+        scenarios::PEER_WORKERS
+    )
+}
+
+/// One peer's figures in one durability mode: a JSON line of medians as the
+/// harnesses in ../shared/peers print them last (their other fields, and
+/// their other lines, are theirs and not read).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub(crate) struct PeerLine {
+    peer: String,
+    durability: String,
+    n: u64,
+    enqueue_jobs_per_s: f64,
+    process_jobs_per_s: f64,
+}
+
+impl PeerLine {
+    /// The line of `peer` whose durability mode starts with `mode`.
+    fn find<'a>(lines: &'a [PeerLine], peer: &str, mode: &str) -> Option<&'a PeerLine> {
+        lines
+            .iter()
+            .find(|l| l.peer == peer && l.durability.starts_with(mode))
+    }
+
+    fn name(&self) -> String {
+        format!("{} ({}), same sitting", self.peer, self.durability)
+    }
+}
+
+/// The peers' figures in `path`: every line that is a JSON object (the
+/// harnesses' `run:` lines and logs are passed over).
+pub(crate) fn read_peers(path: &Path) -> Result<Vec<PeerLine>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::cli::Usage(format!("--peers: cannot read {}: {e}", path.display())))?;
+    let mut lines = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if !line.starts_with('{') {
+            continue;
+        }
+        let peer: PeerLine = serde_json::from_str(line).map_err(|e| {
+            crate::cli::Usage(format!(
+                "--peers {}: line {} is not a peer's figures (peer, durability, n, enqueue_jobs_per_s, process_jobs_per_s): {e}",
+                path.display(),
+                i + 1
+            ))
+        })?;
+        if peer.n == 0 {
+            return Err(crate::cli::Usage(format!(
+                "--peers {}: line {}: n must be a whole number of jobs from 1",
+                path.display(),
+                i + 1
+            ))
+            .into());
+        }
+        lines.push(peer);
+    }
+    if lines.is_empty() {
+        return Err(crate::cli::Usage(format!(
+            "--peers {}: no peer's figures in it (the JSON lines the harnesses print last)",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(lines)
+}
+
+/// The peers' workload on sled, synced and buffered, held to the targets
+/// of the runtime against its own log and, with the peers' figures of the
+/// same sitting, against BullMQ.
+fn peer_workload(
+    root: &Path,
+    sizes: Sizes,
+    peers: Option<&[PeerLine]>,
+) -> Result<Vec<Measurement>> {
+    let aof = peers.and_then(|p| PeerLine::find(p, "bullmq", "aof"));
+    let volatile = peers.and_then(|p| PeerLine::find(p, "bullmq", "redis-default"));
+    let n = aof.or(volatile).map_or(sizes.peer_jobs, |b| b.n);
+    let rounds = if peers.is_some() {
+        sizes.rounds.max(PEER_RUNS)
+    } else {
+        sizes.rounds
+    };
+    const SUBMITTERS: u64 = 256;
+    let (mut synced, mut buffered, mut appends) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for (durability, into, name) in [
+            (Durability::Synced, &mut synced, "synced"),
+            (Durability::Buffered, &mut buffered, "buffered"),
+        ] {
+            let dir = root.join(format!("peers-{name}-{round}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            into.push(scenarios::peer_workload(&dir, n, durability)?);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        // The log's own durable rate, as many events as the processing
+        // appends.
+        let per = (2 * n).div_ceil(SUBMITTERS);
+        let dir = root.join(format!("peers-appends-{round}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        appends.push(scenarios::durable_task_rate(&dir, SUBMITTERS, per)?);
+    }
+    let workload = workload(n, rounds);
+    let events = of(&synced, |f| f.events_per_job);
+    let log_allows = median(appends) / events.max(1.0);
+    let mut measured = vec![Measurement::new(
+        "peers' workload, process (sled synced) vs its log",
+        "jobs/s",
+        of(&synced, |f| f.process),
+        &format!(
+            "durable appends from {SUBMITTERS} tokio tasks / {events:.2} events per processed job"
+        ),
+        log_allows,
+        scenarios::Target::AtLeast(0.8),
+        workload.clone(),
+    )];
+    match (aof, volatile) {
+        (None, None) => {
+            for (name, f) in [
+                (
+                    "peers' workload, enqueue (sled synced)",
+                    (|f| f.enqueue) as fn(&scenarios::PeerFigures) -> f64,
+                ),
+                ("peers' workload, process (sled synced)", |f| f.process),
+            ] {
+                measured.push(Measurement::new(
+                    name,
+                    "jobs/s",
+                    of(&synced, f),
+                    "the same on sled, buffered",
+                    of(&buffered, f),
+                    scenarios::Target::Informational,
+                    workload.clone(),
+                ));
+            }
+        }
+        _ => {
+            let synced_enqueue = of(&synced, |f| f.enqueue);
+            let synced_process = of(&synced, |f| f.process);
+            let buffered_process = of(&buffered, |f| f.process);
+            let mut against = |name: &str,
+                               value: f64,
+                               peer: Option<&PeerLine>,
+                               what: fn(&PeerLine) -> f64,
+                               target| {
+                if let Some(p) = peer {
+                    measured.push(Measurement::new(
+                        name,
+                        "jobs/s",
+                        value,
+                        &p.name(),
+                        what(p),
+                        target,
+                        workload.clone(),
+                    ));
+                }
+            };
+            use scenarios::Target::{AtLeast, Informational};
+            against(
+                "peers' workload, enqueue (sled synced) vs BullMQ appendfsync always",
+                synced_enqueue,
+                aof,
+                |p| p.enqueue_jobs_per_s,
+                AtLeast(8.0),
+            );
+            against(
+                "peers' workload, process (sled synced) vs BullMQ appendfsync always",
+                synced_process,
+                aof,
+                |p| p.process_jobs_per_s,
+                AtLeast(4.0),
+            );
+            against(
+                "peers' workload, process (sled synced) vs BullMQ without persistence",
+                synced_process,
+                volatile,
+                |p| p.process_jobs_per_s,
+                AtLeast(2.0),
+            );
+            against(
+                "peers' workload, process (sled buffered) vs BullMQ without persistence",
+                buffered_process,
+                volatile,
+                |p| p.process_jobs_per_s,
+                Informational,
+            );
+        }
+    }
+    Ok(measured)
 }

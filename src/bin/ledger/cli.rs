@@ -282,6 +282,12 @@ pub(crate) enum Command {
         /// Only these scenarios (comma-separated), e.g. `--only durable,http`.
         #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
         only: Vec<String>,
+        /// The peers' figures from the same sitting (the JSON lines their
+        /// harnesses in ../shared/peers print; `benches/side-by-side.sh`
+        /// runs them): the peer-workload scenarios then run the peers' N
+        /// and are held to their targets against them.
+        #[arg(long, value_name = "FILE")]
+        peers: Option<PathBuf>,
     },
     /// (internal) The memory probe `bench` runs in a fresh process.
     #[command(hide = true)]
@@ -541,16 +547,18 @@ impl std::fmt::Display for Usage {
 impl std::error::Error for Usage {}
 
 /// The scenarios of `ledger bench`, by the names `--only` takes.
-pub(crate) const SCENARIOS: [&str; 12] = [
+pub(crate) const SCENARIOS: [&str; 14] = [
     "relaxed",
     "durable",
     "end-to-end",
+    "peer-workload",
     "replay",
     "list",
     "snapshots",
     "claim",
     "queue",
     "http",
+    "http-external",
     "remote",
     "memory",
     "postgres",

@@ -94,7 +94,11 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             full,
             dir,
             only,
-        } => return crate::bench::run(cli, *quick, *full, dir.clone(), only, out),
+            peers,
+        } => {
+            let peers = peers.as_deref().map(crate::bench::read_peers).transpose()?;
+            return crate::bench::run(cli, *quick, *full, dir.clone(), only, peers, out);
+        }
         Command::BenchAppend {
             submitters,
             count,
