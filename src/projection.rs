@@ -84,11 +84,39 @@ pub struct LiveCounts {
     pub finishing: usize,
 }
 
+impl LiveCounts {
+    /// Counts `l` in (`add`) or out.
+    fn count(&mut self, l: &Live, add: bool) {
+        let step = |n: &mut usize| {
+            if add {
+                *n += 1;
+            } else {
+                *n -= 1;
+            }
+        };
+        match l.execution.status {
+            BackgroundExecutionStatus::Queued => {
+                step(&mut self.queued);
+                match l.slot {
+                    Slot::Delayed(_) => step(&mut self.waiting),
+                    Slot::Held => step(&mut self.held),
+                    Slot::Ready | Slot::None => {}
+                }
+            }
+            BackgroundExecutionStatus::Running => step(&mut self.running),
+            _ => step(&mut self.finishing),
+        }
+    }
+}
+
 /// Every live execution and the runnable queue, as of one seq.
 #[derive(Clone, Debug, Default)]
 pub struct Projection {
     seq: u64,
     live: HashMap<ExecutionId, Live>,
+    /// [`counts`](Self::counts), kept as entries come and go (it is read
+    /// often, by pollers and metrics, under the ledger's lock).
+    tally: LiveCounts,
     ready: PriorityQueue<()>,
     delayed: BTreeSet<(DateTime<Utc>, ExecutionId)>,
 }
@@ -176,12 +204,15 @@ impl Projection {
     ) -> Result<Option<(BackgroundExecution, u64, Vec<u64>)>, TransitionError> {
         let id = event.execution_id;
         let (mut state, order, slot, seqs) = match self.live.remove(&id) {
-            Some(l) => (Some(l.execution), l.order, l.slot, l.seqs),
+            Some(l) => {
+                self.tally.count(&l, false);
+                (Some(l.execution), l.order, l.slot, l.seqs)
+            }
             None => (None, event.seq, Slot::None, Vec::new()),
         };
         if let Err(e) = machine::apply(&mut state, event) {
             if let Some(execution) = state {
-                self.live.insert(
+                self.insert(
                     id,
                     Live {
                         execution,
@@ -217,8 +248,13 @@ impl Projection {
             return Ok(Some((live.execution, submitted, live.seqs)));
         }
         live.slot = self.place(id, &live.execution, live.order);
-        self.live.insert(id, live);
+        self.insert(id, live);
         Ok(None)
+    }
+
+    fn insert(&mut self, id: ExecutionId, live: Live) {
+        self.tally.count(&live, true);
+        self.live.insert(id, live);
     }
 
     fn unplace(&mut self, id: ExecutionId, slot: Slot) {
@@ -259,6 +295,7 @@ impl Projection {
             self.ready
                 .push(id, live.execution.config.priority, live.order, ());
             live.slot = Slot::Ready;
+            self.tally.waiting -= 1;
         }
     }
 
@@ -367,22 +404,7 @@ impl Projection {
 
     /// Counts of live executions by where they are.
     pub fn counts(&self) -> LiveCounts {
-        let mut c = LiveCounts::default();
-        for l in self.live.values() {
-            match l.execution.status {
-                BackgroundExecutionStatus::Queued => {
-                    c.queued += 1;
-                    match l.slot {
-                        Slot::Delayed(_) => c.waiting += 1,
-                        Slot::Held => c.held += 1,
-                        _ => {}
-                    }
-                }
-                BackgroundExecutionStatus::Running => c.running += 1,
-                _ => c.finishing += 1,
-            }
-        }
-        c
+        self.tally
     }
 
     /// Whether two projections hold the same live executions with the same
@@ -440,7 +462,7 @@ impl Projection {
         {
             let id = execution.execution_id;
             let slot = p.place(id, &execution, order);
-            p.live.insert(
+            p.insert(
                 id,
                 Live {
                     execution,

@@ -1235,6 +1235,9 @@ impl Harness {
         assert_eq!(counts.held, count(&|r| r.held()));
         assert_eq!(counts.running, count(&|r| r.status == Status::Running));
         assert_eq!(counts.finishing, count(&|r| r.finished()));
+        // Once the queue was looked at, the queued are runnable, held or
+        // waiting for their time.
+        assert_eq!(counts.waiting, counts.queued - counts.held - queue.len());
     }
 
     /// Property (c): finished executions refuse all but bookkeeping, and

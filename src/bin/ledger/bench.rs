@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::scenarios::{self, Measurement, ScenarioError, Sizes};
+use crate::scenarios::{self, median, Measurement, ScenarioError, Sizes};
 use anyhow::{Context, Result};
 use execution_ledger::Durability;
 
@@ -126,10 +126,6 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
         drop(ledger);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     Ok(Measurement::new(
         "HTTP submit, 64 clients",
         "submits/s",
@@ -499,10 +495,6 @@ fn remote_workers(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>> {
         drop(ledger);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     Ok(vec![
         Measurement::new(
             "remote HTTP workers, batch claims",
@@ -989,12 +981,6 @@ fn postgres(
 
 /// Runs of each mode when held against the peers (theirs: medians of 3).
 const PEER_RUNS: usize = 3;
-
-/// The median of `v` (not empty).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// The median of one figure over runs of the peers' workload.
 fn of(v: &[scenarios::PeerFigures], f: fn(&scenarios::PeerFigures) -> f64) -> f64 {
