@@ -15,7 +15,8 @@
 #
 # Usage (from the project root, after `cargo build --release`):
 #   bash benches/side-by-side.sh
-# env: QUICK=1 (N=2000, one run each), RUNS (3), N (20000), PG_BIN (/usr/lib/postgresql/15/bin),
+# env: QUICK=1 (N=2000, one run of each peer; the ledger still takes medians of 3 rounds when held
+#      against the peers), RUNS (3), N (20000), PG_BIN (/usr/lib/postgresql/15/bin),
 #      LEDGER (target/release/ledger), PEERS (../shared/peers), OUT (a file for the ledger's JSON)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

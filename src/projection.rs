@@ -91,7 +91,8 @@ impl LiveCounts {
             if add {
                 *n += 1;
             } else {
-                *n -= 1;
+                debug_assert!(*n > 0, "counted out more than in");
+                *n = n.saturating_sub(1);
             }
         };
         match l.execution.status {
@@ -254,7 +255,9 @@ impl Projection {
 
     fn insert(&mut self, id: ExecutionId, live: Live) {
         self.tally.count(&live, true);
-        self.live.insert(id, live);
+        if let Some(replaced) = self.live.insert(id, live) {
+            self.tally.count(&replaced, false);
+        }
     }
 
     fn unplace(&mut self, id: ExecutionId, slot: Slot) {
@@ -417,6 +420,18 @@ impl Projection {
     pub fn difference(&self, other: &Projection) -> Option<String> {
         if self.seq != other.seq {
             return Some(format!("seq {} against {}", self.seq, other.seq));
+        }
+        // (Not `waiting`: it depends on when the queue was last looked at.)
+        let (ours, theirs) = (self.tally, other.tally);
+        let counted = |c: LiveCounts| (c.queued, c.held, c.running, c.finishing);
+        if counted(ours) != counted(theirs) {
+            let show = |c: LiveCounts| {
+                format!(
+                    "{} queued, {} held, {} running, {} finishing",
+                    c.queued, c.held, c.running, c.finishing
+                )
+            };
+            return Some(format!("counts {} against {}", show(ours), show(theirs)));
         }
         for (id, l) in &self.live {
             match other.live.get(id) {

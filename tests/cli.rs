@@ -253,6 +253,12 @@ fn bad_input_is_one_line_with_its_exit_code_and_appends_nothing() {
     let (no_figures, bad_figures) = (files.path().join("none"), files.path().join("bad"));
     std::fs::write(&no_figures, "run: {\"n\": 1}\nlog line\n").unwrap();
     std::fs::write(&bad_figures, "{\"peer\": \"bullmq\", \"n\": 20000}\n").unwrap();
+    let two_sizes = files.path().join("two");
+    let figures = |n: u32| {
+        format!("{{\"peer\": \"bullmq\", \"durability\": \"default\", \"n\": {n}, \"enqueue_jobs_per_s\": 1.5, \"process_jobs_per_s\": 2}}\n")
+    };
+    std::fs::write(&two_sizes, figures(20000) + &figures(2000)).unwrap();
+    let two_sizes = two_sizes.to_str().unwrap();
     let missing = files.path().join("missing");
     let (no_figures, bad_figures, missing) = (
         no_figures.to_str().unwrap(),
@@ -269,6 +275,11 @@ fn bad_input_is_one_line_with_its_exit_code_and_appends_nothing() {
             vec!["bench", "--only", "peer-workload", "--peers", bad_figures],
             2,
             "line 1 is not a peer's figures".into(),
+        ),
+        (
+            vec!["bench", "--only", "peer-workload", "--peers", two_sizes],
+            2,
+            "line 2 is not a peer's figures: its n is 2000, the lines before it 20000".into(),
         ),
         (
             vec!["bench", "--only", "peer-workload", "--peers", missing],

@@ -390,6 +390,35 @@ async fn a_worker_that_shuts_down_has_its_waiting_claim_answered_at_once_and_ano
     let id = submit_id(&c, &server, resize(1)).await;
     let got = staying.await.unwrap();
     assert_eq!(got["attempts"][0]["executionId"], id.as_str(), "{got}");
+    // A shutdown that overtakes the worker's claim: that claim answers at
+    // once, with nothing, though work is queued; the next one is served.
+    let queued = submit_id(&c, &server, resize(1)).await;
+    let (status, _) = post(
+        &c,
+        &server,
+        "/v1/workers/shutdown",
+        json!({"worker": "w-late"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let late = tokio::time::timeout(
+        Duration::from_secs(10),
+        claim(
+            &c,
+            &server,
+            json!({"worker": "w-late", "callables": ["resize"], "waitMs": 20000}),
+        ),
+    )
+    .await
+    .expect("a claim after its worker's shutdown is answered at once");
+    assert!(late.is_empty(), "{late:?}");
+    let next = claim(
+        &c,
+        &server,
+        json!({"worker": "w-late", "callables": ["resize"]}),
+    )
+    .await;
+    assert_eq!(next[0]["executionId"], queued.as_str());
     // A worker's name is required, as in a claim; unknown fields are refused.
     for (body, says) in [
         (json!({}), "worker"),

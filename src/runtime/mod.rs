@@ -214,7 +214,7 @@ impl RuntimeBuilder {
             progress: Mutex::new(HashMap::new()),
             bookkeeping: AtomicUsize::new(0),
             settling: Mutex::new(HashSet::new()),
-            shutting_down: broadcast::channel(64).0,
+            shutdowns: Mutex::new(remote::Shutdowns::new()),
             idle_poll: self.idle_poll,
             callback_timeout: self.callback_timeout,
             callback_backoff: self.callback_backoff,
@@ -273,9 +273,8 @@ struct Shared {
     bookkeeping: AtomicUsize,
     /// Executions being settled (by one task each).
     settling: Mutex<HashSet<ExecutionId>>,
-    /// Workers elsewhere that said they shut down (tenant scope, name):
-    /// their waiting claims answer at once.
-    shutting_down: broadcast::Sender<(Option<TenantId>, String)>,
+    /// The waiting claims of workers elsewhere, and their shutdowns.
+    shutdowns: Mutex<remote::Shutdowns>,
     idle_poll: Duration,
     callback_timeout: Duration,
     callback_backoff: Duration,

@@ -7,15 +7,86 @@
 //! out or that outlived their timeouts.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::{blocking, lock, Progress, Runtime, Shared};
 use crate::command::Claim;
 use crate::error::CommandError;
 use crate::execution::{BackgroundExecution, ExecutionError, ExecutionId, TenantId};
 use crate::lease::Heartbeat;
+
+/// How long a shutdown said while none of the worker's claims waited holds
+/// for its next claim (the longest a claim may wait).
+pub const SAID_FOR: Duration = Duration::from_secs(60);
+
+/// A worker elsewhere, as its claims name it: the scope of the key it
+/// claims with (a tenant, or `None` for an admin key) and its name.
+type WorkerKey = (Option<TenantId>, String);
+
+/// The claims of one worker elsewhere that wait, and its shutdown.
+#[derive(Debug)]
+pub(super) struct Shutdown {
+    /// Claims of it waiting now.
+    waiting: usize,
+    /// Tells them it shut down.
+    tell: watch::Sender<bool>,
+    /// When it said so while none of its claims waited.
+    said: Option<Instant>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            waiting: 0,
+            tell: watch::channel(false).0,
+            said: None,
+        }
+    }
+}
+
+/// The shutdowns of workers elsewhere, by worker.
+pub(super) type Shutdowns = std::collections::HashMap<WorkerKey, Shutdown>;
+
+/// One claim of a worker, waiting: counted while it lives.
+struct Waiting<'a> {
+    shared: &'a Shared,
+    key: WorkerKey,
+    told: watch::Receiver<bool>,
+}
+
+impl<'a> Waiting<'a> {
+    /// Counts a claim of `key` in; `None` when the worker said it shut down
+    /// before the claim came (the saying is used up).
+    fn enter(shared: &'a Shared, key: WorkerKey) -> Option<Waiting<'a>> {
+        let mut all = lock(&shared.shutdowns);
+        let w = all.entry(key.clone()).or_default();
+        if let Some(said) = w.said.take() {
+            if said.elapsed() < SAID_FOR {
+                if w.waiting == 0 {
+                    all.remove(&key);
+                }
+                return None;
+            }
+        }
+        w.waiting += 1;
+        let told = w.tell.subscribe();
+        Some(Waiting { shared, key, told })
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut all = lock(&self.shared.shutdowns);
+        if let Some(w) = all.get_mut(&self.key) {
+            w.waiting -= 1;
+            if w.waiting == 0 && w.said.is_none() {
+                all.remove(&self.key);
+            }
+        }
+    }
+}
 
 impl Runtime {
     /// Claims what `claim` asks for (of `tenant`'s executions only, when
@@ -34,17 +105,35 @@ impl Runtime {
         wait: Duration,
     ) -> Result<Vec<BackgroundExecution>, CommandError> {
         let shared = &self.shared;
-        // Subscribed before the first claim: a shutdown said while it is
-        // decided ends the wait that follows.
-        let mut shut = shared.shutting_down.subscribe();
         let ledger = match tenant.clone() {
             Some(t) => shared.ledger.tenant(t),
             None => shared.ledger.clone(),
         };
+        // Entered before the first claim: a shutdown said while it is
+        // decided ends the wait that follows, and one said before this
+        // claim came (from the same worker, on another connection) ends it
+        // at once.
+        let told = match claim.worker_name() {
+            None => None,
+            Some(name) => match Waiting::enter(shared, (tenant.clone(), name.to_owned())) {
+                Some(waiting) => Some(waiting),
+                None => return Ok(Vec::new()),
+            },
+        };
+        let shut_down = || {
+            if let Some(name) = claim.worker_name() {
+                ledger.worker_stopped(name);
+            }
+        };
         let deadline = tokio::time::Instant::now() + wait;
         let mut stop = shared.shutdown.subscribe();
+        let mut told_rx = told.as_ref().map(|w| w.told.clone());
         loop {
             if shared.stopping() {
+                return Ok(Vec::new());
+            }
+            if told_rx.as_ref().is_some_and(|t| *t.borrow()) {
+                shut_down();
                 return Ok(Vec::new());
             }
             // Armed before the claim: a submit between the claim and the
@@ -71,30 +160,33 @@ impl Runtime {
                 .and_then(|due| (due - ledger.now()).to_std().ok())
                 .unwrap_or(shared.idle_poll);
             let nap = (deadline - now).min(shared.idle_poll).min(due);
+            let shutdown = async {
+                match told_rx.as_mut() {
+                    Some(t) => {
+                        let _ = t.wait_for(|t| *t).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                biased;
+                () = shutdown => {}
+                _ = stop.wait_for(|s| *s) => {}
                 () = &mut woken => {}
                 () = tokio::time::sleep(nap) => {}
-                _ = stop.wait_for(|s| *s) => {}
-                said = shut.recv() => match said {
-                    Ok((scope, name)) if scope == tenant && claim.worker_name() == Some(name.as_str()) => {
-                        return Ok(claimed);
-                    }
-                    Ok(_) => {}
-                    // Too many at once to tell whether this worker's was
-                    // among them: an empty answer is safe (it claims again).
-                    Err(_) => return Ok(claimed),
-                },
             }
         }
     }
 
-    /// Answers at once (with nothing) the claims that `worker`, of
-    /// `tenant`'s scope when given, waits on: what a worker elsewhere says
-    /// when it shuts down, so that no attempt is claimed for it that it
-    /// would no longer read (and that would wait for its lease to run
-    /// out). What its waiting claims took before this is theirs to run;
-    /// claims it makes afterwards are served as usual. The worker no
-    /// longer counts as live for the callables it claimed.
+    /// Answers at once, with nothing, the claims that `worker` waits on
+    /// (those it made with a key of the same scope: `tenant`'s, or an
+    /// admin key's for `None`): what a worker elsewhere says when it shuts down, so that
+    /// no attempt is claimed for it that it would no longer read (and that
+    /// would wait for its lease to run out). When none of its claims waits
+    /// yet (the shutdown overtook a claim on another connection), its next
+    /// claim within [`SAID_FOR`] is answered at once instead. Claims after
+    /// that are served as usual. The worker no longer counts as live for
+    /// the callables it claimed.
     ///
     /// # Errors
     ///
@@ -106,12 +198,23 @@ impl Runtime {
     ) -> Result<(), CommandError> {
         crate::command::check_worker(worker)?;
         let shared = &self.shared;
+        {
+            let mut all = lock(&shared.shutdowns);
+            let now = std::time::Instant::now();
+            all.retain(|_, w| w.waiting > 0 || w.said.is_some_and(|t| now - t < SAID_FOR));
+            let w = all.entry((tenant.clone(), worker.to_owned())).or_default();
+            if w.waiting > 0 {
+                // Every claim waiting now is told; later ones get a fresh
+                // channel.
+                let _ = std::mem::take(&mut w.tell).send(true);
+            } else {
+                w.said = Some(now);
+            }
+        }
         match &tenant {
             Some(t) => shared.ledger.tenant(t.clone()).worker_stopped(worker),
             None => shared.ledger.worker_stopped(worker),
         }
-        // No claim waiting: nobody to tell.
-        let _ = shared.shutting_down.send((tenant, worker.to_owned()));
         Ok(())
     }
 

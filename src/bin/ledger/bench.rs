@@ -160,9 +160,9 @@ fn http_external(root: &Path, sizes: Sizes, asked: bool) -> Result<Option<Vec<Me
         return Ok(None);
     }
     let secs = if sizes.rounds == 1 { 2 } else { 5 };
+    // Deferred (held until released), as in `http`: the queue only grows.
     let job = |i: u64| {
         let mut s = scenarios::sample_submission(i);
-        // Deferred, so that the server's worker leaves them alone.
         s.config.mode = execution_ledger::BackgroundExecutionMode::Deferred;
         s
     };
@@ -311,7 +311,10 @@ fn wrk(root: &Path, url: &str, body: &serde_json::Value, secs: u64) -> Result<f6
         text,
         String::from_utf8_lossy(&out.stderr)
     );
-    if let Some(line) = text.lines().find(|l| l.contains("Non-2xx")) {
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+    {
         anyhow::bail!("wrk against {url}: {}", line.trim());
     }
     text.lines()
@@ -999,7 +1002,7 @@ fn workload(n: u64, rounds: usize) -> String {
 /// One peer's figures in one durability mode: a JSON line of medians as the
 /// harnesses in ../shared/peers print them last (their other fields, and
 /// their other lines, are theirs and not read).
-#[derive(Clone, Debug, serde::Deserialize)]
+#[derive(Clone, Debug)]
 pub(crate) struct PeerLine {
     peer: String,
     durability: String,
@@ -1032,18 +1035,41 @@ pub(crate) fn read_peers(path: &Path) -> Result<Vec<PeerLine>> {
         if !line.starts_with('{') {
             continue;
         }
-        let peer: PeerLine = serde_json::from_str(line).map_err(|e| {
+        let bad = |what: &str| {
             crate::cli::Usage(format!(
-                "--peers {}: line {} is not a peer's figures (peer, durability, n, enqueue_jobs_per_s, process_jobs_per_s): {e}",
+                "--peers {}: line {} is not a peer's figures: {what}",
                 path.display(),
                 i + 1
             ))
-        })?;
-        if peer.n == 0 {
-            return Err(crate::cli::Usage(format!(
-                "--peers {}: line {}: n must be a whole number of jobs from 1",
-                path.display(),
-                i + 1
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|_| bad("it is not valid JSON"))?;
+        let text = |key: &str| {
+            v[key]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| bad(&format!("{key} must be a string")))
+        };
+        let number = |key: &str| {
+            v[key]
+                .as_f64()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| bad(&format!("{key} must be a number of jobs/s")))
+        };
+        let peer = PeerLine {
+            peer: text("peer")?,
+            durability: text("durability")?,
+            n: v["n"]
+                .as_u64()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| bad("n must be a whole number of jobs from 1"))?,
+            enqueue_jobs_per_s: number("enqueue_jobs_per_s")?,
+            process_jobs_per_s: number("process_jobs_per_s")?,
+        };
+        if let Some(first) = lines.first().filter(|f: &&PeerLine| f.n != peer.n) {
+            return Err(bad(&format!(
+                "its n is {}, the lines before it {}: one sitting runs one N",
+                peer.n, first.n
             ))
             .into());
         }
@@ -1070,7 +1096,7 @@ fn peer_workload(
     let aof = peers.and_then(|p| PeerLine::find(p, "bullmq", "aof"));
     let volatile = peers.and_then(|p| PeerLine::find(p, "bullmq", "redis-default"));
     let n = aof.or(volatile).map_or(sizes.peer_jobs, |b| b.n);
-    let rounds = if peers.is_some() {
+    let rounds = if aof.or(volatile).is_some() {
         sizes.rounds.max(PEER_RUNS)
     } else {
         sizes.rounds

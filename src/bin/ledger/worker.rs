@@ -251,17 +251,27 @@ pub(crate) fn run(cli: &Cli, options: Options) -> Result<()> {
                 signal = &mut stop => {
                     // Dropping the claim could lose what the server claims
                     // for it meanwhile (until its lease runs out): the
-                    // server is told, answers the claim at once, and what it
-                    // took before is run like the rest.
+                    // server is told, and answers the claim at once; what
+                    // the claim had taken runs like the rest.
                     stopping = true;
-                    let said = server
-                        .post("/v1/workers/shutdown", &json!({"worker": name}), Duration::from_secs(10))
-                        .await;
-                    if !matches!(said, Ok(Answer::Ok(_))) {
-                        eprintln!("worker {name}: the server did not take the shutdown; waiting for the claim it holds (up to {} s)", CLAIM_WAIT_MS / 1000);
+                    let again = crate::serve::stop_signal()?;
+                    let drain = async {
+                        let said = server
+                            .post("/v1/workers/shutdown", &json!({"worker": name}), Duration::from_secs(10))
+                            .await;
+                        if !matches!(said, Ok(Answer::Ok(_))) {
+                            eprintln!("worker {name}: the server did not take the shutdown; waiting for its answer to the claim (up to {} s)", CLAIM_WAIT_MS / 1000);
+                        }
+                        eprintln!("worker {name}: stopping on {signal}; running attempts finish");
+                        (&mut claim).await
+                    };
+                    tokio::select! {
+                        a = drain => a,
+                        signal = again => {
+                            eprintln!("worker {name}: {signal} again: stopping now; running attempts are left to their leases");
+                            return Err(crate::cli::Exit(1).into());
+                        }
                     }
-                    eprintln!("worker {name}: stopping on {signal}; running attempts finish");
-                    claim.await
                 }
             };
             let attempts = match answer {

@@ -59,7 +59,7 @@ pub(super) struct ShutdownAnswer {
 /// `POST /v1/workers/shutdown`: a worker that stops says so first; its
 /// claims still waiting (in this process) answer at once with nothing, so
 /// no attempt is claimed for a worker that would no longer read the
-/// answer. What they claimed before is the worker's to run.
+/// answer (see [`Runtime::worker_shutting_down`](execution_ledger::Runtime::worker_shutting_down)).
 pub(super) async fn shutdown(
     State(state): State<Shared>,
     headers: HeaderMap,
