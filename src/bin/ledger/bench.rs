@@ -52,13 +52,7 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
     const CLIENTS: u64 = 64;
     let per = sizes.appends.div_ceil(CLIENTS).max(1);
     let n = per * CLIENTS;
-    // Deferred, so that the server's worker leaves them alone.
-    let job = |i: u64| {
-        let mut s = scenarios::sample_submission(i);
-        s.config.mode = execution_ledger::BackgroundExecutionMode::Deferred;
-        s
-    };
-    let tenant: execution_ledger::TenantId = "bench".parse()?;
+    let job = held;
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for round in 0..sizes.rounds {
         let dir = root.join(format!("http-{round}"));
@@ -106,25 +100,11 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
         ours.push(n as f64 / took.as_secs_f64());
         let _ = std::fs::remove_dir_all(&dir);
 
-        let dir = root.join(format!("http-lib-{round}"));
-        let ledger = execution_ledger::Ledger::open(&dir)?;
-        let start = Instant::now();
-        std::thread::scope(|s| {
-            for c in 0..CLIENTS {
-                let (ledger, tenant) = (ledger.clone(), tenant.clone());
-                s.spawn(move || {
-                    for i in 0..per {
-                        ledger
-                            .submit(&tenant, job(c * per + i))
-                            .wait()
-                            .expect("a durable submit");
-                    }
-                });
-            }
-        });
-        base.push(n as f64 / start.elapsed().as_secs_f64());
-        drop(ledger);
-        let _ = std::fs::remove_dir_all(&dir);
+        base.push(library_submits(
+            &root.join(format!("http-lib-{round}")),
+            CLIENTS,
+            per,
+        )?);
     }
     Ok(Measurement::new(
         "HTTP submit, 64 clients",
@@ -135,6 +115,40 @@ fn http_submit(root: &Path, sizes: Sizes) -> Result<Measurement> {
         scenarios::Target::AtLeast(0.5),
         format!("{n} submits"),
     ))
+}
+
+/// The sample submission `i`, deferred (held until released): what the
+/// HTTP scenarios submit, so the queue only grows.
+fn held(i: u64) -> execution_ledger::Submission {
+    let mut s = scenarios::sample_submission(i);
+    s.config.mode = execution_ledger::BackgroundExecutionMode::Deferred;
+    s
+}
+
+/// Synced submits/s of [`held`] submissions from `threads` threads, `per`
+/// each, into a fresh ledger at `dir` (removed afterwards): the library's
+/// figure the HTTP scenarios are held against.
+fn library_submits(dir: &Path, threads: u64, per: u64) -> Result<f64> {
+    let ledger = execution_ledger::Ledger::open(dir)?;
+    let tenant: execution_ledger::TenantId = "bench".parse()?;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..threads {
+            let (ledger, tenant) = (ledger.clone(), tenant.clone());
+            s.spawn(move || {
+                for i in 0..per {
+                    ledger
+                        .submit(&tenant, held(c * per + i))
+                        .wait()
+                        .expect("a durable submit");
+                }
+            });
+        }
+    });
+    let rate = (per * threads) as f64 / start.elapsed().as_secs_f64();
+    drop(ledger);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(rate)
 }
 
 /// Executions per batch in the `http-external` scenario.
@@ -160,12 +174,7 @@ fn http_external(root: &Path, sizes: Sizes, asked: bool) -> Result<Option<Vec<Me
         return Ok(None);
     }
     let secs = if sizes.rounds == 1 { 2 } else { 5 };
-    // Deferred (held until released), as in `http`: the queue only grows.
-    let job = |i: u64| {
-        let mut s = scenarios::sample_submission(i);
-        s.config.mode = execution_ledger::BackgroundExecutionMode::Deferred;
-        s
-    };
+    let job = held;
     let mut single_body = serde_json::to_value(job(0))?;
     single_body["tenantId"] = serde_json::json!("bench");
     let batch_body = serde_json::json!({
@@ -204,24 +213,14 @@ fn http_external(root: &Path, sizes: Sizes, asked: bool) -> Result<Option<Vec<Me
         single.push(one);
         batched.push(many * WRK_BATCH as f64);
 
-        let dir = root.join(format!("wrk-lib-{round}"));
-        let ledger = execution_ledger::Ledger::open(&dir)?;
         let per = (one * secs as f64 / WRK_CONNECTIONS as f64).ceil().max(1.0) as u64;
-        let start = Instant::now();
-        std::thread::scope(|s| {
-            for c in 0..WRK_CONNECTIONS {
-                let (ledger, tenant) = (ledger.clone(), tenant.clone());
-                s.spawn(move || {
-                    for i in 0..per {
-                        ledger
-                            .submit(&tenant, job(c * per + i))
-                            .wait()
-                            .expect("a durable submit");
-                    }
-                });
-            }
-        });
-        lib_single.push((per * WRK_CONNECTIONS) as f64 / start.elapsed().as_secs_f64());
+        lib_single.push(library_submits(
+            &root.join(format!("wrk-lib-{round}")),
+            WRK_CONNECTIONS,
+            per,
+        )?);
+        let dir = root.join(format!("wrk-lib-batches-{round}"));
+        let ledger = execution_ledger::Ledger::open(&dir)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
