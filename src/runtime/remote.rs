@@ -19,7 +19,7 @@ use crate::lease::Heartbeat;
 
 /// How long a shutdown said while none of the worker's claims waited holds
 /// for its next claim (the longest a claim may wait).
-pub const SAID_FOR: Duration = Duration::from_secs(60);
+const SAID_FOR: Duration = Duration::from_secs(60);
 
 /// A worker elsewhere, as its claims name it: the scope of the key it
 /// claims with (a tenant, or `None` for an admin key) and its name.
@@ -184,9 +184,9 @@ impl Runtime {
     /// no attempt is claimed for it that it would no longer read (and that
     /// would wait for its lease to run out). When none of its claims waits
     /// yet (the shutdown overtook a claim on another connection), its next
-    /// claim within [`SAID_FOR`] is answered at once instead. Claims after
-    /// that are served as usual. The worker no longer counts as live for
-    /// the callables it claimed.
+    /// claim within a minute (the longest a claim may wait) is answered at
+    /// once instead. Claims after that are served as usual. The worker no
+    /// longer counts as live for the callables it claimed.
     ///
     /// # Errors
     ///
