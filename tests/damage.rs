@@ -495,3 +495,187 @@ fn regression_damage_inside_sleds_file_is_reported_in_the_ledgers_terms() {
         "some flips hit records that sled reads on demand"
     );
 }
+
+// Blocks: a batch appended as one sled entry (record.rs). Each record inside
+// is checked, linked and found at its own seq as if stored alone.
+
+/// The first seq of the block `block_ledger` writes, and its last.
+const BLOCK: (u64, u64) = (4, 13);
+
+/// Three single submits (seqs 1–3), a batch of ten (4–13, one block, each
+/// with an idempotency key), three single submits (14–16).
+fn block_ledger(dir: &Path) {
+    let ledger = Ledger::open(dir).unwrap();
+    let tenant: TenantId = "acme".parse().unwrap();
+    let single = || {
+        ledger
+            .submit(&tenant, Submission::new("echo"))
+            .wait()
+            .unwrap();
+    };
+    (0..3).for_each(|_| single());
+    let batch = (0..10)
+        .map(|i| {
+            let mut s = Submission::new("echo");
+            s.idempotency_key = Some(format!("key-{i}"));
+            s
+        })
+        .collect();
+    ledger.submit_many(&tenant, batch).wait().unwrap();
+    (0..3).for_each(|_| single());
+    assert_eq!(ledger.head().seq, 16);
+}
+
+/// Where each record of a stored block is in it (the block format of
+/// record.rs: 0x42, a count, then each record's length and bytes).
+fn block_parts(v: &[u8]) -> Vec<std::ops::Range<usize>> {
+    assert_eq!(v[0], 0x42, "a block");
+    let count = u32::from_be_bytes(v[1..5].try_into().unwrap()) as usize;
+    let mut at = 5;
+    (0..count)
+        .map(|_| {
+            let len = u32::from_be_bytes(v[at..at + 4].try_into().unwrap()) as usize;
+            at += 4 + len;
+            at - len..at
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_is_one_stored_block_and_reads_back_record_by_record() {
+    let dir = tempfile::tempdir().unwrap();
+    block_ledger(dir.path());
+    tamper(dir.path(), |t| {
+        let v = t.get(key(BLOCK.0)).unwrap().expect("the block's entry");
+        assert_eq!(block_parts(&v).len(), 10);
+        for seq in BLOCK.0 + 1..=BLOCK.1 {
+            assert!(t.get(key(seq)).unwrap().is_none(), "seq {seq} is in the block");
+        }
+        assert_eq!(t.get(key(14)).unwrap().unwrap()[0], 1, "a single record");
+    });
+    let ledger = Ledger::open(dir.path()).unwrap();
+    ledger.verify().unwrap();
+    let seqs: Vec<u64> = ledger.events(1, None).map(|e| e.unwrap().seq).collect();
+    assert_eq!(seqs, (1..=16).collect::<Vec<_>>());
+    // From inside the block, and one execution's history inside it.
+    let from7: Vec<u64> = ledger.events(7, Some(9)).map(|e| e.unwrap().seq).collect();
+    assert_eq!(from7, [7, 8, 9]);
+    let eighth = ledger.events(8, Some(8)).next().unwrap().unwrap();
+    let history = ledger.history(eighth.execution_id).unwrap();
+    assert_eq!(history.iter().map(|e| e.seq).collect::<Vec<_>>(), [8]);
+}
+
+#[test]
+fn a_flipped_byte_in_a_record_inside_a_block_is_found_at_its_seq() {
+    for (seq, at) in [(8, 3), (4, 40), (13, 70)] {
+        let dir = tempfile::tempdir().unwrap();
+        block_ledger(dir.path());
+        tamper(dir.path(), |t| {
+            let mut v = t.get(key(BLOCK.0)).unwrap().unwrap().to_vec();
+            let part = block_parts(&v)[(seq - BLOCK.0) as usize].clone();
+            v[part.end - at] ^= 0x20;
+            t.insert(key(BLOCK.0), v).unwrap();
+        });
+        let msg = open_fails_at(dir.path(), ErrorKind::Corrupt, seq);
+        assert!(msg.contains("does not match its hash"), "{msg}");
+    }
+}
+
+#[test]
+fn a_record_rewritten_inside_a_block_with_a_recomputed_hash_breaks_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    block_ledger(dir.path());
+    tamper(dir.path(), |t| {
+        let v = t.get(key(BLOCK.0)).unwrap().unwrap().to_vec();
+        let parts = block_parts(&v);
+        let old = &v[parts[5].clone()];
+        let seq = BLOCK.0 + 5;
+        let mut event: serde_json::Value = serde_json::from_slice(&old[65..]).unwrap();
+        event["callable"] = "rm -rf".into();
+        let json = serde_json::to_vec(&event).unwrap();
+        let mut h = blake3::Hasher::new();
+        h.update(&[1]);
+        h.update(&seq.to_be_bytes());
+        h.update(&old[1..33]);
+        h.update(&json);
+        let mut record = vec![1u8];
+        record.extend_from_slice(&old[1..33]);
+        record.extend_from_slice(h.finalize().as_bytes());
+        record.extend_from_slice(&json);
+        // The block again, with the rewritten record in its place.
+        let mut block = v[..5].to_vec();
+        for (i, part) in parts.iter().enumerate() {
+            let r = if i == 5 { &record[..] } else { &v[part.clone()] };
+            block.extend_from_slice(&(r.len() as u32).to_be_bytes());
+            block.extend_from_slice(r);
+        }
+        t.insert(key(BLOCK.0), block).unwrap();
+    });
+    let msg = open_fails_at(dir.path(), ErrorKind::Corrupt, BLOCK.0 + 5);
+    assert!(msg.contains("rewritten"), "{msg}");
+}
+
+#[test]
+fn a_deleted_block_is_a_gap_at_its_first_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    block_ledger(dir.path());
+    tamper(dir.path(), |t| {
+        t.remove(key(BLOCK.0)).unwrap();
+    });
+    let msg = open_fails_at(dir.path(), ErrorKind::Corrupt, BLOCK.0);
+    assert!(msg.contains("record is missing"), "{msg}");
+}
+
+#[test]
+fn a_truncated_block_is_found_at_the_seq_it_ends_in() {
+    for seq in [4, 9, 13] {
+        let dir = tempfile::tempdir().unwrap();
+        block_ledger(dir.path());
+        tamper(dir.path(), |t| {
+            let v = t.get(key(BLOCK.0)).unwrap().unwrap();
+            let part = block_parts(&v)[(seq - BLOCK.0) as usize].clone();
+            t.insert(key(BLOCK.0), &v[..part.start + 20]).unwrap();
+        });
+        let msg = open_fails_at(dir.path(), ErrorKind::Corrupt, seq);
+        assert!(msg.contains("ends inside the record"), "{msg}");
+    }
+}
+
+#[test]
+fn a_block_whose_index_entries_a_crash_lost_is_indexed_again_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let tenant: TenantId = "acme".parse().unwrap();
+        ledger
+            .submit(&tenant, Submission::new("echo"))
+            .wait()
+            .unwrap();
+        let batch = (0..10)
+            .map(|i| {
+                let mut s = Submission::new("echo");
+                s.idempotency_key = Some(format!("key-{i}"));
+                s
+            })
+            .collect();
+        ledger.submit_many(&tenant, batch).wait().unwrap();
+    }
+    // What a crash after the block and before its index entries leaves.
+    tamper(dir.path(), |t| {
+        let names: Vec<_> = t.scan_prefix([0xFF, b'k']).keys().map(|k| k.unwrap()).collect();
+        assert_eq!(names.len(), 10);
+        names.iter().for_each(|k| {
+            t.remove(k).unwrap();
+        });
+    });
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let tenant: TenantId = "acme".parse().unwrap();
+    for i in 0..10 {
+        let mut s = Submission::new("echo");
+        s.idempotency_key = Some(format!("key-{i}"));
+        let again = ledger.submit(&tenant, s).wait().unwrap();
+        assert!(!again.created, "key-{i} answers its first execution");
+    }
+    assert_eq!(ledger.head().seq, 11, "nothing appended");
+    ledger.verify().unwrap();
+}

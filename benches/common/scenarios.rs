@@ -257,17 +257,29 @@ fn raw_db(dir: &Path) -> sled::Db {
         .expect("a raw sled database opens")
 }
 
-/// The records and index keys a ledger wrote, to replay the same bytes
-/// into raw sled.
+/// The bytes a ledger wrote, one sled entry per event, to replay them into
+/// raw sled: each event's record under its seq (as many bytes as the
+/// record: a 65-byte header, then the event's JSON; the ledger may have
+/// stored several in one block), then the index entries as stored.
 fn written_bytes(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = {
+        let l = Ledger::open(dir).expect("the ledger reopens");
+        l.events(1, None)
+            .map(|e| {
+                let e = e.expect("readable");
+                let mut record = vec![0u8; 65];
+                serde_json::to_writer(&mut record, &e).expect("an event serializes");
+                (e.seq.to_be_bytes().to_vec(), record)
+            })
+            .collect()
+    };
     let db = raw_db(dir);
     let tree = db.open_tree("events").expect("the events tree");
-    tree.iter()
-        .map(|kv| {
-            let (k, v) = kv.expect("readable");
-            (k.to_vec(), v.to_vec())
-        })
-        .collect()
+    out.extend(tree.range([0xFFu8].as_slice()..).map(|kv| {
+        let (k, v) = kv.expect("readable");
+        (k.to_vec(), v.to_vec())
+    }));
+    out
 }
 
 /// The ledger's writes per event, in the order it makes them: each record,
@@ -284,12 +296,34 @@ fn per_event(bytes: &[(Vec<u8>, Vec<u8>)]) -> Vec<Vec<&(Vec<u8>, Vec<u8>)>> {
 }
 
 /// Relaxed (buffered) appends against raw single-tree inserts of the same
-/// bytes (records, hash links and index entries).
-pub fn relaxed_append(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
+/// bytes, one sled entry per event (records, hash links and index
+/// entries): from one caller that waits for each submit (every command its
+/// own group, so one record per block), and from one caller that queues
+/// them all and then awaits them (the combiner's groups fill blocks).
+pub fn relaxed_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, ScenarioError> {
     let n = sizes.appends;
     let mut ours = Vec::new();
+    let mut pipelined = Vec::new();
     let mut raw = Vec::new();
     for round in 0..sizes.rounds {
+        let dir = fresh(root, &format!("append-pipelined-{round}"));
+        {
+            let l = ledger(&dir, Durability::Buffered, 0)?;
+            let t = tenant();
+            let rt = tokio::runtime::Builder::new_current_thread().build()?;
+            let start = Instant::now();
+            let pending: Vec<_> = (0..n)
+                .map(|i| l.submit(&t, sample_submission(i)).spawn())
+                .collect();
+            rt.block_on(async {
+                for p in pending {
+                    p.await?;
+                }
+                Ok::<_, ScenarioError>(())
+            })?;
+            pipelined.push(rate(n, start.elapsed()));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
         let dir = fresh(root, &format!("append-{round}"));
         {
             let l = ledger(&dir, Durability::Buffered, 0)?;
@@ -315,15 +349,28 @@ pub fn relaxed_append(root: &Path, sizes: Sizes) -> Result<Measurement, Scenario
         let _ = std::fs::remove_dir_all(&raw_dir);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    Ok(Measurement::new(
-        "relaxed append",
-        "events/s",
-        median(ours),
-        "sled inserts of the same records and index entries, one tree, no flush",
-        median(raw),
-        Target::AtLeast(0.8),
-        format!("{n} events"),
-    ))
+    let raw = median(raw);
+    let baseline = "sled inserts of the same records and index entries, one entry an event, one tree, no flush";
+    Ok(vec![
+        Measurement::new(
+            "relaxed append",
+            "events/s",
+            median(ours),
+            baseline,
+            raw,
+            Target::AtLeast(0.8),
+            format!("{n} events, each submit awaited before the next"),
+        ),
+        Measurement::new(
+            "relaxed append, pipelined",
+            "events/s",
+            median(pipelined),
+            baseline,
+            raw,
+            Target::AtLeast(1.5),
+            format!("{n} events, all submits queued, then awaited"),
+        ),
+    ])
 }
 
 /// Synced submits per second from `tasks` tokio tasks on a 2-thread
@@ -455,18 +502,18 @@ pub fn durable_append(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>, Sce
             "durable append, 256 submitting threads",
             "events/s",
             ours,
-            "sled batches of 256 events + flush + fdatasync",
+            "sled batches of 256 events, one entry an event, + flush + fdatasync",
             batched,
-            Target::AtLeast(0.8),
+            Target::AtLeast(1.5),
             size("threads"),
         ),
         Measurement::new(
             "durable append, 256 submitting tasks",
             "events/s",
             tasks,
-            "sled batches of 256 events + flush + fdatasync",
+            "sled batches of 256 events, one entry an event, + flush + fdatasync",
             batched,
-            Target::AtLeast(0.8),
+            Target::AtLeast(1.5),
             size("tokio tasks (2 worker threads)"),
         ),
         Measurement::new(

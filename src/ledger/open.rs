@@ -173,21 +173,22 @@ impl LedgerBuilder {
             Tail::Refused(e) => return Err(e),
         };
         // A log accepted as it is is checked from its first event.
-        let (projection, head_hash, settled_last) =
-            replay(&*log, last, refused.is_none(), &mut progress)?;
+        // A crash can leave the events of the last block (only) without
+        // their index entries. (Those a snapshot covers had theirs written
+        // before it.)
+        let tail = log.unindexed_from(last)?;
+        let (projection, head_hash, unindexed) =
+            replay(&*log, last, refused.is_none(), tail, &mut progress)?;
+        for (seq, settles) in &unindexed {
+            let event = read_event(&*log, *seq)?;
+            log.reindex(Draft {
+                event: &event,
+                settles: settles.as_ref(),
+            })?;
+        }
         let last_at = match last {
             0 => DateTime::<Utc>::MIN_UTC,
-            seq => {
-                // A crash can leave the last event (only) without its index
-                // entries. (When the replay started from a snapshot at the
-                // last event, they were written before that snapshot.)
-                let event = read_event(&*log, seq)?;
-                log.reindex(Draft {
-                    event: &event,
-                    settles: settled_last.as_ref(),
-                })?;
-                event.at
-            }
+            seq => read_event(&*log, seq)?.at,
         };
         let now = self
             .clock

@@ -72,17 +72,22 @@ pub(super) fn read_event(log: &dyn Store, seq: u64) -> Result<Event, StorageErro
     Ok(record::decode_event(seq, &bytes)?.0)
 }
 
+/// What the engine indexes of each event from a seq on, as a replay
+/// folded them in: the event's seq, and the execution it settled.
+pub(super) type Unindexed = Vec<(u64, Option<crate::store::Settled>)>;
+
 /// Folds the log from the newest usable snapshot at or below `to` (or with
 /// `from_snapshot` unset, from its first event) up to `to`, checking every
-/// record and link on the way. Returns the projection,
-/// the hash of record `to`, and when event `to` was folded in and settled
-/// its execution, what the engine indexes of it.
+/// record and link on the way. Returns the projection, the hash of record
+/// `to`, and for each event from `tail` on that it folded in, what the
+/// engine indexes of it.
 pub(super) fn replay(
     log: &dyn Store,
     to: u64,
     from_snapshot: bool,
+    tail: u64,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Projection, Hash, Option<crate::store::Settled>), StorageError> {
+) -> Result<(Projection, Hash, Unindexed), StorageError> {
     let (mut projection, mut prev) = (Projection::new(), GENESIS);
     let snapshots = log.snapshots_below(to).filter(|_| from_snapshot);
     for snap in snapshots {
@@ -97,9 +102,9 @@ pub(super) fn replay(
     }
     let from = projection.seq() + 1;
     if from > to {
-        return Ok((projection, prev, None));
+        return Ok((projection, prev, Vec::new()));
     }
-    let mut settled_last = None;
+    let mut settled_tail = Vec::new();
     // Two stages on two threads: one reads and checks records (sled's
     // iterator, the hash of each, the links), the other decodes and folds.
     std::thread::scope(|scope| {
@@ -119,15 +124,16 @@ pub(super) fn replay(
             for item in batch {
                 let (seq, bytes, hash) = item?;
                 let (_, settled) = fold_record(&mut projection, seq, &bytes)?;
-                if seq == to {
-                    settled_last =
-                        settled.map(|(e, first, seqs)| crate::store::Settled::new(&e, first, seqs));
+                if seq >= tail {
+                    let settled = settled
+                        .map(|(e, first, seqs)| crate::store::Settled::new(&e, first, seqs));
+                    settled_tail.push((seq, settled));
                 }
                 prev = hash;
                 progress(seq, to);
             }
         }
-        Ok((projection, prev, settled_last))
+        Ok((projection, prev, settled_tail))
     })
 }
 

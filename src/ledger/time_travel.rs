@@ -77,7 +77,7 @@ impl Ledger {
     /// `Invalid` for a seq beyond the head; `Storage` for damaged data.
     pub fn projection_at(&self, at: At) -> Result<Projection, CommandError> {
         let seq = self.resolve(at)?;
-        Ok(replay(&*self.inner.log, seq, true, &mut |_, _| {})?.0)
+        Ok(replay(&*self.inner.log, seq, true, u64::MAX, &mut |_, _| {})?.0)
     }
 
     /// The queue as it was at a point in the log: the executions runnable

@@ -451,7 +451,7 @@ impl Inner {
         let read = (|| {
             let last = self.log.last_seq()?;
             let (projection, hash, _) =
-                super::replay::replay(&*self.log, last, true, &mut |_, _| {})?;
+                super::replay::replay(&*self.log, last, true, u64::MAX, &mut |_, _| {})?;
             let leases = super::open::running_leases(&*self.log, &projection, self.clock.now())?;
             let last_at = match last {
                 0 => DateTime::<Utc>::MIN_UTC,

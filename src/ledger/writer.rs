@@ -263,6 +263,7 @@ fn combine(inner: &Arc<Inner>) {
         let mut finishes = Vec::new();
         let mut ran = 0;
         let mut grouped = false;
+        let mut unsealed = None;
         loop {
             let jobs = std::mem::take(&mut *lock(&inner.combiner.jobs));
             if jobs.is_empty() {
@@ -274,6 +275,8 @@ fn combine(inner: &Arc<Inner>) {
                 grouped = true;
                 inner.begin_group(&mut core);
             }
+            // What this hold appends is written when it ends, together.
+            inner.log.open_block();
             for job in jobs {
                 match std::panic::catch_unwind(AssertUnwindSafe(|| job(inner, &mut core))) {
                     Ok(Some(finish)) => finishes.push(finish),
@@ -281,6 +284,13 @@ fn combine(inner: &Arc<Inner>) {
                     // Its answer is dropped unsent: the caller learns of it.
                     Err(_) => core.poisoned = true,
                 }
+            }
+            // Before the next holder of the core finds in the projection
+            // what the log does not have yet.
+            if let Err(e) = inner.log.seal() {
+                tracing::error!(error = %e, "cannot write a block of records");
+                core.poisoned = true;
+                unsealed.get_or_insert(e);
             }
             drop(core);
             if ran >= MAX_GROUP {
@@ -290,6 +300,7 @@ fn combine(inner: &Arc<Inner>) {
         // A shared log's group commits here, before the next group may
         // lock the log's end.
         let failed = if grouped { inner.end_group() } else { None };
+        let failed = unsealed.or(failed);
         inner.combiner.combining.store(false, Ordering::Release);
         // Commands pushed while this thread held the role found it taken:
         // if any are queued now, someone must combine them before this

@@ -331,6 +331,32 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Bytes the log uses on disk.
     fn size_on_disk(&self) -> Result<u64, StorageError>;
 
+    // Blocks (an engine that stores one record per entry keeps the
+    // defaults).
+
+    /// Opens a block: what is appended until [`Store::seal`] may be stored
+    /// together, as one entry. Called by the ledger's combiner when it takes
+    /// the ledger (the core lock); reads through the engine see what it
+    /// appended in between, but nothing of it is durable, nor visible to
+    /// subscribers, before the seal.
+    fn open_block(&self) {}
+
+    /// Writes what was appended since [`Store::open_block`]; called by the
+    /// combiner before it lets go of the ledger, so that whoever takes the
+    /// ledger next finds everything the projection holds in the log. On an
+    /// error the engine is poisoned (its syncs fail) and the ledger is too.
+    fn seal(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// The first seq whose index entries a crash may have left unwritten
+    /// in a log that ends at `last`: the ledger writes them again on open
+    /// ([`Store::reindex`]). The engine writes a block's records before
+    /// their index entries, so only the last block can lack them.
+    fn unindexed_from(&self, last: u64) -> Result<u64, StorageError> {
+        Ok(last)
+    }
+
     // Sharing (an engine one process owns keeps the defaults).
 
     /// Starts a group of appends that commit together (one combiner's

@@ -564,7 +564,7 @@ pub(crate) fn run(
     let mut results: Vec<Measurement> = Vec::new();
     if wanted("relaxed") {
         progress("relaxed appends");
-        results.push(scenarios::relaxed_append(&root, sizes)?);
+        results.extend(scenarios::relaxed_append(&root, sizes)?);
     }
     if wanted("durable") {
         progress("durable appends from 256 submitters");

@@ -17,7 +17,9 @@
 //! written right after each record, repaired on open):
 //!
 //! ```text
-//! seq (8 bytes, big-endian)                   -> record (record.rs)
+//! seq (8 bytes, big-endian)                   -> record, or a block of
+//!                                                records from that seq on
+//!                                                (record.rs)
 //! 0xFF 'x' execution id (16)                  -> seqs (8 bytes each, big-endian)
 //!                                                of a settled execution's events
 //! 0xFF 'x' execution id (16) seq (8)          -> ()  one event of an execution
@@ -35,8 +37,13 @@
 //!
 //! A live execution's seqs are in the projection (and its snapshots); the
 //! index gets them, in one entry, with the event that settles it. sled's
-//! cost follows the number of entries it holds: one per event plus one per
-//! execution, instead of two per event.
+//! cost follows the number of entries it holds, not their bytes: what the
+//! combiner appends while it holds the ledger is staged and written when it
+//! lets go ([`Store::seal`]) as blocks of up to [`BLOCK_BYTES`], each block
+//! followed by the index entries of its events. sled recovers a prefix of
+//! its log in insert order, so after a crash only the last block can lack
+//! index entries ([`Store::unindexed_from`]); a snapshot taken while a block
+//! was staged is written after it.
 //!
 //! Tree `snapshots` maps a seq to the projection as of that seq (derived
 //! data: a damaged or missing snapshot is rebuilt from the log).
@@ -51,7 +58,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::record::{self, Hash};
+use super::record::{self, BlockWriter, Hash};
 use super::{
     at_seq, AppendError, Bytes, Draft, Durability, Items, Listed, Mark, Name, Reindexed, Settled,
     Store, StoredRecord, Tail,
@@ -76,6 +83,12 @@ const LIST: u8 = b'l';
 /// Present while the list of settled executions misses some: set before
 /// the list is built from the log, removed by the rebuild that built it.
 const LIST_PARTIAL: [u8; 2] = [INDEX, b'L'];
+
+/// A block takes records until it holds this many bytes; the next append
+/// starts another. sled rewrites a leaf of up to 16 entries as one page,
+/// and writes a page over a quarter of its 512 KiB segment as a file of its
+/// own: 16 blocks stay under that.
+pub(crate) const BLOCK_BYTES: usize = 6 * 1024;
 
 /// A status as a listing entry holds it: a code of its own, which stays
 /// what it is whatever statuses come.
@@ -213,6 +226,78 @@ fn name_key(name: &Name<'_>) -> Vec<u8> {
     }
 }
 
+/// A block of records staged for the seal, with the index entries of its
+/// events (written after it).
+#[derive(Debug)]
+struct StagedBlock {
+    first: u64,
+    /// Its last record's seq and hash.
+    end: Mark,
+    value: Vec<u8>,
+    ranges: Vec<std::ops::Range<usize>>,
+    index: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What is appended while a block is open, until the seal writes it.
+#[derive(Debug, Default)]
+struct Staged {
+    open: bool,
+    /// The log's end, what is staged included.
+    end: Mark,
+    /// Blocks filled, in seq order.
+    full: Vec<StagedBlock>,
+    /// The block being filled: its first seq, its records and its events'
+    /// index entries.
+    first: u64,
+    filling: BlockWriter,
+    index: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Every staged index entry, by key (the latest value of each).
+    lookup: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    /// Snapshots taken meanwhile, written last.
+    snapshots: Vec<(u64, Vec<u8>)>,
+}
+
+impl Staged {
+    fn is_empty(&self) -> bool {
+        self.full.is_empty() && self.filling.len() == 0 && self.snapshots.is_empty()
+    }
+
+    /// Starts a new block when the one being filled is full.
+    fn cut_if_full(&mut self) {
+        if self.filling.bytes() >= BLOCK_BYTES {
+            self.cut();
+        }
+    }
+
+    fn cut(&mut self) {
+        if let Some((value, ranges)) = self.filling.take() {
+            self.full.push(StagedBlock {
+                first: self.first,
+                end: self.end,
+                value,
+                ranges,
+                index: std::mem::take(&mut self.index),
+            });
+        }
+    }
+
+    /// The staged record of `seq`, copied.
+    fn record(&self, seq: u64) -> Option<Vec<u8>> {
+        if seq > self.end.0 {
+            return None;
+        }
+        if seq >= self.first && self.filling.len() > 0 {
+            return self
+                .filling
+                .record((seq - self.first) as usize)
+                .map(<[u8]>::to_vec);
+        }
+        let block = self.full.iter().rev().find(|b| b.first <= seq)?;
+        let range = block.ranges.get((seq - block.first) as usize)?;
+        Some(block.value[range.clone()].to_vec())
+    }
+}
+
 #[derive(Debug, Default)]
 struct SyncState {
     /// Highest seq flushed to the operating system.
@@ -238,6 +323,16 @@ impl SyncState {
     }
 }
 
+/// One record of a stored block: the block's value, shared, and where the
+/// record is in it.
+struct Part(::sled::IVec, std::ops::Range<usize>);
+
+impl AsRef<[u8]> for Part {
+    fn as_ref(&self) -> &[u8] {
+        &self.0[self.1.clone()]
+    }
+}
+
 /// The log, open.
 pub(crate) struct Log {
     dir: PathBuf,
@@ -251,7 +346,9 @@ pub(crate) struct Log {
     checkpoint: Mutex<Option<Checkpoint>>,
     /// What the checkpoint held when the log was opened.
     found: Stored,
+    /// The end of what is written to sled.
     appended: Mutex<Mark>,
+    staged: Mutex<Staged>,
     state: Mutex<SyncState>,
     changed: Condvar,
     pub(crate) counters: Counters,
@@ -556,6 +653,7 @@ impl Log {
             synced_blobs: Mutex::new(HashSet::new()),
             checkpoint: Mutex::new(None),
             appended: Mutex::new((0, record::GENESIS)),
+            staged: Mutex::default(),
             state: Mutex::new(SyncState::default()),
             changed: Condvar::new(),
             counters: Counters::default(),
@@ -672,6 +770,7 @@ impl Log {
     /// Marks (seq, hash) as the log's end as found on open (durable).
     fn set_recovered_head(&self, seq: u64, hash: Hash) -> Result<(), StorageError> {
         *lock(&self.appended) = (seq, hash);
+        lock(&self.staged).end = (seq, hash);
         self.sync_to(seq, &hash, Durability::Synced)?;
         let mut st = lock(&self.state);
         st.flushed = seq;
@@ -680,12 +779,59 @@ impl Log {
         Ok(())
     }
 
-    /// Writes one event's record (its index entries follow).
-    fn insert_record(&self, seq: u64, record: &[u8]) -> Result<(), StorageError> {
+    /// The stored entry that holds record `seq`: its first seq and value.
+    fn entry_holding(&self, seq: u64) -> Result<Option<(u64, ::sled::IVec)>, StorageError> {
+        let unreadable = |e| at_seq(storage(e), seq, "record is unreadable");
+        if let Some(v) = self.events.get(event_key(seq)).map_err(unreadable)? {
+            return Ok(Some((seq, v)));
+        }
+        match self.events.range(..event_key(seq)).next_back() {
+            None => Ok(None),
+            Some(Err(e)) => Err(unreadable(e)),
+            Some(Ok((k, v))) => Ok(seq_of(&k).map(|first| (first, v))),
+        }
+    }
+
+    /// Writes a block (or a single record) and then its events' index
+    /// entries; returns the seq of its last record.
+    fn write_block(
+        &self,
+        first: u64,
+        value: &[u8],
+        index: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), StorageError> {
         self.events
-            .insert(event_key(seq), record)
-            .map(|_| ())
-            .map_err(storage)
+            .insert(event_key(first), value)
+            .map_err(storage)?;
+        for (key, value) in index {
+            self.events
+                .insert(key.as_slice(), value.as_slice())
+                .map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything staged, block by block, then the snapshots taken
+    /// meanwhile; the log's end moves past each block as it is written.
+    fn write_staged(&self, staged: &mut Staged) -> Result<(), StorageError> {
+        staged.cut();
+        let mut written = Ok(());
+        for block in std::mem::take(&mut staged.full) {
+            written = self.write_block(block.first, &block.value, &block.index);
+            if written.is_err() {
+                break;
+            }
+            self.appended(block.end);
+        }
+        staged.lookup.clear();
+        let snapshots = std::mem::take(&mut staged.snapshots);
+        written?;
+        for (seq, bytes) in snapshots {
+            self.snapshots
+                .insert(event_key(seq), bytes)
+                .map_err(storage)?;
+        }
+        Ok(())
     }
 
     /// Writes the index entries of an event in the log (idempotent): the
@@ -886,15 +1032,16 @@ impl Store for Log {
         self.set_recovered_head(head.0, head.1)
     }
 
-    /// Plain inserts, not a sled batch: sled seals (writes out) its I/O
-    /// buffer for every batch, which costs about four times the inserts.
-    /// sled recovers a prefix of its log in insert order, and each record is
-    /// inserted before its index entries, so a crash can leave at most the
-    /// last event without them, which the ledger restores on open
-    /// ([`Store::reindex`]).
+    /// While a block is open, staged (written by [`Store::seal`]); else
+    /// written at once, as a block when there are several: after a crash
+    /// all of them are in the log or none. A block is one sled insert, its
+    /// index entries plain inserts after it (a sled batch seals sled's I/O
+    /// buffer, which costs about four times as much).
     fn append(&self, after: Mark, events: &[Draft<'_>]) -> Result<Mark, AppendError> {
-        let head = *lock(&self.appended);
+        let mut staged = lock(&self.staged);
+        let head = staged.end;
         if head != after {
+            drop(staged);
             let failed = |error| AppendError::Failed {
                 error,
                 written: head,
@@ -918,54 +1065,42 @@ impl Store for Log {
                 .map_err(failed)?;
             return Err(AppendError::Conflict(missed));
         }
-        let started = std::time::Instant::now();
-        if events.len() > 1 {
-            // A group of several events (a batch submit, recovering several
-            // executions) is one sled batch: after a crash all of it is in
-            // the log or none.
-            let mut batch = ::sled::Batch::default();
-            let mut end = after;
-            for draft in events {
-                let event = draft.event;
-                debug_assert_eq!(event.seq, end.0 + 1, "appended in seq order");
-                let (record, hash) = record::encode_event(&end.1, event);
-                batch.insert(&event_key(event.seq), record);
-                for (key, value) in index_entries(event, draft.settles) {
-                    batch.insert(key, value);
-                }
-                end = (event.seq, hash);
-            }
-            let applied = self.events.apply_batch(batch).map_err(storage);
-            let end = if applied.is_ok() { end } else { after };
-            self.appended(end);
-            self.counters.append.record(started.elapsed());
-            return applied.map(|()| end).map_err(|error| AppendError::Failed {
-                error,
-                written: end,
-            });
+        if events.is_empty() {
+            return Ok(after);
         }
-        let (mut end, mut written) = (after, Ok(()));
+        let started = std::time::Instant::now();
+        let staged = &mut *staged;
+        // A block holds whole appends: one append's events are stored
+        // together.
+        staged.cut_if_full();
+        if staged.filling.len() == 0 {
+            staged.first = after.0 + 1;
+        }
+        let mut end = after;
         for draft in events {
             let event = draft.event;
             debug_assert_eq!(event.seq, end.0 + 1, "appended in seq order");
-            let (record, hash) = record::encode_event(&end.1, event);
-            written = self.insert_record(event.seq, &record);
-            if written.is_err() {
-                break;
-            }
-            // The record is in the log; a failure to index it is repaired
-            // on open.
-            end = (event.seq, hash);
-            written = self.index(event, draft.settles);
-            if written.is_err() {
-                break;
+            end = (event.seq, staged.filling.push_event(&end.1, event));
+            for (key, value) in index_entries(event, draft.settles) {
+                if staged.open {
+                    staged.lookup.insert(key.clone(), value.clone());
+                }
+                staged.index.push((key, value));
             }
         }
-        self.appended(end);
+        staged.end = end;
+        if staged.open {
+            return Ok(end);
+        }
+        let written = self.write_staged(staged);
         self.counters.append.record(started.elapsed());
+        let written_to = *lock(&self.appended);
+        if written.is_err() {
+            staged.end = written_to;
+        }
         written.map(|()| end).map_err(|error| AppendError::Failed {
             error,
-            written: end,
+            written: written_to,
         })
     }
 
@@ -973,9 +1108,40 @@ impl Store for Log {
         match self.events.range(..[INDEX].as_slice()).next_back() {
             None => Ok(0),
             Some(Err(e)) => Err(storage(e)),
-            Some(Ok((k, _))) => seq_of(&k).ok_or_else(|| {
-                StorageError::new(ErrorKind::Corrupt, "the log holds a malformed key")
-            }),
+            Some(Ok((k, v))) => {
+                let first = seq_of(&k).ok_or_else(|| {
+                    StorageError::new(ErrorKind::Corrupt, "the log holds a malformed key")
+                })?;
+                Ok(first + record::count(first, &v)? - 1)
+            }
+        }
+    }
+
+    fn open_block(&self) {
+        lock(&self.staged).open = true;
+    }
+
+    fn seal(&self) -> Result<(), StorageError> {
+        let mut staged = lock(&self.staged);
+        staged.open = false;
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let written = self.write_staged(&mut staged);
+        self.counters.append.record(started.elapsed());
+        if let Err(e) = &written {
+            staged.end = *lock(&self.appended);
+            lock(&self.state).failed = Some(e.to_string());
+        }
+        written
+    }
+
+    /// The first seq of the last stored entry.
+    fn unindexed_from(&self, last: u64) -> Result<u64, StorageError> {
+        match self.entry_holding(last)? {
+            Some((first, _)) if first <= last => Ok(first),
+            _ => Ok(last),
         }
     }
 
@@ -1011,39 +1177,91 @@ impl Store for Log {
         st.visible
     }
 
+    /// The record of `seq`, staged or stored, alone or in a block.
     fn record(&self, seq: u64) -> Result<Option<Bytes>, StorageError> {
-        self.events
-            .get(event_key(seq))
-            .map(|v| v.map(Bytes::new))
-            .map_err(|e| at_seq(storage(e), seq, "record is unreadable"))
+        if let Some(bytes) = lock(&self.staged).record(seq) {
+            return Ok(Some(Bytes::new(bytes)));
+        }
+        let Some((first, value)) = self.entry_holding(seq)? else {
+            return Ok(None);
+        };
+        if value.first() != Some(&record::BLOCK) {
+            return Ok((first == seq).then(|| Bytes::new(value)));
+        }
+        let part = record::split(first, &value)?
+            .into_iter()
+            .find(|(s, _)| *s == seq);
+        Ok(part.map(|(_, range)| Bytes::new(Part(value, range))))
     }
 
-    /// Stored records from `from` on, in seq order, with their keys' seqs.
-    /// A malformed key is reported as corruption after the last good seq.
+    /// Stored records from `from` on, in seq order, with their seqs; each
+    /// block opened into its records. A malformed key, block, or a block
+    /// that overlaps the one before is reported as corruption where found.
     fn records(&self, from: u64) -> Items<'_, StoredRecord> {
-        let mut last = from.saturating_sub(1);
-        Box::new(
-            self.events
-                .range(event_key(from.max(1)).as_slice()..[INDEX].as_slice())
-                .map(move |item| {
-                    let (k, v) = item.map_err(|e| {
-                        let after = format!("the records after seq {last} are unreadable");
-                        at_seq(storage(e), last + 1, after)
-                    })?;
-                    let seq = seq_of(&k).ok_or_else(|| {
+        let from = from.max(1);
+        // The entry holding `from` may start before it.
+        let start = match self.entry_holding(from) {
+            Ok(Some((first, _))) => first.min(from),
+            _ => from,
+        };
+        let mut last = from - 1;
+        let mut entries = self
+            .events
+            .range(event_key(start).as_slice()..[INDEX].as_slice());
+        let mut open: std::vec::IntoIter<StoredRecord> = Vec::new().into_iter();
+        let mut failed = false;
+        Box::new(std::iter::from_fn(move || loop {
+            if let Some(item) = open.next() {
+                last = item.0;
+                return Some(Ok(item));
+            }
+            if failed {
+                return None;
+            }
+            let entry = entries.next()?;
+            let opened = entry
+                .map_err(|e| {
+                    let after = format!("the records after seq {last} are unreadable");
+                    at_seq(storage(e), last + 1, after)
+                })
+                .and_then(|(k, v)| {
+                    let first = seq_of(&k).ok_or_else(|| {
                         StorageError::corrupt(last + 1, "the log holds a malformed key")
                     })?;
-                    last = seq;
-                    Ok((seq, Bytes::new(v)))
-                }),
-        )
+                    if first <= last && first >= from {
+                        return Err(StorageError::corrupt(
+                            first,
+                            format!("the entry of seq {first} overlaps the block before it"),
+                        ));
+                    }
+                    if v.first() != Some(&record::BLOCK) {
+                        return Ok(vec![(first, Bytes::new(v))]);
+                    }
+                    Ok(record::split(first, &v)?
+                        .into_iter()
+                        .filter(|(seq, _)| *seq >= from)
+                        .map(|(seq, range)| (seq, Bytes::new(Part(v.clone(), range))))
+                        .collect())
+                });
+            match opened {
+                Ok(records) => open = records.into_iter(),
+                Err(e) => {
+                    failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }))
     }
 
     /// The seqs of one execution's events that the index holds, in order:
     /// all of them once it is settled (live ones are in the projection).
     fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
         let mut seqs = Vec::new();
-        for item in self.events.scan_prefix(exec_prefix(id)) {
+        let prefix = exec_prefix(id);
+        if let Some(v) = lock(&self.staged).lookup.get(prefix.as_slice()) {
+            unpack(&prefix, v, &mut seqs);
+        }
+        for item in self.events.scan_prefix(prefix) {
             let (k, v) = item.map_err(storage)?;
             unpack(&k, &v, &mut seqs).ok_or_else(|| {
                 StorageError::new(
@@ -1059,9 +1277,14 @@ impl Store for Log {
 
     /// The execution a per-tenant name points at.
     fn named(&self, name: Name<'_>) -> Result<Option<ExecutionId>, StorageError> {
-        let v = self.events.get(name_key(&name)).map_err(storage)?;
+        let key = name_key(&name);
+        let staged = lock(&self.staged).lookup.get(&key).cloned();
+        let v = match staged {
+            Some(v) => Some(v),
+            None => self.events.get(key).map_err(storage)?.map(|v| v.to_vec()),
+        };
         v.map(|v| {
-            <[u8; 16]>::try_from(v.as_ref())
+            <[u8; 16]>::try_from(v.as_slice())
                 .map(ExecutionId::from_bytes)
                 .map_err(|_| StorageError::new(ErrorKind::Corrupt, "malformed index entry"))
         })
@@ -1100,6 +1323,13 @@ impl Store for Log {
 
     /// Stores a snapshot as of `seq`.
     fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StorageError> {
+        {
+            let mut staged = lock(&self.staged);
+            if staged.open && staged.end.0 >= seq && !staged.is_empty() {
+                staged.snapshots.push((seq, bytes));
+                return Ok(());
+            }
+        }
         self.snapshots
             .insert(event_key(seq), bytes)
             .map(|_| ())
