@@ -679,3 +679,55 @@ fn a_block_whose_index_entries_a_crash_lost_is_indexed_again_on_open() {
     assert_eq!(ledger.head().seq, 11, "nothing appended");
     ledger.verify().unwrap();
 }
+
+#[test]
+fn a_batch_larger_than_a_block_is_several_blocks_that_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let tenant: TenantId = "acme".parse().unwrap();
+        let batch = (0..200)
+            .map(|i| {
+                let mut s = Submission::new("echo");
+                s.input = Some(format!("{i} {}", "x".repeat(100)));
+                s
+            })
+            .collect();
+        ledger.submit_many(&tenant, batch).wait().unwrap();
+    }
+    let entries = tamper_read(dir.path());
+    assert!(entries.len() > 2, "{} entries", entries.len());
+    let mut next = 1;
+    for (first, v) in &entries {
+        assert_eq!(*first, next, "blocks follow each other");
+        next += block_parts(v).len() as u64;
+    }
+    assert_eq!(next, 201);
+    let ledger = Ledger::open(dir.path()).unwrap();
+    ledger.verify().unwrap();
+    let seqs: Vec<u64> = ledger.events(1, None).map(|e| e.unwrap().seq).collect();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    let inputs: Vec<u64> = ledger
+        .events(150, Some(152))
+        .map(|e| match e.unwrap().kind {
+            execution_ledger::EventKind::Queued(s) => {
+                let input = s.input.unwrap();
+                input.split(' ').next().unwrap().parse::<u64>().unwrap()
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(inputs, [149, 150, 151]);
+}
+
+/// The log's entries (first seq, value), read with the ledger closed.
+fn tamper_read(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    tamper(dir, |t| {
+        for kv in t.range(..[0xFFu8].as_slice()) {
+            let (k, v) = kv.unwrap();
+            out.push((u64::from_be_bytes(k.as_ref().try_into().unwrap()), v.to_vec()));
+        }
+    });
+    out
+}

@@ -149,6 +149,47 @@ impl<R: Send + 'static> Command<R> {
         }
         self.reply
     }
+
+    /// Carries out this command and then `next` as one: in order, in one
+    /// hold of the ledger, with one wait for durability; answers both (the
+    /// second is carried out whatever the first answers). The runtime's
+    /// workers record an attempt's end and claim their next execution so:
+    /// one hand-off and one sync a job instead of two.
+    pub(crate) async fn together<S: Send + 'static>(
+        self,
+        next: Command<S>,
+    ) -> (Result<R, CommandError>, Result<S, CommandError>) {
+        let (first, second) = match (self.job, next.job) {
+            (Ok(first), Ok(second)) => (first, second),
+            (first, second) => {
+                let (inner, reply) = (self.inner, self.reply);
+                let first = Command { inner, job: first, reply }.await;
+                let (inner, reply) = (next.inner, next.reply);
+                return (first, Command { inner, job: second, reply }.await);
+            }
+        };
+        let job: Job = Box::new(move |inner, core| {
+            let a = first(inner, core);
+            let b = second(inner, core);
+            match (a, b) {
+                (Some(a), Some(b)) => Some(Finish {
+                    seq: a.seq.max(b.seq),
+                    answer: Box::new(move |synced| {
+                        (a.answer)(synced.as_ref().map(|_| ()).map_err(|e| e.duplicate()));
+                        (b.answer)(synced);
+                    }),
+                }),
+                (a, b) => a.or(b),
+            }
+        });
+        let both = Command {
+            inner: self.inner,
+            job: Ok(job),
+            reply: self.reply,
+        };
+        let first = both.await;
+        (first, next.reply.await)
+    }
 }
 
 impl<R: Send + 'static> std::future::IntoFuture for Command<R> {

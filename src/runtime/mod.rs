@@ -425,7 +425,12 @@ impl Shared {
         Ok(())
     }
 
-    async fn run_attempt(self: &Arc<Self>, e: BackgroundExecution) {
+    /// Runs an attempt; returns the command that records how it ended
+    /// (`None`: nothing to record).
+    async fn run_attempt(
+        self: &Arc<Self>,
+        e: BackgroundExecution,
+    ) -> Option<crate::Command<BackgroundExecution>> {
         let (id, attempt) = (e.execution_id, e.attempt);
         let outcome = match self.registry.get(&e.callable_name) {
             // Claims name the registered callables only; kept for safety.
@@ -482,18 +487,22 @@ impl Shared {
         };
         let ledger = &self.ledger;
         let unknown = matches!(&outcome, Outcome::Error(err) if err.code == "unknown_callable");
-        let recorded = match outcome {
+        match outcome {
             // The cancellation was recorded by whoever cancelled.
-            Outcome::Cancelled => return,
+            Outcome::Cancelled => None,
             Outcome::Lost => {
                 tracing::warn!("the attempt's lease was lost; its answer is not recorded");
-                return;
+                None
             }
-            Outcome::Output(output) => ledger.complete(id, attempt, output).await,
-            Outcome::Error(error) if unknown => ledger.fail_permanently(id, attempt, error).await,
-            Outcome::Error(error) => ledger.fail(id, attempt, error).await,
-            Outcome::TimedOut => ledger.time_out(id, attempt).await,
-        };
+            Outcome::Output(output) => Some(ledger.complete(id, attempt, output)),
+            Outcome::Error(error) if unknown => Some(ledger.fail_permanently(id, attempt, error)),
+            Outcome::Error(error) => Some(ledger.fail(id, attempt, error)),
+            Outcome::TimedOut => Some(ledger.time_out(id, attempt)),
+        }
+    }
+
+    /// What recording an attempt's end answered.
+    fn recorded(self: &Arc<Self>, recorded: Result<BackgroundExecution, CommandError>) {
         match recorded {
             Ok(after) => {
                 tracing::info!(status = %after.status, "attempt ended");
@@ -540,15 +549,23 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     format!("the callable panicked: {what}")
 }
 
+/// A worker: claims, runs, records the end of the attempt together with
+/// its next claim (one command), and waits for work when there is none.
+/// What it claimed it runs, stopping or not.
 async fn worker(shared: Arc<Shared>, claim: Claim) {
     let mut stop = shared.shutdown.subscribe();
-    while !shared.stopping() {
-        match shared
-            .ledger
-            .claim_with(claim.clone())
-            .await
-            .map(|mut c| c.pop())
-        {
+    let mut next: Option<BackgroundExecution> = None;
+    loop {
+        let claimed = match next.take() {
+            Some(e) => Ok(Some(e)),
+            None if shared.stopping() => return,
+            None => shared
+                .ledger
+                .claim_with(claim.clone())
+                .await
+                .map(|mut c| c.pop()),
+        };
+        match claimed {
             Ok(Some(e)) => {
                 let span = tracing::info_span!(
                     "attempt",
@@ -559,9 +576,23 @@ async fn worker(shared: Arc<Shared>, claim: Claim) {
                 );
                 let attempt = async {
                     tracing::info!("attempt started");
-                    shared.run_attempt(e).await;
+                    let record = shared.run_attempt(e).await?;
+                    if shared.stopping() {
+                        shared.recorded(record.await);
+                        return None;
+                    }
+                    let (recorded, claimed) =
+                        record.together(shared.ledger.claim_with(claim.clone())).await;
+                    shared.recorded(recorded);
+                    match claimed {
+                        Ok(mut claimed) => claimed.pop(),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot claim");
+                            None
+                        }
+                    }
                 };
-                attempt.instrument(span).await;
+                next = attempt.instrument(span).await;
             }
             Ok(None) => {
                 let ledger = &shared.ledger;

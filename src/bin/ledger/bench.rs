@@ -588,7 +588,7 @@ pub(crate) fn run(
     }
     if wanted("snapshots") {
         progress("open with snapshots");
-        results.push(scenarios::open_with_snapshots(&root, sizes)?);
+        results.extend(scenarios::open_with_snapshots(&root, sizes)?);
     }
     if wanted("claim") {
         progress("claims");
@@ -612,7 +612,7 @@ pub(crate) fn run(
     }
     if wanted("memory") {
         progress("peak memory");
-        results.push(scenarios::memory(&root, sizes, &probe)?);
+        results.extend(scenarios::memory(&root, sizes, &probe)?);
     }
     if let (true, Some(url)) = (wanted("postgres"), &cli.database) {
         progress("PostgreSQL: appends from 1 and 3 processes, the peers' workload");

@@ -236,6 +236,9 @@ struct StagedBlock {
     value: Vec<u8>,
     ranges: Vec<std::ops::Range<usize>>,
     index: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Written in one sled batch with the block before it: one append's
+    /// events over several blocks are in the log after a crash, all or none.
+    joined: bool,
 }
 
 /// What is appended while a block is open, until the seal writes it.
@@ -246,9 +249,10 @@ struct Staged {
     end: Mark,
     /// Blocks filled, in seq order.
     full: Vec<StagedBlock>,
-    /// The block being filled: its first seq, its records and its events'
-    /// index entries.
+    /// The block being filled: its first seq, whether it is joined to the
+    /// one before, its records and its events' index entries.
     first: u64,
+    joined: bool,
     filling: BlockWriter,
     index: Vec<(Vec<u8>, Vec<u8>)>,
     /// Every staged index entry, by key (the latest value of each).
@@ -269,6 +273,7 @@ impl Staged {
         }
     }
 
+    /// Ends the block being filled; what follows starts a new one.
     fn cut(&mut self) {
         if let Some((value, ranges)) = self.filling.take() {
             self.full.push(StagedBlock {
@@ -277,8 +282,10 @@ impl Staged {
                 value,
                 ranges,
                 index: std::mem::take(&mut self.index),
+                joined: std::mem::take(&mut self.joined),
             });
         }
+        self.first = self.end.0 + 1;
     }
 
     /// The staged record of `seq`, copied.
@@ -816,12 +823,31 @@ impl Log {
     fn write_staged(&self, staged: &mut Staged) -> Result<(), StorageError> {
         staged.cut();
         let mut written = Ok(());
-        for block in std::mem::take(&mut staged.full) {
-            written = self.write_block(block.first, &block.value, &block.index);
+        let mut blocks = std::mem::take(&mut staged.full).into_iter().peekable();
+        while let Some(block) = blocks.next() {
+            let mut end = block.end;
+            written = if blocks.peek().is_some_and(|b| b.joined) {
+                // One append over several blocks: one sled batch.
+                let mut batch = ::sled::Batch::default();
+                let mut add = |b: StagedBlock| {
+                    batch.insert(&event_key(b.first), b.value);
+                    for (key, value) in b.index {
+                        batch.insert(key, value);
+                    }
+                };
+                add(block);
+                while let Some(b) = blocks.next_if(|b| b.joined) {
+                    end = b.end;
+                    add(b);
+                }
+                self.events.apply_batch(batch).map_err(storage)
+            } else {
+                self.write_block(block.first, &block.value, &block.index)
+            };
             if written.is_err() {
                 break;
             }
-            self.appended(block.end);
+            self.appended(end);
         }
         staged.lookup.clear();
         let snapshots = std::mem::take(&mut staged.snapshots);
@@ -1076,11 +1102,15 @@ impl Store for Log {
         if staged.filling.len() == 0 {
             staged.first = after.0 + 1;
         }
-        let mut end = after;
-        for draft in events {
+        for (i, draft) in events.iter().enumerate() {
             let event = draft.event;
-            debug_assert_eq!(event.seq, end.0 + 1, "appended in seq order");
-            end = (event.seq, staged.filling.push_event(&end.1, event));
+            debug_assert_eq!(event.seq, staged.end.0 + 1, "appended in seq order");
+            if i > 0 && staged.filling.bytes() >= BLOCK_BYTES {
+                staged.cut();
+                staged.joined = true;
+            }
+            let hash = staged.filling.push_event(&staged.end.1, event);
+            staged.end = (event.seq, hash);
             for (key, value) in index_entries(event, draft.settles) {
                 if staged.open {
                     staged.lookup.insert(key.clone(), value.clone());
@@ -1088,7 +1118,7 @@ impl Store for Log {
                 staged.index.push((key, value));
             }
         }
-        staged.end = end;
+        let end = staged.end;
         if staged.open {
             return Ok(end);
         }
