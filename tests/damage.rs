@@ -549,7 +549,10 @@ fn a_batch_is_one_stored_block_and_reads_back_record_by_record() {
         let v = t.get(key(BLOCK.0)).unwrap().expect("the block's entry");
         assert_eq!(block_parts(&v).len(), 10);
         for seq in BLOCK.0 + 1..=BLOCK.1 {
-            assert!(t.get(key(seq)).unwrap().is_none(), "seq {seq} is in the block");
+            assert!(
+                t.get(key(seq)).unwrap().is_none(),
+                "seq {seq} is in the block"
+            );
         }
         assert_eq!(t.get(key(14)).unwrap().unwrap()[0], 1, "a single record");
     });
@@ -560,6 +563,11 @@ fn a_batch_is_one_stored_block_and_reads_back_record_by_record() {
     // From inside the block, and one execution's history inside it.
     let from7: Vec<u64> = ledger.events(7, Some(9)).map(|e| e.unwrap().seq).collect();
     assert_eq!(from7, [7, 8, 9]);
+    // From a single record, and past the end.
+    let from15: Vec<u64> = ledger.events(15, None).map(|e| e.unwrap().seq).collect();
+    assert_eq!(from15, [15, 16]);
+    assert_eq!(ledger.events(17, None).count(), 0, "nothing after the head");
+    assert_eq!(ledger.events(100, None).count(), 0);
     let eighth = ledger.events(8, Some(8)).next().unwrap().unwrap();
     let history = ledger.history(eighth.execution_id).unwrap();
     assert_eq!(history.iter().map(|e| e.seq).collect::<Vec<_>>(), [8]);
@@ -605,7 +613,11 @@ fn a_record_rewritten_inside_a_block_with_a_recomputed_hash_breaks_the_chain() {
         // The block again, with the rewritten record in its place.
         let mut block = v[..5].to_vec();
         for (i, part) in parts.iter().enumerate() {
-            let r = if i == 5 { &record[..] } else { &v[part.clone()] };
+            let r = if i == 5 {
+                &record[..]
+            } else {
+                &v[part.clone()]
+            };
             block.extend_from_slice(&(r.len() as u32).to_be_bytes());
             block.extend_from_slice(r);
         }
@@ -662,7 +674,11 @@ fn a_block_whose_index_entries_a_crash_lost_is_indexed_again_on_open() {
     }
     // What a crash after the block and before its index entries leaves.
     tamper(dir.path(), |t| {
-        let names: Vec<_> = t.scan_prefix([0xFF, b'k']).keys().map(|k| k.unwrap()).collect();
+        let names: Vec<_> = t
+            .scan_prefix([0xFF, b'k'])
+            .keys()
+            .map(|k| k.unwrap())
+            .collect();
         assert_eq!(names.len(), 10);
         names.iter().for_each(|k| {
             t.remove(k).unwrap();
@@ -726,7 +742,10 @@ fn tamper_read(dir: &Path) -> Vec<(u64, Vec<u8>)> {
     tamper(dir, |t| {
         for kv in t.range(..[0xFFu8].as_slice()) {
             let (k, v) = kv.unwrap();
-            out.push((u64::from_be_bytes(k.as_ref().try_into().unwrap()), v.to_vec()));
+            out.push((
+                u64::from_be_bytes(k.as_ref().try_into().unwrap()),
+                v.to_vec(),
+            ));
         }
     });
     out

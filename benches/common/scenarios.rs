@@ -680,8 +680,13 @@ pub fn build_history(
     let mut j = 0;
     while j < live {
         let n = (live - j).min(100);
-        l.submit_many(&t, (finished + j..finished + j + n).map(sample_submission).collect())
-            .wait()?;
+        l.submit_many(
+            &t,
+            (finished + j..finished + j + n)
+                .map(sample_submission)
+                .collect(),
+        )
+        .wait()?;
         j += n;
     }
     Ok(l.flush()?)

@@ -125,8 +125,8 @@ pub(super) fn replay(
                 let (seq, bytes, hash) = item?;
                 let (_, settled) = fold_record(&mut projection, seq, &bytes)?;
                 if seq >= tail {
-                    let settled = settled
-                        .map(|(e, first, seqs)| crate::store::Settled::new(&e, first, seqs));
+                    let settled =
+                        settled.map(|(e, first, seqs)| crate::store::Settled::new(&e, first, seqs));
                     settled_tail.push((seq, settled));
                 }
                 prev = hash;

@@ -447,7 +447,7 @@ impl Inner {
 
     /// Reads the projection again from the log (its latest snapshot and
     /// the events after it); poisons the ledger when that fails.
-    fn reload(&self, core: &mut Core) {
+    pub(super) fn reload(&self, core: &mut Core) {
         let read = (|| {
             let last = self.log.last_seq()?;
             let (projection, hash, _) =

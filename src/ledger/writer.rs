@@ -159,18 +159,41 @@ impl<R: Send + 'static> Command<R> {
         self,
         next: Command<S>,
     ) -> (Result<R, CommandError>, Result<S, CommandError>) {
+        debug_assert!(Arc::ptr_eq(&self.inner, &next.inner), "one ledger");
         let (first, second) = match (self.job, next.job) {
             (Ok(first), Ok(second)) => (first, second),
             (first, second) => {
                 let (inner, reply) = (self.inner, self.reply);
-                let first = Command { inner, job: first, reply }.await;
+                let first = Command {
+                    inner,
+                    job: first,
+                    reply,
+                }
+                .await;
                 let (inner, reply) = (next.inner, next.reply);
-                return (first, Command { inner, job: second, reply }.await);
+                return (
+                    first,
+                    Command {
+                        inner,
+                        job: second,
+                        reply,
+                    }
+                    .await,
+                );
             }
         };
         let job: Job = Box::new(move |inner, core| {
-            let a = first(inner, core);
-            let b = second(inner, core);
+            // Each on its own: a panic in one leaves the other's answer.
+            let mut alone = |job: Job| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| job(inner, core))).unwrap_or_else(
+                    |_| {
+                        core.poisoned = true;
+                        None
+                    },
+                )
+            };
+            let a = alone(first);
+            let b = alone(second);
             match (a, b) {
                 (Some(a), Some(b)) => Some(Finish {
                     seq: a.seq.max(b.seq),
@@ -330,6 +353,9 @@ fn combine(inner: &Arc<Inner>) {
             // what the log does not have yet.
             if let Err(e) = inner.log.seal() {
                 tracing::error!(error = %e, "cannot write a block of records");
+                // The projection follows the records written, and writes
+                // stop.
+                inner.reload(&mut core);
                 core.poisoned = true;
                 unsealed.get_or_insert(e);
             }

@@ -581,8 +581,9 @@ async fn worker(shared: Arc<Shared>, claim: Claim) {
                         shared.recorded(record.await);
                         return None;
                     }
-                    let (recorded, claimed) =
-                        record.together(shared.ledger.claim_with(claim.clone())).await;
+                    let (recorded, claimed) = record
+                        .together(shared.ledger.claim_with(claim.clone()))
+                        .await;
                     shared.recorded(recorded);
                     match claimed {
                         Ok(mut claimed) => claimed.pop(),

@@ -336,9 +336,10 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Opens a block: what is appended until [`Store::seal`] may be stored
     /// together, as one entry. Called by the ledger's combiner when it takes
-    /// the ledger (the core lock); reads through the engine see what it
-    /// appended in between, but nothing of it is durable, nor visible to
-    /// subscribers, before the seal.
+    /// the ledger (the core lock); [`Store::record`], [`Store::named`] and
+    /// [`Store::execution_seqs`] see what it appended in between (the
+    /// combiner's own reads), other reads only once it is sealed, and
+    /// nothing of it is durable, nor visible to subscribers, before.
     fn open_block(&self) {}
 
     /// Writes what was appended since [`Store::open_block`]; called by the

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! sled tree `events` holds the log and its indexes (derived from the log,
-//! written right after each record, repaired on open):
+//! written right after each block of records, repaired on open):
 //!
 //! ```text
 //! seq (8 bytes, big-endian)                   -> record, or a block of
@@ -84,8 +84,8 @@ const LIST: u8 = b'l';
 /// the list is built from the log, removed by the rebuild that built it.
 const LIST_PARTIAL: [u8; 2] = [INDEX, b'L'];
 
-/// A block takes records until it holds this many bytes; the next append
-/// starts another. sled rewrites a leaf of up to 16 entries as one page,
+/// A block takes records until it holds this many bytes (so it can be
+/// larger by one event's record); the next append starts another. sled rewrites a leaf of up to 16 entries as one page,
 /// and writes a page over a quarter of its 512 KiB segment as a file of its
 /// own: 16 blocks stay under that.
 pub(crate) const BLOCK_BYTES: usize = 6 * 1024;
@@ -800,20 +800,20 @@ impl Log {
     }
 
     /// Writes a block (or a single record) and then its events' index
-    /// entries; returns the seq of its last record.
+    /// entries. On an error, whether the block itself was written.
     fn write_block(
         &self,
         first: u64,
         value: &[u8],
         index: &[(Vec<u8>, Vec<u8>)],
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), (bool, StorageError)> {
         self.events
             .insert(event_key(first), value)
-            .map_err(storage)?;
+            .map_err(|e| (false, storage(e)))?;
         for (key, value) in index {
             self.events
                 .insert(key.as_slice(), value.as_slice())
-                .map_err(storage)?;
+                .map_err(|e| (true, storage(e)))?;
         }
         Ok(())
     }
@@ -843,6 +843,14 @@ impl Log {
                 self.events.apply_batch(batch).map_err(storage)
             } else {
                 self.write_block(block.first, &block.value, &block.index)
+                    .map_err(|(block_written, e)| {
+                        // Its records are in the log; a failure to index
+                        // them is repaired on open.
+                        if block_written {
+                            self.appended(end);
+                        }
+                        e
+                    })
             };
             if written.is_err() {
                 break;
@@ -853,9 +861,10 @@ impl Log {
         let snapshots = std::mem::take(&mut staged.snapshots);
         written?;
         for (seq, bytes) in snapshots {
-            self.snapshots
-                .insert(event_key(seq), bytes)
-                .map_err(storage)?;
+            // Derived data: a snapshot that cannot be written is only missed.
+            if let Err(e) = self.snapshots.insert(event_key(seq), bytes) {
+                tracing::warn!(seq, error = %storage(e), "cannot write a snapshot");
+            }
         }
         Ok(())
     }
@@ -1067,6 +1076,9 @@ impl Store for Log {
         let mut staged = lock(&self.staged);
         let head = staged.end;
         if head != after {
+            // Only another writer's appends conflict, and the records it
+            // missed are read from sled: nothing of this process's is staged.
+            debug_assert!(staged.is_empty(), "a conflict with staged records");
             drop(staged);
             let failed = |error| AppendError::Failed {
                 error,
@@ -1163,6 +1175,7 @@ impl Store for Log {
         if let Err(e) = &written {
             staged.end = *lock(&self.appended);
             lock(&self.state).failed = Some(e.to_string());
+            self.changed.notify_all();
         }
         written
     }
@@ -1232,7 +1245,8 @@ impl Store for Log {
         // The entry holding `from` may start before it.
         let start = match self.entry_holding(from) {
             Ok(Some((first, _))) => first.min(from),
-            _ => from,
+            Ok(None) => from,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
         };
         let mut last = from - 1;
         let mut entries = self
@@ -1265,6 +1279,10 @@ impl Store for Log {
                         ));
                     }
                     if v.first() != Some(&record::BLOCK) {
+                        // The entry before `from` when it is no key.
+                        if first < from {
+                            return Ok(Vec::new());
+                        }
                         return Ok(vec![(first, Bytes::new(v))]);
                     }
                     Ok(record::split(first, &v)?
