@@ -145,7 +145,8 @@ impl BlockWriter {
         match count {
             0 => None,
             1 => {
-                let record = self.buf[BLOCK_HEADER + 4..].to_vec();
+                let mut record = std::mem::take(&mut self.buf);
+                record.drain(..BLOCK_HEADER + 4);
                 let len = record.len();
                 Some((record, std::iter::once(0..len).collect()))
             }
