@@ -50,6 +50,12 @@ fn tamper(dir: &Path, f: impl FnOnce(&sled::Tree)) {
 /// its link: what a tamperer who knows the format would write.
 fn rewrite(tree: &sled::Tree, seq: u64, edit: impl FnOnce(&mut serde_json::Value)) {
     let old = tree.get(key(seq)).unwrap().unwrap();
+    tree.insert(key(seq), reencode(seq, &old, edit)).unwrap();
+}
+
+/// Record `old` of `seq` with its event edited and its own hash recomputed,
+/// its link kept.
+fn reencode(seq: u64, old: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     let prev = &old[1..33];
     let mut event: serde_json::Value = serde_json::from_slice(&old[65..]).unwrap();
     edit(&mut event);
@@ -63,7 +69,7 @@ fn rewrite(tree: &sled::Tree, seq: u64, edit: impl FnOnce(&mut serde_json::Value
     new.extend_from_slice(prev);
     new.extend_from_slice(h.finalize().as_bytes());
     new.extend_from_slice(&json);
-    tree.insert(key(seq), new).unwrap();
+    new
 }
 
 /// Opens without snapshots (so replay reads every record) and expects an
@@ -596,20 +602,9 @@ fn a_record_rewritten_inside_a_block_with_a_recomputed_hash_breaks_the_chain() {
     tamper(dir.path(), |t| {
         let v = t.get(key(BLOCK.0)).unwrap().unwrap().to_vec();
         let parts = block_parts(&v);
-        let old = &v[parts[5].clone()];
-        let seq = BLOCK.0 + 5;
-        let mut event: serde_json::Value = serde_json::from_slice(&old[65..]).unwrap();
-        event["callable"] = "rm -rf".into();
-        let json = serde_json::to_vec(&event).unwrap();
-        let mut h = blake3::Hasher::new();
-        h.update(&[1]);
-        h.update(&seq.to_be_bytes());
-        h.update(&old[1..33]);
-        h.update(&json);
-        let mut record = vec![1u8];
-        record.extend_from_slice(&old[1..33]);
-        record.extend_from_slice(h.finalize().as_bytes());
-        record.extend_from_slice(&json);
+        let record = reencode(BLOCK.0 + 5, &v[parts[5].clone()], |e| {
+            e["callable"] = "rm -rf".into();
+        });
         // The block again, with the rewritten record in its place.
         let mut block = v[..5].to_vec();
         for (i, part) in parts.iter().enumerate() {
