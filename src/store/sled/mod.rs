@@ -255,7 +255,8 @@ struct Staged {
     joined: bool,
     filling: BlockWriter,
     index: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Every staged index entry, by key (the latest value of each).
+    /// The staged index entries that name an execution or hold its seqs,
+    /// by key (the latest value of each).
     lookup: std::collections::HashMap<Vec<u8>, Vec<u8>>,
     /// Snapshots taken meanwhile, written last.
     snapshots: Vec<(u64, Vec<u8>)>,
@@ -1124,7 +1125,9 @@ impl Store for Log {
             let hash = staged.filling.push_event(&staged.end.1, event);
             staged.end = (event.seq, hash);
             for (key, value) in index_entries(event, draft.settles) {
-                if staged.open {
+                // The combiner looks names and execution seqs up before the
+                // seal; list lines are read only after it.
+                if staged.open && key.get(1) != Some(&LIST) {
                     staged.lookup.insert(key.clone(), value.clone());
                 }
                 staged.index.push((key, value));
