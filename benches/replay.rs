@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use execution_ledger::{Event, Ledger, LedgerBuilder};
+use execution_ledger::{Ledger, LedgerBuilder};
 
 mod common;
 
@@ -22,6 +22,9 @@ fn replay(c: &mut Criterion) {
     scenarios::build_history(&large, big, 1_000, LedgerBuilder::DEFAULT_SNAPSHOT_EVERY)
         .expect("build");
     let events = 3 * big + 1_000;
+    // The same records, one sled entry an event, for the raw baseline.
+    let raw = scratch.path("raw");
+    scenarios::one_entry_an_event(&plain, &raw);
 
     let mut group = c.benchmark_group("replay");
     group.throughput(criterion::Throughput::Elements(events));
@@ -36,18 +39,7 @@ fn replay(c: &mut Criterion) {
         })
     });
     group.bench_function("raw sled iterate + decode", |b| {
-        b.iter(|| {
-            let db = common::raw_sled(&plain.join("sled"));
-            let tree = db.open_tree("events").expect("tree");
-            tree.range(..[0xFFu8].as_slice())
-                .map(|kv| {
-                    let (_, v) = kv.expect("readable");
-                    serde_json::from_slice::<Event>(&v[65..])
-                        .expect("an event")
-                        .seq
-                })
-                .count()
-        })
+        b.iter(|| scenarios::scan_history(&raw))
     });
     group.finish();
 
