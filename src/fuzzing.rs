@@ -14,14 +14,34 @@ pub struct DecodedRecord<'a> {
     pub prev: [u8; 32],
     /// Its own stored hash.
     pub hash: [u8; 32],
-    /// The event JSON it holds.
+    /// Its format version.
+    pub version: u8,
+    /// The event JSON it holds (format 1), or its skeleton (format 2).
     pub json: &'a [u8],
 }
 
-/// Encodes the record of `seq` the way the store does; returns it with its
-/// hash.
+/// Encodes a format-1 record of `seq` holding `json` (as ledgers written
+/// before format 2 hold them); returns it with its hash.
 pub fn encode_record(seq: u64, prev: &[u8; 32], json: &[u8]) -> (Vec<u8>, [u8; 32]) {
-    record::encode(seq, prev, json)
+    record::encode_v1(seq, prev, json)
+}
+
+/// Encodes the record of `event` the way the store writes it now (format
+/// 2); returns it with its hash.
+pub fn encode_event_record(prev: &[u8; 32], event: &Event) -> (Vec<u8>, [u8; 32]) {
+    record::encode_event(prev, event)
+}
+
+/// Record `seq` redacted: without its payloads, when it holds any.
+///
+/// # Errors
+///
+/// `UnsupportedVersion` or `Corrupt`, at `seq`.
+pub fn redact_record(seq: u64, bytes: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    Ok(match record::strip(seq, bytes)? {
+        record::Stripped::Record(r) => Some(r),
+        _ => None,
+    })
 }
 
 /// Decodes and hash-checks the record stored at `seq`.
@@ -33,6 +53,7 @@ pub fn decode_record(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>, Storag
     record::decode(seq, bytes).map(|r| DecodedRecord {
         prev: r.prev,
         hash: r.hash,
+        version: r.version,
         json: r.json,
     })
 }

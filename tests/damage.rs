@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use execution_ledger::{ErrorKind, Ledger, Submission, TenantId};
+use execution_ledger::{fuzzing, ErrorKind, Event, Ledger, Submission, TenantId};
 
 const EVENTS: u64 = 20;
 
@@ -53,23 +53,16 @@ fn rewrite(tree: &sled::Tree, seq: u64, edit: impl FnOnce(&mut serde_json::Value
     tree.insert(key(seq), reencode(seq, &old, edit)).unwrap();
 }
 
-/// Record `old` of `seq` with its event edited and its own hash recomputed,
-/// its link kept.
+/// Record `old` of `seq` with its event edited and its own hash recomputed
+/// (new salts, new digests), its link kept.
 fn reencode(seq: u64, old: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
-    let prev = &old[1..33];
-    let mut event: serde_json::Value = serde_json::from_slice(&old[65..]).unwrap();
-    edit(&mut event);
-    let json = serde_json::to_vec(&event).unwrap();
-    let mut h = blake3::Hasher::new();
-    h.update(&[1]);
-    h.update(&seq.to_be_bytes());
-    h.update(prev);
-    h.update(&json);
-    let mut new = vec![1u8];
-    new.extend_from_slice(prev);
-    new.extend_from_slice(h.finalize().as_bytes());
-    new.extend_from_slice(&json);
-    new
+    let prev: [u8; 32] = old[1..33].try_into().unwrap();
+    let event = fuzzing::decode_event(seq, old).unwrap();
+    let mut value = serde_json::to_value(&event).unwrap();
+    edit(&mut value);
+    let edited: Event = serde_json::from_value(value).unwrap();
+    assert_ne!(edited, event, "the edit changes the event");
+    fuzzing::encode_event_record(&prev, &edited).0
 }
 
 /// Opens without snapshots (so replay reads every record) and expects an
@@ -120,7 +113,7 @@ fn a_rewritten_event_with_a_recomputed_hash_breaks_the_chain() {
         let dir = tempfile::tempdir().unwrap();
         build(dir.path(), snapshots);
         tamper(dir.path(), |t| {
-            rewrite(t, 4, |e| e["worker"] = "someone-else".into());
+            rewrite(t, 4, |e| e["callableName"] = "rm -rf".into());
         });
         let msg = if snapshots == 0 {
             open_fails_at(dir.path(), ErrorKind::Corrupt, 4)
@@ -224,19 +217,11 @@ fn a_valid_but_illegal_event_is_refused_by_the_machine_on_replay() {
         let mut prev: Vec<u8> = t.get(key(3)).unwrap().unwrap()[33..65].to_vec();
         for seq in 4..=EVENTS {
             let old = t.get(key(seq)).unwrap().unwrap();
-            let json = &old[65..];
-            let mut h = blake3::Hasher::new();
-            h.update(&[1]);
-            h.update(&seq.to_be_bytes());
-            h.update(&prev);
-            h.update(json);
-            let hash = h.finalize().as_bytes().to_vec();
-            let mut new = vec![1u8];
-            new.extend_from_slice(&prev);
-            new.extend_from_slice(&hash);
-            new.extend_from_slice(json);
+            let event = fuzzing::decode_event(seq, &old).unwrap();
+            let (new, hash) =
+                fuzzing::encode_event_record(&prev.clone().try_into().unwrap(), &event);
             t.insert(key(seq), new).unwrap();
-            prev = hash;
+            prev = hash.to_vec();
         }
     });
     // The checkpoint still holds the original last hash, so open names the
@@ -560,7 +545,7 @@ fn a_batch_is_one_stored_block_and_reads_back_record_by_record() {
                 "seq {seq} is in the block"
             );
         }
-        assert_eq!(t.get(key(14)).unwrap().unwrap()[0], 1, "a single record");
+        assert_eq!(t.get(key(14)).unwrap().unwrap()[0], 2, "a single record");
     });
     let ledger = Ledger::open(dir.path()).unwrap();
     ledger.verify().unwrap();
@@ -603,7 +588,7 @@ fn a_record_rewritten_inside_a_block_with_a_recomputed_hash_breaks_the_chain() {
         let v = t.get(key(BLOCK.0)).unwrap().unwrap().to_vec();
         let parts = block_parts(&v);
         let record = reencode(BLOCK.0 + 5, &v[parts[5].clone()], |e| {
-            e["callable"] = "rm -rf".into();
+            e["at"] = "2031-01-01T00:00:00Z".into();
         });
         // The block again, with the rewritten record in its place.
         let mut block = v[..5].to_vec();

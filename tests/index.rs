@@ -164,8 +164,10 @@ fn a_ledger_with_the_per_event_index_and_no_list_is_rebuilt_on_open_and_goes_on(
         }
         for kv in tree.range(..[0xFFu8].as_slice()) {
             let (k, v) = kv.unwrap();
-            let event: serde_json::Value = serde_json::from_slice(&v[65..]).unwrap();
-            let id: ExecutionId = event["executionId"].as_str().unwrap().parse().unwrap();
+            let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap());
+            let id = execution_ledger::fuzzing::decode_event(seq, &v)
+                .unwrap()
+                .execution_id;
             tree.insert(entry_key(id, Some(&k)), &[]).unwrap();
         }
         for kv in snapshots.iter() {

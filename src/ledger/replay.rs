@@ -33,7 +33,7 @@ pub(super) fn fold_record(
     seq: u64,
     bytes: &[u8],
 ) -> Result<(Event, Settled), StorageError> {
-    let event = record::parse_event(seq, record::json_of(bytes))?;
+    let event = record::parse_event(seq, bytes)?;
     let settled = projection.apply_tracked(&event).map_err(illegal(seq))?;
     Ok((event, settled))
 }

@@ -1,15 +1,36 @@
 //! The record format: how one event is stored, and the hash chain.
 //!
-//! A record is
+//! A record (format version 2, written since payloads can be redacted) is
+//!
+//! ```text
+//! version: u8 (= 2) | prev: [u8; 32] | hash: [u8; 32]
+//!   | n: u32 | n × digest: [u8; 32] | length: u32 | skeleton JSON     (hashed)
+//!   | n × (salt: [u8; 16] | length: u32 | payload JSON)               (redactable)
+//! ```
+//!
+//! where `prev` is the hash of the record before it (zeros before seq 1) and
+//! `hash` = BLAKE3(version ‖ seq as u64 big-endian ‖ prev ‖ the hashed
+//! part). The **payloads** are the event's fields that carry a caller's data
+//! (an input, an output, context and metadata values, error messages and
+//! details, reasons: [`slots`] names them); the **skeleton** is the event's
+//! JSON with each of them replaced by `"[redacted]"`, and the hashed part
+//! holds, for each, the digest BLAKE3(salt ‖ payload JSON) under a salt of
+//! its own, stored beside the payload. A redacted record is the same record
+//! without its payloads and salts: its hash, its link and every digest stay,
+//! so the chain verifies as before, while the salt — deleted with the value
+//! — keeps a short value from being guessed back from its digest.
+//!
+//! Format version 1 (ledgers written before) is read as it was written:
 //!
 //! ```text
 //! version: u8 (= 1) | prev: [u8; 32] | hash: [u8; 32] | event JSON
 //! ```
 //!
-//! where `prev` is the hash of the record before it (zeros before seq 1) and
-//! `hash` = BLAKE3(version ‖ seq as u64 big-endian ‖ prev ‖ JSON). The stored
-//! `hash` lets a single record be checked on its own (a flipped byte is found
-//! at its own seq); the `prev` links make the log a chain, so rewriting a
+//! hashed the same way over the JSON. Its payloads cannot be redacted.
+//!
+//! The stored `hash` lets a single record be checked on its own (a flipped
+//! byte is found at its own seq, in the skeleton by the hash, in a payload
+//! by its digest); the `prev` links make the log a chain, so rewriting a
 //! record — even with a recomputed hash — breaks the link stored in the next
 //! one, and rewriting the last one disagrees with the checkpoint.
 //!
@@ -29,8 +50,14 @@ use crate::error::{ErrorKind, StorageError};
 use crate::event::Event;
 
 /// The format version written by this build.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+pub(crate) const FORMAT_VERSION: u8 = 2;
+/// The format of ledgers written before payloads could be redacted.
+pub(crate) const FORMAT_V1: u8 = 1;
 const HEADER: usize = 1 + 32 + 32;
+const SALT: usize = 16;
+
+/// What a redacted payload reads as.
+pub const REDACTED: &str = "[redacted]";
 
 /// The first byte of a block of records.
 pub(crate) const BLOCK: u8 = 0x42;
@@ -43,43 +70,186 @@ pub(crate) type Hash = [u8; 32];
 /// The `prev` of the first record.
 pub(crate) const GENESIS: Hash = [0; 32];
 
-fn digest(seq: u64, prev: &Hash, json: &[u8]) -> Hash {
+fn digest(version: u8, seq: u64, prev: &Hash, hashed: &[u8]) -> Hash {
     let mut h = blake3::Hasher::new();
-    h.update(&[FORMAT_VERSION]);
+    h.update(&[version]);
     h.update(&seq.to_be_bytes());
     h.update(prev);
-    h.update(json);
+    h.update(hashed);
     *h.finalize().as_bytes()
 }
 
-/// Encodes the record of `seq`; returns it with its hash.
-pub(crate) fn encode(seq: u64, prev: &Hash, json: &[u8]) -> (Vec<u8>, Hash) {
+fn payload_digest(salt: &[u8], payload: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(salt);
+    h.update(payload);
+    *h.finalize().as_bytes()
+}
+
+/// A fresh salt: BLAKE3 keyed with this thread's random key, over a
+/// counter (a keyed BLAKE3 is a pseudo-random function, so salts are
+/// unpredictable without the key, which is never stored).
+fn salt() -> [u8; SALT] {
+    use std::cell::RefCell;
+    thread_local! {
+        static SALTS: RefCell<(blake3::Hasher, u64)> = RefCell::new({
+            let mut key = [0u8; 32];
+            getrandom::getrandom(&mut key).expect("the operating system gives random bytes");
+            (blake3::Hasher::new_keyed(&key), 0)
+        });
+    }
+    SALTS.with(|s| {
+        let (hasher, n) = &mut *s.borrow_mut();
+        *n += 1;
+        let mut h = hasher.clone();
+        h.update(&n.to_be_bytes());
+        let mut out = [0u8; SALT];
+        out.copy_from_slice(&h.finalize().as_bytes()[..SALT]);
+        out
+    })
+}
+
+/// Encodes a format-1 record of `seq` holding `json` (ledgers written
+/// before format 2 hold these; tests and the fuzz targets write them);
+/// returns it with its hash.
+pub(crate) fn encode_v1(seq: u64, prev: &Hash, json: &[u8]) -> (Vec<u8>, Hash) {
     let mut out = Vec::with_capacity(HEADER + json.len());
     out.resize(HEADER, 0);
     out.extend_from_slice(json);
-    let hash = seal(&mut out, seq, prev);
+    let hash = digest(FORMAT_V1, seq, prev, json);
+    out[0] = FORMAT_V1;
+    out[1..33].copy_from_slice(prev);
+    out[33..HEADER].copy_from_slice(&hash);
     (out, hash)
 }
 
-/// Fills in the header of a record whose JSON follows `HEADER` zero bytes.
-fn seal(out: &mut [u8], seq: u64, prev: &Hash) -> Hash {
-    let hash = digest(seq, prev, &out[HEADER..]);
-    out[0] = FORMAT_VERSION;
-    out[1..33].copy_from_slice(prev);
-    out[33..HEADER].copy_from_slice(&hash);
+/// Calls `each` with every payload of the event JSON `value` (a record's
+/// redactable fields), in a fixed order: the order of the digests.
+pub(crate) fn slots(value: &mut serde_json::Value, mut each: impl FnMut(&mut serde_json::Value)) {
+    use serde_json::Value;
+    let Value::Object(event) = value else { return };
+    let kind = event
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let kind = kind.as_str();
+    let fields: &[&str] = match kind {
+        "queued" => &["input", "context", "metadata"],
+        "completed" => &["output"],
+        "failed" | "retry_scheduled" | "target_binding_applied" => &["error"],
+        "cancelled" => &["reason"],
+        "callback_failed" => &["error"],
+        _ => &[],
+    };
+    for &field in fields {
+        let Some(v) = event.get_mut(field) else {
+            continue;
+        };
+        match (field, kind) {
+            // Maps: each value is a payload; the keys are not.
+            ("context" | "metadata", _) => {
+                if let Value::Object(map) = v {
+                    map.values_mut().for_each(&mut each);
+                } else {
+                    each(v);
+                }
+            }
+            // An execution error: its message and details; its code is not.
+            ("error", k) if k != "callback_failed" => {
+                if let Value::Object(error) = v {
+                    for part in ["message", "details"] {
+                        if let Some(p) = error.get_mut(part) {
+                            each(p);
+                        }
+                    }
+                } else {
+                    each(v);
+                }
+            }
+            _ => each(v),
+        }
+    }
+}
+
+/// Whether an event of this kind may carry a payload (others are written
+/// without going through a JSON tree).
+fn may_carry(kind: &crate::event::EventKind) -> bool {
+    use crate::event::EventKind as K;
+    match kind {
+        K::Queued(s) => s.input.is_some() || s.context.is_some() || s.metadata.is_some(),
+        K::Completed { .. }
+        | K::Failed { .. }
+        | K::RetryScheduled { .. }
+        | K::CallbackFailed { .. } => true,
+        K::Cancelled { reason } => reason.is_some(),
+        K::TargetBindingApplied { error, .. } => error.is_some(),
+        _ => false,
+    }
+}
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    let n = u32::try_from(n).expect("a record part is under 4 GiB");
+    out.extend_from_slice(&n.to_be_bytes());
+}
+
+/// Writes the record of `event` (whose seq it takes) after `prev` at the end
+/// of `out`; returns its hash.
+fn write_record(out: &mut Vec<u8>, prev: &Hash, event: &Event) -> Hash {
+    let start = out.len();
+    out.resize(start + HEADER, 0);
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    if may_carry(&event.kind) {
+        let mut value = serde_json::to_value(event).expect("events always serialize");
+        slots(&mut value, |slot| {
+            let old = std::mem::replace(slot, serde_json::Value::String(REDACTED.into()));
+            payloads.push(serde_json::to_vec(&old).expect("JSON always serializes"));
+        });
+        let salts: Vec<[u8; SALT]> = payloads.iter().map(|_| salt()).collect();
+        put_u32(out, payloads.len());
+        for (salt, payload) in salts.iter().zip(&payloads) {
+            out.extend_from_slice(&payload_digest(salt, payload));
+        }
+        let at = out.len();
+        put_u32(out, 0);
+        serde_json::to_writer(&mut *out, &value).expect("JSON always serializes");
+        let len = out.len() - at - 4;
+        out[at..at + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        let hashed_end = out.len();
+        for (salt, payload) in salts.iter().zip(&payloads) {
+            out.extend_from_slice(salt);
+            put_u32(out, payload.len());
+            out.extend_from_slice(payload);
+        }
+        seal(out, start, hashed_end, event.seq, prev)
+    } else {
+        put_u32(out, 0);
+        let at = out.len();
+        put_u32(out, 0);
+        serde_json::to_writer(&mut *out, event).expect("events always serialize");
+        let len = out.len() - at - 4;
+        out[at..at + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        let end = out.len();
+        seal(out, start, end, event.seq, prev)
+    }
+}
+
+/// Fills in the header of the record at `out[start..]` whose hashed part
+/// ends at `hashed_end`.
+fn seal(out: &mut [u8], start: usize, hashed_end: usize, seq: u64, prev: &Hash) -> Hash {
+    let hash = digest(FORMAT_VERSION, seq, prev, &out[start + HEADER..hashed_end]);
+    out[start] = FORMAT_VERSION;
+    out[start + 1..start + 33].copy_from_slice(prev);
+    out[start + 33..start + HEADER].copy_from_slice(&hash);
     hash
 }
 
-/// Encodes the record of `event` (whose seq it takes), serializing its JSON
-/// straight into the record's buffer; returns it with its hash. (sled
-/// encodes records into blocks, [`BlockWriter`].)
-#[cfg(any(feature = "postgres", test))]
+/// Encodes the record of `event` (whose seq it takes); returns it with its
+/// hash. (sled encodes records into blocks, [`BlockWriter`].)
 pub(crate) fn encode_event(prev: &Hash, event: &crate::event::Event) -> (Vec<u8>, Hash) {
     // Most events fit: one allocation, no growing.
     let mut out = Vec::with_capacity(HEADER + 512);
-    out.resize(HEADER, 0);
-    serde_json::to_writer(&mut out, event).expect("events always serialize");
-    let hash = seal(&mut out, event.seq, prev);
+    let hash = write_record(&mut out, prev, event);
     (out, hash)
 }
 
@@ -107,9 +277,7 @@ impl BlockWriter {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]);
         let start = self.buf.len();
-        self.buf.resize(start + HEADER, 0);
-        serde_json::to_writer(&mut self.buf, event).expect("events always serialize");
-        let hash = seal(&mut self.buf[start..], event.seq, prev);
+        let hash = write_record(&mut self.buf, prev, event);
         let len = u32::try_from(self.buf.len() - start).expect("a record is under 4 GiB");
         self.buf[at..start].copy_from_slice(&len.to_be_bytes());
         self.ranges.push(start..self.buf.len());
@@ -236,16 +404,66 @@ pub(crate) fn count(first: u64, bytes: &[u8]) -> Result<u64, StorageError> {
 pub(crate) struct Record<'a> {
     pub(crate) prev: Hash,
     pub(crate) hash: Hash,
+    /// Its format version.
+    pub(crate) version: u8,
+    /// The event JSON (format 1), or the skeleton (format 2).
     pub(crate) json: &'a [u8],
+    /// How many payloads the skeleton stands for (format 2).
+    pub(crate) slots: usize,
+    /// Each payload's JSON; empty when the record was redacted (or has
+    /// none).
+    pub(crate) payloads: Vec<&'a [u8]>,
 }
 
-/// Decodes and checks the record stored at `seq`: its version, and that its
-/// content matches its stored hash.
+impl Record<'_> {
+    /// Whether the record's payloads were removed.
+    pub(crate) fn redacted(&self) -> bool {
+        self.slots > 0 && self.payloads.is_empty()
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(b) as usize)
+}
+
+/// The layout of a format-2 record: the skeleton's range, the digests'
+/// range and how many there are, where the hashed part ends.
+struct Layout {
+    slots: usize,
+    digests: std::ops::Range<usize>,
+    skeleton: std::ops::Range<usize>,
+}
+
+fn layout(seq: u64, bytes: &[u8]) -> Result<Layout, StorageError> {
+    let short = || StorageError::corrupt(seq, "record ends inside its header");
+    let slots = u32_at(bytes, HEADER).ok_or_else(short)?;
+    let digests = HEADER + 4..HEADER + 4 + slots.checked_mul(32).ok_or_else(short)?;
+    let len = u32_at(bytes, digests.end).ok_or_else(short)?;
+    let skeleton = digests.end + 4..digests.end + 4 + len;
+    if skeleton.end > bytes.len() {
+        return Err(short());
+    }
+    Ok(Layout {
+        slots,
+        digests,
+        skeleton,
+    })
+}
+
+/// Decodes and checks the record stored at `seq`: its version, that its
+/// content matches its stored hash, and that each payload it holds matches
+/// its digest.
 ///
 /// # Errors
 ///
 /// `UnsupportedVersion` or `Corrupt`, at `seq`.
 pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Record<'_>, StorageError> {
+    read(seq, bytes, true)
+}
+
+/// [`decode`], checking the hash and digests when `check` is set.
+fn read(seq: u64, bytes: &[u8], check: bool) -> Result<Record<'_>, StorageError> {
     if bytes.len() < HEADER {
         return Err(StorageError::corrupt(
             seq,
@@ -255,26 +473,76 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Record<'_>, StorageError>
             ),
         ));
     }
-    if bytes[0] != FORMAT_VERSION {
+    let version = bytes[0];
+    if version != FORMAT_VERSION && version != FORMAT_V1 {
         return Err(StorageError::new(
             ErrorKind::UnsupportedVersion,
             format!(
-                "record at seq {seq} has format version {}; this build reads version {FORMAT_VERSION}",
-                bytes[0]
+                "record at seq {seq} has format version {version}; this build reads versions {FORMAT_V1} and {FORMAT_VERSION}"
             ),
         )
         .at_seq(seq));
     }
     let prev: Hash = bytes[1..33].try_into().expect("32 bytes");
     let hash: Hash = bytes[33..65].try_into().expect("32 bytes");
-    let json = &bytes[HEADER..];
-    if digest(seq, &prev, json) != hash {
-        return Err(StorageError::corrupt(
-            seq,
-            "record content does not match its hash",
-        ));
+    let mismatch = || StorageError::corrupt(seq, "record content does not match its hash");
+    if version == FORMAT_V1 {
+        let json = &bytes[HEADER..];
+        if check && digest(version, seq, &prev, json) != hash {
+            return Err(mismatch());
+        }
+        return Ok(Record {
+            prev,
+            hash,
+            version,
+            json,
+            slots: 0,
+            payloads: Vec::new(),
+        });
     }
-    Ok(Record { prev, hash, json })
+    // A header that does not parse cannot match the hash either: it is
+    // reported as the mismatch it is.
+    let l = layout(seq, bytes).map_err(|_| mismatch())?;
+    if check && digest(version, seq, &prev, &bytes[HEADER..l.skeleton.end]) != hash {
+        return Err(mismatch());
+    }
+    let mut payloads = Vec::new();
+    let mut at = l.skeleton.end;
+    if at < bytes.len() {
+        payloads.reserve(l.slots);
+        for i in 0..l.slots {
+            let len = u32_at(bytes, at + SALT)
+                .filter(|&len| bytes.len() - at - SALT - 4 >= len)
+                .ok_or_else(|| {
+                    StorageError::corrupt(seq, format!("record ends inside payload {}", i + 1))
+                })?;
+            let salt = &bytes[at..at + SALT];
+            let payload = &bytes[at + SALT + 4..at + SALT + 4 + len];
+            let d = &bytes[l.digests.start + 32 * i..l.digests.start + 32 * (i + 1)];
+            if check && payload_digest(salt, payload) != d {
+                return Err(StorageError::corrupt(
+                    seq,
+                    format!("payload {} does not match its digest", i + 1),
+                ));
+            }
+            payloads.push(payload);
+            at += SALT + 4 + len;
+        }
+        if at != bytes.len() {
+            return Err(StorageError::corrupt(
+                seq,
+                format!("record holds {} bytes after its payloads", bytes.len() - at),
+            ));
+        }
+    }
+    Ok(Record {
+        prev,
+        hash,
+        version,
+        json: &bytes[l.skeleton],
+        slots: l.slots,
+        payloads,
+    })
 }
 
 /// Decodes the record stored at `seq` and the event it holds, checking that
@@ -285,17 +553,47 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Record<'_>, StorageError>
 /// `Corrupt` or `UnsupportedVersion` at `seq`.
 pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<(Event, Record<'_>), StorageError> {
     let record = decode(seq, bytes)?;
-    Ok((parse_event(seq, record.json)?, record))
+    Ok((event_of(seq, &record)?, record))
 }
 
-/// The event in the JSON of a record already checked by [`decode`].
+/// The event a record already checked by [`decode`] holds: its skeleton
+/// with its payloads put back (`"[redacted]"` where they were removed).
 ///
 /// # Errors
 ///
 /// `Corrupt` at `seq`.
-pub(crate) fn parse_event(seq: u64, json: &[u8]) -> Result<Event, StorageError> {
-    let event: Event = serde_json::from_slice(json)
-        .map_err(|e| StorageError::corrupt(seq, format!("event does not decode: {e}")))?;
+pub(crate) fn event_of(seq: u64, record: &Record<'_>) -> Result<Event, StorageError> {
+    let bad =
+        |e: serde_json::Error| StorageError::corrupt(seq, format!("event does not decode: {e}"));
+    let event: Event = if record.payloads.is_empty() {
+        serde_json::from_slice(record.json).map_err(bad)?
+    } else {
+        let mut value: serde_json::Value = serde_json::from_slice(record.json).map_err(bad)?;
+        let mut payloads = record.payloads.iter();
+        let mut failed = None;
+        let mut found = 0;
+        slots(&mut value, |slot| {
+            found += 1;
+            match payloads.next().map(|p| serde_json::from_slice(p)) {
+                Some(Ok(v)) => *slot = v,
+                Some(Err(e)) => failed = failed.take().or(Some(e)),
+                None => {}
+            }
+        });
+        if let Some(e) = failed {
+            return Err(bad(e));
+        }
+        if found != record.slots {
+            return Err(StorageError::corrupt(
+                seq,
+                format!(
+                    "record holds {} payloads for an event with {found}",
+                    record.slots
+                ),
+            ));
+        }
+        serde_json::from_value(value).map_err(bad)?
+    };
     if event.seq != seq {
         return Err(StorageError::corrupt(
             seq,
@@ -305,9 +603,51 @@ pub(crate) fn parse_event(seq: u64, json: &[u8]) -> Result<Event, StorageError> 
     Ok(event)
 }
 
-/// The JSON of a record already checked by [`decode`].
-pub(crate) fn json_of(bytes: &[u8]) -> &[u8] {
-    &bytes[HEADER..]
+/// The event of a record checked before (by [`decode`]), read without
+/// checking its hash and digests again.
+///
+/// # Errors
+///
+/// `Corrupt` or `UnsupportedVersion` at `seq`, when it does not parse.
+pub(crate) fn parse_event(seq: u64, bytes: &[u8]) -> Result<Event, StorageError> {
+    event_of(seq, &read(seq, bytes, false)?)
+}
+
+/// What [`strip`] makes of a record.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Stripped {
+    /// The record without its payloads.
+    Record(Vec<u8>),
+    /// It holds no payload (none, or removed already).
+    Nothing,
+    /// It was written in format 1, whose hash covers its payloads.
+    Format1,
+}
+
+/// Record `seq` without its payloads and their salts (its hash, link and
+/// digests kept), after checking it.
+///
+/// # Errors
+///
+/// `Corrupt` or `UnsupportedVersion` at `seq`.
+pub(crate) fn strip(seq: u64, bytes: &[u8]) -> Result<Stripped, StorageError> {
+    let record = decode(seq, bytes)?;
+    if record.version == FORMAT_V1 {
+        let mut value: serde_json::Value = serde_json::from_slice(record.json)
+            .map_err(|e| StorageError::corrupt(seq, format!("event does not decode: {e}")))?;
+        let mut any = false;
+        slots(&mut value, |_| any = true);
+        return Ok(if any {
+            Stripped::Format1
+        } else {
+            Stripped::Nothing
+        });
+    }
+    if record.payloads.is_empty() {
+        return Ok(Stripped::Nothing);
+    }
+    let end = layout(seq, bytes)?.skeleton.end;
+    Ok(Stripped::Record(bytes[..end].to_vec()))
 }
 
 /// Record `seq` is intact on its own but does not chain to the record
@@ -349,8 +689,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_chain() {
-        let (r1, h1) = encode(1, &GENESIS, b"{\"a\":1}");
-        let (r2, h2) = encode(2, &h1, b"{\"b\":2}");
+        let (r1, h1) = encode_v1(1, &GENESIS, b"{\"a\":1}");
+        let (r2, h2) = encode_v1(2, &h1, b"{\"b\":2}");
         let d1 = decode(1, &r1).unwrap();
         let d2 = decode(2, &r2).unwrap();
         assert_eq!(d1.hash, h1);
@@ -362,7 +702,7 @@ mod tests {
 
     #[test]
     fn every_single_byte_flip_is_detected_at_its_seq() {
-        let (r, _) = encode(9, &GENESIS, b"{\"type\":\"released\"}");
+        let (r, _) = encode_v1(9, &GENESIS, b"{\"type\":\"released\"}");
         for i in 0..r.len() {
             let mut bad = r.clone();
             bad[i] ^= 0x01;
@@ -444,13 +784,133 @@ mod tests {
         assert!(split(5, &[BLOCK, 0, 0, 0, 0]).is_err());
     }
 
+    fn completed(seq: u64, output: serde_json::Value) -> Event {
+        Event {
+            kind: crate::event::EventKind::Completed { attempt: 1, output },
+            ..event(seq)
+        }
+    }
+
+    #[test]
+    fn payloads_are_salted_and_a_redacted_record_keeps_its_hash_and_link() {
+        let marker = serde_json::json!({"email": "ada@example.com"});
+        let e = completed(4, marker.clone());
+        let (r, hash) = encode_event(&GENESIS, &e);
+        let text = String::from_utf8_lossy(&r);
+        // The skeleton holds a placeholder, the payload the value.
+        assert!(text.contains(r#""output":"[redacted]""#), "{text}");
+        assert_eq!(text.matches("ada@example.com").count(), 1);
+        let (back, rec) = decode_event(4, &r).unwrap();
+        assert_eq!((back, rec.hash, rec.slots), (e.clone(), hash, 1));
+        // The same event twice: other salts, other digests, one hash each.
+        let (r2, hash2) = encode_event(&GENESIS, &e);
+        assert_ne!(hash, hash2);
+        assert_ne!(r, r2);
+        // Redacted: the payload is gone, the hash and link stay.
+        let Stripped::Record(red) = strip(4, &r).unwrap() else {
+            panic!("a record with a payload strips")
+        };
+        assert!(!String::from_utf8_lossy(&red).contains("ada@example.com"));
+        let (redacted, rec) = decode_event(4, &red).unwrap();
+        assert_eq!((rec.hash, rec.prev), (hash, GENESIS));
+        assert!(rec.redacted());
+        let crate::event::EventKind::Completed { output, .. } = redacted.kind else {
+            panic!("still a completion")
+        };
+        assert_eq!(output, serde_json::json!(REDACTED));
+        assert_eq!(strip(4, &red).unwrap(), Stripped::Nothing);
+        // Every flipped byte of the whole record, and of the redacted one,
+        // is found at its seq.
+        for bytes in [&r, &red] {
+            for i in 0..bytes.len() {
+                let mut bad = bytes.clone();
+                bad[i] ^= 0x01;
+                let err = decode_event(4, &bad).expect_err("every flip is found");
+                assert_eq!(err.seq(), Some(4), "flip at byte {i}: {err}");
+            }
+        }
+        // A payload put back under another digest does not verify: the
+        // payload of another record appended to a redacted one.
+        let mut swapped = red.clone();
+        swapped.extend_from_slice(&r2[red.len()..]);
+        assert!(decode(4, &swapped).is_err());
+        // Events without payloads are stored with none; format 1 records
+        // cannot be stripped, and say so.
+        let plain = encode_event(&GENESIS, &event(5)).0;
+        assert_eq!(decode(5, &plain).unwrap().slots, 0);
+        assert_eq!(strip(5, &plain).unwrap(), Stripped::Nothing);
+        let json = serde_json::to_vec(&e).unwrap();
+        assert_eq!(
+            strip(4, &encode_v1(4, &GENESIS, &json).0).unwrap(),
+            Stripped::Format1
+        );
+        assert_eq!(
+            decode_event(4, &encode_v1(4, &GENESIS, &json).0).unwrap().0,
+            e
+        );
+    }
+
+    #[test]
+    fn every_payload_field_is_a_slot_and_keys_and_codes_are_not() {
+        use crate::event::{EventKind, Submission};
+        use crate::execution::ExecutionError;
+        let mut s = Submission::new("mail");
+        s.input = Some("in-secret".into());
+        s.context = Some([("user".to_string(), "ctx-secret".to_string())].into());
+        s.metadata = Some([("m".to_string(), serde_json::json!({"deep": "meta-secret"}))].into());
+        let mut err = ExecutionError::new("boom", "msg-secret");
+        err.details = Some(serde_json::json!(["detail-secret"]));
+        let kinds = [
+            EventKind::Queued(Box::new(s)),
+            EventKind::Failed {
+                attempt: 1,
+                error: err.clone(),
+            },
+            EventKind::RetryScheduled {
+                attempt: 1,
+                error: err.clone(),
+                not_before: chrono::DateTime::UNIX_EPOCH,
+            },
+            EventKind::Cancelled {
+                reason: Some("why-secret".into()),
+            },
+            EventKind::CallbackFailed {
+                attempt: 1,
+                status_code: None,
+                error: "cb-secret".into(),
+            },
+            EventKind::TargetBindingApplied {
+                target: "var:x".into(),
+                error: Some(err),
+            },
+        ];
+        for kind in kinds {
+            let e = Event { kind, ..event(7) };
+            let (r, _) = encode_event(&GENESIS, &e);
+            let Stripped::Record(red) = strip(7, &r).unwrap() else {
+                panic!("{} carries payloads", e.kind.name())
+            };
+            let text = String::from_utf8_lossy(&red);
+            assert!(!text.contains("secret"), "{}: {text}", e.kind.name());
+            // What is not a payload stays: names, keys, codes.
+            for kept in ["\"user\"", "\"m\"", "boom", "mail", "var:x"] {
+                if String::from_utf8_lossy(&r).contains(kept) {
+                    assert!(text.contains(kept), "{kept} kept in {text}");
+                }
+            }
+            assert_eq!(decode_event(7, &r).unwrap().0, e);
+            decode_event(7, &red).unwrap();
+        }
+    }
+
     #[test]
     fn short_and_unknown_version_records_are_named() {
         assert_eq!(decode(3, &[1, 2]).unwrap_err().kind(), ErrorKind::Corrupt);
-        let (mut r, _) = encode(3, &GENESIS, b"{}");
+        let (mut r, _) = encode_v1(3, &GENESIS, b"{}");
         r[0] = 9;
         let err = decode(3, &r).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnsupportedVersion);
         assert!(err.to_string().contains("format version 9"));
+        assert!(decode(3, &encode_event(&GENESIS, &event(3)).0[..70]).is_err());
     }
 }
