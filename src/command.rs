@@ -189,6 +189,12 @@ pub(crate) enum Action {
     RecordCallback {
         outcome: Result<u16, (Option<u16>, String)>,
     },
+    /// Redacts a settled execution's payloads.
+    Redact { by: Option<String>, reason: String },
+    /// Puts it under legal hold.
+    Hold { by: Option<String>, reason: String },
+    /// Releases its legal hold.
+    ReleaseHold { by: Option<String>, reason: String },
 }
 
 impl Op {
@@ -231,10 +237,36 @@ impl Op {
                 }
                 Ok(())
             }
+            Op::On(
+                _,
+                Action::Redact { reason, by }
+                | Action::Hold { reason, by }
+                | Action::ReleaseHold { reason, by },
+            ) => {
+                if reason.trim().is_empty() {
+                    return Err(CommandError::invalid("reason: must not be empty"));
+                }
+                if reason.len() > MAX_REASON_BYTES {
+                    return Err(CommandError::invalid(format!(
+                        "reason: {} bytes; the limit is {MAX_REASON_BYTES}",
+                        reason.len()
+                    )));
+                }
+                if by.as_ref().is_some_and(|b| b.len() > MAX_REASON_BYTES) {
+                    return Err(CommandError::invalid(format!(
+                        "by: longer than {MAX_REASON_BYTES} bytes"
+                    )));
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
 }
+
+/// The longest reason (and name of who asked) a redaction or legal hold
+/// records.
+const MAX_REASON_BYTES: usize = 4096;
 
 /// An event a command decided to record: its execution, tenant and kind.
 pub(crate) type Decided = (ExecutionId, TenantId, EventKind);
@@ -348,6 +380,11 @@ impl Op {
                     return Ok(Vec::new());
                 }
                 let kind = action.decide(&current, now);
+                if let (Cow::Owned(_), true) = (&current, kind.is_retention()) {
+                    // After a settled execution: the write path checks it
+                    // against the execution's history.
+                    return Ok(vec![(id, current.tenant_id.clone(), kind)]);
+                }
                 if let Cow::Owned(settled) = &current {
                     // Not live: settled, so the machine refuses whatever comes.
                     let event = Event {
@@ -456,6 +493,18 @@ impl Action {
                     },
                 }
             }
+            Action::Redact { by, reason } => EventKind::Redacted {
+                by: by.clone(),
+                reason: reason.clone(),
+            },
+            Action::Hold { by, reason } => EventKind::LegalHold {
+                by: by.clone(),
+                reason: reason.clone(),
+            },
+            Action::ReleaseHold { by, reason } => EventKind::LegalHoldReleased {
+                by: by.clone(),
+                reason: reason.clone(),
+            },
         }
     }
 }

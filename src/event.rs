@@ -191,6 +191,36 @@ pub enum EventKind {
         /// What went wrong.
         error: String,
     },
+    /// Emitted when a settled execution's payloads are redacted: its input,
+    /// output, context and metadata values, error messages and reasons are
+    /// removed from its records (they read `"[redacted]"`), while the rest
+    /// of its history and the hash chain stay. Allowed after settling;
+    /// never changes the status.
+    Redacted {
+        /// Who asked (an operator, an API key's name, a retention policy).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// Emitted when an execution is put under legal hold: it cannot be
+    /// redacted (nor archived) until the hold is released. Allowed in any
+    /// status; never changes it.
+    LegalHold {
+        /// Who asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// Emitted when an execution's legal hold is released.
+    LegalHoldReleased {
+        /// Who asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Why a running attempt was recovered.
@@ -237,6 +267,9 @@ impl EventKind {
             EventKind::TargetBindingApplied { .. } => "target_binding_applied",
             EventKind::CallbackDelivered { .. } => "callback_delivered",
             EventKind::CallbackFailed { .. } => "callback_failed",
+            EventKind::Redacted { .. } => "redacted",
+            EventKind::LegalHold { .. } => "legal_hold",
+            EventKind::LegalHoldReleased { .. } => "legal_hold_released",
         }
     }
 
@@ -257,7 +290,23 @@ impl EventKind {
             EventKind::CallbackDelivered { .. } | EventKind::CallbackFailed { .. } => {
                 "record a callback for"
             }
+            EventKind::Redacted { .. } => "redact",
+            EventKind::LegalHold { .. } => "hold",
+            EventKind::LegalHoldReleased { .. } => "release the hold of",
         }
+    }
+
+    /// Whether the kind is about keeping the execution's record (redaction,
+    /// legal hold): allowed after it settled, never changing its status,
+    /// and folded into a settled execution without bringing it back to
+    /// the projection.
+    pub fn is_retention(&self) -> bool {
+        matches!(
+            self,
+            EventKind::Redacted { .. }
+                | EventKind::LegalHold { .. }
+                | EventKind::LegalHoldReleased { .. }
+        )
     }
 
     /// Whether the kind is bookkeeping: allowed after a terminal status, and

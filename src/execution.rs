@@ -388,9 +388,47 @@ pub struct BackgroundExecution {
     /// Why binding the output to its target failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_binding_error: Option<ExecutionError>,
+    /// When its payloads were redacted (they read `"[redacted]"` since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted_at: Option<DateTime<Utc>>,
+    /// Whether it is under legal hold: its payloads cannot be redacted,
+    /// nor its history archived, until the hold is released.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub legal_hold: bool,
 }
 
 impl BackgroundExecution {
+    /// Replaces each payload it holds (input, output, context and metadata
+    /// values, error messages and details) with `"[redacted]"`: the
+    /// execution as its redacted records fold. (The record format names
+    /// the same fields in events; a test holds the two together.)
+    pub(crate) fn redact_payloads(&mut self) {
+        use crate::store::record::REDACTED;
+        let text = || REDACTED.to_string();
+        let value = || serde_json::Value::String(REDACTED.into());
+        if let Some(input) = &mut self.input {
+            *input = text();
+        }
+        for v in self.context.iter_mut().flat_map(|m| m.values_mut()) {
+            *v = text();
+        }
+        for v in self.metadata.iter_mut().flat_map(|m| m.values_mut()) {
+            *v = value();
+        }
+        if let Some(output) = &mut self.output {
+            *output = value();
+        }
+        for error in [&mut self.error, &mut self.target_binding_error]
+            .into_iter()
+            .flatten()
+        {
+            error.message = text();
+            if let Some(details) = &mut error.details {
+                *details = value();
+            }
+        }
+    }
+
     /// A new queued execution of `callable_name` for `tenant_id`.
     pub fn new(
         tenant_id: TenantId,
@@ -420,6 +458,8 @@ impl BackgroundExecution {
             callback_attempts: 0,
             callback_delivered: false,
             target_binding_error: None,
+            redacted_at: None,
+            legal_hold: false,
         }
     }
 

@@ -66,6 +66,16 @@ pub enum Refusal {
     /// The attempt is held by the process that runs it, without a lease:
     /// there is nothing to heartbeat.
     NotLeased,
+    /// Only a settled execution (finished, nothing pending) is redacted.
+    NotSettled(BackgroundExecutionStatus),
+    /// It is under legal hold.
+    LegalHold,
+    /// Its payloads were redacted already.
+    AlreadyRedacted,
+    /// It is under legal hold already.
+    AlreadyHeld,
+    /// It is not under legal hold.
+    NotHeld,
     /// A recovery outcome other than the retry policy's (`queued` while
     /// attempts remain, `failed` when they are used up).
     WrongOutcome {
@@ -100,6 +110,14 @@ impl fmt::Display for Refusal {
                     "its attempt is held by the process running it, not leased"
                 )
             }
+            Refusal::NotSettled(s) => write!(
+                f,
+                "it is {s} and not settled (only a finished execution with nothing pending is redacted)"
+            ),
+            Refusal::LegalHold => write!(f, "it is under legal hold"),
+            Refusal::AlreadyRedacted => write!(f, "its payloads were redacted already"),
+            Refusal::AlreadyHeld => write!(f, "it is under legal hold already"),
+            Refusal::NotHeld => write!(f, "it is not under legal hold"),
             Refusal::WrongOutcome { expected } => {
                 write!(f, "its retry policy makes it {expected}")
             }
@@ -222,6 +240,22 @@ fn refusal(state: Option<&BackgroundExecution>, event: &Event) -> Option<Refusal
     if event.at < last {
         return Some(Refusal::Backdated);
     }
+    match &event.kind {
+        EventKind::Redacted { .. } => {
+            return if !is_settled(e) {
+                Some(Refusal::NotSettled(e.status))
+            } else if e.legal_hold {
+                Some(Refusal::LegalHold)
+            } else if e.redacted_at.is_some() {
+                Some(Refusal::AlreadyRedacted)
+            } else {
+                None
+            };
+        }
+        EventKind::LegalHold { .. } => return e.legal_hold.then_some(Refusal::AlreadyHeld),
+        EventKind::LegalHoldReleased { .. } => return (!e.legal_hold).then_some(Refusal::NotHeld),
+        _ => {}
+    }
     if is_settled(e) {
         return Some(Refusal::Status(e.status));
     }
@@ -246,6 +280,9 @@ fn refusal(state: Option<&BackgroundExecution>, event: &Event) -> Option<Refusal
     };
     match &event.kind {
         EventKind::Queued(_) => unreachable!("handled above"),
+        EventKind::Redacted { .. }
+        | EventKind::LegalHold { .. }
+        | EventKind::LegalHoldReleased { .. } => unreachable!("handled above"),
         EventKind::Released => {
             if e.config.mode != BackgroundExecutionMode::Deferred {
                 Some(Refusal::NotDeferred)
@@ -358,6 +395,8 @@ pub fn apply(
             callback_attempts: 0,
             callback_delivered: false,
             target_binding_error: None,
+            redacted_at: None,
+            legal_hold: false,
         });
         return Ok(());
     }
@@ -435,6 +474,12 @@ pub fn apply(
         EventKind::CallbackFailed { attempt, .. } => {
             e.callback_attempts = *attempt;
         }
+        EventKind::Redacted { .. } => {
+            e.redact_payloads();
+            e.redacted_at = Some(at);
+        }
+        EventKind::LegalHold { .. } => e.legal_hold = true,
+        EventKind::LegalHoldReleased { .. } => e.legal_hold = false,
     }
     Ok(())
 }

@@ -204,6 +204,12 @@ impl Projection {
         event: &Event,
     ) -> Result<Option<(BackgroundExecution, u64, Vec<u64>)>, TransitionError> {
         let id = event.execution_id;
+        if event.kind.is_retention() && !self.live.contains_key(&id) {
+            // After a settled execution, which stays out of the projection
+            // (the write path checks it against the execution's history).
+            self.seq = event.seq;
+            return Ok(None);
+        }
         let (mut state, order, slot, seqs) = match self.live.remove(&id) {
             Some(l) => {
                 self.tally.count(&l, false);

@@ -840,6 +840,10 @@
         return `attempt ${e.attempt}`;
       case 'cancelled':
         return e.reason || '';
+      case 'redacted':
+      case 'legal_hold':
+      case 'legal_hold_released':
+        return `${e.reason}${e.by ? ' (by ' + e.by + ')' : ''}`;
       case 'recovered':
         return `attempt ${e.attempt} → ${e.outcome}${e.reason ? ' (' + e.reason.replace('_', ' ') + ')' : ''}`;
       case 'target_binding_applied':

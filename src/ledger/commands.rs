@@ -255,6 +255,76 @@ impl Ledger {
         self.on(id, Action::Cancel { reason })
     }
 
+    /// Redacts a settled execution's payloads: records a `redacted` event
+    /// (`by` whom, why) and, in the same write, removes its input, output,
+    /// context and metadata values, error messages and reasons from its
+    /// records, which read `"[redacted]"` from then on (time travel
+    /// included). Statuses, times, attempts, workers and the hash chain
+    /// stay, and [`verify`](Self::verify) still passes.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when it is not settled, under legal hold
+    /// or redacted already; `Invalid` for an empty reason, or an execution
+    /// recorded before payloads could be redacted (format 1); `Storage`.
+    pub fn redact(
+        &self,
+        id: ExecutionId,
+        reason: impl Into<String>,
+        by: Option<String>,
+    ) -> Command<BackgroundExecution> {
+        self.on(
+            id,
+            Action::Redact {
+                by,
+                reason: reason.into(),
+            },
+        )
+    }
+
+    /// Puts an execution (in any status) under legal hold: it cannot be
+    /// redacted until the hold is released.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when it is held already; `Invalid` for an
+    /// empty reason; `Storage`.
+    pub fn hold(
+        &self,
+        id: ExecutionId,
+        reason: impl Into<String>,
+        by: Option<String>,
+    ) -> Command<BackgroundExecution> {
+        self.on(
+            id,
+            Action::Hold {
+                by,
+                reason: reason.into(),
+            },
+        )
+    }
+
+    /// Releases an execution's legal hold.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when it is not held; `Invalid` for an
+    /// empty reason; `Storage`.
+    pub fn release_hold(
+        &self,
+        id: ExecutionId,
+        reason: impl Into<String>,
+        by: Option<String>,
+    ) -> Command<BackgroundExecution> {
+        self.on(
+            id,
+            Action::ReleaseHold {
+                by,
+                reason: reason.into(),
+            },
+        )
+    }
+
     /// Releases a held deferred execution: it becomes runnable now.
     ///
     /// # Errors

@@ -233,13 +233,22 @@ impl Inner {
         debug_assert!(events.iter().enumerate().all(|(i, e)| events[..i]
             .iter()
             .all(|other| other.execution_id != e.execution_id)));
+        // A settled execution that a retention event follows, as it leaves
+        // it (it stays out of the projection).
+        let mut kept: Vec<Option<BackgroundExecution>> = vec![None; events.len()];
         {
             let (head, at) = (core.head, now.max(core.last_at));
             let mut settles = Vec::with_capacity(events.len());
-            for (event, seq) in events.iter_mut().zip(head.0 + 1..) {
+            for (i, (event, seq)) in events.iter_mut().zip(head.0 + 1..).enumerate() {
                 event.seq = seq;
                 event.at = at;
-                settles.push(core.projection.check_settles(event)?);
+                if event.kind.is_retention() && core.projection.get(&event.execution_id).is_none() {
+                    let (settled, after) = self.retained(event)?;
+                    settles.push(Some(settled));
+                    kept[i] = Some(after);
+                } else {
+                    settles.push(core.projection.check_settles(event)?);
+                }
             }
             let drafts: Vec<Draft<'_>> = events
                 .iter()
@@ -291,13 +300,14 @@ impl Inner {
         }
         let out: Vec<_> = events
             .into_iter()
-            .map(|event| {
+            .zip(kept)
+            .map(|(event, kept)| {
                 let settled = core
                     .projection
                     .apply_tracked(&event)
                     .expect("an event checked against the projection applies");
                 core.leases.follow(&event);
-                (event, settled.map(|(e, ..)| e))
+                (event, settled.map(|(e, ..)| e).or(kept))
             })
             .collect();
         core.since_snapshot += out.len() as u64;
@@ -314,6 +324,42 @@ impl Inner {
             }
         }
         Ok(Some(out))
+    }
+
+    /// A retention event (redaction, legal hold) after a settled
+    /// execution, checked by the state machine against the execution as its
+    /// events fold: what the engine indexes again (its seqs, this one's
+    /// last, and its line), and the execution after it.
+    fn retained(
+        &self,
+        event: &Event,
+    ) -> Result<(crate::store::Settled, BackgroundExecution), CommandError> {
+        let id = event.execution_id;
+        let mut seqs = self.log.execution_seqs(&id)?;
+        let mut state = self.fold_execution(id, seqs.clone(), |_| true)?;
+        crate::machine::apply(&mut state, event)?;
+        let after = state.expect("the state machine accepts no event of an unknown execution");
+        if matches!(event.kind, EventKind::Redacted { .. }) {
+            if !self.log.strips_payloads() {
+                return Err(CommandError::invalid(
+                    "redaction is not available on this storage engine yet (only on the embedded one)",
+                ));
+            }
+            for &seq in &seqs {
+                let bytes = self
+                    .log
+                    .record(seq)?
+                    .ok_or_else(|| StorageError::corrupt(seq, "record is missing"))?;
+                if record::strip(seq, &bytes)? == record::Stripped::Format1 {
+                    return Err(CommandError::invalid(format!(
+                        "{id} was recorded before payloads could be redacted (record format 1, at seq {seq}): its payloads cannot be removed"
+                    )));
+                }
+            }
+        }
+        let submitted = seqs.first().copied().unwrap_or(event.seq);
+        seqs.push(event.seq);
+        Ok((crate::store::Settled::new(&after, submitted, seqs), after))
     }
 
     /// Folds records another writer appended after the ledger's head into

@@ -358,6 +358,16 @@ pub(crate) trait Store: Send + Sync + 'static {
         Ok(last)
     }
 
+    // Redaction.
+
+    /// Whether the engine removes a redacted execution's payloads from its
+    /// records in the write that appends its `redacted` event (the records
+    /// of that execution's earlier events: a draft's `settles` seqs).
+    /// Redaction is refused on an engine that does not.
+    fn strips_payloads(&self) -> bool {
+        false
+    }
+
     // Sharing (an engine one process owns keeps the defaults).
 
     /// Starts a group of appends that commit together (one combiner's

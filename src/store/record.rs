@@ -387,6 +387,23 @@ pub(crate) fn split(
     Ok(out)
 }
 
+/// The stored value of consecutive `records`: a block, or the record
+/// itself when there is one.
+pub(crate) fn stored_value(records: &[Vec<u8>]) -> Vec<u8> {
+    if let [one] = records {
+        return one.clone();
+    }
+    let mut out =
+        Vec::with_capacity(BLOCK_HEADER + records.iter().map(|r| 4 + r.len()).sum::<usize>());
+    out.push(BLOCK);
+    put_u32(&mut out, records.len());
+    for r in records {
+        put_u32(&mut out, r.len());
+        out.extend_from_slice(r);
+    }
+    out
+}
+
 /// How many records the value stored under seq `first` holds.
 ///
 /// # Errors
@@ -415,6 +432,7 @@ pub(crate) struct Record<'a> {
     pub(crate) payloads: Vec<&'a [u8]>,
 }
 
+#[cfg(test)]
 impl Record<'_> {
     /// Whether the record's payloads were removed.
     pub(crate) fn redacted(&self) -> bool {

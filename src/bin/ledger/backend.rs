@@ -518,6 +518,39 @@ impl Backend {
         }
     }
 
+    /// Redacts an execution, or puts it under legal hold or releases it.
+    pub(crate) fn retain(
+        &self,
+        id: ExecutionId,
+        what: Retention,
+        reason: &str,
+        by: Option<String>,
+    ) -> Result<BackgroundExecution> {
+        match self {
+            Backend::Local(l) => {
+                let reason = reason.to_owned();
+                match what {
+                    Retention::Redact => l.redact(id, reason, by),
+                    Retention::Hold => l.hold(id, reason, by),
+                    Retention::ReleaseHold => l.release_hold(id, reason, by),
+                }
+                .wait()
+                .map_err(fail)
+            }
+            Backend::Remote(r) => {
+                // Not another tenant's than --tenant's.
+                if self.scope().is_some() {
+                    self.get(id, None)?;
+                }
+                r.call(
+                    r.client
+                        .post(r.url(&format!("/v1/executions/{id}/{}", what.path())))
+                        .json(&serde_json::json!({ "reason": reason, "by": by })),
+                )
+            }
+        }
+    }
+
     pub(crate) fn release(&self, id: ExecutionId) -> Result<BackgroundExecution> {
         match self {
             Backend::Local(l) => l.release(id).wait().map_err(fail),
@@ -787,5 +820,27 @@ pub(crate) fn open_with(builder: LedgerBuilder) -> Result<Ledger> {
             anyhow!("{e} (`ledger verify --accept-tail` accepts the log as it is)"),
         ),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// What a retention command does to one execution.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Retention {
+    /// Redacts its payloads.
+    Redact,
+    /// Puts it under legal hold.
+    Hold,
+    /// Releases its legal hold.
+    ReleaseHold,
+}
+
+impl Retention {
+    /// Its route under `/v1/executions/{id}/`.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Retention::Redact => "redact",
+            Retention::Hold => "hold",
+            Retention::ReleaseHold => "release-hold",
+        }
     }
 }

@@ -119,6 +119,45 @@ pub(crate) enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Redact a settled execution's payloads (input, output, context and
+    /// metadata values, error messages): they read "[redacted]" from then
+    /// on, and the lifecycle and the hash chain stay.
+    Redact {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+        /// Why (recorded in the `redacted` event).
+        #[arg(long)]
+        reason: String,
+        /// Who asks (recorded; default: the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Put an execution under legal hold: it cannot be redacted until the
+    /// hold is released.
+    Hold {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+        /// Why (recorded in the `legal_hold` event).
+        #[arg(long)]
+        reason: String,
+        /// Who asks (recorded; default: the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Release an execution's legal hold.
+    ReleaseHold {
+        /// The execution.
+        #[arg(value_parser = parse_id)]
+        id: ExecutionId,
+        /// Why (recorded in the `legal_hold_released` event).
+        #[arg(long)]
+        reason: String,
+        /// Who asks (recorded; default: the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Release a held deferred execution: it becomes runnable.
     Release {
         /// The execution.

@@ -7,7 +7,7 @@ use execution_ledger::{
     BackgroundExecution, Event, ExecutionError, ListFilter, ListPage, RetryConfig, Submission,
 };
 
-use crate::backend::{fail, Backend, Verdict};
+use crate::backend::{fail, Backend, Retention, Verdict};
 use crate::cli::{Cli, Command, Exit, SubmitArgs, Usage};
 use crate::output::{self, Bar, Table};
 
@@ -151,6 +151,18 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         }
         Command::Cancel { id, reason } => {
             let after = backend.cancel(*id, reason.clone())?;
+            changed(out, cli.json, &after)?;
+        }
+        Command::Redact { id, reason, by } => {
+            let after = backend.retain(*id, Retention::Redact, reason, by_or_user(by))?;
+            changed(out, cli.json, &after)?;
+        }
+        Command::Hold { id, reason, by } => {
+            let after = backend.retain(*id, Retention::Hold, reason, by_or_user(by))?;
+            changed(out, cli.json, &after)?;
+        }
+        Command::ReleaseHold { id, reason, by } => {
+            let after = backend.retain(*id, Retention::ReleaseHold, reason, by_or_user(by))?;
             changed(out, cli.json, &after)?;
         }
         Command::Release { id } => {
@@ -518,4 +530,11 @@ fn print_event_line(out: &mut Out, json: bool, e: &Event) -> Result<()> {
         )?;
         Ok(())
     }
+}
+
+/// Who asks for a redaction or hold: `--by`, else the user running the
+/// command (`$USER`), else nobody named.
+fn by_or_user(by: &Option<String>) -> Option<String> {
+    by.clone()
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
 }

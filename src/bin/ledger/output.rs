@@ -107,6 +107,12 @@ pub(crate) fn detail(event: &Event) -> String {
         ),
         EventKind::TimedOut { attempt } => format!("attempt {attempt}"),
         EventKind::Cancelled { reason } => reason.clone().unwrap_or_default(),
+        EventKind::Redacted { by, reason }
+        | EventKind::LegalHold { by, reason }
+        | EventKind::LegalHoldReleased { by, reason } => match by {
+            Some(by) => format!("{reason} (by {by})"),
+            None => reason.clone(),
+        },
         EventKind::Recovered {
             attempt,
             outcome,

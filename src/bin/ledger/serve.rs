@@ -28,7 +28,7 @@ use execution_ledger::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::backend::{Served, SERVE_FILE};
+use crate::backend::{Retention, Served, SERVE_FILE};
 use crate::cli::{Cli, Usage};
 use crate::decode::{self, RefusedKind};
 
@@ -575,6 +575,70 @@ async fn cancel(
     Ok(Json(state.runtime.cancel(id, body.reason).await?))
 }
 
+/// The body of a redaction or legal hold request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionBody {
+    reason: String,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn redact(
+    state: State<Shared>,
+    headers: HeaderMap,
+    id: UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<BackgroundExecution>> {
+    retain(state, headers, id, body, Retention::Redact).await
+}
+
+async fn hold(
+    state: State<Shared>,
+    headers: HeaderMap,
+    id: UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<BackgroundExecution>> {
+    retain(state, headers, id, body, Retention::Hold).await
+}
+
+async fn release_hold(
+    state: State<Shared>,
+    headers: HeaderMap,
+    id: UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<BackgroundExecution>> {
+    retain(state, headers, id, body, Retention::ReleaseHold).await
+}
+
+/// Redacts, holds or releases the hold of one execution of the caller's;
+/// `by` defaults to the caller (`api:admin`, or `api:` and its tenant).
+async fn retain(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+    what: Retention,
+) -> ApiResult<Json<BackgroundExecution>> {
+    let who = authorize(&state, &headers)?;
+    let ledger = who.ledger(&state);
+    let id = parse_id(&id)?;
+    let body: RetentionBody = body_json(body, false)?.expect("an empty body is refused");
+    let by = body.by.or_else(|| {
+        Some(match &who {
+            Who::Admin => "api:admin".to_owned(),
+            Who::Tenant(t) => format!("api:{t}"),
+        })
+    });
+    let reason = body.reason;
+    let done = match what {
+        Retention::Redact => ledger.redact(id, reason, by).await,
+        Retention::Hold => ledger.hold(id, reason, by).await,
+        Retention::ReleaseHold => ledger.release_hold(id, reason, by).await,
+    };
+    Ok(Json(done?))
+}
+
 async fn release(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -990,6 +1054,9 @@ fn router(state: Shared) -> Router {
         .route("/v1/executions/{id}", get(show))
         .route("/v1/executions/{id}/events", get(history))
         .route("/v1/executions/{id}/cancel", post(cancel))
+        .route("/v1/executions/{id}/redact", post(redact))
+        .route("/v1/executions/{id}/hold", post(hold))
+        .route("/v1/executions/{id}/release-hold", post(release_hold))
         .route("/v1/executions/{id}/release", post(release))
         .route("/v1/executions/{id}/result", get(result))
         .route(

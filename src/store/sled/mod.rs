@@ -218,6 +218,17 @@ fn index_entries(
     name.into_iter().chain(seqs).chain(listed)
 }
 
+/// The seqs whose payloads a `redacted` event removes: those of its
+/// execution's events before it.
+fn strips<'a>(draft: Draft<'a>) -> impl Iterator<Item = u64> + 'a {
+    let seq = draft.event.seq;
+    draft
+        .settles
+        .filter(|_| matches!(draft.event.kind, crate::event::EventKind::Redacted { .. }))
+        .into_iter()
+        .flat_map(move |s| s.seqs.iter().copied().filter(move |&s| s < seq))
+}
+
 /// The index key of a per-tenant name.
 fn name_key(name: &Name<'_>) -> Vec<u8> {
     match name {
@@ -236,6 +247,9 @@ struct StagedBlock {
     value: Vec<u8>,
     ranges: Vec<std::ops::Range<usize>>,
     index: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The seqs whose payloads its `redacted` events remove, once it and
+    /// its index entries are written.
+    strips: Vec<u64>,
     /// Written in one sled batch with the block before it: one append's
     /// events over several blocks are in the log after a crash, all or none.
     joined: bool,
@@ -255,6 +269,8 @@ struct Staged {
     joined: bool,
     filling: BlockWriter,
     index: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The seqs whose payloads the filling block's `redacted` events remove.
+    strips: Vec<u64>,
     /// The staged index entries that name an execution or hold its seqs,
     /// by key (the latest value of each).
     lookup: std::collections::HashMap<Vec<u8>, Vec<u8>>,
@@ -283,6 +299,7 @@ impl Staged {
                 value,
                 ranges,
                 index: std::mem::take(&mut self.index),
+                strips: std::mem::take(&mut self.strips),
                 joined: std::mem::take(&mut self.joined),
             });
         }
@@ -830,20 +847,31 @@ impl Log {
             written = if blocks.peek().is_some_and(|b| b.joined) {
                 // One append over several blocks: one sled batch.
                 let mut batch = ::sled::Batch::default();
+                let mut strips = Vec::new();
                 let mut add = |b: StagedBlock| {
                     batch.insert(&event_key(b.first), b.value);
                     for (key, value) in b.index {
                         batch.insert(key, value);
                     }
+                    strips.extend(b.strips);
                 };
                 add(block);
                 while let Some(b) = blocks.next_if(|b| b.joined) {
                     end = b.end;
                     add(b);
                 }
-                self.events.apply_batch(batch).map_err(storage)
+                self.events
+                    .apply_batch(batch)
+                    .map_err(storage)
+                    .and_then(|()| {
+                        // Its records are in the log: a failure to strip
+                        // is repaired on open, as a lost index entry is.
+                        self.appended(end);
+                        self.strip(&strips)
+                    })
             } else {
                 self.write_block(block.first, &block.value, &block.index)
+                    .and_then(|()| self.strip(&block.strips).map_err(|e| (true, e)))
                     .map_err(|(block_written, e)| {
                         // Its records are in the log; a failure to index
                         // them is repaired on open.
@@ -868,6 +896,50 @@ impl Log {
             }
         }
         Ok(())
+    }
+
+    /// Removes the payloads of the records of `seqs` (sorted; idempotent),
+    /// rewriting each stored entry that holds any, all in one batch.
+    fn strip(&self, seqs: &[u64]) -> Result<(), StorageError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut batch = ::sled::Batch::default();
+        let mut i = 0;
+        while let Some(&seq) = seqs.get(i) {
+            let Some((first, value)) = self.entry_holding(seq)? else {
+                return Err(StorageError::corrupt(seq, "record is missing"));
+            };
+            let parts = record::split(first, &value)?;
+            let last = first + parts.len() as u64 - 1;
+            if seq > last {
+                return Err(StorageError::corrupt(seq, "record is missing"));
+            }
+            let mut changed = false;
+            let mut records = Vec::with_capacity(parts.len());
+            for (s, range) in parts {
+                let bytes = &value[range];
+                match seqs[i..]
+                    .binary_search(&s)
+                    .is_ok()
+                    .then(|| record::strip(s, bytes))
+                {
+                    Some(Ok(record::Stripped::Record(r))) => {
+                        changed = true;
+                        records.push(r);
+                    }
+                    Some(Err(e)) => return Err(e),
+                    _ => records.push(bytes.to_vec()),
+                }
+            }
+            if changed {
+                batch.insert(&event_key(first), record::stored_value(&records));
+            }
+            while seqs.get(i).is_some_and(|&s| s <= last) {
+                i += 1;
+            }
+        }
+        self.events.apply_batch(batch).map_err(storage)
     }
 
     /// Writes the index entries of an event in the log (idempotent): the
@@ -1132,6 +1204,7 @@ impl Store for Log {
                 }
                 staged.index.push((key, value));
             }
+            staged.strips.extend(strips(*draft));
         }
         let end = staged.end;
         if staged.open {
@@ -1459,8 +1532,13 @@ impl Store for Log {
         }))
     }
 
+    fn strips_payloads(&self) -> bool {
+        true
+    }
+
     fn reindex(&self, draft: Draft<'_>) -> Result<(), StorageError> {
-        self.index(draft.event, draft.settles)
+        self.index(draft.event, draft.settles)?;
+        self.strip(&strips(draft).collect::<Vec<_>>())
     }
 
     fn rebuild_index(
