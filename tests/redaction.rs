@@ -210,3 +210,168 @@ fn a_flipped_bit_in_a_redacted_record_is_still_found_at_its_seq() {
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     assert_eq!(err.seq(), Some(completed_seq), "{err}");
 }
+
+#[test]
+fn payloads_removed_without_a_redaction_are_found_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let queued_seq;
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let id = settled(&ledger);
+        queued_seq = ledger.history(id).unwrap()[0].seq;
+        settled(&ledger);
+    }
+    // Someone who knows the format drops the payloads of the first record:
+    // its hash and link still hold.
+    {
+        let db = sled::open(dir.path().join("sled")).unwrap();
+        let tree = db.open_tree("events").unwrap();
+        let v = tree.get(queued_seq.to_be_bytes()).unwrap().unwrap();
+        let stripped = execution_ledger::fuzzing::redact_record(queued_seq, &v)
+            .unwrap()
+            .expect("the submission holds payloads");
+        tree.insert(queued_seq.to_be_bytes(), stripped).unwrap();
+        tree.flush().unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let err = ledger.verify().expect_err("a silent removal is found");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert_eq!(err.seq(), Some(queued_seq), "{err}");
+    assert!(err.to_string().contains("never redacted"), "{err}");
+}
+
+mod common;
+use common::server::{client, error_code, json_of, submit_id, Server};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redaction_and_holds_over_http_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    let body = serde_json::json!({"tenantId": "acme", "callableName": "echo", "input": MARKER});
+    let id = submit_id(&c, &server, body).await;
+    let (status, done) = json_of(
+        c.get(server.url(&format!("/v1/executions/{id}/result?wait=20s")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (200, Some("completed")),
+        "{done}"
+    );
+    let post = |path: String, body: serde_json::Value| {
+        let c = c.clone();
+        let url = server.url(&path);
+        async move { json_of(c.post(url).json(&body).send().await.unwrap()).await }
+    };
+
+    // Bad bodies: the field named, 400, nothing appended.
+    let (_, head) = json_of(c.get(server.url("/v1/head")).send().await.unwrap()).await;
+    for (bad, says) in [
+        (serde_json::json!({}), "reason"),
+        (serde_json::json!({"reason": "x", "who": "me"}), "who"),
+        (serde_json::json!({"reason": ""}), "reason"),
+    ] {
+        let (status, err) = post(format!("/v1/executions/{id}/redact"), bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {err}");
+        assert!(!error_code(&err).is_empty(), "{err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(says),
+            "{err}"
+        );
+    }
+    let (_, same) = json_of(c.get(server.url("/v1/head")).send().await.unwrap()).await;
+    assert_eq!(head, same);
+
+    // A hold wins; released, the redaction happens, recorded by the caller.
+    let (status, held) = post(
+        format!("/v1/executions/{id}/hold"),
+        serde_json::json!({"reason": "case 9"}),
+    )
+    .await;
+    assert_eq!(
+        (status, held["legalHold"].as_bool()),
+        (200, Some(true)),
+        "{held}"
+    );
+    let (status, err) = post(
+        format!("/v1/executions/{id}/redact"),
+        serde_json::json!({"reason": "policy"}),
+    )
+    .await;
+    assert_eq!((status, error_code(&err)), (409, "conflict"), "{err}");
+    let (status, _) = post(
+        format!("/v1/executions/{id}/release-hold"),
+        serde_json::json!({"reason": "closed"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, red) = post(
+        format!("/v1/executions/{id}/redact"),
+        serde_json::json!({"reason": "erasure request"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{red}");
+    assert_eq!(red["input"], "[redacted]");
+    assert_eq!(red["output"], "[redacted]");
+    let (_, events) = json_of(
+        c.get(server.url(&format!("/v1/executions/{id}/events")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let text = events.to_string();
+    assert!(!text.contains(MARKER), "{text}");
+    let last = events.as_array().unwrap().last().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["by"].as_str()),
+        (Some("redacted"), Some("api:admin"))
+    );
+    let (status, err) = post(
+        format!("/v1/executions/{id}/redact"),
+        serde_json::json!({"reason": "again"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{err}");
+    let unknown = execution_ledger::ExecutionId::new();
+    let (status, _) = post(
+        format!("/v1/executions/{unknown}/redact"),
+        serde_json::json!({"reason": "x"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // The CLI goes through the serving process.
+    let queued = submit_id(
+        &c,
+        &server,
+        serde_json::json!({"tenantId": "acme", "callableName": "echo", "config": {"mode": "deferred"}}),
+    )
+    .await;
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("LEDGER_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["redact", &queued, "--reason", "too early"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = String::from_utf8_lossy(&out.stderr);
+    assert!(line.contains("queued and not settled"), "{line}");
+    let out = cli(&["hold", &queued, "--reason", "audit", "--by", "legal@acme"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cli(&["history", &queued]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("legal_hold") && text.contains("audit (by legal@acme)"),
+        "{text}"
+    );
+    server.stop();
+}

@@ -55,9 +55,30 @@ impl Ledger {
         let mut ids = HashSet::new();
         let mut fingerprint = 0u64;
         let (mut listed_fp, mut listed_expected) = (0u64, 0u64);
+        // Executions whose records lack their payloads, by the first such
+        // seq, until their `redacted` event is met.
+        let mut stripped: HashMap<ExecutionId, u64> = HashMap::new();
         for item in checked_records(log, 1, head.0, GENESIS) {
             let (seq, bytes, hash) = item?;
             let (event, settled) = fold_record(&mut projection, seq, &bytes)?;
+            let id = event.execution_id;
+            if crate::store::record::is_stripped(&bytes) {
+                stripped.entry(id).or_insert(seq);
+            }
+            if event.kind.is_retention() && projection.get(&id).is_none() {
+                // After a settled execution, which the fold leaves out:
+                // checked against its history up to here.
+                let before = self
+                    .inner
+                    .execution_seqs(&id)?
+                    .into_iter()
+                    .filter(|s| *s < seq);
+                let state = self.inner.fold_execution(id, before.collect(), |_| true)?;
+                crate::machine::check(state.as_ref(), &event).map_err(illegal(seq))?;
+            }
+            if matches!(event.kind, EventKind::Redacted { .. }) {
+                stripped.remove(&id);
+            }
             if let Some((e, first, seqs)) = settled {
                 let line = Settled::new(&e, first, seqs).listed;
                 listed_fp = listed_fp.wrapping_add(listed_fingerprint(&line));
@@ -100,6 +121,12 @@ impl Ledger {
             return Err(StorageError::corrupt(
                 last,
                 "the last record is not the head this ledger wrote",
+            ));
+        }
+        if let Some((id, seq)) = stripped.into_iter().min_by_key(|(_, seq)| *seq) {
+            return Err(StorageError::corrupt(
+                seq,
+                format!("record lacks its payloads, yet {id} was never redacted"),
             ));
         }
         log.check_tail_now()?;

@@ -631,6 +631,13 @@ pub(crate) fn parse_event(seq: u64, bytes: &[u8]) -> Result<Event, StorageError>
     event_of(seq, &read(seq, bytes, false)?)
 }
 
+/// Whether a record already checked by [`decode`] was stripped of its
+/// payloads (read without hashing again).
+pub(crate) fn is_stripped(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&FORMAT_VERSION)
+        && layout(0, bytes).is_ok_and(|l| l.slots > 0 && l.skeleton.end == bytes.len())
+}
+
 /// What [`strip`] makes of a record.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Stripped {
