@@ -155,15 +155,15 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         }
         Command::Redact { id, reason, by } => {
             let after = backend.retain(*id, Retention::Redact, reason, by_or_user(by))?;
-            changed(out, cli.json, &after)?;
+            retained(out, cli.json, &after, "redacted")?;
         }
         Command::Hold { id, reason, by } => {
             let after = backend.retain(*id, Retention::Hold, reason, by_or_user(by))?;
-            changed(out, cli.json, &after)?;
+            retained(out, cli.json, &after, "put under legal hold")?;
         }
         Command::ReleaseHold { id, reason, by } => {
             let after = backend.retain(*id, Retention::ReleaseHold, reason, by_or_user(by))?;
-            changed(out, cli.json, &after)?;
+            retained(out, cli.json, &after, "released from legal hold")?;
         }
         Command::Release { id } => {
             let after = backend.release(*id)?;
@@ -480,6 +480,20 @@ fn submission(args: &SubmitArgs) -> Result<Submission> {
     s.idempotency_key = args.idempotency_key.clone();
     s.run_at = args.run_at;
     Ok(s)
+}
+
+/// What a redaction or hold did: `ID redacted (completed)`.
+fn retained(out: &mut Out, json: bool, e: &BackgroundExecution, done: &str) -> Result<()> {
+    if json {
+        return json_line(out, e);
+    }
+    let hold = if e.legal_hold {
+        ", under legal hold"
+    } else {
+        ""
+    };
+    writeln!(out, "{} {done} ({}{hold})", e.execution_id, e.status)?;
+    Ok(())
 }
 
 fn changed(out: &mut Out, json: bool, e: &BackgroundExecution) -> Result<()> {
