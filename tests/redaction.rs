@@ -240,6 +240,67 @@ fn payloads_removed_without_a_redaction_are_found_by_verify() {
     assert!(err.to_string().contains("never redacted"), "{err}");
 }
 
+#[test]
+fn snapshots_taken_while_it_was_live_do_not_keep_its_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::builder(dir.path())
+        .snapshot_every(1)
+        .open()
+        .unwrap();
+    let mut s = Submission::new("mail");
+    s.input = Some(MARKER.into());
+    let id = ledger
+        .submit(&acme(), s)
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id;
+    // Other work while it waits, so that snapshots are taken meanwhile.
+    let others: Vec<_> = (0..6)
+        .map(|_| {
+            let id = ledger
+                .submit(&acme(), Submission::new("echo"))
+                .wait()
+                .unwrap()
+                .execution
+                .execution_id;
+            ledger.cancel(id, None).wait().unwrap();
+            id
+        })
+        .collect();
+    let live_until = ledger.head().seq;
+    let seen = |l: &Ledger, to: u64| {
+        (1..=to).any(|seq| {
+            l.projection_at(At::Seq(seq))
+                .unwrap()
+                .live()
+                .any(|e| text_of(e).contains(MARKER))
+        })
+    };
+    assert!(
+        seen(&ledger, live_until),
+        "the marker is in the projection while live"
+    );
+    let c = ledger.claim(None).wait().unwrap().unwrap();
+    assert_eq!(c.execution_id, id);
+    ledger
+        .complete(id, 1, serde_json::json!("ok"))
+        .wait()
+        .unwrap();
+    ledger.redact(id, "erasure", None).wait().unwrap();
+    // Time travel to any point while it was live shows it redacted.
+    let head = ledger.head().seq;
+    assert!(!seen(&ledger, head));
+    let queued = ledger.projection_at(At::Seq(live_until)).unwrap();
+    let then = queued.live().find(|e| e.execution_id == id).unwrap();
+    assert_eq!(then.input.as_deref(), Some("[redacted]"));
+    assert_eq!(others.len(), 6);
+    drop(ledger);
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert!(!seen(&ledger, head));
+    ledger.verify().unwrap();
+}
+
 mod common;
 use common::server::{client, error_code, json_of, submit_id, Server};
 

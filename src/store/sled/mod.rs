@@ -898,12 +898,32 @@ impl Log {
         Ok(())
     }
 
-    /// Removes the payloads of the records of `seqs` (sorted; idempotent),
-    /// rewriting each stored entry that holds any, all in one batch.
+    /// Removes the payloads of the records of `seqs` (of one or more
+    /// redacted executions; idempotent), rewriting each stored entry that
+    /// holds any, all in one batch — after removing the snapshots taken
+    /// while each of those executions was live (derived data that holds
+    /// their payloads): those from its first seq to its last.
     fn strip(&self, seqs: &[u64]) -> Result<(), StorageError> {
         if seqs.is_empty() {
             return Ok(());
         }
+        // Each execution's seqs are in order; a new one starts lower.
+        let mut start = 0;
+        for end in 1..=seqs.len() {
+            if end == seqs.len() || seqs[end] < seqs[end - 1] {
+                let range = event_key(seqs[start])..=event_key(seqs[end - 1]);
+                for key in self.snapshots.range(range).keys() {
+                    self.snapshots
+                        .remove(key.map_err(storage)?)
+                        .map_err(storage)?;
+                }
+                start = end;
+            }
+        }
+        let mut sorted = seqs.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let seqs = &sorted[..];
         let mut batch = ::sled::Batch::default();
         let mut i = 0;
         while let Some(&seq) = seqs.get(i) {
