@@ -122,42 +122,12 @@ pub(crate) enum Command {
     /// Redact a settled execution's payloads (input, output, context and
     /// metadata values, error messages): they read "[redacted]" from then
     /// on, and the lifecycle and the hash chain stay.
-    Redact {
-        /// The execution.
-        #[arg(value_parser = parse_id)]
-        id: ExecutionId,
-        /// Why (recorded in the `redacted` event).
-        #[arg(long)]
-        reason: String,
-        /// Who asks (recorded; default: the user running the command).
-        #[arg(long)]
-        by: Option<String>,
-    },
+    Redact(RetainArgs),
     /// Put an execution under legal hold: it cannot be redacted until the
     /// hold is released.
-    Hold {
-        /// The execution.
-        #[arg(value_parser = parse_id)]
-        id: ExecutionId,
-        /// Why (recorded in the `legal_hold` event).
-        #[arg(long)]
-        reason: String,
-        /// Who asks (recorded; default: the user running the command).
-        #[arg(long)]
-        by: Option<String>,
-    },
+    Hold(RetainArgs),
     /// Release an execution's legal hold.
-    ReleaseHold {
-        /// The execution.
-        #[arg(value_parser = parse_id)]
-        id: ExecutionId,
-        /// Why (recorded in the `legal_hold_released` event).
-        #[arg(long)]
-        reason: String,
-        /// Who asks (recorded; default: the user running the command).
-        #[arg(long)]
-        by: Option<String>,
-    },
+    ReleaseHold(RetainArgs),
     /// Release a held deferred execution: it becomes runnable.
     Release {
         /// The execution.
@@ -423,6 +393,20 @@ pub(crate) enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// The arguments of `redact`, `hold` and `release-hold`.
+#[derive(Debug, Args)]
+pub(crate) struct RetainArgs {
+    /// The execution.
+    #[arg(value_parser = parse_id)]
+    pub(crate) id: ExecutionId,
+    /// Why (recorded in the event).
+    #[arg(long)]
+    pub(crate) reason: String,
+    /// Who asks (recorded; default: the user running the command).
+    #[arg(long)]
+    pub(crate) by: Option<String>,
 }
 
 #[derive(Debug, Args)]

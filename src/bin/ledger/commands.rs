@@ -153,17 +153,14 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             let after = backend.cancel(*id, reason.clone())?;
             changed(out, cli.json, &after)?;
         }
-        Command::Redact { id, reason, by } => {
-            let after = backend.retain(*id, Retention::Redact, reason, by_or_user(by))?;
-            retained(out, cli.json, &after, "redacted")?;
-        }
-        Command::Hold { id, reason, by } => {
-            let after = backend.retain(*id, Retention::Hold, reason, by_or_user(by))?;
-            retained(out, cli.json, &after, "put under legal hold")?;
-        }
-        Command::ReleaseHold { id, reason, by } => {
-            let after = backend.retain(*id, Retention::ReleaseHold, reason, by_or_user(by))?;
-            retained(out, cli.json, &after, "released from legal hold")?;
+        Command::Redact(a) | Command::Hold(a) | Command::ReleaseHold(a) => {
+            let (what, done) = match &cli.command {
+                Command::Redact(_) => (Retention::Redact, "redacted"),
+                Command::Hold(_) => (Retention::Hold, "put under legal hold"),
+                _ => (Retention::ReleaseHold, "released from legal hold"),
+            };
+            let after = backend.retain(a.id, what, &a.reason, by_or_user(&a.by))?;
+            retained(out, cli.json, &after, done)?;
         }
         Command::Release { id } => {
             let after = backend.release(*id)?;
