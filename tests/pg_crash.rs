@@ -192,7 +192,12 @@ fn killed_ledger_processes_on_one_database_lose_nothing_and_finish_everything_on
     let mut down: Option<usize> = None;
     let started = Instant::now();
     let mut lost_answers = 0u32;
-    for cycle in 1..=cycles {
+    // A kill interrupts an attempt only when one is running at that
+    // moment: past the cycles asked for, kills go on (up to three times as
+    // many) until one has.
+    let (mut cycle, mut recovered) = (0, false);
+    while cycle < cycles || (!recovered && cycle < 3 * cycles) {
+        cycle += 1;
         // A batch through a server that is up, then cancels and releases.
         let up: Vec<usize> = (0..3).filter(|i| Some(*i) != down).collect();
         let via = ports[up[rng.below(up.len() as u64) as usize]];
@@ -253,8 +258,16 @@ fn killed_ledger_processes_on_one_database_lose_nothing_and_finish_everything_on
         servers.0[victim].kill().unwrap(); // SIGKILL
         servers.0[victim].wait().unwrap();
         down = Some(victim);
-        check(&url, &acked, cycle);
+        let (_, seen) = check(&url, &acked, cycle);
+        recovered = recovered
+            || seen.events(1, None).any(|e| {
+                matches!(
+                    e.map(|e| e.kind),
+                    Ok(execution_ledger::EventKind::Recovered { .. })
+                )
+            });
     }
+    let cycles = cycle;
     if let Some(i) = down.take() {
         servers.0[i] = spawn_serve(&url, ports[i]);
         wait_healthy(&http, ports[i]);
