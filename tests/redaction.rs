@@ -301,6 +301,41 @@ fn snapshots_taken_while_it_was_live_do_not_keep_its_payloads() {
     ledger.verify().unwrap();
 }
 
+#[test]
+fn a_redaction_cut_short_by_a_crash_is_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, first) = {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let id = settled(&ledger);
+        (id, ledger.history(id).unwrap()[0].seq)
+    };
+    // The records as they were before the redaction.
+    let read = |seq: u64| {
+        let db = sled::open(dir.path().join("sled")).unwrap();
+        let tree = db.open_tree("events").unwrap();
+        tree.get(seq.to_be_bytes()).unwrap().unwrap().to_vec()
+    };
+    let original: Vec<(u64, Vec<u8>)> = (first..first + 3).map(|s| (s, read(s))).collect();
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        ledger.redact(id, "erasure", None).wait().unwrap();
+    }
+    // As if the process died after writing the redacted event, before its
+    // payloads were removed: the records hold them again.
+    {
+        let db = sled::open(dir.path().join("sled")).unwrap();
+        let tree = db.open_tree("events").unwrap();
+        for (seq, bytes) in &original {
+            tree.insert(seq.to_be_bytes(), bytes.as_slice()).unwrap();
+        }
+        tree.flush().unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let history = text_of(&ledger.history(id).unwrap());
+    assert!(!history.contains(MARKER), "{history}");
+    ledger.verify().unwrap();
+}
+
 mod common;
 use common::server::{client, error_code, json_of, submit_id, Server};
 

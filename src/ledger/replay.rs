@@ -123,10 +123,20 @@ pub(super) fn replay(
         for batch in rx {
             for item in batch {
                 let (seq, bytes, hash) = item?;
-                let (_, settled) = fold_record(&mut projection, seq, &bytes)?;
+                let (event, settled) = fold_record(&mut projection, seq, &bytes)?;
                 if seq >= tail {
-                    let settled =
-                        settled.map(|(e, first, seqs)| crate::store::Settled::new(&e, first, seqs));
+                    let settled = match settled {
+                        Some((e, first, seqs)) => Some(crate::store::Settled::new(&e, first, seqs)),
+                        // A redaction or hold after a settled execution:
+                        // its index entry and its redaction are written
+                        // again too.
+                        None if event.kind.is_retention()
+                            && projection.get(&event.execution_id).is_none() =>
+                        {
+                            Some(settled_again(log, &event)?)
+                        }
+                        None => None,
+                    };
                     settled_tail.push((seq, settled));
                 }
                 prev = hash;
@@ -135,6 +145,26 @@ pub(super) fn replay(
         }
         Ok((projection, prev, settled_tail))
     })
+}
+
+/// What the engine indexes for a retention event after a settled
+/// execution: the execution folded from its events up to it, with its seqs.
+fn settled_again(log: &dyn Store, event: &Event) -> Result<crate::store::Settled, StorageError> {
+    let id = event.execution_id;
+    let mut seqs: Vec<u64> = log
+        .execution_seqs(&id)?
+        .into_iter()
+        .filter(|s| *s < event.seq)
+        .collect();
+    let mut state = None;
+    for &seq in &seqs {
+        crate::machine::apply(&mut state, &read_event(log, seq)?).map_err(illegal(seq))?;
+    }
+    crate::machine::apply(&mut state, event).map_err(illegal(event.seq))?;
+    let state = state.expect("an event the state machine accepts has an execution");
+    let first = seqs.first().copied().unwrap_or(event.seq);
+    seqs.push(event.seq);
+    Ok(crate::store::Settled::new(&state, first, seqs))
 }
 
 /// Records handed from the reading to the folding stage of a replay at once.
