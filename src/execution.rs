@@ -400,8 +400,10 @@ pub struct BackgroundExecution {
 impl BackgroundExecution {
     /// Replaces each payload it holds (input, output, context and metadata
     /// values, error messages and details) with `"[redacted]"`: the
-    /// execution as its redacted records fold. (The record format names
-    /// the same fields in events; a test holds the two together.)
+    /// execution as its redacted records fold, and more: it also blanks
+    /// the error messages the state machine writes itself (timeouts, lost
+    /// attempts), which no record holds as a payload. (The record format
+    /// names the payload fields of events, `store::record::slots`.)
     pub(crate) fn redact_payloads(&mut self) {
         use crate::store::record::REDACTED;
         let text = || REDACTED.to_string();
