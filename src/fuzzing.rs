@@ -7,6 +7,9 @@ use crate::error::StorageError;
 use crate::event::Event;
 use crate::store::record;
 
+/// A key that encrypts payloads, as the embedded engine keeps it.
+pub type PayloadKey = [u8; 32];
+
 /// A record's header and payload, as [`decode_record`] read them.
 #[derive(Debug)]
 pub struct DecodedRecord<'a> {
@@ -29,7 +32,7 @@ pub fn encode_record(seq: u64, prev: &[u8; 32], json: &[u8]) -> (Vec<u8>, [u8; 3
 /// Encodes the record of `event` the way the store writes it now (format
 /// 2); returns it with its hash.
 pub fn encode_event_record(prev: &[u8; 32], event: &Event) -> (Vec<u8>, [u8; 32]) {
-    record::encode_event(prev, event)
+    record::encode_event(prev, event, None)
 }
 
 /// Record `seq` redacted: without its payloads, when it holds any.
@@ -66,4 +69,59 @@ pub fn decode_record(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>, Storag
 /// `UnsupportedVersion` or `Corrupt`, at `seq`.
 pub fn decode_event(seq: u64, bytes: &[u8]) -> Result<Event, StorageError> {
     record::decode_event(seq, bytes).map(|(event, _)| event)
+}
+
+/// A record as the embedded engine stores it in the data directory `dir`
+/// (of a ledger not open), made readable as the engine reads it: its
+/// payloads decrypted with the directory's key file, or removed when their
+/// key was destroyed.
+///
+/// # Errors
+///
+/// `Corrupt` when the key file is missing or lacks the record's key; `Io`.
+pub fn readable_record(
+    dir: &std::path::Path,
+    seq: u64,
+    stored: &[u8],
+) -> Result<Vec<u8>, StorageError> {
+    crate::store::sled::readable_stored(dir, seq, stored, false).map(Option::unwrap_or_default)
+}
+
+/// A snapshot as the embedded engine stores it in `dir`, decrypted (its
+/// JSON); `None` once a redaction destroyed its key.
+///
+/// # Errors
+///
+/// As [`readable_record`].
+pub fn readable_snapshot(
+    dir: &std::path::Path,
+    seq: u64,
+    stored: &[u8],
+) -> Result<Option<Vec<u8>>, StorageError> {
+    crate::store::sled::readable_stored(dir, seq, stored, true)
+}
+
+/// The keys that encrypt the payloads of records `seqs` of the ledger in
+/// `dir` (not open), as its key file holds them (`None` once destroyed).
+///
+/// # Errors
+///
+/// As opening the ledger; `Corrupt` for a missing record.
+pub fn payload_keys(
+    dir: &std::path::Path,
+    seqs: &[u64],
+) -> Result<Vec<Option<PayloadKey>>, StorageError> {
+    crate::store::sled::payload_keys(dir, seqs)
+}
+
+/// The keys of the snapshots of the ledger in `dir` (not open), by seq
+/// (`None` once destroyed).
+///
+/// # Errors
+///
+/// As opening the ledger.
+pub fn snapshot_keys(
+    dir: &std::path::Path,
+) -> Result<Vec<(u64, Option<PayloadKey>)>, StorageError> {
+    crate::store::sled::snapshot_keys(dir)
 }

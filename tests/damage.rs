@@ -48,21 +48,34 @@ fn tamper(dir: &Path, f: impl FnOnce(&sled::Tree)) {
 
 /// Re-encodes record `seq` with new JSON and a recomputed own hash, keeping
 /// its link: what a tamperer who knows the format would write.
-fn rewrite(tree: &sled::Tree, seq: u64, edit: impl FnOnce(&mut serde_json::Value)) {
+fn rewrite(dir: &Path, tree: &sled::Tree, seq: u64, edit: impl FnOnce(&mut serde_json::Value)) {
     let old = tree.get(key(seq)).unwrap().unwrap();
-    tree.insert(key(seq), reencode(seq, &old, edit)).unwrap();
+    tree.insert(key(seq), reencode(dir, seq, &old, edit))
+        .unwrap();
 }
 
 /// Record `old` of `seq` with its event edited and its own hash recomputed
-/// (new salts, new digests), its link kept.
-fn reencode(seq: u64, old: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+/// (new salts, new digests; its payloads in the clear, as format 2 stores
+/// them), its link kept.
+fn reencode(
+    dir: &Path,
+    seq: u64,
+    old: &[u8],
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Vec<u8> {
     let prev: [u8; 32] = old[1..33].try_into().unwrap();
-    let event = fuzzing::decode_event(seq, old).unwrap();
+    let event = stored_event(dir, seq, old);
     let mut value = serde_json::to_value(&event).unwrap();
     edit(&mut value);
     let edited: Event = serde_json::from_value(value).unwrap();
     assert_ne!(edited, event, "the edit changes the event");
     fuzzing::encode_event_record(&prev, &edited).0
+}
+
+/// The event of a record as stored in `dir` (its payloads decrypted).
+fn stored_event(dir: &Path, seq: u64, stored: &[u8]) -> Event {
+    let readable = fuzzing::readable_record(dir, seq, stored).unwrap();
+    fuzzing::decode_event(seq, &readable).unwrap()
 }
 
 /// Opens without snapshots (so replay reads every record) and expects an
@@ -113,7 +126,7 @@ fn a_rewritten_event_with_a_recomputed_hash_breaks_the_chain() {
         let dir = tempfile::tempdir().unwrap();
         build(dir.path(), snapshots);
         tamper(dir.path(), |t| {
-            rewrite(t, 4, |e| e["callableName"] = "rm -rf".into());
+            rewrite(dir.path(), t, 4, |e| e["callableName"] = "rm -rf".into());
         });
         let msg = if snapshots == 0 {
             open_fails_at(dir.path(), ErrorKind::Corrupt, 4)
@@ -129,7 +142,9 @@ fn a_rewritten_last_event_disagrees_with_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path(), 0);
     tamper(dir.path(), |t| {
-        rewrite(t, EVENTS, |e| e["at"] = "2030-01-01T00:00:00Z".into());
+        rewrite(dir.path(), t, EVENTS, |e| {
+            e["at"] = "2030-01-01T00:00:00Z".into()
+        });
     });
     let msg = open_fails_at(dir.path(), ErrorKind::Corrupt, EVENTS);
     assert!(msg.contains("checkpoint"), "{msg}");
@@ -213,11 +228,11 @@ fn a_valid_but_illegal_event_is_refused_by_the_machine_on_replay() {
     // Seq 3 completed attempt 1; claim it finished with attempt 2 instead,
     // and re-chain every record after it so that only the machine can tell.
     tamper(dir.path(), |t| {
-        rewrite(t, 3, |e| e["attempt"] = 2.into());
+        rewrite(dir.path(), t, 3, |e| e["attempt"] = 2.into());
         let mut prev: Vec<u8> = t.get(key(3)).unwrap().unwrap()[33..65].to_vec();
         for seq in 4..=EVENTS {
             let old = t.get(key(seq)).unwrap().unwrap();
-            let event = fuzzing::decode_event(seq, &old).unwrap();
+            let event = stored_event(dir.path(), seq, &old);
             let (new, hash) =
                 fuzzing::encode_event_record(&prev.clone().try_into().unwrap(), &event);
             t.insert(key(seq), new).unwrap();
@@ -587,7 +602,7 @@ fn a_record_rewritten_inside_a_block_with_a_recomputed_hash_breaks_the_chain() {
     tamper(dir.path(), |t| {
         let v = t.get(key(BLOCK.0)).unwrap().unwrap().to_vec();
         let parts = block_parts(&v);
-        let record = reencode(BLOCK.0 + 5, &v[parts[5].clone()], |e| {
+        let record = reencode(dir.path(), BLOCK.0 + 5, &v[parts[5].clone()], |e| {
             e["at"] = "2031-01-01T00:00:00Z".into();
         });
         // The block again, with the rewritten record in its place.

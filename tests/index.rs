@@ -165,14 +165,20 @@ fn a_ledger_with_the_per_event_index_and_no_list_is_rebuilt_on_open_and_goes_on(
         for kv in tree.range(..[0xFFu8].as_slice()) {
             let (k, v) = kv.unwrap();
             let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap());
-            let id = execution_ledger::fuzzing::decode_event(seq, &v)
+            let readable = execution_ledger::fuzzing::readable_record(dir.path(), seq, &v).unwrap();
+            let id = execution_ledger::fuzzing::decode_event(seq, &readable)
                 .unwrap()
                 .execution_id;
             tree.insert(entry_key(id, Some(&k)), &[]).unwrap();
         }
         for kv in snapshots.iter() {
             let (k, v) = kv.unwrap();
-            let mut snap: serde_json::Value = serde_json::from_slice(&v).unwrap();
+            let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap());
+            let json = execution_ledger::fuzzing::readable_snapshot(dir.path(), seq, &v)
+                .unwrap()
+                .expect("no key destroyed");
+            // Written back in the clear, as snapshots were then.
+            let mut snap: serde_json::Value = serde_json::from_slice(&json).unwrap();
             for entry in snap["entries"].as_array_mut().unwrap() {
                 entry.as_object_mut().unwrap().remove("seqs");
             }

@@ -96,6 +96,186 @@ fn a_redacted_execution_keeps_its_lifecycle_and_the_chain_verifies() {
     assert!(again.to_string().contains("redacted already"), "{again}");
 }
 
+/// Every file under `dir`, with its bytes.
+fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}
+
+/// The files under `dir` that hold `needle`.
+fn holding(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    files(dir)
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+#[test]
+fn no_byte_of_a_redacted_payload_or_its_keys_is_left_in_the_data_directory() {
+    const KEPT: &str = "grace.hopper@example.com";
+    let dir = tempfile::tempdir().unwrap();
+    let (id, kept, seqs, kept_seqs);
+    {
+        // Snapshots after every event: they hold the payloads of what is
+        // live when they are taken.
+        let ledger = Ledger::builder(dir.path())
+            .snapshot_every(1)
+            .open()
+            .unwrap();
+        id = settled(&ledger);
+        let mut s = Submission::new("mail");
+        s.input = Some(KEPT.into());
+        kept = ledger
+            .submit(&acme(), s)
+            .wait()
+            .unwrap()
+            .execution
+            .execution_id;
+        seqs = ledger
+            .history(id)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>();
+        kept_seqs = ledger
+            .history(kept)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>();
+    }
+    let keys: Vec<[u8; 32]> = execution_ledger::fuzzing::payload_keys(dir.path(), &seqs)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.expect("not destroyed yet"))
+        .collect();
+    let kept_keys = execution_ledger::fuzzing::payload_keys(dir.path(), &kept_seqs).unwrap();
+    // The snapshots taken while it was live hold its payloads too.
+    let live = seqs[0]..=*seqs.last().unwrap();
+    let snapshot_keys: Vec<[u8; 32]> = execution_ledger::fuzzing::snapshot_keys(dir.path())
+        .unwrap()
+        .into_iter()
+        .filter(|(seq, _)| live.contains(seq))
+        .map(|(_, k)| k.expect("not destroyed yet"))
+        .collect();
+    assert!(!snapshot_keys.is_empty());
+    // The submission and the completion carry payloads; the start none.
+    assert_eq!((keys.len(), kept_keys.len()), (2, 1));
+    // Payloads never reach the files in the clear, while the lifecycle is
+    // there to be found (so the search reads what sled stores).
+    assert_eq!(
+        holding(dir.path(), MARKER.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert!(!holding(dir.path(), id.to_string().as_bytes()).is_empty());
+    for key in keys.iter().chain(&snapshot_keys) {
+        assert_eq!(holding(dir.path(), key), [dir.path().join("keys")]);
+    }
+    let sled_bytes: usize = files(&dir.path().join("sled"))
+        .iter()
+        .map(|(_, b)| b.len())
+        .sum();
+
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let before = ledger.head().seq;
+        ledger
+            .redact(id, "erasure request #18", None)
+            .wait()
+            .unwrap();
+        // Time travel to before the redaction: the placeholder.
+        let then = text_of(&ledger.execution_at(id, At::Seq(before)).unwrap());
+        assert!(
+            !then.contains(MARKER) && then.contains("[redacted]"),
+            "{then}"
+        );
+        assert!(text_of(&ledger.get(kept).unwrap()).contains(KEPT));
+        ledger.verify().unwrap();
+    }
+    // Its keys are gone from every file: what sled still keeps of its old
+    // records and snapshots can no longer be read. The other execution's
+    // key stays.
+    let mut searched = 0;
+    for (path, bytes) in files(dir.path()) {
+        searched += bytes.len();
+        let needles = keys.iter().chain(&snapshot_keys).map(|k| k.as_slice());
+        for needle in needles.chain([MARKER.as_bytes()]) {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} still holds a redacted payload's key or the payload",
+                path.display()
+            );
+        }
+    }
+    assert_eq!(
+        execution_ledger::fuzzing::payload_keys(dir.path(), &seqs).unwrap(),
+        vec![None, None]
+    );
+    assert_eq!(
+        execution_ledger::fuzzing::payload_keys(dir.path(), &kept_seqs).unwrap(),
+        kept_keys
+    );
+    assert!(!holding(dir.path(), id.to_string().as_bytes()).is_empty());
+    assert!(execution_ledger::fuzzing::snapshot_keys(dir.path())
+        .unwrap()
+        .iter()
+        .all(|(seq, k)| !live.contains(seq) || k.is_none()));
+    eprintln!(
+        "searched {searched} bytes in {} files ({sled_bytes} bytes of sled before redaction) for the payload, the keys of its {} records and of {} snapshots",
+        files(dir.path()).len(),
+        keys.len(),
+        snapshot_keys.len()
+    );
+    let ledger = Ledger::open(dir.path()).unwrap();
+    ledger.verify().unwrap();
+    assert!(text_of(&ledger.get(kept).unwrap()).contains(KEPT));
+    assert!(!text_of(&ledger.history(id).unwrap()).contains(MARKER));
+}
+
+#[test]
+fn keys_destroyed_without_a_redaction_are_found_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let queued_seq;
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let id = settled(&ledger);
+        queued_seq = ledger.history(id).unwrap()[0].seq;
+        settled(&ledger);
+    }
+    // Someone zeroes the key file's keys: the payloads are unreadable.
+    let path = dir.path().join("keys");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[32..].fill(0);
+    std::fs::write(&path, bytes).unwrap();
+    let ledger = Ledger::builder(dir.path())
+        .snapshot_every(0)
+        .open()
+        .unwrap();
+    let err = ledger.verify().expect_err("a silent shredding is found");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert_eq!(err.seq(), Some(queued_seq), "{err}");
+    assert!(err.to_string().contains("never redacted"), "{err}");
+    drop(ledger);
+    // A key file lost, or another ledger's, is refused on open.
+    std::fs::remove_file(&path).unwrap();
+    let err = Ledger::open(dir.path()).expect_err("no key file");
+    assert!(err.to_string().contains("is missing"), "{err}");
+    let other = tempfile::tempdir().unwrap();
+    drop(Ledger::open(other.path()).unwrap());
+    std::fs::copy(other.path().join("keys"), &path).unwrap();
+    let err = Ledger::open(dir.path()).expect_err("another ledger's key file");
+    assert!(err.to_string().contains("another ledger"), "{err}");
+}
+
 #[test]
 fn live_and_held_executions_are_refused_with_nothing_appended() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,6 +407,7 @@ fn payloads_removed_without_a_redaction_are_found_by_verify() {
         let db = sled::open(dir.path().join("sled")).unwrap();
         let tree = db.open_tree("events").unwrap();
         let v = tree.get(queued_seq.to_be_bytes()).unwrap().unwrap();
+        let v = execution_ledger::fuzzing::readable_record(dir.path(), queued_seq, &v).unwrap();
         let stripped = execution_ledger::fuzzing::redact_record(queued_seq, &v)
             .unwrap()
             .expect("the submission holds payloads");

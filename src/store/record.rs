@@ -20,6 +20,23 @@
 //! so the chain verifies as before, while the salt — deleted with the value
 //! — keeps a short value from being guessed back from its digest.
 //!
+//! Where stale copies of what it rewrites linger in its files (sled), an
+//! engine writes format version 3 instead: the same record with the key
+//! that encrypts its payloads named in the hashed part, and the payloads
+//! and salts encrypted (ChaCha20, under a key of this record's own, kept
+//! apart from the log where it can really be deleted):
+//!
+//! ```text
+//! version: u8 (= 3) | prev | hash
+//!   | key: u64 | n | n × digest | length | skeleton JSON              (hashed)
+//!   | encrypted: n × (salt | length | payload JSON)                  (redactable)
+//! ```
+//!
+//! The engine decrypts the payloads as it reads the record ([`unseal`]): a
+//! record read from a store holds them in the clear, and one whose key was
+//! destroyed reads as redacted. Everything else here reads formats 2 and 3
+//! alike.
+//!
 //! Format version 1 (ledgers written before) is read as it was written:
 //!
 //! ```text
@@ -49,8 +66,10 @@
 use crate::error::{ErrorKind, StorageError};
 use crate::event::Event;
 
-/// The format version written by this build.
-pub(crate) const FORMAT_VERSION: u8 = 2;
+/// The format of records whose payloads are stored in the clear.
+pub(crate) const FORMAT_V2: u8 = 2;
+/// The format of records whose payloads are stored encrypted.
+pub(crate) const FORMAT_SEALED: u8 = 3;
 /// The format of ledgers written before payloads could be redacted.
 pub(crate) const FORMAT_V1: u8 = 1;
 const HEADER: usize = 1 + 32 + 32;
@@ -66,6 +85,9 @@ pub(crate) const BLOCK_HEADER: usize = 1 + 4;
 
 /// A record's hash.
 pub(crate) type Hash = [u8; 32];
+
+/// A key that encrypts one record's payloads.
+pub(crate) type Key = [u8; 32];
 
 /// The `prev` of the first record.
 pub(crate) const GENESIS: Hash = [0; 32];
@@ -174,7 +196,7 @@ pub(crate) fn slots(value: &mut serde_json::Value, mut each: impl FnMut(&mut ser
 
 /// Whether an event of this kind may carry a payload (others are written
 /// without going through a JSON tree).
-fn may_carry(kind: &crate::event::EventKind) -> bool {
+pub(crate) fn may_carry(kind: &crate::event::EventKind) -> bool {
     use crate::event::EventKind as K;
     match kind {
         K::Queued(s) => s.input.is_some() || s.context.is_some() || s.metadata.is_some(),
@@ -193,9 +215,18 @@ fn put_u32(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(&n.to_be_bytes());
 }
 
+/// Encrypts (or decrypts) `data` under `key`. Each key encrypts one
+/// record's payloads only, so the nonce is fixed.
+fn keystream(key: &Key, data: &mut [u8]) {
+    use chacha20::cipher::{KeyIvInit, StreamCipher};
+    let mut cipher = chacha20::ChaCha20::new(key.into(), &Default::default());
+    cipher.apply_keystream(data);
+}
+
 /// Writes the record of `event` (whose seq it takes) after `prev` at the end
-/// of `out`; returns its hash.
-fn write_record(out: &mut Vec<u8>, prev: &Hash, event: &Event) -> Hash {
+/// of `out`, its payloads encrypted under `key` (in its slot) when one is
+/// given (format 3); returns its hash.
+fn write_record(out: &mut Vec<u8>, prev: &Hash, event: &Event, key: Option<(u64, &Key)>) -> Hash {
     let start = out.len();
     out.resize(start + HEADER, 0);
     let mut payloads: Vec<Vec<u8>> = Vec::new();
@@ -206,6 +237,10 @@ fn write_record(out: &mut Vec<u8>, prev: &Hash, event: &Event) -> Hash {
             payloads.push(serde_json::to_vec(&old).expect("JSON always serializes"));
         });
         let salts: Vec<[u8; SALT]> = payloads.iter().map(|_| salt()).collect();
+        let key = key.filter(|_| !payloads.is_empty());
+        if let Some((slot, _)) = key {
+            out.extend_from_slice(&slot.to_be_bytes());
+        }
         put_u32(out, payloads.len());
         for (salt, payload) in salts.iter().zip(&payloads) {
             out.extend_from_slice(&payload_digest(salt, payload));
@@ -221,7 +256,14 @@ fn write_record(out: &mut Vec<u8>, prev: &Hash, event: &Event) -> Hash {
             put_u32(out, payload.len());
             out.extend_from_slice(payload);
         }
-        seal(out, start, hashed_end, event.seq, prev)
+        let version = match key {
+            Some((_, key)) => {
+                keystream(key, &mut out[hashed_end..]);
+                FORMAT_SEALED
+            }
+            None => FORMAT_V2,
+        };
+        seal(out, start, hashed_end, event.seq, prev, version)
     } else {
         put_u32(out, 0);
         let at = out.len();
@@ -230,26 +272,39 @@ fn write_record(out: &mut Vec<u8>, prev: &Hash, event: &Event) -> Hash {
         let len = out.len() - at - 4;
         out[at..at + 4].copy_from_slice(&(len as u32).to_be_bytes());
         let end = out.len();
-        seal(out, start, end, event.seq, prev)
+        seal(out, start, end, event.seq, prev, FORMAT_V2)
     }
 }
 
 /// Fills in the header of the record at `out[start..]` whose hashed part
 /// ends at `hashed_end`.
-fn seal(out: &mut [u8], start: usize, hashed_end: usize, seq: u64, prev: &Hash) -> Hash {
-    let hash = digest(FORMAT_VERSION, seq, prev, &out[start + HEADER..hashed_end]);
-    out[start] = FORMAT_VERSION;
+fn seal(
+    out: &mut [u8],
+    start: usize,
+    hashed_end: usize,
+    seq: u64,
+    prev: &Hash,
+    version: u8,
+) -> Hash {
+    let hash = digest(version, seq, prev, &out[start + HEADER..hashed_end]);
+    out[start] = version;
     out[start + 1..start + 33].copy_from_slice(prev);
     out[start + 33..start + HEADER].copy_from_slice(&hash);
     hash
 }
 
-/// Encodes the record of `event` (whose seq it takes); returns it with its
-/// hash. (sled encodes records into blocks, [`BlockWriter`].)
-pub(crate) fn encode_event(prev: &Hash, event: &crate::event::Event) -> (Vec<u8>, Hash) {
+/// Encodes the record of `event` (whose seq it takes), its payloads in the
+/// clear (format 2), or encrypted under `key` in its slot (format 3);
+/// returns it with its hash. (sled encodes records into blocks,
+/// [`BlockWriter`].)
+pub(crate) fn encode_event(
+    prev: &Hash,
+    event: &crate::event::Event,
+    key: Option<(u64, &Key)>,
+) -> (Vec<u8>, Hash) {
     // Most events fit: one allocation, no growing.
     let mut out = Vec::with_capacity(HEADER + 512);
-    let hash = write_record(&mut out, prev, event);
+    let hash = write_record(&mut out, prev, event, key);
     (out, hash)
 }
 
@@ -266,9 +321,14 @@ pub(crate) struct BlockWriter {
 pub(crate) type Block = (Vec<u8>, Vec<std::ops::Range<usize>>);
 
 impl BlockWriter {
-    /// Appends the record of `event` (whose seq it takes) after `prev`;
-    /// returns its hash.
-    pub(crate) fn push_event(&mut self, prev: &Hash, event: &Event) -> Hash {
+    /// Appends the record of `event` (whose seq it takes) after `prev`, its
+    /// payloads encrypted under `key` when one is given; returns its hash.
+    pub(crate) fn push_event(
+        &mut self,
+        prev: &Hash,
+        event: &Event,
+        key: Option<(u64, &Key)>,
+    ) -> Hash {
         if self.count == 0 {
             self.buf.clear();
             self.buf.push(BLOCK);
@@ -277,7 +337,7 @@ impl BlockWriter {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]);
         let start = self.buf.len();
-        let hash = write_record(&mut self.buf, prev, event);
+        let hash = write_record(&mut self.buf, prev, event, key);
         let len = u32::try_from(self.buf.len() - start).expect("a record is under 4 GiB");
         self.buf[at..start].copy_from_slice(&len.to_be_bytes());
         self.ranges.push(start..self.buf.len());
@@ -445,9 +505,11 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
     Some(u32::from_be_bytes(b) as usize)
 }
 
-/// The layout of a format-2 record: the skeleton's range, the digests'
-/// range and how many there are, where the hashed part ends.
+/// The layout of a format-2 or -3 record: the key's slot (format 3), how
+/// many payloads, the digests' range, the skeleton's range (which ends the
+/// hashed part).
 struct Layout {
+    key: Option<u64>,
     slots: usize,
     digests: std::ops::Range<usize>,
     skeleton: std::ops::Range<usize>,
@@ -455,18 +517,80 @@ struct Layout {
 
 fn layout(seq: u64, bytes: &[u8]) -> Result<Layout, StorageError> {
     let short = || StorageError::corrupt(seq, "record ends inside its header");
-    let slots = u32_at(bytes, HEADER).ok_or_else(short)?;
-    let digests = HEADER + 4..HEADER + 4 + slots.checked_mul(32).ok_or_else(short)?;
+    let (key, at) = if bytes.first() == Some(&FORMAT_SEALED) {
+        let b: [u8; 8] = bytes
+            .get(HEADER..HEADER + 8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(short)?;
+        (Some(u64::from_be_bytes(b)), HEADER + 8)
+    } else {
+        (None, HEADER)
+    };
+    let slots = u32_at(bytes, at).ok_or_else(short)?;
+    let end = slots
+        .checked_mul(32)
+        .and_then(|n| n.checked_add(at + 4))
+        .ok_or_else(short)?;
+    let digests = at + 4..end;
     let len = u32_at(bytes, digests.end).ok_or_else(short)?;
-    let skeleton = digests.end + 4..digests.end + 4 + len;
+    let end = (digests.end + 4).checked_add(len).ok_or_else(short)?;
+    let skeleton = digests.end + 4..end;
     if skeleton.end > bytes.len() {
         return Err(short());
     }
     Ok(Layout {
+        key,
         slots,
         digests,
         skeleton,
     })
+}
+
+/// The key slot of a format-3 record as stored (its payloads encrypted, or
+/// removed already), `None` for any other record or one that does not
+/// parse (which [`decode`] reports).
+pub(crate) fn key_slot(bytes: &[u8]) -> Option<u64> {
+    layout(0, bytes).ok()?.key
+}
+
+/// A format-3 record as stored, read: its payloads decrypted under the key
+/// `key_of` finds in its slot, or removed when that key was destroyed
+/// (`None`). `None` when it holds no encrypted payloads (nothing to do;
+/// `key_of` is not called).
+///
+/// # Errors
+///
+/// What `key_of` returns.
+pub(crate) fn unseal<E>(
+    bytes: &[u8],
+    key_of: impl FnOnce(u64) -> Result<Option<Key>, E>,
+) -> Result<Option<Vec<u8>>, E> {
+    let Ok(Layout {
+        key: Some(slot),
+        skeleton,
+        ..
+    }) = layout(0, bytes)
+    else {
+        return Ok(None);
+    };
+    let end = skeleton.end;
+    if end == bytes.len() {
+        return Ok(None);
+    }
+    Ok(Some(match key_of(slot)? {
+        Some(key) => {
+            let mut out = bytes.to_vec();
+            keystream(&key, &mut out[end..]);
+            out
+        }
+        None => bytes[..end].to_vec(),
+    }))
+}
+
+/// Encrypts (or decrypts) a value an engine keeps beside the log (a
+/// snapshot) under a key of its own.
+pub(crate) fn seal_value(key: &Key, data: &mut [u8]) {
+    keystream(key, data);
 }
 
 /// Decodes and checks the record stored at `seq`: its version, that its
@@ -492,11 +616,11 @@ fn read(seq: u64, bytes: &[u8], check: bool) -> Result<Record<'_>, StorageError>
         ));
     }
     let version = bytes[0];
-    if version != FORMAT_VERSION && version != FORMAT_V1 {
+    if !(FORMAT_V1..=FORMAT_SEALED).contains(&version) {
         return Err(StorageError::new(
             ErrorKind::UnsupportedVersion,
             format!(
-                "record at seq {seq} has format version {version}; this build reads versions {FORMAT_V1} and {FORMAT_VERSION}"
+                "record at seq {seq} has format version {version}; this build reads versions {FORMAT_V1} to {FORMAT_SEALED}"
             ),
         )
         .at_seq(seq));
@@ -634,7 +758,7 @@ pub(crate) fn parse_event(seq: u64, bytes: &[u8]) -> Result<Event, StorageError>
 /// Whether a record already checked by [`decode`] was stripped of its
 /// payloads (read without hashing again).
 pub(crate) fn is_stripped(bytes: &[u8]) -> bool {
-    bytes.first() == Some(&FORMAT_VERSION)
+    matches!(bytes.first(), Some(&FORMAT_V2 | &FORMAT_SEALED))
         && layout(0, bytes).is_ok_and(|l| l.slots > 0 && l.skeleton.end == bytes.len())
 }
 
@@ -754,17 +878,22 @@ mod tests {
         assert_eq!(w.take(), None);
         // One record is stored as a plain record.
         let one = event(1);
-        let h1 = w.push_event(&GENESIS, &one);
-        let stored = encode_event(&GENESIS, &one).0;
+        let h1 = w.push_event(&GENESIS, &one, None);
+        let stored = encode_event(&GENESIS, &one, None).0;
         let len = stored.len();
         let whole: Vec<_> = std::iter::once(0..len).collect();
         assert_eq!(w.take(), Some((stored, whole)));
-        assert_eq!(decode(1, &encode_event(&GENESIS, &one).0).unwrap().hash, h1);
+        assert_eq!(
+            decode(1, &encode_event(&GENESIS, &one, None).0)
+                .unwrap()
+                .hash,
+            h1
+        );
         let mut prev = GENESIS;
         let events: Vec<Event> = (5..9).map(event).collect();
         let mut hashes = Vec::new();
         for e in &events {
-            prev = w.push_event(&prev, e);
+            prev = w.push_event(&prev, e, None);
             hashes.push(prev);
         }
         assert_eq!(w.len(), 4);
@@ -786,7 +915,7 @@ mod tests {
             assert_eq!(e.seq, seq);
             assert_eq!((r.prev, r.hash), (link, hash));
             // The same bytes as the record stored alone.
-            assert_eq!(&block[range], encode_event(&link, &e).0.as_slice());
+            assert_eq!(&block[range], encode_event(&link, &e, None).0.as_slice());
             link = hash;
         }
         assert_eq!(count(5, &block).unwrap(), 4);
@@ -817,10 +946,57 @@ mod tests {
     }
 
     #[test]
+    fn sealed_payloads_are_encrypted_and_read_back_or_as_redacted_without_their_key() {
+        let e = completed(4, serde_json::json!({"email": "ada@example.com"}));
+        let key: Key = [7; 32];
+        let (sealed, hash) = encode_event(&GENESIS, &e, Some((9, &key)));
+        assert_eq!(sealed[0], FORMAT_SEALED);
+        assert_eq!(key_slot(&sealed), Some(9));
+        // Only the skeleton's placeholder is in the clear.
+        assert!(!String::from_utf8_lossy(&sealed).contains("ada@example.com"));
+        // As stored it does not read: its payloads do not match their digests.
+        assert!(decode(4, &sealed).is_err());
+        let opened = unseal(&sealed, |_| Ok::<_, ()>(Some(key)))
+            .unwrap()
+            .expect("it holds encrypted payloads");
+        let (back, rec) = decode_event(4, &opened).unwrap();
+        assert_eq!((back, rec.hash), (e.clone(), hash));
+        // The wrong key is found by the digests, at the record's seq.
+        let wrong = unseal(&sealed, |_| Ok::<_, ()>(Some([8; 32])))
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode(4, &wrong).unwrap_err().seq(), Some(4));
+        // Its key destroyed, it reads as redacted, with its hash and link.
+        let gone = unseal(&sealed, |_| Ok::<_, ()>(None)).unwrap().unwrap();
+        let (redacted, rec) = decode_event(4, &gone).unwrap();
+        assert_eq!((rec.hash, rec.prev, rec.redacted()), (hash, GENESIS, true));
+        assert!(is_stripped(&gone));
+        assert_eq!(
+            unseal(&gone, |_| Err(())),
+            Ok(None),
+            "nothing left to decrypt"
+        );
+        assert_eq!(key_slot(&gone), Some(9));
+        let crate::event::EventKind::Completed { output, .. } = redacted.kind else {
+            panic!("still a completion")
+        };
+        assert_eq!(output, serde_json::json!(REDACTED));
+        // Stripping the opened record gives the same bytes.
+        assert_eq!(strip(4, &opened).unwrap(), Stripped::Record(gone.clone()));
+        // The slot is hashed: a record pointed at another key is found.
+        let mut moved = gone.clone();
+        moved[HEADER + 7] ^= 1;
+        assert_eq!(decode(4, &moved).unwrap_err().seq(), Some(4));
+        // Events without payloads stay format 2, key or not.
+        let plain = encode_event(&GENESIS, &event(5), Some((10, &key))).0;
+        assert_eq!((plain[0], key_slot(&plain)), (FORMAT_V2, None));
+    }
+
+    #[test]
     fn payloads_are_salted_and_a_redacted_record_keeps_its_hash_and_link() {
         let marker = serde_json::json!({"email": "ada@example.com"});
         let e = completed(4, marker.clone());
-        let (r, hash) = encode_event(&GENESIS, &e);
+        let (r, hash) = encode_event(&GENESIS, &e, None);
         let text = String::from_utf8_lossy(&r);
         // The skeleton holds a placeholder, the payload the value.
         assert!(text.contains(r#""output":"[redacted]""#), "{text}");
@@ -828,7 +1004,7 @@ mod tests {
         let (back, rec) = decode_event(4, &r).unwrap();
         assert_eq!((back, rec.hash, rec.slots), (e.clone(), hash, 1));
         // The same event twice: other salts, other digests, one hash each.
-        let (r2, hash2) = encode_event(&GENESIS, &e);
+        let (r2, hash2) = encode_event(&GENESIS, &e, None);
         assert_ne!(hash, hash2);
         assert_ne!(r, r2);
         // Redacted: the payload is gone, the hash and link stay.
@@ -861,7 +1037,7 @@ mod tests {
         assert!(decode(4, &swapped).is_err());
         // Events without payloads are stored with none; format 1 records
         // cannot be stripped, and say so.
-        let plain = encode_event(&GENESIS, &event(5)).0;
+        let plain = encode_event(&GENESIS, &event(5), None).0;
         assert_eq!(decode(5, &plain).unwrap().slots, 0);
         assert_eq!(strip(5, &plain).unwrap(), Stripped::Nothing);
         let json = serde_json::to_vec(&e).unwrap();
@@ -911,7 +1087,7 @@ mod tests {
         ];
         for kind in kinds {
             let e = Event { kind, ..event(7) };
-            let (r, _) = encode_event(&GENESIS, &e);
+            let (r, _) = encode_event(&GENESIS, &e, None);
             let Stripped::Record(red) = strip(7, &r).unwrap() else {
                 panic!("{} carries payloads", e.kind.name())
             };
@@ -936,6 +1112,6 @@ mod tests {
         let err = decode(3, &r).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnsupportedVersion);
         assert!(err.to_string().contains("format version 9"));
-        assert!(decode(3, &encode_event(&GENESIS, &event(3)).0[..70]).is_err());
+        assert!(decode(3, &encode_event(&GENESIS, &event(3), None).0[..70]).is_err());
     }
 }

@@ -849,7 +849,7 @@ impl Store for Log {
                 )));
             }
             for draft in events {
-                let (bytes, hash) = record::encode_event(&group.end.1, draft.event);
+                let (bytes, hash) = record::encode_event(&group.end.1, draft.event, None);
                 group.rows.push(draft.event, bytes, draft.settles);
                 group.end = (draft.event.seq, hash);
             }
@@ -861,7 +861,7 @@ impl Store for Log {
         for draft in events {
             let event = draft.event;
             debug_assert_eq!(event.seq, end.0 + 1, "appended in seq order");
-            let (bytes, hash) = record::encode_event(&end.1, event);
+            let (bytes, hash) = record::encode_event(&end.1, event, None);
             rows.push(event, bytes, draft.settles);
             end = (event.seq, hash);
         }

@@ -9,6 +9,7 @@
 //! checkpoint   the last durable (seq, hash), outside sled (see checkpoint.rs)
 //! checkpoint.accepted  a line for each time the log was accepted as it is
 //!              in spite of its checkpoint (missing, damaged, or ahead)
+//! keys         the keys that encrypt payloads, one per record (keys.rs)
 //! sled/        the sled database
 //! sled.creating   present while a new sled database is being created
 //! ```
@@ -46,9 +47,16 @@
 //! was staged is written after it.
 //!
 //! Tree `snapshots` maps a seq to the projection as of that seq (derived
-//! data: a damaged or missing snapshot is rebuilt from the log).
+//! data: a damaged or missing snapshot is rebuilt from the log), encrypted
+//! under a key of its own: `'E' | key slot (8) | encrypted JSON`. Tree
+//! `meta` holds the key file's id under `keys`.
+//!
+//! Payloads never reach sled in the clear: records that carry any are
+//! written in format 3, encrypted under keys kept in `keys` ([`keys`]), and
+//! read back decrypted ([`Log::readable`]); redaction destroys the keys.
 
 mod checkpoint;
+mod keys;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -58,7 +66,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::record::{self, BlockWriter, Hash};
+use super::record::{self, BlockWriter, Hash, Key};
 use super::{
     at_seq, AppendError, Bytes, Draft, Durability, Items, Listed, Mark, Name, Reindexed, Settled,
     Store, StoredRecord, Tail,
@@ -69,6 +77,7 @@ use crate::execution::{BackgroundExecutionStatus, ExecutionId, TenantId};
 use crate::metrics::Counters;
 use checkpoint::{sync_dir, Checkpoint, Stored};
 use chrono::{DateTime, Utc};
+use keys::Keys;
 
 /// The checkpoint's file name in the data directory.
 const CHECKPOINT: &str = "checkpoint";
@@ -83,6 +92,10 @@ const LIST: u8 = b'l';
 /// Present while the list of settled executions misses some: set before
 /// the list is built from the log, removed by the rebuild that built it.
 const LIST_PARTIAL: [u8; 2] = [INDEX, b'L'];
+/// The key of the key file's id in tree `meta`.
+const KEY_FILE_ID: &[u8] = b"keys";
+/// The first byte of an encrypted snapshot.
+const SEALED_SNAPSHOT: u8 = b'E';
 
 /// A block takes records until it holds this many bytes (so it can be
 /// larger by one event's record); the next append starts another. sled rewrites a leaf of up to 16 entries as one page,
@@ -364,6 +377,7 @@ pub(crate) struct Log {
     db: ::sled::Db,
     events: ::sled::Tree,
     snapshots: ::sled::Tree,
+    keys: Keys,
     durability: Durability,
     db_file: File,
     synced_blobs: Mutex<HashSet<OsString>>,
@@ -596,6 +610,127 @@ fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<::sled::Db
     Ok(db)
 }
 
+/// Record `seq` as stored, made readable: its payloads decrypted, or
+/// removed when their key was destroyed (as [`record::unseal`]); `None`
+/// when it is readable as it is.
+fn unsealed_record(keys: &Keys, seq: u64, bytes: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    record::unseal(bytes, |slot| {
+        keys.read(slot).map_err(|e| match e.kind() {
+            ErrorKind::Corrupt => e.at_seq(seq),
+            _ => e,
+        })
+    })
+}
+
+/// A snapshot as stored, decrypted; `None` once its key is destroyed (it
+/// was taken while a redacted execution was live).
+fn unsealed_snapshot(keys: &Keys, seq: u64, value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    if value.first() != Some(&SEALED_SNAPSHOT) {
+        // Written before snapshots were encrypted.
+        return Ok(Some(value.to_vec()));
+    }
+    let slot = Log::snapshot_key(value)
+        .ok_or_else(|| StorageError::corrupt(seq, "snapshot is malformed"))?;
+    let Some(key) = keys.read(slot).map_err(|e| e.at_seq(seq))? else {
+        return Ok(None);
+    };
+    let mut json = value[9..].to_vec();
+    record::seal_value(&key, &mut json);
+    Ok(Some(json))
+}
+
+/// A record or snapshot as stored in the data directory `dir` of a ledger
+/// not open, made readable as the engine reads it (for tests and tools
+/// that read sled's files directly).
+///
+/// # Errors
+///
+/// `Corrupt` when the key file is missing or names no such key; `Io`.
+pub(crate) fn readable_stored(
+    dir: &Path,
+    seq: u64,
+    stored: &[u8],
+    snapshot: bool,
+) -> Result<Option<Vec<u8>>, StorageError> {
+    let keys = Keys::open(dir, false)?;
+    if snapshot {
+        unsealed_snapshot(&keys, seq, stored)
+    } else {
+        Ok(Some(
+            unsealed_record(&keys, seq, stored)?.unwrap_or_else(|| stored.to_vec()),
+        ))
+    }
+}
+
+/// The keys that encrypt the payloads of records `seqs` of the ledger in
+/// `dir` (not open), as its key file holds them now (`None` once
+/// destroyed); records without encrypted payloads have none. For tests
+/// that search the data directory's files for them.
+///
+/// # Errors
+///
+/// As opening the ledger's log; `Corrupt` for a missing record.
+pub(crate) fn payload_keys(dir: &Path, seqs: &[u64]) -> Result<Vec<Option<Key>>, StorageError> {
+    let log = Log::open(dir, Durability::Flushed, 64 << 20, false)?;
+    let mut keys = Vec::new();
+    for &seq in seqs {
+        let (first, value) = log
+            .entry_holding(seq)?
+            .ok_or_else(|| StorageError::corrupt(seq, "record is missing"))?;
+        let (_, range) = record::split(first, &value)?
+            .into_iter()
+            .find(|(s, _)| *s == seq)
+            .ok_or_else(|| StorageError::corrupt(seq, "record is missing"))?;
+        if let Some(slot) = record::key_slot(&value[range]) {
+            keys.push(log.keys.read(slot)?);
+        }
+    }
+    Ok(keys)
+}
+
+/// The keys of the snapshots of the ledger in `dir` (not open), by seq,
+/// as its key file holds them (`None` once destroyed; snapshots written in
+/// the clear have none).
+///
+/// # Errors
+///
+/// As opening the ledger's log.
+pub(crate) fn snapshot_keys(dir: &Path) -> Result<Vec<(u64, Option<Key>)>, StorageError> {
+    let log = Log::open(dir, Durability::Flushed, 64 << 20, false)?;
+    let mut keys = Vec::new();
+    for item in log.snapshots.iter() {
+        let (k, v) = item.map_err(storage)?;
+        if let (Some(seq), Some(slot)) = (seq_of(&k), Log::snapshot_key(&v)) {
+            keys.push((seq, log.keys.read(slot)?));
+        }
+    }
+    Ok(keys)
+}
+
+/// Opens the key file, checked against the id the log keeps of it: made
+/// when the log names none (a new ledger, or one written before payloads
+/// were encrypted), its id then kept.
+fn open_keys(dir: &Path, db: &::sled::Db) -> Result<Keys, StorageError> {
+    let meta = db.open_tree("meta").map_err(storage)?;
+    let named = meta.get(KEY_FILE_ID).map_err(storage)?;
+    let keys = Keys::open(dir, named.is_none())?;
+    match named {
+        Some(id) if id.as_ref() != keys.id() => Err(StorageError::new(
+            ErrorKind::Corrupt,
+            format!(
+                "the payload key file {} belongs to another ledger",
+                dir.join(keys::FILE).display()
+            ),
+        )),
+        Some(_) => Ok(keys),
+        None => {
+            meta.insert(KEY_FILE_ID, &keys.id()).map_err(storage)?;
+            db.flush().map_err(storage)?;
+            Ok(keys)
+        }
+    }
+}
+
 /// Dropped after the log's sled handles: returns once sled has let go of
 /// its database (its background threads can hold it a moment longer), so
 /// that a dropped ledger can be opened again at once, in this process or
@@ -662,6 +797,7 @@ impl Log {
         let db = open_sled(dir, &sled_dir, cache_bytes)?;
         let events = db.open_tree("events").map_err(storage)?;
         let snapshots = db.open_tree("snapshots").map_err(storage)?;
+        let keys = open_keys(dir, &db)?;
         let db_file = File::open(sled_dir.join("db")).map_err(|e| {
             StorageError::io(format!("cannot open {}", sled_dir.join("db").display()), e)
         })?;
@@ -673,6 +809,7 @@ impl Log {
             db,
             events,
             snapshots,
+            keys,
             durability,
             db_file,
             synced_blobs: Mutex::new(HashSet::new()),
@@ -804,6 +941,18 @@ impl Log {
         Ok(())
     }
 
+    /// Record `seq` as stored, made readable ([`unsealed_record`]).
+    fn readable(&self, seq: u64, bytes: Bytes) -> Result<Bytes, StorageError> {
+        Ok(unsealed_record(&self.keys, seq, &bytes)?.map_or(bytes, Bytes::new))
+    }
+
+    /// The key slot of a stored snapshot (none when written in the clear).
+    fn snapshot_key(value: &[u8]) -> Option<u64> {
+        (value.first() == Some(&SEALED_SNAPSHOT))
+            .then(|| value.get(1..9)?.try_into().ok().map(u64::from_be_bytes))
+            .flatten()
+    }
+
     /// The stored entry that holds record `seq`: its first seq and value.
     fn entry_holding(&self, seq: u64) -> Result<Option<(u64, ::sled::IVec)>, StorageError> {
         let unreadable = |e| at_seq(storage(e), seq, "record is unreadable");
@@ -899,23 +1048,29 @@ impl Log {
     }
 
     /// Removes the payloads of the records of `seqs` (of one or more
-    /// redacted executions; idempotent), rewriting each stored entry that
-    /// holds any, all in one batch — after removing the snapshots taken
+    /// redacted executions; idempotent), and with them the snapshots taken
     /// while each of those executions was live (derived data that holds
-    /// their payloads): those from its first seq to its last.
+    /// their payloads): those from its first seq to its last. The keys of
+    /// those records and snapshots are destroyed first — after a flush
+    /// that makes the `redacted` events durable — so that the copies sled
+    /// keeps of what it rewrites can no longer be read; then the snapshots
+    /// are removed and each stored entry holding such a record rewritten
+    /// without its payloads, in one batch.
     fn strip(&self, seqs: &[u64]) -> Result<(), StorageError> {
         if seqs.is_empty() {
             return Ok(());
         }
+        let mut slots = Vec::new();
         // Each execution's seqs are in order; a new one starts lower.
+        let mut snapshots = Vec::new();
         let mut start = 0;
         for end in 1..=seqs.len() {
             if end == seqs.len() || seqs[end] < seqs[end - 1] {
                 let range = event_key(seqs[start])..=event_key(seqs[end - 1]);
-                for key in self.snapshots.range(range).keys() {
-                    self.snapshots
-                        .remove(key.map_err(storage)?)
-                        .map_err(storage)?;
+                for item in self.snapshots.range(range) {
+                    let (key, value) = item.map_err(storage)?;
+                    slots.extend(Log::snapshot_key(&value));
+                    snapshots.push(key);
                 }
                 start = end;
             }
@@ -938,18 +1093,19 @@ impl Log {
             let mut changed = false;
             let mut records = Vec::with_capacity(parts.len());
             for (s, range) in parts {
-                let bytes = &value[range];
-                match seqs[i..]
-                    .binary_search(&s)
-                    .is_ok()
-                    .then(|| record::strip(s, bytes))
-                {
-                    Some(Ok(record::Stripped::Record(r))) => {
+                let stored = &value[range];
+                if seqs[i..].binary_search(&s).is_err() {
+                    records.push(stored.to_vec());
+                    continue;
+                }
+                slots.extend(record::key_slot(stored));
+                let bytes = self.readable(s, Bytes::new(stored.to_vec()))?;
+                match record::strip(s, &bytes)? {
+                    record::Stripped::Record(r) => {
                         changed = true;
                         records.push(r);
                     }
-                    Some(Err(e)) => return Err(e),
-                    _ => records.push(bytes.to_vec()),
+                    _ => records.push(stored.to_vec()),
                 }
             }
             if changed {
@@ -958,6 +1114,16 @@ impl Log {
             while seqs.get(i).is_some_and(|&s| s <= last) {
                 i += 1;
             }
+        }
+        self.db.flush().map_err(storage)?;
+        if self.durability == Durability::Synced {
+            self.db_file
+                .sync_data()
+                .map_err(|e| StorageError::io("cannot sync the log", e))?;
+        }
+        self.keys.destroy(&slots)?;
+        for key in snapshots {
+            self.snapshots.remove(key).map_err(storage)?;
         }
         self.events.apply_batch(batch).map_err(storage)
     }
@@ -1200,6 +1366,19 @@ impl Store for Log {
             return Ok(after);
         }
         let started = std::time::Instant::now();
+        // Keys for the payloads, durable before any record that uses one.
+        let keys = events
+            .iter()
+            .map(|d| {
+                record::may_carry(&d.event.kind)
+                    .then(|| self.keys.take())
+                    .transpose()
+            })
+            .collect::<Result<Vec<Option<(u64, Key)>>, _>>()
+            .map_err(|error| AppendError::Failed {
+                error,
+                written: head,
+            })?;
         let staged = &mut *staged;
         // A block holds whole appends: one append's events are stored
         // together.
@@ -1207,14 +1386,15 @@ impl Store for Log {
         if staged.filling.len() == 0 {
             staged.first = after.0 + 1;
         }
-        for (i, draft) in events.iter().enumerate() {
+        for (i, (draft, key)) in events.iter().zip(&keys).enumerate() {
             let event = draft.event;
             debug_assert_eq!(event.seq, staged.end.0 + 1, "appended in seq order");
             if i > 0 && staged.filling.bytes() >= BLOCK_BYTES {
                 staged.cut();
                 staged.joined = true;
             }
-            let hash = staged.filling.push_event(&staged.end.1, event);
+            let key = key.as_ref().map(|(slot, key)| (*slot, key));
+            let hash = staged.filling.push_event(&staged.end.1, event, key);
             staged.end = (event.seq, hash);
             for (key, value) in index_entries(event, draft.settles) {
                 // The combiner looks names and execution seqs up before the
@@ -1318,19 +1498,23 @@ impl Store for Log {
 
     /// The record of `seq`, staged or stored, alone or in a block.
     fn record(&self, seq: u64) -> Result<Option<Bytes>, StorageError> {
-        if let Some(bytes) = lock(&self.staged).record(seq) {
-            return Ok(Some(Bytes::new(bytes)));
+        let staged = lock(&self.staged).record(seq);
+        if let Some(bytes) = staged {
+            return self.readable(seq, Bytes::new(bytes)).map(Some);
         }
         let Some((first, value)) = self.entry_holding(seq)? else {
             return Ok(None);
         };
         if value.first() != Some(&record::BLOCK) {
-            return Ok((first == seq).then(|| Bytes::new(value)));
+            return (first == seq)
+                .then(|| self.readable(seq, Bytes::new(value)))
+                .transpose();
         }
         let part = record::split(first, &value)?
             .into_iter()
             .find(|(s, _)| *s == seq);
-        Ok(part.map(|(_, range)| Bytes::new(Part(value, range))))
+        part.map(|(_, range)| self.readable(seq, Bytes::new(Part(value, range))))
+            .transpose()
     }
 
     /// Stored records from `from` on, in seq order, with their seqs; each
@@ -1379,13 +1563,15 @@ impl Store for Log {
                         if first < from {
                             return Ok(Vec::new());
                         }
-                        return Ok(vec![(first, Bytes::new(v))]);
+                        return Ok(vec![(first, self.readable(first, Bytes::new(v))?)]);
                     }
-                    Ok(record::split(first, &v)?
+                    record::split(first, &v)?
                         .into_iter()
                         .filter(|(seq, _)| *seq >= from)
-                        .map(|(seq, range)| (seq, Bytes::new(Part(v.clone(), range))))
-                        .collect())
+                        .map(|(seq, range)| {
+                            Ok((seq, self.readable(seq, Bytes::new(Part(v.clone(), range)))?))
+                        })
+                        .collect()
                 });
             match opened {
                 Ok(records) => open = records.into_iter(),
@@ -1465,8 +1651,15 @@ impl Store for Log {
         }))
     }
 
-    /// Stores a snapshot as of `seq`.
-    fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StorageError> {
+    /// Stores a snapshot as of `seq`, encrypted under a key of its own.
+    fn put_snapshot(&self, seq: u64, mut bytes: Vec<u8>) -> Result<(), StorageError> {
+        let (slot, key) = self.keys.take()?;
+        record::seal_value(&key, &mut bytes);
+        let mut sealed = Vec::with_capacity(9 + bytes.len());
+        sealed.push(SEALED_SNAPSHOT);
+        sealed.extend_from_slice(&slot.to_be_bytes());
+        sealed.extend_from_slice(&bytes);
+        let bytes = sealed;
         {
             let mut staged = lock(&self.staged);
             if staged.open && staged.end.0 >= seq && !staged.is_empty() {
@@ -1480,33 +1673,42 @@ impl Store for Log {
             .map_err(storage)
     }
 
-    /// Snapshots at or below `seq`, newest first.
+    /// Snapshots at or below `seq`, newest first, decrypted (those whose
+    /// key a redaction destroyed are gone).
     fn snapshots_below(&self, seq: u64) -> Items<'_, StoredRecord> {
         Box::new(
             self.snapshots
                 .range(..=event_key(seq).as_slice())
                 .rev()
-                .map(|item| {
-                    let (k, v) = item.map_err(storage)?;
-                    let seq = seq_of(&k).ok_or_else(|| {
-                        StorageError::new(ErrorKind::Corrupt, "malformed snapshot key")
-                    })?;
-                    Ok((seq, Bytes::new(v)))
+                .filter_map(|item| {
+                    let read = || {
+                        let (k, v) = item.map_err(storage)?;
+                        let seq = seq_of(&k).ok_or_else(|| {
+                            StorageError::new(ErrorKind::Corrupt, "malformed snapshot key")
+                        })?;
+                        Ok(unsealed_snapshot(&self.keys, seq, &v)?.map(|b| (seq, Bytes::new(b))))
+                    };
+                    read().transpose()
                 }),
         )
     }
 
-    /// Every snapshot's seq, in order.
+    /// Every snapshot's seq, in order (those whose key a redaction
+    /// destroyed are gone).
     fn snapshot_seqs(&self) -> Result<Vec<u64>, StorageError> {
-        self.snapshots
-            .iter()
-            .keys()
-            .map(|k| {
-                let k = k.map_err(storage)?;
-                seq_of(&k)
-                    .ok_or_else(|| StorageError::new(ErrorKind::Corrupt, "malformed snapshot key"))
-            })
-            .collect()
+        let mut seqs = Vec::new();
+        for item in self.snapshots.iter() {
+            let (k, v) = item.map_err(storage)?;
+            let seq = seq_of(&k)
+                .ok_or_else(|| StorageError::new(ErrorKind::Corrupt, "malformed snapshot key"))?;
+            if let Some(slot) = Log::snapshot_key(&v) {
+                if self.keys.read(slot).map_err(|e| e.at_seq(seq))?.is_none() {
+                    continue;
+                }
+            }
+            seqs.push(seq);
+        }
+        Ok(seqs)
     }
 
     /// Checks the log as it is now against the checkpoint file as it is
