@@ -197,6 +197,12 @@ impl Projection {
         Ok(self.apply_tracked(event)?.map(|(e, ..)| e))
     }
 
+    /// Whether `event` is a retention event (redaction, legal hold) after
+    /// a settled execution, which the projection does not hold.
+    pub(crate) fn follows_settled(&self, event: &Event) -> bool {
+        event.kind.is_retention() && !self.live.contains_key(&event.execution_id)
+    }
+
     /// [`apply`](Self::apply), also returning, for a settled execution,
     /// the seq of its first event and the seqs of all its events.
     pub(crate) fn apply_tracked(
@@ -204,9 +210,9 @@ impl Projection {
         event: &Event,
     ) -> Result<Option<(BackgroundExecution, u64, Vec<u64>)>, TransitionError> {
         let id = event.execution_id;
-        if event.kind.is_retention() && !self.live.contains_key(&id) {
-            // After a settled execution, which stays out of the projection
-            // (the write path checks it against the execution's history).
+        if self.follows_settled(event) {
+            // It stays out of the projection (`ledger::replay::after_settled`
+            // checks it against the execution's history).
             self.seq = event.seq;
             return Ok(None);
         }

@@ -242,6 +242,86 @@ fn no_byte_of_a_redacted_payload_or_its_keys_is_left_in_the_data_directory() {
 }
 
 #[test]
+fn an_index_rebuilt_keeps_the_redaction_and_holds_after_settling() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let id = settled(&ledger);
+    let held = settled(&ledger);
+    ledger.redact(id, "erasure", None).wait().unwrap();
+    ledger.hold(id, "litigation", None).wait().unwrap();
+    ledger.hold(held, "litigation", None).wait().unwrap();
+    let kinds = |id| -> Vec<String> {
+        let history = ledger.history(id).unwrap();
+        history.iter().map(|e| e.kind.name().to_string()).collect()
+    };
+    let (before, held_before) = (kinds(id), kinds(held));
+    assert_eq!(
+        before,
+        ["queued", "started", "completed", "redacted", "legal_hold"]
+    );
+    let rebuilt = ledger.rebuild_index().unwrap();
+    assert_eq!(rebuilt.settled, 2);
+    assert_eq!((kinds(id), kinds(held)), (before, held_before));
+    assert!(ledger.get(held).unwrap().legal_hold);
+    ledger.verify().unwrap();
+    drop(ledger);
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(ledger.history(id).unwrap().len(), 5);
+    ledger.verify().unwrap();
+    let refused = ledger.redact(held, "erasure", None).wait().unwrap_err();
+    assert!(refused.to_string().contains("hold"), "{refused}");
+}
+
+#[test]
+fn payloads_brought_back_after_a_redaction_are_found_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, queued_seq);
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        id = settled(&ledger);
+        queued_seq = ledger.history(id).unwrap()[0].seq;
+    }
+    let sled_value = |dir: &Path| {
+        let db = sled::open(dir.join("sled")).unwrap();
+        let tree = db.open_tree("events").unwrap();
+        tree.get(queued_seq.to_be_bytes())
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    };
+    // A backup of the key file and of the submission's record.
+    let keys = std::fs::read(dir.path().join("keys")).unwrap();
+    let record = sled_value(dir.path());
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        ledger.redact(id, "erasure", None).wait().unwrap();
+        // Work after it: open finishes only a redaction in the last entry.
+        settled(&ledger);
+        ledger.verify().unwrap();
+    }
+    assert_ne!(sled_value(dir.path()), record);
+    // Both brought back from the backup (the keys it has over those of the
+    // file now): the payloads read again.
+    let mut now = std::fs::read(dir.path().join("keys")).unwrap();
+    now[..keys.len()].copy_from_slice(&keys);
+    std::fs::write(dir.path().join("keys"), now).unwrap();
+    {
+        let db = sled::open(dir.path().join("sled")).unwrap();
+        let tree = db.open_tree("events").unwrap();
+        tree.insert(queued_seq.to_be_bytes(), record).unwrap();
+        tree.flush().unwrap();
+    }
+    let ledger = Ledger::builder(dir.path())
+        .snapshot_every(0)
+        .open()
+        .unwrap();
+    let err = ledger.verify().expect_err("a redaction undone is found");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert_eq!(err.seq(), Some(queued_seq), "{err}");
+    assert!(err.to_string().contains("still holds payloads"), "{err}");
+}
+
+#[test]
 fn keys_destroyed_without_a_redaction_are_found_by_verify() {
     let dir = tempfile::tempdir().unwrap();
     let queued_seq;

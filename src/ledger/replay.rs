@@ -130,9 +130,7 @@ pub(super) fn replay(
                         // A redaction or hold after a settled execution:
                         // its index entry and its redaction are written
                         // again too.
-                        None if event.kind.is_retention()
-                            && projection.get(&event.execution_id).is_none() =>
-                        {
+                        None if projection.follows_settled(&event) => {
                             Some(settled_again(log, &event)?)
                         }
                         None => None,
@@ -147,9 +145,25 @@ pub(super) fn replay(
     })
 }
 
-/// What the engine indexes for a retention event after a settled
-/// execution: the execution folded from its events up to it, with its seqs.
-fn settled_again(log: &dyn Store, event: &Event) -> Result<crate::store::Settled, StorageError> {
+/// A retention event (redaction, legal hold) after a settled execution,
+/// which the projection leaves out ([`Projection::follows_settled`]): the
+/// state machine's answer to it against the execution as its events before
+/// it fold — the execution after it, and what the engine indexes again
+/// (its seqs, this one's last, and its line). The one place that folds
+/// such an event: appending it, replaying the log's tail, verify and the
+/// index rebuild all ask here.
+///
+/// # Errors
+///
+/// `Corrupt` for damage in the execution's events (the outer error); the
+/// state machine's refusal (the inner one).
+pub(super) fn after_settled(
+    log: &dyn Store,
+    event: &Event,
+) -> Result<
+    Result<(BackgroundExecution, crate::store::Settled), machine::TransitionError>,
+    StorageError,
+> {
     let id = event.execution_id;
     let mut seqs: Vec<u64> = log
         .execution_seqs(&id)?
@@ -158,13 +172,32 @@ fn settled_again(log: &dyn Store, event: &Event) -> Result<crate::store::Settled
         .collect();
     let mut state = None;
     for &seq in &seqs {
-        crate::machine::apply(&mut state, &read_event(log, seq)?).map_err(illegal(seq))?;
+        let before = read_event(log, seq)?;
+        if before.execution_id != id {
+            return Err(StorageError::corrupt(
+                seq,
+                format!("index entry of {id} names another execution's event"),
+            ));
+        }
+        machine::apply(&mut state, &before).map_err(illegal(seq))?;
     }
-    crate::machine::apply(&mut state, event).map_err(illegal(event.seq))?;
-    let state = state.expect("an event the state machine accepts has an execution");
+    if let Err(refused) = machine::apply(&mut state, event) {
+        return Ok(Err(refused));
+    }
+    let after = state.expect("the state machine accepts no event of an unknown execution");
     let first = seqs.first().copied().unwrap_or(event.seq);
     seqs.push(event.seq);
-    Ok(crate::store::Settled::new(&state, first, seqs))
+    let settled = crate::store::Settled::new(&after, first, seqs);
+    Ok(Ok((after, settled)))
+}
+
+/// [`after_settled`] for an event found in the log, where a refusal is
+/// damage at its seq.
+pub(super) fn settled_again(
+    log: &dyn Store,
+    event: &Event,
+) -> Result<crate::store::Settled, StorageError> {
+    Ok(after_settled(log, event)?.map_err(illegal(event.seq))?.1)
 }
 
 /// Records handed from the reading to the folding stage of a replay at once.

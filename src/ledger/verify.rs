@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use super::replay::{fold_record, illegal, load_snapshot, same_as_fold, union};
+use super::replay::{fold_record, illegal, load_snapshot, same_as_fold, settled_again, union};
 use super::report::{head_of, IndexRebuild, VerifyReport};
 use super::Ledger;
 use crate::error::{ErrorKind, StorageError};
@@ -65,16 +65,25 @@ impl Ledger {
             if crate::store::record::is_stripped(&bytes) {
                 stripped.entry(id).or_insert(seq);
             }
-            if event.kind.is_retention() && projection.get(&id).is_none() {
-                // After a settled execution, which the fold leaves out:
-                // checked against its history up to here.
-                let before = self
-                    .inner
-                    .execution_seqs(&id)?
-                    .into_iter()
-                    .filter(|s| *s < seq);
-                let state = self.inner.fold_execution(id, before.collect(), |_| true)?;
-                crate::machine::check(state.as_ref(), &event).map_err(illegal(seq))?;
+            if projection.follows_settled(&event) {
+                // The fold leaves the settled execution out: checked
+                // against its history up to here.
+                let again = settled_again(log, &event)?;
+                // A redaction written (visible: its seal, which removes the
+                // payloads, is done) leaves none in the records before it.
+                if matches!(event.kind, EventKind::Redacted { .. }) && seq <= log.visible() {
+                    for &s in &again.seqs[..again.seqs.len() - 1] {
+                        let bytes = log
+                            .record(s)?
+                            .ok_or_else(|| StorageError::corrupt(s, "record is missing"))?;
+                        if crate::store::record::holds_payloads(&bytes) {
+                            return Err(StorageError::corrupt(
+                                s,
+                                format!("record still holds payloads of {id}, which was redacted at seq {seq}"),
+                            ));
+                        }
+                    }
+                }
             }
             if matches!(event.kind, EventKind::Redacted { .. }) {
                 stripped.remove(&id);
@@ -221,10 +230,13 @@ impl Ledger {
             let (event, done) = fold_record(&mut projection, seq, &bytes)?;
             events += 1;
             settled += u64::from(done.is_some());
-            Ok((
-                event,
-                done.map(|(e, first, seqs)| crate::store::Settled::new(&e, first, seqs)),
-            ))
+            let settles = match done {
+                Some((e, first, seqs)) => Some(crate::store::Settled::new(&e, first, seqs)),
+                // Its index entry holds the seqs of what follows it too.
+                None if projection.follows_settled(&event) => Some(settled_again(log, &event)?),
+                None => None,
+            };
+            Ok((event, settles))
         });
         let removed = log.rebuild_index(&mut folded)?;
         drop(folded);

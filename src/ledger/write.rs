@@ -242,7 +242,7 @@ impl Inner {
             for (i, (event, seq)) in events.iter_mut().zip(head.0 + 1..).enumerate() {
                 event.seq = seq;
                 event.at = at;
-                if event.kind.is_retention() && core.projection.get(&event.execution_id).is_none() {
+                if core.projection.follows_settled(event) {
                     let (settled, after) = self.retained(event)?;
                     settles.push(Some(settled));
                     kept[i] = Some(after);
@@ -335,17 +335,14 @@ impl Inner {
         event: &Event,
     ) -> Result<(crate::store::Settled, BackgroundExecution), CommandError> {
         let id = event.execution_id;
-        let mut seqs = self.log.execution_seqs(&id)?;
-        let mut state = self.fold_execution(id, seqs.clone(), |_| true)?;
-        crate::machine::apply(&mut state, event)?;
-        let after = state.expect("the state machine accepts no event of an unknown execution");
+        let (after, settled) = super::replay::after_settled(&*self.log, event)??;
         if matches!(event.kind, EventKind::Redacted { .. }) {
             if !self.log.strips_payloads() {
                 return Err(CommandError::invalid(
                     "redaction is not available on this storage engine yet (only on the embedded one)",
                 ));
             }
-            for &seq in &seqs {
+            for &seq in &settled.seqs[..settled.seqs.len() - 1] {
                 let bytes = self
                     .log
                     .record(seq)?
@@ -357,9 +354,7 @@ impl Inner {
                 }
             }
         }
-        let submitted = seqs.first().copied().unwrap_or(event.seq);
-        seqs.push(event.seq);
-        Ok((crate::store::Settled::new(&after, submitted, seqs), after))
+        Ok((settled, after))
     }
 
     /// Folds records another writer appended after the ledger's head into

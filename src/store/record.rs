@@ -762,6 +762,13 @@ pub(crate) fn is_stripped(bytes: &[u8]) -> bool {
         && layout(0, bytes).is_ok_and(|l| l.slots > 0 && l.skeleton.end == bytes.len())
 }
 
+/// Whether a record read from a store (format 2 or 3, checked before by
+/// [`decode`]) still holds its payloads.
+pub(crate) fn holds_payloads(bytes: &[u8]) -> bool {
+    matches!(bytes.first(), Some(&FORMAT_V2 | &FORMAT_SEALED))
+        && layout(0, bytes).is_ok_and(|l| l.slots > 0 && l.skeleton.end < bytes.len())
+}
+
 /// What [`strip`] makes of a record.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Stripped {

@@ -250,6 +250,22 @@ fn name_key(name: &Name<'_>) -> Vec<u8> {
     }
 }
 
+/// The seqs from the first to the last of each execution whose `seqs`
+/// (each execution's in order, one after another) are given: when each
+/// was live.
+fn live_ranges(seqs: &[u64]) -> Vec<std::ops::RangeInclusive<u64>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    for end in 1..=seqs.len() {
+        // A new execution's seqs start lower.
+        if end == seqs.len() || seqs[end] < seqs[end - 1] {
+            ranges.push(seqs[start]..=seqs[end - 1]);
+            start = end;
+        }
+    }
+    ranges
+}
+
 /// A block of records staged for the seal, with the index entries of its
 /// events (written after it).
 #[derive(Debug)]
@@ -990,6 +1006,7 @@ impl Log {
     fn write_staged(&self, staged: &mut Staged) -> Result<(), StorageError> {
         staged.cut();
         let mut written = Ok(());
+        let stripped: Vec<u64> = staged.full.iter().flat_map(|b| b.strips.clone()).collect();
         let mut blocks = std::mem::take(&mut staged.full).into_iter().peekable();
         while let Some(block) = blocks.next() {
             let mut end = block.end;
@@ -1036,8 +1053,12 @@ impl Log {
             self.appended(end);
         }
         staged.lookup.clear();
-        let snapshots = std::mem::take(&mut staged.snapshots);
+        let mut snapshots = std::mem::take(&mut staged.snapshots);
         written?;
+        // A snapshot taken meanwhile while a now redacted execution was
+        // live holds its payloads: it is not written.
+        let redacted = live_ranges(&stripped);
+        snapshots.retain(|(seq, _)| !redacted.iter().any(|r| r.contains(seq)));
         for (seq, bytes) in snapshots {
             // Derived data: a snapshot that cannot be written is only missed.
             if let Err(e) = self.snapshots.insert(event_key(seq), bytes) {
@@ -1061,18 +1082,13 @@ impl Log {
             return Ok(());
         }
         let mut slots = Vec::new();
-        // Each execution's seqs are in order; a new one starts lower.
         let mut snapshots = Vec::new();
-        let mut start = 0;
-        for end in 1..=seqs.len() {
-            if end == seqs.len() || seqs[end] < seqs[end - 1] {
-                let range = event_key(seqs[start])..=event_key(seqs[end - 1]);
-                for item in self.snapshots.range(range) {
-                    let (key, value) = item.map_err(storage)?;
-                    slots.extend(Log::snapshot_key(&value));
-                    snapshots.push(key);
-                }
-                start = end;
+        for live in live_ranges(seqs) {
+            let range = event_key(*live.start())..=event_key(*live.end());
+            for item in self.snapshots.range(range) {
+                let (key, value) = item.map_err(storage)?;
+                slots.extend(Log::snapshot_key(&value));
+                snapshots.push(key);
             }
         }
         let mut sorted = seqs.to_vec();
