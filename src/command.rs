@@ -252,6 +252,11 @@ impl Op {
                         reason.len()
                     )));
                 }
+                if by.as_ref().is_some_and(|b| b.trim().is_empty()) {
+                    return Err(CommandError::invalid(
+                        "by: must not be empty (leave it out to name no one)",
+                    ));
+                }
                 if by.as_ref().is_some_and(|b| b.len() > MAX_REASON_BYTES) {
                     return Err(CommandError::invalid(format!(
                         "by: longer than {MAX_REASON_BYTES} bytes"

@@ -162,6 +162,8 @@ pub enum CommandError {
         /// The execution the key names: the first submission's.
         execution: ExecutionId,
     },
+    /// The storage engine does not offer this (yet); the message says what.
+    Unsupported(String),
     /// A fail-stop problem with the storage.
     Storage(StorageError),
 }
@@ -187,7 +189,7 @@ impl fmt::Display for CommandError {
         match self {
             CommandError::NotFound(id) => write!(f, "{id} not found"),
             CommandError::Transition(e) => e.fmt(f),
-            CommandError::Invalid(m) => f.write_str(m),
+            CommandError::Invalid(m) | CommandError::Unsupported(m) => f.write_str(m),
             CommandError::IdempotencyConflict { key, execution } => write!(
                 f,
                 "idempotency key {key:?} was used for {execution} with a different submission"

@@ -322,6 +322,34 @@ fn payloads_brought_back_after_a_redaction_are_found_by_verify() {
 }
 
 #[test]
+fn a_submission_resent_under_its_key_after_redaction_answers_the_redacted_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let submission = || {
+        let mut s = Submission::new("mail");
+        s.input = Some(MARKER.into());
+        s.context = Some([("to".to_string(), MARKER.to_string())].into());
+        s.idempotency_key = Some("order-17".into());
+        s
+    };
+    let first = ledger.submit(&acme(), submission()).wait().unwrap();
+    let id = first.execution.execution_id;
+    ledger.claim(Some("w1")).wait().unwrap().unwrap();
+    ledger.complete(id, 1, serde_json::json!(1)).wait().unwrap();
+    ledger.redact(id, "erasure", None).wait().unwrap();
+    let head = ledger.head().seq;
+    let again = ledger.submit(&acme(), submission()).wait().unwrap();
+    assert_eq!((again.execution.execution_id, again.created), (id, false));
+    assert!(again.execution.redacted_at.is_some());
+    // Another submission under the key is still a conflict.
+    let mut other = submission();
+    other.callable_name = "sms".into();
+    let err = ledger.submit(&acme(), other).wait().unwrap_err();
+    assert!(matches!(err, CommandError::IdempotencyConflict { .. }), "{err}");
+    assert_eq!(ledger.head().seq, head, "nothing appended");
+}
+
+#[test]
 fn keys_destroyed_without_a_redaction_are_found_by_verify() {
     let dir = tempfile::tempdir().unwrap();
     let queued_seq;
@@ -694,6 +722,30 @@ async fn redaction_and_holds_over_http_and_the_cli() {
     )
     .await;
     assert_eq!(status, 409, "{err}");
+    // A `by` of the caller's is recorded with the caller named; an empty
+    // one is refused, naming the field.
+    let (status, held) = post(
+        format!("/v1/executions/{id}/hold"),
+        serde_json::json!({"reason": "litigation", "by": "ops@acme"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{held}");
+    let (_, events) = json_of(
+        c.get(server.url(&format!("/v1/executions/{id}/events")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let last = events.as_array().unwrap().last().unwrap();
+    assert_eq!(last["by"], "ops@acme (via api:admin)");
+    let (status, err) = post(
+        format!("/v1/executions/{id}/release-hold"),
+        serde_json::json!({"reason": "settled", "by": " "}),
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err.to_string().contains("by:"), "{err}");
     let unknown = execution_ledger::ExecutionId::new();
     let (status, _) = post(
         format!("/v1/executions/{unknown}/redact"),
@@ -727,7 +779,8 @@ async fn redaction_and_holds_over_http_and_the_cli() {
     let out = cli(&["history", &queued]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("legal_hold") && text.contains("audit (by legal@acme)"),
+        // Through the server, which names the caller too.
+        text.contains("legal_hold") && text.contains("audit (by legal@acme (via api:admin))"),
         "{text}"
     );
     server.stop();

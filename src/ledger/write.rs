@@ -169,8 +169,23 @@ impl Inner {
             None => self.log.execution_seqs(&id)?.first().copied(),
         };
         let original = first.map(|seq| read_event(&*self.log, seq)).transpose()?;
+        let execution = match core.projection.get(&id) {
+            Some(e) => e.clone(),
+            None => self.load(id)?.ok_or_else(|| {
+                StorageError::new(
+                    ErrorKind::Corrupt,
+                    format!("idempotency key names {id}, which has no events"),
+                )
+            })?,
+        };
+        // Once redacted, all but its payloads tell.
+        let same = |first: &Submission| {
+            *first == *submission
+                || execution.redacted_at.is_some()
+                    && record::redacted_submission(first) == record::redacted_submission(submission)
+        };
         match original.map(|e| e.kind) {
-            Some(EventKind::Queued(first)) if *first == *submission => {}
+            Some(EventKind::Queued(first)) if same(&first) => {}
             Some(EventKind::Queued(_)) => {
                 return Err(CommandError::IdempotencyConflict {
                     key: key.clone(),
@@ -185,15 +200,6 @@ impl Inner {
                 .into())
             }
         }
-        let execution = match core.projection.get(&id) {
-            Some(e) => e.clone(),
-            None => self.load(id)?.ok_or_else(|| {
-                StorageError::new(
-                    ErrorKind::Corrupt,
-                    format!("idempotency key names {id}, which has no events"),
-                )
-            })?,
-        };
         Ok(Some(Submitted {
             execution,
             created: false,
@@ -338,8 +344,8 @@ impl Inner {
         let (after, settled) = super::replay::after_settled(&*self.log, event)??;
         if matches!(event.kind, EventKind::Redacted { .. }) {
             if !self.log.strips_payloads() {
-                return Err(CommandError::invalid(
-                    "redaction is not available on this storage engine yet (only on the embedded one)",
+                return Err(CommandError::Unsupported(
+                    "redaction is not available on this storage engine yet (only on the embedded one)".into(),
                 ));
             }
             for &seq in &settled.seqs[..settled.seqs.len() - 1] {

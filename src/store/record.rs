@@ -194,6 +194,18 @@ pub(crate) fn slots(value: &mut serde_json::Value, mut each: impl FnMut(&mut ser
     }
 }
 
+/// `submission` as the record of a redacted submission holds it, each
+/// payload `"[redacted]"` (to tell whether a submission is the one a
+/// redacted execution was submitted with).
+pub(crate) fn redacted_submission(submission: &crate::Submission) -> serde_json::Value {
+    let mut value = serde_json::to_value(submission).expect("submissions always serialize");
+    if let serde_json::Value::Object(fields) = &mut value {
+        fields.insert("type".into(), "queued".into());
+    }
+    slots(&mut value, |slot| *slot = serde_json::Value::String(REDACTED.into()));
+    value
+}
+
 /// Whether an event of this kind may carry a payload (others are written
 /// without going through a JSON tree).
 pub(crate) fn may_carry(kind: &crate::event::EventKind) -> bool {

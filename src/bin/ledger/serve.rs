@@ -174,6 +174,9 @@ impl From<CommandError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", message)
             }
             CommandError::Invalid(_) => ApiError::bad(message),
+            CommandError::Unsupported(_) => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", message)
+            }
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
         }
     }
@@ -611,8 +614,9 @@ async fn release_hold(
     retain(state, headers, id, body, Retention::ReleaseHold).await
 }
 
-/// Redacts, holds or releases the hold of one execution of the caller's;
-/// `by` defaults to the caller (`api:admin`, or `api:` and its tenant).
+/// Redacts, holds or releases the hold of one execution of the caller's,
+/// recorded as asked by the caller (`api:admin`, or `api:` and its
+/// tenant), or by the `by` given via the caller.
 async fn retain(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -624,11 +628,16 @@ async fn retain(
     let ledger = who.ledger(&state);
     let id = parse_id(&id)?;
     let body: RetentionBody = body_json(body, false)?.expect("an empty body is refused");
-    let by = body.by.or_else(|| {
-        Some(match &who {
-            Who::Admin => "api:admin".to_owned(),
-            Who::Tenant(t) => format!("api:{t}"),
-        })
+    // The caller is always named: a `by` of its own says for whom it asks.
+    let caller = match &who {
+        Who::Admin => "api:admin".to_owned(),
+        Who::Tenant(t) => format!("api:{t}"),
+    };
+    let by = Some(match body.by {
+        Some(by) if !by.trim().is_empty() => format!("{by} (via {caller})"),
+        // Refused by the command's checks, which name the field.
+        Some(blank) => blank,
+        None => caller,
     });
     let reason = body.reason;
     let done = match what {
