@@ -120,7 +120,7 @@ fn holding(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn no_byte_of_a_redacted_payload_or_its_keys_is_left_in_the_data_directory() {
+fn no_payload_reaches_the_files_and_no_key_of_a_redacted_one_is_left_there() {
     const KEPT: &str = "grace.hopper@example.com";
     let dir = tempfile::tempdir().unwrap();
     let (id, kept, seqs, kept_seqs);
@@ -345,24 +345,36 @@ fn a_submission_resent_under_its_key_after_redaction_answers_the_redacted_execut
     let mut other = submission();
     other.callable_name = "sms".into();
     let err = ledger.submit(&acme(), other).wait().unwrap_err();
-    assert!(matches!(err, CommandError::IdempotencyConflict { .. }), "{err}");
+    assert!(
+        matches!(err, CommandError::IdempotencyConflict { .. }),
+        "{err}"
+    );
     assert_eq!(ledger.head().seq, head, "nothing appended");
 }
 
 #[test]
 fn keys_destroyed_without_a_redaction_are_found_by_verify() {
     let dir = tempfile::tempdir().unwrap();
-    let queued_seq;
+    let completed_seq;
     {
         let ledger = Ledger::open(dir.path()).unwrap();
-        let id = settled(&ledger);
-        queued_seq = ledger.history(id).unwrap()[0].seq;
+        settled(&ledger);
+        let second = settled(&ledger);
+        completed_seq = ledger.history(second).unwrap()[2].seq;
         settled(&ledger);
     }
-    // Someone zeroes the key file's keys: the payloads are unreadable.
+    // Someone zeroes the key of the second completion in the key file: its
+    // payload is unreadable.
+    let [Some(key)] =
+        execution_ledger::fuzzing::payload_keys(dir.path(), &[completed_seq]).unwrap()[..]
+    else {
+        panic!("the completion has a key")
+    };
     let path = dir.path().join("keys");
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[32..].fill(0);
+    let backup = bytes.clone();
+    let at = bytes.windows(32).position(|w| w == key).unwrap();
+    bytes[at..at + 32].fill(0);
     std::fs::write(&path, bytes).unwrap();
     let ledger = Ledger::builder(dir.path())
         .snapshot_every(0)
@@ -370,7 +382,7 @@ fn keys_destroyed_without_a_redaction_are_found_by_verify() {
         .unwrap();
     let err = ledger.verify().expect_err("a silent shredding is found");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-    assert_eq!(err.seq(), Some(queued_seq), "{err}");
+    assert_eq!(err.seq(), Some(completed_seq), "{err}");
     assert!(err.to_string().contains("never redacted"), "{err}");
     drop(ledger);
     // A key file lost, or another ledger's, is refused on open.
@@ -382,6 +394,10 @@ fn keys_destroyed_without_a_redaction_are_found_by_verify() {
     std::fs::copy(other.path().join("keys"), &path).unwrap();
     let err = Ledger::open(dir.path()).expect_err("another ledger's key file");
     assert!(err.to_string().contains("another ledger"), "{err}");
+    // Its own, from before its last keys were made: older than the log.
+    std::fs::write(&path, &backup[..32]).unwrap();
+    let err = Ledger::open(dir.path()).expect_err("a key file older than the log");
+    assert!(err.to_string().contains("older than the log"), "{err}");
 }
 
 #[test]
@@ -590,39 +606,76 @@ fn snapshots_taken_while_it_was_live_do_not_keep_its_payloads() {
     ledger.verify().unwrap();
 }
 
-#[test]
-fn a_redaction_cut_short_by_a_crash_is_finished_on_open() {
+/// Runs `crash` on a ledger holding one settled execution (and, with
+/// `work_after`, another after its redaction), with the execution's records
+/// and keys as they were before the redaction given back, as if the
+/// process had died before removing its payloads; then checks that open
+/// finishes the redaction.
+fn cut_short(work_after: bool, crash: impl FnOnce(&sled::Tree, &[u64])) {
     let dir = tempfile::tempdir().unwrap();
-    let (id, first) = {
+    let (id, seqs) = {
         let ledger = Ledger::open(dir.path()).unwrap();
         let id = settled(&ledger);
-        (id, ledger.history(id).unwrap()[0].seq)
+        let seqs: Vec<u64> = ledger.history(id).unwrap().iter().map(|e| e.seq).collect();
+        (id, seqs)
     };
-    // The records as they were before the redaction.
     let read = |seq: u64| {
         let db = sled::open(dir.path().join("sled")).unwrap();
         let tree = db.open_tree("events").unwrap();
         tree.get(seq.to_be_bytes()).unwrap().unwrap().to_vec()
     };
-    let original: Vec<(u64, Vec<u8>)> = (first..first + 3).map(|s| (s, read(s))).collect();
+    let original: Vec<(u64, Vec<u8>)> = seqs.iter().map(|&s| (s, read(s))).collect();
+    let keys = std::fs::read(dir.path().join("keys")).unwrap();
+    let payload_keys: Vec<[u8; 32]> = execution_ledger::fuzzing::payload_keys(dir.path(), &seqs)
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(payload_keys.len(), 2);
     {
         let ledger = Ledger::open(dir.path()).unwrap();
         ledger.redact(id, "erasure", None).wait().unwrap();
+        if work_after {
+            settled(&ledger);
+        }
     }
-    // As if the process died after writing the redacted event, before its
-    // payloads were removed: the records hold them again.
     {
+        let mut now = std::fs::read(dir.path().join("keys")).unwrap();
+        now[..keys.len()].copy_from_slice(&keys);
+        std::fs::write(dir.path().join("keys"), now).unwrap();
         let db = sled::open(dir.path().join("sled")).unwrap();
         let tree = db.open_tree("events").unwrap();
         for (seq, bytes) in &original {
             tree.insert(seq.to_be_bytes(), bytes.as_slice()).unwrap();
         }
+        crash(&tree, &seqs);
         tree.flush().unwrap();
     }
     let ledger = Ledger::open(dir.path()).unwrap();
     let history = text_of(&ledger.history(id).unwrap());
     assert!(!history.contains(MARKER), "{history}");
     ledger.verify().unwrap();
+    drop(ledger);
+    for key in &payload_keys {
+        assert_eq!(holding(dir.path(), key), Vec::<std::path::PathBuf>::new());
+    }
+}
+
+#[test]
+fn a_redaction_cut_short_by_a_crash_is_finished_on_open() {
+    // The redaction is the last entry: open indexes it again, and removes
+    // the payloads with it.
+    cut_short(false, |_, _| {});
+}
+
+#[test]
+fn a_redaction_cut_short_before_later_work_is_finished_on_open() {
+    // Work after it: the seqs the log keeps until the removal is done tell
+    // open what to finish.
+    cut_short(true, |tree, seqs| {
+        let pending: Vec<u8> = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
+        tree.insert([0xFF, b'S'], pending).unwrap();
+    });
 }
 
 mod common;

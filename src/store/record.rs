@@ -202,7 +202,9 @@ pub(crate) fn redacted_submission(submission: &crate::Submission) -> serde_json:
     if let serde_json::Value::Object(fields) = &mut value {
         fields.insert("type".into(), "queued".into());
     }
-    slots(&mut value, |slot| *slot = serde_json::Value::String(REDACTED.into()));
+    slots(&mut value, |slot| {
+        *slot = serde_json::Value::String(REDACTED.into())
+    });
     value
 }
 
@@ -603,6 +605,23 @@ pub(crate) fn unseal<E>(
 /// snapshot) under a key of its own.
 pub(crate) fn seal_value(key: &Key, data: &mut [u8]) {
     keystream(key, data);
+}
+
+/// Checks that the hashed part of a format-2 or -3 record (as stored or
+/// read) matches its hash.
+///
+/// # Errors
+///
+/// `Corrupt` at `seq`.
+pub(crate) fn check_hash(seq: u64, bytes: &[u8]) -> Result<(), StorageError> {
+    let mismatch = || StorageError::corrupt(seq, "record content does not match its hash");
+    let l = layout(seq, bytes).map_err(|_| mismatch())?;
+    let hash: Hash = bytes[33..HEADER].try_into().expect("32 bytes");
+    let prev: Hash = bytes[1..33].try_into().expect("32 bytes");
+    if digest(bytes[0], seq, &prev, &bytes[HEADER..l.skeleton.end]) != hash {
+        return Err(mismatch());
+    }
+    Ok(())
 }
 
 /// Decodes and checks the record stored at `seq`: its version, that its

@@ -33,6 +33,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::checkpoint::sync_dir;
@@ -56,21 +57,31 @@ pub(crate) struct Keys {
     path: PathBuf,
     file: File,
     id: [u8; 16],
-    state: Mutex<State>,
+    /// Slots in the file: it grows by a pool at a time, once the pool is
+    /// synced.
+    slots: AtomicU64,
+    /// Keys made and synced, not yet handed out: their slots (held while a
+    /// pool is made; readers never wait for it).
+    pool: Mutex<std::ops::Range<u64>>,
+    /// Pages of slots read, by page number.
+    cache: Mutex<HashMap<u64, Vec<u8>>>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    /// Slots in the file.
-    slots: u64,
-    /// Keys made and synced, not yet handed out: their slots.
-    pool: std::ops::Range<u64>,
-    /// Pages of slots read, by page number.
-    cache: HashMap<u64, Vec<u8>>,
+/// A key handed out by [`Keys::take`].
+pub(crate) struct Taken {
+    pub(crate) slot: u64,
+    pub(crate) key: Key,
+    /// When it came from a new pool, the number of slots now in the file:
+    /// the log records it before any record uses a key of the pool.
+    pub(crate) made: Option<u64>,
 }
 
 fn io<'a>(path: &'a Path, what: &'a str) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
     move |e| StorageError::io(format!("cannot {what} {}", path.display()), e)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Keys {
@@ -134,10 +145,9 @@ impl Keys {
             path,
             file,
             id,
-            state: Mutex::new(State {
-                slots,
-                ..State::default()
-            }),
+            slots: AtomicU64::new(slots),
+            pool: Mutex::new(slots..slots),
+            cache: Mutex::default(),
         })
     }
 
@@ -146,36 +156,42 @@ impl Keys {
         self.id
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// How many slots the file holds.
+    pub(crate) fn len(&self) -> u64 {
+        self.slots.load(Ordering::Acquire)
     }
 
-    /// A fresh key, durable in its slot: its slot and the key.
+    /// Where it is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A fresh key, durable in its slot.
     ///
     /// # Errors
     ///
     /// `Io` when new keys cannot be written or synced.
-    pub(crate) fn take(&self) -> Result<(u64, Key), StorageError> {
-        let mut st = self.lock();
-        if st.pool.is_empty() {
+    pub(crate) fn take(&self) -> Result<Taken, StorageError> {
+        let mut pool = lock(&self.pool);
+        let mut made = None;
+        if pool.is_empty() {
             let mut bytes = vec![0u8; (POOL * SLOT) as usize];
             getrandom::getrandom(&mut bytes).map_err(|e| {
                 StorageError::new(ErrorKind::Io, format!("no random bytes for keys: {e}"))
             })?;
-            let first = st.slots;
+            let first = self.slots.load(Ordering::Acquire);
             self.file
                 .write_all_at(&bytes, HEADER + first * SLOT)
                 .and_then(|()| self.file.sync_data())
                 .map_err(io(&self.path, "write keys to"))?;
-            st.slots += POOL;
-            st.pool = first..first + POOL;
-            // The new keys' pages are read again from the file.
-            let page = first / PAGE;
-            st.cache.retain(|&p, _| p < page);
+            self.slots.store(first + POOL, Ordering::Release);
+            *pool = first..first + POOL;
+            made = Some(first + POOL);
         }
-        let slot = st.pool.next().expect("a pool just filled");
-        drop(st);
-        Ok((slot, self.read(slot)?.expect("a key just made")))
+        let slot = pool.next().expect("a pool just filled");
+        drop(pool);
+        let key = self.read(slot)?.expect("a key just made");
+        Ok(Taken { slot, key, made })
     }
 
     /// The key in `slot`: `None` once destroyed.
@@ -184,62 +200,62 @@ impl Keys {
     ///
     /// `Corrupt` for a slot past the end of the file; `Io`.
     pub(crate) fn read(&self, slot: u64) -> Result<Option<Key>, StorageError> {
-        let mut st = self.lock();
-        if slot >= st.slots {
+        let slots = self.slots.load(Ordering::Acquire);
+        if slot >= slots {
             return Err(StorageError::new(
                 ErrorKind::Corrupt,
                 format!(
-                    "payload key {slot} is past the end of {} ({} keys): the file was cut or replaced",
+                    "payload key {slot} is past the end of {} ({slots} keys): the file was cut or replaced",
                     self.path.display(),
-                    st.slots
                 ),
             ));
         }
         let page = slot / PAGE;
-        if !st.cache.contains_key(&page) {
+        let at = ((slot % PAGE) * SLOT) as usize;
+        let mut cache = lock(&self.cache);
+        // (The last page grows with each pool: read again when short.)
+        if cache
+            .get(&page)
+            .is_none_or(|b| b.len() < at + SLOT as usize)
+        {
             let first = page * PAGE;
-            let count = PAGE.min(st.slots - first);
+            let count = PAGE.min(slots - first);
             let mut bytes = vec![0u8; (count * SLOT) as usize];
             self.file
                 .read_exact_at(&mut bytes, HEADER + first * SLOT)
                 .map_err(io(&self.path, "read"))?;
-            if st.cache.len() >= CACHED_PAGES {
-                st.cache.clear();
+            if cache.len() >= CACHED_PAGES {
+                cache.clear();
             }
-            st.cache.insert(page, bytes);
+            cache.insert(page, bytes);
         }
-        let at = ((slot % PAGE) * SLOT) as usize;
-        let key: Key = st.cache[&page][at..at + SLOT as usize]
+        let key: Key = cache[&page][at..at + SLOT as usize]
             .try_into()
             .expect("32 bytes");
         Ok((key != [0; 32]).then_some(key))
     }
 
     /// Destroys the keys in `slots`: overwrites each with zeros in place and
-    /// syncs the file before returning.
+    /// syncs the file before returning. A slot past the end of the file
+    /// holds no key (a damaged reference to one), and is passed over.
     ///
     /// # Errors
     ///
-    /// `Corrupt` for a slot past the end of the file; `Io`.
+    /// `Io`.
     pub(crate) fn destroy(&self, slots: &[u64]) -> Result<(), StorageError> {
         if slots.is_empty() {
             return Ok(());
         }
-        let mut st = self.lock();
+        let end = self.slots.load(Ordering::Acquire);
         for &slot in slots {
-            if slot >= st.slots {
-                return Err(StorageError::new(
-                    ErrorKind::Corrupt,
-                    format!(
-                        "payload key {slot} is past the end of {}",
-                        self.path.display()
-                    ),
-                ));
+            if slot >= end {
+                tracing::warn!(slot, file = %self.path.display(), "no such payload key to destroy");
+                continue;
             }
             self.file
                 .write_all_at(&[0; SLOT as usize], HEADER + slot * SLOT)
                 .map_err(io(&self.path, "destroy a key in"))?;
-            st.cache.remove(&(slot / PAGE));
+            lock(&self.cache).remove(&(slot / PAGE));
         }
         self.file.sync_data().map_err(io(&self.path, "sync"))?;
         Ok(())
@@ -254,8 +270,10 @@ mod tests {
     fn keys_are_durable_distinct_and_destroyed_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let keys = Keys::open(dir.path(), true).unwrap();
-        let (a, ka) = keys.take().unwrap();
-        let (b, kb) = keys.take().unwrap();
+        let (a, ka) = keys.take().map(|t| (t.slot, t.key)).unwrap();
+        let b = keys.take().unwrap();
+        assert_eq!(b.made, None, "from the same pool");
+        let (b, kb) = (b.slot, b.key);
         assert_eq!((a, b), (0, 1));
         assert_ne!(ka, kb);
         keys.destroy(&[a]).unwrap();
@@ -268,10 +286,12 @@ mod tests {
         assert_eq!(keys.id(), id);
         assert_eq!(keys.read(a).unwrap(), None);
         assert_eq!(keys.read(b).unwrap(), Some(kb));
-        assert_eq!(keys.take().unwrap().0, POOL);
+        let next = keys.take().unwrap();
+        assert_eq!((next.slot, next.made), (POOL, Some(2 * POOL)));
         let raw = std::fs::read(dir.path().join(FILE)).unwrap();
         assert!(!raw.windows(32).any(|w| w == ka), "a destroyed key is gone");
         assert!(keys.read(POOL * 2).is_err());
+        assert_eq!(keys.len(), 2 * POOL);
     }
 
     #[test]

@@ -49,7 +49,15 @@
 //! Tree `snapshots` maps a seq to the projection as of that seq (derived
 //! data: a damaged or missing snapshot is rebuilt from the log), encrypted
 //! under a key of its own: `'E' | key slot (8) | encrypted JSON`. Tree
-//! `meta` holds the key file's id under `keys`.
+//! `meta` holds the key file's id under `keys` and how many of its keys
+//! the log may have used under `keys-used`. `0xFF 'S'` in `events` names
+//! the seqs whose payloads a redaction written has still to remove.
+//!
+//! Records and snapshots written before payloads were encrypted (format 2,
+//! snapshots in the clear) are stripped on redaction like the others, but
+//! the copies of them sled still keeps are not encrypted: only a rewrite
+//! of the database into a new one (`ledger export` and import) removes
+//! those.
 //!
 //! Payloads never reach sled in the clear: records that carry any are
 //! written in format 3, encrypted under keys kept in `keys` ([`keys`]), and
@@ -94,6 +102,13 @@ const LIST: u8 = b'l';
 const LIST_PARTIAL: [u8; 2] = [INDEX, b'L'];
 /// The key of the key file's id in tree `meta`.
 const KEY_FILE_ID: &[u8] = b"keys";
+/// The key, in tree `meta`, of how many key slots the log may have used
+/// (written before any record uses a key of a new pool).
+const KEYS_USED: &[u8] = b"keys-used";
+/// Present while the payloads of the redactions of a block written are
+/// not all removed yet: their seqs (8 bytes each). Written with the block,
+/// in one batch; removed once they are; open finishes what it names.
+const STRIP_PENDING: [u8; 2] = [INDEX, b'S'];
 /// The first byte of an encrypted snapshot.
 const SEALED_SNAPSHOT: u8 = b'E';
 
@@ -393,6 +408,7 @@ pub(crate) struct Log {
     db: ::sled::Db,
     events: ::sled::Tree,
     snapshots: ::sled::Tree,
+    meta: ::sled::Tree,
     keys: Keys,
     durability: Durability,
     db_file: File,
@@ -632,7 +648,11 @@ fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<::sled::Db
 fn unsealed_record(keys: &Keys, seq: u64, bytes: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
     record::unseal(bytes, |slot| {
         keys.read(slot).map_err(|e| match e.kind() {
-            ErrorKind::Corrupt => e.at_seq(seq),
+            // A slot that names no key: damage to the record itself when
+            // its hash says so.
+            ErrorKind::Corrupt => record::check_hash(seq, bytes)
+                .err()
+                .unwrap_or_else(|| e.at_seq(seq)),
             _ => e,
         })
     })
@@ -645,9 +665,17 @@ fn unsealed_snapshot(keys: &Keys, seq: u64, value: &[u8]) -> Result<Option<Vec<u
         // Written before snapshots were encrypted.
         return Ok(Some(value.to_vec()));
     }
-    let slot = Log::snapshot_key(value)
-        .ok_or_else(|| StorageError::corrupt(seq, "snapshot is malformed"))?;
-    let Some(key) = keys.read(slot).map_err(|e| e.at_seq(seq))? else {
+    // Derived data: a snapshot whose key cannot be found is one missed.
+    let key = match Log::snapshot_key(value).map(|slot| keys.read(slot)) {
+        Some(Ok(key)) => key,
+        Some(Err(e)) if e.kind() != ErrorKind::Corrupt => return Err(e),
+        damaged => {
+            let error = damaged.and_then(Result::err).map(|e| e.to_string());
+            tracing::warn!(seq, error, "ignoring a snapshot whose key cannot be read");
+            None
+        }
+    };
+    let Some(key) = key else {
         return Ok(None);
     };
     let mut json = value[9..].to_vec();
@@ -726,16 +754,28 @@ pub(crate) fn snapshot_keys(dir: &Path) -> Result<Vec<(u64, Option<Key>)>, Stora
 /// Opens the key file, checked against the id the log keeps of it: made
 /// when the log names none (a new ledger, or one written before payloads
 /// were encrypted), its id then kept.
-fn open_keys(dir: &Path, db: &::sled::Db) -> Result<Keys, StorageError> {
-    let meta = db.open_tree("meta").map_err(storage)?;
+fn open_keys(dir: &Path, db: &::sled::Db, meta: &::sled::Tree) -> Result<Keys, StorageError> {
     let named = meta.get(KEY_FILE_ID).map_err(storage)?;
+    let used = meta
+        .get(KEYS_USED)
+        .map_err(storage)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes);
     let keys = Keys::open(dir, named.is_none())?;
     match named {
         Some(id) if id.as_ref() != keys.id() => Err(StorageError::new(
             ErrorKind::Corrupt,
             format!(
                 "the payload key file {} belongs to another ledger",
-                dir.join(keys::FILE).display()
+                keys.path().display()
+            ),
+        )),
+        Some(_) if keys.len() < used => Err(StorageError::new(
+            ErrorKind::Corrupt,
+            format!(
+                "the payload key file {} holds {} keys but the log has used up to {used}: it is older than the log (restored from an older backup?)",
+                keys.path().display(),
+                keys.len()
             ),
         )),
         Some(_) => Ok(keys),
@@ -813,7 +853,8 @@ impl Log {
         let db = open_sled(dir, &sled_dir, cache_bytes)?;
         let events = db.open_tree("events").map_err(storage)?;
         let snapshots = db.open_tree("snapshots").map_err(storage)?;
-        let keys = open_keys(dir, &db)?;
+        let meta = db.open_tree("meta").map_err(storage)?;
+        let keys = open_keys(dir, &db, &meta)?;
         let db_file = File::open(sled_dir.join("db")).map_err(|e| {
             StorageError::io(format!("cannot open {}", sled_dir.join("db").display()), e)
         })?;
@@ -825,6 +866,7 @@ impl Log {
             db,
             events,
             snapshots,
+            meta,
             keys,
             durability,
             db_file,
@@ -842,7 +884,36 @@ impl Log {
         // loss only once their directories are synced.
         sync_dir(&sled_dir)?;
         sync_dir(dir)?;
+        log.finish_strip()?;
         Ok(log)
+    }
+
+    /// Finishes the removal of payloads a redaction written did not
+    /// finish (the process ended first).
+    fn finish_strip(&self) -> Result<(), StorageError> {
+        let Some(v) = self.events.get(STRIP_PENDING).map_err(storage)? else {
+            return Ok(());
+        };
+        let seqs: Vec<u64> = v
+            .chunks_exact(8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        tracing::info!(records = seqs.len(), "finishing a redaction");
+        self.strip(&seqs)?;
+        self.events.remove(STRIP_PENDING).map_err(storage)?;
+        Ok(())
+    }
+
+    /// A fresh key for a record or snapshot; a new pool's size is recorded
+    /// in the log before any of its keys is used.
+    fn take_key(&self) -> Result<(u64, Key), StorageError> {
+        let taken = self.keys.take()?;
+        if let Some(used) = taken.made {
+            self.meta
+                .insert(KEYS_USED, &used.to_be_bytes())
+                .map_err(storage)?;
+        }
+        Ok((taken.slot, taken.key))
     }
 
     fn checkpoint_path(&self) -> PathBuf {
@@ -1010,8 +1081,9 @@ impl Log {
         let mut blocks = std::mem::take(&mut staged.full).into_iter().peekable();
         while let Some(block) = blocks.next() {
             let mut end = block.end;
-            written = if blocks.peek().is_some_and(|b| b.joined) {
-                // One append over several blocks: one sled batch.
+            written = if blocks.peek().is_some_and(|b| b.joined) || !block.strips.is_empty() {
+                // One append over several blocks, or one that redacts: one
+                // sled batch (with the redaction's seqs, until removed).
                 let mut batch = ::sled::Batch::default();
                 let mut strips = Vec::new();
                 let mut add = |b: StagedBlock| {
@@ -1026,6 +1098,10 @@ impl Log {
                     end = b.end;
                     add(b);
                 }
+                if !strips.is_empty() {
+                    let seqs: Vec<u8> = strips.iter().flat_map(|s| s.to_be_bytes()).collect();
+                    batch.insert(STRIP_PENDING.as_slice(), seqs);
+                }
                 self.events
                     .apply_batch(batch)
                     .map_err(storage)
@@ -1033,11 +1109,15 @@ impl Log {
                         // Its records are in the log: a failure to strip
                         // is repaired on open, as a lost index entry is.
                         self.appended(end);
-                        self.strip(&strips)
+                        if strips.is_empty() {
+                            return Ok(());
+                        }
+                        self.strip(&strips)?;
+                        self.events.remove(STRIP_PENDING).map_err(storage)?;
+                        Ok(())
                     })
             } else {
                 self.write_block(block.first, &block.value, &block.index)
-                    .and_then(|()| self.strip(&block.strips).map_err(|e| (true, e)))
                     .map_err(|(block_written, e)| {
                         // Its records are in the log; a failure to index
                         // them is repaired on open.
@@ -1061,11 +1141,24 @@ impl Log {
         snapshots.retain(|(seq, _)| !redacted.iter().any(|r| r.contains(seq)));
         for (seq, bytes) in snapshots {
             // Derived data: a snapshot that cannot be written is only missed.
-            if let Err(e) = self.snapshots.insert(event_key(seq), bytes) {
-                tracing::warn!(seq, error = %storage(e), "cannot write a snapshot");
+            if let Err(e) = self.insert_snapshot(seq, bytes) {
+                tracing::warn!(seq, error = %e, "cannot write a snapshot");
             }
         }
         Ok(())
+    }
+
+    /// Stores a snapshot; the key of one it replaces is destroyed (the old
+    /// copy sled keeps could be read with it).
+    fn insert_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let old = self
+            .snapshots
+            .insert(event_key(seq), bytes)
+            .map_err(storage)?;
+        match old.as_deref().and_then(Log::snapshot_key) {
+            Some(slot) => self.keys.destroy(&[slot]),
+            None => Ok(()),
+        }
     }
 
     /// Removes the payloads of the records of `seqs` (of one or more
@@ -1131,12 +1224,13 @@ impl Log {
                 i += 1;
             }
         }
+        // Whatever the log's durability: keys destroyed for a redaction a
+        // power loss took would be payloads lost without it.
         self.db.flush().map_err(storage)?;
-        if self.durability == Durability::Synced {
-            self.db_file
-                .sync_data()
-                .map_err(|e| StorageError::io("cannot sync the log", e))?;
-        }
+        self.db_file
+            .sync_data()
+            .map_err(|e| StorageError::io("cannot sync the log", e))?;
+        self.sync_blobs()?;
         self.keys.destroy(&slots)?;
         for key in snapshots {
             self.snapshots.remove(key).map_err(storage)?;
@@ -1165,7 +1259,8 @@ impl Log {
         let mut removed = 0;
         for key in self.events.range([INDEX].as_slice()..).keys() {
             let key = key.map_err(storage)?;
-            if !keep.contains(key.as_ref()) {
+            // (A redaction's pending removal is no index entry.)
+            if !keep.contains(key.as_ref()) && key.as_ref() != STRIP_PENDING.as_slice() {
                 self.events.remove(&key).map_err(storage)?;
                 removed += 1;
             }
@@ -1387,7 +1482,7 @@ impl Store for Log {
             .iter()
             .map(|d| {
                 record::may_carry(&d.event.kind)
-                    .then(|| self.keys.take())
+                    .then(|| self.take_key())
                     .transpose()
             })
             .collect::<Result<Vec<Option<(u64, Key)>>, _>>()
@@ -1551,9 +1646,19 @@ impl Store for Log {
         let mut open: std::vec::IntoIter<StoredRecord> = Vec::new().into_iter();
         let mut failed = false;
         Box::new(std::iter::from_fn(move || loop {
-            if let Some(item) = open.next() {
-                last = item.0;
-                return Some(Ok(item));
+            if let Some((seq, stored)) = open.next() {
+                // Decrypted one by one: damage is found at its own seq.
+                return Some(match self.readable(seq, stored) {
+                    Ok(bytes) => {
+                        last = seq;
+                        Ok((seq, bytes))
+                    }
+                    Err(e) => {
+                        failed = true;
+                        open = Vec::new().into_iter();
+                        Err(e)
+                    }
+                });
             }
             if failed {
                 return None;
@@ -1579,15 +1684,13 @@ impl Store for Log {
                         if first < from {
                             return Ok(Vec::new());
                         }
-                        return Ok(vec![(first, self.readable(first, Bytes::new(v))?)]);
+                        return Ok(vec![(first, Bytes::new(v))]);
                     }
-                    record::split(first, &v)?
+                    Ok(record::split(first, &v)?
                         .into_iter()
                         .filter(|(seq, _)| *seq >= from)
-                        .map(|(seq, range)| {
-                            Ok((seq, self.readable(seq, Bytes::new(Part(v.clone(), range)))?))
-                        })
-                        .collect()
+                        .map(|(seq, range)| (seq, Bytes::new(Part(v.clone(), range))))
+                        .collect())
                 });
             match opened {
                 Ok(records) => open = records.into_iter(),
@@ -1669,7 +1772,7 @@ impl Store for Log {
 
     /// Stores a snapshot as of `seq`, encrypted under a key of its own.
     fn put_snapshot(&self, seq: u64, mut bytes: Vec<u8>) -> Result<(), StorageError> {
-        let (slot, key) = self.keys.take()?;
+        let (slot, key) = self.take_key()?;
         record::seal_value(&key, &mut bytes);
         let mut sealed = Vec::with_capacity(9 + bytes.len());
         sealed.push(SEALED_SNAPSHOT);
@@ -1683,10 +1786,7 @@ impl Store for Log {
                 return Ok(());
             }
         }
-        self.snapshots
-            .insert(event_key(seq), bytes)
-            .map(|_| ())
-            .map_err(storage)
+        self.insert_snapshot(seq, bytes)
     }
 
     /// Snapshots at or below `seq`, newest first, decrypted (those whose
@@ -1717,12 +1817,9 @@ impl Store for Log {
             let (k, v) = item.map_err(storage)?;
             let seq = seq_of(&k)
                 .ok_or_else(|| StorageError::new(ErrorKind::Corrupt, "malformed snapshot key"))?;
-            if let Some(slot) = Log::snapshot_key(&v) {
-                if self.keys.read(slot).map_err(|e| e.at_seq(seq))?.is_none() {
-                    continue;
-                }
+            if unsealed_snapshot(&self.keys, seq, &v)?.is_some() {
+                seqs.push(seq);
             }
-            seqs.push(seq);
         }
         Ok(seqs)
     }
