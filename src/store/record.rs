@@ -579,6 +579,33 @@ pub(crate) fn unseal<E>(
     bytes: &[u8],
     key_of: impl FnOnce(u64) -> Result<Option<Key>, E>,
 ) -> Result<Option<Vec<u8>>, E> {
+    if !is_sealed(bytes) {
+        return Ok(None);
+    }
+    let mut out = bytes.to_vec();
+    let len = unseal_in_place(&mut out, key_of)?.expect("a sealed record");
+    out.truncate(len);
+    Ok(Some(out))
+}
+
+/// Whether a record as stored holds encrypted payloads.
+pub(crate) fn is_sealed(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&FORMAT_SEALED)
+        && layout(0, bytes).is_ok_and(|l| l.skeleton.end < bytes.len())
+}
+
+/// [`unseal`] in place: decrypts the payloads of the format-3 record
+/// `bytes`, or when its key was destroyed, returns the length of the
+/// record without them (its first bytes); `None` when it holds no
+/// encrypted payloads.
+///
+/// # Errors
+///
+/// What `key_of` returns.
+pub(crate) fn unseal_in_place<E>(
+    bytes: &mut [u8],
+    key_of: impl FnOnce(u64) -> Result<Option<Key>, E>,
+) -> Result<Option<usize>, E> {
     let Ok(Layout {
         key: Some(slot),
         skeleton,
@@ -593,11 +620,10 @@ pub(crate) fn unseal<E>(
     }
     Ok(Some(match key_of(slot)? {
         Some(key) => {
-            let mut out = bytes.to_vec();
-            keystream(&key, &mut out[end..]);
-            out
+            keystream(&key, &mut bytes[end..]);
+            bytes.len()
         }
-        None => bytes[..end].to_vec(),
+        None => end,
     }))
 }
 

@@ -17,11 +17,13 @@
 //!   | slot 0: key [u8; 32] | slot 1 | …
 //! ```
 //!
-//! A slot of zeros is a key destroyed. Keys are made ahead, [`POOL`] at a
-//! time, written and synced before any is handed out: a record is written
-//! to sled only with a key already durable, at the cost of one sync per
-//! [`POOL`] records. Slots made but not handed out before the process ends
-//! stay unused. The file id is kept in sled too (`0xFF 'K'`), so that a
+//! A slot of zeros is a key destroyed. Keys are made ahead in pools,
+//! written and synced before any is handed out: a record is written to
+//! sled only with a key already durable. A process's first pool holds
+//! [`FIRST_POOL`] keys and each next one twice as many, up to
+//! [`LAST_POOL`]: a short-lived command leaves few unused, a server syncs
+//! once per 4,096 records at most. Slots made but not handed out before
+//! the process ends stay unused. The file id is kept in sled too (`0xFF 'K'`), so that a
 //! key file lost, or one from another ledger, is found on open instead of
 //! being read as the wrong keys.
 //!
@@ -45,8 +47,10 @@ pub(crate) const FILE: &str = "keys";
 const MAGIC: &[u8; 8] = b"ELKEYS\x00\x01";
 const HEADER: u64 = 32;
 const SLOT: u64 = 32;
-/// Keys made (and synced) at a time.
-pub(crate) const POOL: u64 = 256;
+/// Keys in a process's first pool.
+pub(crate) const FIRST_POOL: u64 = 64;
+/// Keys in a pool at most.
+pub(crate) const LAST_POOL: u64 = 4096;
 /// Slots read from the file at a time, and how many such pages are cached.
 const PAGE: u64 = 128;
 const CACHED_PAGES: usize = 256;
@@ -65,6 +69,8 @@ pub(crate) struct Keys {
     pool: Mutex<std::ops::Range<u64>>,
     /// Pages of slots read, by page number.
     cache: Mutex<HashMap<u64, Vec<u8>>>,
+    /// The size of the last pool made (0: none yet).
+    pooled: AtomicU64,
 }
 
 /// A key handed out by [`Keys::take`].
@@ -148,6 +154,7 @@ impl Keys {
             slots: AtomicU64::new(slots),
             pool: Mutex::new(slots..slots),
             cache: Mutex::default(),
+            pooled: AtomicU64::new(0),
         })
     }
 
@@ -175,7 +182,12 @@ impl Keys {
         let mut pool = lock(&self.pool);
         let mut made = None;
         if pool.is_empty() {
-            let mut bytes = vec![0u8; (POOL * SLOT) as usize];
+            let size = match self.pooled.load(Ordering::Relaxed) {
+                0 => FIRST_POOL,
+                last => (last * 2).min(LAST_POOL),
+            };
+            self.pooled.store(size, Ordering::Relaxed);
+            let mut bytes = vec![0u8; (size * SLOT) as usize];
             getrandom::getrandom(&mut bytes).map_err(|e| {
                 StorageError::new(ErrorKind::Io, format!("no random bytes for keys: {e}"))
             })?;
@@ -184,9 +196,9 @@ impl Keys {
                 .write_all_at(&bytes, HEADER + first * SLOT)
                 .and_then(|()| self.file.sync_data())
                 .map_err(io(&self.path, "write keys to"))?;
-            self.slots.store(first + POOL, Ordering::Release);
-            *pool = first..first + POOL;
-            made = Some(first + POOL);
+            self.slots.store(first + size, Ordering::Release);
+            *pool = first..first + size;
+            made = Some(first + size);
         }
         let slot = pool.next().expect("a pool just filled");
         drop(pool);
@@ -287,11 +299,17 @@ mod tests {
         assert_eq!(keys.read(a).unwrap(), None);
         assert_eq!(keys.read(b).unwrap(), Some(kb));
         let next = keys.take().unwrap();
-        assert_eq!((next.slot, next.made), (POOL, Some(2 * POOL)));
+        assert_eq!((next.slot, next.made), (FIRST_POOL, Some(2 * FIRST_POOL)));
+        // Pools grow as a process uses them, up to a bound.
+        let mut made = vec![next.made.unwrap()];
+        made.extend((0..20_000).filter_map(|_| keys.take().unwrap().made));
+        let sizes: Vec<u64> = made.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(&sizes[..5], [128, 256, 512, 1024, 2048]);
+        assert!(sizes.len() > 5, "{sizes:?}");
+        assert!(sizes[5..].iter().all(|&n| n == LAST_POOL), "{sizes:?}");
         let raw = std::fs::read(dir.path().join(FILE)).unwrap();
         assert!(!raw.windows(32).any(|w| w == ka), "a destroyed key is gone");
-        assert!(keys.read(POOL * 2).is_err());
-        assert_eq!(keys.len(), 2 * POOL);
+        assert!(keys.read(keys.len()).is_err());
     }
 
     #[test]

@@ -394,11 +394,21 @@ impl SyncState {
 
 /// One record of a stored block: the block's value, shared, and where the
 /// record is in it.
-struct Part(::sled::IVec, std::ops::Range<usize>);
+struct Part<T = ::sled::IVec>(T, std::ops::Range<usize>);
 
-impl AsRef<[u8]> for Part {
+impl<T: AsRef<[u8]>> AsRef<[u8]> for Part<T> {
     fn as_ref(&self) -> &[u8] {
-        &self.0[self.1.clone()]
+        &self.0.as_ref()[self.1.clone()]
+    }
+}
+
+/// A block decrypted, which its records share.
+#[derive(Clone)]
+struct Shared(std::sync::Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -646,15 +656,17 @@ fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<::sled::Db
 /// removed when their key was destroyed (as [`record::unseal`]); `None`
 /// when it is readable as it is.
 fn unsealed_record(keys: &Keys, seq: u64, bytes: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-    record::unseal(bytes, |slot| {
-        keys.read(slot).map_err(|e| match e.kind() {
-            // A slot that names no key: damage to the record itself when
-            // its hash says so.
-            ErrorKind::Corrupt => record::check_hash(seq, bytes)
-                .err()
-                .unwrap_or_else(|| e.at_seq(seq)),
-            _ => e,
-        })
+    record::unseal(bytes, |slot| key_of(keys, seq, bytes, slot))
+}
+
+/// The key in `slot` of record `seq` as stored (`bytes`); a slot that
+/// names no key is damage to the record itself when its hash says so.
+fn key_of(keys: &Keys, seq: u64, bytes: &[u8], slot: u64) -> Result<Option<Key>, StorageError> {
+    keys.read(slot).map_err(|e| match e.kind() {
+        ErrorKind::Corrupt => record::check_hash(seq, bytes)
+            .err()
+            .unwrap_or_else(|| e.at_seq(seq)),
+        _ => e,
     })
 }
 
@@ -1026,6 +1038,11 @@ impl Log {
         st.synced = seq;
         st.visible = seq;
         Ok(())
+    }
+
+    /// The key in `slot` of record `seq` as stored ([`key_of`]).
+    fn key_of(&self, seq: u64, bytes: &[u8], slot: u64) -> Result<Option<Key>, StorageError> {
+        key_of(&self.keys, seq, bytes, slot)
     }
 
     /// Record `seq` as stored, made readable ([`unsealed_record`]).
@@ -1643,12 +1660,14 @@ impl Store for Log {
         let mut entries = self
             .events
             .range(event_key(start).as_slice()..[INDEX].as_slice());
-        let mut open: std::vec::IntoIter<StoredRecord> = Vec::new().into_iter();
+        type Opened = (u64, Result<Bytes, StorageError>);
+        let mut open: std::vec::IntoIter<Opened> = Vec::new().into_iter();
         let mut failed = false;
         Box::new(std::iter::from_fn(move || loop {
-            if let Some((seq, stored)) = open.next() {
-                // Decrypted one by one: damage is found at its own seq.
-                return Some(match self.readable(seq, stored) {
+            if let Some((seq, read)) = open.next() {
+                // Each record decrypted on its own: damage is found at its
+                // own seq, after the records before it.
+                return Some(match read {
                     Ok(bytes) => {
                         last = seq;
                         Ok((seq, bytes))
@@ -1684,12 +1703,36 @@ impl Store for Log {
                         if first < from {
                             return Ok(Vec::new());
                         }
-                        return Ok(vec![(first, Bytes::new(v))]);
+                        return Ok(vec![(first, self.readable(first, Bytes::new(v)))]);
                     }
-                    Ok(record::split(first, &v)?
+                    let parts = record::split(first, &v)?;
+                    let parts = parts.into_iter().filter(|(seq, _)| *seq >= from);
+                    if !parts.clone().any(|(_, r)| record::is_sealed(&v[r])) {
+                        return Ok(parts
+                            .map(|(seq, range)| (seq, Ok(Bytes::new(Part(v.clone(), range)))))
+                            .collect());
+                    }
+                    // One copy of the block, decrypted in place record by
+                    // record, which its records then share.
+                    let mut block = v.to_vec();
+                    let parts: Vec<_> = parts
+                        .map(|(seq, mut range)| {
+                            let opened =
+                                record::unseal_in_place(&mut block[range.clone()], |slot| {
+                                    self.key_of(seq, &v[range.clone()], slot)
+                                });
+                            if let Ok(Some(len)) = opened {
+                                range.end = range.start + len;
+                            }
+                            (seq, range, opened.map(|_| ()))
+                        })
+                        .collect();
+                    let block = Shared(std::sync::Arc::new(block));
+                    Ok(parts
                         .into_iter()
-                        .filter(|(seq, _)| *seq >= from)
-                        .map(|(seq, range)| (seq, Bytes::new(Part(v.clone(), range))))
+                        .map(|(seq, range, opened)| {
+                            (seq, opened.map(|()| Bytes::new(Part(block.clone(), range))))
+                        })
                         .collect())
                 });
             match opened {
