@@ -33,6 +33,7 @@ mod open;
 mod read;
 mod replay;
 mod report;
+mod retention;
 mod subscription;
 mod time_travel;
 mod verify;
@@ -42,6 +43,7 @@ mod writer;
 pub use list::{Cursor, ListFilter, ListPage};
 pub use open::{Clock, LedgerBuilder, SystemClock};
 pub use report::{AcceptedTail, At, Change, Head, IndexRebuild, Stats, Submitted, VerifyReport};
+pub use retention::{RetentionPolicy, RetentionReport, TenantRetention};
 pub use subscription::Subscription;
 pub use writer::{Command, Pending};
 

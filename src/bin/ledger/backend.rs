@@ -346,6 +346,22 @@ impl Backend {
         }
     }
 
+    /// Applies a retention policy (in the server, when it is served).
+    pub(crate) fn apply_retention(
+        &self,
+        policy: &execution_ledger::RetentionPolicy,
+        dry_run: bool,
+    ) -> Result<execution_ledger::RetentionReport> {
+        match self {
+            Backend::Local(l) => Ok(l.retain(policy, dry_run, |_| {}).map_err(fail)?),
+            Backend::Remote(r) => r.call(
+                r.client
+                    .post(r.url("/v1/retention"))
+                    .json(&serde_json::json!({ "policy": policy, "dryRun": dry_run })),
+            ),
+        }
+    }
+
     pub(crate) fn reindex(&self) -> Result<IndexRebuild> {
         match self {
             Backend::Local(l) => Ok(l.rebuild_index()?),

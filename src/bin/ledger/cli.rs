@@ -128,6 +128,19 @@ pub(crate) enum Command {
     Hold(RetainArgs),
     /// Release an execution's legal hold.
     ReleaseHold(RetainArgs),
+    /// Apply a retention policy now: redact the payloads of the settled
+    /// executions kept longer after settling than their tenant's policy
+    /// allows (legal holds, an execution's or a whole tenant's, win); prints
+    /// what it did. A policy is JSON: {"tenants": {"acme": {"redactAfter":
+    /// "30d", "hold": "why"}}, "default": {"redactAfter": "90d"}}.
+    Retain {
+        /// The policy (default: DATA_DIR/retention.json).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Count what it would redact, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Release a held deferred execution: it becomes runnable.
     Release {
         /// The execution.
@@ -262,6 +275,8 @@ pub(crate) enum Command {
         /// named).
         #[arg(long)]
         exit_when_idle: bool,
+        #[command(flatten)]
+        retention: RetentionArgs,
         /// Hold each attempt its workers run under a lease of this many
         /// milliseconds, renewed every third of it: when this process stops,
         /// the others sharing its database take its attempts back once
@@ -345,6 +360,8 @@ pub(crate) enum Command {
         #[allow(rustdoc::invalid_html_tags)]
         #[arg(long)]
         keys: Option<PathBuf>,
+        #[command(flatten)]
+        retention: RetentionArgs,
         /// Hold each attempt its workers run under a lease of this many
         /// milliseconds, renewed every third of it: when this process stops,
         /// the others sharing its database take its attempts back once
@@ -407,6 +424,48 @@ pub(crate) struct RetainArgs {
     /// Who asks (recorded; default: the user running the command).
     #[arg(long)]
     pub(crate) by: Option<String>,
+}
+
+/// A retention policy applied in the background (`serve`, `run`).
+#[derive(Debug, Args)]
+pub(crate) struct RetentionArgs {
+    /// Apply this retention policy (JSON, as `ledger retain` takes) now and
+    /// then every --retain-every seconds while it runs.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) retention: Option<PathBuf>,
+    /// How often the retention policy is applied.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=86_400), requires = "retention")]
+    pub(crate) retain_every: u32,
+}
+
+impl RetentionArgs {
+    /// The policy, read, and how often to apply it.
+    pub(crate) fn load(
+        &self,
+    ) -> anyhow::Result<Option<(execution_ledger::RetentionPolicy, std::time::Duration)>> {
+        self.retention
+            .as_deref()
+            .map(|file| {
+                let policy = read_policy(file, "--retention")?;
+                Ok((
+                    policy,
+                    std::time::Duration::from_secs(self.retain_every.into()),
+                ))
+            })
+            .transpose()
+    }
+}
+
+/// The retention policy in `file`; a file that cannot be read or parsed is
+/// a usage error naming `flag` and the file.
+pub(crate) fn read_policy(
+    file: &std::path::Path,
+    flag: &str,
+) -> anyhow::Result<execution_ledger::RetentionPolicy> {
+    let bytes =
+        std::fs::read(file).map_err(|e| Usage(format!("{flag} {}: {e}", file.display())))?;
+    execution_ledger::RetentionPolicy::from_json(&bytes)
+        .map_err(|e| Usage(format!("{flag} {}: {e}", file.display())).into())
 }
 
 #[derive(Debug, Args)]

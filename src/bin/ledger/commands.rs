@@ -33,11 +33,20 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             workers,
             grace_secs,
             exit_when_idle,
+            retention,
             lease_ms,
         } => {
             let grace = std::time::Duration::from_secs((*grace_secs).into());
             let lease = lease_ms.map(std::time::Duration::from_millis);
-            return crate::run::run(cli, *workers as usize, grace, *exit_when_idle, lease);
+            let retention = retention.load()?;
+            return crate::run::run(
+                cli,
+                *workers as usize,
+                grace,
+                *exit_when_idle,
+                lease,
+                retention,
+            );
         }
         Command::Demo { dir } => return crate::demo::run(cli, dir.clone(), out),
         Command::Worker {
@@ -68,6 +77,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             workers,
             grace_secs,
             keys,
+            retention,
             lease_ms,
         } => {
             // Global flags that mean nothing to a server are refused, not ignored.
@@ -87,7 +97,16 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             }
             let grace = std::time::Duration::from_secs((*grace_secs).into());
             let lease = lease_ms.map(std::time::Duration::from_millis);
-            return crate::serve::run(cli, *listen, *workers as usize, grace, keys.clone(), lease);
+            let retention = retention.load()?;
+            return crate::serve::run(
+                cli,
+                *listen,
+                *workers as usize,
+                grace,
+                keys.clone(),
+                lease,
+                retention,
+            );
         }
         Command::Bench {
             quick,
@@ -161,6 +180,18 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             };
             let after = backend.retain(a.id, what, &a.reason, by_or_user(&a.by))?;
             retained(out, cli.json, &after, done)?;
+        }
+        Command::Retain { policy, dry_run } => {
+            let file = policy
+                .clone()
+                .unwrap_or_else(|| cli.data_dir.join("retention.json"));
+            let policy = crate::cli::read_policy(&file, "--policy")?;
+            let report = backend.apply_retention(&policy, *dry_run)?;
+            if cli.json {
+                json_line(out, &report)?;
+            } else {
+                writeln!(out, "{}", output::retention(&report))?;
+            }
         }
         Command::Release { id } => {
             let after = backend.release(*id)?;

@@ -143,6 +143,24 @@ pub(crate) fn detail(event: &Event) -> String {
 }
 
 /// The statuses' names, for messages: `queued, running, …`.
+/// What a retention pass did, in a line.
+pub(crate) fn retention(r: &execution_ledger::RetentionReport) -> String {
+    let verb = if r.dry_run {
+        "would redact"
+    } else {
+        "redacted"
+    };
+    let count = if r.dry_run {
+        r.due - r.held
+    } else {
+        r.redacted
+    };
+    format!(
+        "{verb} {count} of {} settled executions looked at ({} due, {} kept under legal hold, {} redacted before)",
+        r.examined, r.due, r.held, r.already
+    )
+}
+
 pub(crate) fn statuses() -> String {
     execution_ledger::BackgroundExecutionStatus::ALL
         .map(|s| s.as_str())

@@ -134,6 +134,7 @@ pub(crate) fn run(
     grace: Duration,
     exit_when_idle: bool,
     lease: Option<Duration>,
+    retention: Option<(execution_ledger::RetentionPolicy, Duration)>,
 ) -> Result<()> {
     let ledger = crate::backend::open(&cli.location())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -167,6 +168,8 @@ pub(crate) fn run(
             None,
         )
         .await?;
+        let retaining = retention
+            .map(|(policy, every)| crate::serve::spawn_retention(ledger.clone(), policy, every));
         let later = loop {
             tokio::select! {
                 signal = &mut stop => {
@@ -178,6 +181,9 @@ pub(crate) fn run(
                 () = tokio::time::sleep(Duration::from_millis(200)) => monitor.render(),
             }
         };
+        if let Some(task) = retaining {
+            task.abort();
+        }
         serving.stop(grace).await?;
         anyhow::Ok((monitor.finish(), later))
     })?;

@@ -809,6 +809,53 @@ async fn reindex(
     Ok(Json(done.map_err(ApiError::internal)?))
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PolicyBody {
+    policy: execution_ledger::RetentionPolicy,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Applies a retention policy now (admin only).
+async fn retention(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<execution_ledger::RetentionReport>> {
+    admin_only(&state, &headers)?;
+    let body: PolicyBody = body_json(body, false)?.expect("an empty body is refused");
+    let ledger = state.ledger.clone();
+    let done = blocking(move || ledger.retain(&body.policy, body.dry_run, |_| {})).await;
+    Ok(Json(done?))
+}
+
+/// Applies `policy` now and then every `every`, until the task is
+/// aborted; a pass that redacted or kept anything says so on stderr.
+pub(crate) fn spawn_retention(
+    ledger: Ledger,
+    policy: execution_ledger::RetentionPolicy,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let policy = Arc::new(policy);
+    tokio::spawn(async move {
+        loop {
+            let (l, p) = (ledger.clone(), policy.clone());
+            match tokio::task::spawn_blocking(move || l.retain(&p, false, |_| {})).await {
+                Ok(Ok(r)) if r.redacted > 0 || r.held > 0 => {
+                    let _ = writeln_stderr(&format!("retention: {}", crate::output::retention(&r)));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    let _ = writeln_stderr(&format!("retention pass failed: {e}"));
+                }
+                Err(_) => return,
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
 /// The log up to the head as it is now, as JSON lines, streamed: a
 /// failure while reading ends the response early, as an error the client
 /// sees, not as a short export.
@@ -1093,6 +1140,7 @@ fn router(state: Shared) -> Router {
         .route("/v1/verify", post(verify))
         .route("/v1/export", get(export))
         .route("/v1/reindex", post(reindex))
+        .route("/v1/retention", post(retention))
         .route("/v1/openapi.json", get(openapi))
         .merge(console::routes())
         .fallback(fallback)
@@ -1289,6 +1337,7 @@ pub(crate) fn run(
     grace: Duration,
     keys: Option<PathBuf>,
     lease: Option<Duration>,
+    retention: Option<(execution_ledger::RetentionPolicy, Duration)>,
 ) -> Result<()> {
     if keys.is_none() && !listen.ip().is_loopback() {
         return Err(Usage(format!(
@@ -1309,13 +1358,17 @@ pub(crate) fn run(
         // Where the ledger is, without a database URL's password.
         let place = ledger.path().display().to_string();
         let mut serving =
-            Serving::start(cli.dir(), ledger, Arc::new(runtime), listen, keys).await?;
+            Serving::start(cli.dir(), ledger.clone(), Arc::new(runtime), listen, keys).await?;
         let _ = writeln_stderr(&format!("serving {} on {}", place, serving.url));
+        let retaining = retention.map(|(policy, every)| spawn_retention(ledger, policy, every));
         let signal = tokio::select! {
             signal = stop => signal,
             err = serving.ended() => return Err(err),
         };
         let _ = writeln_stderr(&stopping(signal, grace));
+        if let Some(task) = retaining {
+            task.abort();
+        }
         serving.stop(grace).await
     })
 }
