@@ -114,7 +114,7 @@ impl Claim {
         self.lease
     }
 
-    fn validate(&self) -> Result<(), CommandError> {
+    pub(crate) fn validate(&self) -> Result<(), CommandError> {
         if self.max == 0 || self.max > MAX_CLAIM {
             return Err(CommandError::invalid(format!(
                 "max must be 1-{MAX_CLAIM}, not {}",

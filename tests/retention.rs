@@ -73,16 +73,32 @@ fn policies_redact_after_their_span_and_holds_win() {
     let acme: Vec<ExecutionId> = (0..3).map(|_| settled(&ledger, "acme")).collect();
     let globex: Vec<ExecutionId> = (0..2).map(|_| settled(&ledger, "globex")).collect();
     let initech = settled(&ledger, "initech");
-    ledger.hold(acme[2], "audit", None).wait().unwrap();
-    // Settled later: not due when the others are.
+    // Submitted now, settled on day 5: due from day 35, not day 30.
+    let mut s = Submission::new("mail");
+    s.input = Some("secret of acme".into());
+    let slow = ledger
+        .submit(&tenant("acme"), s)
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id;
     clock.advance(TimeDelta::days(5));
+    let c = ledger.claim(Some("w")).wait().unwrap().unwrap();
+    assert_eq!(c.execution_id, slow);
+    ledger
+        .complete(slow, 1, serde_json::json!("done"))
+        .wait()
+        .unwrap();
+    // Held on day 5: a hold does not move when it settled.
+    ledger.hold(acme[2], "audit", None).wait().unwrap();
+    // Submitted and settled later: not due when the others are.
     let late = settled(&ledger, "acme");
 
     // Day 10: acme's are kept (30 days); globex's are due but its tenant
     // is held.
     clock.advance(TimeDelta::days(5));
     let head = ledger.head().seq;
-    let report = ledger.retain(&policy, false, |_| {}).unwrap();
+    let report = ledger.retain(&policy, false, go).unwrap();
     assert_eq!(
         (report.examined, report.due, report.redacted, report.held),
         (2, 2, 0, 2),
@@ -91,23 +107,31 @@ fn policies_redact_after_their_span_and_holds_win() {
     assert_eq!(ledger.head().seq, head, "nothing appended");
 
     // Day 31: the first three of acme's are due, one under its own hold;
-    // the late one (settled on day 5) is not.
+    // the slow one (submitted before, settled on day 5) and the late one
+    // are not.
     clock.advance(TimeDelta::days(21));
     let mut seen = Vec::new();
     let dry = ledger
-        .retain(&policy, true, |r| seen.push(r.examined))
+        .retain(&policy, true, |r| {
+            seen.push(r.examined);
+            go(r)
+        })
         .unwrap();
     let counts =
         |r: &RetentionReport| (r.dry_run, r.examined, r.due, r.redacted, r.held, r.already);
-    assert_eq!(counts(&dry), (true, 5, 5, 0, 3, 0), "{dry:?}");
-    assert_eq!(seen, [1, 2, 3, 4, 5], "progress after each one looked at");
+    assert_eq!(counts(&dry), (true, 6, 5, 0, 3, 0), "{dry:?}");
+    assert_eq!(
+        seen,
+        [1, 2, 3, 4, 5, 6],
+        "progress after each one looked at"
+    );
     assert_eq!(ledger.head().seq, head, "a dry run appends nothing");
     assert!(acme.iter().all(|id| !redacted(&ledger, *id)));
 
-    let done = ledger.retain(&policy, false, |_| {}).unwrap();
+    let done = ledger.retain(&policy, false, go).unwrap();
     assert_eq!(
         (done.examined, done.due, done.redacted, done.held),
-        (5, 5, 2, 3),
+        (6, 5, 2, 3),
         "{done:?}"
     );
     assert_eq!(ledger.head().seq, head + 2);
@@ -119,6 +143,10 @@ fn policies_redact_after_their_span_and_holds_win() {
     );
     assert!(!redacted(&ledger, initech), "no policy, kept");
     assert!(!redacted(&ledger, late), "not due yet");
+    assert!(
+        !redacted(&ledger, slow),
+        "due from its settling, not its submission"
+    );
     let last = ledger.history(acme[0]).unwrap().pop().unwrap();
     let EventKind::Redacted { by, reason } = &last.kind else {
         panic!("redacted last: {last:?}")
@@ -130,20 +158,40 @@ fn policies_redact_after_their_span_and_holds_win() {
         .contains("secret"));
 
     // Again: nothing more to do, nothing appended.
-    let again = ledger.retain(&policy, false, |_| {}).unwrap();
+    let again = ledger.retain(&policy, false, go).unwrap();
     assert_eq!((again.redacted, again.already), (0, 2), "{again:?}");
     assert_eq!(ledger.head().seq, head + 2);
 
-    // Day 36: the late one is due too; a handle scoped to another tenant
-    // touches none of acme's.
+    // Day 36: the slow and late ones are due too; a handle scoped to
+    // another tenant touches none of acme's.
     clock.advance(TimeDelta::days(5));
     let globex_handle = ledger.tenant(tenant("globex"));
-    let scoped = globex_handle.retain(&policy, false, |_| {}).unwrap();
+    let scoped = globex_handle.retain(&policy, false, go).unwrap();
     assert_eq!((scoped.examined, scoped.redacted), (2, 0), "{scoped:?}");
-    let done = ledger.retain(&policy, false, |_| {}).unwrap();
-    assert_eq!(done.redacted, 1, "{done:?}");
-    assert!(redacted(&ledger, late));
+    let done = ledger.retain(&policy, false, go).unwrap();
+    assert_eq!(done.redacted, 2, "{done:?}");
+    assert!(redacted(&ledger, late) && redacted(&ledger, slow));
     ledger.verify().unwrap();
+
+    // A pass asked to stop stops after the execution it is at; a span
+    // longer than the calendar makes nothing due.
+    let all = RetentionPolicy::from_json(br#"{"default": {"redactAfter": "0s"}}"#).unwrap();
+    let stopped = ledger
+        .retain(&all, true, |_| std::ops::ControlFlow::Break(()))
+        .unwrap();
+    assert_eq!(
+        (stopped.examined, stopped.stopped),
+        (1, true),
+        "{stopped:?}"
+    );
+    let never = RetentionPolicy::from_json(br#"{"default": {"redactAfter": "99999d"}}"#).unwrap();
+    let none = ledger.retain(&never, false, go).unwrap();
+    assert_eq!((none.examined, none.redacted), (0, 0), "{none:?}");
+}
+
+/// Goes on after each execution.
+fn go(_: &RetentionReport) -> std::ops::ControlFlow<()> {
+    std::ops::ControlFlow::Continue(())
 }
 
 mod common;
@@ -267,5 +315,40 @@ async fn serve_applies_its_policy_in_the_background_and_over_http() {
     assert!(err.to_string().contains("redactAfter"), "{err}");
     let (status, err) = pass(serde_json::json!({"policy": {}, "dry": true})).await;
     assert_eq!(status, 400, "{err}");
+    // `ledger retain` reaches the server; scoped by --tenant, it sends
+    // that tenant's part of the policy only.
+    let body = serde_json::json!({"tenantId": "globex", "callableName": "echo", "input": "x"});
+    let globex = submit_id(&c, &server, body).await;
+    let (status, _) = json_of(
+        c.get(server.url(&format!("/v1/executions/{globex}/result?wait=20s")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let both = write_policy(files.path(), r#"{"default": {"redactAfter": "0s"}}"#);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("LEDGER_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[
+        "--tenant",
+        "acme",
+        "retain",
+        "--policy",
+        both.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("redacted 0 of 1 "), "{text}");
+    let out = cli(&["retain", "--policy", both.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("redacted 1 of 2 "), "{text}");
     server.stop();
 }

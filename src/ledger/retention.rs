@@ -23,6 +23,7 @@
 //! were made by policy and when.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 
 use chrono::TimeDelta;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -30,6 +31,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::Ledger;
 use crate::error::{CommandError, ErrorKind, StorageError};
 use crate::execution::TenantId;
+use crate::machine::Refusal;
 
 /// How long each tenant's settled executions keep their payloads.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -39,8 +41,13 @@ pub struct RetentionPolicy {
     /// By tenant.
     #[serde(default)]
     pub tenants: BTreeMap<TenantId, TenantRetention>,
-    /// For the tenants not named (none, when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// For the tenants not named, and what a tenant's own leaves out
+    /// (none, when absent).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some"
+    )]
     pub default: Option<TenantRetention>,
 }
 
@@ -58,10 +65,31 @@ pub struct TenantRetention {
         deserialize_with = "span_in"
     )]
     pub redact_after: Option<TimeDelta>,
-    /// A legal hold on the whole tenant, and why: the policy redacts none
-    /// of its executions while it is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A legal hold on the whole tenant, and why (at most 4,096
+    /// characters): the policy redacts none of its executions while it is
+    /// set.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "why"
+    )]
     pub hold: Option<String>,
+}
+
+/// A field that may be left out but is not `null`.
+fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Why a tenant is held: a string of at most 4,096 characters.
+fn why<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let why = String::deserialize(d)?;
+    if why.chars().count() > 4096 {
+        return Err(serde::de::Error::custom(
+            "hold: longer than 4096 characters",
+        ));
+    }
+    Ok(Some(why))
 }
 
 impl RetentionPolicy {
@@ -76,9 +104,30 @@ impl RetentionPolicy {
             .map_err(|e| CommandError::invalid(format!("retention policy: {e}")))
     }
 
-    /// What applies to `tenant`.
-    pub fn for_tenant(&self, tenant: &TenantId) -> Option<&TenantRetention> {
-        self.tenants.get(tenant).or(self.default.as_ref())
+    /// What applies to `tenant`: its own entry, what it leaves out taken
+    /// from the default.
+    pub fn for_tenant(&self, tenant: &TenantId) -> Option<TenantRetention> {
+        let default = self.default.as_ref();
+        match self.tenants.get(tenant) {
+            Some(own) => Some(TenantRetention {
+                redact_after: own.redact_after.or(default.and_then(|d| d.redact_after)),
+                hold: own.hold.clone(),
+            }),
+            None => default.cloned(),
+        }
+    }
+
+    /// The policy as it applies to `tenant` alone (for a pass scoped to it
+    /// that runs elsewhere).
+    pub fn only(&self, tenant: &TenantId) -> RetentionPolicy {
+        RetentionPolicy {
+            tenants: self
+                .for_tenant(tenant)
+                .map(|rule| (tenant.clone(), rule))
+                .into_iter()
+                .collect(),
+            default: None,
+        }
     }
 }
 
@@ -96,23 +145,24 @@ impl TenantRetention {
 fn parse_span(text: &str) -> Result<TimeDelta, String> {
     let bad = || {
         format!(
-            "redactAfter: {text:?} is not a span; it takes a whole number and a unit: 45s, 90m, 12h, 30d"
+            "redactAfter: {text:?} is not a span; it takes a whole number and a unit: 45s, 90m, 12h, 30d (at most 999999999s, 9999999m, 999999h or 99999d)"
         )
     };
     let unit = text.chars().last().ok_or_else(bad)?;
-    let n: i64 = text[..text.len() - unit.len_utf8()]
-        .parse()
-        .ok()
-        .filter(|n| *n >= 0)
-        .ok_or_else(bad)?;
-    let seconds = match unit {
-        's' => Some(n),
-        'm' => n.checked_mul(60),
-        'h' => n.checked_mul(3600),
-        'd' => n.checked_mul(86_400),
-        _ => None,
+    let digits = &text[..text.len() - unit.len_utf8()];
+    // At most 999999999s, 9999999m, 999999h, 99999d: up to 273 years.
+    let (most, seconds) = match unit {
+        's' => (9, 1),
+        'm' => (7, 60),
+        'h' => (6, 3600),
+        'd' => (5, 86_400),
+        _ => return Err(bad()),
     };
-    seconds.and_then(TimeDelta::try_seconds).ok_or_else(bad)
+    if digits.is_empty() || digits.len() > most || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    TimeDelta::try_seconds(n * seconds).ok_or_else(bad)
 }
 
 /// A span as a policy writes it: the largest unit that divides it.
@@ -158,30 +208,49 @@ pub struct RetentionReport {
     pub held: u64,
     /// Redacted before.
     pub already: u64,
+    /// Due, but recorded before payloads could be redacted (record format
+    /// 1): kept.
+    pub unredactable: u64,
+    /// Whether it stopped before the end, as asked.
+    pub stopped: bool,
 }
 
+/// Redactions a pass has in flight at once: they share the combiner's
+/// rounds, and each round's sync.
+const IN_FLIGHT: usize = 256;
+
 impl Ledger {
+    /// Whether its storage engine can redact (the embedded one can; on
+    /// PostgreSQL, redaction is refused for now).
+    pub fn redacts(&self) -> bool {
+        self.inner.log.strips_payloads()
+    }
+
     /// Applies `policy` as of the ledger's clock: redacts the payloads of
     /// every settled execution (of this handle's tenant, when scoped) that
     /// settled longer ago than its tenant's `redactAfter`, unless it or its
     /// tenant is under legal hold. With `dry_run`, only counts. `progress`
-    /// is told the report so far after each execution looked at.
+    /// is told the report so far after each execution looked at, and stops
+    /// the pass by breaking.
     ///
     /// The pass reads the list of settled executions from the newest
-    /// submission down to the oldest that can be due, and each of those
-    /// executions' events: its cost follows the settled executions old
-    /// enough to be due, redacted or not.
+    /// submission down to the oldest, and the events of each one
+    /// submitted long enough ago to be due: its cost follows those,
+    /// redacted or not. Its redactions are carried out a few hundred at a
+    /// time, which share their syncs.
     ///
     /// # Errors
     ///
-    /// `Storage` for damaged data or a failed write; a redaction the state
-    /// machine refuses meanwhile (held or redacted by someone else since)
-    /// is counted, not an error.
+    /// `Unsupported` when the engine cannot redact (and it is no dry run);
+    /// `Storage` for damaged data, a failed write, or a list of settled
+    /// executions left incomplete (`ledger reindex` builds it). A
+    /// redaction the state machine refuses meanwhile (held or redacted by
+    /// someone else since) is counted, not an error.
     pub fn retain(
         &self,
         policy: &RetentionPolicy,
         dry_run: bool,
-        mut progress: impl FnMut(&RetentionReport),
+        mut progress: impl FnMut(&RetentionReport) -> ControlFlow<()>,
     ) -> Result<RetentionReport, CommandError> {
         let mut report = RetentionReport {
             dry_run,
@@ -190,45 +259,64 @@ impl Ledger {
         let Ok(scope) = self.within(None) else {
             return Ok(report);
         };
+        if !dry_run && !self.inner.log.strips_payloads() {
+            return Err(CommandError::Unsupported(
+                "redaction is not available on this storage engine yet (only on the embedded one)"
+                    .into(),
+            ));
+        }
+        if !self.inner.log.list_complete()? {
+            return Err(StorageError::new(
+                ErrorKind::Corrupt,
+                "the list of settled executions is incomplete (its rebuild when the ledger opened failed): run `ledger reindex`, then apply the policy again",
+            )
+            .into());
+        }
         let now = self.now();
+        // Settled at or before this is due (none, for a span before time).
         let cutoff = |tenant: &TenantId| {
             let rule = policy.for_tenant(tenant)?;
-            Some((now - rule.redact_after?, rule.hold.is_some()))
+            let after = rule.redact_after?;
+            Some((
+                now.checked_sub_signed(after),
+                rule.hold.is_some(),
+                span_text(after),
+            ))
         };
-        // The newest submission that can be due: the latest cutoff.
-        let latest = policy
-            .tenants
-            .values()
-            .chain(&policy.default)
-            .filter_map(|r| r.redact_after)
-            .map(|after| now - after)
-            .max();
-        if latest.is_none() {
-            return Ok(report);
-        }
+        let mut in_flight = Vec::new();
         for line in self.inner.log.listed_before(u64::MAX) {
             let line = line?;
             if scope.is_some_and(|t| *t != line.tenant) {
                 continue;
             }
-            let Some((before, tenant_held)) = cutoff(&line.tenant) else {
+            let Some((before, tenant_held, span)) = cutoff(&line.tenant) else {
                 continue;
             };
             // Settled after it was submitted: not due yet.
-            if line.queued_at > before {
+            let Some(before) = before.filter(|before| line.queued_at <= *before) else {
                 continue;
-            }
-            let execution = self.inner.load(line.id)?.ok_or_else(|| {
-                StorageError::new(
-                    ErrorKind::Corrupt,
-                    format!(
-                        "the list of settled executions names {}, which has no events",
-                        line.id
-                    ),
-                )
-            })?;
+            };
+            // When it settled: its last event but redactions and holds.
+            let mut settled = line.queued_at;
+            let seqs = self.inner.execution_seqs(&line.id)?;
+            let execution = self
+                .inner
+                .fold_execution(line.id, seqs, |e| {
+                    if !e.kind.is_retention() {
+                        settled = e.at;
+                    }
+                    true
+                })?
+                .ok_or_else(|| {
+                    StorageError::new(
+                        ErrorKind::Corrupt,
+                        format!(
+                            "the list of settled executions names {}, which has no events",
+                            line.id
+                        ),
+                    )
+                })?;
             report.examined += 1;
-            let settled = execution.completed_at.unwrap_or(execution.queued_at);
             if execution.redacted_at.is_some() {
                 report.already += 1;
             } else if settled <= before {
@@ -236,26 +324,46 @@ impl Ledger {
                 if execution.legal_hold || tenant_held {
                     report.held += 1;
                 } else if !dry_run {
-                    let after = policy
-                        .for_tenant(&line.tenant)
-                        .and_then(|r| r.redact_after)
-                        .map_or_else(String::new, span_text);
-                    let reason = format!("retention policy: payloads kept {after} after settling");
-                    match self
-                        .redact(line.id, reason, Some("retention policy".into()))
-                        .wait()
-                    {
-                        Ok(_) => report.redacted += 1,
-                        // Held, or redacted, since it was read.
-                        Err(CommandError::Transition(_)) => report.held += 1,
-                        Err(e) => return Err(e),
+                    let reason = format!("retention policy: payloads kept {span} after settling");
+                    in_flight.push(
+                        self.redact(line.id, reason, Some("retention policy".into()))
+                            .spawn(),
+                    );
+                    if in_flight.len() == IN_FLIGHT {
+                        settle(&mut in_flight, &mut report)?;
                     }
                 }
             }
-            progress(&report);
+            if progress(&report).is_break() {
+                report.stopped = true;
+                break;
+            }
         }
+        settle(&mut in_flight, &mut report)?;
         Ok(report)
     }
+}
+
+/// Waits for the redactions in flight and counts what became of each.
+fn settle(
+    in_flight: &mut Vec<crate::ledger::Pending<crate::execution::BackgroundExecution>>,
+    report: &mut RetentionReport,
+) -> Result<(), CommandError> {
+    let mut failed = None;
+    for pending in in_flight.drain(..) {
+        match pending.wait() {
+            Ok(_) => report.redacted += 1,
+            // Redacted, or held, since it was read.
+            Err(CommandError::Transition(t)) if t.refusal == Refusal::AlreadyRedacted => {
+                report.already += 1;
+            }
+            Err(CommandError::Transition(_)) => report.held += 1,
+            // Recorded in format 1.
+            Err(CommandError::Invalid(_)) => report.unredactable += 1,
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
@@ -275,6 +383,15 @@ mod tests {
             p.for_tenant(&acme).unwrap().redact_after,
             Some(TimeDelta::days(30))
         );
+        // A tenant's entry takes what it leaves out from the default.
+        let globex: TenantId = "globex".parse().unwrap();
+        let held = p.for_tenant(&globex).unwrap();
+        assert_eq!(
+            (held.redact_after, held.hold.as_deref()),
+            (Some(TimeDelta::minutes(90)), Some("audit"))
+        );
+        assert_eq!(p.only(&globex).tenants.len(), 1);
+        assert_eq!(p.only(&globex).default, None);
         assert_eq!(
             p.for_tenant(&other).unwrap().redact_after,
             Some(TimeDelta::minutes(90))
@@ -296,10 +413,21 @@ mod tests {
             ),
             (r#"{"tenants": {"a b": {}}}"#, "tenant"),
             (r#"{"tenant": {}}"#, "tenant"),
+            (r#"{"default": null}"#, "null"),
+            (r#"{"default": {"hold": null}}"#, "null"),
+            (r#"{"default": {"redactAfter": "+5d"}}"#, "redactAfter"),
+            (r#"{"default": {"redactAfter": "100000d"}}"#, "redactAfter"),
+            (
+                r#"{"default": {"redactAfter": "10000000m"}}"#,
+                "redactAfter",
+            ),
         ] {
             let err = RetentionPolicy::from_json(json.as_bytes()).unwrap_err();
             assert!(err.to_string().contains(names), "{json}: {err}");
         }
+        let long = format!(r#"{{"default": {{"hold": "{}"}}}}"#, "x".repeat(4097));
+        let err = RetentionPolicy::from_json(long.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("hold"), "{err}");
         assert_eq!(span_text(TimeDelta::hours(36)), "36h");
         assert_eq!(span_text(TimeDelta::seconds(0)), "0s");
     }

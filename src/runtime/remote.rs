@@ -104,6 +104,8 @@ impl Runtime {
         claim: Claim,
         wait: Duration,
     ) -> Result<Vec<BackgroundExecution>, CommandError> {
+        // Refused as it is, whatever the claim would then find.
+        claim.validate()?;
         let shared = &self.shared;
         let ledger = match tenant.clone() {
             Some(t) => shared.ledger.tenant(t),

@@ -346,19 +346,32 @@ impl Backend {
         }
     }
 
-    /// Applies a retention policy (in the server, when it is served).
+    /// Applies a retention policy (in the server, when it is served),
+    /// telling `progress` how far it got (locally).
     pub(crate) fn apply_retention(
         &self,
         policy: &execution_ledger::RetentionPolicy,
         dry_run: bool,
+        mut progress: impl FnMut(&execution_ledger::RetentionReport),
     ) -> Result<execution_ledger::RetentionReport> {
         match self {
-            Backend::Local(l) => Ok(l.retain(policy, dry_run, |_| {}).map_err(fail)?),
-            Backend::Remote(r) => r.call(
-                r.client
-                    .post(r.url("/v1/retention"))
-                    .json(&serde_json::json!({ "policy": policy, "dryRun": dry_run })),
-            ),
+            Backend::Local(l) => Ok(l
+                .retain(policy, dry_run, |r| {
+                    progress(r);
+                    std::ops::ControlFlow::Continue(())
+                })
+                .map_err(fail)?),
+            Backend::Remote(r) => {
+                // The server applies what it is sent to every tenant its
+                // key reaches: scoped by --tenant, only that tenant's part.
+                let only = r.scope.as_ref().map(|t| policy.only(t));
+                let policy = only.as_ref().unwrap_or(policy);
+                r.call(
+                    r.client
+                        .post(r.url("/v1/retention"))
+                        .json(&serde_json::json!({ "policy": policy, "dryRun": dry_run })),
+                )
+            }
         }
     }
 

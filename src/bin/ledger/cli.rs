@@ -433,7 +433,7 @@ pub(crate) struct RetentionArgs {
     /// then every --retain-every seconds while it runs.
     #[arg(long, value_name = "FILE")]
     pub(crate) retention: Option<PathBuf>,
-    /// How often the retention policy is applied.
+    /// How often the retention policy is applied, in seconds.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=86_400), requires = "retention")]
     pub(crate) retain_every: u32,
 }
@@ -464,8 +464,8 @@ pub(crate) fn read_policy(
 ) -> anyhow::Result<execution_ledger::RetentionPolicy> {
     let bytes =
         std::fs::read(file).map_err(|e| Usage(format!("{flag} {}: {e}", file.display())))?;
-    execution_ledger::RetentionPolicy::from_json(&bytes)
-        .map_err(|e| Usage(format!("{flag} {}: {e}", file.display())).into())
+    crate::decode::json(&bytes, "the file")
+        .map_err(|e| Usage(format!("{flag} {}: {}", file.display(), e.message)).into())
 }
 
 #[derive(Debug, Args)]

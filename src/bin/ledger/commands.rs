@@ -182,11 +182,25 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             retained(out, cli.json, &after, done)?;
         }
         Command::Retain { policy, dry_run } => {
-            let file = policy
-                .clone()
-                .unwrap_or_else(|| cli.data_dir.join("retention.json"));
+            let file = match (policy, cli.dir()) {
+                (Some(file), _) => file.clone(),
+                (None, Some(dir)) => dir.join("retention.json"),
+                (None, None) => {
+                    return Err(Usage(
+                        "retain on a database needs --policy FILE (there is no data directory to hold retention.json)"
+                            .into(),
+                    )
+                    .into())
+                }
+            };
             let policy = crate::cli::read_policy(&file, "--policy")?;
-            let report = backend.apply_retention(&policy, *dry_run)?;
+            let bar = output::Bar::spinner("retention");
+            let report = backend.apply_retention(&policy, *dry_run, |r| {
+                if r.examined % 64 == 0 {
+                    bar.say(output::retention(r));
+                }
+            })?;
+            bar.finish();
             if cli.json {
                 json_line(out, &report)?;
             } else {

@@ -38,8 +38,10 @@ impl std::error::Error for Refused {}
 /// What a field takes, by its path (`[]` for any array index, `*` for
 /// any key of a map), in the words of the messages.
 fn takes(path: &str) -> Option<&'static str> {
-    // A batch's submissions take what a submission takes.
+    // A batch's submissions take what a submission takes; a retention
+    // pass's policy what a policy file does.
     let path = path.strip_prefix("executions[].").unwrap_or(path);
+    let path = path.strip_prefix("policy.").unwrap_or(path);
     Some(match path {
         "." => "a JSON object",
         // Batch submissions (`POST /v1/executions/batch`).
@@ -84,6 +86,14 @@ fn takes(path: &str) -> Option<&'static str> {
         // A head kept elsewhere (`verify --checkpoint`).
         "seq" => "a whole number",
         "hash" => "64 hex digits",
+        // Retention policies (`ledger retain`, `POST /v1/retention`).
+        "policy" | "tenants" => "an object of tenants' retention",
+        "tenants.*" | "default" => "an object with redactAfter and hold",
+        "tenants.*.redactAfter" | "default.redactAfter" => {
+            "a span: a whole number and s, m, h or d (at most 999999999s, 9999999m, 999999h, 99999d)"
+        }
+        "tenants.*.hold" | "default.hold" => "a string of at most 4096 characters (why)",
+        "dryRun" => "true or false",
         // The keys file.
         "keys" => "an array of keys",
         "keys[]" => "an object",

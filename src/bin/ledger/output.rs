@@ -346,4 +346,25 @@ impl Bar {
             bar.finish_and_clear();
         }
     }
+
+    /// A spinner for work of no known length, told what it has done so far.
+    pub(crate) fn spinner(what: &str) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template(&format!("{{spinner}} {what} {{msg}}"))
+                .expect("a valid template"),
+        );
+        Bar(Some(bar))
+    }
+
+    /// What a spinner's work has done so far.
+    pub(crate) fn say(&self, msg: String) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(msg);
+            bar.tick();
+        }
+    }
 }

@@ -169,7 +169,8 @@ pub(crate) fn run(
         )
         .await?;
         let retaining = retention
-            .map(|(policy, every)| crate::serve::spawn_retention(ledger.clone(), policy, every));
+            .map(|(policy, every)| crate::serve::Retaining::start(ledger.clone(), policy, every))
+            .transpose()?;
         let later = loop {
             tokio::select! {
                 signal = &mut stop => {
@@ -181,8 +182,8 @@ pub(crate) fn run(
                 () = tokio::time::sleep(Duration::from_millis(200)) => monitor.render(),
             }
         };
-        if let Some(task) = retaining {
-            task.abort();
+        if let Some(retaining) = retaining {
+            retaining.stop().await;
         }
         serving.stop(grace).await?;
         anyhow::Ok((monitor.finish(), later))

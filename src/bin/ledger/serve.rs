@@ -825,35 +825,89 @@ async fn retention(
 ) -> ApiResult<Json<execution_ledger::RetentionReport>> {
     admin_only(&state, &headers)?;
     let body: PolicyBody = body_json(body, false)?.expect("an empty body is refused");
-    let ledger = state.ledger.clone();
-    let done = blocking(move || ledger.retain(&body.policy, body.dry_run, |_| {})).await;
+    let shared = state.clone();
+    let done = blocking(move || {
+        // A pass stops when the server does (what it did is kept).
+        shared.ledger.retain(&body.policy, body.dry_run, |_| {
+            if shared.stopping.load(Ordering::Relaxed) {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+    })
+    .await;
     Ok(Json(done?))
 }
 
-/// Applies `policy` now and then every `every`, until the task is
-/// aborted; a pass that redacted or kept anything says so on stderr.
-pub(crate) fn spawn_retention(
-    ledger: Ledger,
-    policy: execution_ledger::RetentionPolicy,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
-    let policy = Arc::new(policy);
-    tokio::spawn(async move {
-        loop {
-            let (l, p) = (ledger.clone(), policy.clone());
-            match tokio::task::spawn_blocking(move || l.retain(&p, false, |_| {})).await {
-                Ok(Ok(r)) if r.redacted > 0 || r.held > 0 => {
-                    let _ = writeln_stderr(&format!("retention: {}", crate::output::retention(&r)));
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    let _ = writeln_stderr(&format!("retention pass failed: {e}"));
-                }
-                Err(_) => return,
-            }
-            tokio::time::sleep(every).await;
+/// A retention policy applied in the background.
+pub(crate) struct Retaining {
+    stop: Arc<AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Retaining {
+    /// Applies `policy` now and then every `every`; a pass that redacted
+    /// anything, or failed, says so on stderr.
+    pub(crate) fn start(
+        ledger: Ledger,
+        policy: execution_ledger::RetentionPolicy,
+        every: Duration,
+    ) -> Result<Retaining> {
+        if !ledger.redacts() {
+            return Err(Usage(
+                "--retention: redaction is not available on this storage engine yet (only on the embedded one)"
+                    .into(),
+            )
+            .into());
         }
-    })
+        let policy = Arc::new(policy);
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (stopping, woken) = (stop.clone(), wake.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let (l, p, stop) = (ledger.clone(), policy.clone(), stopping.clone());
+                let pass = tokio::task::spawn_blocking(move || {
+                    l.retain(&p, false, |_| {
+                        if stop.load(Ordering::Relaxed) {
+                            std::ops::ControlFlow::Break(())
+                        } else {
+                            std::ops::ControlFlow::Continue(())
+                        }
+                    })
+                });
+                let line = match pass.await {
+                    Ok(Ok(r)) if r.redacted > 0 => {
+                        Some(format!("retention: {}", crate::output::retention(&r)))
+                    }
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(format!("retention pass failed: {e}")),
+                    Err(e) => Some(format!("retention pass failed: {e}")),
+                };
+                if let Some(line) = line {
+                    let _ = writeln_stderr(&line);
+                }
+                if stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = woken.notified() => return,
+                }
+            }
+        });
+        Ok(Retaining { stop, wake, task })
+    }
+
+    /// Stops it, and waits: a pass under way ends after the execution it
+    /// is at (and the redactions it has in flight).
+    pub(crate) async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+        let _ = self.task.await;
+    }
 }
 
 /// The log up to the head as it is now, as JSON lines, streamed: a
@@ -1360,14 +1414,16 @@ pub(crate) fn run(
         let mut serving =
             Serving::start(cli.dir(), ledger.clone(), Arc::new(runtime), listen, keys).await?;
         let _ = writeln_stderr(&format!("serving {} on {}", place, serving.url));
-        let retaining = retention.map(|(policy, every)| spawn_retention(ledger, policy, every));
+        let retaining = retention
+            .map(|(policy, every)| Retaining::start(ledger, policy, every))
+            .transpose()?;
         let signal = tokio::select! {
             signal = stop => signal,
             err = serving.ended() => return Err(err),
         };
         let _ = writeln_stderr(&stopping(signal, grace));
-        if let Some(task) = retaining {
-            task.abort();
+        if let Some(retaining) = retaining {
+            retaining.stop().await;
         }
         serving.stop(grace).await
     })
