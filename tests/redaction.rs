@@ -33,6 +33,14 @@ fn settled(ledger: &Ledger) -> execution_ledger::ExecutionId {
     id
 }
 
+/// Expects `verify` to find damage at `seq`, saying `what`.
+fn verify_finds(ledger: &Ledger, seq: u64, what: &str) {
+    let err = ledger.verify().expect_err("the damage is found");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert_eq!(err.seq(), Some(seq), "{err}");
+    assert!(err.to_string().contains(what), "{err}");
+}
+
 fn text_of(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap()
 }
@@ -315,10 +323,7 @@ fn payloads_brought_back_after_a_redaction_are_found_by_verify() {
         .snapshot_every(0)
         .open()
         .unwrap();
-    let err = ledger.verify().expect_err("a redaction undone is found");
-    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-    assert_eq!(err.seq(), Some(queued_seq), "{err}");
-    assert!(err.to_string().contains("still holds payloads"), "{err}");
+    verify_finds(&ledger, queued_seq, "still holds payloads");
 }
 
 #[test]
@@ -380,10 +385,7 @@ fn keys_destroyed_without_a_redaction_are_found_by_verify() {
         .snapshot_every(0)
         .open()
         .unwrap();
-    let err = ledger.verify().expect_err("a silent shredding is found");
-    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-    assert_eq!(err.seq(), Some(completed_seq), "{err}");
-    assert!(err.to_string().contains("never redacted"), "{err}");
+    verify_finds(&ledger, completed_seq, "never redacted");
     drop(ledger);
     // A key file lost, or another ledger's, is refused on open.
     std::fs::remove_file(&path).unwrap();
@@ -539,10 +541,7 @@ fn payloads_removed_without_a_redaction_are_found_by_verify() {
         tree.flush().unwrap();
     }
     let ledger = Ledger::open(dir.path()).unwrap();
-    let err = ledger.verify().expect_err("a silent removal is found");
-    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-    assert_eq!(err.seq(), Some(queued_seq), "{err}");
-    assert!(err.to_string().contains("never redacted"), "{err}");
+    verify_finds(&ledger, queued_seq, "never redacted");
 }
 
 #[test]
@@ -814,15 +813,7 @@ async fn redaction_and_holds_over_http_and_the_cli() {
         serde_json::json!({"tenantId": "acme", "callableName": "echo", "config": {"mode": "deferred"}}),
     )
     .await;
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(args)
-            .env_remove("LEDGER_DATA_DIR")
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| common::ledger_cli(dir.path(), args);
     let out = cli(&["redact", &queued, "--reason", "too early"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let line = String::from_utf8_lossy(&out.stderr);

@@ -4,27 +4,10 @@
 //! wins over the policy; a dry run counts and appends nothing; a pass over
 //! what was done already appends nothing.
 
-use std::sync::{Arc, Mutex};
-
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use execution_ledger::{
-    Clock, EventKind, ExecutionId, Ledger, RetentionPolicy, RetentionReport, Submission, TenantId,
+    EventKind, ExecutionId, Ledger, RetentionPolicy, RetentionReport, Submission, TenantId,
 };
-
-#[derive(Clone)]
-struct TestClock(Arc<Mutex<DateTime<Utc>>>);
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
-
-impl TestClock {
-    fn advance(&self, by: TimeDelta) {
-        *self.0.lock().unwrap() += by;
-    }
-}
 
 fn tenant(name: &str) -> TenantId {
     name.parse().unwrap()
@@ -55,9 +38,7 @@ fn redacted(ledger: &Ledger, id: ExecutionId) -> bool {
 #[test]
 fn policies_redact_after_their_span_and_holds_win() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = TestClock(Arc::new(Mutex::new(
-        "2026-01-01T00:00:00Z".parse().unwrap(),
-    )));
+    let clock = common::TestClock::new();
     let ledger = Ledger::builder(dir.path())
         .clock(clock.clone())
         .open()
@@ -215,15 +196,7 @@ fn ledger_retain_counts_in_a_dry_run_redacts_and_names_a_bad_field() {
     };
     let files = tempfile::tempdir().unwrap();
     let policy = write_policy(files.path(), r#"{"default": {"redactAfter": "0s"}}"#);
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(args)
-            .env_remove("LEDGER_DATA_DIR")
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| common::ledger_cli(dir.path(), args);
     let policy_arg = policy.to_str().unwrap();
     let out = cli(&["retain", "--policy", policy_arg, "--dry-run"]);
     assert!(out.status.success(), "{out:?}");
@@ -328,15 +301,7 @@ async fn serve_applies_its_policy_in_the_background_and_over_http() {
     .await;
     assert_eq!(status, 200);
     let both = write_policy(files.path(), r#"{"default": {"redactAfter": "0s"}}"#);
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(args)
-            .env_remove("LEDGER_DATA_DIR")
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| common::ledger_cli(dir.path(), args);
     let out = cli(&[
         "--tenant",
         "acme",

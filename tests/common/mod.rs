@@ -20,8 +20,23 @@ impl TestClock {
     }
 
     pub fn advance_ms(&self, ms: i64) {
-        *self.0.lock().unwrap() += chrono::Duration::milliseconds(ms);
+        self.advance(chrono::Duration::milliseconds(ms));
     }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+/// Runs the `ledger` binary on the data directory `dir` with `args`.
+pub fn ledger_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("LEDGER_DATA_DIR")
+        .output()
+        .unwrap()
 }
 
 impl execution_ledger::Clock for TestClock {
