@@ -317,3 +317,45 @@ async fn serve_applies_its_policy_in_the_background_and_over_http() {
     assert!(text.starts_with("redacted 1 of 2 "), "{text}");
     server.stop();
 }
+
+#[test]
+fn ledger_run_applies_its_policy_once_more_before_an_idle_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let policy = write_policy(files.path(), r#"{"default": {"redactAfter": "0s"}}"#);
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let out = common::ledger_cli(
+                dir.path(),
+                &[
+                    "submit",
+                    "--tenant",
+                    "acme",
+                    "--callable",
+                    "echo",
+                    "--input",
+                    &format!("secret {i}"),
+                ],
+            );
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        })
+        .collect();
+    // Nothing is settled when its first pass runs: the last one, after the
+    // run went idle, redacts them.
+    let out = common::ledger_cli(
+        dir.path(),
+        &[
+            "run",
+            "--exit-when-idle",
+            "--retention",
+            policy.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let ledger = Ledger::open(dir.path()).unwrap();
+    for id in ids {
+        assert!(redacted(&ledger, id.parse().unwrap()), "{id} redacted");
+    }
+    ledger.verify().unwrap();
+}

@@ -430,7 +430,8 @@ pub(crate) struct RetainArgs {
 #[derive(Debug, Args)]
 pub(crate) struct RetentionArgs {
     /// Apply this retention policy (JSON, as `ledger retain` takes) now and
-    /// then every --retain-every seconds while it runs.
+    /// then every --retain-every seconds while it runs (and, with `run
+    /// --exit-when-idle`, once more before it exits).
     #[arg(long, value_name = "FILE")]
     pub(crate) retention: Option<PathBuf>,
     /// How often the retention policy is applied, in seconds.

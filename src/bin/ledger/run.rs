@@ -183,7 +183,12 @@ pub(crate) fn run(
             }
         };
         if let Some(retaining) = retaining {
-            retaining.stop().await;
+            // Idle: what settled since the last pass is due too.
+            if later.is_some() {
+                retaining.finish().await;
+            } else {
+                retaining.stop().await;
+            }
         }
         serving.stop(grace).await?;
         anyhow::Ok((monitor.finish(), later))

@@ -867,6 +867,7 @@ impl Retaining {
         let wake = Arc::new(tokio::sync::Notify::new());
         let (stopping, woken) = (stop.clone(), wake.clone());
         let task = tokio::spawn(async move {
+            let mut last = false;
             loop {
                 let (l, p, stop) = (ledger.clone(), policy.clone(), stopping.clone());
                 let pass = tokio::task::spawn_blocking(move || {
@@ -889,12 +890,13 @@ impl Retaining {
                 if let Some(line) = line {
                     let _ = writeln_stderr(&line);
                 }
-                if stopping.load(Ordering::Relaxed) {
+                if last || stopping.load(Ordering::Relaxed) {
                     return;
                 }
                 tokio::select! {
                     () = tokio::time::sleep(every) => {}
-                    () = woken.notified() => return,
+                    // Stopped, or asked for a last pass.
+                    () = woken.notified() => last = true,
                 }
             }
         });
@@ -905,6 +907,13 @@ impl Retaining {
     /// is at (and the redactions it has in flight).
     pub(crate) async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+        let _ = self.task.await;
+    }
+
+    /// Ends it with one more whole pass (after the one under way, if any),
+    /// and waits for it.
+    pub(crate) async fn finish(self) {
         self.wake.notify_one();
         let _ = self.task.await;
     }
