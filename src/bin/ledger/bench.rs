@@ -594,6 +594,10 @@ pub(crate) fn run(
         progress("claims");
         results.push(scenarios::claim(&root, sizes)?);
     }
+    if wanted("retention") {
+        progress("a retention pass");
+        results.push(scenarios::retention_pass(&root, sizes)?);
+    }
     if wanted("queue") {
         results.push(scenarios::queue_vs_seed(100_000));
     }

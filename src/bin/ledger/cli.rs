@@ -630,7 +630,7 @@ impl std::fmt::Display for Usage {
 impl std::error::Error for Usage {}
 
 /// The scenarios of `ledger bench`, by the names `--only` takes.
-pub(crate) const SCENARIOS: [&str; 14] = [
+pub(crate) const SCENARIOS: [&str; 15] = [
     "relaxed",
     "durable",
     "end-to-end",
@@ -639,6 +639,7 @@ pub(crate) const SCENARIOS: [&str; 14] = [
     "list",
     "snapshots",
     "claim",
+    "retention",
     "queue",
     "http",
     "http-external",
