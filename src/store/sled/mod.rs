@@ -56,8 +56,8 @@
 //! Records and snapshots written before payloads were encrypted (format 2,
 //! snapshots in the clear) are stripped on redaction like the others, but
 //! the copies of them sled still keeps are not encrypted: only a rewrite
-//! of the database into a new one (`ledger export` and import) removes
-//! those.
+//! of the database into a new one would remove those (not offered yet; a
+//! redaction that strips such records says so in the log).
 //!
 //! Payloads never reach sled in the clear: records that carry any are
 //! written in format 3, encrypted under keys kept in `keys` ([`keys`]), and
@@ -1206,6 +1206,8 @@ impl Log {
         sorted.dedup();
         let seqs = &sorted[..];
         let mut batch = ::sled::Batch::default();
+        // Records written before payloads were encrypted.
+        let mut in_clear = 0;
         let mut i = 0;
         while let Some(&seq) = seqs.get(i) {
             let Some((first, value)) = self.entry_holding(seq)? else {
@@ -1224,10 +1226,14 @@ impl Log {
                     records.push(stored.to_vec());
                     continue;
                 }
-                slots.extend(record::key_slot(stored));
+                let slot = record::key_slot(stored);
+                slots.extend(slot);
                 let bytes = self.readable(s, Bytes::new(stored.to_vec()))?;
                 match record::strip(s, &bytes)? {
                     record::Stripped::Record(r) => {
+                        if slot.is_none() {
+                            in_clear += 1;
+                        }
                         changed = true;
                         records.push(r);
                     }
@@ -1249,6 +1255,12 @@ impl Log {
             .map_err(|e| StorageError::io("cannot sync the log", e))?;
         self.sync_blobs()?;
         self.keys.destroy(&slots)?;
+        if in_clear > 0 {
+            tracing::warn!(
+                records = in_clear,
+                "redacted records written before payloads were encrypted: sled may keep readable copies of them until it reuses their space"
+            );
+        }
         for key in snapshots {
             self.snapshots.remove(key).map_err(storage)?;
         }
