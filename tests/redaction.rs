@@ -13,6 +13,18 @@ fn acme() -> TenantId {
     "acme".parse().unwrap()
 }
 
+/// A queued execution of acme's whose input is `input`.
+fn queued(ledger: &Ledger, input: &str) -> execution_ledger::ExecutionId {
+    let mut s = Submission::new("mail");
+    s.input = Some(input.into());
+    ledger
+        .submit(&acme(), s)
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id
+}
+
 /// A settled execution whose input, context and output hold the marker.
 fn settled(ledger: &Ledger) -> execution_ledger::ExecutionId {
     let mut s = Submission::new("mail");
@@ -140,14 +152,7 @@ fn no_payload_reaches_the_files_and_no_key_of_a_redacted_one_is_left_there() {
             .open()
             .unwrap();
         id = settled(&ledger);
-        let mut s = Submission::new("mail");
-        s.input = Some(KEPT.into());
-        kept = ledger
-            .submit(&acme(), s)
-            .wait()
-            .unwrap()
-            .execution
-            .execution_id;
+        kept = queued(&ledger, KEPT);
         seqs = ledger
             .history(id)
             .unwrap()
@@ -406,14 +411,7 @@ fn keys_destroyed_without_a_redaction_are_found_by_verify() {
 fn live_and_held_executions_are_refused_with_nothing_appended() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
-    let mut s = Submission::new("mail");
-    s.input = Some(MARKER.into());
-    let queued = ledger
-        .submit(&acme(), s)
-        .wait()
-        .unwrap()
-        .execution
-        .execution_id;
+    let queued = queued(&ledger, MARKER);
     let head = ledger.head();
     let err = ledger.redact(queued, "too early", None).wait().unwrap_err();
     assert!(matches!(err, CommandError::Transition(_)), "{err}");
@@ -551,14 +549,7 @@ fn snapshots_taken_while_it_was_live_do_not_keep_its_payloads() {
         .snapshot_every(1)
         .open()
         .unwrap();
-    let mut s = Submission::new("mail");
-    s.input = Some(MARKER.into());
-    let id = ledger
-        .submit(&acme(), s)
-        .wait()
-        .unwrap()
-        .execution
-        .execution_id;
+    let id = queued(&ledger, MARKER);
     // Other work while it waits, so that snapshots are taken meanwhile.
     let others: Vec<_> = (0..6)
         .map(|_| {
@@ -678,7 +669,7 @@ fn a_redaction_cut_short_before_later_work_is_finished_on_open() {
 }
 
 mod common;
-use common::server::{client, error_code, json_of, submit_id, Server};
+use common::server::{client, error_code, json_of, result_of, submit_id, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redaction_and_holds_over_http_and_the_cli() {
@@ -687,13 +678,7 @@ async fn redaction_and_holds_over_http_and_the_cli() {
     let c = client();
     let body = serde_json::json!({"tenantId": "acme", "callableName": "echo", "input": MARKER});
     let id = submit_id(&c, &server, body).await;
-    let (status, done) = json_of(
-        c.get(server.url(&format!("/v1/executions/{id}/result?wait=20s")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, done) = result_of(&c, &server, &id).await;
     assert_eq!(
         (status, done["status"].as_str()),
         (200, Some("completed")),

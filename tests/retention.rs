@@ -176,7 +176,7 @@ fn go(_: &RetentionReport) -> std::ops::ControlFlow<()> {
 }
 
 mod common;
-use common::server::{client, json_of, submit_id, Server};
+use common::server::{client, json_of, result_of, submit_id, Server};
 
 fn write_policy(dir: &std::path::Path, json: &str) -> std::path::PathBuf {
     let path = dir.join("policy.json");
@@ -292,13 +292,7 @@ async fn serve_applies_its_policy_in_the_background_and_over_http() {
     // that tenant's part of the policy only.
     let body = serde_json::json!({"tenantId": "globex", "callableName": "echo", "input": "x"});
     let globex = submit_id(&c, &server, body).await;
-    let (status, _) = json_of(
-        c.get(server.url(&format!("/v1/executions/{globex}/result?wait=20s")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = result_of(&c, &server, &globex).await;
     assert_eq!(status, 200);
     let both = write_policy(files.path(), r#"{"default": {"redactAfter": "0s"}}"#);
     let cli = |args: &[&str]| common::ledger_cli(dir.path(), args);

@@ -137,6 +137,18 @@ pub async fn submit_id(c: &reqwest::Client, server: &Server, body: Value) -> Str
     record["executionId"].as_str().unwrap().to_owned()
 }
 
+/// The result of execution `id`, long-polled up to 20 s: its status code
+/// and body.
+pub async fn result_of(c: &reqwest::Client, server: &Server, id: &str) -> (u16, Value) {
+    json_of(
+        c.get(server.url(&format!("/v1/executions/{id}/result?wait=20s")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 pub fn error_code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
