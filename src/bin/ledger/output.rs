@@ -155,10 +155,21 @@ pub(crate) fn retention(r: &execution_ledger::RetentionReport) -> String {
     } else {
         r.redacted
     };
-    format!(
-        "{verb} {count} of {} settled executions looked at ({} due, {} kept under legal hold, {} redacted before)",
+    let mut line = format!(
+        "{verb} {count} of {} settled executions looked at ({} due, {} kept under legal hold, {} redacted before",
         r.examined, r.due, r.held, r.already
-    )
+    );
+    if r.unredactable > 0 {
+        line.push_str(&format!(
+            ", {} recorded before payloads could be redacted",
+            r.unredactable
+        ));
+    }
+    line.push(')');
+    if r.stopped {
+        line.push_str("; stopped before the end");
+    }
+    line
 }
 
 pub(crate) fn statuses() -> String {
