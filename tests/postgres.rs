@@ -607,3 +607,61 @@ fn pages_listed_by_one_process_while_another_submits_and_settles_have_no_gap() {
     assert_eq!(a.list(&cancelled, None, 10).unwrap().executions, vec![]);
     a.verify().unwrap();
 }
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn retention_on_a_database_counts_in_a_dry_run_and_refuses_to_redact() {
+    let url = server().database();
+    let l = open(&url);
+    let id = l
+        .submit(&acme(), Submission::new("echo"))
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id;
+    let c = l.claim(Some("w")).wait().unwrap().unwrap();
+    l.complete(c.execution_id, c.attempt, serde_json::json!(1))
+        .wait()
+        .unwrap();
+    let head = l.head().seq;
+    let policy =
+        execution_ledger::RetentionPolicy::from_json(br#"{"default": {"redactAfter": "0s"}}"#)
+            .unwrap();
+    let go = |_: &execution_ledger::RetentionReport| std::ops::ControlFlow::Continue(());
+    let dry = l.retain(&policy, true, go).unwrap();
+    assert_eq!((dry.examined, dry.due, dry.redacted), (1, 1, 0), "{dry:?}");
+    assert!(!l.redacts());
+    let err = l.retain(&policy, false, go).unwrap_err();
+    assert!(
+        matches!(err, execution_ledger::CommandError::Unsupported(_)),
+        "{err}"
+    );
+    let err = l.redact(id, "erasure", None).wait().unwrap_err();
+    assert!(
+        matches!(err, execution_ledger::CommandError::Unsupported(_)),
+        "{err}"
+    );
+    assert_eq!(l.head().seq, head, "nothing appended");
+    // serve refuses a policy it could not apply, before it starts.
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("policy.json");
+    std::fs::write(&file, r#"{"default": {"redactAfter": "0s"}}"#).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args([
+            "--database",
+            &url,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--retention",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let line = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        line.contains("--retention") && !line.contains("serving"),
+        "{line}"
+    );
+}

@@ -151,6 +151,10 @@ pub(crate) fn run(
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
+        // Refused (an engine that cannot redact) before anything starts.
+        let retaining = retention
+            .map(|(policy, every)| crate::serve::Retaining::start(ledger.clone(), policy, every))
+            .transpose()?;
         let mut monitor = Monitor::start(&ledger, bar);
         let runtime = Arc::new(
             crate::serve::runtime_builder(&ledger, "run", workers, lease)
@@ -168,9 +172,6 @@ pub(crate) fn run(
             None,
         )
         .await?;
-        let retaining = retention
-            .map(|(policy, every)| crate::serve::Retaining::start(ledger.clone(), policy, every))
-            .transpose()?;
         let later = loop {
             tokio::select! {
                 signal = &mut stop => {

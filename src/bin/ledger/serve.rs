@@ -1415,17 +1415,18 @@ pub(crate) fn run(
         .build()?;
     rt.block_on(async {
         let stop = stop_signal()?;
+        // Refused (an engine that cannot redact) before anything starts.
+        let retaining = retention
+            .map(|(policy, every)| Retaining::start(ledger.clone(), policy, every))
+            .transpose()?;
         let runtime = runtime_builder(&ledger, "serve", workers, lease)
             .start()
             .await?;
         // Where the ledger is, without a database URL's password.
         let place = ledger.path().display().to_string();
         let mut serving =
-            Serving::start(cli.dir(), ledger.clone(), Arc::new(runtime), listen, keys).await?;
+            Serving::start(cli.dir(), ledger, Arc::new(runtime), listen, keys).await?;
         let _ = writeln_stderr(&format!("serving {} on {}", place, serving.url));
-        let retaining = retention
-            .map(|(policy, every)| Retaining::start(ledger, policy, every))
-            .transpose()?;
         let signal = tokio::select! {
             signal = stop => signal,
             err = serving.ended() => return Err(err),
