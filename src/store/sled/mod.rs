@@ -1040,11 +1040,6 @@ impl Log {
         Ok(())
     }
 
-    /// The key in `slot` of record `seq` as stored ([`key_of`]).
-    fn key_of(&self, seq: u64, bytes: &[u8], slot: u64) -> Result<Option<Key>, StorageError> {
-        key_of(&self.keys, seq, bytes, slot)
-    }
-
     /// Record `seq` as stored, made readable ([`unsealed_record`]).
     fn readable(&self, seq: u64, bytes: Bytes) -> Result<Bytes, StorageError> {
         Ok(unsealed_record(&self.keys, seq, &bytes)?.map_or(bytes, Bytes::new))
@@ -1506,19 +1501,24 @@ impl Store for Log {
             return Ok(after);
         }
         let started = std::time::Instant::now();
-        // Keys for the payloads, durable before any record that uses one.
-        let keys = events
-            .iter()
-            .map(|d| {
-                record::may_carry(&d.event.kind)
-                    .then(|| self.take_key())
-                    .transpose()
-            })
-            .collect::<Result<Vec<Option<(u64, Key)>>, _>>()
-            .map_err(|error| AppendError::Failed {
-                error,
-                written: head,
-            })?;
+        // Keys for the payloads, durable before any record that uses one
+        // (taken before anything is staged; none, for appends without
+        // payloads).
+        let mut keys: Vec<Option<(u64, Key)>> = Vec::new();
+        if events.iter().any(|d| record::may_carry(&d.event.kind)) {
+            keys = events
+                .iter()
+                .map(|d| {
+                    record::may_carry(&d.event.kind)
+                        .then(|| self.take_key())
+                        .transpose()
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|error| AppendError::Failed {
+                    error,
+                    written: head,
+                })?;
+        }
         let staged = &mut *staged;
         // A block holds whole appends: one append's events are stored
         // together.
@@ -1526,14 +1526,15 @@ impl Store for Log {
         if staged.filling.len() == 0 {
             staged.first = after.0 + 1;
         }
-        for (i, (draft, key)) in events.iter().zip(&keys).enumerate() {
+        for (i, draft) in events.iter().enumerate() {
             let event = draft.event;
             debug_assert_eq!(event.seq, staged.end.0 + 1, "appended in seq order");
             if i > 0 && staged.filling.bytes() >= BLOCK_BYTES {
                 staged.cut();
                 staged.joined = true;
             }
-            let key = key.as_ref().map(|(slot, key)| (*slot, key));
+            let key = keys.get(i).and_then(Option::as_ref);
+            let key = key.map(|(slot, key)| (*slot, key));
             let hash = staged.filling.push_event(&staged.end.1, event, key);
             staged.end = (event.seq, hash);
             for (key, value) in index_entries(event, draft.settles) {
@@ -1731,7 +1732,7 @@ impl Store for Log {
                         .map(|(seq, mut range)| {
                             let opened =
                                 record::unseal_in_place(&mut block[range.clone()], |slot| {
-                                    self.key_of(seq, &v[range.clone()], slot)
+                                    key_of(&self.keys, seq, &v[range.clone()], slot)
                                 });
                             if let Ok(Some(len)) = opened {
                                 range.end = range.start + len;
