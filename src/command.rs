@@ -292,7 +292,7 @@ impl Op {
         projection: &mut Projection,
         leases: &Leases,
         scope: Option<&TenantId>,
-        load: impl FnOnce(ExecutionId) -> Result<Option<BackgroundExecution>, StorageError>,
+        load: impl FnOnce(ExecutionId) -> Result<Option<BackgroundExecution>, CommandError>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Decided>, CommandError> {
         Ok(match self {

@@ -164,6 +164,9 @@ pub enum CommandError {
     },
     /// The storage engine does not offer this (yet); the message says what.
     Unsupported(String),
+    /// The execution is archived: its history is read from the archive's
+    /// segments, which do not change, so no command changes it.
+    Archived(ExecutionId),
     /// A fail-stop problem with the storage.
     Storage(StorageError),
 }
@@ -188,6 +191,10 @@ impl fmt::Display for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommandError::NotFound(id) => write!(f, "{id} not found"),
+            CommandError::Archived(id) => write!(
+                f,
+                "{id} is archived: its history is kept in the archive, which does not change"
+            ),
             CommandError::Transition(e) => e.fmt(f),
             CommandError::Invalid(m) | CommandError::Unsupported(m) => f.write_str(m),
             CommandError::IdempotencyConflict { key, execution } => write!(

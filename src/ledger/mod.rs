@@ -13,7 +13,8 @@
 //! commit), [`commands`] (the command surface), [`read`] (the ledger as it
 //! is now), [`time_travel`] (as it was), [`subscription`] (following the
 //! log), [`verify`] (checking it), [`report`] (what these return),
-//! [`leases`] (heartbeats and live workers).
+//! [`leases`] (heartbeats and live workers), [`retention`] (policies) and
+//! [`archive`](mod@archive) (moving settled history out of the live log).
 
 use std::fmt;
 use std::path::Path;
@@ -26,6 +27,7 @@ use crate::lease::{Leases, Workers};
 use crate::projection::Projection;
 use crate::store::{Durability, Mark, Store};
 
+mod archive;
 mod commands;
 mod leases;
 mod list;
@@ -40,6 +42,7 @@ mod verify;
 mod write;
 mod writer;
 
+pub use archive::ArchiveReport;
 pub use list::{Cursor, ListFilter, ListPage};
 pub use open::{Clock, LedgerBuilder, SystemClock};
 pub use report::{AcceptedTail, At, Change, Head, IndexRebuild, Stats, Submitted, VerifyReport};

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::replay::{illegal, read_event, union};
+use super::replay::{illegal, read_event, union, with_archived};
 use super::report::{head_of, Head, Stats};
 use super::{Inner, Ledger};
 use crate::error::{CommandError, StorageError};
@@ -30,7 +30,12 @@ impl Ledger {
         let live = self.core().projection.get(&id).cloned();
         let e = match live {
             Some(e) => e,
-            None => self.inner.load(id)?.ok_or(CommandError::NotFound(id))?,
+            None => {
+                let seqs = self.inner.execution_seqs(&id)?;
+                self.inner
+                    .fold_execution(id, seqs, |_| true)?
+                    .ok_or(CommandError::NotFound(id))?
+            }
         };
         if !self.sees(&e.tenant_id) {
             return Err(CommandError::NotFound(id));
@@ -200,15 +205,26 @@ impl Inner {
         self.fold_execution(id, self.log.execution_seqs(&id)?, |_| true)
     }
 
-    /// The seqs of one execution's events, live or settled, in order.
+    /// [`Inner::load`] for a command that would change it: refused when it
+    /// is archived.
+    pub(super) fn load_to_change(
+        &self,
+        id: ExecutionId,
+    ) -> Result<Option<BackgroundExecution>, CommandError> {
+        if self.log.base().0 > 0 && !self.log.archived_seqs(&id)?.is_empty() {
+            return Err(CommandError::Archived(id));
+        }
+        Ok(self.load(id)?)
+    }
+
+    /// The seqs of one execution's events, live, settled or archived, in
+    /// order.
     pub(super) fn execution_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
         let live = self.core().projection.seqs(id).map(<[u64]>::to_vec);
         // Read after the projection: an execution that settles in between
         // has its index entry written by then.
-        Ok(union(
-            self.log.execution_seqs(id)?,
-            &live.unwrap_or_default(),
-        ))
+        let seqs = union(self.log.execution_seqs(id)?, &live.unwrap_or_default());
+        with_archived(&*self.log, id, seqs)
     }
 
     pub(super) fn fold_execution(

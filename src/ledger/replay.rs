@@ -8,7 +8,7 @@ use crate::event::Event;
 use crate::execution::BackgroundExecution;
 use crate::machine;
 use crate::projection::{Projection, SnapshotEntry};
-use crate::store::record::{self, Hash, GENESIS};
+use crate::store::record::{self, Hash};
 use crate::store::{checked_records, Bytes, Store};
 
 #[derive(Serialize, Deserialize)]
@@ -65,6 +65,20 @@ pub(super) fn union(mut indexed: Vec<u64>, live: &[u64]) -> Vec<u64> {
     indexed
 }
 
+/// `seqs`, an execution's seqs in the live log, with those the archive
+/// holds of it (an archived execution's retention events after it settled
+/// can be in the live log).
+pub(super) fn with_archived(
+    log: &dyn Store,
+    id: &crate::execution::ExecutionId,
+    seqs: Vec<u64>,
+) -> Result<Vec<u64>, StorageError> {
+    if log.base().0 == 0 {
+        return Ok(seqs);
+    }
+    Ok(union(log.archived_seqs(id)?, &seqs))
+}
+
 pub(super) fn read_event(log: &dyn Store, seq: u64) -> Result<Event, StorageError> {
     let bytes = log
         .record(seq)?
@@ -88,8 +102,13 @@ pub(super) fn replay(
     tail: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Projection, Hash, Unindexed), StorageError> {
-    let (mut projection, mut prev) = (Projection::new(), GENESIS);
-    let snapshots = log.snapshots_below(to).filter(|_| from_snapshot);
+    // The log starts after its base (nothing was live there).
+    let base = log.base();
+    let (mut projection, mut prev) = (Projection::from_entries(base.0, Vec::new()), base.1);
+    let snapshots = log
+        .snapshots_below(to)
+        .filter(|_| from_snapshot)
+        .filter(|snap| snap.as_ref().map_or(true, |(seq, _)| *seq > base.0));
     for snap in snapshots {
         let (seq, bytes) = snap?;
         match load_snapshot(log, seq, &bytes) {
@@ -165,8 +184,7 @@ pub(super) fn after_settled(
     StorageError,
 > {
     let id = event.execution_id;
-    let mut seqs: Vec<u64> = log
-        .execution_seqs(&id)?
+    let mut seqs: Vec<u64> = with_archived(log, &id, log.execution_seqs(&id)?)?
         .into_iter()
         .filter(|s| *s < event.seq)
         .collect();

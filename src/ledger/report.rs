@@ -70,8 +70,12 @@ pub struct AcceptedTail {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct VerifyReport {
-    /// Events read, hash-checked, decoded and folded.
+    /// Events of the live log read, hash-checked, decoded and folded.
     pub events: u64,
+    /// Events archived before the live log's first (seqs 1 to this),
+    /// which [`Ledger::verify_archive`](crate::Ledger::verify_archive)
+    /// checks.
+    pub archived: u64,
     /// Distinct executions in the log.
     pub executions: u64,
     /// Events the per-execution index accounts for (settled executions'

@@ -1,5 +1,6 @@
 //! Retention policies: per tenant, how long a settled execution keeps its
-//! payloads, and the pass that redacts those kept longer ([`Ledger::retain`]).
+//! payloads and how long it stays in the live log, and the pass that
+//! redacts and archives what is due ([`Ledger::retain`]).
 //!
 //! A policy is JSON (a file the operator keeps: `retention.json` in the data
 //! directory, or one named on the command line):
@@ -7,7 +8,7 @@
 //! ```json
 //! {
 //!   "tenants": {
-//!     "acme": { "redactAfter": "30d" },
+//!     "acme": { "redactAfter": "30d", "archiveAfter": "90d" },
 //!     "globex": { "redactAfter": "7d", "hold": "litigation 2026-44" }
 //!   },
 //!   "default": { "redactAfter": "90d" }
@@ -15,7 +16,11 @@
 //! ```
 //!
 //! `redactAfter` is a whole number of seconds, minutes, hours or days
-//! (`45s`, `90m`, `12h`, `30d`) after the execution settled. `hold` puts
+//! (`45s`, `90m`, `12h`, `30d`) after the execution settled.
+//! `archiveAfter`, as long or longer, moves settled executions into the
+//! archive ([`super::archive`]): the pass archives the oldest part of the
+//! log up to the first execution that is not due (its tenant archives
+//! none, it is live, held, not redacted yet, or settled too recently). `hold` puts
 //! the whole tenant under legal hold for the policy: the pass redacts none
 //! of its executions while it is set (as none under a hold of its own), and
 //! says how many it kept for that reason. Redactions the pass makes are
@@ -62,9 +67,18 @@ pub struct TenantRetention {
         default,
         skip_serializing_if = "Option::is_none",
         serialize_with = "span_out",
-        deserialize_with = "span_in"
+        deserialize_with = "redact_span_in"
     )]
     pub redact_after: Option<TimeDelta>,
+    /// Settled executions move into the archive this long after settling
+    /// (kept in the live log, when absent); at least `redact_after`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "span_out",
+        deserialize_with = "archive_span_in"
+    )]
+    pub archive_after: Option<TimeDelta>,
     /// A legal hold on the whole tenant, and why (at most 4,096
     /// characters): the policy redacts none of its executions while it is
     /// set.
@@ -100,8 +114,34 @@ impl RetentionPolicy {
     /// `Invalid`, naming the field and what it takes (unknown fields are
     /// refused).
     pub fn from_json(json: &[u8]) -> Result<RetentionPolicy, CommandError> {
-        serde_json::from_slice(json)
-            .map_err(|e| CommandError::invalid(format!("retention policy: {e}")))
+        let policy: RetentionPolicy = serde_json::from_slice(json)
+            .map_err(|e| CommandError::invalid(format!("retention policy: {e}")))?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Refuses a rule that archives before it redacts (archived executions
+    /// no longer change).
+    ///
+    /// # Errors
+    ///
+    /// `Invalid`, naming the tenant.
+    pub fn validate(&self) -> Result<(), CommandError> {
+        let named = self.tenants.keys().map(|t| (Some(t), self.for_tenant(t)));
+        for (tenant, rule) in named.chain([(None, self.default.clone())]) {
+            let Some(rule) = rule else { continue };
+            if let (Some(redact), Some(archive)) = (rule.redact_after, rule.archive_after) {
+                if archive < redact {
+                    let whose = tenant.map_or("the default".to_owned(), |t| format!("tenant {t}"));
+                    return Err(CommandError::invalid(format!(
+                        "retention policy: archiveAfter ({}) of {whose} is shorter than its redactAfter ({}); archived executions can no longer be redacted",
+                        span_text(archive),
+                        span_text(redact)
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What applies to `tenant`: its own entry, what it leaves out taken
@@ -111,6 +151,7 @@ impl RetentionPolicy {
         match self.tenants.get(tenant) {
             Some(own) => Some(TenantRetention {
                 redact_after: own.redact_after.or(default.and_then(|d| d.redact_after)),
+                archive_after: own.archive_after.or(default.and_then(|d| d.archive_after)),
                 hold: own.hold.clone(),
             }),
             None => default.cloned(),
@@ -136,16 +177,24 @@ impl TenantRetention {
     pub fn redact_after(after: TimeDelta) -> Self {
         TenantRetention {
             redact_after: Some(after),
+            archive_after: None,
             hold: None,
         }
     }
+
+    /// Moves settled executions into the archive `after` past settling.
+    pub fn archive_after(mut self, after: TimeDelta) -> Self {
+        self.archive_after = Some(after);
+        self
+    }
 }
 
-/// A span as a policy writes it: `45s`, `90m`, `12h`, `30d`.
-fn parse_span(text: &str) -> Result<TimeDelta, String> {
+/// A span as a policy writes it: `45s`, `90m`, `12h`, `30d` (`field`
+/// names it in the error).
+fn parse_span(field: &str, text: &str) -> Result<TimeDelta, String> {
     let bad = || {
         format!(
-            "redactAfter: {text:?} is not a span; it takes a whole number and a unit: 45s, 90m, 12h, 30d (at most 999999999s, 9999999m, 999999h or 99999d)"
+            "{field}: {text:?} is not a span; it takes a whole number and a unit: 45s, 90m, 12h, 30d (at most 999999999s, 9999999m, 999999h or 99999d)"
         )
     };
     let unit = text.chars().last().ok_or_else(bad)?;
@@ -176,11 +225,19 @@ fn span_text(span: TimeDelta) -> String {
     }
 }
 
-fn span_in<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TimeDelta>, D::Error> {
+fn span_in<'de, D: Deserializer<'de>>(field: &str, d: D) -> Result<Option<TimeDelta>, D::Error> {
     let text = String::deserialize(d)?;
-    parse_span(&text)
+    parse_span(field, &text)
         .map(Some)
         .map_err(serde::de::Error::custom)
+}
+
+fn redact_span_in<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TimeDelta>, D::Error> {
+    span_in("redactAfter", d)
+}
+
+fn archive_span_in<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TimeDelta>, D::Error> {
+    span_in("archiveAfter", d)
 }
 
 fn span_out<S: Serializer>(span: &Option<TimeDelta>, s: S) -> Result<S::Ok, S::Error> {
@@ -213,6 +270,11 @@ pub struct RetentionReport {
     pub unredactable: u64,
     /// Whether it stopped before the end, as asked.
     pub stopped: bool,
+    /// What archiving did, when the policy archives (none when no tenant's
+    /// rule has `archiveAfter`, on a handle scoped to a tenant, or when the
+    /// pass stopped before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<super::ArchiveReport>,
 }
 
 /// Redactions a pass has in flight at once: they share the combiner's
@@ -340,6 +402,32 @@ impl Ledger {
             }
         }
         settle(&mut in_flight, &mut report)?;
+        let archives = policy
+            .tenants
+            .values()
+            .chain(policy.default.as_ref())
+            .any(|rule| rule.archive_after.is_some());
+        if archives && scope.is_none() && !report.stopped {
+            let cutoff = |tenant: &TenantId| {
+                let after = policy.for_tenant(tenant)?.archive_after?;
+                now.checked_sub_signed(after)
+            };
+            let waits = |tenant: &TenantId| {
+                let rule = policy.for_tenant(tenant)?;
+                if rule.hold.is_some() {
+                    Some("its tenant is under legal hold")
+                } else if rule.redact_after.is_some() {
+                    Some("its payloads are not redacted yet")
+                } else {
+                    None
+                }
+            };
+            let due = super::archive::Due {
+                cutoff: &cutoff,
+                waits: &waits,
+            };
+            report.archive = Some(self.archive_due(&due, dry_run)?);
+        }
         Ok(report)
     }
 }

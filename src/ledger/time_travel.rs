@@ -74,9 +74,16 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// `Invalid` for a seq beyond the head; `Storage` for damaged data.
+    /// `Invalid` for a seq beyond the head or before the live log's base
+    /// (archived); `Storage` for damaged data.
     pub fn projection_at(&self, at: At) -> Result<Projection, CommandError> {
         let seq = self.resolve(at)?;
+        let base = self.inner.log.base().0;
+        if seq < base {
+            return Err(CommandError::invalid(format!(
+                "seq {seq} is archived: the whole ledger is replayed from seq {base} on (one execution's history reads the archive)"
+            )));
+        }
         Ok(replay(&*self.inner.log, seq, true, u64::MAX, &mut |_, _| {})?.0)
     }
 
@@ -134,6 +141,12 @@ impl Ledger {
     pub fn diff(&self, from: At, to: At) -> Result<Vec<Change>, CommandError> {
         let (a, b) = (self.resolve(from)?, self.resolve(to)?);
         Self::check_range(a, b)?;
+        let base = self.inner.log.base().0;
+        if a < base {
+            return Err(CommandError::invalid(format!(
+                "seq {a} is archived: a diff starts at seq {base} or later"
+            )));
+        }
         let mut touched: BTreeMap<ExecutionId, Vec<(u64, String)>> = BTreeMap::new();
         for event in self.events(a + 1, Some(b)) {
             let event = event?;

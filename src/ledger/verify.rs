@@ -48,17 +48,20 @@ impl Ledger {
             .filter(|s| *s <= head.0)
             .peekable();
         let mut snapshots_checked = 0;
-        let mut projection = Projection::new();
-        let mut prev = GENESIS;
+        // The live log starts after its base; what is archived is checked
+        // by `verify_archive`.
+        let base = log.base();
+        let mut projection = Projection::from_entries(base.0, Vec::new());
+        let mut prev = base.1;
         let mut last_at = DateTime::<Utc>::MIN_UTC;
-        let mut last = 0u64;
+        let mut last = base.0;
         let mut ids = HashSet::new();
         let mut fingerprint = 0u64;
         let (mut listed_fp, mut listed_expected) = (0u64, 0u64);
         // Executions whose records lack their payloads, by the first such
         // seq, until their `redacted` event is met.
         let mut stripped: HashMap<ExecutionId, u64> = HashMap::new();
-        for item in checked_records(log, 1, head.0, GENESIS) {
+        for item in checked_records(log, base.0 + 1, head.0, base.1) {
             let (seq, bytes, hash) = item?;
             let (event, settled) = fold_record(&mut projection, seq, &bytes)?;
             let id = event.execution_id;
@@ -162,10 +165,13 @@ impl Ledger {
         for (id, seqs) in &live {
             count(id, seqs);
         }
-        if index_entries != last || index_fp != fingerprint {
+        if index_entries != last - base.0 || index_fp != fingerprint {
             return Err(StorageError::new(
                 ErrorKind::Corrupt,
-                format!("the per-execution index ({index_entries} entries) does not match the log ({last} events)"),
+                format!(
+                    "the per-execution index ({index_entries} entries) does not match the log ({} events)",
+                    last - base.0
+                ),
             ));
         }
         // The list of settled executions holds each execution the fold
@@ -199,7 +205,8 @@ impl Ledger {
             same_as_fold(&core.projection, &projection, last)?;
         }
         Ok(VerifyReport {
-            events: last,
+            events: last - base.0,
+            archived: base.0,
             executions: ids.len() as u64,
             index_entries,
             snapshots: snapshots_checked,
@@ -223,9 +230,10 @@ impl Ledger {
     pub fn rebuild_index(&self) -> Result<IndexRebuild, StorageError> {
         let mut core = self.core();
         let log = &*self.inner.log;
-        let mut projection = Projection::new();
+        let base = log.base();
+        let mut projection = Projection::from_entries(base.0, Vec::new());
         let (mut events, mut settled) = (0, 0);
-        let mut folded = checked_records(log, 1, core.head.0, GENESIS).map(|item| {
+        let mut folded = checked_records(log, base.0 + 1, core.head.0, base.1).map(|item| {
             let (seq, bytes, _) = item?;
             let (event, done) = fold_record(&mut projection, seq, &bytes)?;
             events += 1;
@@ -308,8 +316,9 @@ impl Ledger {
     /// `Corrupt` naming the difference.
     pub fn check_projection(&self) -> Result<(), StorageError> {
         let core = self.core();
-        let mut fresh = Projection::new();
-        for event in self.events(1, Some(core.head.0)) {
+        let base = self.inner.log.base().0;
+        let mut fresh = Projection::from_entries(base, Vec::new());
+        for event in self.events(base + 1, Some(core.head.0)) {
             let event = event?;
             fresh.apply(&event).map_err(illegal(event.seq))?;
         }

@@ -68,7 +68,7 @@ impl Inner {
                 &mut core.projection,
                 &core.leases,
                 scope,
-                |id| self.load(id),
+                |id| self.load_to_change(id),
                 now,
             )?;
             if !known.is_empty() {

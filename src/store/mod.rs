@@ -18,6 +18,7 @@
 //! [`postgres`] (a database any number of processes share). Nothing
 //! outside an engine's module names its storage.
 
+pub(crate) mod archive;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 pub(crate) mod record;
@@ -27,7 +28,7 @@ pub(crate) mod sled;
 pub(crate) use self::sled as embedded;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -366,6 +367,55 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Redaction is refused on an engine that does not.
     fn strips_payloads(&self) -> bool {
         false
+    }
+
+    // Archiving (an engine that keeps its whole log keeps the defaults).
+
+    /// Where the live log starts: the last archived seq and its record's
+    /// hash (0 and [`record::GENESIS`] when nothing is archived). Records
+    /// through it are read from the archive's segments; [`Store::records`]
+    /// starts after it.
+    fn base(&self) -> Mark {
+        (0, record::GENESIS)
+    }
+
+    /// Where the engine keeps its archive segments; `None` when it does
+    /// not archive.
+    fn archive_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// Writes the records after the base through `through`, as stored,
+    /// into a new segment of the archive and returns its path; changes
+    /// nothing else ([`Store::commit_archive`] makes it part of the log).
+    fn write_segment(&self, _through: u64) -> Result<PathBuf, StorageError> {
+        Err(StorageError::new(
+            ErrorKind::Io,
+            "this storage engine does not archive",
+        ))
+    }
+
+    /// Makes the segment at `path` part of the log: the base moves to its
+    /// last seq, and the records through it, their index entries, names,
+    /// list lines and snapshots leave the live log. Called with the ledger
+    /// held, when no event after the segment belongs to an execution in it.
+    fn commit_archive(&self, _path: &Path) -> Result<(), StorageError> {
+        Err(StorageError::new(
+            ErrorKind::Io,
+            "this storage engine does not archive",
+        ))
+    }
+
+    /// The seqs of an archived execution's events (empty when it is not
+    /// archived).
+    fn archived_seqs(&self, _id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// A record as a segment holds it, made readable (its payloads
+    /// decrypted where the engine holds their key).
+    fn readable_archived(&self, _seq: u64, stored: Vec<u8>) -> Result<Bytes, StorageError> {
+        Ok(Bytes::new(stored))
     }
 
     // Sharing (an engine one process owns keeps the defaults).

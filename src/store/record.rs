@@ -650,6 +650,23 @@ pub(crate) fn check_hash(seq: u64, bytes: &[u8]) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Checks record `seq` as an engine stored it (its payloads encrypted or
+/// not) against its hash; returns its link and its hash.
+///
+/// # Errors
+///
+/// `UnsupportedVersion` or `Corrupt`, at `seq`.
+pub(crate) fn decode_stored(seq: u64, bytes: &[u8]) -> Result<(Hash, Hash), StorageError> {
+    if is_sealed(bytes) {
+        check_hash(seq, bytes)?;
+        let prev: Hash = bytes[1..33].try_into().expect("32 bytes");
+        let hash: Hash = bytes[33..65].try_into().expect("32 bytes");
+        return Ok((prev, hash));
+    }
+    let rec = decode(seq, bytes)?;
+    Ok((rec.prev, rec.hash))
+}
+
 /// Decodes and checks the record stored at `seq`: its version, that its
 /// content matches its stored hash, and that each payload it holds matches
 /// its digest.

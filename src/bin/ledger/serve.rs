@@ -170,6 +170,7 @@ impl From<CommandError> for ApiError {
         match e {
             CommandError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             CommandError::Transition(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            CommandError::Archived(_) => ApiError::new(StatusCode::CONFLICT, "archived", message),
             CommandError::IdempotencyConflict { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", message)
             }

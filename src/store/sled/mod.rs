@@ -63,6 +63,7 @@
 //! written in format 3, encrypted under keys kept in `keys` ([`keys`]), and
 //! read back decrypted ([`Log::readable`]); redaction destroys the keys.
 
+mod archiving;
 mod checkpoint;
 mod keys;
 
@@ -83,7 +84,8 @@ use crate::error::{ErrorKind, StorageError};
 use crate::event::Event;
 use crate::execution::{BackgroundExecutionStatus, ExecutionId, TenantId};
 use crate::metrics::Counters;
-use checkpoint::{sync_dir, Checkpoint, Stored};
+pub(crate) use checkpoint::sync_dir;
+use checkpoint::{Checkpoint, Stored};
 use chrono::{DateTime, Utc};
 use keys::Keys;
 
@@ -227,17 +229,21 @@ fn unpack(key: &[u8], value: &[u8], seqs: &mut Vec<u64>) -> Option<()> {
 
 /// The index entries of an event: the name it points at its execution, and
 /// when it settled its execution, that execution's seqs and its line in the
-/// list.
+/// list. Of the live log after `base` only: an archived execution (a
+/// retention event after it settled can follow its archived history) gets
+/// its seqs after the base and no line.
 fn index_entries(
     event: &Event,
     settled: Option<&Settled>,
+    base: u64,
 ) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
     let name = Name::of(event).map(|n| (name_key(&n), event.execution_id.as_bytes().to_vec()));
     let seqs = settled.map(|settled| {
-        let packed = settled.seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
+        let live = settled.seqs.iter().filter(|&&s| s > base);
+        let packed = live.flat_map(|s| s.to_be_bytes()).collect();
         (exec_prefix(&event.execution_id).to_vec(), packed)
     });
-    let listed = settled.map(|settled| {
+    let listed = settled.filter(|s| s.listed.seq > base).map(|settled| {
         (
             list_key(settled.listed.seq).to_vec(),
             encode_listed(&settled.listed),
@@ -247,14 +253,15 @@ fn index_entries(
 }
 
 /// The seqs whose payloads a `redacted` event removes: those of its
-/// execution's events before it.
-fn strips<'a>(draft: Draft<'a>) -> impl Iterator<Item = u64> + 'a {
+/// execution's events before it, after `base` (archived records are read
+/// from their segments; their keys are the ones destroyed).
+fn strips<'a>(draft: Draft<'a>, base: u64) -> impl Iterator<Item = u64> + 'a {
     let seq = draft.event.seq;
     draft
         .settles
         .filter(|_| matches!(draft.event.kind, crate::event::EventKind::Redacted { .. }))
         .into_iter()
-        .flat_map(move |s| s.seqs.iter().copied().filter(move |&s| s < seq))
+        .flat_map(move |s| s.seqs.iter().copied().filter(move |&s| s < seq && s > base))
 }
 
 /// The index key of a per-tenant name.
@@ -433,10 +440,21 @@ pub(crate) struct Log {
     state: Mutex<SyncState>,
     changed: Condvar,
     pub(crate) counters: Counters,
+    /// Where the live log starts: the last archived seq and its hash.
+    base: Mutex<Mark>,
+    /// The archive's segments.
+    segments: Mutex<Segments>,
     // Dropped in this order, after the sled handles above: sled lets go of
     // its database, then the directory's lock is released.
     _released: Released,
     _lock: File,
+}
+
+/// The archive's directory and the segments that hold the log through its
+/// base, in seq order.
+struct Segments {
+    dir: PathBuf,
+    kept: Vec<crate::store::archive::Segment>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -872,6 +890,8 @@ impl Log {
         })?;
         // Read after sled is open: whatever a sync wrote there, sled has.
         let found = checkpoint::read(&dir.join(CHECKPOINT))?;
+        let base = archiving::read_base(&meta)?;
+        let segments = archiving::open_segments(dir, base)?;
         let log = Log {
             dir: dir.to_owned(),
             found,
@@ -889,6 +909,8 @@ impl Log {
             state: Mutex::new(SyncState::default()),
             changed: Condvar::new(),
             counters: Counters::default(),
+            base: Mutex::new(base),
+            segments: Mutex::new(segments),
             _released: Released(sled_dir.join("db")),
             _lock: lock_file,
         };
@@ -897,6 +919,7 @@ impl Log {
         sync_dir(&sled_dir)?;
         sync_dir(dir)?;
         log.finish_strip()?;
+        log.finish_archive()?;
         Ok(log)
     }
 
@@ -1038,6 +1061,110 @@ impl Log {
         st.synced = seq;
         st.visible = seq;
         Ok(())
+    }
+
+    /// Stored records from `from` on, in seq order, with their seqs; each
+    /// block opened into its records. A malformed key, block, or a block
+    /// that overlaps the one before is reported as corruption where found.
+    /// With `readable` unset, as stored (encrypted).
+    fn stored_records(&self, from: u64, readable: bool) -> Items<'_, StoredRecord> {
+        let from = from.max(self.archive_base().0 + 1);
+        // The entry holding `from` may start before it.
+        let start = match self.entry_holding(from) {
+            Ok(Some((first, _))) => first.min(from),
+            Ok(None) => from,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let mut last = from - 1;
+        let mut entries = self
+            .events
+            .range(event_key(start).as_slice()..[INDEX].as_slice());
+        type Opened = (u64, Result<Bytes, StorageError>);
+        let mut open: std::vec::IntoIter<Opened> = Vec::new().into_iter();
+        let mut failed = false;
+        Box::new(std::iter::from_fn(move || loop {
+            if let Some((seq, read)) = open.next() {
+                // Each record decrypted on its own: damage is found at its
+                // own seq, after the records before it.
+                return Some(match read {
+                    Ok(bytes) => {
+                        last = seq;
+                        Ok((seq, bytes))
+                    }
+                    Err(e) => {
+                        failed = true;
+                        open = Vec::new().into_iter();
+                        Err(e)
+                    }
+                });
+            }
+            if failed {
+                return None;
+            }
+            let entry = entries.next()?;
+            let opened = entry
+                .map_err(|e| {
+                    let after = format!("the records after seq {last} are unreadable");
+                    at_seq(storage(e), last + 1, after)
+                })
+                .and_then(|(k, v)| {
+                    let first = seq_of(&k).ok_or_else(|| {
+                        StorageError::corrupt(last + 1, "the log holds a malformed key")
+                    })?;
+                    if first <= last && first >= from {
+                        return Err(StorageError::corrupt(
+                            first,
+                            format!("the entry of seq {first} overlaps the block before it"),
+                        ));
+                    }
+                    if v.first() != Some(&record::BLOCK) {
+                        // The entry before `from` when it is no key.
+                        if first < from {
+                            return Ok(Vec::new());
+                        }
+                        if !readable {
+                            return Ok(vec![(first, Ok(Bytes::new(v)))]);
+                        }
+                        return Ok(vec![(first, self.readable(first, Bytes::new(v)))]);
+                    }
+                    let parts = record::split(first, &v)?;
+                    let parts = parts.into_iter().filter(|(seq, _)| *seq >= from);
+                    if !readable || !parts.clone().any(|(_, r)| record::is_sealed(&v[r])) {
+                        return Ok(parts
+                            .map(|(seq, range)| (seq, Ok(Bytes::new(Part(v.clone(), range)))))
+                            .collect());
+                    }
+                    // One copy of the block, decrypted in place record by
+                    // record, which its records then share.
+                    let mut block = v.to_vec();
+                    let parts: Vec<_> = parts
+                        .map(|(seq, mut range)| {
+                            let opened =
+                                record::unseal_in_place(&mut block[range.clone()], |slot| {
+                                    key_of(&self.keys, seq, &v[range.clone()], slot)
+                                });
+                            if let Ok(Some(len)) = opened {
+                                range.end = range.start + len;
+                            }
+                            (seq, range, opened.map(|_| ()))
+                        })
+                        .collect();
+                    let block = Shared(std::sync::Arc::new(block));
+                    Ok(parts
+                        .into_iter()
+                        .map(|(seq, range, opened)| {
+                            (seq, opened.map(|()| Bytes::new(Part(block.clone(), range))))
+                        })
+                        .collect())
+                });
+            match opened {
+                Ok(records) => open = records.into_iter(),
+                Err(e) => {
+                    failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }))
     }
 
     /// Record `seq` as stored, made readable ([`unsealed_record`]).
@@ -1266,15 +1393,19 @@ impl Log {
     /// name it points at its execution, and when it settled its execution,
     /// the seqs of all that execution's events.
     fn index(&self, event: &Event, settled: Option<&Settled>) -> Result<(), StorageError> {
-        for (key, value) in index_entries(event, settled) {
+        for (key, value) in index_entries(event, settled, self.archive_base().0) {
             self.events.insert(key, value).map_err(storage)?;
         }
         Ok(())
     }
 
     /// The keys [`Log::index`] writes for `event`.
-    fn index_keys(event: &Event, settled: Option<&Settled>) -> impl Iterator<Item = Vec<u8>> {
-        index_entries(event, settled).map(|(key, _)| key)
+    fn index_keys(
+        &self,
+        event: &Event,
+        settled: Option<&Settled>,
+    ) -> impl Iterator<Item = Vec<u8>> {
+        index_entries(event, settled, self.archive_base().0).map(|(key, _)| key)
     }
 
     /// Removes every index entry whose key is not in `keep`; returns how
@@ -1526,6 +1657,7 @@ impl Store for Log {
         if staged.filling.len() == 0 {
             staged.first = after.0 + 1;
         }
+        let base = self.archive_base().0;
         for (i, draft) in events.iter().enumerate() {
             let event = draft.event;
             debug_assert_eq!(event.seq, staged.end.0 + 1, "appended in seq order");
@@ -1537,7 +1669,7 @@ impl Store for Log {
             let key = key.map(|(slot, key)| (*slot, key));
             let hash = staged.filling.push_event(&staged.end.1, event, key);
             staged.end = (event.seq, hash);
-            for (key, value) in index_entries(event, draft.settles) {
+            for (key, value) in index_entries(event, draft.settles, base) {
                 // The combiner looks names and execution seqs up before the
                 // seal; list lines are read only after it.
                 if staged.open && key.get(1) != Some(&LIST) {
@@ -1545,7 +1677,7 @@ impl Store for Log {
                 }
                 staged.index.push((key, value));
             }
-            staged.strips.extend(strips(*draft));
+            staged.strips.extend(strips(*draft, base));
         }
         let end = staged.end;
         if staged.open {
@@ -1639,6 +1771,12 @@ impl Store for Log {
 
     /// The record of `seq`, staged or stored, alone or in a block.
     fn record(&self, seq: u64) -> Result<Option<Bytes>, StorageError> {
+        if (1..=self.archive_base().0).contains(&seq) {
+            let stored = self.archived_record(seq)?;
+            return stored
+                .map(|b| self.readable(seq, Bytes::new(b)))
+                .transpose();
+        }
         let staged = lock(&self.staged).record(seq);
         if let Some(bytes) = staged {
             return self.readable(seq, Bytes::new(bytes)).map(Some);
@@ -1658,104 +1796,10 @@ impl Store for Log {
             .transpose()
     }
 
-    /// Stored records from `from` on, in seq order, with their seqs; each
-    /// block opened into its records. A malformed key, block, or a block
-    /// that overlaps the one before is reported as corruption where found.
+    /// Stored records from `from` on (from the first after the base), in
+    /// seq order, with their seqs; each block opened into its records.
     fn records(&self, from: u64) -> Items<'_, StoredRecord> {
-        let from = from.max(1);
-        // The entry holding `from` may start before it.
-        let start = match self.entry_holding(from) {
-            Ok(Some((first, _))) => first.min(from),
-            Ok(None) => from,
-            Err(e) => return Box::new(std::iter::once(Err(e))),
-        };
-        let mut last = from - 1;
-        let mut entries = self
-            .events
-            .range(event_key(start).as_slice()..[INDEX].as_slice());
-        type Opened = (u64, Result<Bytes, StorageError>);
-        let mut open: std::vec::IntoIter<Opened> = Vec::new().into_iter();
-        let mut failed = false;
-        Box::new(std::iter::from_fn(move || loop {
-            if let Some((seq, read)) = open.next() {
-                // Each record decrypted on its own: damage is found at its
-                // own seq, after the records before it.
-                return Some(match read {
-                    Ok(bytes) => {
-                        last = seq;
-                        Ok((seq, bytes))
-                    }
-                    Err(e) => {
-                        failed = true;
-                        open = Vec::new().into_iter();
-                        Err(e)
-                    }
-                });
-            }
-            if failed {
-                return None;
-            }
-            let entry = entries.next()?;
-            let opened = entry
-                .map_err(|e| {
-                    let after = format!("the records after seq {last} are unreadable");
-                    at_seq(storage(e), last + 1, after)
-                })
-                .and_then(|(k, v)| {
-                    let first = seq_of(&k).ok_or_else(|| {
-                        StorageError::corrupt(last + 1, "the log holds a malformed key")
-                    })?;
-                    if first <= last && first >= from {
-                        return Err(StorageError::corrupt(
-                            first,
-                            format!("the entry of seq {first} overlaps the block before it"),
-                        ));
-                    }
-                    if v.first() != Some(&record::BLOCK) {
-                        // The entry before `from` when it is no key.
-                        if first < from {
-                            return Ok(Vec::new());
-                        }
-                        return Ok(vec![(first, self.readable(first, Bytes::new(v)))]);
-                    }
-                    let parts = record::split(first, &v)?;
-                    let parts = parts.into_iter().filter(|(seq, _)| *seq >= from);
-                    if !parts.clone().any(|(_, r)| record::is_sealed(&v[r])) {
-                        return Ok(parts
-                            .map(|(seq, range)| (seq, Ok(Bytes::new(Part(v.clone(), range)))))
-                            .collect());
-                    }
-                    // One copy of the block, decrypted in place record by
-                    // record, which its records then share.
-                    let mut block = v.to_vec();
-                    let parts: Vec<_> = parts
-                        .map(|(seq, mut range)| {
-                            let opened =
-                                record::unseal_in_place(&mut block[range.clone()], |slot| {
-                                    key_of(&self.keys, seq, &v[range.clone()], slot)
-                                });
-                            if let Ok(Some(len)) = opened {
-                                range.end = range.start + len;
-                            }
-                            (seq, range, opened.map(|_| ()))
-                        })
-                        .collect();
-                    let block = Shared(std::sync::Arc::new(block));
-                    Ok(parts
-                        .into_iter()
-                        .map(|(seq, range, opened)| {
-                            (seq, opened.map(|()| Bytes::new(Part(block.clone(), range))))
-                        })
-                        .collect())
-                });
-            match opened {
-                Ok(records) => open = records.into_iter(),
-                Err(e) => {
-                    failed = true;
-                    return Some(Err(e));
-                }
-            }
-        }))
+        self.stored_records(from, true)
     }
 
     /// The seqs of one execution's events that the index holds, in order:
@@ -1923,13 +1967,37 @@ impl Store for Log {
         }))
     }
 
+    fn base(&self) -> Mark {
+        self.archive_base()
+    }
+
+    fn archive_dir(&self) -> Option<PathBuf> {
+        Some(self.archive_path())
+    }
+
+    fn write_segment(&self, through: u64) -> Result<PathBuf, StorageError> {
+        Log::write_segment(self, through)
+    }
+
+    fn commit_archive(&self, path: &Path) -> Result<(), StorageError> {
+        Log::commit_archive(self, path)
+    }
+
+    fn archived_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
+        self.archived_seqs_of(id)
+    }
+
+    fn readable_archived(&self, seq: u64, stored: Vec<u8>) -> Result<Bytes, StorageError> {
+        self.readable(seq, Bytes::new(stored))
+    }
+
     fn strips_payloads(&self) -> bool {
         true
     }
 
     fn reindex(&self, draft: Draft<'_>) -> Result<(), StorageError> {
         self.index(draft.event, draft.settles)?;
-        self.strip(&strips(draft).collect::<Vec<_>>())
+        self.strip(&strips(draft, self.archive_base().0).collect::<Vec<_>>())
     }
 
     fn rebuild_index(
@@ -1940,7 +2008,7 @@ impl Store for Log {
         for item in events {
             let (event, settles) = item?;
             self.index(&event, settles.as_ref())?;
-            keep.extend(Log::index_keys(&event, settles.as_ref()));
+            keep.extend(self.index_keys(&event, settles.as_ref()));
         }
         self.remove_index_except(&keep)
     }

@@ -1,0 +1,315 @@
+//! Archiving: the oldest settled history moved out of the live log into
+//! segment files that check themselves ([`crate::store::archive`]), so that
+//! the live database follows recent history, not all of it.
+//!
+//! What moves is always a prefix of the log, seqs base+1 through a new
+//! base, and always whole executions: the new base is a seq where nothing
+//! was live, and no later event but a retention event (a redaction or
+//! hold recorded after the execution settled, which stays in the live
+//! log) belongs to an execution before it. The
+//! live log then starts after the base (its projection there is empty, so
+//! replay starts from nothing), the chain runs on from the last archived
+//! record, and an archived execution's history is read from its segment
+//! (`history`, `show`, time travel of that execution). Archived
+//! executions no longer change: commands on them are refused
+//! ([`CommandError::Archived`]), which is why the pass archives none that
+//! its policy would still redact, nor one under legal hold.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::replay::illegal;
+use super::Ledger;
+use crate::error::{CommandError, ErrorKind, StorageError};
+use crate::event::EventKind;
+use crate::execution::{ExecutionId, TenantId};
+use crate::projection::Projection;
+use crate::store::archive::{self, Segment};
+use crate::store::record;
+
+/// What an archive pass did (or, in a dry run, would do).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ArchiveReport {
+    /// The seq the archive ended at before the pass (0: nothing archived).
+    pub before: u64,
+    /// The seq it ends at after (the same when nothing was due).
+    pub through: u64,
+    /// Executions the pass moved (would move) into the archive.
+    pub executions: u64,
+    /// Their events.
+    pub events: u64,
+    /// The segment written (none in a dry run or when nothing moved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
+    /// Why it stopped where it did: the oldest execution after the new
+    /// base that is not archived yet, and why (none when it reached the
+    /// head).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_by: Option<String>,
+}
+
+/// What the pass knows of an execution of the live log.
+struct Seen {
+    tenant: TenantId,
+    first: u64,
+    last: u64,
+    last_at: DateTime<Utc>,
+    redacted: bool,
+    held: bool,
+}
+
+/// How an archive pass decides: when each tenant's settled executions are
+/// due (`None`: the tenant's are never archived), and whether one it has
+/// not redacted must wait for its redaction first.
+pub(crate) struct Due<'a> {
+    /// Settled at or before this instant: due.
+    pub(crate) cutoff: &'a dyn Fn(&TenantId) -> Option<DateTime<Utc>>,
+    /// The tenant's policy redacts payloads (so an execution not redacted
+    /// yet waits), or holds the whole tenant.
+    pub(crate) waits: &'a dyn Fn(&TenantId) -> Option<&'static str>,
+}
+
+impl Ledger {
+    /// Moves the settled history `due` names (a prefix of the log, whole
+    /// executions) into a new segment of the archive; with `dry_run`, only
+    /// says how far it would go.
+    pub(crate) fn archive_due(
+        &self,
+        due: &Due<'_>,
+        dry_run: bool,
+    ) -> Result<ArchiveReport, CommandError> {
+        let log = &*self.inner.log;
+        if log.archive_dir().is_none() {
+            return Err(CommandError::Unsupported(
+                "archiving is not available on this storage engine yet (only on the embedded one)"
+                    .into(),
+            ));
+        }
+        let (base, _) = log.base();
+        let (head, live): (u64, std::collections::HashSet<ExecutionId>) = {
+            let core = self.core();
+            let live = core.projection.live().map(|e| e.execution_id).collect();
+            (core.head.0, live)
+        };
+        let mut report = ArchiveReport {
+            before: base,
+            through: base,
+            ..ArchiveReport::default()
+        };
+        // Each execution of the live log to the head, and each seq's.
+        let mut seen: Vec<Seen> = Vec::new();
+        let mut index: HashMap<ExecutionId, u32> = HashMap::new();
+        let mut order: Vec<(u32, ExecutionId)> = Vec::new();
+        for event in self.events(base + 1, Some(head)) {
+            let event = event?;
+            let n = *index.entry(event.execution_id).or_insert_with(|| {
+                seen.push(Seen {
+                    tenant: event.tenant_id.clone(),
+                    first: event.seq,
+                    last: event.seq,
+                    last_at: event.at,
+                    redacted: false,
+                    held: false,
+                });
+                (seen.len() - 1) as u32
+            });
+            let s = &mut seen[n as usize];
+            // Its lifecycle: a retention event after it settled may stay in
+            // the live log after its archived history.
+            if !event.kind.is_retention() {
+                s.last = event.seq;
+                s.last_at = event.at;
+            }
+            match event.kind {
+                EventKind::Redacted { .. } => s.redacted = true,
+                EventKind::LegalHold { .. } => s.held = true,
+                EventKind::LegalHoldReleased { .. } => s.held = false,
+                _ => {}
+            }
+            order.push((n, event.execution_id));
+        }
+        // The last seq where nothing is open, before the first execution
+        // that may not go.
+        let mut open = 0u64;
+        let mut archived = 0u64;
+        let mut through = base;
+        for (i, (n, id)) in order.iter().enumerate() {
+            let seq = base + 1 + i as u64;
+            let s = &seen[*n as usize];
+            if seq == s.first {
+                let why = if live.contains(id) {
+                    Some("it is not settled".to_owned())
+                } else if s.held {
+                    Some("it is under legal hold".to_owned())
+                } else if let Some(why) = (due.waits)(&s.tenant).filter(|_| !s.redacted) {
+                    Some(why.to_owned())
+                } else {
+                    match (due.cutoff)(&s.tenant) {
+                        None => Some(format!("tenant {} is not archived by the policy", s.tenant)),
+                        Some(cutoff) if s.last_at > cutoff => Some(format!(
+                            "it settled at {}, after the policy's point",
+                            s.last_at.to_rfc3339()
+                        )),
+                        Some(_) => None,
+                    }
+                };
+                if let Some(why) = why {
+                    report.kept_by = Some(format!("{id} (seq {seq}): {why}"));
+                    break;
+                }
+                open += 1;
+            }
+            if seq == s.last {
+                open -= 1;
+                archived += 1;
+            }
+            if open == 0 {
+                through = seq;
+                report.executions = archived;
+            }
+        }
+        if through == base {
+            return Ok(report);
+        }
+        report.through = through;
+        report.events = through - base;
+        if dry_run {
+            return Ok(report);
+        }
+        let path = log.write_segment(through)?;
+        // With the ledger held: what the segment holds is settled, so no
+        // event appended since the scan changed it but a retention event
+        // (which the live log may hold for an archived execution).
+        let core = self.core();
+        log.commit_archive(&path)?;
+        drop(core);
+        report.segment = Some(path.display().to_string());
+        Ok(report)
+    }
+
+    /// Checks the archive in `dir` (the ledger's own when `None`) and its
+    /// link to the live log: its segments follow on from seq 1 without a
+    /// gap, each record intact and chained to the one before, each
+    /// segment's index and digest, every event decodable and a legal
+    /// transition with nothing live at a segment's end, and the last
+    /// segment ending on the live log's base. Returns how many segments and
+    /// events it checked.
+    ///
+    /// # Errors
+    ///
+    /// `Corrupt` naming the segment and the seq where the damage is;
+    /// `Invalid` when there is no archive to check; `Io`.
+    pub fn verify_archive(&self, dir: Option<&Path>) -> Result<(u64, u64), CommandError> {
+        let log = &*self.inner.log;
+        let dir: PathBuf = match dir {
+            Some(d) => d.to_owned(),
+            None => log.archive_dir().ok_or_else(|| {
+                CommandError::Unsupported("this storage engine keeps no archive".into())
+            })?,
+        };
+        let (base, base_hash) = log.base();
+        let segments = archive::segments(&dir)?;
+        let mut next = 1u64;
+        let mut link = record::GENESIS;
+        let mut events = 0u64;
+        for segment in &segments {
+            if segment.first != next {
+                return Err(gap(segment, next).into());
+            }
+            if segment.prev != link {
+                return Err(StorageError::corrupt(
+                    segment.first,
+                    format!(
+                        "archive segment {} does not link to the record before it",
+                        segment.path().display()
+                    ),
+                )
+                .into());
+            }
+            check_segment(log, segment)?;
+            events += segment.last - segment.first + 1;
+            next = segment.last + 1;
+            link = segment.hash;
+        }
+        if next - 1 != base {
+            let what = if next - 1 < base {
+                format!(
+                    "the archive in {} ends at seq {}, but the live log starts after seq {base}",
+                    dir.display(),
+                    next - 1
+                )
+            } else {
+                format!(
+                    "the archive in {} runs to seq {}, past the live log's base (seq {base})",
+                    dir.display(),
+                    next - 1
+                )
+            };
+            return Err(StorageError::new(ErrorKind::Corrupt, what)
+                .at_seq(next.min(base + 1))
+                .into());
+        }
+        if link != base_hash {
+            return Err(StorageError::corrupt(
+                base,
+                "the archive's last record is not the one the live log follows on from",
+            )
+            .into());
+        }
+        Ok((segments.len() as u64, events))
+    }
+}
+
+/// The error for a segment that does not start where the one before ended.
+fn gap(segment: &Segment, next: u64) -> StorageError {
+    StorageError::corrupt(
+        next,
+        format!(
+            "the archive lacks seq {next}: segment {} starts at seq {}",
+            segment.path().display(),
+            segment.first
+        ),
+    )
+}
+
+/// Checks one segment: its records, index and digest, and its events
+/// folded from nothing live to nothing live.
+fn check_segment(log: &dyn crate::store::Store, segment: &Segment) -> Result<(), StorageError> {
+    let mut projection = Projection::from_entries(segment.first - 1, Vec::new());
+    let mut states: HashMap<ExecutionId, Option<crate::execution::BackgroundExecution>> =
+        HashMap::new();
+    let mut last_at = DateTime::<Utc>::MIN_UTC;
+    segment.check(|seq, stored| {
+        let bytes = log.readable_archived(seq, stored.to_vec())?;
+        let event = record::decode_event(seq, &bytes)?.0;
+        if event.at < last_at {
+            return Err(StorageError::corrupt(
+                seq,
+                "event is dated before the one before it",
+            ));
+        }
+        last_at = event.at;
+        // Each execution's events through the machine (retention events
+        // after settling too), and the projection for what is live.
+        let state = states.entry(event.execution_id).or_default();
+        crate::machine::apply(state, &event).map_err(illegal(seq))?;
+        projection.apply(&event).map_err(illegal(seq))?;
+        Ok(event.execution_id)
+    })?;
+    if let Some(live) = projection.live().next() {
+        return Err(StorageError::corrupt(
+            segment.last,
+            format!(
+                "archive segment {} ends with {} still live",
+                segment.path().display(),
+                live.execution_id
+            ),
+        ));
+    }
+    Ok(())
+}

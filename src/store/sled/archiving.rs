@@ -1,0 +1,261 @@
+//! Archiving on sled: a prefix of the log moved into segment files
+//! (`DATA_DIR/archive`, [`crate::store::archive`]) and out of the
+//! database.
+//!
+//! Tree `meta` holds the base (`base`: the last archived seq and its
+//! record's hash) and, while the removal of what a segment holds from the
+//! database is not finished, `archive-pending` (its first and last seq).
+//! The order makes every crash leave one of two states:
+//!
+//! 1. the segment is written under a temporary name, synced, renamed and
+//!    its directory synced ([`Log::write_segment`]); a crash before step 2
+//!    leaves a segment after the base, which open removes;
+//! 2. `base` and `archive-pending` are written in one batch and flushed
+//!    ([`Log::commit_archive`]): from here on the live log starts after the
+//!    base and reads below it go to the segments;
+//! 3. the index entries, names, list lines, snapshots and records the
+//!    segment holds are removed from the database, and `archive-pending`
+//!    last; open finishes what a crash left of it.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    event_key, exec_prefix, list_key, lock, name_key, seq_of, storage, unpack, Log, Segments,
+};
+use crate::error::{ErrorKind, StorageError};
+use crate::execution::ExecutionId;
+use crate::store::archive::{self, Segment};
+use crate::store::record;
+use crate::store::{Bytes, Mark, Name, Store};
+
+/// The key of the base in tree `meta`: seq (8) | hash (32).
+const BASE: &[u8] = b"base";
+/// The key, in tree `meta`, of the segment whose records are still to be
+/// removed from the database: first seq (8) | last seq (8).
+const PENDING: &[u8] = b"archive-pending";
+/// The archive's directory in the data directory.
+pub(super) const ARCHIVE_DIR: &str = "archive";
+
+/// Reads the base from `meta` ((0, GENESIS) when nothing is archived).
+pub(super) fn read_base(meta: &::sled::Tree) -> Result<Mark, StorageError> {
+    match meta.get(BASE).map_err(storage)? {
+        None => Ok((0, record::GENESIS)),
+        Some(v) if v.len() == 40 => Ok((
+            u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+            v[8..].try_into().expect("32 bytes"),
+        )),
+        Some(_) => Err(StorageError::new(
+            ErrorKind::Corrupt,
+            "the log's archive base is damaged",
+        )),
+    }
+}
+
+/// The segments of `dir` that hold the archived prefix through `base`,
+/// after removing what an archive pass cut short left (a temporary file, a
+/// segment after the base). They must cover seqs 1 through the base.
+pub(super) fn open_segments(dir: &Path, base: Mark) -> Result<Segments, StorageError> {
+    let dir = dir.join(ARCHIVE_DIR);
+    archive::remove_partial(&dir)?;
+    let mut kept = Vec::new();
+    for segment in archive::segments(&dir)? {
+        if segment.first > base.0 {
+            tracing::info!(segment = %segment.path().display(), "removing a segment an archive pass did not commit");
+            std::fs::remove_file(segment.path()).map_err(|e| {
+                StorageError::io(format!("cannot remove {}", segment.path().display()), e)
+            })?;
+        } else {
+            kept.push(segment);
+        }
+    }
+    Ok(Segments { dir, kept })
+}
+
+impl Segments {
+    /// The segment holding `seq`.
+    fn holding(&self, seq: u64) -> Option<&Segment> {
+        let i = self.kept.partition_point(|s| s.last < seq);
+        self.kept.get(i).filter(|s| s.first <= seq)
+    }
+}
+
+impl Log {
+    /// The last archived seq and its record's hash.
+    pub(super) fn archive_base(&self) -> Mark {
+        *lock(&self.base)
+    }
+
+    /// Where the segments are.
+    pub(super) fn archive_path(&self) -> PathBuf {
+        lock(&self.segments).dir.clone()
+    }
+
+    /// Record `seq` (at or below the base) from the segments, as stored.
+    pub(super) fn archived_record(&self, seq: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let segments = lock(&self.segments);
+        match segments.holding(seq) {
+            Some(segment) => segment.record(seq),
+            None => Err(StorageError::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "seq {seq} is archived, but no segment in {} holds it",
+                    segments.dir.display()
+                ),
+            )
+            .at_seq(seq)),
+        }
+    }
+
+    /// The seqs of an archived execution's events (empty when none is).
+    pub(super) fn archived_seqs_of(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
+        let segments = lock(&self.segments);
+        for segment in segments.kept.iter().rev() {
+            let seqs = segment.seqs_of(id)?;
+            if !seqs.is_empty() {
+                return Ok(seqs);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Writes records base+1 through `through`, as stored, into a new
+    /// segment; changes nothing else.
+    pub(super) fn write_segment(&self, through: u64) -> Result<PathBuf, StorageError> {
+        let (base, prev) = self.archive_base();
+        let dir = self.archive_path();
+        let mut raw = self.stored_records(base + 1, false).map(|item| {
+            let (seq, bytes) = item?;
+            let id = self.event_at(seq, &bytes)?.execution_id;
+            Ok((seq, bytes.to_vec(), id))
+        });
+        let mut taken =
+            (&mut raw).take_while(|r| r.as_ref().map_or(true, |(s, _, _)| *s <= through));
+        archive::write(&dir, base + 1, prev, &mut taken)
+    }
+
+    /// The event of record `seq` as stored.
+    fn event_at(&self, seq: u64, stored: &[u8]) -> Result<crate::event::Event, StorageError> {
+        let bytes = self.readable(seq, Bytes::new(stored.to_vec()))?;
+        record::parse_event(seq, &bytes)
+    }
+
+    /// Makes the segment at `path` part of the log: the base moves to its
+    /// last seq, then what it holds leaves the database.
+    pub(super) fn commit_archive(&self, path: &Path) -> Result<(), StorageError> {
+        let segment = Segment::open(path)?;
+        let (base, hash) = self.archive_base();
+        if segment.first != base + 1 || segment.prev != hash {
+            return Err(StorageError::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "archive segment {} does not follow on from the log's base (seq {base})",
+                    path.display()
+                ),
+            ));
+        }
+        let mut value = segment.last.to_be_bytes().to_vec();
+        value.extend_from_slice(&segment.hash);
+        let mut pending = segment.first.to_be_bytes().to_vec();
+        pending.extend_from_slice(&segment.last.to_be_bytes());
+        let mut batch = ::sled::Batch::default();
+        batch.insert(BASE, value);
+        batch.insert(PENDING, pending);
+        self.meta.apply_batch(batch).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        *lock(&self.base) = (segment.last, segment.hash);
+        lock(&self.segments).kept.push(segment);
+        self.finish_archive()
+    }
+
+    /// Removes from the database what the pending segment holds (all of
+    /// it idempotent: open calls it again after a crash).
+    pub(super) fn finish_archive(&self) -> Result<(), StorageError> {
+        let Some(v) = self.meta.get(PENDING).map_err(storage)? else {
+            return Ok(());
+        };
+        let (first, last) = match v.len() {
+            16 => (
+                u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+                u64::from_be_bytes(v[8..].try_into().expect("8 bytes")),
+            ),
+            _ => {
+                return Err(StorageError::new(
+                    ErrorKind::Corrupt,
+                    "the log's pending archive mark is damaged",
+                ))
+            }
+        };
+        tracing::info!(first, last, "removing archived records from the database");
+        let mut batch = ::sled::Batch::default();
+        let mut ids: Vec<ExecutionId> = Vec::new();
+        for seq in first..=last {
+            let stored = self.archived_record(seq)?.ok_or_else(|| {
+                StorageError::corrupt(seq, "archived record is missing from its segment")
+            })?;
+            let event = self.event_at(seq, &stored)?;
+            if let Some(name) = Name::of(&event) {
+                // Only where it still names this execution (a later one may
+                // be bound to the same target).
+                let key = name_key(&name);
+                if self.events.get(&key).map_err(storage)?.as_deref()
+                    == Some(event.execution_id.as_bytes().as_slice())
+                {
+                    batch.remove(key);
+                }
+            }
+            if matches!(event.kind, crate::event::EventKind::Queued(_)) {
+                ids.push(event.execution_id);
+            }
+        }
+        // Each archived execution's seqs leave the index; those after the
+        // segment (retention events recorded after it settled) stay.
+        for id in &ids {
+            let mut later = Vec::new();
+            for item in self.events.scan_prefix(exec_prefix(id)) {
+                let (k, v) = item.map_err(storage)?;
+                let mut seqs = Vec::new();
+                unpack(&k, &v, &mut seqs).ok_or_else(|| {
+                    StorageError::new(
+                        ErrorKind::Corrupt,
+                        format!("malformed index entry for {id}"),
+                    )
+                })?;
+                later.extend(seqs.into_iter().filter(|&s| s > last));
+                batch.remove(k);
+            }
+            if !later.is_empty() {
+                later.sort_unstable();
+                later.dedup();
+                let packed: Vec<u8> = later.iter().flat_map(|s| s.to_be_bytes()).collect();
+                batch.insert(exec_prefix(id).to_vec(), packed);
+            }
+        }
+        for item in self.events.range(list_key(first)..list_key(last + 1)) {
+            batch.remove(item.map_err(storage)?.0);
+        }
+        self.events.apply_batch(batch).map_err(storage)?;
+        // Snapshots at or below the base: the live log's replay starts
+        // after it (nothing was live there).
+        for item in self.snapshots.range(..=event_key(last).as_slice()) {
+            self.snapshots
+                .remove(item.map_err(storage)?.0)
+                .map_err(storage)?;
+        }
+        // Entries whose records are all archived, but the log's last (which
+        // tells where the log ends).
+        let end = self.last_seq()?;
+        let mut batch = ::sled::Batch::default();
+        for item in self.events.range(..event_key(last + 1).as_slice()) {
+            let (k, v) = item.map_err(storage)?;
+            let Some(at) = seq_of(&k) else { continue };
+            let to = at + record::count(at, &v)? - 1;
+            if to <= last && to < end {
+                batch.remove(k);
+            }
+        }
+        self.events.apply_batch(batch).map_err(storage)?;
+        self.meta.remove(PENDING).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        Ok(())
+    }
+}

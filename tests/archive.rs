@@ -1,0 +1,405 @@
+//! Archiving on a real sled ledger, driven by a clock the test moves: a
+//! policy's `archiveAfter` moves the oldest settled history into segment
+//! files; the ledger reopens on what is left, `verify` passes over the live
+//! log and the archive, an archived execution's history and record are
+//! read from its segment, commands on it are refused with nothing
+//! appended, and a damaged segment is named with the seq of the damage.
+
+use chrono::TimeDelta;
+use execution_ledger::{
+    At, CommandError, ErrorKind, EventKind, ExecutionId, Ledger, RetentionPolicy, Submission,
+    TenantId,
+};
+
+mod common;
+
+fn tenant(name: &str) -> TenantId {
+    name.parse().unwrap()
+}
+
+/// A settled execution of `tenant`'s whose input carries `secret`.
+fn settled(ledger: &Ledger, tenant_name: &str, secret: &str) -> ExecutionId {
+    let mut s = Submission::new("mail");
+    s.input = Some(secret.to_owned());
+    let id = ledger
+        .submit(&tenant(tenant_name), s)
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id;
+    let c = ledger.claim(Some("w")).wait().unwrap().unwrap();
+    assert_eq!(c.execution_id, id);
+    ledger
+        .complete(c.execution_id, c.attempt, serde_json::json!("done"))
+        .wait()
+        .unwrap();
+    id
+}
+
+fn policy(json: &str) -> RetentionPolicy {
+    RetentionPolicy::from_json(json.as_bytes()).unwrap()
+}
+
+fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir.join("archive"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+#[test]
+fn archived_history_leaves_the_live_log_and_still_verifies_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = common::TestClock::new();
+    let open = || {
+        Ledger::builder(dir.path())
+            .clock(clock.clone())
+            .snapshot_every(7)
+            .open()
+            .unwrap()
+    };
+    let ledger = open();
+    let old: Vec<ExecutionId> = (0..40)
+        .map(|i| settled(&ledger, "acme", &format!("old secret {i}")))
+        .collect();
+    // One that settles later, and keeps everything after it live.
+    let mut s = Submission::new("mail");
+    s.input = Some("slow secret".into());
+    let slow = ledger
+        .submit(&tenant("acme"), s)
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id;
+    assert_eq!(
+        ledger
+            .claim(Some("w"))
+            .wait()
+            .unwrap()
+            .unwrap()
+            .execution_id,
+        slow
+    );
+    let after: Vec<ExecutionId> = (0..5)
+        .map(|i| settled(&ledger, "acme", &format!("later secret {i}")))
+        .collect();
+    let archives = policy(r#"{"default": {"archiveAfter": "10d"}}"#);
+
+    // Day 5: none is due.
+    clock.advance(TimeDelta::days(5));
+    let report = ledger
+        .retain(&archives, false, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    let a = report.archive.unwrap();
+    assert_eq!((a.before, a.through, a.executions), (0, 0, 0), "{a:?}");
+    assert!(a.kept_by.unwrap().contains("after the policy's point"));
+    assert!(segments(dir.path()).is_empty());
+
+    // Day 11: the first 40 are due; `slow` is live and keeps it from going
+    // further. A dry run says so and changes nothing.
+    clock.advance(TimeDelta::days(6));
+    let head = ledger.head();
+    let dry = ledger
+        .retain(&archives, true, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    let d = dry.archive.unwrap();
+    assert_eq!((d.through, d.executions, d.events), (120, 40, 120), "{d:?}");
+    assert!(
+        d.kept_by
+            .as_deref()
+            .unwrap()
+            .contains(&format!("{slow} (seq 121): it is not settled")),
+        "{d:?}"
+    );
+    assert_eq!(ledger.head(), head);
+    assert!(segments(dir.path()).is_empty());
+
+    let report = ledger
+        .retain(&archives, false, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    let a = report.archive.unwrap();
+    assert_eq!(
+        (a.before, a.through, a.executions, a.events),
+        (0, 120, 40, 120),
+        "{a:?}"
+    );
+    assert_eq!(segments(dir.path()).len(), 1);
+    assert!(a
+        .segment
+        .unwrap()
+        .ends_with("00000000000000000001-00000000000000000120.segment"));
+    // Nothing appended: archiving is no event.
+    assert_eq!(ledger.head(), head);
+    let v = ledger.verify().unwrap();
+    assert_eq!((v.archived, v.events), (120, head.seq - 120));
+    assert_eq!(ledger.verify_archive(None).unwrap(), (1, 120));
+
+    // An archived execution: its history and record from the segment.
+    let history = ledger.history(old[3]).unwrap();
+    assert_eq!(history.len(), 3);
+    assert!(
+        matches!(&history[0].kind, EventKind::Queued(s) if s.input.as_deref() == Some("old secret 3"))
+    );
+    assert_eq!(
+        ledger.get(old[3]).unwrap().output,
+        Some(serde_json::json!("done"))
+    );
+    assert_eq!(
+        ledger
+            .execution_at(old[3], At::Seq(10))
+            .unwrap()
+            .unwrap()
+            .execution_id,
+        old[3]
+    );
+    // It no longer changes: refused, nothing appended.
+    let refused = ledger.redact(old[3], "gdpr", None).wait().unwrap_err();
+    assert!(
+        matches!(refused, CommandError::Archived(id) if id == old[3]),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("archived"));
+    assert!(matches!(
+        ledger.hold(old[0], "audit", None).wait().unwrap_err(),
+        CommandError::Archived(_)
+    ));
+    assert_eq!(ledger.head(), head);
+    // The whole ledger before the base is the archive's.
+    let err = ledger.queue_at(At::Seq(50), None).unwrap_err();
+    assert!(err.to_string().contains("seq 50 is archived"), "{err}");
+    assert!(ledger.queue_at(At::Seq(120), None).unwrap().0.is_empty());
+
+    // Reopened on what is left: the live log starts after seq 120.
+    drop(ledger);
+    let ledger = open();
+    assert_eq!(ledger.head(), head);
+    assert_eq!(ledger.events(1, None).next().unwrap().unwrap().seq, 121);
+    assert_eq!(ledger.history(old[39]).unwrap().len(), 3);
+    assert_eq!(ledger.history(after[0]).unwrap().len(), 3);
+    ledger.verify().unwrap();
+    ledger.check_projection().unwrap();
+    assert_eq!(ledger.verify_archive(None).unwrap(), (1, 120));
+
+    // The slow one settles; a second pass archives the rest into a second
+    // segment, chained to the first.
+    ledger
+        .complete(slow, 1, serde_json::json!("late"))
+        .wait()
+        .unwrap();
+    let fresh = settled(&ledger, "acme", "fresh secret");
+    clock.advance(TimeDelta::days(11));
+    let tail = settled(&ledger, "acme", "newest secret");
+    let a = ledger
+        .retain(&archives, false, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap()
+        .archive
+        .unwrap();
+    assert_eq!((a.before, a.executions), (120, 7), "{a:?}");
+    assert!(a.kept_by.unwrap().contains(&tail.to_string()));
+    assert_eq!(segments(dir.path()).len(), 2);
+    assert_eq!(ledger.verify_archive(None).unwrap(), (2, a.through));
+    assert_eq!(ledger.history(fresh).unwrap().len(), 3);
+    assert_eq!(
+        ledger.get(slow).unwrap().output,
+        Some(serde_json::json!("late"))
+    );
+    assert_eq!(ledger.history(tail).unwrap()[0].seq, a.through + 1);
+    // New work goes on after the archive.
+    settled(&ledger, "acme", "after the archive");
+    drop(ledger);
+    let ledger = open();
+    ledger.verify().unwrap();
+    assert_eq!(ledger.verify_archive(None).unwrap().0, 2);
+    // A head kept elsewhere before archiving still checks (its record is in
+    // the archive).
+    ledger.check_head(&head).unwrap();
+}
+
+#[test]
+fn the_policy_archives_none_held_unredacted_or_of_a_tenant_it_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = common::TestClock::new();
+    let ledger = Ledger::builder(dir.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let a = settled(&ledger, "acme", "a");
+    let held = settled(&ledger, "acme", "held");
+    ledger.hold(held, "litigation", None).wait().unwrap();
+    settled(&ledger, "acme", "c");
+    clock.advance(TimeDelta::days(40));
+    let run = |p: &RetentionPolicy| {
+        ledger
+            .retain(p, true, |_| std::ops::ControlFlow::Continue(()))
+            .unwrap()
+            .archive
+            .unwrap()
+    };
+    // Held: it and everything after it stay.
+    let r = run(&policy(r#"{"default": {"archiveAfter": "10d"}}"#));
+    assert_eq!((r.through, r.executions), (3, 1), "{r:?}");
+    assert!(r.kept_by.unwrap().contains("under legal hold"));
+    // A tenant the policy does not archive.
+    let r = run(&policy(
+        r#"{"tenants": {"globex": {"archiveAfter": "10d"}}}"#,
+    ));
+    assert_eq!(r.through, 0);
+    assert!(
+        r.kept_by
+            .as_deref()
+            .unwrap()
+            .contains("tenant acme is not archived"),
+        "{r:?}"
+    );
+    // One whose payloads the policy still has to redact (in a dry run,
+    // nothing is redacted).
+    let r = run(&policy(
+        r#"{"default": {"redactAfter": "1d", "archiveAfter": "10d"}}"#,
+    ));
+    assert_eq!(r.through, 0);
+    assert!(r
+        .kept_by
+        .unwrap()
+        .contains(&format!("{a} (seq 1): its payloads are not redacted yet")));
+    // A rule that archives before it redacts is refused.
+    let err = RetentionPolicy::from_json(
+        br#"{"tenants": {"acme": {"redactAfter": "30d", "archiveAfter": "7d"}}}"#,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("archiveAfter (7d) of tenant acme is shorter than its redactAfter (30d)"),
+        "{err}"
+    );
+    // Redacted first, in the same pass, then archived up to the hold.
+    let r = ledger
+        .retain(
+            &policy(r#"{"default": {"redactAfter": "1d", "archiveAfter": "10d"}}"#),
+            false,
+            |_| std::ops::ControlFlow::Continue(()),
+        )
+        .unwrap();
+    assert_eq!(r.redacted, 2);
+    let arch = r.archive.unwrap();
+    assert_eq!((arch.executions, arch.through), (1, 3), "{arch:?}");
+    // Its redaction, recorded after it settled, stays in the live log after
+    // its archived history; both are its history.
+    let history = ledger.history(a).unwrap();
+    assert_eq!(history.len(), 4);
+    assert!(history[3].seq > 3 && matches!(history[3].kind, EventKind::Redacted { .. }));
+    assert!(ledger.get(a).unwrap().redacted_at.is_some());
+    ledger.verify().unwrap();
+    ledger.verify_archive(None).unwrap();
+    // The same after reopening, and after rebuilding the index.
+    drop(ledger);
+    let ledger = Ledger::builder(dir.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    assert_eq!(ledger.history(a).unwrap().len(), 4);
+    ledger.verify().unwrap();
+    ledger.rebuild_index().unwrap();
+    ledger.verify().unwrap();
+    assert_eq!(ledger.history(a).unwrap().len(), 4);
+    assert!(ledger
+        .list(&Default::default(), None, 100)
+        .unwrap()
+        .executions
+        .iter()
+        .all(|e| e.execution_id != a));
+    // Neither the segment nor anything else holds a payload in the clear.
+    for path in segments(dir.path()) {
+        let bytes = std::fs::read(path).unwrap();
+        for secret in [b"held".as_slice(), b"\"a\""] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret));
+        }
+    }
+}
+
+/// Flips one byte of `path` at `at`.
+fn flip(path: &std::path::Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x10], at).unwrap();
+}
+
+#[test]
+fn a_damaged_segment_is_named_with_the_seq_of_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = common::TestClock::new();
+    let ledger = Ledger::builder(dir.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let ids: Vec<ExecutionId> = (0..10)
+        .map(|i| settled(&ledger, "acme", &format!("s{i}")))
+        .collect();
+    clock.advance(TimeDelta::days(2));
+    settled(&ledger, "acme", "recent");
+    let report = ledger
+        .retain(
+            &policy(r#"{"default": {"archiveAfter": "1d"}}"#),
+            false,
+            |_| std::ops::ControlFlow::Continue(()),
+        )
+        .unwrap();
+    assert_eq!(report.archive.unwrap().through, 30);
+    let segment = segments(dir.path()).pop().unwrap();
+    let pristine = std::fs::read(&segment).unwrap();
+    ledger.verify_archive(None).unwrap();
+
+    // A byte inside record 17's hashed part: found at seq 17, naming the
+    // file.
+    let history = ledger.history(ids[5]).unwrap();
+    assert_eq!(history[1].seq, 17);
+    let offsets_at = {
+        let n = pristine.len();
+        u64::from_be_bytes(pristine[n - 64 - 32..n - 64 - 24].try_into().unwrap())
+    };
+    let at17 = u64::from_be_bytes(
+        pristine[offsets_at as usize + 16 * 8..offsets_at as usize + 17 * 8]
+            .try_into()
+            .unwrap(),
+    );
+    flip(&segment, at17 + 4 + 70);
+    let err = ledger.verify_archive(None).unwrap_err();
+    let CommandError::Storage(e) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!((e.kind(), e.seq()), (ErrorKind::Corrupt, Some(17)), "{e}");
+    assert!(
+        e.to_string().contains(&segment.display().to_string()),
+        "{e}"
+    );
+    // History that reads the record finds it too.
+    let err = ledger.history(ids[5]).unwrap_err();
+    assert!(err.to_string().contains("17"), "{err}");
+
+    // A byte in the index (past the records): named by the segment's seqs.
+    std::fs::write(&segment, &pristine).unwrap();
+    ledger.verify_archive(None).unwrap();
+    flip(&segment, pristine.len() as u64 - 104 - 8 * 30 - 5);
+    let err = ledger.verify_archive(None).unwrap_err();
+    assert!(err.to_string().contains("seqs 1 to 30"), "{err}");
+    let CommandError::Storage(e) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+
+    // A missing segment: the archive lacks seq 1.
+    std::fs::write(&segment, &pristine).unwrap();
+    let moved = dir.path().join("elsewhere");
+    std::fs::create_dir(&moved).unwrap();
+    std::fs::rename(&segment, moved.join(segment.file_name().unwrap())).unwrap();
+    let err = ledger.verify_archive(None).unwrap_err();
+    assert!(err.to_string().contains("ends at seq 0"), "{err}");
+    // Checked where it was moved to.
+    assert_eq!(ledger.verify_archive(Some(&moved)).unwrap(), (1, 30));
+}
