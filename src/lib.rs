@@ -66,9 +66,9 @@ pub use crate::execution::{
 pub use crate::ids::{ExecutionId, ParseIdError, TenantId, TriggerId};
 pub use crate::lease::{Heartbeat, Lease, DEFAULT_LEASE, MAX_CLAIM, MAX_LEASE, MIN_LEASE};
 pub use crate::ledger::{
-    AcceptedTail, ArchiveReport, At, Change, Clock, Command, Cursor, Head, IndexRebuild, Ledger,
-    LedgerBuilder, ListFilter, ListPage, Pending, RetentionPolicy, RetentionReport, Stats,
-    Submitted, Subscription, SystemClock, TenantRetention, VerifyReport,
+    AcceptedTail, ArchiveReport, ArchiveVerified, At, Change, Clock, Command, Cursor, Head,
+    IndexRebuild, Ledger, LedgerBuilder, ListFilter, ListPage, Pending, RetentionPolicy,
+    RetentionReport, Stats, Submitted, Subscription, SystemClock, TenantRetention, VerifyReport,
 };
 pub use crate::machine::{
     after_failure, after_loss, after_timeout, apply, awaits_binding, awaits_callback, check,

@@ -36,6 +36,13 @@ fn settled(ledger: &Ledger, tenant_name: &str, secret: &str) -> ExecutionId {
     id
 }
 
+/// The archive's segments and events, as verify checked them (with the
+/// live log).
+fn checked(ledger: &Ledger) -> (u64, u64) {
+    let a = ledger.verify().unwrap().archive.unwrap();
+    (a.segments, a.events)
+}
+
 fn policy(json: &str) -> RetentionPolicy {
     RetentionPolicy::from_json(json.as_bytes()).unwrap()
 }
@@ -133,7 +140,7 @@ fn archived_history_leaves_the_live_log_and_still_verifies_and_reads() {
     assert_eq!(ledger.head(), head);
     let v = ledger.verify().unwrap();
     assert_eq!((v.archived, v.events), (120, head.seq - 120));
-    assert_eq!(ledger.verify_archive(None).unwrap(), (1, 120));
+    assert_eq!(checked(&ledger), (1, 120));
 
     // An archived execution: its history and record from the segment.
     let history = ledger.history(old[3]).unwrap();
@@ -179,7 +186,7 @@ fn archived_history_leaves_the_live_log_and_still_verifies_and_reads() {
     assert_eq!(ledger.history(after[0]).unwrap().len(), 3);
     ledger.verify().unwrap();
     ledger.check_projection().unwrap();
-    assert_eq!(ledger.verify_archive(None).unwrap(), (1, 120));
+    assert_eq!(checked(&ledger), (1, 120));
 
     // The slow one settles; a second pass archives the rest into a second
     // segment, chained to the first.
@@ -198,7 +205,7 @@ fn archived_history_leaves_the_live_log_and_still_verifies_and_reads() {
     assert_eq!((a.before, a.executions), (120, 7), "{a:?}");
     assert!(a.kept_by.unwrap().contains(&tail.to_string()));
     assert_eq!(segments(dir.path()).len(), 2);
-    assert_eq!(ledger.verify_archive(None).unwrap(), (2, a.through));
+    assert_eq!(checked(&ledger), (2, a.through));
     assert_eq!(ledger.history(fresh).unwrap().len(), 3);
     assert_eq!(
         ledger.get(slow).unwrap().output,
@@ -210,7 +217,7 @@ fn archived_history_leaves_the_live_log_and_still_verifies_and_reads() {
     drop(ledger);
     let ledger = open();
     ledger.verify().unwrap();
-    assert_eq!(ledger.verify_archive(None).unwrap().0, 2);
+    assert_eq!(checked(&ledger).0, 2);
     // A head kept elsewhere before archiving still checks (its record is in
     // the archive).
     ledger.check_head(&head).unwrap();
@@ -290,7 +297,7 @@ fn the_policy_archives_none_held_unredacted_or_of_a_tenant_it_keeps() {
     assert!(history[3].seq > 3 && matches!(history[3].kind, EventKind::Redacted { .. }));
     assert!(ledger.get(a).unwrap().redacted_at.is_some());
     ledger.verify().unwrap();
-    ledger.verify_archive(None).unwrap();
+    checked(&ledger);
     // The same after reopening, and after rebuilding the index.
     drop(ledger);
     let ledger = Ledger::builder(dir.path())
@@ -353,7 +360,7 @@ fn a_damaged_segment_is_named_with_the_seq_of_the_damage() {
     assert_eq!(report.archive.unwrap().through, 30);
     let segment = segments(dir.path()).pop().unwrap();
     let pristine = std::fs::read(&segment).unwrap();
-    ledger.verify_archive(None).unwrap();
+    checked(&ledger);
 
     // A byte inside record 17's hashed part: found at seq 17, naming the
     // file.
@@ -369,10 +376,7 @@ fn a_damaged_segment_is_named_with_the_seq_of_the_damage() {
             .unwrap(),
     );
     flip(&segment, at17 + 4 + 70);
-    let err = ledger.verify_archive(None).unwrap_err();
-    let CommandError::Storage(e) = &err else {
-        panic!("{err}")
-    };
+    let e = ledger.verify().unwrap_err();
     assert_eq!((e.kind(), e.seq()), (ErrorKind::Corrupt, Some(17)), "{e}");
     assert!(
         e.to_string().contains(&segment.display().to_string()),
@@ -384,22 +388,188 @@ fn a_damaged_segment_is_named_with_the_seq_of_the_damage() {
 
     // A byte in the index (past the records): named by the segment's seqs.
     std::fs::write(&segment, &pristine).unwrap();
-    ledger.verify_archive(None).unwrap();
+    checked(&ledger);
     flip(&segment, pristine.len() as u64 - 104 - 8 * 30 - 5);
-    let err = ledger.verify_archive(None).unwrap_err();
+    let err = ledger.verify().unwrap_err();
     assert!(err.to_string().contains("seqs 1 to 30"), "{err}");
-    let CommandError::Storage(e) = &err else {
-        panic!("{err}")
-    };
-    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
 
     // A missing segment: the archive lacks seq 1.
     std::fs::write(&segment, &pristine).unwrap();
     let moved = dir.path().join("elsewhere");
     std::fs::create_dir(&moved).unwrap();
     std::fs::rename(&segment, moved.join(segment.file_name().unwrap())).unwrap();
-    let err = ledger.verify_archive(None).unwrap_err();
+    let err = ledger.verify().unwrap_err();
     assert!(err.to_string().contains("ends at seq 0"), "{err}");
+    assert_eq!(err.seq(), Some(1));
     // Checked where it was moved to.
-    assert_eq!(ledger.verify_archive(Some(&moved)).unwrap(), (1, 30));
+    let v = ledger.verify_with_archive(&moved, |_, _| {}).unwrap();
+    let a = v.archive.unwrap();
+    assert_eq!((a.segments, a.events, v.archived), (1, 30, 30));
+}
+
+use common::server::{client, error_code, json_of, result_of, submit_id, Server};
+
+#[test]
+fn ledger_retain_archives_and_ledger_verify_and_history_read_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<ExecutionId> = {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        (0..3)
+            .map(|i| settled(&ledger, "acme", &format!("s{i}")))
+            .collect()
+    };
+    let files = tempfile::tempdir().unwrap();
+    let policy = files.path().join("policy.json");
+    std::fs::write(&policy, r#"{"default": {"archiveAfter": "0s"}}"#).unwrap();
+    let cli = |args: &[&str]| common::ledger_cli(dir.path(), args);
+    let text = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let policy_arg = policy.to_str().unwrap();
+    let out = cli(&["retain", "--policy", policy_arg, "--dry-run"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out).ends_with("would archive 3 settled executions (9 events, seqs 1 to 9)\n"),
+        "{}",
+        text(&out)
+    );
+    let out = cli(&["retain", "--policy", policy_arg]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out).contains("archived 3 settled executions (9 events, seqs 1 to 9) into "),
+        "{}",
+        text(&out)
+    );
+    let out = cli(&["retain", "--policy", policy_arg]);
+    assert!(
+        text(&out).contains("archived nothing (the archive ends at seq 9)"),
+        "{}",
+        text(&out)
+    );
+    let out = cli(&["verify"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out).contains("ok: the archive's 9 events (seqs 1 to 9) in 1 segment verified"),
+        "{}",
+        text(&out)
+    );
+    let id = ids[1].to_string();
+    let out = cli(&["history", &id]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out).lines().count(), 1 + 3, "{}", text(&out));
+    let out = cli(&["show", &id]);
+    assert!(text(&out).contains("completed"), "{}", text(&out));
+    // A command on it: exit 1, one line saying why, nothing appended.
+    let out = cli(&["cancel", &id]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is archived"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Moved elsewhere: checked there with --archive; without it, the
+    // damage is named (seq 1 is lacking).
+    let moved = files.path().join("cold");
+    std::fs::rename(dir.path().join("archive"), &moved).unwrap();
+    let out = cli(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--archive DIR"));
+    let out = cli(&["verify", "--archive", moved.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    // A rule that archives before it redacts: exit 2, the file named.
+    std::fs::write(
+        &policy,
+        r#"{"default": {"redactAfter": "2d", "archiveAfter": "1d"}}"#,
+    )
+    .unwrap();
+    let out = cli(&["retain", "--policy", policy_arg]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("policy.json") && err.contains("archiveAfter"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_archives_in_the_background_and_answers_archived_executions() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let policy = files.path().join("policy.json");
+    std::fs::write(&policy, r#"{"default": {"archiveAfter": "0s"}}"#).unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--retention",
+            policy.to_str().unwrap(),
+            "--retain-every",
+            "1",
+        ],
+    );
+    let c = client();
+    let body = serde_json::json!({"tenantId": "acme", "callableName": "echo", "input": "one"});
+    let id = submit_id(&c, &server, body).await;
+    let (status, _) = result_of(&c, &server, &id).await;
+    assert_eq!(status, 200);
+    // Archived by the server's pass within a few of its rounds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let verdict = loop {
+        let (_, v) = json_of(c.post(server.url("/v1/verify")).send().await.unwrap()).await;
+        if v["report"]["archived"].as_u64() > Some(0) || std::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    assert_eq!(verdict["report"]["archive"]["segments"], 1, "{verdict}");
+    let (status, events) = json_of(
+        c.get(server.url(&format!("/v1/executions/{id}/events")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{events}");
+    assert!(events.to_string().contains("completed"), "{events}");
+    let (status, got) = json_of(
+        c.get(server.url(&format!("/v1/executions/{id}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, got["status"].as_str()),
+        (200, Some("completed")),
+        "{got}"
+    );
+    let (status, err) = json_of(
+        c.post(server.url(&format!("/v1/executions/{id}/redact")))
+            .json(&serde_json::json!({"reason": "gdpr"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, error_code(&err)), (409, "archived"), "{err}");
+    // A dry run over HTTP says where the archive ends.
+    let (status, report) = json_of(
+        c.post(server.url("/v1/retention"))
+            .json(
+                &serde_json::json!({"policy": {"default": {"archiveAfter": "0s"}}, "dryRun": true}),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    assert!(report["archive"]["before"].as_u64() > Some(0), "{report}");
+    let (status, err) = json_of(
+        c.post(server.url("/v1/retention"))
+            .json(&serde_json::json!({"policy": {"default": {"archiveAfter": "1s", "redactAfter": "1m"}}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err.to_string().contains("archiveAfter"), "{err}");
 }

@@ -16,7 +16,7 @@
 //! its policy would still redact, nor one under legal hold.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,17 @@ pub struct ArchiveReport {
     /// head).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kept_by: Option<String>,
+}
+
+/// The archive a verify checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ArchiveVerified {
+    /// Segments checked.
+    pub segments: u64,
+    /// Events they hold (seqs 1 to the live log's base).
+    pub events: u64,
 }
 
 /// What the pass knows of an execution of the live log.
@@ -197,29 +208,28 @@ impl Ledger {
     /// gap, each record intact and chained to the one before, each
     /// segment's index and digest, every event decodable and a legal
     /// transition with nothing live at a segment's end, and the last
-    /// segment ending on the live log's base. Returns how many segments and
-    /// events it checked.
+    /// segment ending on the live log's base. `progress(seq, head)` is
+    /// called on the way.
     ///
     /// # Errors
     ///
-    /// `Corrupt` naming the segment and the seq where the damage is;
-    /// `Invalid` when there is no archive to check; `Io`.
-    pub fn verify_archive(&self, dir: Option<&Path>) -> Result<(u64, u64), CommandError> {
+    /// `Corrupt` naming the segment and the seq where the damage is; `Io`.
+    pub(crate) fn verify_archive(
+        &self,
+        dir: Option<&Path>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<ArchiveVerified, StorageError> {
         let log = &*self.inner.log;
-        let dir: PathBuf = match dir {
-            Some(d) => d.to_owned(),
-            None => log.archive_dir().ok_or_else(|| {
-                CommandError::Unsupported("this storage engine keeps no archive".into())
-            })?,
-        };
+        let head = self.core().head.0;
         let (base, base_hash) = log.base();
+        let Some(dir) = dir.map(Path::to_owned).or_else(|| log.archive_dir()) else {
+            return Ok(ArchiveVerified::default());
+        };
         let segments = archive::segments(&dir)?;
-        let mut next = 1u64;
-        let mut link = record::GENESIS;
-        let mut events = 0u64;
+        let (mut next, mut link, mut events) = (1u64, record::GENESIS, 0u64);
         for segment in &segments {
             if segment.first != next {
-                return Err(gap(segment, next).into());
+                return Err(gap(segment, next));
             }
             if segment.prev != link {
                 return Err(StorageError::corrupt(
@@ -228,40 +238,38 @@ impl Ledger {
                         "archive segment {} does not link to the record before it",
                         segment.path().display()
                     ),
-                )
-                .into());
+                ));
             }
-            check_segment(log, segment)?;
+            check_segment(log, segment, head, progress)?;
             events += segment.last - segment.first + 1;
             next = segment.last + 1;
             link = segment.hash;
         }
-        if next - 1 != base {
-            let what = if next - 1 < base {
+        let end = next - 1;
+        if end != base {
+            let what = if end < base {
                 format!(
-                    "the archive in {} ends at seq {}, but the live log starts after seq {base}",
-                    dir.display(),
-                    next - 1
+                    "the archive in {} ends at seq {end}, but the live log starts after seq {base} (if it was moved, `ledger verify --archive DIR` checks it where it is)",
+                    dir.display()
                 )
             } else {
                 format!(
-                    "the archive in {} runs to seq {}, past the live log's base (seq {base})",
-                    dir.display(),
-                    next - 1
+                    "the archive in {} runs to seq {end}, past the live log's base (seq {base})",
+                    dir.display()
                 )
             };
-            return Err(StorageError::new(ErrorKind::Corrupt, what)
-                .at_seq(next.min(base + 1))
-                .into());
+            return Err(StorageError::new(ErrorKind::Corrupt, what).at_seq(next.min(base + 1)));
         }
         if link != base_hash {
             return Err(StorageError::corrupt(
                 base,
                 "the archive's last record is not the one the live log follows on from",
-            )
-            .into());
+            ));
         }
-        Ok((segments.len() as u64, events))
+        Ok(ArchiveVerified {
+            segments: segments.len() as u64,
+            events,
+        })
     }
 }
 
@@ -279,7 +287,12 @@ fn gap(segment: &Segment, next: u64) -> StorageError {
 
 /// Checks one segment: its records, index and digest, and its events
 /// folded from nothing live to nothing live.
-fn check_segment(log: &dyn crate::store::Store, segment: &Segment) -> Result<(), StorageError> {
+fn check_segment(
+    log: &dyn crate::store::Store,
+    segment: &Segment,
+    head: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), StorageError> {
     let mut projection = Projection::from_entries(segment.first - 1, Vec::new());
     let mut states: HashMap<ExecutionId, Option<crate::execution::BackgroundExecution>> =
         HashMap::new();
@@ -299,6 +312,7 @@ fn check_segment(log: &dyn crate::store::Store, segment: &Segment) -> Result<(),
         let state = states.entry(event.execution_id).or_default();
         crate::machine::apply(state, &event).map_err(illegal(seq))?;
         projection.apply(&event).map_err(illegal(seq))?;
+        progress(seq, head);
         Ok(event.execution_id)
     })?;
     if let Some(live) = projection.live().next() {

@@ -42,7 +42,7 @@ mod verify;
 mod write;
 mod writer;
 
-pub use archive::ArchiveReport;
+pub use archive::{ArchiveReport, ArchiveVerified};
 pub use list::{Cursor, ListFilter, ListPage};
 pub use open::{Clock, LedgerBuilder, SystemClock};
 pub use report::{AcceptedTail, At, Change, Head, IndexRebuild, Stats, Submitted, VerifyReport};

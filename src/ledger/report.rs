@@ -72,10 +72,12 @@ pub struct AcceptedTail {
 pub struct VerifyReport {
     /// Events of the live log read, hash-checked, decoded and folded.
     pub events: u64,
-    /// Events archived before the live log's first (seqs 1 to this),
-    /// which [`Ledger::verify_archive`](crate::Ledger::verify_archive)
-    /// checks.
+    /// Events archived before the live log's first (seqs 1 to this).
     pub archived: u64,
+    /// The archive checked (when the ledger has archived, or one was
+    /// named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<super::archive::ArchiveVerified>,
     /// Distinct executions in the log.
     pub executions: u64,
     /// Events the per-execution index accounts for (settled executions'

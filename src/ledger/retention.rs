@@ -314,6 +314,7 @@ impl Ledger {
         dry_run: bool,
         mut progress: impl FnMut(&RetentionReport) -> ControlFlow<()>,
     ) -> Result<RetentionReport, CommandError> {
+        policy.validate()?;
         let mut report = RetentionReport {
             dry_run,
             ..RetentionReport::default()

@@ -16,7 +16,9 @@ use crate::store::record::GENESIS;
 use crate::store::{checked_records, Listed, Settled};
 
 impl Ledger {
-    /// Walks the whole log and checks it: seqs gap-free from 1, every record
+    /// Walks the whole log and checks it — from its archive's segments
+    /// (when it has archived: the segments of its archive) into the live
+    /// log: seqs gap-free from 1, every record
     /// intact and chained to the one before, every event decodable, dated in
     /// order and a legal transition, the index one for one with the events,
     /// the checkpoint on the chain, and stored snapshots and the live
@@ -38,10 +40,38 @@ impl Ledger {
     /// As [`verify`](Self::verify).
     pub fn verify_with_progress(
         &self,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<VerifyReport, StorageError> {
+        self.verify_all(None, progress)
+    }
+
+    /// [`verify_with_progress`](Self::verify_with_progress), reading the
+    /// archive from `archive` (where its segments were moved) instead of
+    /// the ledger's own.
+    ///
+    /// # Errors
+    ///
+    /// As [`verify`](Self::verify).
+    pub fn verify_with_archive(
+        &self,
+        archive: &std::path::Path,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<VerifyReport, StorageError> {
+        self.verify_all(Some(archive), progress)
+    }
+
+    fn verify_all(
+        &self,
+        archive: Option<&std::path::Path>,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<VerifyReport, StorageError> {
         let log = &*self.inner.log;
         let head = self.core().head;
+        // The archive first (the chain's start), when there is one.
+        let archive = match (archive, log.base().0) {
+            (None, 0) => None,
+            (dir, _) => Some(self.verify_archive(dir, &mut progress)?),
+        };
         let mut snapshots = log
             .snapshot_seqs()?
             .into_iter()
@@ -207,6 +237,7 @@ impl Ledger {
         Ok(VerifyReport {
             events: last - base.0,
             archived: base.0,
+            archive,
             executions: ids.len() as u64,
             index_entries,
             snapshots: snapshots_checked,

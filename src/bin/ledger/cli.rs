@@ -130,9 +130,11 @@ pub(crate) enum Command {
     ReleaseHold(RetainArgs),
     /// Apply a retention policy now: redact the payloads of the settled
     /// executions kept longer after settling than their tenant's policy
-    /// allows (legal holds, an execution's or a whole tenant's, win); prints
-    /// what it did. A policy is JSON: {"tenants": {"acme": {"redactAfter":
-    /// "30d", "hold": "why"}}, "default": {"redactAfter": "90d"}}.
+    /// allows (legal holds, an execution's or a whole tenant's, win), then
+    /// move the oldest settled history due into the archive
+    /// (DATA_DIR/archive); prints what it did. A policy is JSON:
+    /// {"tenants": {"acme": {"redactAfter": "30d", "archiveAfter": "90d",
+    /// "hold": "why"}}, "default": {"redactAfter": "90d"}}.
     Retain {
         /// The policy (default: DATA_DIR/retention.json).
         #[arg(long, value_name = "FILE")]
@@ -232,6 +234,11 @@ pub(crate) enum Command {
         /// from whoever can rewrite both.
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
+        /// Read the archive's segments from DIR (where they were moved)
+        /// instead of DATA_DIR/archive. A ledger that has archived always
+        /// has its archive checked with the live log.
+        #[arg(long, value_name = "DIR")]
+        archive: Option<PathBuf>,
     },
     /// Rebuild the per-execution and name index from the log (after
     /// `verify` reports it damaged, or to move a ledger written with the
@@ -465,8 +472,12 @@ pub(crate) fn read_policy(
 ) -> anyhow::Result<execution_ledger::RetentionPolicy> {
     let bytes =
         std::fs::read(file).map_err(|e| Usage(format!("{flag} {}: {e}", file.display())))?;
-    crate::decode::json(&bytes, "the file")
-        .map_err(|e| Usage(format!("{flag} {}: {}", file.display(), e.message)).into())
+    let policy: execution_ledger::RetentionPolicy = crate::decode::json(&bytes, "the file")
+        .map_err(|e| Usage(format!("{flag} {}: {}", file.display(), e.message)))?;
+    policy
+        .validate()
+        .map_err(|e| Usage(format!("{flag} {}: {e}", file.display())))?;
+    Ok(policy)
 }
 
 #[derive(Debug, Args)]

@@ -356,6 +356,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         Command::Verify {
             accept_tail,
             checkpoint,
+            archive,
         } => {
             let kept = checkpoint
                 .as_deref()
@@ -392,7 +393,13 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 }
             }
             let bar = Bar::new("verifying");
-            let mut verdict = backend.verify(|seq, head| bar.update(seq, head))?;
+            let mut verdict = match archive {
+                None => backend.verify(|seq, head| bar.update(seq, head))?,
+                Some(dir) => backend
+                    .local("verify --archive")?
+                    .verify_with_archive(dir, |seq, head| bar.update(seq, head))
+                    .into(),
+            };
             bar.finish();
             // The head kept elsewhere is checked once the chain is intact;
             // a log that does not lead to it is broken at its seq.
@@ -413,6 +420,15 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                             "ok: {} events of {} executions verified; hash chain intact to seq {} ({}); {} snapshots and the index match the log",
                             report.events, report.executions, report.head.seq, report.head.hash, report.snapshots
                         )?;
+                        if let Some(a) = &report.archive {
+                            writeln!(
+                                out,
+                                "ok: the archive's {} events (seqs 1 to {}) in {} verified; the live log follows on from its last",
+                                a.events,
+                                report.archived,
+                                crate::output::plural(a.segments, "segment")
+                            )?;
+                        }
                         if let Some(kept) = &kept {
                             writeln!(
                                 out,

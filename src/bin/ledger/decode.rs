@@ -88,8 +88,11 @@ fn takes(path: &str) -> Option<&'static str> {
         "hash" => "64 hex digits",
         // Retention policies (`ledger retain`, `POST /v1/retention`).
         "policy" | "tenants" => "an object of tenants' retention",
-        "tenants.*" | "default" => "an object with redactAfter and hold",
-        "tenants.*.redactAfter" | "default.redactAfter" => {
+        "tenants.*" | "default" => "an object with redactAfter, archiveAfter and hold",
+        "tenants.*.redactAfter"
+        | "default.redactAfter"
+        | "tenants.*.archiveAfter"
+        | "default.archiveAfter" => {
             "a span: a whole number and s, m, h or d (at most 999999999s, 9999999m, 999999h, 99999d)"
         }
         "tenants.*.hold" | "default.hold" => "a string of at most 4096 characters (why)",

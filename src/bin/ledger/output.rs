@@ -145,6 +145,10 @@ pub(crate) fn detail(event: &Event) -> String {
 /// The statuses' names, for messages: `queued, running, …`.
 /// What a retention pass did, in a line.
 pub(crate) fn retention(r: &execution_ledger::RetentionReport) -> String {
+    // A policy that only archives looks at none to redact.
+    if let (Some(a), 0) = (&r.archive, r.examined) {
+        return archived(a, r.dry_run);
+    }
     let verb = if r.dry_run {
         "would redact"
     } else {
@@ -168,6 +172,45 @@ pub(crate) fn retention(r: &execution_ledger::RetentionReport) -> String {
     line.push(')');
     if r.stopped {
         line.push_str("; stopped before the end");
+    }
+    if let Some(a) = &r.archive {
+        line.push_str("; ");
+        line.push_str(&archived(a, r.dry_run));
+    }
+    line
+}
+
+/// `n` and `what`, plural unless one.
+pub(crate) fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// What an archive pass did, in a line.
+fn archived(a: &execution_ledger::ArchiveReport, dry_run: bool) -> String {
+    let mut line = match (a.executions, dry_run) {
+        (0, _) => format!("archived nothing (the archive ends at seq {})", a.before),
+        (n, true) => format!(
+            "would archive {} ({} events, seqs {} to {})",
+            plural(n, "settled execution"),
+            a.events,
+            a.before + 1,
+            a.through
+        ),
+        (n, false) => format!(
+            "archived {} ({} events, seqs {} to {}) into {}",
+            plural(n, "settled execution"),
+            a.events,
+            a.before + 1,
+            a.through,
+            a.segment.as_deref().unwrap_or("the archive")
+        ),
+    };
+    if let Some(kept) = &a.kept_by {
+        line.push_str(&format!("; the live log keeps from {kept}"));
     }
     line
 }

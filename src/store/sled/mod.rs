@@ -1771,29 +1771,30 @@ impl Store for Log {
 
     /// The record of `seq`, staged or stored, alone or in a block.
     fn record(&self, seq: u64) -> Result<Option<Bytes>, StorageError> {
-        if (1..=self.archive_base().0).contains(&seq) {
-            let stored = self.archived_record(seq)?;
-            return stored
-                .map(|b| self.readable(seq, Bytes::new(b)))
-                .transpose();
-        }
         let staged = lock(&self.staged).record(seq);
         if let Some(bytes) = staged {
             return self.readable(seq, Bytes::new(bytes)).map(Some);
         }
-        let Some((first, value)) = self.entry_holding(seq)? else {
-            return Ok(None);
+        let found = match self.entry_holding(seq)? {
+            None => None,
+            Some((first, value)) if value.first() != Some(&record::BLOCK) => {
+                (first == seq).then(|| Bytes::new(value))
+            }
+            Some((first, value)) => record::split(first, &value)?
+                .into_iter()
+                .find(|(s, _)| *s == seq)
+                .map(|(_, range)| Bytes::new(Part(value, range))),
         };
-        if value.first() != Some(&record::BLOCK) {
-            return (first == seq)
-                .then(|| self.readable(seq, Bytes::new(value)))
-                .transpose();
-        }
-        let part = record::split(first, &value)?
-            .into_iter()
-            .find(|(s, _)| *s == seq);
-        part.map(|(_, range)| self.readable(seq, Bytes::new(Part(value, range))))
-            .transpose()
+        let found = match found {
+            Some(bytes) => Some(bytes),
+            // Archived (the database keeps the entry that holds the log's
+            // last record, and entries a removal has not reached yet).
+            None if (1..=self.archive_base().0).contains(&seq) => {
+                self.archived_record(seq)?.map(Bytes::new)
+            }
+            None => None,
+        };
+        found.map(|bytes| self.readable(seq, bytes)).transpose()
     }
 
     /// Stored records from `from` on (from the first after the base), in
