@@ -125,3 +125,15 @@ pub fn snapshot_keys(
 ) -> Result<Vec<(u64, Option<PayloadKey>)>, StorageError> {
     crate::store::sled::snapshot_keys(dir)
 }
+
+/// What archiving left in the database of the ledger in `dir` (not open),
+/// before opening finishes anything: its base (the last archived seq),
+/// whether a removal is pending, and how many entries of archived history
+/// the database still holds. For the archive crash test.
+///
+/// # Errors
+///
+/// As opening the ledger.
+pub fn archive_remnants(dir: &std::path::Path) -> Result<(u64, bool, u64), StorageError> {
+    crate::store::embedded::archive_remnants(dir)
+}

@@ -227,7 +227,8 @@ impl Ledger {
         };
         let segments = archive::segments(&dir)?;
         let (mut next, mut link, mut events) = (1u64, record::GENESIS, 0u64);
-        for segment in &segments {
+        let mut last_at = DateTime::<Utc>::MIN_UTC;
+        for (i, segment) in segments.iter().enumerate() {
             if segment.first != next {
                 return Err(gap(segment, next));
             }
@@ -240,7 +241,7 @@ impl Ledger {
                     ),
                 ));
             }
-            check_segment(log, segment, head, progress)?;
+            check_segment(log, &segments[..i], segment, head, &mut last_at, progress)?;
             events += segment.last - segment.first + 1;
             next = segment.last + 1;
             link = segment.hash;
@@ -285,31 +286,59 @@ fn gap(segment: &Segment, next: u64) -> StorageError {
     )
 }
 
-/// Checks one segment: its records, index and digest, and its events
-/// folded from nothing live to nothing live.
+/// The event of a record a segment holds.
+fn archived_event(
+    log: &dyn crate::store::Store,
+    seq: u64,
+    stored: Vec<u8>,
+) -> Result<crate::event::Event, StorageError> {
+    let bytes = log.readable_archived(seq, stored)?;
+    Ok(record::decode_event(seq, &bytes)?.0)
+}
+
+/// Checks one segment (`before`: the segments before it, checked): its
+/// records, index and digest, and its events folded from nothing live to
+/// nothing live, each dated no earlier than the one before (`last_at`, the
+/// time of the last event checked).
 fn check_segment(
     log: &dyn crate::store::Store,
+    before: &[Segment],
     segment: &Segment,
     head: u64,
+    last_at: &mut DateTime<Utc>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), StorageError> {
     let mut projection = Projection::from_entries(segment.first - 1, Vec::new());
     let mut states: HashMap<ExecutionId, Option<crate::execution::BackgroundExecution>> =
         HashMap::new();
-    let mut last_at = DateTime::<Utc>::MIN_UTC;
     segment.check(|seq, stored| {
-        let bytes = log.readable_archived(seq, stored.to_vec())?;
-        let event = record::decode_event(seq, &bytes)?.0;
-        if event.at < last_at {
+        let event = archived_event(log, seq, stored.to_vec())?;
+        if event.at < *last_at {
             return Err(StorageError::corrupt(
                 seq,
                 "event is dated before the one before it",
             ));
         }
-        last_at = event.at;
+        *last_at = event.at;
         // Each execution's events through the machine (retention events
-        // after settling too), and the projection for what is live.
-        let state = states.entry(event.execution_id).or_default();
+        // after settling too), and the projection for what is live. A
+        // retention event can follow an execution an earlier segment
+        // holds: folded from there.
+        let id = event.execution_id;
+        if !states.contains_key(&id) && event.kind.is_retention() {
+            let mut earlier = None;
+            for seg in before {
+                for s in seg.seqs_of(&id)? {
+                    let stored = seg
+                        .record(s)?
+                        .ok_or_else(|| StorageError::corrupt(s, "archived record is missing"))?;
+                    crate::machine::apply(&mut earlier, &archived_event(log, s, stored)?)
+                        .map_err(illegal(s))?;
+                }
+            }
+            states.insert(id, earlier);
+        }
+        let state = states.entry(id).or_default();
         crate::machine::apply(state, &event).map_err(illegal(seq))?;
         projection.apply(&event).map_err(illegal(seq))?;
         progress(seq, head);

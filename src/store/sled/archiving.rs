@@ -106,16 +106,16 @@ impl Log {
         }
     }
 
-    /// The seqs of an archived execution's events (empty when none is).
+    /// The seqs of an archived execution's events (empty when none is):
+    /// its segment's, and those of later segments (retention events that
+    /// followed it).
     pub(super) fn archived_seqs_of(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
         let segments = lock(&self.segments);
-        for segment in segments.kept.iter().rev() {
-            let seqs = segment.seqs_of(id)?;
-            if !seqs.is_empty() {
-                return Ok(seqs);
-            }
+        let mut seqs = Vec::new();
+        for segment in &segments.kept {
+            seqs.extend(segment.seqs_of(id)?);
         }
-        Ok(Vec::new())
+        Ok(seqs)
     }
 
     /// Writes records base+1 through `through`, as stored, into a new
@@ -188,6 +188,7 @@ impl Log {
         tracing::info!(first, last, "removing archived records from the database");
         let mut batch = ::sled::Batch::default();
         let mut ids: Vec<ExecutionId> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for seq in first..=last {
             let stored = self.archived_record(seq)?.ok_or_else(|| {
                 StorageError::corrupt(seq, "archived record is missing from its segment")
@@ -203,7 +204,9 @@ impl Log {
                     batch.remove(key);
                 }
             }
-            if matches!(event.kind, crate::event::EventKind::Queued(_)) {
+            // Every execution with an event in it: a retention event can
+            // follow an execution an earlier segment holds.
+            if seen.insert(event.execution_id) {
                 ids.push(event.execution_id);
             }
         }
@@ -258,4 +261,34 @@ impl Log {
         self.db.flush().map_err(storage)?;
         Ok(())
     }
+}
+
+/// What archiving left in the database of the ledger in `dir` (not open),
+/// as a crash left it (nothing finished): its base, whether a removal is
+/// pending, and how many entries of archived history the database still
+/// holds (record entries but the last, index entries, list lines).
+///
+/// # Errors
+///
+/// As opening the log.
+pub(crate) fn remnants(dir: &Path) -> Result<(u64, bool, u64), StorageError> {
+    let log = Log::open_unfinished(dir, crate::store::Durability::Flushed, 64 << 20, false)?;
+    let base = log.archive_base().0;
+    let pending = log.meta.contains_key(PENDING).map_err(storage)?;
+    let end = log.last_seq()?;
+    let mut left = 0u64;
+    for item in log.events.range(..event_key(base + 1).as_slice()) {
+        let (k, v) = item.map_err(storage)?;
+        let Some(at) = seq_of(&k) else { continue };
+        let to = at + record::count(at, &v)? - 1;
+        left += u64::from(to <= base && to < end);
+    }
+    left += log.events.range(list_key(0)..list_key(base + 1)).count() as u64;
+    for item in log.events.scan_prefix([super::INDEX, super::EXEC]) {
+        let (k, v) = item.map_err(storage)?;
+        let mut seqs = Vec::new();
+        unpack(&k, &v, &mut seqs);
+        left += u64::from(seqs.iter().any(|&s| s <= base));
+    }
+    Ok((base, pending, left))
 }

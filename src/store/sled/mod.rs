@@ -65,6 +65,8 @@
 
 mod archiving;
 mod checkpoint;
+
+pub(crate) use archiving::remnants as archive_remnants;
 mod keys;
 
 use std::collections::HashSet;
@@ -859,6 +861,20 @@ impl Log {
         cache_bytes: u64,
         create: bool,
     ) -> Result<Log, StorageError> {
+        let log = Log::open_unfinished(dir, durability, cache_bytes, create)?;
+        log.finish_strip()?;
+        log.finish_archive()?;
+        Ok(log)
+    }
+
+    /// [`Log::open`], leaving what a redaction or an archive pass cut
+    /// short as it is.
+    fn open_unfinished(
+        dir: &Path,
+        durability: Durability,
+        cache_bytes: u64,
+        create: bool,
+    ) -> Result<Log, StorageError> {
         if dir.exists() && !dir.is_dir() {
             return Err(StorageError::new(
                 ErrorKind::BadDirectory,
@@ -918,8 +934,6 @@ impl Log {
         // loss only once their directories are synced.
         sync_dir(&sled_dir)?;
         sync_dir(dir)?;
-        log.finish_strip()?;
-        log.finish_archive()?;
         Ok(log)
     }
 

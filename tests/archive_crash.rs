@@ -1,0 +1,210 @@
+//! Crash test of archiving: a child process (this same test binary, re-run
+//! in child mode) settles executions whose payloads carry a secret while
+//! another thread archives everything settled, pass after pass, printing
+//! each acknowledgement; the parent kills it with SIGKILL at random
+//! moments — some while it is still opening and finishing what the last
+//! one left — and checks, before reopening, that the database holds either
+//! none of the archived history or a removal marked pending; then reopens
+//! the ledger and checks that each pass happened completely or not at all:
+//! no archived entry is left in the database, the archive's segments run
+//! gap-free from seq 1 to the live log's base (no segment past it, no
+//! temporary file), every acknowledged pass's base is kept, every settled
+//! execution's history reads whole (from its segment or the live log), and
+//! `verify` passes over the archive and the live log.
+//!
+//! `LEDGER_ARCHIVE_CRASH_CYCLES` sets the number of cycles (default 20).
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+
+use common::Rng;
+use execution_ledger::{EventKind, ExecutionId, Ledger, RetentionPolicy, Submission, TenantId};
+
+const CHILD_DIR: &str = "LEDGER_ARCHIVE_CRASH_CHILD_DIR";
+const SECRET: &str = "secret-of";
+
+/// Child mode: does nothing unless the parent set the directory.
+#[test]
+fn archive_crash_child() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    // libtest has printed "test archive_crash_child ... " without a
+    // newline: end it.
+    println!();
+    let ledger = Ledger::builder(&dir).snapshot_every(7).open().unwrap();
+    println!("opened {}", ledger.head().seq);
+    ledger.recover_abandoned().wait().unwrap();
+    let tenant: TenantId = "acme".parse().unwrap();
+    let archiver = {
+        let ledger = ledger.clone();
+        std::thread::spawn(move || {
+            let policy =
+                RetentionPolicy::from_json(br#"{"default": {"archiveAfter": "0s"}}"#).unwrap();
+            loop {
+                let report = ledger
+                    .retain(&policy, false, |_| std::ops::ControlFlow::Continue(()))
+                    .unwrap();
+                let a = report.archive.unwrap();
+                if a.executions > 0 {
+                    println!("archived {}", a.through);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let (ledger, tenant) = (ledger.clone(), tenant.clone());
+            std::thread::spawn(move || {
+                for i in 0u64.. {
+                    let mut s = Submission::new("mail");
+                    s.input = Some(format!("{SECRET} {w}-{i}"));
+                    ledger.submit(&tenant, s).wait().unwrap();
+                    let Some(e) = ledger.claim(Some("w")).wait().unwrap() else {
+                        continue;
+                    };
+                    let output = serde_json::json!({ "sent": format!("{SECRET} {w}-{i}") });
+                    let done = ledger.complete(e.execution_id, e.attempt, output).wait();
+                    let Ok(done) = done else { continue };
+                    println!("settled {}", done.execution_id);
+                    // Now and then a redaction after settling: it may stay
+                    // in the live log after its execution is archived.
+                    if i % 5 == 0 {
+                        let redacted = ledger.redact(done.execution_id, "erasure", None).wait();
+                        if redacted.is_ok() {
+                            println!("redacted {}", done.execution_id);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    archiver.join().unwrap();
+}
+
+#[test]
+fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
+    let cycles = common::env_count("LEDGER_ARCHIVE_CRASH_CYCLES", 20);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut settled: HashSet<ExecutionId> = HashSet::new();
+    let mut redacted: HashSet<ExecutionId> = HashSet::new();
+    let mut acknowledged = 0u64;
+    let (mut pending_seen, mut archived_read) = (0, 0);
+    for cycle in 0..cycles {
+        // One cycle in four is killed within its first milliseconds: while
+        // it opens and finishes what the last kill cut short.
+        let wait = if cycle % 4 == 1 {
+            rng.below(8)
+        } else {
+            30 + rng.below(400)
+        };
+        let lines = common::run_until_killed(
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "archive_crash_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_DIR, dir.path()),
+            Duration::from_millis(wait),
+        );
+        for line in &lines {
+            if let Some(id) = line.strip_prefix("settled ") {
+                settled.insert(id.parse().unwrap());
+            } else if let Some(id) = line.strip_prefix("redacted ") {
+                redacted.insert(id.parse().unwrap());
+            } else if let Some(through) = line.strip_prefix("archived ") {
+                acknowledged = acknowledged.max(through.parse().unwrap());
+            }
+        }
+        if !dir.path().join("sled").exists() {
+            continue;
+        }
+        // As the kill left it: nothing archived remains in the database,
+        // unless the removal is marked pending.
+        let (base, pending, left) = execution_ledger::fuzzing::archive_remnants(dir.path())
+            .unwrap_or_else(|e| panic!("cycle {cycle}: cannot read the database: {e}"));
+        assert!(
+            pending || left == 0,
+            "cycle {cycle}: {left} entries of archived history remain through seq {base} with no removal pending"
+        );
+        pending_seen += u64::from(pending);
+        assert!(
+            base >= acknowledged,
+            "cycle {cycle}: the acknowledged archive through seq {acknowledged} is lost (base {base})"
+        );
+
+        let ledger = Ledger::open(dir.path())
+            .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+        let report = ledger
+            .verify()
+            .unwrap_or_else(|e| panic!("cycle {cycle}: verify failed: {e}"));
+        assert_eq!(report.archived, base, "cycle {cycle}");
+        if base > 0 {
+            let a = report.archive.unwrap();
+            assert_eq!(a.events, base, "cycle {cycle}");
+        }
+        for id in &settled {
+            let history = ledger
+                .history(*id)
+                .unwrap_or_else(|e| panic!("cycle {cycle}: history of {id}: {e}"));
+            assert!(
+                history.len() >= 3
+                    && matches!(history[0].kind, EventKind::Queued(_))
+                    && history
+                        .iter()
+                        .any(|e| matches!(e.kind, EventKind::Completed { .. })),
+                "cycle {cycle}: the history of {id} is not whole: {history:?}"
+            );
+            let text = serde_json::to_string(&history).unwrap();
+            let was_redacted = history
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::Redacted { .. }));
+            assert!(
+                !redacted.contains(id) || was_redacted,
+                "cycle {cycle}: the acknowledged redaction of {id} is lost"
+            );
+            assert_eq!(
+                text.contains(SECRET),
+                !was_redacted,
+                "cycle {cycle}: {id}'s payloads: {text}"
+            );
+            archived_read += u64::from(history[0].seq <= base);
+        }
+        drop(ledger);
+        let (base_after, pending, left) =
+            execution_ledger::fuzzing::archive_remnants(dir.path()).unwrap();
+        assert_eq!(
+            (base_after, pending, left),
+            (base, false, 0),
+            "cycle {cycle}: opening did not finish the removal"
+        );
+        // No temporary file and no segment past the base is left.
+        for entry in std::fs::read_dir(dir.path().join("archive"))
+            .into_iter()
+            .flatten()
+        {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                name.ends_with(".segment"),
+                "cycle {cycle}: {name} left in the archive"
+            );
+        }
+    }
+    println!(
+        "{cycles} cycles: {} settled, {} redacted, archive through seq {acknowledged} acknowledged, {pending_seen} kills during a removal, {archived_read} archived histories read",
+        settled.len(),
+        redacted.len()
+    );
+    assert!(acknowledged > 0, "no pass archived anything");
+}
