@@ -1139,6 +1139,108 @@ pub fn memory(
     ])
 }
 
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Archiving a ledger's settled history (`sizes.replay` events, all but
+/// the last 3,000 executions settled): the peak memory of a process
+/// holding it ([`memory_probe`] in a fresh process, `probe`) and the live
+/// database's size on disk after the pass, against the same ledger before
+/// it; and the pass's speed against replaying the same events on open.
+pub fn archive(
+    root: &Path,
+    sizes: Sizes,
+    probe: &dyn Fn(&Path) -> Result<u64, ScenarioError>,
+) -> Result<Vec<Measurement>, ScenarioError> {
+    let dir = fresh(root, "archive");
+    let finished = sizes.replay / 3;
+    // Each probe claims and completes 1,000 of the live ones.
+    build_history(
+        &dir,
+        finished,
+        3_000,
+        LedgerBuilder::DEFAULT_SNAPSHOT_EVERY,
+    )?;
+    let events_before = ledger(&dir, Durability::Buffered, 0)?.head().seq;
+    let before = probe(&dir)? as f64 / 1024.0;
+    let disk_before = dir_bytes(&dir.join("sled"));
+    // A full replay of the live log, for the pass's speed to compare with.
+    let started = Instant::now();
+    let l = Ledger::builder(&dir)
+        .durability(Durability::Buffered)
+        .snapshot_every(0)
+        .open()?;
+    l.check_projection()?;
+    let replay = l.head().seq as f64 / started.elapsed().as_secs_f64();
+    let policy =
+        execution_ledger::RetentionPolicy::from_json(br#"{"default": {"archiveAfter": "0s"}}"#)?;
+    let started = Instant::now();
+    let report = l.retain(&policy, false, |_| std::ops::ControlFlow::Continue(()))?;
+    let took = started.elapsed();
+    let archived = report.archive.expect("the policy archives");
+    assert!(
+        archived.executions >= finished,
+        "the pass archives every settled execution before the live ones"
+    );
+    let pass = archived.events as f64 / took.as_secs_f64();
+    l.verify()?;
+    drop(l);
+    // What sled keeps of the removed entries until it reuses their space
+    // is reclaimed as the log goes on: a second probe runs on it as well.
+    let after = probe(&dir)? as f64 / 1024.0;
+    let disk_after = dir_bytes(&dir.join("sled"));
+    let archive_bytes = dir_bytes(&dir.join("archive"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let size = format!(
+        "{events_before} events; {} settled executions ({} events) archived, 3,000 live",
+        archived.executions, archived.events
+    );
+    Ok(vec![
+        Measurement::new(
+            "peak memory after archiving the settled history",
+            "MiB",
+            after,
+            "the same ledger before archiving",
+            before,
+            Target::Informational,
+            format!("{size}; probe cache {} MiB", MEMORY_CACHE_BYTES >> 20),
+        ),
+        Measurement::new(
+            "live database on disk after archiving",
+            "MiB",
+            disk_after as f64 / (1 << 20) as f64,
+            "the same ledger before archiving",
+            disk_before as f64 / (1 << 20) as f64,
+            Target::Informational,
+            format!(
+                "{size}; the archive's segments: {:.1} MiB",
+                archive_bytes as f64 / (1 << 20) as f64
+            ),
+        ),
+        Measurement::new(
+            "archive pass vs replaying the same log",
+            "events/s",
+            pass,
+            "open and fold the whole log from its first event",
+            replay,
+            Target::Informational,
+            size,
+        ),
+    ])
+}
+
 /// The peers' workload (the job-system comparisons run the same one): job
 /// `i`'s payload, a JSON object of exactly 100 bytes,
 /// `{"id":i,"kind":"noop","tenant":"tenant-<i%16>","pad":"xxx…"}`.

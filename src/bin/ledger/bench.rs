@@ -618,6 +618,10 @@ pub(crate) fn run(
         progress("peak memory");
         results.extend(scenarios::memory(&root, sizes, &probe)?);
     }
+    if wanted("archive") {
+        progress("archiving the settled history");
+        results.extend(scenarios::archive(&root, sizes, &probe)?);
+    }
     if let (true, Some(url)) = (wanted("postgres"), &cli.database) {
         progress("PostgreSQL: appends from 1 and 3 processes, the peers' workload");
         results.extend(postgres(url, &root, sizes, peers)?);

@@ -641,7 +641,7 @@ impl std::fmt::Display for Usage {
 impl std::error::Error for Usage {}
 
 /// The scenarios of `ledger bench`, by the names `--only` takes.
-pub(crate) const SCENARIOS: [&str; 15] = [
+pub(crate) const SCENARIOS: [&str; 16] = [
     "relaxed",
     "durable",
     "end-to-end",
@@ -656,5 +656,6 @@ pub(crate) const SCENARIOS: [&str; 15] = [
     "http-external",
     "remote",
     "memory",
+    "archive",
     "postgres",
 ];
