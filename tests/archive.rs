@@ -573,3 +573,53 @@ async fn serve_archives_in_the_background_and_answers_archived_executions() {
     assert_eq!(status, 400, "{err}");
     assert!(err.to_string().contains("archiveAfter"), "{err}");
 }
+
+#[test]
+fn opening_rewrites_the_database_once_archiving_removed_enough_of_it() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<ExecutionId> = {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        (0..300)
+            .map(|i| settled(&ledger, "acme", &format!("s{i}")))
+            .collect()
+    };
+    let files = tempfile::tempdir().unwrap();
+    let policy = files.path().join("policy.json");
+    std::fs::write(&policy, r#"{"default": {"archiveAfter": "0s"}}"#).unwrap();
+    // `LEDGER_COMPACT_AFTER`: archived events after which opening rewrites
+    // the database (100,000 unless set).
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env("LEDGER_COMPACT_AFTER", "500")
+            .output()
+            .unwrap()
+    };
+    let db = dir.path().join("sled").join("db");
+    let inode = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+    let before = inode(&db);
+    let out = cli(&["retain", "--policy", policy.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    // The pass itself leaves the database in place; the next open rewrites
+    // it (900 events archived, past 500).
+    assert_eq!(inode(&db), before);
+    let out = cli(&["verify"]);
+    assert!(out.status.success(), "{out:?}");
+    let after = inode(&db);
+    assert_ne!(after, before, "the database was not rewritten");
+    for leftover in ["sled.old", "sled.compacting", "sled.compacted"] {
+        assert!(!dir.path().join(leftover).exists(), "{leftover} left");
+    }
+    // Once: the count starts again from the rewrite.
+    let out = cli(&["verify"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(inode(&db), after);
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(ledger.history(ids[7]).unwrap().len(), 3);
+    ledger.verify().unwrap();
+    let s = settled(&ledger, "acme", "after");
+    assert_eq!(ledger.get(s).unwrap().input.as_deref(), Some("after"));
+}

@@ -8,7 +8,9 @@
 //! the ledger and checks that each pass happened completely or not at all:
 //! no archived entry is left in the database, the archive's segments run
 //! gap-free from seq 1 to the live log's base (no segment past it, no
-//! temporary file), every acknowledged pass's base is kept, every settled
+//! temporary file), no rewrite of the database left half done (the
+//! child's opens rewrite it every 300 archived events, and are killed
+//! too), every acknowledged pass's base is kept, every settled
 //! execution's history reads whole (from its segment or the live log), and
 //! `verify` passes over the archive and the live log.
 //!
@@ -99,6 +101,8 @@ fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
     let mut redacted: HashSet<ExecutionId> = HashSet::new();
     let mut acknowledged = 0u64;
     let (mut pending_seen, mut archived_read) = (0, 0);
+    // The database file's inode: a new one after each rewrite.
+    let (mut inode, mut rewrites) = (None, 0u64);
     for cycle in 0..cycles {
         // One cycle in four is killed within its first milliseconds: while
         // it opens and finishes what the last kill cut short.
@@ -115,7 +119,9 @@ fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
                     "--nocapture",
                     "--test-threads=1",
                 ])
-                .env(CHILD_DIR, dir.path()),
+                .env(CHILD_DIR, dir.path())
+                // Its opens rewrite the database every 300 archived events.
+                .env("LEDGER_COMPACT_AFTER", "300"),
             Duration::from_millis(wait),
         );
         for line in &lines {
@@ -127,7 +133,7 @@ fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
                 acknowledged = acknowledged.max(through.parse().unwrap());
             }
         }
-        if !dir.path().join("sled").exists() {
+        if !dir.path().join("sled").exists() && !dir.path().join("sled.compacted").exists() {
             continue;
         }
         // As the kill left it: nothing archived remains in the database,
@@ -146,6 +152,14 @@ fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
 
         let ledger = Ledger::open(dir.path())
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+        {
+            use std::os::unix::fs::MetadataExt;
+            let now = std::fs::metadata(dir.path().join("sled").join("db"))
+                .unwrap()
+                .ino();
+            rewrites += u64::from(inode.is_some_and(|i| i != now));
+            inode = Some(now);
+        }
         let report = ledger
             .verify()
             .unwrap_or_else(|e| panic!("cycle {cycle}: verify failed: {e}"));
@@ -189,6 +203,13 @@ fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
             (base, false, 0),
             "cycle {cycle}: opening did not finish the removal"
         );
+        // No rewrite is left half done.
+        for leftover in ["sled.old", "sled.compacting", "sled.compacted"] {
+            assert!(
+                !dir.path().join(leftover).exists(),
+                "cycle {cycle}: {leftover} left"
+            );
+        }
         // No temporary file and no segment past the base is left.
         for entry in std::fs::read_dir(dir.path().join("archive"))
             .into_iter()
@@ -202,9 +223,10 @@ fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
         }
     }
     println!(
-        "{cycles} cycles: {} settled, {} redacted, archive through seq {acknowledged} acknowledged, {pending_seen} kills during a removal, {archived_read} archived histories read",
+        "{cycles} cycles: {} settled, {} redacted, archive through seq {acknowledged} acknowledged, {pending_seen} kills during a removal, {rewrites} cycles with the database rewritten, {archived_read} archived histories read",
         settled.len(),
         redacted.len()
     );
     assert!(acknowledged > 0, "no pass archived anything");
+    assert!(rewrites > 0, "no open rewrote the database");
 }

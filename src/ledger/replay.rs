@@ -76,6 +76,13 @@ pub(super) fn with_archived(
     if log.base().0 == 0 {
         return Ok(seqs);
     }
+    // Whole in the live log when its first event there is no retention
+    // event (then the archive is not read: it may have been moved).
+    if let Some(&first) = seqs.first() {
+        if !read_event(log, first)?.kind.is_retention() {
+            return Ok(seqs);
+        }
+    }
     Ok(union(log.archived_seqs(id)?, &seqs))
 }
 

@@ -47,7 +47,8 @@ impl Ledger {
 
     /// [`verify_with_progress`](Self::verify_with_progress), reading the
     /// archive from `archive` (where its segments were moved) instead of
-    /// the ledger's own.
+    /// the ledger's own; once it checks, this handle reads archived
+    /// executions from there too.
     ///
     /// # Errors
     ///
@@ -68,10 +69,18 @@ impl Ledger {
         let log = &*self.inner.log;
         let head = self.core().head;
         // The archive first (the chain's start), when there is one.
-        let archive = match (archive, log.base().0) {
+        let checked = match (archive, log.base().0) {
             (None, 0) => None,
             (dir, _) => Some(self.verify_archive(dir, &mut progress)?),
         };
+        // Intact where it was moved to: the live log's archived
+        // executions are read from there.
+        if let (Some(dir), Some(_)) = (archive, &checked) {
+            if log.base().0 > 0 {
+                log.read_archive_from(dir)?;
+            }
+        }
+        let archive = checked;
         let mut snapshots = log
             .snapshot_seqs()?
             .into_iter()

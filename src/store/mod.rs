@@ -407,9 +407,19 @@ pub(crate) trait Store: Send + Sync + 'static {
     }
 
     /// The seqs of an archived execution's events (empty when it is not
-    /// archived).
+    /// archived); an error when the archive is not where the engine reads
+    /// it (moved).
     fn archived_seqs(&self, _id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
         Ok(Vec::new())
+    }
+
+    /// Reads the archive from `dir` from now on (where its segments were
+    /// moved), for this process: its segments must hold seqs 1 to the base.
+    fn read_archive_from(&self, _dir: &Path) -> Result<(), StorageError> {
+        Err(StorageError::new(
+            ErrorKind::Io,
+            "this storage engine does not archive",
+        ))
     }
 
     /// A record as a segment holds it, made readable (its payloads

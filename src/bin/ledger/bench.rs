@@ -620,7 +620,15 @@ pub(crate) fn run(
     }
     if wanted("archive") {
         progress("archiving the settled history");
-        results.extend(scenarios::archive(&root, sizes, &probe)?);
+        results.extend(scenarios::archive(&root, sizes, &probe, &|dir| {
+            let exe = std::env::current_exe()?;
+            Command::new(exe)
+                .arg("bench-probe")
+                .arg(dir)
+                .env("LEDGER_COMPACT_AFTER", "1")
+                .output()?;
+            Ok(0)
+        })?);
     }
     if let (true, Some(url)) = (wanted("postgres"), &cli.database) {
         progress("PostgreSQL: appends from 1 and 3 processes, the peers' workload");

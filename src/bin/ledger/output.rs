@@ -192,7 +192,11 @@ pub(crate) fn plural(n: u64, what: &str) -> String {
 /// What an archive pass did, in a line.
 fn archived(a: &execution_ledger::ArchiveReport, dry_run: bool) -> String {
     let mut line = match (a.executions, dry_run) {
-        (0, _) => format!("archived nothing (the archive ends at seq {})", a.before),
+        (0, true) => format!(
+            "would archive nothing (the archive ends at seq {})",
+            a.before
+        ),
+        (0, false) => format!("archived nothing (the archive ends at seq {})", a.before),
         (n, true) => format!(
             "would archive {} ({} events, seqs {} to {})",
             plural(n, "settled execution"),

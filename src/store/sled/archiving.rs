@@ -72,6 +72,32 @@ pub(super) fn open_segments(dir: &Path, base: Mark) -> Result<Segments, StorageE
 }
 
 impl Segments {
+    /// Checks that the segments hold seqs 1 through `base`, one after
+    /// another.
+    fn cover(&self, base: u64) -> Result<(), StorageError> {
+        let mut next = 1;
+        for s in &self.kept {
+            if s.first != next {
+                break;
+            }
+            next = s.last + 1;
+        }
+        if next - 1 == base {
+            return Ok(());
+        }
+        Err(StorageError::new(
+            ErrorKind::Io,
+            format!(
+                "seqs 1 to {base} are archived, but the archive in {} holds {}: bring the archive back (or name where it is: `ledger verify --archive DIR`)",
+                self.dir.display(),
+                match next - 1 {
+                    0 => "none of them".to_owned(),
+                    n => format!("seqs 1 to {n} only"),
+                }
+            ),
+        ))
+    }
+
     /// The segment holding `seq`.
     fn holding(&self, seq: u64) -> Option<&Segment> {
         let i = self.kept.partition_point(|s| s.last < seq);
@@ -83,6 +109,19 @@ impl Log {
     /// The last archived seq and its record's hash.
     pub(super) fn archive_base(&self) -> Mark {
         *lock(&self.base)
+    }
+
+    /// Reads the segments from `dir` from now on (not recorded: for this
+    /// process), once they hold the whole archived prefix.
+    pub(super) fn use_archive(&self, dir: &Path) -> Result<(), StorageError> {
+        let kept = archive::segments(dir)?;
+        let moved = Segments {
+            dir: dir.to_owned(),
+            kept,
+        };
+        moved.cover(self.archive_base().0)?;
+        *lock(&self.segments) = moved;
+        Ok(())
     }
 
     /// Where the segments are.
@@ -108,9 +147,12 @@ impl Log {
 
     /// The seqs of an archived execution's events (empty when none is):
     /// its segment's, and those of later segments (retention events that
-    /// followed it).
+    /// followed it). An error when the segments do not hold the whole
+    /// archived prefix (the archive was moved): whether `id` is archived
+    /// cannot be told then.
     pub(super) fn archived_seqs_of(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
         let segments = lock(&self.segments);
+        segments.cover(self.archive_base().0)?;
         let mut seqs = Vec::new();
         for segment in &segments.kept {
             seqs.extend(segment.seqs_of(id)?);
@@ -257,7 +299,21 @@ impl Log {
             }
         }
         self.events.apply_batch(batch).map_err(storage)?;
-        self.meta.remove(PENDING).map_err(storage)?;
+        // How much of the database archiving has removed since it was last
+        // rewritten (open rewrites it past a point), with the mark's removal.
+        let counted = self
+            .meta
+            .get(super::compact::ARCHIVED_EVENTS)
+            .map_err(storage)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let mut done = ::sled::Batch::default();
+        done.insert(
+            super::compact::ARCHIVED_EVENTS,
+            &(counted + last + 1 - first).to_be_bytes(),
+        );
+        done.remove(PENDING);
+        self.meta.apply_batch(done).map_err(storage)?;
         self.db.flush().map_err(storage)?;
         Ok(())
     }

@@ -65,6 +65,7 @@
 
 mod archiving;
 mod checkpoint;
+mod compact;
 
 pub(crate) use archiving::remnants as archive_remnants;
 mod keys;
@@ -827,20 +828,25 @@ struct Released(PathBuf);
 
 impl Drop for Released {
     fn drop(&mut self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let Ok(file) = File::open(&self.0) else {
-            return;
-        };
-        loop {
-            match file.try_lock() {
-                Ok(()) => return,
-                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => {
-                    tracing::warn!(file = %self.0.display(), "sled still holds its database");
-                    return;
-                }
+        wait_released(&self.0);
+    }
+}
+
+/// Returns once sled has let go of its database file `db` (up to 10 s).
+fn wait_released(db: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let Ok(file) = File::open(db) else {
+        return;
+    };
+    loop {
+        match file.try_lock() {
+            Ok(()) => return,
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => {
+                tracing::warn!(file = %db.display(), "sled still holds its database");
+                return;
             }
         }
     }
@@ -896,7 +902,13 @@ impl Log {
         })?;
         let lock_file = take_lock(dir)?;
         let sled_dir = dir.join("sled");
-        let db = open_sled(dir, &sled_dir, cache_bytes)?;
+        compact::recover(dir)?;
+        let mut db = open_sled(dir, &sled_dir, cache_bytes)?;
+        if compact::wanted(&db)? {
+            db = compact::rewrite(dir, db, |path| {
+                ::sled::Config::new().path(path).cache_capacity(cache_bytes)
+            })?;
+        }
         let events = db.open_tree("events").map_err(storage)?;
         let snapshots = db.open_tree("snapshots").map_err(storage)?;
         let meta = db.open_tree("meta").map_err(storage)?;
@@ -1863,7 +1875,13 @@ impl Store for Log {
             return Ok(false);
         }
         let first = |kind: u8| self.events.scan_prefix([INDEX, kind]).next().transpose();
-        if first(LIST).map_err(storage)?.is_some() || first(EXEC).map_err(storage)?.is_none() {
+        // A log that archived was written with the list (an archived
+        // execution's retention events after it settled have their seqs
+        // indexed, and no line).
+        if self.archive_base().0 > 0
+            || first(LIST).map_err(storage)?.is_some()
+            || first(EXEC).map_err(storage)?.is_none()
+        {
             return Ok(true);
         }
         // The rebuild that builds it removes the mark (it is no entry the
@@ -2000,6 +2018,10 @@ impl Store for Log {
 
     fn archived_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
         self.archived_seqs_of(id)
+    }
+
+    fn read_archive_from(&self, dir: &Path) -> Result<(), StorageError> {
+        self.use_archive(dir)
     }
 
     fn readable_archived(&self, seq: u64, stored: Vec<u8>) -> Result<Bytes, StorageError> {
