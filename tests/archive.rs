@@ -402,10 +402,13 @@ fn a_damaged_segment_is_named_with_the_seq_of_the_damage() {
     let err = ledger.verify().unwrap_err();
     assert!(err.to_string().contains("ends at seq 0"), "{err}");
     assert_eq!(err.seq(), Some(1));
-    // Checked where it was moved to.
-    let v = ledger.verify_with_archive(&moved, |_, _| {}).unwrap();
+    // Checked, and read, where it was moved to.
+    drop(ledger);
+    let ledger = Ledger::builder(dir.path()).archive(&moved).open().unwrap();
+    let v = ledger.verify().unwrap();
     let a = v.archive.unwrap();
     assert_eq!((a.segments, a.events, v.archived), (1, 30, 30));
+    assert_eq!(ledger.history(ids[5]).unwrap().len(), 3);
 }
 
 use common::server::{client, error_code, json_of, result_of, submit_id, Server};

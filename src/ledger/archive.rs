@@ -16,7 +16,6 @@
 //! its policy would still redact, nor one under legal hold.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -203,7 +202,7 @@ impl Ledger {
         Ok(report)
     }
 
-    /// Checks the archive in `dir` (the ledger's own when `None`) and its
+    /// Checks the ledger's archive and its
     /// link to the live log: its segments follow on from seq 1 without a
     /// gap, each record intact and chained to the one before, each
     /// segment's index and digest, every event decodable and a legal
@@ -216,13 +215,12 @@ impl Ledger {
     /// `Corrupt` naming the segment and the seq where the damage is; `Io`.
     pub(crate) fn verify_archive(
         &self,
-        dir: Option<&Path>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ArchiveVerified, StorageError> {
         let log = &*self.inner.log;
         let head = self.core().head.0;
         let (base, base_hash) = log.base();
-        let Some(dir) = dir.map(Path::to_owned).or_else(|| log.archive_dir()) else {
+        let Some(dir) = log.archive_dir() else {
             return Ok(ArchiveVerified::default());
         };
         let segments = archive::segments(&dir)?;
@@ -250,7 +248,7 @@ impl Ledger {
         if end != base {
             let what = if end < base {
                 format!(
-                    "the archive in {} ends at seq {end}, but the live log starts after seq {base} (if it was moved, `ledger verify --archive DIR` checks it where it is)",
+                    "the archive in {} ends at seq {end}, but the live log starts after seq {base} (if it was moved, `--archive DIR` names where it is)",
                     dir.display()
                 )
             } else {

@@ -40,6 +40,7 @@ pub struct LedgerBuilder {
     clock: Arc<dyn Clock>,
     create: bool,
     accept_tail: bool,
+    archive: Option<PathBuf>,
 }
 
 impl fmt::Debug for LedgerBuilder {
@@ -51,6 +52,7 @@ impl fmt::Debug for LedgerBuilder {
             .field("snapshot_every", &self.snapshot_every)
             .field("create", &self.create)
             .field("accept_tail", &self.accept_tail)
+            .field("archive", &self.archive)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +117,15 @@ impl LedgerBuilder {
         self
     }
 
+    /// Where the archive's segments are (default `DATA_DIR/archive`): an
+    /// archive moved elsewhere is read, checked and added to there. Its
+    /// segments must hold every archived seq for archived executions to be
+    /// read (and for `verify` to pass).
+    pub fn archive(mut self, dir: impl AsRef<Path>) -> Self {
+        self.archive = Some(dir.as_ref().to_owned());
+        self
+    }
+
     /// Opens the ledger: locks the directory, checks the log against its
     /// checkpoint, and rebuilds the projection from the latest snapshot and
     /// the events after it. A ledger written by a version that kept no list
@@ -155,7 +166,13 @@ impl LedgerBuilder {
                 "this build of execution-ledger has no PostgreSQL engine (its `postgres` feature is off)",
             ));
         }
-        let log = embedded::Log::open(&self.path, self.durability, self.cache_bytes, self.create)?;
+        let log = embedded::Log::open_in(
+            &self.path,
+            self.durability,
+            self.cache_bytes,
+            self.create,
+            self.archive.as_deref(),
+        )?;
         self.open_store(Box::new(log), progress)
     }
 
@@ -286,6 +303,7 @@ impl Ledger {
             clock: Arc::new(SystemClock),
             create: true,
             accept_tail: false,
+            archive: None,
         }
     }
 }

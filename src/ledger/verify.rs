@@ -42,45 +42,17 @@ impl Ledger {
         &self,
         progress: impl FnMut(u64, u64),
     ) -> Result<VerifyReport, StorageError> {
-        self.verify_all(None, progress)
+        self.verify_all(progress)
     }
 
-    /// [`verify_with_progress`](Self::verify_with_progress), reading the
-    /// archive from `archive` (where its segments were moved) instead of
-    /// the ledger's own; once it checks, this handle reads archived
-    /// executions from there too.
-    ///
-    /// # Errors
-    ///
-    /// As [`verify`](Self::verify).
-    pub fn verify_with_archive(
-        &self,
-        archive: &std::path::Path,
-        progress: impl FnMut(u64, u64),
-    ) -> Result<VerifyReport, StorageError> {
-        self.verify_all(Some(archive), progress)
-    }
-
-    fn verify_all(
-        &self,
-        archive: Option<&std::path::Path>,
-        mut progress: impl FnMut(u64, u64),
-    ) -> Result<VerifyReport, StorageError> {
+    fn verify_all(&self, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, StorageError> {
         let log = &*self.inner.log;
         let head = self.core().head;
         // The archive first (the chain's start), when there is one.
-        let checked = match (archive, log.base().0) {
-            (None, 0) => None,
-            (dir, _) => Some(self.verify_archive(dir, &mut progress)?),
+        let archive = match log.base().0 {
+            0 => None,
+            _ => Some(self.verify_archive(&mut progress)?),
         };
-        // Intact where it was moved to: the live log's archived
-        // executions are read from there.
-        if let (Some(dir), Some(_)) = (archive, &checked) {
-            if log.base().0 > 0 {
-                log.read_archive_from(dir)?;
-            }
-        }
-        let archive = checked;
         let mut snapshots = log
             .snapshot_seqs()?
             .into_iter()

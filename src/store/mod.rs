@@ -413,15 +413,6 @@ pub(crate) trait Store: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
-    /// Reads the archive from `dir` from now on (where its segments were
-    /// moved), for this process: its segments must hold seqs 1 to the base.
-    fn read_archive_from(&self, _dir: &Path) -> Result<(), StorageError> {
-        Err(StorageError::new(
-            ErrorKind::Io,
-            "this storage engine does not archive",
-        ))
-    }
-
     /// A record as a segment holds it, made readable (its payloads
     /// decrypted where the engine holds their key).
     fn readable_archived(&self, _seq: u64, stored: Vec<u8>) -> Result<Bytes, StorageError> {

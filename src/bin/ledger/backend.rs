@@ -114,6 +114,12 @@ impl Backend {
     /// come here only `submit` creates a ledger; the others answer "no
     /// ledger at DIR" and create nothing.
     pub(crate) fn connect(cli: &Cli) -> Result<Backend> {
+        if let (Some(_), Some(_)) = (&cli.server, &cli.archive) {
+            return Err(Usage(
+                "--archive names the archive of a ledger opened here; a server reads its own (ledger serve --archive DIR)".into(),
+            )
+            .into());
+        }
         if let Some(url) = &cli.server {
             return Ok(Backend::Remote(Remote::new(
                 url,
@@ -129,9 +135,7 @@ impl Backend {
                 ..
             }
         );
-        let builder = Ledger::builder(cli.location())
-            .create(creates)
-            .accept_tail(accepts);
+        let builder = cli.builder().create(creates).accept_tail(accepts);
         match open_with(builder) {
             Ok(ledger) => Ok(Backend::Local(match &cli.tenant {
                 Some(t) => ledger.tenant(t.clone()),
@@ -146,6 +150,10 @@ impl Backend {
                     .and_then(|dir| std::fs::read(dir.join(SERVE_FILE)).ok())
                     .and_then(|b| serde_json::from_slice::<Served>(&b).ok());
                 match (locked, served) {
+                    (true, Some(_)) if cli.archive.is_some() => Err(Usage(
+                        "--archive names the archive of a ledger opened here, and ledger serve holds this one (it reads its own: ledger serve --archive DIR)".into(),
+                    )
+                    .into()),
                     (true, Some(served)) => Ok(Backend::Remote(
                         Remote::new(&served.url, cli.api_key.clone(), cli.tenant.clone())
                             .served_by(served.pid),
@@ -830,10 +838,10 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     cause.to_string()
 }
 
-/// Opens (creating it when absent) the ledger in `dir`, with a progress bar
-/// for a long replay on a terminal.
-pub(crate) fn open(dir: &std::path::Path) -> Result<Ledger> {
-    open_with(Ledger::builder(dir))
+/// Opens (creating it when absent) the ledger `cli` names, with a
+/// progress bar for a long replay on a terminal.
+pub(crate) fn open(cli: &Cli) -> Result<Ledger> {
+    open_with(cli.builder())
 }
 
 /// Opens the ledger as `builder` says, with a progress bar for a long

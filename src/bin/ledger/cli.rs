@@ -36,6 +36,10 @@ pub(crate) struct Cli {
         value_parser = parse_database
     )]
     pub(crate) database: Option<String>,
+    /// Where the archive's segments are, when they were moved from
+    /// DATA_DIR/archive: read (history, show, verify) and added to there.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) archive: Option<PathBuf>,
     /// Print JSON for machines instead of tables for people.
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -65,6 +69,15 @@ impl Cli {
     /// The data directory, when the ledger is in one (not `--database`).
     pub(crate) fn dir(&self) -> Option<&std::path::Path> {
         self.database.is_none().then_some(self.data_dir.as_path())
+    }
+
+    /// How the ledger is opened here: where it is, and its archive.
+    pub(crate) fn builder(&self) -> execution_ledger::LedgerBuilder {
+        let builder = execution_ledger::Ledger::builder(self.location());
+        match &self.archive {
+            Some(dir) => builder.archive(dir),
+            None => builder,
+        }
     }
 }
 
@@ -234,11 +247,6 @@ pub(crate) enum Command {
         /// from whoever can rewrite both.
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
-        /// Read the archive's segments from DIR (where they were moved)
-        /// instead of DATA_DIR/archive. A ledger that has archived always
-        /// has its archive checked with the live log.
-        #[arg(long, value_name = "DIR")]
-        archive: Option<PathBuf>,
     },
     /// Rebuild the per-execution and name index from the log (after
     /// `verify` reports it damaged, or to move a ledger written with the

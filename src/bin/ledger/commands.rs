@@ -356,7 +356,6 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         Command::Verify {
             accept_tail,
             checkpoint,
-            archive,
         } => {
             let kept = checkpoint
                 .as_deref()
@@ -393,13 +392,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 }
             }
             let bar = Bar::new("verifying");
-            let mut verdict = match archive {
-                None => backend.verify(|seq, head| bar.update(seq, head))?,
-                Some(dir) => backend
-                    .local("verify --archive")?
-                    .verify_with_archive(dir, |seq, head| bar.update(seq, head))
-                    .into(),
-            };
+            let mut verdict = backend.verify(|seq, head| bar.update(seq, head))?;
             bar.finish();
             // The head kept elsewhere is checked once the chain is intact;
             // a log that does not lead to it is broken at its seq.

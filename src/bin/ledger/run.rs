@@ -136,7 +136,7 @@ pub(crate) fn run(
     lease: Option<Duration>,
     retention: Option<(execution_ledger::RetentionPolicy, Duration)>,
 ) -> Result<()> {
-    let ledger = crate::backend::open(&cli.location())?;
+    let ledger = crate::backend::open(cli)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

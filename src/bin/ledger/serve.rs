@@ -1410,7 +1410,7 @@ pub(crate) fn run(
         .into());
     }
     let keys = keys.as_deref().map(Keys::load).transpose()?;
-    let ledger = crate::backend::open(&cli.location())?;
+    let ledger = crate::backend::open(cli)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

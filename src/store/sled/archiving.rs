@@ -51,11 +51,11 @@ pub(super) fn read_base(meta: &::sled::Tree) -> Result<Mark, StorageError> {
     }
 }
 
-/// The segments of `dir` that hold the archived prefix through `base`,
-/// after removing what an archive pass cut short left (a temporary file, a
-/// segment after the base). They must cover seqs 1 through the base.
+/// The segments in the archive's directory `dir` that hold the archived
+/// prefix through `base`, after removing what an archive pass cut short
+/// left (a temporary file, a segment after the base).
 pub(super) fn open_segments(dir: &Path, base: Mark) -> Result<Segments, StorageError> {
-    let dir = dir.join(ARCHIVE_DIR);
+    let dir = dir.to_owned();
     archive::remove_partial(&dir)?;
     let mut kept = Vec::new();
     for segment in archive::segments(&dir)? {
@@ -88,7 +88,7 @@ impl Segments {
         Err(StorageError::new(
             ErrorKind::Io,
             format!(
-                "seqs 1 to {base} are archived, but the archive in {} holds {}: bring the archive back (or name where it is: `ledger verify --archive DIR`)",
+                "seqs 1 to {base} are archived, but the archive in {} holds {}: bring the archive back (or name where it is: `--archive DIR`)",
                 self.dir.display(),
                 match next - 1 {
                     0 => "none of them".to_owned(),
@@ -109,19 +109,6 @@ impl Log {
     /// The last archived seq and its record's hash.
     pub(super) fn archive_base(&self) -> Mark {
         *lock(&self.base)
-    }
-
-    /// Reads the segments from `dir` from now on (not recorded: for this
-    /// process), once they hold the whole archived prefix.
-    pub(super) fn use_archive(&self, dir: &Path) -> Result<(), StorageError> {
-        let kept = archive::segments(dir)?;
-        let moved = Segments {
-            dir: dir.to_owned(),
-            kept,
-        };
-        moved.cover(self.archive_base().0)?;
-        *lock(&self.segments) = moved;
-        Ok(())
     }
 
     /// Where the segments are.
@@ -328,7 +315,13 @@ impl Log {
 ///
 /// As opening the log.
 pub(crate) fn remnants(dir: &Path) -> Result<(u64, bool, u64), StorageError> {
-    let log = Log::open_unfinished(dir, crate::store::Durability::Flushed, 64 << 20, false)?;
+    let log = Log::open_unfinished(
+        dir,
+        crate::store::Durability::Flushed,
+        64 << 20,
+        false,
+        None,
+    )?;
     let base = log.archive_base().0;
     let pending = log.meta.contains_key(PENDING).map_err(storage)?;
     let end = log.last_seq()?;

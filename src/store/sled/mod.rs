@@ -867,7 +867,19 @@ impl Log {
         cache_bytes: u64,
         create: bool,
     ) -> Result<Log, StorageError> {
-        let log = Log::open_unfinished(dir, durability, cache_bytes, create)?;
+        Log::open_in(dir, durability, cache_bytes, create, None)
+    }
+
+    /// [`Log::open`], with the archive's segments in `archive` (default
+    /// `DIR/archive`).
+    pub(crate) fn open_in(
+        dir: &Path,
+        durability: Durability,
+        cache_bytes: u64,
+        create: bool,
+        archive: Option<&Path>,
+    ) -> Result<Log, StorageError> {
+        let log = Log::open_unfinished(dir, durability, cache_bytes, create, archive)?;
         log.finish_strip()?;
         log.finish_archive()?;
         Ok(log)
@@ -880,6 +892,7 @@ impl Log {
         durability: Durability,
         cache_bytes: u64,
         create: bool,
+        archive: Option<&Path>,
     ) -> Result<Log, StorageError> {
         if dir.exists() && !dir.is_dir() {
             return Err(StorageError::new(
@@ -919,7 +932,8 @@ impl Log {
         // Read after sled is open: whatever a sync wrote there, sled has.
         let found = checkpoint::read(&dir.join(CHECKPOINT))?;
         let base = archiving::read_base(&meta)?;
-        let segments = archiving::open_segments(dir, base)?;
+        let archive = archive.map_or_else(|| dir.join(archiving::ARCHIVE_DIR), Path::to_owned);
+        let segments = archiving::open_segments(&archive, base)?;
         let log = Log {
             dir: dir.to_owned(),
             found,
@@ -2018,10 +2032,6 @@ impl Store for Log {
 
     fn archived_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
         self.archived_seqs_of(id)
-    }
-
-    fn read_archive_from(&self, dir: &Path) -> Result<(), StorageError> {
-        self.use_archive(dir)
     }
 
     fn readable_archived(&self, seq: u64, stored: Vec<u8>) -> Result<Bytes, StorageError> {
