@@ -100,6 +100,7 @@ impl Ledger {
                     .into(),
             ));
         }
+        let _one = super::lock(&self.inner.archiving);
         let (base, _) = log.base();
         let (head, live): (u64, std::collections::HashSet<ExecutionId>) = {
             let core = self.core();
@@ -191,13 +192,19 @@ impl Ledger {
         if dry_run {
             return Ok(report);
         }
-        let path = log.write_segment(through)?;
+        let ids: Vec<ExecutionId> = order[..(through - base) as usize]
+            .iter()
+            .map(|(_, id)| *id)
+            .collect();
+        let path = log.write_segment(through, &ids)?;
         // With the ledger held: what the segment holds is settled, so no
         // event appended since the scan changed it but a retention event
         // (which the live log may hold for an archived execution).
         let core = self.core();
         log.commit_archive(&path)?;
         drop(core);
+        // What it holds leaves the database while commands go on.
+        log.finish_archive()?;
         report.segment = Some(path.display().to_string());
         Ok(report)
     }

@@ -87,6 +87,8 @@ struct Inner {
     combiner: writer::Combiner,
     /// Live workers and their callables.
     workers: Mutex<Workers>,
+    /// Held by an archive pass: one at a time.
+    archiving: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -235,6 +235,7 @@ impl LedgerBuilder {
             clock: self.clock,
             snapshot_every: self.snapshot_every,
             combiner: writer::Combiner::default(),
+            archiving: Mutex::default(),
         });
         let ledger = Ledger {
             _last: Arc::new(writer::LastHandle::new(&inner)),

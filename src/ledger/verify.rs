@@ -46,6 +46,8 @@ impl Ledger {
     }
 
     fn verify_all(&self, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, StorageError> {
+        // No archive pass moves the index under the walk.
+        let _archiving = super::lock(&self.inner.archiving);
         let log = &*self.inner.log;
         let head = self.core().head;
         // The archive first (the chain's start), when there is one.
@@ -240,6 +242,7 @@ impl Ledger {
     /// `Corrupt` (with the seq) for damage in the log, or when the live
     /// projection differs from the fold; `Io`.
     pub fn rebuild_index(&self) -> Result<IndexRebuild, StorageError> {
+        let _archiving = super::lock(&self.inner.archiving);
         let mut core = self.core();
         let log = &*self.inner.log;
         let base = log.base();

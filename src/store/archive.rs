@@ -312,6 +312,28 @@ impl Segment {
         Ok(Vec::new())
     }
 
+    /// The executions it indexes, in id order.
+    ///
+    /// # Errors
+    ///
+    /// `Io`, `Corrupt`.
+    pub(crate) fn ids(&self) -> Result<Vec<ExecutionId>, StorageError> {
+        let len = usize::try_from(self.executions * ENTRY).map_err(|_| {
+            StorageError::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "archive segment {} has a damaged footer",
+                    self.path.display()
+                ),
+            )
+        })?;
+        let index = self.read(self.index_at, len)?;
+        Ok(index
+            .chunks_exact(ENTRY as usize)
+            .map(|e| ExecutionId::from_bytes(e[..16].try_into().expect("16 bytes")))
+            .collect())
+    }
+
     /// Its records in order, as stored, each read on its own.
     pub(crate) fn records(
         &self,

@@ -386,9 +386,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     }
 
     /// Writes the records after the base through `through`, as stored,
-    /// into a new segment of the archive and returns its path; changes
-    /// nothing else ([`Store::commit_archive`] makes it part of the log).
-    fn write_segment(&self, _through: u64) -> Result<PathBuf, StorageError> {
+    /// into a new segment of the archive and returns its path; `ids` are
+    /// the executions of their events, in order. Changes nothing else
+    /// ([`Store::commit_archive`] makes it part of the log).
+    fn write_segment(&self, _through: u64, _ids: &[ExecutionId]) -> Result<PathBuf, StorageError> {
         Err(StorageError::new(
             ErrorKind::Io,
             "this storage engine does not archive",
@@ -396,10 +397,20 @@ pub(crate) trait Store: Send + Sync + 'static {
     }
 
     /// Makes the segment at `path` part of the log: the base moves to its
-    /// last seq, and the records through it, their index entries, names,
-    /// list lines and snapshots leave the live log. Called with the ledger
-    /// held, when no event after the segment belongs to an execution in it.
+    /// last seq (from then on, records through it are read from the
+    /// segment). Called with the ledger held.
     fn commit_archive(&self, _path: &Path) -> Result<(), StorageError> {
+        Err(StorageError::new(
+            ErrorKind::Io,
+            "this storage engine does not archive",
+        ))
+    }
+
+    /// Removes from the live database what the last committed segment
+    /// holds: its records, their index entries, names, list lines and the
+    /// snapshots at or below the base (idempotent; opening finishes one a
+    /// crash cut short). Runs while the ledger takes commands.
+    fn finish_archive(&self) -> Result<(), StorageError> {
         Err(StorageError::new(
             ErrorKind::Io,
             "this storage engine does not archive",

@@ -13,26 +13,31 @@
 //! 2. `base` and `archive-pending` are written in one batch and flushed
 //!    ([`Log::commit_archive`]): from here on the live log starts after the
 //!    base and reads below it go to the segments;
-//! 3. the index entries, names, list lines, snapshots and records the
-//!    segment holds are removed from the database, and `archive-pending`
-//!    last; open finishes what a crash left of it.
+//! 3. the index entries, names, list lines and snapshots the segment holds
+//!    are removed from the database, and `archive-pending` last (with it,
+//!    `archive-records` is set); open finishes what a crash left of it;
+//! 4. on the next open, the record entries through `archive-records` are
+//!    removed (a read of the log under way in the process that archived
+//!    goes on through them).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{
-    event_key, exec_prefix, list_key, lock, name_key, seq_of, storage, unpack, Log, Segments,
-};
+use super::{event_key, exec_prefix, list_key, lock, seq_of, storage, unpack, Log, Segments};
 use crate::error::{ErrorKind, StorageError};
 use crate::execution::ExecutionId;
 use crate::store::archive::{self, Segment};
 use crate::store::record;
-use crate::store::{Bytes, Mark, Name, Store};
+use crate::store::{Mark, Store};
 
 /// The key of the base in tree `meta`: seq (8) | hash (32).
 const BASE: &[u8] = b"base";
 /// The key, in tree `meta`, of the segment whose records are still to be
 /// removed from the database: first seq (8) | last seq (8).
 const PENDING: &[u8] = b"archive-pending";
+/// The key, in tree `meta`, of the last archived seq whose record entries
+/// the database may still hold (removed on open).
+const RECORDS_LEFT: &[u8] = b"archive-records";
 /// The archive's directory in the data directory.
 pub(super) const ARCHIVE_DIR: &str = "archive";
 
@@ -82,7 +87,8 @@ impl Segments {
             }
             next = s.last + 1;
         }
-        if next - 1 == base {
+        // (Past the base while a segment is committed.)
+        if next - 1 >= base {
             return Ok(());
         }
         Err(StorageError::new(
@@ -149,27 +155,32 @@ impl Log {
 
     /// Writes records base+1 through `through`, as stored, into a new
     /// segment; changes nothing else.
-    pub(super) fn write_segment(&self, through: u64) -> Result<PathBuf, StorageError> {
+    pub(super) fn write_segment(
+        &self,
+        through: u64,
+        ids: &[ExecutionId],
+    ) -> Result<PathBuf, StorageError> {
         let (base, prev) = self.archive_base();
         let dir = self.archive_path();
-        let mut raw = self.stored_records(base + 1, false).map(|item| {
-            let (seq, bytes) = item?;
-            let id = self.event_at(seq, &bytes)?.execution_id;
-            Ok((seq, bytes.to_vec(), id))
-        });
-        let mut taken =
-            (&mut raw).take_while(|r| r.as_ref().map_or(true, |(s, _, _)| *s <= through));
+        let mut taken = self
+            .stored_records(base + 1, false)
+            .take_while(|r| r.as_ref().map_or(true, |(s, _)| *s <= through))
+            .map(|item| {
+                let (seq, bytes) = item?;
+                let id = *ids.get((seq - base - 1) as usize).ok_or_else(|| {
+                    StorageError::new(
+                        ErrorKind::Io,
+                        "archiving names fewer executions than records",
+                    )
+                })?;
+                Ok((seq, bytes.to_vec(), id))
+            });
         archive::write(&dir, base + 1, prev, &mut taken)
     }
 
-    /// The event of record `seq` as stored.
-    fn event_at(&self, seq: u64, stored: &[u8]) -> Result<crate::event::Event, StorageError> {
-        let bytes = self.readable(seq, Bytes::new(stored.to_vec()))?;
-        record::parse_event(seq, &bytes)
-    }
-
     /// Makes the segment at `path` part of the log: the base moves to its
-    /// last seq, then what it holds leaves the database.
+    /// last seq ([`Log::finish_archive`] then removes what it holds from
+    /// the database).
     pub(super) fn commit_archive(&self, path: &Path) -> Result<(), StorageError> {
         let segment = Segment::open(path)?;
         let (base, hash) = self.archive_base();
@@ -191,9 +202,11 @@ impl Log {
         batch.insert(PENDING, pending);
         self.meta.apply_batch(batch).map_err(storage)?;
         self.db.flush().map_err(storage)?;
-        *lock(&self.base) = (segment.last, segment.hash);
+        // The segment is readable before the base says to read it there.
+        let last = (segment.last, segment.hash);
         lock(&self.segments).kept.push(segment);
-        self.finish_archive()
+        *lock(&self.base) = last;
+        Ok(())
     }
 
     /// Removes from the database what the pending segment holds (all of
@@ -215,28 +228,35 @@ impl Log {
             }
         };
         tracing::info!(first, last, "removing archived records from the database");
+        // The executions the segment holds, from its index (a retention
+        // event can follow an execution an earlier segment holds).
+        let ids: HashSet<ExecutionId> = {
+            let segments = lock(&self.segments);
+            let segment = segments
+                .kept
+                .iter()
+                .find(|s| s.first == first && s.last == last)
+                .ok_or_else(|| {
+                    StorageError::new(
+                        ErrorKind::Corrupt,
+                        format!(
+                            "no segment in {} holds seqs {first} to {last}, which the log archived",
+                            segments.dir.display()
+                        ),
+                    )
+                })?;
+            segment.ids()?.into_iter().collect()
+        };
         let mut batch = ::sled::Batch::default();
-        let mut ids: Vec<ExecutionId> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for seq in first..=last {
-            let stored = self.archived_record(seq)?.ok_or_else(|| {
-                StorageError::corrupt(seq, "archived record is missing from its segment")
-            })?;
-            let event = self.event_at(seq, &stored)?;
-            if let Some(name) = Name::of(&event) {
-                // Only where it still names this execution (a later one may
-                // be bound to the same target).
-                let key = name_key(&name);
-                if self.events.get(&key).map_err(storage)?.as_deref()
-                    == Some(event.execution_id.as_bytes().as_slice())
-                {
-                    batch.remove(key);
+        // Names that still point at one of them (a later execution may have
+        // taken the name since).
+        for kind in [super::IDEM, super::BIND] {
+            for item in self.events.scan_prefix([super::INDEX, kind]) {
+                let (k, v) = item.map_err(storage)?;
+                let named = <[u8; 16]>::try_from(v.as_ref()).map(ExecutionId::from_bytes);
+                if named.is_ok_and(|id| ids.contains(&id)) {
+                    batch.remove(k);
                 }
-            }
-            // Every execution with an event in it: a retention event can
-            // follow an execution an earlier segment holds.
-            if seen.insert(event.execution_id) {
-                ids.push(event.execution_id);
             }
         }
         // Each archived execution's seqs leave the index; those after the
@@ -273,19 +293,6 @@ impl Log {
                 .remove(item.map_err(storage)?.0)
                 .map_err(storage)?;
         }
-        // Entries whose records are all archived, but the log's last (which
-        // tells where the log ends).
-        let end = self.last_seq()?;
-        let mut batch = ::sled::Batch::default();
-        for item in self.events.range(..event_key(last + 1).as_slice()) {
-            let (k, v) = item.map_err(storage)?;
-            let Some(at) = seq_of(&k) else { continue };
-            let to = at + record::count(at, &v)? - 1;
-            if to <= last && to < end {
-                batch.remove(k);
-            }
-        }
-        self.events.apply_batch(batch).map_err(storage)?;
         // How much of the database archiving has removed since it was last
         // rewritten (open rewrites it past a point), with the mark's removal.
         let counted = self
@@ -300,7 +307,43 @@ impl Log {
             &(counted + last + 1 - first).to_be_bytes(),
         );
         done.remove(PENDING);
+        // The record entries stay until the ledger is next opened: a read
+        // of the log under way (an export, a subscriber) goes on through
+        // them.
+        done.insert(RECORDS_LEFT, &last.to_be_bytes());
         self.meta.apply_batch(done).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        Ok(())
+    }
+
+    /// Removes the record entries whose records are all archived, through
+    /// the seq `archive-records` names, but the log's last (which tells
+    /// where the log ends); called on open, before anything reads the log.
+    pub(super) fn remove_archived_records(&self) -> Result<(), StorageError> {
+        let Some(v) = self.meta.get(RECORDS_LEFT).map_err(storage)? else {
+            return Ok(());
+        };
+        let through = <[u8; 8]>::try_from(v.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| {
+                StorageError::new(
+                    ErrorKind::Corrupt,
+                    "the log's archived-records mark is damaged",
+                )
+            })?
+            .min(self.archive_base().0);
+        let end = self.last_seq()?;
+        let mut batch = ::sled::Batch::default();
+        for item in self.events.range(..event_key(through + 1).as_slice()) {
+            let (k, v) = item.map_err(storage)?;
+            let Some(at) = seq_of(&k) else { continue };
+            let to = at + record::count(at, &v)? - 1;
+            if to <= through && to < end {
+                batch.remove(k);
+            }
+        }
+        self.events.apply_batch(batch).map_err(storage)?;
+        self.meta.remove(RECORDS_LEFT).map_err(storage)?;
         self.db.flush().map_err(storage)?;
         Ok(())
     }
@@ -326,7 +369,13 @@ pub(crate) fn remnants(dir: &Path) -> Result<(u64, bool, u64), StorageError> {
     let pending = log.meta.contains_key(PENDING).map_err(storage)?;
     let end = log.last_seq()?;
     let mut left = 0u64;
-    for item in log.events.range(..event_key(base + 1).as_slice()) {
+    // Record entries may stay until the next open while the mark says so.
+    let records_left = log.meta.contains_key(RECORDS_LEFT).map_err(storage)?;
+    for item in log
+        .events
+        .range(..event_key(base + 1).as_slice())
+        .filter(|_| !records_left)
+    {
         let (k, v) = item.map_err(storage)?;
         let Some(at) = seq_of(&k) else { continue };
         let to = at + record::count(at, &v)? - 1;

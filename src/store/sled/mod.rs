@@ -882,6 +882,7 @@ impl Log {
         let log = Log::open_unfinished(dir, durability, cache_bytes, create, archive)?;
         log.finish_strip()?;
         log.finish_archive()?;
+        log.remove_archived_records()?;
         Ok(log)
     }
 
@@ -2022,12 +2023,16 @@ impl Store for Log {
         Some(self.archive_path())
     }
 
-    fn write_segment(&self, through: u64) -> Result<PathBuf, StorageError> {
-        Log::write_segment(self, through)
+    fn write_segment(&self, through: u64, ids: &[ExecutionId]) -> Result<PathBuf, StorageError> {
+        Log::write_segment(self, through, ids)
     }
 
     fn commit_archive(&self, path: &Path) -> Result<(), StorageError> {
         Log::commit_archive(self, path)
+    }
+
+    fn finish_archive(&self) -> Result<(), StorageError> {
+        Log::finish_archive(self)
     }
 
     fn archived_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
