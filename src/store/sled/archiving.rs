@@ -88,7 +88,7 @@ impl Segments {
             next = s.last + 1;
         }
         // (Past the base while a segment is committed.)
-        if next - 1 >= base {
+        if next > base {
             return Ok(());
         }
         Err(StorageError::new(
