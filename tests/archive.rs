@@ -361,7 +361,10 @@ fn a_damaged_segment_is_named_with_the_seq_of_the_damage() {
     // Reopened: the database no longer holds the archived records (they
     // stay until then, for reads under way).
     drop(ledger);
-    let ledger = Ledger::builder(dir.path()).clock(clock.clone()).open().unwrap();
+    let ledger = Ledger::builder(dir.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
     let segment = segments(dir.path()).pop().unwrap();
     let pristine = std::fs::read(&segment).unwrap();
     checked(&ledger);

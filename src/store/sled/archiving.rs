@@ -315,38 +315,48 @@ impl Log {
         self.db.flush().map_err(storage)?;
         Ok(())
     }
+}
 
-    /// Removes the record entries whose records are all archived, through
-    /// the seq `archive-records` names, but the log's last (which tells
-    /// where the log ends); called on open, before anything reads the log.
-    pub(super) fn remove_archived_records(&self) -> Result<(), StorageError> {
-        let Some(v) = self.meta.get(RECORDS_LEFT).map_err(storage)? else {
-            return Ok(());
-        };
-        let through = <[u8; 8]>::try_from(v.as_ref())
-            .map(u64::from_be_bytes)
-            .map_err(|_| {
-                StorageError::new(
-                    ErrorKind::Corrupt,
-                    "the log's archived-records mark is damaged",
-                )
-            })?
-            .min(self.archive_base().0);
-        let end = self.last_seq()?;
-        let mut batch = ::sled::Batch::default();
-        for item in self.events.range(..event_key(through + 1).as_slice()) {
-            let (k, v) = item.map_err(storage)?;
-            let Some(at) = seq_of(&k) else { continue };
-            let to = at + record::count(at, &v)? - 1;
-            if to <= through && to < end {
-                batch.remove(k);
-            }
+/// Removes from the database `db` (not open as a log yet) the record
+/// entries whose records are all archived, through the seq
+/// `archive-records` names, but the log's last (which tells where the log
+/// ends); called on open, before anything reads the log and before the
+/// database is rewritten.
+pub(super) fn remove_archived_records(db: &::sled::Db) -> Result<(), StorageError> {
+    let (events, meta) = (
+        db.open_tree("events").map_err(storage)?,
+        db.open_tree("meta").map_err(storage)?,
+    );
+    let Some(v) = meta.get(RECORDS_LEFT).map_err(storage)? else {
+        return Ok(());
+    };
+    let through = <[u8; 8]>::try_from(v.as_ref())
+        .map(u64::from_be_bytes)
+        .map_err(|_| {
+            StorageError::new(
+                ErrorKind::Corrupt,
+                "the log's archived-records mark is damaged",
+            )
+        })?
+        .min(read_base(&meta)?.0);
+    // The entry that holds the log's last record stays.
+    let last_entry = match events.range(..[super::INDEX].as_slice()).next_back() {
+        Some(item) => Some(item.map_err(storage)?.0),
+        None => None,
+    };
+    let mut batch = ::sled::Batch::default();
+    for item in events.range(..event_key(through + 1).as_slice()) {
+        let (k, v) = item.map_err(storage)?;
+        let Some(at) = seq_of(&k) else { continue };
+        let to = at + record::count(at, &v)? - 1;
+        if to <= through && Some(&k) != last_entry.as_ref() {
+            batch.remove(k);
         }
-        self.events.apply_batch(batch).map_err(storage)?;
-        self.meta.remove(RECORDS_LEFT).map_err(storage)?;
-        self.db.flush().map_err(storage)?;
-        Ok(())
     }
+    events.apply_batch(batch).map_err(storage)?;
+    meta.remove(RECORDS_LEFT).map_err(storage)?;
+    db.flush().map_err(storage)?;
+    Ok(())
 }
 
 /// What archiving left in the database of the ledger in `dir` (not open),

@@ -882,7 +882,6 @@ impl Log {
         let log = Log::open_unfinished(dir, durability, cache_bytes, create, archive)?;
         log.finish_strip()?;
         log.finish_archive()?;
-        log.remove_archived_records()?;
         Ok(log)
     }
 
@@ -918,6 +917,7 @@ impl Log {
         let sled_dir = dir.join("sled");
         compact::recover(dir)?;
         let mut db = open_sled(dir, &sled_dir, cache_bytes)?;
+        archiving::remove_archived_records(&db)?;
         if compact::wanted(&db)? {
             db = compact::rewrite(dir, db, |path| {
                 ::sled::Config::new().path(path).cache_capacity(cache_bytes)
