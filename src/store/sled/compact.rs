@@ -17,10 +17,9 @@
 //! sled.old/          the old database once replaced (removed on open)
 //! ```
 
-use std::fs::File;
 use std::path::Path;
 
-use super::{open_config, storage, sync_dir, wait_released};
+use super::{open_config, storage, sync_dir, sync_files, wait_released};
 use crate::error::StorageError;
 
 /// The key, in tree `meta`, of how many events archiving removed from the
@@ -137,7 +136,7 @@ pub(super) fn rewrite(
         copied += n;
     }
     new.flush().map_err(storage)?;
-    sync_tree(&compacting)?;
+    sync_files(&compacting)?;
     drop(new);
     wait_released(&compacting.join("db"));
     rename(&compacting, &compacted)?;
@@ -151,24 +150,4 @@ pub(super) fn rewrite(
     sync_dir(dir)?;
     tracing::info!(entries = copied, "rewrote the database");
     open_config(&config(&sled), &sled)
-}
-
-/// Syncs every file of sled's directory `dir` and the directories.
-fn sync_tree(dir: &Path) -> Result<(), StorageError> {
-    for sub in [dir.to_owned(), dir.join("blobs")] {
-        let Ok(entries) = std::fs::read_dir(&sub) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_file()) {
-                File::open(entry.path())
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| {
-                        StorageError::io(format!("cannot sync {}", entry.path().display()), e)
-                    })?;
-            }
-        }
-        sync_dir(&sub)?;
-    }
-    Ok(())
 }

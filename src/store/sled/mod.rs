@@ -652,6 +652,16 @@ fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<::sled::Db
     sync_dir(dir)?;
     let db = open_config(&config, sled_dir)?;
     db.flush().map_err(storage)?;
+    sync_files(sled_dir)?;
+    std::fs::remove_file(&marker)
+        .map_err(|e| StorageError::io(format!("cannot remove {}", marker.display()), e))?;
+    sync_dir(dir)?;
+    Ok(db)
+}
+
+/// Syncs every file of sled's directory `sled_dir` (and of its `blobs`)
+/// and the directories themselves.
+fn sync_files(sled_dir: &Path) -> Result<(), StorageError> {
     for sub in [sled_dir.to_owned(), sled_dir.join("blobs")] {
         let Ok(entries) = std::fs::read_dir(&sub) else {
             continue;
@@ -667,10 +677,7 @@ fn open_sled(dir: &Path, sled_dir: &Path, cache_bytes: u64) -> Result<::sled::Db
         }
         sync_dir(&sub)?;
     }
-    std::fs::remove_file(&marker)
-        .map_err(|e| StorageError::io(format!("cannot remove {}", marker.display()), e))?;
-    sync_dir(dir)?;
-    Ok(db)
+    Ok(())
 }
 
 /// Record `seq` as stored, made readable: its payloads decrypted, or
