@@ -304,6 +304,19 @@ impl Segment {
                         u64_at(&e, 16),
                         u32::from_be_bytes(e[24..28].try_into().expect("4 bytes")),
                     );
+                    // A damaged entry must not ask for more than the file holds.
+                    if from.saturating_add(u64::from(n)) > self.last - self.first + 1 {
+                        return Err(StorageError::new(
+                            ErrorKind::Corrupt,
+                            format!(
+                                "archive segment {} (seqs {} to {}) has a damaged index entry for {id}",
+                                self.path.display(),
+                                self.first,
+                                self.last
+                            ),
+                        )
+                        .at_seq(self.last));
+                    }
                     let b = self.read(self.seqs_at + from * 8, n as usize * 8)?;
                     return Ok(b.chunks_exact(8).map(|c| u64_at(c, 0)).collect());
                 }
