@@ -292,7 +292,7 @@ impl Op {
         projection: &mut Projection,
         leases: &Leases,
         scope: Option<&TenantId>,
-        load: impl FnOnce(ExecutionId) -> Result<Option<BackgroundExecution>, CommandError>,
+        load: impl FnOnce(ExecutionId) -> Result<Option<(BackgroundExecution, bool)>, CommandError>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Decided>, CommandError> {
         Ok(match self {
@@ -373,12 +373,18 @@ impl Op {
             }
             Op::On(id, action) => {
                 let id = *id;
-                let current = match projection.get(&id) {
-                    Some(e) => Cow::Borrowed(e),
-                    None => Cow::Owned(load(id)?.ok_or(CommandError::NotFound(id))?),
+                let (current, archived) = match projection.get(&id) {
+                    Some(e) => (Cow::Borrowed(e), false),
+                    None => {
+                        let (e, archived) = load(id)?.ok_or(CommandError::NotFound(id))?;
+                        (Cow::Owned(e), archived)
+                    }
                 };
                 if scope.is_some_and(|t| t != &current.tenant_id) {
                     return Err(CommandError::NotFound(id));
+                }
+                if archived {
+                    return Err(CommandError::Archived(id));
                 }
                 if action.repeats(&current) {
                     // An identical answer the execution already records.

@@ -181,7 +181,9 @@ fn archived_history_leaves_the_live_log_and_still_verifies_and_reads() {
     drop(ledger);
     let ledger = open();
     assert_eq!(ledger.head(), head);
-    assert_eq!(ledger.events(1, None).next().unwrap().unwrap().seq, 121);
+    // Read from seq 1, the log is whole: the archive, then the live log.
+    let seqs: Vec<u64> = ledger.events(1, None).map(|e| e.unwrap().seq).collect();
+    assert_eq!(seqs, (1..=head.seq).collect::<Vec<_>>());
     assert_eq!(ledger.history(old[39]).unwrap().len(), 3);
     assert_eq!(ledger.history(after[0]).unwrap().len(), 3);
     ledger.verify().unwrap();
@@ -259,16 +261,13 @@ fn the_policy_archives_none_held_unredacted_or_of_a_tenant_it_keeps() {
             .contains("tenant acme is not archived"),
         "{r:?}"
     );
-    // One whose payloads the policy still has to redact (in a dry run,
-    // nothing is redacted).
+    // Payloads the policy still has to redact: a dry run takes its own
+    // redactions (due sooner) as done, and says what the pass will do.
     let r = run(&policy(
         r#"{"default": {"redactAfter": "1d", "archiveAfter": "10d"}}"#,
     ));
-    assert_eq!(r.through, 0);
-    assert!(r
-        .kept_by
-        .unwrap()
-        .contains(&format!("{a} (seq 1): its payloads are not redacted yet")));
+    assert_eq!((r.through, r.executions), (3, 1), "{r:?}");
+    assert!(r.kept_by.unwrap().contains("under legal hold"));
     // A rule that archives before it redacts is refused.
     let err = RetentionPolicy::from_json(
         br#"{"tenants": {"acme": {"redactAfter": "30d", "archiveAfter": "7d"}}}"#,
@@ -632,4 +631,158 @@ fn opening_rewrites_the_database_once_archiving_removed_enough_of_it() {
     ledger.verify().unwrap();
     let s = settled(&ledger, "acme", "after");
     assert_eq!(ledger.get(s).unwrap().input.as_deref(), Some("after"));
+}
+
+#[test]
+fn the_archive_reads_whole_refuses_across_tenants_and_survives_a_damaged_or_foreign_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = common::TestClock::new();
+    let open = || {
+        Ledger::builder(dir.path())
+            .clock(clock.clone())
+            .open()
+            .unwrap()
+    };
+    let ledger = open();
+    let mut keyed = Submission::new("mail");
+    keyed.idempotency_key = Some("order-7".into());
+    let first = ledger
+        .submit(&tenant("acme"), keyed.clone())
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id;
+    let c = ledger.claim(Some("w")).wait().unwrap().unwrap();
+    ledger
+        .complete(c.execution_id, c.attempt, serde_json::json!("done"))
+        .wait()
+        .unwrap();
+    let ids: Vec<ExecutionId> = (0..5)
+        .map(|i| settled(&ledger, "acme", &format!("s{i}")))
+        .collect();
+    // Redacted by hand, then its tenant put under hold by the policy: the
+    // hold wins, redacted or not.
+    let redacted = settled(&ledger, "globex", "g");
+    ledger.redact(redacted, "asked", None).wait().unwrap();
+    clock.advance(TimeDelta::days(3));
+    let held = policy(
+        r#"{"default": {"archiveAfter": "1d"}, "tenants": {"globex": {"archiveAfter": "1d", "hold": "audit 9"}}}"#,
+    );
+    let r = ledger
+        .retain(&held, false, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap()
+        .archive
+        .unwrap();
+    assert_eq!((r.through, r.executions), (18, 6), "{r:?}");
+    assert!(
+        r.kept_by.as_deref().unwrap().contains(&format!(
+            "{redacted} (seq 19): its tenant is under legal hold"
+        )),
+        "{r:?}"
+    );
+    let head = ledger.head().seq;
+    assert_eq!(head, 22);
+
+    // The whole log reads from seq 1, archive then live, gap-free.
+    let seqs: Vec<u64> = ledger.events(1, None).map(|e| e.unwrap().seq).collect();
+    assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
+    let from_5: Vec<u64> = ledger.events(5, Some(20)).map(|e| e.unwrap().seq).collect();
+    assert_eq!(from_5, (5..=20).collect::<Vec<_>>());
+
+    // Another tenant's archived execution is not found, as a live one of
+    // another tenant is not: a scoped handle learns nothing of it.
+    let err = ledger
+        .tenant(tenant("globex"))
+        .hold(ids[0], "x", None)
+        .wait()
+        .unwrap_err();
+    assert!(
+        matches!(err, CommandError::NotFound(id) if id == ids[0]),
+        "{err}"
+    );
+    let err = ledger
+        .tenant(tenant("acme"))
+        .hold(ids[0], "x", None)
+        .wait()
+        .unwrap_err();
+    assert!(
+        matches!(err, CommandError::Archived(id) if id == ids[0]),
+        "{err}"
+    );
+    assert_eq!(ledger.head().seq, head);
+
+    // An idempotency key answers until its execution is archived; then
+    // the same key starts a new execution.
+    let again = ledger.submit(&tenant("acme"), keyed).wait().unwrap();
+    assert!(again.created);
+    assert_ne!(again.execution.execution_id, first);
+    let c = ledger.claim(Some("w")).wait().unwrap().unwrap();
+    ledger
+        .complete(c.execution_id, c.attempt, serde_json::json!("done"))
+        .wait()
+        .unwrap();
+    drop(ledger);
+
+    // A segment whose header is damaged: the ledger opens and works on its
+    // live log; reads of the archive name the segment at its first seq.
+    let segment = segments(dir.path()).pop().unwrap();
+    let pristine = std::fs::read(&segment).unwrap();
+    flip(&segment, 2);
+    let ledger = open();
+    settled(&ledger, "acme", "after the damage");
+    let CommandError::Storage(err) = ledger.history(ids[0]).unwrap_err() else {
+        panic!("a storage error")
+    };
+    assert_eq!(
+        (err.kind(), err.seq()),
+        (ErrorKind::Corrupt, Some(1)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("does not start as one"), "{err}");
+    let err = ledger.verify().unwrap_err();
+    assert_eq!(
+        (err.kind(), err.seq()),
+        (ErrorKind::Corrupt, Some(1)),
+        "{err}"
+    );
+    // A pass adds nothing to an archive it cannot read whole.
+    clock.advance(TimeDelta::days(3));
+    let plain = policy(r#"{"default": {"archiveAfter": "1d"}}"#);
+    assert!(ledger
+        .retain(&plain, false, |_| std::ops::ControlFlow::Continue(()))
+        .is_err());
+    assert_eq!(segments(dir.path()), vec![segment.clone()]);
+    drop(ledger);
+    std::fs::write(&segment, &pristine).unwrap();
+    let ledger = open();
+    checked(&ledger);
+    drop(ledger);
+
+    // Another ledger's archive put in place of a new ledger's: past the new
+    // ledger's base (nothing archived), but not its own uncommitted
+    // segment. It is left where it is, and named.
+    let other = tempfile::tempdir().unwrap();
+    let theirs = Ledger::builder(other.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    settled(&theirs, "initech", "theirs");
+    let archive = other.path().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    std::fs::copy(&segment, archive.join(segment.file_name().unwrap())).unwrap();
+    drop(theirs);
+    let theirs = Ledger::builder(other.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    assert!(archive.join(segment.file_name().unwrap()).exists());
+    let err = theirs.verify().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(
+        err.to_string().contains("past the live log's base"),
+        "{err}"
+    );
+    assert!(theirs
+        .retain(&plain, true, |_| std::ops::ControlFlow::Continue(()))
+        .is_ok());
 }

@@ -70,18 +70,25 @@ struct Seen {
     last: u64,
     last_at: DateTime<Utc>,
     redacted: bool,
+    /// Recorded in format 1, whose payloads cannot be redacted (so it
+    /// does not wait for a redaction).
+    unredactable: bool,
     held: bool,
 }
 
 /// How an archive pass decides: when each tenant's settled executions are
-/// due (`None`: the tenant's are never archived), and whether one it has
-/// not redacted must wait for its redaction first.
+/// due (`None`: the tenant's are never archived), whether the tenant is
+/// under legal hold, and whether one it has not redacted must wait for its
+/// redaction first.
 pub(crate) struct Due<'a> {
     /// Settled at or before this instant: due.
     pub(crate) cutoff: &'a dyn Fn(&TenantId) -> Option<DateTime<Utc>>,
-    /// The tenant's policy redacts payloads (so an execution not redacted
-    /// yet waits), or holds the whole tenant.
-    pub(crate) waits: &'a dyn Fn(&TenantId) -> Option<&'static str>,
+    /// The tenant's policy holds all of it.
+    pub(crate) held: &'a dyn Fn(&TenantId) -> bool,
+    /// The tenant's policy redacts payloads: an execution not redacted yet
+    /// waits (but in a dry run, where the pass's own redactions, due
+    /// sooner, are taken as done).
+    pub(crate) redacts: &'a dyn Fn(&TenantId) -> bool,
 }
 
 impl Ledger {
@@ -116,8 +123,12 @@ impl Ledger {
         let mut seen: Vec<Seen> = Vec::new();
         let mut index: HashMap<ExecutionId, u32> = HashMap::new();
         let mut order: Vec<(u32, ExecutionId)> = Vec::new();
-        for event in self.events(base + 1, Some(head)) {
-            let event = event?;
+        for item in log.records(base + 1) {
+            let (seq, bytes) = item?;
+            if seq > head {
+                break;
+            }
+            let event = record::decode_event(seq, &bytes)?.0;
             let n = *index.entry(event.execution_id).or_insert_with(|| {
                 seen.push(Seen {
                     tenant: event.tenant_id.clone(),
@@ -125,11 +136,13 @@ impl Ledger {
                     last: event.seq,
                     last_at: event.at,
                     redacted: false,
+                    unredactable: false,
                     held: false,
                 });
                 (seen.len() - 1) as u32
             });
             let s = &mut seen[n as usize];
+            s.unredactable |= bytes.first() == Some(&record::FORMAT_V1);
             // Its lifecycle: a retention event after it settled may stay in
             // the live log after its archived history.
             if !event.kind.is_retention() {
@@ -157,8 +170,10 @@ impl Ledger {
                     Some("it is not settled".to_owned())
                 } else if s.held {
                     Some("it is under legal hold".to_owned())
-                } else if let Some(why) = (due.waits)(&s.tenant).filter(|_| !s.redacted) {
-                    Some(why.to_owned())
+                } else if (due.held)(&s.tenant) {
+                    Some("its tenant is under legal hold".to_owned())
+                } else if (due.redacts)(&s.tenant) && !s.redacted && !s.unredactable && !dry_run {
+                    Some("its payloads are not redacted yet".to_owned())
                 } else {
                     match (due.cutoff)(&s.tenant) {
                         None => Some(format!("tenant {} is not archived by the policy", s.tenant)),
@@ -198,9 +213,30 @@ impl Ledger {
             .collect();
         let path = log.write_segment(through, &ids)?;
         // With the ledger held: what the segment holds is settled, so no
-        // event appended since the scan changed it but a retention event
-        // (which the live log may hold for an archived execution).
+        // event appended since the scan changes it but a redaction (which
+        // the live log may hold for an archived execution). Anything else
+        // (a hold) and the pass moves nothing this time.
         let core = self.core();
+        let moved: std::collections::HashSet<&ExecutionId> = ids.iter().collect();
+        for event in self.events(head + 1, Some(core.head.0)) {
+            let event = event?;
+            if moved.contains(&event.execution_id)
+                && !matches!(event.kind, EventKind::Redacted { .. })
+            {
+                drop(core);
+                archive::remove(&path)?;
+                report.through = base;
+                report.events = 0;
+                report.executions = 0;
+                report.kept_by = Some(format!(
+                    "{} (seq {}): a {} event was recorded for it while the pass ran",
+                    event.execution_id,
+                    event.seq,
+                    event.kind.name()
+                ));
+                return Ok(report);
+            }
+        }
         log.commit_archive(&path)?;
         drop(core);
         // What it holds leaves the database while commands go on.
@@ -230,26 +266,16 @@ impl Ledger {
         let Some(dir) = log.archive_dir() else {
             return Ok(ArchiveVerified::default());
         };
-        let segments = archive::segments(&dir)?;
-        let (mut next, mut link, mut events) = (1u64, record::GENESIS, 0u64);
-        let mut last_at = DateTime::<Utc>::MIN_UTC;
-        for (i, segment) in segments.iter().enumerate() {
+        let segments = archive::segments(&dir)?
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        // Their seqs first: gap-free from 1 to the base.
+        let mut next = 1u64;
+        for segment in &segments {
             if segment.first != next {
                 return Err(gap(segment, next));
             }
-            if segment.prev != link {
-                return Err(StorageError::corrupt(
-                    segment.first,
-                    format!(
-                        "archive segment {} does not link to the record before it",
-                        segment.path().display()
-                    ),
-                ));
-            }
-            check_segment(log, &segments[..i], segment, head, &mut last_at, progress)?;
-            events += segment.last - segment.first + 1;
             next = segment.last + 1;
-            link = segment.hash;
         }
         let end = next - 1;
         if end != base {
@@ -265,6 +291,23 @@ impl Ledger {
                 )
             };
             return Err(StorageError::new(ErrorKind::Corrupt, what).at_seq(next.min(base + 1)));
+        }
+        // Then what they hold.
+        let (mut link, mut events) = (record::GENESIS, 0u64);
+        let mut last_at = DateTime::<Utc>::MIN_UTC;
+        for (i, segment) in segments.iter().enumerate() {
+            if segment.prev != link {
+                return Err(StorageError::corrupt(
+                    segment.first,
+                    format!(
+                        "archive segment {} does not link to the record before it",
+                        segment.path().display()
+                    ),
+                ));
+            }
+            check_segment(log, &segments[..i], segment, head, &mut last_at, progress)?;
+            events += segment.last - segment.first + 1;
+            link = segment.hash;
         }
         if link != base_hash {
             return Err(StorageError::corrupt(

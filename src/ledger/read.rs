@@ -205,16 +205,20 @@ impl Inner {
         self.fold_execution(id, self.log.execution_seqs(&id)?, |_| true)
     }
 
-    /// [`Inner::load`] for a command that would change it: refused when it
-    /// is archived.
+    /// [`Inner::load`] for a command that would change it, with whether it
+    /// is archived (the command decides, after its tenant check, to refuse
+    /// it).
     pub(super) fn load_to_change(
         &self,
         id: ExecutionId,
-    ) -> Result<Option<BackgroundExecution>, CommandError> {
-        if self.log.base().0 > 0 && !self.log.archived_seqs(&id)?.is_empty() {
-            return Err(CommandError::Archived(id));
-        }
-        Ok(self.load(id)?)
+    ) -> Result<Option<(BackgroundExecution, bool)>, CommandError> {
+        let live = self.log.execution_seqs(&id)?;
+        let known = live.len();
+        let seqs = with_archived(&*self.log, &id, live)?;
+        let archived = seqs.len() > known;
+        Ok(self
+            .fold_execution(id, seqs, |_| true)?
+            .map(|e| (e, archived)))
     }
 
     /// The seqs of one execution's events, live, settled or archived, in

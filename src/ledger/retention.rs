@@ -413,19 +413,14 @@ impl Ledger {
                 let after = policy.for_tenant(tenant)?.archive_after?;
                 now.checked_sub_signed(after)
             };
-            let waits = |tenant: &TenantId| {
-                let rule = policy.for_tenant(tenant)?;
-                if rule.hold.is_some() {
-                    Some("its tenant is under legal hold")
-                } else if rule.redact_after.is_some() {
-                    Some("its payloads are not redacted yet")
-                } else {
-                    None
-                }
-            };
+            let rule = |tenant: &TenantId| policy.for_tenant(tenant);
+            let held = |tenant: &TenantId| rule(tenant).is_some_and(|r| r.hold.is_some());
+            let redacts =
+                |tenant: &TenantId| rule(tenant).is_some_and(|r| r.redact_after.is_some());
             let due = super::archive::Due {
                 cutoff: &cutoff,
-                waits: &waits,
+                held: &held,
+                redacts: &redacts,
             };
             report.archive = Some(self.archive_due(&due, dry_run)?);
         }

@@ -50,9 +50,15 @@ impl Ledger {
         let _archiving = super::lock(&self.inner.archiving);
         let log = &*self.inner.log;
         let head = self.core().head;
-        // The archive first (the chain's start), when there is one.
+        // The archive first (the chain's start), when there is one (or a
+        // segment lies where a ledger that archived nothing has its
+        // archive).
+        let segments = match log.archive_dir() {
+            Some(dir) if log.base().0 == 0 => !crate::store::archive::segments(&dir)?.is_empty(),
+            _ => false,
+        };
         let archive = match log.base().0 {
-            0 => None,
+            0 if !segments => None,
             _ => Some(self.verify_archive(&mut progress)?),
         };
         let mut snapshots = log

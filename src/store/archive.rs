@@ -443,12 +443,14 @@ fn at_seq_in(e: StorageError, seq: u64, path: &Path) -> StorageError {
     }
 }
 
-/// The segments in `dir`, in seq order (none when it does not exist).
+/// The segments in `dir`, in seq order (none when it does not exist):
+/// each opened, or why it cannot be (a damaged header or footer is
+/// reported at the first seq its file name gives).
 ///
 /// # Errors
 ///
-/// `Io`; `Corrupt` when a segment's header or footer is damaged.
-pub(crate) fn segments(dir: &Path) -> Result<Vec<Segment>, StorageError> {
+/// `Io` when the directory cannot be read.
+pub(crate) fn segments(dir: &Path) -> Result<Vec<Result<Segment, StorageError>>, StorageError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -465,11 +467,31 @@ pub(crate) fn segments(dir: &Path) -> Result<Vec<Segment>, StorageError> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.ends_with(SUFFIX) && !name.starts_with('.') {
-            found.push(Segment::open(&entry.path())?);
+            // Its first seq by its name, for the order and the report.
+            let first = name
+                .split('-')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            let opened = Segment::open(&entry.path()).map_err(|e| match e.kind() {
+                ErrorKind::Corrupt if first > 0 => e.at_seq(first),
+                _ => e,
+            });
+            let at = opened.as_ref().map_or(first, |s| s.first);
+            found.push((at, opened));
         }
     }
-    found.sort_by_key(|s| s.first);
-    Ok(found)
+    found.sort_by_key(|(at, _)| *at);
+    Ok(found.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Removes the segment at `path`, which was never part of the log.
+///
+/// # Errors
+///
+/// `Io`.
+pub(crate) fn remove(path: &Path) -> Result<(), StorageError> {
+    std::fs::remove_file(path).map_err(io(format!("cannot remove {}", path.display())))
 }
 
 /// Removes what a write cut short left in `dir` (files under a temporary

@@ -56,30 +56,41 @@ pub(super) fn read_base(meta: &::sled::Tree) -> Result<Mark, StorageError> {
     }
 }
 
-/// The segments in the archive's directory `dir` that hold the archived
-/// prefix through `base`, after removing what an archive pass cut short
-/// left (a temporary file, a segment after the base).
+/// The segments in the archive's directory `dir`, after removing the
+/// temporary files a write cut short left: those through `base`, and
+/// those past it for [`Log::settle_segments`]. A segment that cannot be
+/// opened does not stop the ledger from opening: it is the archive's
+/// trouble, reported by every read of the archive.
 pub(super) fn open_segments(dir: &Path, base: Mark) -> Result<Segments, StorageError> {
     let dir = dir.to_owned();
     archive::remove_partial(&dir)?;
-    let mut kept = Vec::new();
-    for segment in archive::segments(&dir)? {
-        if segment.first > base.0 {
-            tracing::info!(segment = %segment.path().display(), "removing a segment an archive pass did not commit");
-            std::fs::remove_file(segment.path()).map_err(|e| {
-                StorageError::io(format!("cannot remove {}", segment.path().display()), e)
-            })?;
-        } else {
-            kept.push(segment);
+    let (mut kept, mut past, mut trouble) = (Vec::new(), Vec::new(), None);
+    for opened in archive::segments(&dir)? {
+        match opened {
+            Ok(segment) if segment.first > base.0 => past.push(segment),
+            Ok(segment) => kept.push(segment),
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                tracing::warn!(error = %e, "the archive has a damaged segment");
+                trouble.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(Segments { dir, kept })
+    Ok(Segments {
+        dir,
+        kept,
+        past,
+        trouble,
+    })
 }
 
 impl Segments {
     /// Checks that the segments hold seqs 1 through `base`, one after
-    /// another.
+    /// another, and that none is damaged or foreign.
     fn cover(&self, base: u64) -> Result<(), StorageError> {
+        if let Some(e) = &self.trouble {
+            return Err(e.duplicate());
+        }
         let mut next = 1;
         for s in &self.kept {
             if s.first != next {
@@ -112,6 +123,44 @@ impl Segments {
 }
 
 impl Log {
+    /// Removes a segment past the base that is this ledger's own, written
+    /// by an archive pass that did not commit it: it follows on from the
+    /// base, and its first record is the one the live log holds there.
+    /// Any other (a restored older database beside a newer archive, another
+    /// ledger's archive) is left where it is, and is the archive's trouble.
+    pub(super) fn settle_segments(&self) -> Result<(), StorageError> {
+        let (base, hash) = self.archive_base();
+        let past = std::mem::take(&mut lock(&self.segments).past);
+        for segment in past {
+            let live = match self.stored_records(base + 1, false).next() {
+                Some(item) => Some(item?.1.to_vec()),
+                None => None,
+            };
+            let own = segment.first == base + 1
+                && segment.prev == hash
+                && live.is_some()
+                && segment.record(base + 1)? == live;
+            if own {
+                tracing::info!(segment = %segment.path().display(), "removing a segment an archive pass did not commit");
+                archive::remove(segment.path())?;
+            } else {
+                let e = StorageError::corrupt(
+                    base + 1,
+                    format!(
+                        "archive segment {} holds seqs {} to {}, past the live log's base (seq {base}), and is not one this ledger left uncommitted: move it out of {}",
+                        segment.path().display(),
+                        segment.first,
+                        segment.last,
+                        self.archive_path().display()
+                    ),
+                );
+                tracing::warn!(error = %e, "the archive has a foreign segment");
+                lock(&self.segments).trouble.get_or_insert(e);
+            }
+        }
+        Ok(())
+    }
+
     /// The last archived seq and its record's hash.
     pub(super) fn archive_base(&self) -> Mark {
         *lock(&self.base)
@@ -125,6 +174,9 @@ impl Log {
     /// Record `seq` (at or below the base) from the segments, as stored.
     pub(super) fn archived_record(&self, seq: u64) -> Result<Option<Vec<u8>>, StorageError> {
         let segments = lock(&self.segments);
+        if segments.holding(seq).is_none() {
+            segments.cover(self.archive_base().0)?;
+        }
         match segments.holding(seq) {
             Some(segment) => segment.record(seq),
             None => Err(StorageError::new(
@@ -162,6 +214,8 @@ impl Log {
     ) -> Result<PathBuf, StorageError> {
         let (base, prev) = self.archive_base();
         let dir = self.archive_path();
+        // A pass adds to the archive only where it is whole.
+        lock(&self.segments).cover(base)?;
         let mut taken = self
             .stored_records(base + 1, false)
             .take_while(|r| r.as_ref().map_or(true, |(s, _)| *s <= through))
@@ -247,18 +301,23 @@ impl Log {
                 })?;
             segment.ids()?.into_iter().collect()
         };
-        let mut batch = ::sled::Batch::default();
-        // Names that still point at one of them (a later execution may have
-        // taken the name since).
+        // Names that still point at one of them: each removed only while it
+        // does (commands go on, and a later execution may take the name
+        // between the scan and the removal).
         for kind in [super::IDEM, super::BIND] {
             for item in self.events.scan_prefix([super::INDEX, kind]) {
                 let (k, v) = item.map_err(storage)?;
                 let named = <[u8; 16]>::try_from(v.as_ref()).map(ExecutionId::from_bytes);
                 if named.is_ok_and(|id| ids.contains(&id)) {
-                    batch.remove(k);
+                    // Taken since: left to its new execution.
+                    let _ = self
+                        .events
+                        .compare_and_swap(k, Some(v), None as Option<&[u8]>)
+                        .map_err(storage)?;
                 }
             }
         }
+        let mut batch = ::sled::Batch::default();
         // Each archived execution's seqs leave the index; those after the
         // segment (retention events recorded after it settled) stay.
         for id in &ids {

@@ -96,7 +96,9 @@ pub(super) fn wanted(db: &::sled::Db) -> Result<bool, StorageError> {
 }
 
 /// Copies `db` (at `dir/sled`) into a new database, puts it in its place
-/// and returns it open.
+/// and returns it open. When the copy fails (a full disk), the old
+/// database stays in place and is returned: the ledger opens as it was,
+/// and the next open tries again.
 pub(super) fn rewrite(
     dir: &Path,
     db: ::sled::Db,
@@ -109,10 +111,42 @@ pub(super) fn rewrite(
         dir.join("sled.old"),
     );
     tracing::info!("rewriting the database after archiving");
-    let new = open_config(&config(&compacting), &compacting)?;
+    let copied = match copy(&db, &compacting, &config) {
+        Ok(copied) => copied,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot rewrite the database; it stays as it is");
+            wait_released(&compacting.join("db"));
+            if compacting.exists() {
+                remove_dir(&compacting)?;
+                sync_dir(dir)?;
+            }
+            return Ok(db);
+        }
+    };
+    rename(&compacting, &compacted)?;
+    sync_dir(dir)?;
+    drop(db);
+    wait_released(&sled.join("db"));
+    rename(&sled, &old)?;
+    rename(&compacted, &sled)?;
+    sync_dir(dir)?;
+    remove_dir(&old)?;
+    sync_dir(dir)?;
+    tracing::info!(entries = copied, "rewrote the database");
+    open_config(&config(&sled), &sled)
+}
+
+/// Copies every tree of `db` (but the count that asks for a rewrite) into
+/// a new database at `to`, synced and closed; returns the entries copied.
+fn copy(
+    db: &::sled::Db,
+    to: &Path,
+    config: &impl Fn(&Path) -> ::sled::Config,
+) -> Result<u64, StorageError> {
+    let new = open_config(&config(to), to)?;
     let mut copied = 0u64;
     for name in db.tree_names() {
-        let (from, to) = (
+        let (from, into) = (
             db.open_tree(&name).map_err(storage)?,
             new.open_tree(&name).map_err(storage)?,
         );
@@ -126,28 +160,18 @@ pub(super) fn rewrite(
             batch.insert(k, v);
             n += 1;
             if n == 4096 {
-                to.apply_batch(std::mem::take(&mut batch))
+                into.apply_batch(std::mem::take(&mut batch))
                     .map_err(storage)?;
                 copied += n;
                 n = 0;
             }
         }
-        to.apply_batch(batch).map_err(storage)?;
+        into.apply_batch(batch).map_err(storage)?;
         copied += n;
     }
     new.flush().map_err(storage)?;
-    sync_files(&compacting)?;
+    sync_files(to)?;
     drop(new);
-    wait_released(&compacting.join("db"));
-    rename(&compacting, &compacted)?;
-    sync_dir(dir)?;
-    drop(db);
-    wait_released(&sled.join("db"));
-    rename(&sled, &old)?;
-    rename(&compacted, &sled)?;
-    sync_dir(dir)?;
-    remove_dir(&old)?;
-    sync_dir(dir)?;
-    tracing::info!(entries = copied, "rewrote the database");
-    open_config(&config(&sled), &sled)
+    wait_released(&to.join("db"));
+    Ok(copied)
 }

@@ -458,6 +458,13 @@ pub(crate) struct Log {
 struct Segments {
     dir: PathBuf,
     kept: Vec<crate::store::archive::Segment>,
+    /// Segments past the base, until open has told whether each is this
+    /// ledger's own that an archive pass did not commit.
+    past: Vec<crate::store::archive::Segment>,
+    /// Why the archive cannot be read whole: a segment whose header or
+    /// footer is damaged, or one that is not this ledger's. The live log
+    /// works on; reads below the base and archive passes are refused.
+    trouble: Option<StorageError>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -964,6 +971,7 @@ impl Log {
             _released: Released(sled_dir.join("db")),
             _lock: lock_file,
         };
+        log.settle_segments()?;
         // sled's own files and directories, created above, survive a power
         // loss only once their directories are synced.
         sync_dir(&sled_dir)?;
@@ -1848,7 +1856,33 @@ impl Store for Log {
     /// Stored records from `from` on (from the first after the base), in
     /// seq order, with their seqs; each block opened into its records.
     fn records(&self, from: u64) -> Items<'_, StoredRecord> {
-        self.stored_records(from, true)
+        let base = self.archive_base().0;
+        if from > base {
+            return self.stored_records(from, true);
+        }
+        // The archived ones from the segments first, then the live log's;
+        // stops after the first error.
+        let mut archived = (from.max(1)..=base).map(move |seq| {
+            let stored = self
+                .archived_record(seq)?
+                .ok_or_else(|| StorageError::corrupt(seq, "archived record is missing"))?;
+            Ok((seq, self.readable(seq, Bytes::new(stored))?))
+        });
+        let mut live = None;
+        let mut failed = false;
+        Box::new(std::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            let next = match archived.next() {
+                Some(item) => Some(item),
+                None => live
+                    .get_or_insert_with(|| self.stored_records(base + 1, true))
+                    .next(),
+            };
+            failed = matches!(next, Some(Err(_)));
+            next
+        }))
     }
 
     /// The seqs of one execution's events that the index holds, in order:
