@@ -276,15 +276,15 @@ fn the_schema_is_created_once_and_a_newer_one_is_refused() {
     assert_eq!(
         pg.sql(&url, "SELECT value FROM ledger_meta WHERE key = 'schema'")
             .trim(),
-        "2"
+        "3"
     );
     pg.sql(
         &url,
-        "UPDATE ledger_meta SET value = '3' WHERE key = 'schema'",
+        "UPDATE ledger_meta SET value = '4' WHERE key = 'schema'",
     );
     let err = Ledger::open(&url).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UnsupportedVersion, "{err}");
-    assert!(err.to_string().contains("schema version 3"), "{err}");
+    assert!(err.to_string().contains("schema version 4"), "{err}");
 }
 
 #[test]
@@ -302,7 +302,7 @@ fn a_schema_1_database_is_upgraded_and_lists_what_it_settled_before() {
     assert_eq!(
         pg.sql(&url, "SELECT value FROM ledger_meta WHERE key = 'schema'")
             .trim(),
-        "2"
+        "3"
     );
     // Opening built the list from the log, once.
     let all = execution_ledger::ListFilter::new();
@@ -608,60 +608,289 @@ fn pages_listed_by_one_process_while_another_submits_and_settles_have_no_gap() {
     a.verify().unwrap();
 }
 
+const MARKER: &str = "ada.lovelace@example.com";
+
+/// A settled execution whose input, context and output carry [`MARKER`].
+fn mailed(l: &Ledger) -> ExecutionId {
+    let mut s = Submission::new("mail");
+    s.input = Some(format!("send to {MARKER}"));
+    s.context = Some([("to".to_string(), MARKER.to_string())].into());
+    let id = l.submit(&acme(), s).wait().unwrap().execution.execution_id;
+    let c = l.claim(Some("w1")).wait().unwrap().unwrap();
+    assert_eq!(c.execution_id, id);
+    l.complete(id, 1, serde_json::json!({ "sentTo": MARKER }))
+        .wait()
+        .unwrap();
+    id
+}
+
+fn text_of(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap()
+}
+
+/// Every file under `dir`, with its bytes (files removed while it reads
+/// are skipped: the server keeps working).
+fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path, bytes));
+        }
+    }
+    out
+}
+
+fn holds(bytes: &[u8], needle: &[u8]) -> bool {
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The files under `dir` that hold any of `needles`.
+fn holding(dir: &std::path::Path, needles: &[Vec<u8>]) -> Vec<std::path::PathBuf> {
+    files(dir)
+        .into_iter()
+        .filter(|(_, bytes)| needles.iter().any(|n| holds(bytes, n)))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
 #[test]
 #[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
-fn retention_on_a_database_counts_in_a_dry_run_and_refuses_to_redact() {
-    let url = server().database();
-    let l = open(&url);
-    let id = l
-        .submit(&acme(), Submission::new("echo"))
+fn a_redaction_leaves_neither_the_payload_nor_its_keys_in_the_database_files() {
+    let pg = server();
+    let Some(data) = pg.data_dir() else {
+        eprintln!("skipped: the server LEDGER_TEST_DATABASE_URL names keeps its files elsewhere");
+        return;
+    };
+    let url = pg.database();
+    // A snapshot after every event: they hold the payloads of what is live.
+    let l = Ledger::builder(&url).snapshot_every(1).open().unwrap();
+    let id = mailed(&l);
+    let mut kept = Submission::new("mail");
+    kept.input = Some("send to grace.hopper@example.com".into());
+    let kept = l
+        .submit(&acme(), kept)
         .wait()
         .unwrap()
         .execution
         .execution_id;
-    let c = l.claim(Some("w")).wait().unwrap().unwrap();
-    l.complete(c.execution_id, c.attempt, serde_json::json!(1))
-        .wait()
-        .unwrap();
+    let seqs: Vec<u64> = l.history(id).unwrap().iter().map(|e| e.seq).collect();
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let keys_of = |slots: &str| -> Vec<Vec<u8>> {
+        pg.sql(
+            &url,
+            &format!("SELECT encode(key, 'hex') FROM ledger_keys WHERE {slots} ORDER BY slot"),
+        )
+        .lines()
+        .map(unhex)
+        .collect()
+    };
+    let keys = keys_of(&format!("slot IN ({})", list(&seqs)));
+    let (lo, hi) = (seqs[0], seqs[seqs.len() - 1]);
+    let snapshot_keys = keys_of(&format!("slot BETWEEN -{hi} AND -{lo}"));
+    // The submission and the completion carry payloads; the start none.
+    assert_eq!(keys.len(), 2, "{seqs:?}");
+    assert!(!snapshot_keys.is_empty());
+    let needles: Vec<Vec<u8>> = keys.iter().chain(&snapshot_keys).cloned().collect();
+    let keys_file = data.join(
+        pg.sql(&url, "SELECT pg_relation_filepath('ledger_keys')")
+            .trim(),
+    );
+    pg.sql(&url, "CHECKPOINT");
+    // The payload never reaches a file in the clear, not even the WAL; the
+    // keys are in the keys table's file (and the WAL), the lifecycle is
+    // there to be found.
+    assert_eq!(
+        holding(&data, &[MARKER.as_bytes().to_vec()]),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let outside_wal = |paths: Vec<std::path::PathBuf>| -> Vec<std::path::PathBuf> {
+        paths
+            .into_iter()
+            .filter(|p| !p.starts_with(data.join("pg_wal")))
+            .collect()
+    };
+    for key in &needles {
+        assert_eq!(
+            outside_wal(holding(&data, std::slice::from_ref(key))),
+            std::slice::from_ref(&keys_file)
+        );
+    }
+    assert!(!holding(&data, &[id.as_bytes().to_vec()]).is_empty());
+
+    // Redacting a live execution is refused, with nothing appended.
     let head = l.head().seq;
+    let err = l.redact(kept, "erasure", None).wait().unwrap_err();
+    assert!(err.to_string().contains("queued"), "{err}");
+    assert_eq!(l.head().seq, head);
+    let other = open(&url);
+    l.redact(id, "erasure request #18", None).wait().unwrap();
+    l.flush().unwrap();
+    // Time travel to before the redaction shows the placeholder, here and
+    // in another process sharing the database.
+    let then = text_of(&l.execution_at(id, execution_ledger::At::Seq(head)).unwrap());
+    assert!(
+        !then.contains(MARKER) && then.contains("[redacted]"),
+        "{then}"
+    );
+    caught_up(&other, head + 1);
+    let history = text_of(&other.history(id).unwrap());
+    assert!(
+        !history.contains(MARKER) && history.contains("[redacted]"),
+        "{history}"
+    );
+    assert!(text_of(&other.get(kept).unwrap()).contains("grace.hopper"));
+    l.verify().unwrap();
+    other.verify().unwrap();
+    assert_eq!(
+        keys_of(&format!("slot IN ({})", list(&seqs))),
+        Vec::<Vec<u8>>::new()
+    );
+    assert_eq!(
+        keys_of(&format!("slot BETWEEN -{hi} AND -{lo}")),
+        Vec::<Vec<u8>>::new()
+    );
+
+    // Gone from every file but the WAL: the keys table was rewritten.
+    pg.sql(&url, "CHECKPOINT");
+    let all = files(&data);
+    let searched: usize = all.iter().map(|(_, b)| b.len()).sum();
+    let mut in_wal = 0;
+    for (path, bytes) in &all {
+        let held = needles
+            .iter()
+            .chain([&MARKER.as_bytes().to_vec()])
+            .any(|n| holds(bytes, n));
+        if path.starts_with(data.join("pg_wal")) {
+            in_wal += usize::from(held);
+        } else {
+            assert!(
+                !held,
+                "{} still holds the payload or a key of it",
+                path.display()
+            );
+        }
+    }
+    // The WAL keeps them until its segments are removed: with
+    // `wal_recycle = off`, by the checkpoints after a switch.
+    pg.sql(&url, "ALTER SYSTEM SET wal_recycle = off");
+    pg.sql(&url, "SELECT pg_reload_conf()");
+    for _ in 0..2 {
+        pg.sql(&url, "SELECT pg_switch_wal()");
+        pg.sql(&url, "CHECKPOINT");
+    }
+    let in_wal_after = holding(&data.join("pg_wal"), &needles).len();
+    eprintln!(
+        "searched {searched} bytes in {} files of the database server for the payload, the keys of its {} records and of {} snapshots: none outside the WAL; {in_wal} WAL segments held a key, {in_wal_after} after a switch and checkpoints with wal_recycle off",
+        all.len(),
+        keys.len(),
+        snapshot_keys.len()
+    );
+    assert_eq!(in_wal_after, 0);
+
+    // A flipped bit in a redacted record is found at its seq; a key deleted
+    // without a redaction too.
+    let at = seqs[0];
+    pg.sql(&url, &format!("UPDATE ledger_log SET record = set_byte(record, 70, get_byte(record, 70) # 1) WHERE seq = {at}"));
+    let err = l.verify().unwrap_err();
+    assert_eq!(
+        (err.kind(), err.seq()),
+        (ErrorKind::Corrupt, Some(at)),
+        "{err}"
+    );
+    pg.sql(&url, &format!("UPDATE ledger_log SET record = set_byte(record, 70, get_byte(record, 70) # 1) WHERE seq = {at}"));
+    l.verify().unwrap();
+    let kept_at = l.history(kept).unwrap()[0].seq;
+    pg.sql(
+        &url,
+        &format!("DELETE FROM ledger_keys WHERE slot = {kept_at}"),
+    );
+    let err = open(&url).verify().unwrap_err();
+    assert_eq!(
+        (err.kind(), err.seq()),
+        (ErrorKind::Corrupt, Some(kept_at)),
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn retention_on_a_database_redacts_what_is_due_and_refuses_to_archive() {
+    let url = server().database();
+    let l = open(&url);
+    let id = mailed(&l);
     let policy =
         execution_ledger::RetentionPolicy::from_json(br#"{"default": {"redactAfter": "0s"}}"#)
             .unwrap();
     let go = |_: &execution_ledger::RetentionReport| std::ops::ControlFlow::Continue(());
     let dry = l.retain(&policy, true, go).unwrap();
     assert_eq!((dry.examined, dry.due, dry.redacted), (1, 1, 0), "{dry:?}");
-    assert!(!l.redacts());
-    let err = l.retain(&policy, false, go).unwrap_err();
-    assert!(
-        matches!(err, execution_ledger::CommandError::Unsupported(_)),
-        "{err}"
-    );
-    let err = l.redact(id, "erasure", None).wait().unwrap_err();
-    assert!(
-        matches!(err, execution_ledger::CommandError::Unsupported(_)),
-        "{err}"
-    );
+    assert!(l.redacts());
+    let done = l.retain(&policy, false, go).unwrap();
+    assert_eq!((done.due, done.redacted), (1, 1), "{done:?}");
+    let history = text_of(&l.history(id).unwrap());
+    assert!(!history.contains(MARKER), "{history}");
+    l.verify().unwrap();
+    // Archiving is not available on this engine: refused, nothing appended.
+    let head = l.head().seq;
+    let archive = execution_ledger::RetentionPolicy::from_json(
+        br#"{"default": {"redactAfter": "0s", "archiveAfter": "0s"}}"#,
+    )
+    .unwrap();
+    let err = l.retain(&archive, false, go).unwrap_err();
+    assert!(matches!(err, CommandError::Unsupported(_)), "{err}");
     assert_eq!(l.head().seq, head, "nothing appended");
-    // serve refuses a policy it could not apply, before it starts.
+    // The command line applies a policy to a database too.
     let files = tempfile::tempdir().unwrap();
     let file = files.path().join("policy.json");
     std::fs::write(&file, r#"{"default": {"redactAfter": "0s"}}"#).unwrap();
+    let id = mailed(&l);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args([
-            "--database",
-            &url,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--retention",
-        ])
+        .args(["--database", &url, "retain", "--policy"])
         .arg(&file)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let line = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    let reopened = open(&url);
+    let history = text_of(&reopened.history(id).unwrap());
     assert!(
-        line.contains("--retention") && !line.contains("serving"),
-        "{line}"
+        !history.contains(MARKER) && history.contains("[redacted]"),
+        "{history}"
     );
+    reopened.verify().unwrap();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn a_schema_2_database_gains_the_keys_table() {
+    let pg = server();
+    let url = pg.database();
+    drop(open(&url));
+    // As version 2 left it: no table of keys.
+    pg.sql(
+        &url,
+        "DROP TABLE ledger_keys; DROP INDEX ledger_log_redacted; \
+         UPDATE ledger_meta SET value = '2' WHERE key = 'schema'",
+    );
+    let l = open(&url);
+    assert_eq!(
+        pg.sql(&url, "SELECT value FROM ledger_meta WHERE key = 'schema'")
+            .trim(),
+        "3"
+    );
+    let id = mailed(&l);
+    assert_eq!(pg.sql(&url, "SELECT count(*) FROM ledger_keys").trim(), "2");
+    l.redact(id, "erasure", None).wait().unwrap();
+    l.verify().unwrap();
 }

@@ -102,6 +102,35 @@ pub(crate) struct Draft<'a> {
     pub(crate) settles: Option<&'a Settled>,
 }
 
+impl<'a> Draft<'a> {
+    /// The seqs whose payloads a `redacted` event removes: those of its
+    /// execution's events before it, after `base` (archived records are
+    /// read from their segments; their keys are the ones destroyed).
+    pub(crate) fn strips(self, base: u64) -> impl Iterator<Item = u64> + 'a {
+        let seq = self.event.seq;
+        self.settles
+            .filter(|_| matches!(self.event.kind, EventKind::Redacted { .. }))
+            .into_iter()
+            .flat_map(move |s| s.seqs.iter().copied().filter(move |&s| s < seq && s > base))
+    }
+}
+
+/// The seqs from the first to the last of each execution whose `seqs`
+/// (each execution's in order, one after another) are given: when each
+/// was live.
+pub(crate) fn live_ranges(seqs: &[u64]) -> Vec<std::ops::RangeInclusive<u64>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    for end in 1..=seqs.len() {
+        // A new execution's seqs start lower.
+        if end == seqs.len() || seqs[end] < seqs[end - 1] {
+            ranges.push(seqs[start]..=seqs[end - 1]);
+            start = end;
+        }
+    }
+    ranges
+}
+
 /// An execution that an event settles, as the engine indexes it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Settled {

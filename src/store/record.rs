@@ -633,6 +633,58 @@ pub(crate) fn seal_value(key: &Key, data: &mut [u8]) {
     keystream(key, data);
 }
 
+/// The first byte of a snapshot stored encrypted:
+///
+/// ```text
+/// SEALED_SNAPSHOT: u8 (= b'E') | key slot: u64 big-endian | encrypted projection JSON
+/// ```
+///
+/// (a snapshot written in the clear starts with the JSON's `{`).
+pub(crate) const SEALED_SNAPSHOT: u8 = b'E';
+
+/// A fresh key, from the operating system's random source.
+///
+/// # Errors
+///
+/// `Io` when the operating system gives no random bytes.
+pub(crate) fn fresh_key() -> Result<Key, StorageError> {
+    let mut key = [0u8; 32];
+    getrandom::getrandom(&mut key).map_err(|e| {
+        StorageError::new(
+            ErrorKind::Io,
+            format!("cannot make a key: the operating system gives no random bytes ({e})"),
+        )
+    })?;
+    Ok(key)
+}
+
+/// A snapshot's projection JSON, encrypted under `key`, as stored with
+/// the key's `slot`.
+pub(crate) fn seal_snapshot(slot: u64, key: &Key, mut json: Vec<u8>) -> Vec<u8> {
+    seal_value(key, &mut json);
+    let mut sealed = Vec::with_capacity(9 + json.len());
+    sealed.push(SEALED_SNAPSHOT);
+    sealed.extend_from_slice(&slot.to_be_bytes());
+    sealed.extend_from_slice(&json);
+    sealed
+}
+
+/// The key slot of a stored snapshot (none when written in the clear, or
+/// too short to name one).
+pub(crate) fn snapshot_slot(value: &[u8]) -> Option<u64> {
+    (value.first() == Some(&SEALED_SNAPSHOT))
+        .then(|| value.get(1..9)?.try_into().ok().map(u64::from_be_bytes))
+        .flatten()
+}
+
+/// The projection JSON of a stored snapshot that [`snapshot_slot`] names
+/// a slot of, decrypted under that slot's key.
+pub(crate) fn open_snapshot(value: &[u8], key: &Key) -> Vec<u8> {
+    let mut json = value.get(9..).unwrap_or_default().to_vec();
+    seal_value(key, &mut json);
+    json
+}
+
 /// Checks that the hashed part of a format-2 or -3 record (as stored or
 /// read) matches its hash.
 ///

@@ -127,11 +127,18 @@ impl Session {
                 .await
                 .map_err(db)?,
             record: client
-                .prepare("SELECT record FROM ledger_log WHERE seq = $1")
+                .prepare(
+                    "SELECT l.record, k.key FROM ledger_log l \
+                     LEFT JOIN ledger_keys k ON k.slot = l.seq WHERE l.seq = $1",
+                )
                 .await
                 .map_err(db)?,
             page: client
-                .prepare("SELECT seq, record FROM ledger_log WHERE seq >= $1 ORDER BY seq LIMIT $2")
+                .prepare(
+                    "SELECT l.seq, l.record, k.key FROM ledger_log l \
+                     LEFT JOIN ledger_keys k ON k.slot = l.seq \
+                     WHERE l.seq >= $1 ORDER BY l.seq LIMIT $2",
+                )
                 .await
                 .map_err(db)?,
             seqs: client
@@ -196,6 +203,61 @@ pub(crate) struct Log {
     /// the commit is done.
     committing: Mutex<Option<Arc<Group>>>,
     seen: Arc<Seen>,
+    vacuum: Arc<Vacuum>,
+}
+
+/// The rewrite of `ledger_keys` after redactions deleted keys: PostgreSQL
+/// keeps a deleted row's bytes in the table's files (a plain `VACUUM` only
+/// marks their space free), so the ledger rewrites the table (`VACUUM
+/// FULL`) in the background, one rewrite at a time for any number of
+/// redactions meanwhile; [`Store::flush`] waits for it.
+#[derive(Default)]
+struct Vacuum {
+    /// Whether a rewrite is asked for, whether one runs, and how the last
+    /// one failed.
+    state: Mutex<VacuumState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct VacuumState {
+    wanted: bool,
+    running: bool,
+    failed: Option<String>,
+}
+
+/// What the redactions of an append remove from the rows committed before
+/// it ([`schema::STRIP`]'s parameters).
+#[derive(Default)]
+struct Stripping {
+    seq: Vec<i64>,
+    record: Vec<Vec<u8>>,
+    /// When each redacted execution was live (its snapshots go).
+    lo: Vec<i64>,
+    hi: Vec<i64>,
+}
+
+impl Stripping {
+    fn is_empty(&self) -> bool {
+        self.seq.is_empty() && self.lo.is_empty()
+    }
+
+    fn extend(&mut self, other: Stripping) {
+        self.seq.extend(other.seq);
+        self.record.extend(other.record);
+        self.lo.extend(other.lo);
+        self.hi.extend(other.hi);
+    }
+
+    async fn run(&self, client: &Client) -> Result<u64, StorageError> {
+        client
+            .execute(
+                schema::STRIP,
+                &[&self.seq, &self.record, &self.lo, &self.hi],
+            )
+            .await
+            .map_err(db)
+    }
 }
 
 /// A group of appends (one combiner's commands) in one transaction that
@@ -208,23 +270,63 @@ struct Group {
     /// The head after the staged records.
     end: Mark,
     rows: Rows,
-    snapshot: Option<(u64, Vec<u8>)>,
+    /// The snapshot to store, encrypted, and its key.
+    snapshot: Option<(u64, Vec<u8>, record::Key)>,
+    /// What the group's redactions remove from committed rows.
+    strip: Stripping,
 }
 
 impl Group {
-    /// The staged record of `seq`.
-    fn record(&self, seq: u64) -> Option<&Vec<u8>> {
-        let first = self.start.0 + 1;
-        seq.checked_sub(first)
-            .and_then(|i| self.rows.record.get(usize::try_from(i).ok()?))
+    /// The staged record of `seq`, readable.
+    fn record(&self, seq: u64) -> Option<Vec<u8>> {
+        self.rows.record(self.start.0 + 1, seq)
     }
 
     /// The staged records from `from` on.
     fn records_from(&self, from: u64) -> Vec<(u64, Vec<u8>)> {
         (from.max(self.start.0 + 1)..=self.end.0)
-            .filter_map(|seq| Some((seq, self.record(seq)?.clone())))
+            .filter_map(|seq| Some((seq, self.record(seq)?)))
             .collect()
     }
+}
+
+/// A snapshot at `seq` as stored, decrypted under `key` (the row of its
+/// slot, `-seq`); `None` when its key is gone or damaged (derived data:
+/// one snapshot missed).
+fn unsealed_snapshot(seq: u64, stored: Vec<u8>, key: Option<&[u8]>) -> Option<Vec<u8>> {
+    let Some(slot) = record::snapshot_slot(&stored) else {
+        // Written in the clear (schema version 2).
+        return Some(stored);
+    };
+    let key = key.and_then(|k| record::Key::try_from(k).ok());
+    match key {
+        Some(key) if slot == seq => Some(record::open_snapshot(&stored, &key)),
+        _ => {
+            tracing::warn!(seq, "ignoring a snapshot whose key is gone or damaged");
+            None
+        }
+    }
+}
+
+/// Record `seq` as stored, made readable: its payloads decrypted under
+/// `key` (the row of its slot), or read as redacted without one.
+fn readable(seq: u64, stored: Vec<u8>, key: Option<&[u8]>) -> Result<Vec<u8>, StorageError> {
+    let opened = record::unseal(&stored, |slot| {
+        if slot != seq {
+            // The hashed part names the slot: a changed one is a changed
+            // record.
+            return Err(record::check_hash(seq, &stored).err().unwrap_or_else(|| {
+                StorageError::corrupt(seq, format!("record names the key of seq {slot}"))
+            }));
+        }
+        key.map(|k| {
+            record::Key::try_from(k).map_err(|_| {
+                StorageError::corrupt(seq, "the key of the record's payloads is damaged")
+            })
+        })
+        .transpose()
+    })?;
+    Ok(opened.unwrap_or(stored))
 }
 
 impl Log {
@@ -275,6 +377,7 @@ impl Log {
             group: Mutex::new(None),
             committing: Mutex::new(None),
             seen: Arc::default(),
+            vacuum: Arc::default(),
         };
         log.commit = log.commit_level()?;
         log.prepare_schema(create)?;
@@ -416,9 +519,10 @@ impl Log {
                     // process that opens it.
                     client
                         .batch_execute(&format!(
-                            "BEGIN; SELECT pg_advisory_xact_lock({}); {} COMMIT;",
+                            "BEGIN; SELECT pg_advisory_xact_lock({}); {} {} COMMIT;",
                             schema::CREATE_LOCK,
-                            schema::UPGRADE_1
+                            schema::UPGRADE_1,
+                            schema::UPGRADE_2
                         ))
                         .await
                         .map_err(db)?;
@@ -578,9 +682,116 @@ impl Log {
                 .await
                 .map_err(db)?;
             rows.iter()
-                .map(|r| Ok((seq_of(r.get(0))?, r.get::<_, Vec<u8>>(1))))
+                .map(|r| {
+                    let seq = seq_of(r.get(0))?;
+                    let key: Option<&[u8]> = r.get(2);
+                    Ok((seq, readable(seq, r.get(1), key)?))
+                })
                 .collect()
         })
+    }
+
+    /// Record `seq` as committed, readable.
+    fn committed_record(&self, seq: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let s = self.reader()?;
+        self.run(async move {
+            let row = s
+                .client
+                .query_opt(&s.record, &[&sql_seq(seq)])
+                .await
+                .map_err(db)?;
+            row.map(|r| {
+                let key: Option<&[u8]> = r.get(1);
+                readable(seq, r.get(0), key)
+            })
+            .transpose()
+        })
+    }
+
+    /// What the redactions among `events` remove: the records of their
+    /// executions' events before them without their payloads (each read
+    /// from `appending`, the records being appended, or else as
+    /// committed), and when each execution was live.
+    fn stripping(
+        &self,
+        events: &[Draft<'_>],
+        appending: impl Fn(u64) -> Option<Vec<u8>>,
+    ) -> Result<Stripping, StorageError> {
+        let mut out = Stripping::default();
+        let mut in_clear = 0;
+        for draft in events {
+            let seqs: Vec<u64> = draft.strips(0).collect();
+            let (Some(&lo), Some(&hi)) = (seqs.first(), seqs.last()) else {
+                continue;
+            };
+            out.lo.push(sql_seq(lo));
+            out.hi.push(sql_seq(hi));
+            for seq in seqs {
+                let bytes = match appending(seq) {
+                    Some(bytes) => bytes,
+                    None => self
+                        .committed_record(seq)?
+                        .ok_or_else(|| StorageError::corrupt(seq, "record is missing"))?,
+                };
+                if let record::Stripped::Record(r) = record::strip(seq, &bytes)? {
+                    in_clear += usize::from(bytes.first() == Some(&record::FORMAT_V2));
+                    out.seq.push(sql_seq(seq));
+                    out.record.push(r);
+                }
+            }
+        }
+        if in_clear > 0 {
+            tracing::warn!(
+                records = in_clear,
+                "redacted records written before payloads were encrypted: their payloads stay readable in the old row versions PostgreSQL keeps until a VACUUM FULL of ledger_log"
+            );
+        }
+        Ok(out)
+    }
+
+    /// Asks for `ledger_keys` to be rewritten without the rows redactions
+    /// deleted ([`Vacuum`]), on a connection of its own.
+    fn vacuum_keys(&self) {
+        let mut state = lock(&self.vacuum.state);
+        state.wanted = true;
+        if state.running {
+            return;
+        }
+        state.running = true;
+        drop(state);
+        let (vacuum, config) = (self.vacuum.clone(), self.config.clone());
+        self.runtime().spawn(async move {
+            loop {
+                {
+                    let mut state = lock(&vacuum.state);
+                    if !state.wanted {
+                        state.running = false;
+                        vacuum.done.notify_all();
+                        return;
+                    }
+                    state.wanted = false;
+                }
+                let rewritten = async {
+                    let client = connect(&config).await?;
+                    // Alone: a batch of statements runs as one transaction,
+                    // which VACUUM refuses.
+                    client
+                        .batch_execute("SET application_name = 'execution-ledger'")
+                        .await
+                        .map_err(db)?;
+                    client
+                        .batch_execute("VACUUM FULL ledger_keys")
+                        .await
+                        .map_err(db)
+                }
+                .await;
+                let mut state = lock(&vacuum.state);
+                state.failed = rewritten.err().map(|e| {
+                    tracing::warn!(error = %e, "cannot rewrite ledger_keys");
+                    e.to_string()
+                });
+            }
+        });
     }
 }
 
@@ -626,6 +837,10 @@ struct Rows {
     name: Vec<Option<String>>,
     record: Vec<Vec<u8>>,
     listed: ListedRows,
+    /// The keys of the records' payloads, by slot (the record's seq), in
+    /// order.
+    key_slot: Vec<i64>,
+    key: Vec<Vec<u8>>,
 }
 
 /// The lines of the executions that appended events settle, as
@@ -700,6 +915,109 @@ impl Rows {
             &l.status,
             &l.queued_ns,
         ]
+    }
+
+    /// `ledger_keys`' columns.
+    fn keys(&self) -> [Param<'_>; 2] {
+        [&self.key_slot, &self.key]
+    }
+
+    /// Adds the rows of `events` after the record whose hash is `prev`,
+    /// each one's payloads encrypted under a fresh key of its own; returns
+    /// the last one's seq and hash (`prev`'s mark, `after`, when there is
+    /// none). Nothing is added when no key can be made.
+    fn add(&mut self, after: Mark, events: &[Draft<'_>]) -> Result<Mark, StorageError> {
+        let keys = events
+            .iter()
+            .map(|d| {
+                record::may_carry(&d.event.kind)
+                    .then(record::fresh_key)
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut end = after;
+        for (draft, key) in events.iter().zip(keys) {
+            let event = draft.event;
+            debug_assert_eq!(event.seq, end.0 + 1, "appended in seq order");
+            let slot = key.as_ref().map(|k| (event.seq, k));
+            let (bytes, hash) = record::encode_event(&end.1, event, slot);
+            if let Some(key) = key.filter(|_| record::is_sealed(&bytes)) {
+                self.key_slot.push(sql_seq(event.seq));
+                self.key.push(key.to_vec());
+            }
+            self.push(event, bytes, draft.settles);
+            end = (event.seq, hash);
+        }
+        Ok(end)
+    }
+
+    /// Staged record `i`, readable.
+    fn readable(&self, i: usize) -> Option<Vec<u8>> {
+        let stored = self.record.get(i)?.clone();
+        let seq = self.seq[i];
+        let key = self
+            .key_slot
+            .binary_search(&seq)
+            .ok()
+            .map(|k| self.key[k].as_slice());
+        readable(u64::try_from(seq).ok()?, stored, key).ok()
+    }
+
+    /// Adds `other`'s rows after these.
+    fn append(&mut self, other: Rows) {
+        self.seq.extend(other.seq);
+        self.execution.extend(other.execution);
+        self.tenant.extend(other.tenant);
+        self.kind.extend(other.kind);
+        self.at.extend(other.at);
+        self.name_kind.extend(other.name_kind);
+        self.name.extend(other.name);
+        self.record.extend(other.record);
+        self.key_slot.extend(other.key_slot);
+        self.key.extend(other.key);
+        let (l, o) = (&mut self.listed, other.listed);
+        l.seq.extend(o.seq);
+        l.execution.extend(o.execution);
+        l.tenant.extend(o.tenant);
+        l.callable.extend(o.callable);
+        l.status.extend(o.status);
+        l.queued_ns.extend(o.queued_ns);
+    }
+
+    /// The record of `seq` among these rows (whose first is `first`),
+    /// readable.
+    fn record(&self, first: u64, seq: u64) -> Option<Vec<u8>> {
+        seq.checked_sub(first)
+            .and_then(|i| self.readable(usize::try_from(i).ok()?))
+    }
+
+    /// Removes the payloads of the records of `stripped` among these rows
+    /// (whose first is `first`; their keys are never written); returns
+    /// what is left for the rows committed before.
+    fn strip(&mut self, first: u64, mut stripped: Stripping) -> Stripping {
+        let first = sql_seq(first);
+        let mut rest = Stripping {
+            lo: std::mem::take(&mut stripped.lo),
+            hi: std::mem::take(&mut stripped.hi),
+            ..Stripping::default()
+        };
+        for (seq, bytes) in stripped.seq.into_iter().zip(stripped.record) {
+            let Some(i) = seq
+                .checked_sub(first)
+                .and_then(|i| usize::try_from(i).ok())
+                .filter(|&i| i < self.record.len())
+            else {
+                rest.seq.push(seq);
+                rest.record.push(bytes);
+                continue;
+            };
+            self.record[i] = bytes;
+            if let Ok(k) = self.key_slot.binary_search(&seq) {
+                self.key_slot.remove(k);
+                self.key.remove(k);
+            }
+        }
+        rest
     }
 
     /// Adds the row of `event`, whose record is `bytes`, and the line of the
@@ -848,41 +1166,65 @@ impl Store for Log {
                     ),
                 )));
             }
-            for draft in events {
-                let (bytes, hash) = record::encode_event(&group.end.1, draft.event, None);
-                group.rows.push(draft.event, bytes, draft.settles);
-                group.end = (draft.event.seq, hash);
-            }
+            let mut rows = Rows::default();
+            let end = rows.add(group.end, events).map_err(failed)?;
+            let (first, staged) = (group.end.0 + 1, group.start.0 + 1);
+            let stripped = self
+                .stripping(events, |seq| {
+                    rows.record(first, seq)
+                        .or_else(|| group.rows.record(staged, seq))
+                })
+                .map_err(failed)?;
+            let rest = rows.strip(first, stripped);
+            let rest = group.rows.strip(staged, rest);
+            group.rows.append(rows);
+            group.end = end;
+            group.strip.extend(rest);
             self.counters.append.record(started.elapsed());
             return Ok(group.end);
         }
         let mut rows = Rows::default();
-        let mut end = after;
-        for draft in events {
-            let event = draft.event;
-            debug_assert_eq!(event.seq, end.0 + 1, "appended in seq order");
-            let (bytes, hash) = record::encode_event(&end.1, event, None);
-            rows.push(event, bytes, draft.settles);
-            end = (event.seq, hash);
-        }
+        let end = rows.add(after, events).map_err(failed)?;
+        let first = after.0 + 1;
+        let stripped = self
+            .stripping(events, |seq| rows.record(first, seq))
+            .map_err(failed)?;
+        let stripped = rows.strip(first, stripped);
         let s = self.writer().map_err(failed)?;
         let n = events.len() as u64;
+        let forgets = !stripped.is_empty();
         let inserted = self.run(async move {
             let r = &rows;
-            s.client
-                .execute(
-                    &s.append,
-                    &<[Param<'_>; 4]>::into_iter([
-                        &sql_seq(after.0),
-                        &after.1.as_slice(),
-                        &sql_seq(end.0),
-                        &end.1.as_slice(),
-                    ])
+            let (from, to) = (sql_seq(after.0), sql_seq(end.0));
+            let (from_hash, to_hash) = (after.1.as_slice(), end.1.as_slice());
+            let params: Vec<Param<'_>> =
+                <[Param<'_>; 4]>::into_iter([&from, &from_hash, &to, &to_hash])
                     .chain(r.columns())
-                    .collect::<Vec<_>>(),
-                )
-                .await
-                .map_err(db)
+                    .chain(r.keys())
+                    .collect();
+            let append = s.client.execute(&s.append, &params);
+            if !forgets {
+                return append.await.map_err(db);
+            }
+            // A redaction: the append and what it removes commit together,
+            // the removal read after the head row is held.
+            s.client.batch_execute("BEGIN").await.map_err(db)?;
+            let done = async {
+                let k = append.await.map_err(db)?;
+                if k == n {
+                    stripped.run(&s.client).await?;
+                }
+                Ok(k)
+            }
+            .await;
+            let end = match done {
+                Ok(k) if k == n => "COMMIT",
+                _ => "ROLLBACK",
+            };
+            let ended = s.client.batch_execute(end).await.map_err(db);
+            let k = done?;
+            ended?;
+            Ok(k)
         });
         // The statement is the append and its commit (the sync) at once.
         let took = started.elapsed();
@@ -891,6 +1233,9 @@ impl Store for Log {
         match inserted {
             Ok(k) if k == n => {
                 self.seen.bump(end.0);
+                if forgets {
+                    self.vacuum_keys();
+                }
                 Ok(end)
             }
             Ok(_) => {
@@ -931,6 +1276,9 @@ impl Store for Log {
 
     /// A transaction with `synchronous_commit = on` waits for the WAL to be
     /// flushed up to its commit, and so for every commit before it.
+    /// Then waits for the rewrite of `ledger_keys` that redactions asked
+    /// for, if one is due: once it is done, the keys they deleted are gone
+    /// from the table's files.
     fn flush(&self) -> Result<(), StorageError> {
         let s = self.aux()?;
         self.run(async move {
@@ -940,7 +1288,20 @@ impl Store for Log {
                 )
                 .await
                 .map_err(db)
-        })
+        })?;
+        let state = lock(&self.vacuum.state);
+        let state = self
+            .vacuum
+            .done
+            .wait_while(state, |s| s.running)
+            .unwrap_or_else(|p| p.into_inner());
+        match &state.failed {
+            Some(e) => Err(StorageError::new(
+                ErrorKind::Database,
+                format!("{e} (rewriting ledger_keys after a redaction: the keys it deleted stay in the table's files until it is rewritten, VACUUM FULL ledger_keys)"),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn visible(&self) -> u64 {
@@ -957,19 +1318,13 @@ impl Store for Log {
         *v
     }
 
+    /// Records are read with their payloads decrypted; one whose key a
+    /// redaction deleted reads as redacted.
     fn record(&self, seq: u64) -> Result<Option<Bytes>, StorageError> {
-        if let Some(bytes) = self.staged(|g| g.record(seq).cloned()) {
+        if let Some(bytes) = self.staged(|g| g.record(seq)) {
             return Ok(Some(Bytes::new(bytes)));
         }
-        let s = self.reader()?;
-        self.run(async move {
-            let row = s
-                .client
-                .query_opt(&s.record, &[&sql_seq(seq)])
-                .await
-                .map_err(db)?;
-            Ok(row.map(|r| Bytes::new(r.get::<_, Vec<u8>>(0))))
-        })
+        Ok(self.committed_record(seq)?.map(Bytes::new))
     }
 
     fn records(&self, from: u64) -> Items<'_, super::StoredRecord> {
@@ -1126,54 +1481,74 @@ impl Store for Log {
 
     /// Within a group, the snapshot is stored by the group's commit (it
     /// is of the projection with the group's records folded in).
+    /// A snapshot is encrypted under a key of its own (slot `-seq`), which
+    /// a redaction of an execution live at `seq` deletes with it. Outside
+    /// a group it is written on a connection of its own, in a transaction
+    /// that first holds the head row (`FOR SHARE`, [`schema::SNAPSHOT`]).
     fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let key = record::fresh_key()?;
+        let bytes = record::seal_snapshot(seq, &key, bytes);
         if let Some(group) = lock(&self.group).as_mut() {
-            group.snapshot = Some((seq, bytes));
+            group.snapshot = Some((seq, bytes, key));
             return Ok(());
         }
-        let s = self.aux()?;
+        let config = self.config.clone();
         self.run(async move {
-            s.client
-                .execute(
-                    "INSERT INTO ledger_snapshots (seq, bytes) VALUES ($1, $2) \
-                     ON CONFLICT (seq) DO UPDATE SET bytes = EXCLUDED.bytes",
-                    &[&sql_seq(seq), &bytes],
-                )
+            let client = connect(&config).await?;
+            client
+                .batch_execute("BEGIN; SELECT 1 FROM ledger_head WHERE id = 1 FOR SHARE")
                 .await
                 .map_err(db)?;
-            Ok(())
+            client
+                .execute(schema::SNAPSHOT, &[&sql_seq(seq), &bytes, &key.as_slice()])
+                .await
+                .map_err(db)?;
+            client.batch_execute("COMMIT").await.map_err(db)
         })
     }
 
     fn snapshots_below(&self, seq: u64) -> Items<'_, super::StoredRecord> {
         let mut below = Some(sql_seq(seq));
-        Box::new(std::iter::from_fn(move || {
-            let at = below.take()?;
-            let s = match self.reader() {
-                Ok(s) => s,
-                Err(e) => return Some(Err(e)),
-            };
-            let row = self.run(async move {
-                let row = s
-                    .client
-                    .query_opt(
-                        "SELECT seq, bytes FROM ledger_snapshots WHERE seq <= $1 ORDER BY seq DESC LIMIT 1",
-                        &[&at],
-                    )
-                    .await
-                    .map_err(db)?;
-                row.map(|r| Ok((seq_of(r.get(0))?, r.get::<_, Vec<u8>>(1))))
+        Box::new(
+            std::iter::from_fn(move || {
+                let at = below.take()?;
+                let s = match self.reader() {
+                    Ok(s) => s,
+                    Err(e) => return Some(Err(e)),
+                };
+                let row = self.run(async move {
+                    let row = s
+                        .client
+                        .query_opt(
+                            "SELECT s.seq, s.bytes, k.key FROM ledger_snapshots s \
+                         LEFT JOIN ledger_keys k ON k.slot = -s.seq \
+                         WHERE s.seq <= $1 ORDER BY s.seq DESC LIMIT 1",
+                            &[&at],
+                        )
+                        .await
+                        .map_err(db)?;
+                    row.map(|r| {
+                        let seq = seq_of(r.get(0))?;
+                        let key: Option<&[u8]> = r.get(2);
+                        Ok((seq, unsealed_snapshot(seq, r.get(1), key)))
+                    })
                     .transpose()
-            });
-            match row {
-                Ok(Some((seq, bytes))) => {
-                    below = seq.checked_sub(1).map(sql_seq);
-                    Some(Ok((seq, Bytes::new(bytes))))
+                });
+                match row {
+                    Ok(Some((seq, bytes))) => {
+                        below = seq.checked_sub(1).map(sql_seq);
+                        match bytes {
+                            Some(bytes) => Some(Ok((seq, Bytes::new(bytes)))),
+                            // Its key is gone: one snapshot missed.
+                            None => Some(Ok((seq, Bytes::new(Vec::new())))),
+                        }
+                    }
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
                 }
-                Ok(None) => None,
-                Err(e) => Some(Err(e)),
-            }
-        }))
+            })
+            .filter(|item| !matches!(item, Ok((_, bytes)) if bytes.is_empty())),
+        )
     }
 
     fn snapshot_seqs(&self) -> Result<Vec<u64>, StorageError> {
@@ -1181,7 +1556,13 @@ impl Store for Log {
         self.run(async move {
             let rows = s
                 .client
-                .query("SELECT seq FROM ledger_snapshots ORDER BY seq", &[])
+                .query(
+                    "SELECT s.seq FROM ledger_snapshots s \
+                     LEFT JOIN ledger_keys k ON k.slot = -s.seq \
+                     WHERE k.key IS NOT NULL OR substring(s.bytes FROM 1 FOR 1) <> '\\x45'::bytea \
+                     ORDER BY s.seq",
+                    &[],
+                )
                 .await
                 .map_err(db)?;
             rows.iter().map(|r| seq_of(r.get(0))).collect()
@@ -1333,6 +1714,13 @@ impl Store for Log {
         true
     }
 
+    /// The records' keys are deleted in the transaction that appends the
+    /// redaction, with the records rewritten and the snapshots removed;
+    /// `ledger_keys` is then rewritten in the background ([`Vacuum`]).
+    fn strips_payloads(&self) -> bool {
+        true
+    }
+
     /// Locks the head row (in a transaction on the append session) and
     /// returns it: until [`end_group`](Store::end_group), no other process
     /// appends, and this one's appends are staged.
@@ -1373,6 +1761,7 @@ impl Store for Log {
             end: head,
             rows: Rows::default(),
             snapshot: None,
+            strip: Stripping::default(),
         });
         self.seen.bump(head.0);
         Ok(Some(head))
@@ -1397,32 +1786,42 @@ impl Store for Log {
             if r.seq.is_empty() {
                 return s.client.batch_execute("COMMIT").await.map_err(db);
             }
-            let columns = r.columns();
+            let columns: Vec<Param<'_>> = r.columns().into_iter().chain(r.keys()).collect();
             let insert = s.client.execute(&s.insert, &columns);
             let (end_seq, end_hash) = (sql_seq(g.end.0), g.end.1.as_slice());
             let moved_to: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&end_seq, &end_hash];
             let head = s.client.execute(&s.move_head, &moved_to);
             let snapshot = async {
                 match &g.snapshot {
-                    Some((seq, bytes)) => s
+                    Some((seq, bytes, key)) => s
                         .client
-                        .execute(
-                            "INSERT INTO ledger_snapshots (seq, bytes) VALUES ($1, $2) \
-                             ON CONFLICT (seq) DO UPDATE SET bytes = EXCLUDED.bytes",
-                            &[&sql_seq(*seq), bytes],
-                        )
+                        .execute(schema::SNAPSHOT, &[&sql_seq(*seq), bytes, &key.as_slice()])
                         .await
                         .map(|_| ()),
                     None => Ok(()),
                 }
             };
-            // Sent together; the commit of a transaction a statement
-            // failed in rolls it back, so each statement's answer counts.
-            let (inserted, moved, stored, commit) =
-                tokio::join!(insert, head, snapshot, s.client.batch_execute("COMMIT"));
+            let strip = async {
+                match g.strip.is_empty() {
+                    true => Ok(0),
+                    false => g.strip.run(&s.client).await,
+                }
+            };
+            // Sent together, in this order (the snapshot is stored after
+            // the group's redactions are in the log, and not when one
+            // follows it); the commit of a transaction a statement failed
+            // in rolls it back, so each statement's answer counts.
+            let (inserted, moved, stored, stripped, commit) = tokio::join!(
+                insert,
+                head,
+                snapshot,
+                strip,
+                s.client.batch_execute("COMMIT")
+            );
             inserted.map_err(db)?;
             moved.map_err(db)?;
             stored.map_err(db)?;
+            stripped?;
             commit.map_err(db)
         });
         if committed.is_err() {
@@ -1433,6 +1832,9 @@ impl Store for Log {
             });
         } else {
             self.seen.bump(group.end.0);
+            if !group.strip.is_empty() {
+                self.vacuum_keys();
+            }
         }
         *lock(&self.committing) = None;
         let took = started.elapsed();
@@ -1501,7 +1903,8 @@ impl Store for Log {
             let row = s
                 .client
                 .query_one(
-                    "SELECT (pg_total_relation_size('ledger_log') + pg_total_relation_size('ledger_snapshots'))::int8",
+                    "SELECT (pg_total_relation_size('ledger_log') + pg_total_relation_size('ledger_snapshots') \
+                     + pg_total_relation_size('ledger_keys'))::int8",
                     &[],
                 )
                 .await

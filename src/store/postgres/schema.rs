@@ -15,7 +15,13 @@
 //!                    callable, status, queued_ns: when it was submitted, in
 //!                    nanoseconds since 1970), inserted with the event
 //!                    that settles it (derived data, rebuilt by reindex)
-//! ledger_snapshots   seq → the projection as of that seq (derived data)
+//! ledger_keys        slot → a key that encrypts payloads: slot `seq` the
+//!                    key of record `seq`'s payloads (format 3, record.rs),
+//!                    slot `-seq` the key of the snapshot at `seq`; a
+//!                    redaction deletes its records' keys, which makes
+//!                    what lingers of their payloads unreadable
+//! ledger_snapshots   seq → the projection as of that seq (derived data),
+//!                    encrypted under its key
 //! ledger_leases      execution → its running attempt's lease, as renewed
 //! ledger_acceptances a row for each time the log was accepted as it is
 //! ```
@@ -25,8 +31,26 @@
 //! notifies `ledger_appended` with the new head's seq at commit.
 
 /// The schema version this build writes and reads. Version 1 had no
-/// `ledger_listed`: opening such a database adds it ([`UPGRADE_1`]).
-pub(super) const VERSION: u32 = 2;
+/// `ledger_listed`: opening such a database adds it ([`UPGRADE_1`]);
+/// version 2 had no `ledger_keys` ([`UPGRADE_2`]): its records and
+/// snapshots hold payloads in the clear, which a redaction removes from
+/// the rows but not from the dead row versions PostgreSQL keeps until it
+/// vacuums them.
+pub(super) const VERSION: u32 = 3;
+
+/// The table of keys and the index of redactions (in [`CREATE`] and
+/// [`UPGRADE_2`]).
+macro_rules! keys_table {
+    () => {
+        r#"
+CREATE TABLE IF NOT EXISTS ledger_keys (
+    slot bigint PRIMARY KEY,
+    key bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_log_redacted ON ledger_log (seq) WHERE kind = 'redacted';
+"#
+    };
+}
 
 /// The table of settled executions' lines (in [`CREATE`] and [`UPGRADE_1`]).
 macro_rules! listed_table {
@@ -57,6 +81,13 @@ WITH upgraded AS (
 INSERT INTO ledger_meta (key, value) SELECT 'listing', 'partial' FROM upgraded
     ON CONFLICT DO NOTHING;
 "#
+);
+
+/// Brings a version 2 database (one [`UPGRADE_1`] brought there too) to
+/// version 3 (under [`CREATE_LOCK`]).
+pub(super) const UPGRADE_2: &str = concat!(
+    keys_table!(),
+    "UPDATE ledger_meta SET value = '3' WHERE key = 'schema' AND value = '2';\n"
 );
 
 /// A key of `pg_advisory_xact_lock` that serializes creating the schema.
@@ -101,6 +132,7 @@ CREATE INDEX IF NOT EXISTS ledger_log_name ON ledger_log (tenant, name_kind, nam
     WHERE name IS NOT NULL;
 "#,
     listed_table!(),
+    keys_table!(),
     r#"CREATE TABLE IF NOT EXISTS ledger_snapshots (
     seq bigint PRIMARY KEY,
     bytes bytea NOT NULL
@@ -146,11 +178,30 @@ macro_rules! insert_listed {
     };
 }
 
+/// The common table expression that inserts the keys of appended
+/// records (`$a` their slots, `$b` the keys), where `$where` holds.
+macro_rules! insert_keys {
+    ($a:literal, $b:literal, $where:literal) => {
+        concat!(
+            "keyed AS (INSERT INTO ledger_keys (slot, key) SELECT * FROM unnest($",
+            $a,
+            "::int8[], $",
+            $b,
+            "::bytea[]) ",
+            $where,
+            ")"
+        )
+    };
+}
+
 /// Inserts a group's rows (`$1`… the log's columns as arrays, `$9`… the
-/// settled executions' lines), while the group holds the head row.
+/// settled executions' lines, `$15`, `$16` the records' keys), while the
+/// group holds the head row.
 pub(super) const INSERT: &str = concat!(
     "WITH ",
     insert_listed!(9, 10, 11, 12, 13, 14, ""),
+    ", ",
+    insert_keys!(15, 16, ""),
     r#"
 INSERT INTO ledger_log (seq, execution, tenant, kind, at, name_kind, name, record)
 SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[],
@@ -161,7 +212,7 @@ SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::timesta
 /// Appends rows if the head is still the one the append was decided
 /// against: `$1`, `$2` the head it was decided against, `$3`, `$4` the
 /// new head, `$5`… the rows' columns as arrays, `$13`… the lines of the
-/// executions they settle. Moving the head locks its row, so appends
+/// executions they settle, `$19`, `$20` the records' keys. Moving the head locks its row, so appends
 /// commit one at a time, in seq order; an append decided against an older
 /// head finds the row moved and inserts nothing.
 pub(super) const APPEND: &str = concat!(
@@ -172,6 +223,8 @@ WITH moved AS (
     RETURNING 1
 ), "#,
     insert_listed!(13, 14, 15, 16, 17, 18, "WHERE EXISTS (SELECT 1 FROM moved)"),
+    ", ",
+    insert_keys!(19, 20, "WHERE EXISTS (SELECT 1 FROM moved)"),
     r#"
 INSERT INTO ledger_log (seq, execution, tenant, kind, at, name_kind, name, record)
 SELECT r.seq, r.execution, r.tenant, r.kind, r.at, r.name_kind, r.name, r.record
@@ -190,3 +243,34 @@ pub(super) const RELIST: &str = concat!("WITH ", insert_listed!(1, 2, 3, 4, 5, 6
 /// most.
 pub(super) const LISTED: &str = "SELECT seq, execution, tenant, callable, status, queued_ns \
      FROM ledger_listed WHERE seq < $1 ORDER BY seq DESC LIMIT $2";
+
+/// Stores a snapshot (`$1` its seq, `$2` its bytes, encrypted under `$3`,
+/// its key) unless a redaction was appended after its seq: the snapshot
+/// may hold the payloads of the execution redacted (a redaction removes
+/// the snapshots taken while its execution was live, [`STRIP`], and one
+/// written later must not bring them back). Run after the head row is
+/// locked (a group's own, or `FOR SHARE`), so that a redaction either is
+/// seen here or commits after this and removes it.
+pub(super) const SNAPSHOT: &str = "WITH keyed AS (\
+     INSERT INTO ledger_keys (slot, key) \
+     SELECT -$1::int8, $3::bytea \
+     WHERE NOT EXISTS (SELECT 1 FROM ledger_log WHERE kind = 'redacted' AND seq > $1::int8) \
+     ON CONFLICT (slot) DO UPDATE SET key = EXCLUDED.key RETURNING 1) \
+     INSERT INTO ledger_snapshots (seq, bytes) SELECT $1::int8, $2::bytea FROM keyed \
+     ON CONFLICT (seq) DO UPDATE SET bytes = EXCLUDED.bytes";
+
+/// Removes what redactions forget (run in the transaction that appends
+/// them, after it holds the head row): rewrites records `$1` without
+/// their payloads (`$2`), removes the snapshots from seq `$3[i]` to
+/// `$4[i]` (taken while a redacted execution was live), and deletes the
+/// keys of both; its count is the keys deleted.
+pub(super) const STRIP: &str = r#"
+WITH stripped AS (
+    UPDATE ledger_log l SET record = s.record
+    FROM unnest($1::int8[], $2::bytea[]) AS s(seq, record) WHERE l.seq = s.seq
+), dropped AS (
+    DELETE FROM ledger_snapshots s USING unnest($3::int8[], $4::int8[]) AS r(lo, hi)
+    WHERE s.seq BETWEEN r.lo AND r.hi RETURNING s.seq
+)
+DELETE FROM ledger_keys WHERE slot = ANY($1::int8[]) OR slot IN (SELECT -seq FROM dropped)
+"#;

@@ -114,8 +114,6 @@ const KEYS_USED: &[u8] = b"keys-used";
 /// not all removed yet: their seqs (8 bytes each). Written with the block,
 /// in one batch; removed once they are; open finishes what it names.
 const STRIP_PENDING: [u8; 2] = [INDEX, b'S'];
-/// The first byte of an encrypted snapshot.
-const SEALED_SNAPSHOT: u8 = b'E';
 
 /// A block takes records until it holds this many bytes (so it can be
 /// larger by one event's record); the next append starts another. sled rewrites a leaf of up to 16 entries as one page,
@@ -255,40 +253,12 @@ fn index_entries(
     name.into_iter().chain(seqs).chain(listed)
 }
 
-/// The seqs whose payloads a `redacted` event removes: those of its
-/// execution's events before it, after `base` (archived records are read
-/// from their segments; their keys are the ones destroyed).
-fn strips<'a>(draft: Draft<'a>, base: u64) -> impl Iterator<Item = u64> + 'a {
-    let seq = draft.event.seq;
-    draft
-        .settles
-        .filter(|_| matches!(draft.event.kind, crate::event::EventKind::Redacted { .. }))
-        .into_iter()
-        .flat_map(move |s| s.seqs.iter().copied().filter(move |&s| s < seq && s > base))
-}
-
 /// The index key of a per-tenant name.
 fn name_key(name: &Name<'_>) -> Vec<u8> {
     match name {
         Name::Idempotency(t, k) => named_key(IDEM, t, k),
         Name::Binding(t, k) => named_key(BIND, t, k),
     }
-}
-
-/// The seqs from the first to the last of each execution whose `seqs`
-/// (each execution's in order, one after another) are given: when each
-/// was live.
-fn live_ranges(seqs: &[u64]) -> Vec<std::ops::RangeInclusive<u64>> {
-    let mut ranges = Vec::new();
-    let mut start = 0;
-    for end in 1..=seqs.len() {
-        // A new execution's seqs start lower.
-        if end == seqs.len() || seqs[end] < seqs[end - 1] {
-            ranges.push(seqs[start]..=seqs[end - 1]);
-            start = end;
-        }
-    }
-    ranges
 }
 
 /// A block of records staged for the seal, with the index entries of its
@@ -708,12 +678,12 @@ fn key_of(keys: &Keys, seq: u64, bytes: &[u8], slot: u64) -> Result<Option<Key>,
 /// A snapshot as stored, decrypted; `None` once its key is destroyed (it
 /// was taken while a redacted execution was live).
 fn unsealed_snapshot(keys: &Keys, seq: u64, value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-    if value.first() != Some(&SEALED_SNAPSHOT) {
+    if value.first() != Some(&record::SEALED_SNAPSHOT) {
         // Written before snapshots were encrypted.
         return Ok(Some(value.to_vec()));
     }
     // Derived data: a snapshot whose key cannot be found is one missed.
-    let key = match Log::snapshot_key(value).map(|slot| keys.read(slot)) {
+    let key = match record::snapshot_slot(value).map(|slot| keys.read(slot)) {
         Some(Ok(key)) => key,
         Some(Err(e)) if e.kind() != ErrorKind::Corrupt => return Err(e),
         damaged => {
@@ -725,9 +695,7 @@ fn unsealed_snapshot(keys: &Keys, seq: u64, value: &[u8]) -> Result<Option<Vec<u
     let Some(key) = key else {
         return Ok(None);
     };
-    let mut json = value[9..].to_vec();
-    record::seal_value(&key, &mut json);
-    Ok(Some(json))
+    Ok(Some(record::open_snapshot(value, &key)))
 }
 
 /// A record or snapshot as stored in the data directory `dir` of a ledger
@@ -791,7 +759,7 @@ pub(crate) fn snapshot_keys(dir: &Path) -> Result<Vec<(u64, Option<Key>)>, Stora
     let mut keys = Vec::new();
     for item in log.snapshots.iter() {
         let (k, v) = item.map_err(storage)?;
-        if let (Some(seq), Some(slot)) = (seq_of(&k), Log::snapshot_key(&v)) {
+        if let (Some(seq), Some(slot)) = (seq_of(&k), record::snapshot_slot(&v)) {
             keys.push((seq, log.keys.read(slot)?));
         }
     }
@@ -1228,13 +1196,6 @@ impl Log {
         Ok(unsealed_record(&self.keys, seq, &bytes)?.map_or(bytes, Bytes::new))
     }
 
-    /// The key slot of a stored snapshot (none when written in the clear).
-    fn snapshot_key(value: &[u8]) -> Option<u64> {
-        (value.first() == Some(&SEALED_SNAPSHOT))
-            .then(|| value.get(1..9)?.try_into().ok().map(u64::from_be_bytes))
-            .flatten()
-    }
-
     /// The stored entry that holds record `seq`: its first seq and value.
     fn entry_holding(&self, seq: u64) -> Result<Option<(u64, ::sled::IVec)>, StorageError> {
         let unreadable = |e| at_seq(storage(e), seq, "record is unreadable");
@@ -1332,7 +1293,7 @@ impl Log {
         written?;
         // A snapshot taken meanwhile while a now redacted execution was
         // live holds its payloads: it is not written.
-        let redacted = live_ranges(&stripped);
+        let redacted = super::live_ranges(&stripped);
         snapshots.retain(|(seq, _)| !redacted.iter().any(|r| r.contains(seq)));
         for (seq, bytes) in snapshots {
             // Derived data: a snapshot that cannot be written is only missed.
@@ -1350,7 +1311,7 @@ impl Log {
             .snapshots
             .insert(event_key(seq), bytes)
             .map_err(storage)?;
-        match old.as_deref().and_then(Log::snapshot_key) {
+        match old.as_deref().and_then(record::snapshot_slot) {
             Some(slot) => self.keys.destroy(&[slot]),
             None => Ok(()),
         }
@@ -1371,11 +1332,11 @@ impl Log {
         }
         let mut slots = Vec::new();
         let mut snapshots = Vec::new();
-        for live in live_ranges(seqs) {
+        for live in super::live_ranges(seqs) {
             let range = event_key(*live.start())..=event_key(*live.end());
             for item in self.snapshots.range(range) {
                 let (key, value) = item.map_err(storage)?;
-                slots.extend(Log::snapshot_key(&value));
+                slots.extend(record::snapshot_slot(&value));
                 snapshots.push(key);
             }
         }
@@ -1733,7 +1694,7 @@ impl Store for Log {
                 }
                 staged.index.push((key, value));
             }
-            staged.strips.extend(strips(*draft, base));
+            staged.strips.extend(draft.strips(base));
         }
         let end = staged.end;
         if staged.open {
@@ -1960,14 +1921,9 @@ impl Store for Log {
     }
 
     /// Stores a snapshot as of `seq`, encrypted under a key of its own.
-    fn put_snapshot(&self, seq: u64, mut bytes: Vec<u8>) -> Result<(), StorageError> {
+    fn put_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StorageError> {
         let (slot, key) = self.take_key()?;
-        record::seal_value(&key, &mut bytes);
-        let mut sealed = Vec::with_capacity(9 + bytes.len());
-        sealed.push(SEALED_SNAPSHOT);
-        sealed.extend_from_slice(&slot.to_be_bytes());
-        sealed.extend_from_slice(&bytes);
-        let bytes = sealed;
+        let bytes = record::seal_snapshot(slot, &key, bytes);
         {
             let mut staged = lock(&self.staged);
             if staged.open && staged.end.0 >= seq && !staged.is_empty() {
@@ -2090,7 +2046,7 @@ impl Store for Log {
 
     fn reindex(&self, draft: Draft<'_>) -> Result<(), StorageError> {
         self.index(draft.event, draft.settles)?;
-        self.strip(&strips(draft, self.archive_base().0).collect::<Vec<_>>())
+        self.strip(&draft.strips(self.archive_base().0).collect::<Vec<_>>())
     }
 
     fn rebuild_index(
