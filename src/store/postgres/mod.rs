@@ -45,6 +45,10 @@ use crate::error::{ErrorKind, StorageError};
 use crate::execution::ExecutionId;
 use crate::metrics::Counters;
 
+/// How long closing the log waits for a redaction's rewrite of the keys
+/// table.
+const VACUUM_AT_EXIT: Duration = Duration::from_secs(60);
+
 /// How often the head row is read when no notification came.
 const POLL: Duration = Duration::from_millis(500);
 /// Records fetched per round trip when reading a range of the log.
@@ -384,6 +388,10 @@ impl Log {
         let found = log.found()?;
         log.seen.bump(found.head.0.min(found.last));
         log.follow();
+        if log.keys_owed_a_rewrite()? {
+            // A process that redacted ended before it rewrote the table.
+            log.vacuum_keys();
+        }
         Ok(log)
     }
 
@@ -749,6 +757,40 @@ impl Log {
         Ok(out)
     }
 
+    /// Whether `ledger_keys` is owed a rewrite ([`schema::KEYS_DELETED`]).
+    fn keys_owed_a_rewrite(&self) -> Result<bool, StorageError> {
+        let s = self.reader()?;
+        self.run(async move {
+            let rows = s
+                .client
+                .query(
+                    "SELECT 1 FROM ledger_meta WHERE key = $1",
+                    &[&schema::KEYS_DELETED],
+                )
+                .await
+                .map_err(db)?;
+            Ok(!rows.is_empty())
+        })
+    }
+
+    /// Waits for the rewrite of `ledger_keys` in progress, if any (`for_at_most`,
+    /// when given); returns the state once none runs, or `None` when time
+    /// ran out.
+    fn vacuumed(&self, for_at_most: Option<Duration>) -> Option<MutexGuard<'_, VacuumState>> {
+        let state = lock(&self.vacuum.state);
+        let done = &self.vacuum.done;
+        let Some(limit) = for_at_most else {
+            return Some(
+                done.wait_while(state, |s| s.running)
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+        };
+        let (state, waited) = done
+            .wait_timeout_while(state, limit, |s| s.running)
+            .unwrap_or_else(|p| p.into_inner());
+        (!waited.timed_out()).then_some(state)
+    }
+
     /// Asks for `ledger_keys` to be rewritten without the rows redactions
     /// deleted ([`Vacuum`]), on a connection of its own.
     fn vacuum_keys(&self) {
@@ -771,8 +813,16 @@ impl Log {
                     }
                     state.wanted = false;
                 }
-                let rewritten = async {
+                let rewritten: Result<(), StorageError> = async {
                     let client = connect(&config).await?;
+                    let owed = client
+                        .query_opt(
+                            "SELECT value FROM ledger_meta WHERE key = $1",
+                            &[&schema::KEYS_DELETED],
+                        )
+                        .await
+                        .map_err(db)?
+                        .map(|r| r.get::<_, String>(0));
                     // Alone: a batch of statements runs as one transaction,
                     // which VACUUM refuses.
                     client
@@ -782,7 +832,18 @@ impl Log {
                     client
                         .batch_execute("VACUUM FULL ledger_keys")
                         .await
-                        .map_err(db)
+                        .map_err(db)?;
+                    // Owed no more, unless a redaction counted meanwhile.
+                    if let Some(owed) = owed {
+                        client
+                            .execute(
+                                "DELETE FROM ledger_meta WHERE key = $1 AND value = $2",
+                                &[&schema::KEYS_DELETED, &owed],
+                            )
+                            .await
+                            .map_err(db)?;
+                    }
+                    Ok(())
                 }
                 .await;
                 let mut state = lock(&vacuum.state);
@@ -1289,13 +1350,7 @@ impl Store for Log {
                 .await
                 .map_err(db)
         })?;
-        let state = lock(&self.vacuum.state);
-        let state = self
-            .vacuum
-            .done
-            .wait_while(state, |s| s.running)
-            .unwrap_or_else(|p| p.into_inner());
-        match &state.failed {
+        match self.vacuumed(None).and_then(|s| s.failed.clone()) {
             Some(e) => Err(StorageError::new(
                 ErrorKind::Database,
                 format!("{e} (rewriting ledger_keys after a redaction: the keys it deleted stay in the table's files until it is rewritten, VACUUM FULL ledger_keys)"),
@@ -1916,6 +1971,14 @@ impl Store for Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
+        // A redaction's rewrite of the keys table finishes first (should
+        // this process end before, the next ledger to open the database
+        // runs it: it is counted there).
+        if self.vacuumed(Some(VACUUM_AT_EXIT)).is_none() {
+            tracing::warn!(
+                "the rewrite of ledger_keys after a redaction is still running: the next ledger to open the database runs it again"
+            );
+        }
         // Safe on any thread, a runtime's worker too: the connections and
         // the listener stop with it.
         if let Some(rt) = self.runtime.take() {

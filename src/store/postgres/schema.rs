@@ -4,7 +4,8 @@
 //! ```text
 //! ledger_meta        key → value: 'schema' → the schema version; 'listing' →
 //!                    'partial' while ledger_listed misses executions settled
-//!                    under schema 1
+//!                    under schema 1; 'keys-deleted' → how many redactions
+//!                    deleted keys since ledger_keys was last rewritten
 //! ledger_head        one row: the log's last seq and that record's hash
 //! ledger_log         seq → record (record.rs), with the columns queries need:
 //!                    execution, tenant, kind, at, and the per-tenant name the
@@ -263,9 +264,13 @@ pub(super) const SNAPSHOT: &str = "WITH keyed AS (\
 /// them, after it holds the head row): rewrites records `$1` without
 /// their payloads (`$2`), removes the snapshots from seq `$3[i]` to
 /// `$4[i]` (taken while a redacted execution was live), and deletes the
-/// keys of both; its count is the keys deleted.
+/// keys of both; its count is the keys deleted. It also counts, in
+/// [`KEYS_DELETED`], that `ledger_keys` is owed a rewrite.
 pub(super) const STRIP: &str = r#"
-WITH stripped AS (
+WITH owed AS (
+    INSERT INTO ledger_meta (key, value) VALUES ('keys-deleted', '1')
+    ON CONFLICT (key) DO UPDATE SET value = (ledger_meta.value::int8 + 1)::text
+), stripped AS (
     UPDATE ledger_log l SET record = s.record
     FROM unnest($1::int8[], $2::bytea[]) AS s(seq, record) WHERE l.seq = s.seq
 ), dropped AS (
@@ -274,3 +279,9 @@ WITH stripped AS (
 )
 DELETE FROM ledger_keys WHERE slot = ANY($1::int8[]) OR slot IN (SELECT -seq FROM dropped)
 "#;
+
+/// The `ledger_meta` key that counts the redactions whose deleted keys may
+/// still be in `ledger_keys`' files: a rewrite (`VACUUM FULL`) removes it
+/// if no redaction counted meanwhile, and a ledger that opens the database
+/// and finds it runs one.
+pub(super) const KEYS_DELETED: &str = "keys-deleted";
