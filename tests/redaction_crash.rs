@@ -9,9 +9,14 @@
 //! has all of its payloads and keys; every acknowledged redaction is there;
 //! and `verify` passes.
 //!
+//! On PostgreSQL (`LEDGER_TEST_BACKEND=postgres`) the keys are rows of
+//! `ledger_keys`, and a redaction also leaves that table owed a rewrite
+//! until one runs: after each cycle, the next open runs what a kill left
+//! owed.
+//!
 //! `LEDGER_REDACTION_CRASH_CYCLES` sets the number of cycles (default 20).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::Duration;
 
@@ -70,10 +75,59 @@ fn redaction_crash_child() {
     }
 }
 
+/// Whether each record among `seqs` that has a key still has it: sled's
+/// key file has a slot for each (`None` once destroyed); PostgreSQL's
+/// table has a row while the key lives, so there a destroyed key is
+/// counted from the records that carry payloads (`pg`: the seqs of those
+/// and the slots of the keys, read once per cycle).
+fn keys_of(store: &common::postgres::TestStore, pg: &PgKeys, seqs: &[u64]) -> Vec<Option<()>> {
+    if store.url().is_none() {
+        let keys = execution_ledger::fuzzing::payload_keys(store.path(), seqs).unwrap();
+        return keys.into_iter().map(|k| k.map(|_| ())).collect();
+    }
+    seqs.iter()
+        .filter(|s| pg.carrying.contains(s))
+        .map(|s| pg.held.contains(s).then_some(()))
+        .collect()
+}
+
+/// What the database at `url` holds: the seqs of the records that carry
+/// payloads, the slots of the keys, and the transaction that last wrote
+/// each record (`xmin`). In this child's executions, the submission and
+/// the completion carry payloads (started, recovered and redacted records
+/// carry none).
+#[derive(Default)]
+struct PgKeys {
+    carrying: HashSet<u64>,
+    held: HashSet<u64>,
+    written_by: HashMap<u64, u64>,
+}
+
+fn pg_keys(url: &str) -> PgKeys {
+    let pg = common::postgres::server();
+    let rows = |sql: &str| -> Vec<Vec<u64>> {
+        pg.sql(url, sql)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split('|').map(|v| v.trim().parse().unwrap()).collect())
+            .collect()
+    };
+    let set = |sql: &str| rows(sql).into_iter().map(|r| r[0]).collect();
+    PgKeys {
+        carrying: set("SELECT seq FROM ledger_log WHERE kind IN ('queued', 'completed')"),
+        held: set("SELECT slot FROM ledger_keys WHERE slot > 0"),
+        written_by: rows("SELECT seq, xmin::text FROM ledger_log")
+            .into_iter()
+            .map(|r| (r[0], r[1]))
+            .collect(),
+    }
+}
+
 #[test]
 fn a_redaction_killed_at_any_moment_happened_completely_or_not_at_all() {
     let cycles = common::env_count("LEDGER_REDACTION_CRASH_CYCLES", 20);
-    let dir = tempfile::tempdir().unwrap();
+    let store = common::store();
+    let dir = store.location();
     let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut settled: HashSet<ExecutionId> = HashSet::new();
@@ -95,7 +149,7 @@ fn a_redaction_killed_at_any_moment_happened_completely_or_not_at_all() {
                     "--nocapture",
                     "--test-threads=1",
                 ])
-                .env(CHILD_DIR, dir.path()),
+                .env(CHILD_DIR, &dir),
             Duration::from_millis(wait),
         );
         for line in &lines {
@@ -110,8 +164,8 @@ fn a_redaction_killed_at_any_moment_happened_completely_or_not_at_all() {
         // each one's events.
         let mut checks = Vec::new();
         {
-            let ledger = Ledger::open(dir.path())
-                .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+            let ledger =
+                Ledger::open(&dir).unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
             ledger
                 .verify()
                 .unwrap_or_else(|e| panic!("cycle {cycle}: verify failed: {e}"));
@@ -140,10 +194,21 @@ fn a_redaction_killed_at_any_moment_happened_completely_or_not_at_all() {
                 }
                 checks.push((redacted, history.iter().map(|e| e.seq).collect::<Vec<_>>()));
             }
+            if let Some(url) = store.url() {
+                // What a kill left owed, the open ran.
+                ledger.flush().unwrap();
+                let owed = "SELECT count(*) FROM ledger_meta WHERE key = 'keys-deleted'";
+                assert_eq!(
+                    common::postgres::server().sql(&url, owed).trim(),
+                    "0",
+                    "cycle {cycle}: ledger_keys is still owed a rewrite"
+                );
+            }
         }
         // The keys: all gone for a redacted execution, all there otherwise.
+        let pg = store.url().map(|url| pg_keys(&url)).unwrap_or_default();
         for (redacted, seqs) in checks {
-            let keys = execution_ledger::fuzzing::payload_keys(dir.path(), &seqs).unwrap();
+            let keys = keys_of(&store, &pg, &seqs);
             assert!(
                 keys.len() >= 2,
                 "cycle {cycle}: a submission and a completion at least"
@@ -155,6 +220,20 @@ fn a_redaction_killed_at_any_moment_happened_completely_or_not_at_all() {
                     keys.iter().all(Option::is_none),
                     "cycle {cycle}: a key survived"
                 );
+                if store.url().is_some() {
+                    // Stripped in the transaction that appended the
+                    // redaction (its last seq), not in one of its own.
+                    let by = |seq: &u64| pg.written_by[seq];
+                    let redaction = by(seqs.last().unwrap());
+                    for seq in seqs.iter().filter(|s| pg.carrying.contains(s)) {
+                        assert_eq!(
+                            by(seq),
+                            redaction,
+                            "cycle {cycle}: seq {seq} was stripped outside the transaction of its redaction (seq {})",
+                            seqs.last().unwrap()
+                        );
+                    }
+                }
             } else {
                 kept_seen += 1;
                 assert!(

@@ -102,6 +102,8 @@ struct Session {
     page: Statement,
     seqs: Statement,
     head: Statement,
+    snapshot: Statement,
+    strip: Statement,
 }
 
 impl Session {
@@ -156,6 +158,8 @@ impl Session {
                 )
                 .await
                 .map_err(db)?,
+            snapshot: client.prepare(schema::SNAPSHOT).await.map_err(db)?,
+            strip: client.prepare(schema::STRIP).await.map_err(db)?,
             client,
         })
     }
@@ -253,12 +257,9 @@ impl Stripping {
         self.hi.extend(other.hi);
     }
 
-    async fn run(&self, client: &Client) -> Result<u64, StorageError> {
-        client
-            .execute(
-                schema::STRIP,
-                &[&self.seq, &self.record, &self.lo, &self.hi],
-            )
+    async fn run(&self, s: &Session) -> Result<u64, StorageError> {
+        s.client
+            .execute(&s.strip, &[&self.seq, &self.record, &self.lo, &self.hi])
             .await
             .map_err(db)
     }
@@ -1273,7 +1274,7 @@ impl Store for Log {
             let done = async {
                 let k = append.await.map_err(db)?;
                 if k == n {
-                    stripped.run(&s.client).await?;
+                    stripped.run(&s).await?;
                 }
                 Ok(k)
             }
@@ -1850,7 +1851,7 @@ impl Store for Log {
                 match &g.snapshot {
                     Some((seq, bytes, key)) => s
                         .client
-                        .execute(schema::SNAPSHOT, &[&sql_seq(*seq), bytes, &key.as_slice()])
+                        .execute(&s.snapshot, &[&sql_seq(*seq), bytes, &key.as_slice()])
                         .await
                         .map(|_| ()),
                     None => Ok(()),
@@ -1859,13 +1860,16 @@ impl Store for Log {
             let strip = async {
                 match g.strip.is_empty() {
                     true => Ok(0),
-                    false => g.strip.run(&s.client).await,
+                    false => g.strip.run(s).await,
                 }
             };
             // Sent together, in this order (the snapshot is stored after
             // the group's redactions are in the log, and not when one
             // follows it); the commit of a transaction a statement failed
-            // in rolls it back, so each statement's answer counts.
+            // in rolls it back, so each statement's answer counts. Each
+            // statement is prepared: the first poll sends it. (One given
+            // as text is prepared first, a round trip, and would reach
+            // the server after the COMMIT, outside the transaction.)
             let (inserted, moved, stored, stripped, commit) = tokio::join!(
                 insert,
                 head,
