@@ -242,28 +242,7 @@ impl Op {
                 Action::Redact { reason, by }
                 | Action::Hold { reason, by }
                 | Action::ReleaseHold { reason, by },
-            ) => {
-                if reason.trim().is_empty() {
-                    return Err(CommandError::invalid("reason: must not be empty"));
-                }
-                if reason.len() > MAX_REASON_BYTES {
-                    return Err(CommandError::invalid(format!(
-                        "reason: {} bytes; the limit is {MAX_REASON_BYTES}",
-                        reason.len()
-                    )));
-                }
-                if by.as_ref().is_some_and(|b| b.trim().is_empty()) {
-                    return Err(CommandError::invalid(
-                        "by: must not be empty (leave it out to name no one)",
-                    ));
-                }
-                if by.as_ref().is_some_and(|b| b.len() > MAX_REASON_BYTES) {
-                    return Err(CommandError::invalid(format!(
-                        "by: longer than {MAX_REASON_BYTES} bytes"
-                    )));
-                }
-                Ok(())
-            }
+            ) => check_reason(reason, by.as_deref()),
             _ => Ok(()),
         }
     }
@@ -272,6 +251,31 @@ impl Op {
 /// The longest reason (and name of who asked) a redaction or legal hold
 /// records.
 const MAX_REASON_BYTES: usize = 4096;
+
+/// Checks the reason and the name of who asks, which a redaction or a
+/// legal hold (an execution's or a tenant's) records.
+pub(crate) fn check_reason(reason: &str, by: Option<&str>) -> Result<(), CommandError> {
+    if reason.trim().is_empty() {
+        return Err(CommandError::invalid("reason: must not be empty"));
+    }
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(CommandError::invalid(format!(
+            "reason: {} bytes; the limit is {MAX_REASON_BYTES}",
+            reason.len()
+        )));
+    }
+    if by.is_some_and(|b| b.trim().is_empty()) {
+        return Err(CommandError::invalid(
+            "by: must not be empty (leave it out to name no one)",
+        ));
+    }
+    if by.is_some_and(|b| b.len() > MAX_REASON_BYTES) {
+        return Err(CommandError::invalid(format!(
+            "by: longer than {MAX_REASON_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
 
 /// An event a command decided to record: its execution, tenant and kind.
 pub(crate) type Decided = (ExecutionId, TenantId, EventKind);

@@ -68,7 +68,8 @@ pub use crate::lease::{Heartbeat, Lease, DEFAULT_LEASE, MAX_CLAIM, MAX_LEASE, MI
 pub use crate::ledger::{
     AcceptedTail, ArchiveReport, ArchiveVerified, At, Change, Clock, Command, Cursor, Head,
     IndexRebuild, Ledger, LedgerBuilder, ListFilter, ListPage, Pending, RetentionPolicy,
-    RetentionReport, Stats, Submitted, Subscription, SystemClock, TenantRetention, VerifyReport,
+    RetentionReport, Stats, Submitted, Subscription, SystemClock, TenantHold, TenantRetention,
+    VerifyReport,
 };
 pub use crate::machine::{
     after_failure, after_loss, after_timeout, apply, awaits_binding, awaits_callback, check,

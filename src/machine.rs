@@ -70,6 +70,9 @@ pub enum Refusal {
     NotSettled(BackgroundExecutionStatus),
     /// It is under legal hold.
     LegalHold,
+    /// Its tenant is under legal hold (kept beside the log:
+    /// [`crate::Ledger::hold_tenant`]).
+    TenantHeld,
     /// Its payloads were redacted already.
     AlreadyRedacted,
     /// It is under legal hold already.
@@ -115,6 +118,7 @@ impl fmt::Display for Refusal {
                 "it is {s} and not settled (only a finished execution with nothing pending is redacted)"
             ),
             Refusal::LegalHold => write!(f, "it is under legal hold"),
+            Refusal::TenantHeld => write!(f, "its tenant is under legal hold"),
             Refusal::AlreadyRedacted => write!(f, "its payloads were redacted already"),
             Refusal::AlreadyHeld => write!(f, "it is under legal hold already"),
             Refusal::NotHeld => write!(f, "it is not under legal hold"),

@@ -903,3 +903,73 @@ fn a_schema_2_database_gains_the_keys_table() {
     l.redact(id, "erasure", None).wait().unwrap();
     l.verify().unwrap();
 }
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn a_tenant_hold_put_by_one_process_stops_the_redactions_another_appends() {
+    let url = server().database();
+    let (here, there) = (open(&url), open(&url));
+    // Settled executions of acme's, which the other process redacts one
+    // after another while this one puts acme under hold.
+    let ids: Vec<ExecutionId> = (0..200)
+        .map(|i| {
+            let mut s = Submission::new("mail");
+            s.input = Some(format!("secret {i}"));
+            let id = here
+                .submit(&acme(), s)
+                .wait()
+                .unwrap()
+                .execution
+                .execution_id;
+            let c = here.claim(Some("w")).wait().unwrap().unwrap();
+            here.complete(c.execution_id, c.attempt, serde_json::json!("sent"))
+                .wait()
+                .unwrap();
+            id
+        })
+        .collect();
+    let settled_at = here.head().seq;
+    caught_up(&there, settled_at);
+    let redacting = std::thread::spawn(move || {
+        let mut refused = 0;
+        for id in ids {
+            match there.redact(id, "erasure", None).wait() {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(
+                        e.to_string(),
+                        format!("cannot redact {id}: its tenant is under legal hold")
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        refused
+    });
+    // Once some redactions are in.
+    caught_up(&here, settled_at + 30);
+    here.hold_tenant(&acme(), "litigation 44", None)
+        .wait()
+        .unwrap();
+    // The log's end when the hold committed: no redaction comes after it.
+    let held_at = here.head().seq;
+    let refused = redacting.join().unwrap();
+    let late: Vec<u64> = open(&url)
+        .events(held_at + 1, None)
+        .map(Result::unwrap)
+        .filter(|e| matches!(e.kind, EventKind::Redacted { .. }))
+        .map(|e| e.seq)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "redactions appended after the hold (at seq {held_at}): {late:?}"
+    );
+    assert!(
+        refused > 0 && refused < 200,
+        "the hold fell outside the redactions ({refused} of 200 refused): the test raced nothing"
+    );
+    eprintln!(
+        "{} redactions before the hold at seq {held_at}, {refused} refused after it",
+        200 - refused
+    );
+}

@@ -2,7 +2,10 @@
 //! moves: payloads are redacted the policy's span after settling, not
 //! before; legal hold (an execution's, or a whole tenant's in the policy)
 //! wins over the policy; a dry run counts and appends nothing; a pass over
-//! what was done already appends nothing.
+//! what was done already appends nothing. A tenant's hold kept by the
+//! ledger (`ledger hold --whole-tenant`, `POST /v1/tenants/{t}/hold`)
+//! refuses a redaction asked by hand as well, on either engine
+//! (`LEDGER_TEST_BACKEND`).
 
 use chrono::TimeDelta;
 use execution_ledger::{
@@ -352,4 +355,251 @@ fn ledger_run_applies_its_policy_once_more_before_an_idle_exit() {
         assert!(redacted(&ledger, id.parse().unwrap()), "{id} redacted");
     }
     ledger.verify().unwrap();
+}
+
+/// Runs the `ledger` binary on the test's ledger at `place` with `args`.
+fn cli_at(place: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .arg(common::place_flag(place))
+        .arg(place)
+        .args(args)
+        .env_remove("LEDGER_DATA_DIR")
+        .env_remove("LEDGER_DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_tenant_hold_refuses_redaction_by_hand_and_by_policy_until_released() {
+    let store = common::store();
+    let ledger = Ledger::open(store.path()).unwrap();
+    let acme = settled(&ledger, "acme");
+    let globex = settled(&ledger, "globex");
+    let hold = ledger
+        .hold_tenant(&tenant("acme"), "litigation 44", Some("counsel".into()))
+        .wait()
+        .unwrap();
+    assert_eq!(
+        (
+            hold.tenant.as_str(),
+            hold.reason.as_str(),
+            hold.by.as_deref()
+        ),
+        ("acme", "litigation 44", Some("counsel"))
+    );
+    let head = ledger.head().seq;
+    // By hand: refused, nothing appended; another tenant's is not held.
+    let err = ledger.redact(acme, "erasure", None).wait().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("cannot redact {acme}: its tenant is under legal hold")
+    );
+    assert_eq!(ledger.head().seq, head);
+    // A second hold is refused, naming the first; so are an empty reason
+    // and a handle scoped to a tenant.
+    let err = ledger
+        .hold_tenant(&tenant("acme"), "again", None)
+        .wait()
+        .unwrap_err();
+    assert!(err.to_string().contains("litigation 44"), "{err}");
+    let err = ledger
+        .hold_tenant(&tenant("globex"), " ", None)
+        .wait()
+        .unwrap_err();
+    assert_eq!(err.to_string(), "reason: must not be empty");
+    let err = ledger
+        .tenant(tenant("acme"))
+        .release_tenant_hold(&tenant("acme"), "mine", None)
+        .wait()
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("tenant: a handle scoped"),
+        "{err}"
+    );
+    // By policy: kept, and counted as held.
+    let policy = RetentionPolicy::from_json(br#"{"default": {"redactAfter": "0s"}}"#).unwrap();
+    let report = ledger.retain(&policy, false, go).unwrap();
+    assert_eq!((report.redacted, report.held), (1, 1), "{report:?}");
+    assert!(redacted(&ledger, globex) && !redacted(&ledger, acme));
+    // The hold outlives the process; released, the policy redacts.
+    drop(ledger);
+    let ledger = Ledger::open(store.path()).unwrap();
+    assert_eq!(ledger.tenant_holds().unwrap(), vec![hold.clone()]);
+    let released = ledger
+        .release_tenant_hold(&tenant("acme"), "settled out of court", None)
+        .wait()
+        .unwrap();
+    assert_eq!(released, hold);
+    assert!(ledger.tenant_holds().unwrap().is_empty());
+    let err = ledger
+        .release_tenant_hold(&tenant("acme"), "twice", None)
+        .wait()
+        .unwrap_err();
+    assert_eq!(err.to_string(), "tenant: acme is not under legal hold");
+    let report = ledger.retain(&policy, false, go).unwrap();
+    assert_eq!((report.redacted, report.held), (1, 0), "{report:?}");
+    assert!(redacted(&ledger, acme));
+    drop(ledger);
+
+    // The same from the command line.
+    let ledger = Ledger::open(store.path()).unwrap();
+    let id = settled(&ledger, "acme");
+    drop(ledger);
+    let place = store.path();
+    let out = cli_at(
+        place,
+        &[
+            "hold",
+            "--whole-tenant",
+            "acme",
+            "--reason",
+            "audit 7",
+            "--by",
+            "dpo",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "tenant acme put under legal hold (audit 7)\n"
+    );
+    let out = cli_at(place, &["holds"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("TENANT")
+            && text.contains("acme")
+            && text.contains("dpo")
+            && text.contains("audit 7"),
+        "{text}"
+    );
+    let out = cli_at(place, &["redact", &id.to_string(), "--reason", "erasure"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("error: cannot redact {id}: its tenant is under legal hold\n")
+    );
+    // An execution and --whole-tenant at once, or neither: usage (exit 2).
+    let out = cli_at(
+        place,
+        &[
+            "hold",
+            &id.to_string(),
+            "--whole-tenant",
+            "acme",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = cli_at(place, &["hold", "--reason", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = cli_at(
+        place,
+        &[
+            "--json",
+            "release-hold",
+            "--whole-tenant",
+            "acme",
+            "--reason",
+            "done",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let released: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (released["tenant"].as_str(), released["by"].as_str()),
+        (Some("acme"), Some("dpo"))
+    );
+    let out = cli_at(place, &["holds"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "no tenant is under legal hold\n"
+    );
+    let out = cli_at(place, &["redact", &id.to_string(), "--reason", "erasure"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_hold_over_http_takes_an_admin_key_and_binds_redaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_keys(
+        dir.path(),
+        serde_json::json!([
+            {"tenant": "acme", "sha256": common::server::sha256_hex("acme-key")},
+            {"admin": true, "sha256": common::server::sha256_hex("root-key")},
+        ]),
+    );
+    let c = client();
+    let post = |path: &str, key: &str, body: serde_json::Value| {
+        let req = c.post(server.url(path)).bearer_auth(key).json(&body);
+        async move { json_of(req.send().await.unwrap()).await }
+    };
+    let body = serde_json::json!({"callableName": "echo", "input": "secret"});
+    let (status, submitted) = post("/v1/executions", "acme-key", body).await;
+    assert_eq!(status, 201, "{submitted}");
+    let id = submitted["executionId"].as_str().unwrap().to_owned();
+    // Settled by the server's workers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let req = c
+            .get(server.url(&format!("/v1/executions/{id}")))
+            .bearer_auth("acme-key");
+        let (_, got) = json_of(req.send().await.unwrap()).await;
+        if got["status"] == "completed" || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let why = serde_json::json!({"reason": "litigation 44"});
+    // A tenant's key does not hold (or release) its own tenant.
+    let (status, err) = post("/v1/tenants/acme/release-hold", "acme-key", why.clone()).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{err}"
+    );
+    let (status, hold) = post("/v1/tenants/acme/hold", "root-key", why.clone()).await;
+    assert_eq!(status, 200, "{hold}");
+    assert_eq!(
+        (hold["tenant"].as_str(), hold["by"].as_str()),
+        (Some("acme"), Some("api:admin"))
+    );
+    let (status, err) = post("/v1/tenants/acme/hold", "root-key", why.clone()).await;
+    assert_eq!(status, 400, "{err}");
+    let (status, err) = post("/v1/tenants/no%20such/hold", "root-key", why.clone()).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err.to_string().contains("tenant"), "{err}");
+    let (status, err) = post(
+        "/v1/tenants/acme/hold",
+        "root-key",
+        serde_json::json!({"reason": "x", "extra": 1}),
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    let req = c.get(server.url("/v1/holds")).bearer_auth("root-key");
+    let (status, holds) = json_of(req.send().await.unwrap()).await;
+    assert_eq!(status, 200, "{holds}");
+    assert_eq!(holds["holds"].as_array().map(Vec::len), Some(1), "{holds}");
+    let redact = format!("/v1/executions/{id}/redact");
+    let (status, err) = post(
+        &redact,
+        "acme-key",
+        serde_json::json!({"reason": "erasure"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err.to_string().contains("its tenant is under legal hold"),
+        "{err}"
+    );
+    let (status, _) = post("/v1/tenants/acme/release-hold", "root-key", why).await;
+    assert_eq!(status, 200);
+    let (status, done) = post(
+        &redact,
+        "acme-key",
+        serde_json::json!({"reason": "erasure"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    server.stop();
 }

@@ -46,7 +46,7 @@ pub use archive::{ArchiveReport, ArchiveVerified};
 pub use list::{Cursor, ListFilter, ListPage};
 pub use open::{Clock, LedgerBuilder, SystemClock};
 pub use report::{AcceptedTail, At, Change, Head, IndexRebuild, Stats, Submitted, VerifyReport};
-pub use retention::{RetentionPolicy, RetentionReport, TenantRetention};
+pub use retention::{RetentionPolicy, RetentionReport, TenantHold, TenantRetention};
 pub use subscription::Subscription;
 pub use writer::{Command, Pending};
 

@@ -23,7 +23,10 @@
 //! none, it is live, held, not redacted yet, or settled too recently). `hold` puts
 //! the whole tenant under legal hold for the policy: the pass redacts none
 //! of its executions while it is set (as none under a hold of its own), and
-//! says how many it kept for that reason. Redactions the pass makes are
+//! says how many it kept for that reason. A tenant's hold that binds every
+//! redaction, a policy's or one asked by hand, is the ledger's
+//! ([`Ledger::hold_tenant`]): kept beside the log, and asked by each
+//! redaction as it is appended. Redactions the pass makes are
 //! events like any other (`by` names the policy), so the log tells which
 //! were made by policy and when.
 
@@ -33,10 +36,11 @@ use std::ops::ControlFlow;
 use chrono::TimeDelta;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::Ledger;
+use super::{Command, Ledger};
 use crate::error::{CommandError, ErrorKind, StorageError};
 use crate::execution::TenantId;
 use crate::machine::Refusal;
+use crate::store::Store;
 
 /// How long each tenant's settled executions keep their payloads.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -277,13 +281,141 @@ pub struct RetentionReport {
     pub archive: Option<super::ArchiveReport>,
 }
 
+/// A legal hold on a whole tenant: none of its executions is redacted
+/// (by hand or by a policy) or archived while it is set. Kept beside the
+/// log, not in it: the tenant has no history of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TenantHold {
+    /// The tenant held.
+    pub tenant: TenantId,
+    /// Why.
+    pub reason: String,
+    /// Who asked, when named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// When it was put (the ledger's clock).
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Redactions a pass has in flight at once: they share the combiner's
 /// rounds, and each round's sync.
 const IN_FLIGHT: usize = 256;
 
 impl Ledger {
-    /// Whether its storage engine can redact (the embedded one can; on
-    /// PostgreSQL, redaction is refused for now).
+    /// Puts `tenant` under legal hold: none of its executions, those
+    /// submitted later included, is redacted or archived until the hold
+    /// is released, whatever a policy says. Decided with the ledger held,
+    /// so that no redaction of the tenant's is appended after it is
+    /// answered; on PostgreSQL, in the transaction that holds the log's
+    /// end, so other processes' redactions wait for it too.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for an empty reason, a handle scoped to a tenant (a hold
+    /// is the operator's), or a tenant held already; `Storage`.
+    pub fn hold_tenant(
+        &self,
+        tenant: &TenantId,
+        reason: impl Into<String>,
+        by: Option<String>,
+    ) -> Command<TenantHold> {
+        let (tenant, reason) = (tenant.clone(), reason.into());
+        let checked = crate::command::check_reason(&reason, by.as_deref());
+        self.tenant_hold_command(tenant.clone(), checked, move |held, now| {
+            if let Some(held) = held {
+                return Err(CommandError::invalid(format!(
+                    "tenant: {tenant} is under legal hold already ({})",
+                    held.reason
+                )));
+            }
+            Ok(Some(TenantHold {
+                tenant,
+                reason,
+                by,
+                at: now,
+            }))
+        })
+    }
+
+    /// Releases `tenant`'s legal hold; answers the hold released.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for an empty reason, a handle scoped to a tenant, or a
+    /// tenant not held; `Storage`.
+    pub fn release_tenant_hold(
+        &self,
+        tenant: &TenantId,
+        reason: impl Into<String>,
+        by: Option<String>,
+    ) -> Command<TenantHold> {
+        let (tenant, reason) = (tenant.clone(), reason.into());
+        let checked = crate::command::check_reason(&reason, by.as_deref());
+        self.tenant_hold_command(tenant.clone(), checked, move |held, _| {
+            let held = held.ok_or_else(|| {
+                CommandError::invalid(format!("tenant: {tenant} is not under legal hold"))
+            })?;
+            tracing::info!(%tenant, reason, by, held = held.reason, "released a tenant's legal hold");
+            Ok(None)
+        })
+    }
+
+    /// Puts or lifts a tenant's hold as `decide` says from the hold it has
+    /// (answering the new one, or the one lifted), once its reason and who
+    /// asks are `checked`.
+    fn tenant_hold_command(
+        &self,
+        tenant: TenantId,
+        checked: Result<(), CommandError>,
+        decide: impl FnOnce(
+                Option<TenantHold>,
+                chrono::DateTime<chrono::Utc>,
+            ) -> Result<Option<TenantHold>, CommandError>
+            + Send
+            + 'static,
+    ) -> Command<TenantHold> {
+        let checked = checked.and_then(|()| match self.scope {
+            Some(_) => Err(CommandError::invalid(
+                "tenant: a handle scoped to a tenant cannot hold or release tenants",
+            )),
+            None => Ok(()),
+        });
+        if let Err(e) = checked {
+            return Command::refused(&self.inner, e);
+        }
+        Command::new(&self.inner, move |inner, core| {
+            inner.refresh(core);
+            let now = inner.tick(core);
+            let held = tenant_hold(&*inner.log, &tenant)?;
+            let put = decide(held.clone(), now)?;
+            let json = put
+                .as_ref()
+                .map(|h| serde_json::to_vec(h).expect("a hold serializes"));
+            inner
+                .log
+                .put_tenant_hold(tenant.as_str(), json.as_deref())?;
+            let answer = put.or(held).expect("decided on a hold");
+            // Answered once the group that holds it commits.
+            Ok((answer, core.head.0))
+        })
+    }
+
+    /// The tenants under legal hold, in name order.
+    ///
+    /// # Errors
+    ///
+    /// `Storage` for a hold that cannot be read.
+    pub fn tenant_holds(&self) -> Result<Vec<TenantHold>, StorageError> {
+        let holds = tenant_holds(&*self.inner.log)?;
+        Ok(match self.scope.as_ref() {
+            Some(scope) => holds.into_iter().filter(|h| h.tenant == *scope).collect(),
+            None => holds,
+        })
+    }
+
+    /// Whether its storage engine can redact (both can).
     pub fn redacts(&self) -> bool {
         self.inner.log.strips_payloads()
     }
@@ -324,8 +456,7 @@ impl Ledger {
         };
         if !dry_run && !self.inner.log.strips_payloads() {
             return Err(CommandError::Unsupported(
-                "redaction is not available on this storage engine yet (only on the embedded one)"
-                    .into(),
+                "redaction is not available on this storage engine".into(),
             ));
         }
         if !self.inner.log.list_complete()? {
@@ -336,13 +467,19 @@ impl Ledger {
             .into());
         }
         let now = self.now();
+        // Tenants held beside the log, as the pass starts (each redaction
+        // asks again as it is appended).
+        let held_tenants: std::collections::HashSet<TenantId> = tenant_holds(&*self.inner.log)?
+            .into_iter()
+            .map(|h| h.tenant)
+            .collect();
         // Settled at or before this is due (none, for a span before time).
         let cutoff = |tenant: &TenantId| {
             let rule = policy.for_tenant(tenant)?;
             let after = rule.redact_after?;
             Some((
                 now.checked_sub_signed(after),
-                rule.hold.is_some(),
+                rule.hold.is_some() || held_tenants.contains(tenant),
                 span_text(after),
             ))
         };
@@ -414,7 +551,9 @@ impl Ledger {
                 now.checked_sub_signed(after)
             };
             let rule = |tenant: &TenantId| policy.for_tenant(tenant);
-            let held = |tenant: &TenantId| rule(tenant).is_some_and(|r| r.hold.is_some());
+            let held = |tenant: &TenantId| {
+                held_tenants.contains(tenant) || rule(tenant).is_some_and(|r| r.hold.is_some())
+            };
             let redacts =
                 |tenant: &TenantId| rule(tenant).is_some_and(|r| r.redact_after.is_some());
             let due = super::archive::Due {
@@ -448,6 +587,31 @@ fn settle(
         }
     }
     failed.map_or(Ok(()), Err)
+}
+
+/// The tenants under legal hold that `log` keeps.
+pub(super) fn tenant_holds(log: &dyn Store) -> Result<Vec<TenantHold>, StorageError> {
+    log.tenant_holds()?
+        .into_iter()
+        .map(|(tenant, json)| {
+            serde_json::from_slice(&json).map_err(|e| {
+                StorageError::new(
+                    ErrorKind::Corrupt,
+                    format!("the legal hold of tenant {tenant} is damaged: {e}"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `tenant`'s legal hold, if it is under one. The one place that tells:
+/// redactions ([`super::Inner`]'s appends), retention passes and archiving
+/// ask here.
+pub(super) fn tenant_hold(
+    log: &dyn Store,
+    tenant: &TenantId,
+) -> Result<Option<TenantHold>, StorageError> {
+    Ok(tenant_holds(log)?.into_iter().find(|h| h.tenant == *tenant))
 }
 
 #[cfg(test)]

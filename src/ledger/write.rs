@@ -345,8 +345,18 @@ impl Inner {
         if matches!(event.kind, EventKind::Redacted { .. }) {
             if !self.log.strips_payloads() {
                 return Err(CommandError::Unsupported(
-                    "redaction is not available on this storage engine yet (only on the embedded one)".into(),
+                    "redaction is not available on this storage engine".into(),
                 ));
+            }
+            // A tenant's hold is kept beside the log: asked here, with the
+            // ledger (and on a shared log, its end) held.
+            if super::retention::tenant_hold(&*self.log, &event.tenant_id)?.is_some() {
+                return Err(CommandError::Transition(crate::machine::TransitionError {
+                    execution: id,
+                    command: "redact",
+                    event: event.kind.name(),
+                    refusal: crate::machine::Refusal::TenantHeld,
+                }));
             }
             for &seq in &settled.seqs[..settled.seqs.len() - 1] {
                 let bytes = self

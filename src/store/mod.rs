@@ -398,6 +398,23 @@ pub(crate) trait Store: Send + Sync + 'static {
         false
     }
 
+    /// The tenants under legal hold, kept beside the log (not in it): each
+    /// tenant's name and its hold as JSON
+    /// ([`crate::ledger::TenantHold`]), in name order.
+    fn tenant_holds(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Puts `tenant` under the legal hold `hold` (JSON), or lifts its hold
+    /// (`None`). Called with the ledger held (within a group, its part:
+    /// committed with it); durable when the group's commands are answered.
+    fn put_tenant_hold(&self, _tenant: &str, _hold: Option<&[u8]>) -> Result<(), StorageError> {
+        Err(StorageError::new(
+            ErrorKind::Io,
+            "this storage engine does not keep legal holds on tenants",
+        ))
+    }
+
     // Archiving (an engine that keeps its whole log keeps the defaults).
 
     /// Where the live log starts: the last archived seq and its record's

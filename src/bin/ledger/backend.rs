@@ -556,6 +556,44 @@ impl Backend {
     }
 
     /// Redacts an execution, or puts it under legal hold or releases it.
+    /// Puts a whole tenant under legal hold, or releases its hold (`what`:
+    /// `Hold` or `ReleaseHold`).
+    pub(crate) fn hold_tenant(
+        &self,
+        tenant: &TenantId,
+        what: Retention,
+        reason: &str,
+        by: Option<String>,
+    ) -> Result<execution_ledger::TenantHold> {
+        match self {
+            Backend::Local(l) => {
+                let reason = reason.to_owned();
+                match what {
+                    Retention::ReleaseHold => l.release_tenant_hold(tenant, reason, by),
+                    _ => l.hold_tenant(tenant, reason, by),
+                }
+                .wait()
+                .map_err(fail)
+            }
+            Backend::Remote(r) => r.call(
+                r.client
+                    .post(r.url(&format!("/v1/tenants/{tenant}/{}", what.path())))
+                    .json(&serde_json::json!({ "reason": reason, "by": by })),
+            ),
+        }
+    }
+
+    /// The tenants under legal hold.
+    pub(crate) fn tenant_holds(&self) -> Result<Vec<execution_ledger::TenantHold>> {
+        match self {
+            Backend::Local(l) => Ok(l.tenant_holds()?),
+            Backend::Remote(r) => {
+                let page: HoldsPage = r.call(r.client.get(r.url("/v1/holds")))?;
+                Ok(page.holds)
+            }
+        }
+    }
+
     pub(crate) fn retain(
         &self,
         id: ExecutionId,
@@ -860,6 +898,13 @@ pub(crate) fn open_with(builder: LedgerBuilder) -> Result<Ledger> {
     }
 }
 
+/// The answer of `GET /v1/holds`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldsPage {
+    holds: Vec<execution_ledger::TenantHold>,
+}
+
 /// What a retention command does to one execution.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Retention {
@@ -872,7 +917,8 @@ pub(crate) enum Retention {
 }
 
 impl Retention {
-    /// Its route under `/v1/executions/{id}/`.
+    /// Its route under `/v1/executions/{id}/` (and `/v1/tenants/{tenant}/`
+    /// for a tenant's hold).
     pub(crate) fn path(self) -> &'static str {
         match self {
             Retention::Redact => "redact",

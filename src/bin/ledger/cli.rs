@@ -136,11 +136,14 @@ pub(crate) enum Command {
     /// metadata values, error messages): they read "[redacted]" from then
     /// on, and the lifecycle and the hash chain stay.
     Redact(RetainArgs),
-    /// Put an execution under legal hold: it cannot be redacted until the
-    /// hold is released.
-    Hold(RetainArgs),
-    /// Release an execution's legal hold.
-    ReleaseHold(RetainArgs),
+    /// Put an execution, or with --whole-tenant all of a tenant's, under
+    /// legal hold: none is redacted until the hold is released.
+    Hold(HoldArgs),
+    /// Release an execution's legal hold, or with --whole-tenant a
+    /// tenant's.
+    ReleaseHold(HoldArgs),
+    /// List the tenants under legal hold.
+    Holds,
     /// Apply a retention policy now: redact the payloads of the settled
     /// executions kept longer after settling than their tenant's policy
     /// allows (legal holds, an execution's or a whole tenant's, win), then
@@ -434,6 +437,25 @@ pub(crate) struct RetainArgs {
     #[arg(value_parser = parse_id)]
     pub(crate) id: ExecutionId,
     /// Why (recorded in the event).
+    #[arg(long)]
+    pub(crate) reason: String,
+    /// Who asks (recorded; default: the user running the command).
+    #[arg(long)]
+    pub(crate) by: Option<String>,
+}
+
+/// The arguments of `hold` and `release-hold`: an execution's, or a
+/// whole tenant's.
+#[derive(Debug, Args)]
+pub(crate) struct HoldArgs {
+    /// The execution.
+    #[arg(value_parser = parse_id, required_unless_present = "whole_tenant")]
+    pub(crate) id: Option<ExecutionId>,
+    /// Hold (or release) all of this tenant's executions, those submitted
+    /// later too, instead of one.
+    #[arg(long, value_parser = parse_tenant, conflicts_with = "id")]
+    pub(crate) whole_tenant: Option<TenantId>,
+    /// Why (recorded).
     #[arg(long)]
     pub(crate) reason: String,
     /// Who asks (recorded; default: the user running the command).

@@ -172,14 +172,40 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             let after = backend.cancel(*id, reason.clone())?;
             changed(out, cli.json, &after)?;
         }
-        Command::Redact(a) | Command::Hold(a) | Command::ReleaseHold(a) => {
+        Command::Redact(a) => {
+            let after = backend.retain(a.id, Retention::Redact, &a.reason, by_or_user(&a.by))?;
+            retained(out, cli.json, &after, "redacted")?;
+        }
+        Command::Hold(a) | Command::ReleaseHold(a) => {
             let (what, done) = match &cli.command {
-                Command::Redact(_) => (Retention::Redact, "redacted"),
                 Command::Hold(_) => (Retention::Hold, "put under legal hold"),
                 _ => (Retention::ReleaseHold, "released from legal hold"),
             };
-            let after = backend.retain(a.id, what, &a.reason, by_or_user(&a.by))?;
-            retained(out, cli.json, &after, done)?;
+            match (a.id, &a.whole_tenant) {
+                (Some(id), _) => {
+                    let after = backend.retain(id, what, &a.reason, by_or_user(&a.by))?;
+                    retained(out, cli.json, &after, done)?;
+                }
+                (None, Some(tenant)) => {
+                    let hold = backend.hold_tenant(tenant, what, &a.reason, by_or_user(&a.by))?;
+                    if cli.json {
+                        json_line(out, &hold)?;
+                    } else {
+                        writeln!(out, "tenant {tenant} {done} ({})", hold.reason)?;
+                    }
+                }
+                (None, None) => unreachable!("clap requires an execution or --whole-tenant"),
+            }
+        }
+        Command::Holds => {
+            let holds = backend.tenant_holds()?;
+            if cli.json {
+                for hold in &holds {
+                    json_line(out, hold)?;
+                }
+            } else {
+                output::tenant_holds(out, &holds)?;
+            }
         }
         Command::Retain { policy, dry_run } => {
             let file = match (policy, cli.dir()) {

@@ -254,6 +254,26 @@ pub(crate) fn events_table(events: &[Event], with_execution: bool) -> Table {
     table
 }
 
+/// The tenants under legal hold (a line saying so when none is).
+pub(crate) fn tenant_holds(
+    out: &mut impl std::io::Write,
+    holds: &[execution_ledger::TenantHold],
+) -> std::io::Result<()> {
+    if holds.is_empty() {
+        return writeln!(out, "no tenant is under legal hold");
+    }
+    let mut table = Table::new(&["TENANT", "SINCE", "BY", "REASON"]);
+    for h in holds {
+        table.row(vec![
+            h.tenant.to_string(),
+            time(&h.at),
+            h.by.clone().unwrap_or_else(|| "-".to_owned()),
+            h.reason.clone(),
+        ]);
+    }
+    table.write(out)
+}
+
 /// Runnable executions in claim order.
 pub(crate) fn queue_table(queue: &[&BackgroundExecution]) -> Table {
     let mut table = Table::new(&[

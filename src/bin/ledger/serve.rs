@@ -615,6 +615,65 @@ async fn release_hold(
     retain(state, headers, id, body, Retention::ReleaseHold).await
 }
 
+async fn hold_tenant(
+    state: State<Shared>,
+    headers: HeaderMap,
+    tenant: UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<execution_ledger::TenantHold>> {
+    retain_tenant(state, headers, tenant, body, Retention::Hold).await
+}
+
+async fn release_tenant_hold(
+    state: State<Shared>,
+    headers: HeaderMap,
+    tenant: UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<execution_ledger::TenantHold>> {
+    retain_tenant(state, headers, tenant, body, Retention::ReleaseHold).await
+}
+
+/// Puts a whole tenant under legal hold, or releases its hold (admin
+/// only: a tenant does not release its own), recorded as asked by
+/// `api:admin`, or by the `by` given via it.
+async fn retain_tenant(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    UrlPath(tenant): UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+    what: Retention,
+) -> ApiResult<Json<execution_ledger::TenantHold>> {
+    admin_only(&state, &headers)?;
+    let tenant: TenantId = tenant
+        .parse()
+        .map_err(|e: execution_ledger::ParseIdError| ApiError::bad(format!("tenant: {e}")))?;
+    let body: RetentionBody = body_json(body, false)?.expect("an empty body is refused");
+    let by = Some(match body.by {
+        Some(by) if !by.trim().is_empty() => format!("{by} (via api:admin)"),
+        Some(blank) => blank,
+        None => "api:admin".to_owned(),
+    });
+    let done = match what {
+        Retention::ReleaseHold => state.ledger.release_tenant_hold(&tenant, body.reason, by),
+        _ => state.ledger.hold_tenant(&tenant, body.reason, by),
+    }
+    .await;
+    Ok(Json(done?))
+}
+
+/// The tenants under legal hold (admin only).
+async fn tenant_holds(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    admin_only(&state, &headers)?;
+    let shared = state.clone();
+    let holds = blocking(move || shared.ledger.tenant_holds())
+        .await
+        .map_err(CommandError::Storage)?;
+    Ok(Json(serde_json::json!({ "holds": holds })))
+}
+
 /// Redacts, holds or releases the hold of one execution of the caller's,
 /// recorded as asked by the caller (`api:admin`, or `api:` and its
 /// tenant), or by the `by` given via the caller.
@@ -858,8 +917,7 @@ impl Retaining {
     ) -> Result<Retaining> {
         if !ledger.redacts() {
             return Err(Usage(
-                "--retention: redaction is not available on this storage engine yet (only on the embedded one)"
-                    .into(),
+                "--retention: redaction is not available on this storage engine".into(),
             )
             .into());
         }
@@ -1177,6 +1235,12 @@ fn router(state: Shared) -> Router {
         .route("/v1/executions/{id}/redact", post(redact))
         .route("/v1/executions/{id}/hold", post(hold))
         .route("/v1/executions/{id}/release-hold", post(release_hold))
+        .route("/v1/tenants/{tenant}/hold", post(hold_tenant))
+        .route(
+            "/v1/tenants/{tenant}/release-hold",
+            post(release_tenant_hold),
+        )
+        .route("/v1/holds", get(tenant_holds))
         .route("/v1/executions/{id}/release", post(release))
         .route("/v1/executions/{id}/result", get(result))
         .route(

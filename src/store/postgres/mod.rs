@@ -1777,6 +1777,73 @@ impl Store for Log {
         true
     }
 
+    fn tenant_holds(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let s = self.reader()?;
+        self.run(async move {
+            let rows = s
+                .client
+                .query(
+                    "SELECT substr(key, length($1) + 1), value FROM ledger_meta \
+                     WHERE starts_with(key, $1) ORDER BY key",
+                    &[&schema::TENANT_HOLD],
+                )
+                .await
+                .map_err(db)?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1).into_bytes()))
+                .collect())
+        })
+    }
+
+    /// In the group's transaction, which holds the head row: a command
+    /// another process decides meanwhile waits for it, and sees it.
+    fn put_tenant_hold(&self, tenant: &str, hold: Option<&[u8]>) -> Result<(), StorageError> {
+        let hold = hold
+            .map(|h| String::from_utf8(h.to_vec()))
+            .transpose()
+            .map_err(|_| StorageError::new(ErrorKind::Io, "a legal hold is JSON text"))?;
+        let key = format!("{}{tenant}", schema::TENANT_HOLD);
+        let grouped = lock(&self.group).as_ref().map(|g| g.session.clone());
+        let (s, own) = match grouped {
+            Some(s) => (s, false),
+            None => (self.writer()?, true),
+        };
+        self.run(async move {
+            if own {
+                s.client
+                    .batch_execute("BEGIN; SELECT 1 FROM ledger_head WHERE id = 1 FOR UPDATE")
+                    .await
+                    .map_err(db)?;
+            }
+            let done = match &hold {
+                Some(hold) => {
+                    s.client
+                        .execute(
+                            "INSERT INTO ledger_meta (key, value) VALUES ($1, $2) \
+                             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                            &[&key, hold],
+                        )
+                        .await
+                }
+                None => {
+                    s.client
+                        .execute("DELETE FROM ledger_meta WHERE key = $1", &[&key])
+                        .await
+                }
+            };
+            if own {
+                let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                let ended = s.client.batch_execute(end).await.map_err(db);
+                done.map_err(db)?;
+                ended?;
+            } else {
+                done.map_err(db)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Locks the head row (in a transaction on the append session) and
     /// returns it: until [`end_group`](Store::end_group), no other process
     /// appends, and this one's appends are staged.

@@ -5,7 +5,8 @@
 //! ledger_meta        key → value: 'schema' → the schema version; 'listing' →
 //!                    'partial' while ledger_listed misses executions settled
 //!                    under schema 1; 'keys-deleted' → how many redactions
-//!                    deleted keys since ledger_keys was last rewritten
+//!                    deleted keys since ledger_keys was last rewritten;
+//!                    'tenant-hold/T' → tenant T's legal hold (JSON)
 //! ledger_head        one row: the log's last seq and that record's hash
 //! ledger_log         seq → record (record.rs), with the columns queries need:
 //!                    execution, tenant, kind, at, and the per-tenant name the
@@ -285,3 +286,7 @@ DELETE FROM ledger_keys WHERE slot = ANY($1::int8[]) OR slot IN (SELECT -seq FRO
 /// if no redaction counted meanwhile, and a ledger that opens the database
 /// and finds it runs one.
 pub(super) const KEYS_DELETED: &str = "keys-deleted";
+
+/// The prefix of the `ledger_meta` key of each tenant's legal hold (then
+/// the tenant's name).
+pub(super) const TENANT_HOLD: &str = "tenant-hold/";

@@ -392,6 +392,10 @@ impl AsRef<[u8]> for Shared {
     }
 }
 
+/// The prefix, in tree `meta`, of each tenant's legal hold (then the
+/// tenant's name; the hold as JSON).
+const TENANT_HOLD: &[u8] = b"tenant-hold/";
+
 /// The log, open.
 pub(crate) struct Log {
     dir: PathBuf,
@@ -2042,6 +2046,32 @@ impl Store for Log {
 
     fn strips_payloads(&self) -> bool {
         true
+    }
+
+    fn tenant_holds(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        self.meta
+            .scan_prefix(TENANT_HOLD)
+            .map(|item| {
+                let (k, v) = item.map_err(storage)?;
+                let tenant = std::str::from_utf8(&k[TENANT_HOLD.len()..]).map_err(|_| {
+                    StorageError::new(ErrorKind::Corrupt, "a tenant's legal hold names no tenant")
+                })?;
+                Ok((tenant.to_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn put_tenant_hold(&self, tenant: &str, hold: Option<&[u8]>) -> Result<(), StorageError> {
+        let key = [TENANT_HOLD, tenant.as_bytes()].concat();
+        match hold {
+            Some(hold) => self.meta.insert(key, hold).map(drop),
+            None => self.meta.remove(key).map(drop),
+        }
+        .map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        self.db_file
+            .sync_data()
+            .map_err(|e| StorageError::io("cannot sync the database", e))
     }
 
     fn reindex(&self, draft: Draft<'_>) -> Result<(), StorageError> {
