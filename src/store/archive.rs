@@ -28,6 +28,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::record::{self, Hash};
+use super::Mark;
 use crate::error::{ErrorKind, StorageError};
 use crate::execution::ExecutionId;
 
@@ -511,4 +512,170 @@ pub(crate) fn remove_partial(dir: &Path) -> Result<(), StorageError> {
         }
     }
     Ok(())
+}
+
+/// An archive's directory and the segments that hold the log through its
+/// base, in seq order: what an engine that archives keeps open.
+pub(crate) struct Segments {
+    pub(crate) dir: PathBuf,
+    pub(crate) kept: Vec<Segment>,
+    /// Segments past the base, until open has told whether each is this
+    /// ledger's own that an archive pass did not commit ([`Segments::settle`]).
+    past: Vec<Segment>,
+    /// Why the archive cannot be read whole: a segment whose header or
+    /// footer is damaged, or one that is not this ledger's. The live log
+    /// works on; reads below the base and archive passes are refused.
+    trouble: Option<StorageError>,
+}
+
+impl Segments {
+    /// The segments in `dir`, after removing the temporary files a write
+    /// cut short left: those through `base`, and those past it for
+    /// [`Segments::settle`]. A segment that cannot be opened does not stop
+    /// the ledger from opening: it is the archive's trouble, reported by
+    /// every read of the archive.
+    pub(crate) fn open(dir: &Path, base: Mark) -> Result<Segments, StorageError> {
+        let dir = dir.to_owned();
+        remove_partial(&dir)?;
+        let (mut kept, mut past, mut trouble) = (Vec::new(), Vec::new(), None);
+        for opened in segments(&dir)? {
+            match opened {
+                Ok(segment) if segment.first > base.0 => past.push(segment),
+                Ok(segment) => kept.push(segment),
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    tracing::warn!(error = %e, "the archive has a damaged segment");
+                    trouble.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Segments {
+            dir,
+            kept,
+            past,
+            trouble,
+        })
+    }
+
+    /// Removes a segment past `base` that is this ledger's own, written by
+    /// an archive pass that did not commit it: it follows on from the base,
+    /// and its first record is `live`, the one the live log holds there
+    /// (as stored). Any other (a restored older database beside a newer
+    /// archive, another ledger's archive) is left where it is, and is the
+    /// archive's trouble.
+    pub(crate) fn settle(&mut self, base: Mark, live: Option<&[u8]>) -> Result<(), StorageError> {
+        let (base, hash) = base;
+        for segment in std::mem::take(&mut self.past) {
+            let own = segment.first == base + 1
+                && segment.prev == hash
+                && live.is_some()
+                && segment.record(base + 1)?.as_deref() == live;
+            if own {
+                tracing::info!(segment = %segment.path().display(), "removing a segment an archive pass did not commit");
+                remove(segment.path())?;
+            } else {
+                let e = StorageError::corrupt(
+                    base + 1,
+                    format!(
+                        "archive segment {} holds seqs {} to {}, past the live log's base (seq {base}), and is not one this ledger left uncommitted: move it out of {}",
+                        segment.path().display(),
+                        segment.first,
+                        segment.last,
+                        self.dir.display()
+                    ),
+                );
+                tracing::warn!(error = %e, "the archive has a foreign segment");
+                self.trouble.get_or_insert(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the segments hold seqs 1 through `base`, one after
+    /// another, and that none is damaged or foreign.
+    pub(crate) fn cover(&self, base: u64) -> Result<(), StorageError> {
+        if let Some(e) = &self.trouble {
+            return Err(e.duplicate());
+        }
+        let mut next = 1;
+        for s in &self.kept {
+            if s.first != next {
+                break;
+            }
+            next = s.last + 1;
+        }
+        // (Past the base while a segment is committed.)
+        if next > base {
+            return Ok(());
+        }
+        Err(StorageError::new(
+            ErrorKind::Io,
+            format!(
+                "seqs 1 to {base} are archived, but the archive in {} holds {}: bring the archive back (or name where it is: `--archive DIR`)",
+                self.dir.display(),
+                match next - 1 {
+                    0 => "none of them".to_owned(),
+                    n => format!("seqs 1 to {n} only"),
+                }
+            ),
+        ))
+    }
+
+    /// The segment holding `seq`.
+    fn holding(&self, seq: u64) -> Option<&Segment> {
+        let i = self.kept.partition_point(|s| s.last < seq);
+        self.kept.get(i).filter(|s| s.first <= seq)
+    }
+
+    /// Record `seq` (at or below `base`) from the segments, as stored.
+    pub(crate) fn record(&self, seq: u64, base: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        if self.holding(seq).is_none() {
+            self.cover(base)?;
+        }
+        match self.holding(seq) {
+            Some(segment) => segment.record(seq),
+            None => Err(StorageError::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "seq {seq} is archived, but no segment in {} holds it",
+                    self.dir.display()
+                ),
+            )
+            .at_seq(seq)),
+        }
+    }
+
+    /// The seqs of an archived execution's events (empty when none is):
+    /// its segment's, and those of later segments (retention events that
+    /// followed it). An error when the segments do not hold the whole
+    /// archived prefix through `base` (the archive was moved): whether
+    /// `id` is archived cannot be told then.
+    pub(crate) fn seqs_of(&self, id: &ExecutionId, base: u64) -> Result<Vec<u64>, StorageError> {
+        self.cover(base)?;
+        let mut seqs = Vec::new();
+        for segment in &self.kept {
+            seqs.extend(segment.seqs_of(id)?);
+        }
+        Ok(seqs)
+    }
+
+    /// Opens the segment at `path`, which must follow on from `base`, and
+    /// adds it: from then on it is read (call before the base moves to
+    /// its last seq). Answers its last seq and hash.
+    pub(crate) fn commit(&mut self, path: &Path, base: Mark) -> Result<Mark, StorageError> {
+        let segment = Segment::open(path)?;
+        if segment.first != base.0 + 1 || segment.prev != base.1 {
+            return Err(StorageError::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "archive segment {} does not follow on from the log's base (seq {})",
+                    path.display(),
+                    base.0
+                ),
+            ));
+        }
+        let last = (segment.last, segment.hash);
+        self.kept.push(segment);
+        Ok(last)
+    }
 }

@@ -23,10 +23,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{event_key, exec_prefix, list_key, lock, seq_of, storage, unpack, Log, Segments};
+use super::{event_key, exec_prefix, list_key, lock, seq_of, storage, unpack, Log};
 use crate::error::{ErrorKind, StorageError};
 use crate::execution::ExecutionId;
-use crate::store::archive::{self, Segment};
+use crate::store::archive;
 use crate::store::record;
 use crate::store::{Mark, Store};
 
@@ -56,72 +56,6 @@ pub(super) fn read_base(meta: &::sled::Tree) -> Result<Mark, StorageError> {
     }
 }
 
-/// The segments in the archive's directory `dir`, after removing the
-/// temporary files a write cut short left: those through `base`, and
-/// those past it for [`Log::settle_segments`]. A segment that cannot be
-/// opened does not stop the ledger from opening: it is the archive's
-/// trouble, reported by every read of the archive.
-pub(super) fn open_segments(dir: &Path, base: Mark) -> Result<Segments, StorageError> {
-    let dir = dir.to_owned();
-    archive::remove_partial(&dir)?;
-    let (mut kept, mut past, mut trouble) = (Vec::new(), Vec::new(), None);
-    for opened in archive::segments(&dir)? {
-        match opened {
-            Ok(segment) if segment.first > base.0 => past.push(segment),
-            Ok(segment) => kept.push(segment),
-            Err(e) if e.kind() == ErrorKind::Corrupt => {
-                tracing::warn!(error = %e, "the archive has a damaged segment");
-                trouble.get_or_insert(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Segments {
-        dir,
-        kept,
-        past,
-        trouble,
-    })
-}
-
-impl Segments {
-    /// Checks that the segments hold seqs 1 through `base`, one after
-    /// another, and that none is damaged or foreign.
-    fn cover(&self, base: u64) -> Result<(), StorageError> {
-        if let Some(e) = &self.trouble {
-            return Err(e.duplicate());
-        }
-        let mut next = 1;
-        for s in &self.kept {
-            if s.first != next {
-                break;
-            }
-            next = s.last + 1;
-        }
-        // (Past the base while a segment is committed.)
-        if next > base {
-            return Ok(());
-        }
-        Err(StorageError::new(
-            ErrorKind::Io,
-            format!(
-                "seqs 1 to {base} are archived, but the archive in {} holds {}: bring the archive back (or name where it is: `--archive DIR`)",
-                self.dir.display(),
-                match next - 1 {
-                    0 => "none of them".to_owned(),
-                    n => format!("seqs 1 to {n} only"),
-                }
-            ),
-        ))
-    }
-
-    /// The segment holding `seq`.
-    fn holding(&self, seq: u64) -> Option<&Segment> {
-        let i = self.kept.partition_point(|s| s.last < seq);
-        self.kept.get(i).filter(|s| s.first <= seq)
-    }
-}
-
 impl Log {
     /// Removes a segment past the base that is this ledger's own, written
     /// by an archive pass that did not commit it: it follows on from the
@@ -129,36 +63,12 @@ impl Log {
     /// Any other (a restored older database beside a newer archive, another
     /// ledger's archive) is left where it is, and is the archive's trouble.
     pub(super) fn settle_segments(&self) -> Result<(), StorageError> {
-        let (base, hash) = self.archive_base();
-        let past = std::mem::take(&mut lock(&self.segments).past);
-        for segment in past {
-            let live = match self.stored_records(base + 1, false).next() {
-                Some(item) => Some(item?.1.to_vec()),
-                None => None,
-            };
-            let own = segment.first == base + 1
-                && segment.prev == hash
-                && live.is_some()
-                && segment.record(base + 1)? == live;
-            if own {
-                tracing::info!(segment = %segment.path().display(), "removing a segment an archive pass did not commit");
-                archive::remove(segment.path())?;
-            } else {
-                let e = StorageError::corrupt(
-                    base + 1,
-                    format!(
-                        "archive segment {} holds seqs {} to {}, past the live log's base (seq {base}), and is not one this ledger left uncommitted: move it out of {}",
-                        segment.path().display(),
-                        segment.first,
-                        segment.last,
-                        self.archive_path().display()
-                    ),
-                );
-                tracing::warn!(error = %e, "the archive has a foreign segment");
-                lock(&self.segments).trouble.get_or_insert(e);
-            }
-        }
-        Ok(())
+        let base = self.archive_base();
+        let live = match self.stored_records(base.0 + 1, false).next() {
+            Some(item) => Some(item?.1.to_vec()),
+            None => None,
+        };
+        lock(&self.segments).settle(base, live.as_deref())
     }
 
     /// The last archived seq and its record's hash.
@@ -173,36 +83,12 @@ impl Log {
 
     /// Record `seq` (at or below the base) from the segments, as stored.
     pub(super) fn archived_record(&self, seq: u64) -> Result<Option<Vec<u8>>, StorageError> {
-        let segments = lock(&self.segments);
-        if segments.holding(seq).is_none() {
-            segments.cover(self.archive_base().0)?;
-        }
-        match segments.holding(seq) {
-            Some(segment) => segment.record(seq),
-            None => Err(StorageError::new(
-                ErrorKind::Corrupt,
-                format!(
-                    "seq {seq} is archived, but no segment in {} holds it",
-                    segments.dir.display()
-                ),
-            )
-            .at_seq(seq)),
-        }
+        lock(&self.segments).record(seq, self.archive_base().0)
     }
 
-    /// The seqs of an archived execution's events (empty when none is):
-    /// its segment's, and those of later segments (retention events that
-    /// followed it). An error when the segments do not hold the whole
-    /// archived prefix (the archive was moved): whether `id` is archived
-    /// cannot be told then.
+    /// The seqs of an archived execution's events (empty when none is).
     pub(super) fn archived_seqs_of(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
-        let segments = lock(&self.segments);
-        segments.cover(self.archive_base().0)?;
-        let mut seqs = Vec::new();
-        for segment in &segments.kept {
-            seqs.extend(segment.seqs_of(id)?);
-        }
-        Ok(seqs)
+        lock(&self.segments).seqs_of(id, self.archive_base().0)
     }
 
     /// Writes records base+1 through `through`, as stored, into a new
@@ -236,29 +122,26 @@ impl Log {
     /// last seq ([`Log::finish_archive`] then removes what it holds from
     /// the database).
     pub(super) fn commit_archive(&self, path: &Path) -> Result<(), StorageError> {
-        let segment = Segment::open(path)?;
-        let (base, hash) = self.archive_base();
-        if segment.first != base + 1 || segment.prev != hash {
-            return Err(StorageError::new(
-                ErrorKind::Corrupt,
-                format!(
-                    "archive segment {} does not follow on from the log's base (seq {base})",
-                    path.display()
-                ),
-            ));
-        }
-        let mut value = segment.last.to_be_bytes().to_vec();
-        value.extend_from_slice(&segment.hash);
-        let mut pending = segment.first.to_be_bytes().to_vec();
-        pending.extend_from_slice(&segment.last.to_be_bytes());
+        let mut segments = lock(&self.segments);
+        // The segment is readable before the base says to read it there.
+        let last = segments.commit(path, self.archive_base())?;
+        let mut value = last.0.to_be_bytes().to_vec();
+        value.extend_from_slice(&last.1);
+        let first = self.archive_base().0 + 1;
+        let mut pending = first.to_be_bytes().to_vec();
+        pending.extend_from_slice(&last.0.to_be_bytes());
         let mut batch = ::sled::Batch::default();
         batch.insert(BASE, value);
         batch.insert(PENDING, pending);
-        self.meta.apply_batch(batch).map_err(storage)?;
-        self.db.flush().map_err(storage)?;
-        // The segment is readable before the base says to read it there.
-        let last = (segment.last, segment.hash);
-        lock(&self.segments).kept.push(segment);
+        let written = self
+            .meta
+            .apply_batch(batch)
+            .map_err(storage)
+            .and_then(|()| self.db.flush().map(drop).map_err(storage));
+        if let Err(e) = written {
+            segments.kept.pop();
+            return Err(e);
+        }
         *lock(&self.base) = last;
         Ok(())
     }

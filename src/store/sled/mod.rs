@@ -420,26 +420,13 @@ pub(crate) struct Log {
     /// Where the live log starts: the last archived seq and its hash.
     base: Mutex<Mark>,
     /// The archive's segments.
-    segments: Mutex<Segments>,
+    segments: Mutex<crate::store::archive::Segments>,
     // Dropped in this order, after the sled handles above: sled lets go of
     // its database, then the directory's lock is released.
     _released: Released,
     _lock: File,
 }
 
-/// The archive's directory and the segments that hold the log through its
-/// base, in seq order.
-struct Segments {
-    dir: PathBuf,
-    kept: Vec<crate::store::archive::Segment>,
-    /// Segments past the base, until open has told whether each is this
-    /// ledger's own that an archive pass did not commit.
-    past: Vec<crate::store::archive::Segment>,
-    /// Why the archive cannot be read whole: a segment whose header or
-    /// footer is damaged, or one that is not this ledger's. The live log
-    /// works on; reads below the base and archive passes are refused.
-    trouble: Option<StorageError>,
-}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -920,7 +907,7 @@ impl Log {
         let found = checkpoint::read(&dir.join(CHECKPOINT))?;
         let base = archiving::read_base(&meta)?;
         let archive = archive.map_or_else(|| dir.join(archiving::ARCHIVE_DIR), Path::to_owned);
-        let segments = archiving::open_segments(&archive, base)?;
+        let segments = crate::store::archive::Segments::open(&archive, base)?;
         let log = Log {
             dir: dir.to_owned(),
             found,
