@@ -276,15 +276,15 @@ fn the_schema_is_created_once_and_a_newer_one_is_refused() {
     assert_eq!(
         pg.sql(&url, "SELECT value FROM ledger_meta WHERE key = 'schema'")
             .trim(),
-        "3"
+        "4"
     );
     pg.sql(
         &url,
-        "UPDATE ledger_meta SET value = '4' WHERE key = 'schema'",
+        "UPDATE ledger_meta SET value = '5' WHERE key = 'schema'",
     );
     let err = Ledger::open(&url).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UnsupportedVersion, "{err}");
-    assert!(err.to_string().contains("schema version 4"), "{err}");
+    assert!(err.to_string().contains("schema version 5"), "{err}");
 }
 
 #[test]
@@ -302,7 +302,7 @@ fn a_schema_1_database_is_upgraded_and_lists_what_it_settled_before() {
     assert_eq!(
         pg.sql(&url, "SELECT value FROM ledger_meta WHERE key = 'schema'")
             .trim(),
-        "3"
+        "4"
     );
     // Opening built the list from the log, once.
     let all = execution_ledger::ListFilter::new();
@@ -826,7 +826,7 @@ fn a_redaction_leaves_neither_the_payload_nor_its_keys_in_the_database_files() {
 
 #[test]
 #[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
-fn retention_on_a_database_redacts_what_is_due_and_refuses_to_archive() {
+fn retention_on_a_database_redacts_what_is_due_and_archives_only_where_told_of_the_archive() {
     let url = server().database();
     let l = open(&url);
     let id = mailed(&l);
@@ -842,14 +842,18 @@ fn retention_on_a_database_redacts_what_is_due_and_refuses_to_archive() {
     let history = text_of(&l.history(id).unwrap());
     assert!(!history.contains(MARKER), "{history}");
     l.verify().unwrap();
-    // Archiving is not available on this engine: refused, nothing appended.
+    // Archiving needs the archive's directory: without it, refused and
+    // nothing appended.
     let head = l.head().seq;
     let archive = execution_ledger::RetentionPolicy::from_json(
         br#"{"default": {"redactAfter": "0s", "archiveAfter": "0s"}}"#,
     )
     .unwrap();
     let err = l.retain(&archive, false, go).unwrap_err();
-    assert!(matches!(err, CommandError::Unsupported(_)), "{err}");
+    assert!(
+        matches!(err, CommandError::Unsupported(_)) && err.to_string().contains("--archive DIR"),
+        "{err}"
+    );
     assert_eq!(l.head().seq, head, "nothing appended");
     // The command line applies a policy to a database too.
     let files = tempfile::tempdir().unwrap();
@@ -896,7 +900,7 @@ fn a_schema_2_database_gains_the_keys_table() {
     assert_eq!(
         pg.sql(&url, "SELECT value FROM ledger_meta WHERE key = 'schema'")
             .trim(),
-        "3"
+        "4"
     );
     let id = mailed(&l);
     assert_eq!(pg.sql(&url, "SELECT count(*) FROM ledger_keys").trim(), "2");
@@ -971,5 +975,127 @@ fn a_tenant_hold_put_by_one_process_stops_the_redactions_another_appends() {
     eprintln!(
         "{} redactions before the hold at seq {held_at}, {refused} refused after it",
         200 - refused
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn archiving_on_a_database_moves_settled_history_into_segments_every_process_reads() {
+    let url = server().database();
+    let pg = server();
+    let dir = tempfile::tempdir().unwrap();
+    let with_archive = || {
+        Ledger::builder(&url)
+            .archive(dir.path())
+            .snapshot_every(3)
+            .open()
+            .unwrap()
+    };
+    let (here, there, blind) = (with_archive(), with_archive(), open(&url));
+    let old: Vec<ExecutionId> = (0..6).map(|_| mailed(&here)).collect();
+    // One left running: nothing after it is archived.
+    let mut s = Submission::new("mail");
+    s.input = Some(format!("send to {MARKER}"));
+    let live = here
+        .submit(&acme(), s)
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id;
+    assert_eq!(
+        here.claim(Some("w1")).wait().unwrap().unwrap().execution_id,
+        live
+    );
+    let _after = mailed(&here);
+    let policy = execution_ledger::RetentionPolicy::from_json(
+        br#"{"default": {"redactAfter": "0s", "archiveAfter": "0s"}}"#,
+    )
+    .unwrap();
+    let go = |_: &execution_ledger::RetentionReport| std::ops::ControlFlow::Continue(());
+    let report = here.retain(&policy, false, go).unwrap();
+    let a = report.archive.clone().unwrap();
+    // The 6 settled before it: redacted by the pass, then archived.
+    assert_eq!((a.before, a.executions), (0, 6), "{report:?}");
+    let base = a.through;
+    assert!(
+        a.kept_by
+            .as_deref()
+            .unwrap_or("")
+            .contains(&live.to_string()),
+        "{a:?}"
+    );
+    let segment = a.segment.clone().unwrap();
+    assert!(
+        std::path::Path::new(&segment).starts_with(dir.path()),
+        "{segment}"
+    );
+    // The archived rows left the database: records, list lines, snapshots.
+    for (table, column) in [
+        ("ledger_log", "seq"),
+        ("ledger_listed", "seq"),
+        ("ledger_snapshots", "seq"),
+    ] {
+        let left = pg.sql(
+            &url,
+            &format!("SELECT count(*) FROM {table} WHERE {column} <= {base}"),
+        );
+        assert_eq!(left.trim(), "0", "{table} keeps archived rows");
+    }
+    // Every process reads the archived history from the segment, and
+    // verifies the archive and the live log after it.
+    caught_up(&there, here.head().seq);
+    for l in [&here, &there] {
+        let history = l.history(old[2]).unwrap();
+        assert!(history
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Redacted { .. })));
+        assert!(!text_of(&history).contains(MARKER), "{}", text_of(&history));
+        // Its redaction came after the others settled: in the live log.
+        assert!(history
+            .iter()
+            .all(|e| e.seq <= base || matches!(e.kind, EventKind::Redacted { .. })));
+        let report = l.verify().unwrap();
+        let checked = report.archive.clone().unwrap();
+        assert_eq!((checked.segments, checked.events), (1, base), "{report:?}");
+    }
+    // A command on an archived execution is refused.
+    let err = there.cancel(old[0], None).wait().unwrap_err();
+    assert!(matches!(err, CommandError::Archived(_)), "{err}");
+    // A process not told of the archive says so rather than misreading.
+    let err = blind.history(old[2]).unwrap_err();
+    assert!(err.to_string().contains("--archive DIR"), "{err}");
+    let err = blind.verify().unwrap_err();
+    assert!(err.to_string().contains("--archive DIR"), "{err}");
+    // The live one runs on in another process; a second pass archives on
+    // from the base, into a second segment, and a reopened ledger reads
+    // and verifies both.
+    there
+        .complete(live, 1, serde_json::json!({ "sentTo": MARKER }))
+        .wait()
+        .unwrap();
+    caught_up(&here, there.head().seq);
+    let second = here.retain(&policy, false, go).unwrap().archive.unwrap();
+    assert_eq!(second.before, base, "{second:?}");
+    assert!(second.through > base, "{second:?}");
+    drop((here, there, blind));
+    let reopened = with_archive();
+    let history = reopened.history(live).unwrap();
+    assert!(
+        history
+            .iter()
+            .all(|e| e.seq <= second.through || matches!(e.kind, EventKind::Redacted { .. })),
+        "{}",
+        text_of(&history)
+    );
+    let report = reopened.verify().unwrap();
+    assert_eq!(report.archive.unwrap().segments, 2);
+    let segments = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(segments, 2);
+    eprintln!(
+        "archived seqs 1 to {base}, then {} to {}; the live log runs to seq {} ({} events verified)",
+        second.before + 1,
+        second.through,
+        reopened.head().seq,
+        report.events
     );
 }

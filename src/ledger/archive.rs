@@ -103,7 +103,7 @@ impl Ledger {
         let log = &*self.inner.log;
         if log.archive_dir().is_none() {
             return Err(CommandError::Unsupported(
-                "archiving is not available on this storage engine yet (only on the embedded one)"
+                "archiving needs the archive's directory, which a ledger in a database is told of: `--archive DIR` (`LedgerBuilder::archive`)"
                     .into(),
             ));
         }
@@ -212,33 +212,53 @@ impl Ledger {
             .map(|(_, id)| *id)
             .collect();
         let path = log.write_segment(through, &ids)?;
-        // With the ledger held: what the segment holds is settled, so no
-        // event appended since the scan changes it but a redaction (which
-        // the live log may hold for an archived execution). Anything else
-        // (a hold) and the pass moves nothing this time.
-        let core = self.core();
-        let moved: std::collections::HashSet<&ExecutionId> = ids.iter().collect();
-        for event in self.events(head + 1, Some(core.head.0)) {
-            let event = event?;
-            if moved.contains(&event.execution_id)
-                && !matches!(event.kind, EventKind::Redacted { .. })
-            {
-                drop(core);
-                archive::remove(&path)?;
-                report.through = base;
-                report.events = 0;
-                report.executions = 0;
-                report.kept_by = Some(format!(
-                    "{} (seq {}): a {} event was recorded for it while the pass ran",
-                    event.execution_id,
-                    event.seq,
-                    event.kind.name()
-                ));
-                return Ok(report);
+        // As a command, with the ledger held (and on a shared log, its
+        // end): what the segment holds is settled, so no event appended
+        // since the scan changes it but a redaction (which the live log
+        // may hold for an archived execution). Anything else (a hold) and
+        // the pass moves nothing this time.
+        let segment = path.clone();
+        let stopped = super::Command::new(&self.inner, move |inner, core| {
+            let moved: std::collections::HashSet<&ExecutionId> = ids.iter().collect();
+            for item in inner.log.records(head + 1) {
+                let (seq, bytes) = item?;
+                if seq > core.head.0 {
+                    break;
+                }
+                let event = record::decode_event(seq, &bytes)?.0;
+                if moved.contains(&event.execution_id)
+                    && !matches!(event.kind, EventKind::Redacted { .. })
+                {
+                    let why = format!(
+                        "{} (seq {}): a {} event was recorded for it while the pass ran",
+                        event.execution_id,
+                        event.seq,
+                        event.kind.name()
+                    );
+                    return Ok((Some(why), 0));
+                }
             }
+            inner.log.commit_archive(&segment)?;
+            Ok((None, core.head.0))
+        })
+        .wait();
+        let stopped = match stopped {
+            Ok(stopped) => stopped,
+            Err(e) => {
+                // Another pass's lock, if any, goes with it.
+                let _ = log.finish_archive();
+                return Err(e);
+            }
+        };
+        if let Some(why) = stopped {
+            archive::remove(&path)?;
+            log.finish_archive()?;
+            report.through = base;
+            report.events = 0;
+            report.executions = 0;
+            report.kept_by = Some(why);
+            return Ok(report);
         }
-        log.commit_archive(&path)?;
-        drop(core);
         // What it holds leaves the database while commands go on.
         log.finish_archive()?;
         report.segment = Some(path.display().to_string());
@@ -264,7 +284,13 @@ impl Ledger {
         let head = self.core().head.0;
         let (base, base_hash) = log.base();
         let Some(dir) = log.archive_dir() else {
-            return Ok(ArchiveVerified::default());
+            if base == 0 {
+                return Ok(ArchiveVerified::default());
+            }
+            return Err(StorageError::new(
+                ErrorKind::Io,
+                format!("seqs 1 to {base} are archived: name the archive to check them (`--archive DIR`)"),
+            ));
         };
         let segments = archive::segments(&dir)?
             .into_iter()

@@ -156,8 +156,12 @@ impl LedgerBuilder {
         if crate::store::is_database_url(&self.path) {
             #[cfg(feature = "postgres")]
             {
-                let log =
-                    crate::store::postgres::Log::open(&self.path, self.durability, self.create)?;
+                let log = crate::store::postgres::Log::open(
+                    &self.path,
+                    self.durability,
+                    self.create,
+                    self.archive.as_deref(),
+                )?;
                 return self.open_store(Box::new(log), progress);
             }
             #[cfg(not(feature = "postgres"))]

@@ -591,6 +591,32 @@ impl Segments {
         Ok(())
     }
 
+    /// Adds the segments through `base` that another process wrote into
+    /// the directory since they were read, when the ones held do not reach
+    /// it (a shared log's base moves in any process).
+    pub(crate) fn catch_up(&mut self, base: u64) -> Result<(), StorageError> {
+        if self.trouble.is_some() || self.kept.last().map_or(0, |s| s.last) >= base {
+            return Ok(());
+        }
+        let held: std::collections::HashSet<PathBuf> =
+            self.kept.iter().map(|s| s.path().to_owned()).collect();
+        for opened in segments(&self.dir)? {
+            match opened {
+                Ok(segment) if segment.first <= base && !held.contains(segment.path()) => {
+                    self.kept.push(segment);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    tracing::warn!(error = %e, "the archive has a damaged segment");
+                    self.trouble.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.kept.sort_by_key(|s| s.first);
+        Ok(())
+    }
+
     /// Checks that the segments hold seqs 1 through `base`, one after
     /// another, and that none is damaged or foreign.
     pub(crate) fn cover(&self, base: u64) -> Result<(), StorageError> {

@@ -24,6 +24,7 @@
 //! The client runs on a small runtime of the engine's own, so that the
 //! store's blocking calls work from any thread, a tokio worker's too.
 
+mod archiving;
 mod schema;
 
 use std::future::Future;
@@ -152,10 +153,14 @@ impl Session {
                 .await
                 .map_err(db)?,
             head: client
-                .prepare(
-                    "SELECT h.seq, h.hash, (SELECT coalesce(max(seq), 0) FROM ledger_log) \
-                     FROM ledger_head h WHERE h.id = 1",
-                )
+                .prepare(&format!(
+                    "SELECT h.seq, h.hash, \
+                     greatest((SELECT coalesce(max(seq), 0) FROM ledger_log), b.seq), b.value \
+                     FROM ledger_head h LEFT JOIN LATERAL \
+                     (SELECT value, split_part(value, ' ', 1)::int8 AS seq FROM ledger_meta \
+                      WHERE key = '{}') b ON true WHERE h.id = 1",
+                    schema::ARCHIVE_BASE
+                ))
                 .await
                 .map_err(db)?,
             snapshot: client.prepare(schema::SNAPSHOT).await.map_err(db)?,
@@ -171,6 +176,8 @@ impl Session {
 struct Found {
     head: Mark,
     last: u64,
+    /// Where the live log starts (the archive's last seq and its hash).
+    base: Mark,
 }
 
 /// The highest seq known committed, and who waits for it to move.
@@ -212,6 +219,13 @@ pub(crate) struct Log {
     committing: Mutex<Option<Arc<Group>>>,
     seen: Arc<Seen>,
     vacuum: Arc<Vacuum>,
+    /// The archive's segments, when the process was told where they are.
+    archive: Option<Mutex<crate::store::archive::Segments>>,
+    /// Where the live log starts, as last read ([`Found::base`]).
+    base: Mutex<Mark>,
+    /// The connection that holds the archive lock while this process's
+    /// archive pass runs.
+    archiving: Mutex<Option<Client>>,
 }
 
 /// The rewrite of `ledger_keys` after redactions deleted keys: PostgreSQL
@@ -341,6 +355,7 @@ impl Log {
         url: &Path,
         durability: Durability,
         create: bool,
+        archive: Option<&Path>,
     ) -> Result<Log, StorageError> {
         let url = url.to_str().unwrap_or_default();
         let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
@@ -383,9 +398,13 @@ impl Log {
             committing: Mutex::new(None),
             seen: Arc::default(),
             vacuum: Arc::default(),
+            archive: None,
+            base: Mutex::new((0, record::GENESIS)),
+            archiving: Mutex::new(None),
         };
         log.commit = log.commit_level()?;
         log.prepare_schema(create)?;
+        log.open_archive(archive)?;
         let found = log.found()?;
         log.seen.bump(found.head.0.min(found.last));
         log.follow();
@@ -528,10 +547,11 @@ impl Log {
                     // process that opens it.
                     client
                         .batch_execute(&format!(
-                            "BEGIN; SELECT pg_advisory_xact_lock({}); {} {} COMMIT;",
+                            "BEGIN; SELECT pg_advisory_xact_lock({}); {} {} {} COMMIT;",
                             schema::CREATE_LOCK,
                             schema::UPGRADE_1,
-                            schema::UPGRADE_2
+                            schema::UPGRADE_2,
+                            schema::UPGRADE_3
                         ))
                         .await
                         .map_err(db)?;
@@ -582,11 +602,14 @@ impl Log {
             let hash = Hash::try_from(hash.as_slice()).map_err(|_| {
                 StorageError::new(ErrorKind::Corrupt, "the head row holds a malformed hash")
             })?;
+            let base: Option<String> = row.get(3);
             Ok(Found {
                 head: (seq_of(row.get(0))?, hash),
                 last: seq_of(row.get(2))?,
+                base: archiving::parse_base(base.as_deref())?,
             })
         })
+        .inspect(|found| *lock(&self.base) = found.base)
     }
 
     /// Listens for appends (any process's) and polls the head row as a
@@ -1103,6 +1126,45 @@ impl Rows {
     }
 }
 
+impl Log {
+    /// The live log's records from `from` on: committed, then staged.
+    fn live_records(&self, from: u64) -> Items<'_, super::StoredRecord> {
+        let mut next = from.max(1);
+        let mut page = std::collections::VecDeque::new();
+        let (mut done, mut staged) = (false, false);
+        Box::new(std::iter::from_fn(move || loop {
+            if let Some((seq, bytes)) = page.pop_front() {
+                return Some(Ok((seq, Bytes::new(bytes))));
+            }
+            if !done {
+                match self.page(next, PAGE) {
+                    Ok(rows) => {
+                        done = (rows.len() as i64) < PAGE;
+                        if let Some((last, _)) = rows.last() {
+                            next = last + 1;
+                        }
+                        page.extend(rows);
+                    }
+                    Err(e) => {
+                        done = true;
+                        return Some(Err(e));
+                    }
+                }
+            } else if !staged {
+                // After the log's committed records, the group's staged
+                // ones.
+                staged = true;
+                page.extend(
+                    self.staged(|g| Some(g.records_from(next)))
+                        .unwrap_or_default(),
+                );
+            } else {
+                return None;
+            }
+        }))
+    }
+}
+
 impl Store for Log {
     fn location(&self) -> &Path {
         &self.location
@@ -1380,43 +1442,46 @@ impl Store for Log {
         if let Some(bytes) = self.staged(|g| g.record(seq)) {
             return Ok(Some(Bytes::new(bytes)));
         }
-        Ok(self.committed_record(seq)?.map(Bytes::new))
+        match self.committed_record(seq)? {
+            Some(bytes) => Ok(Some(Bytes::new(bytes))),
+            // Archived (rows a removal has not reached yet are read above).
+            None if (1..=self.base_now().0).contains(&seq) => self.archived_record(seq),
+            None => Ok(None),
+        }
     }
 
+    /// From the archive's segments through the base, then the live log.
     fn records(&self, from: u64) -> Items<'_, super::StoredRecord> {
-        let mut next = from.max(1);
-        let mut page = std::collections::VecDeque::new();
-        let (mut done, mut staged) = (false, false);
-        Box::new(std::iter::from_fn(move || loop {
-            if let Some((seq, bytes)) = page.pop_front() {
-                return Some(Ok((seq, Bytes::new(bytes))));
+        let from = from.max(1);
+        let mut base = self.base_now().0;
+        if from > base {
+            let mut live = self.live_records(from).peekable();
+            // A first record after `from`: another process may have
+            // archived them meanwhile (the base read here is the last one
+            // seen).
+            let gap = matches!(live.peek(), Some(Ok((seq, _))) if *seq > from);
+            if !gap {
+                return Box::new(live);
             }
-            if !done {
-                match self.page(next, PAGE) {
-                    Ok(rows) => {
-                        done = (rows.len() as i64) < PAGE;
-                        if let Some((last, _)) = rows.last() {
-                            next = last + 1;
-                        }
-                        page.extend(rows);
-                    }
-                    Err(e) => {
-                        done = true;
-                        return Some(Err(e));
-                    }
-                }
-            } else if !staged {
-                // After the log's committed records, the group's staged
-                // ones.
-                staged = true;
-                page.extend(
-                    self.staged(|g| Some(g.records_from(next)))
-                        .unwrap_or_default(),
-                );
-            } else {
-                return None;
+            base = self.found().map_or(base, |found| found.base.0);
+            if from > base {
+                return Box::new(live);
             }
-        }))
+        }
+        {
+            let archived = (from.max(1)..=base).map(move |seq| {
+                self.archived_record(seq)?
+                    .ok_or_else(|| StorageError::corrupt(seq, "archived record is missing"))
+                    .map(|bytes| (seq, bytes))
+            });
+            let mut failed = false;
+            let archived = archived.take_while(move |r| {
+                let go = !failed;
+                failed |= r.is_err();
+                go
+            });
+            Box::new(archived.chain(self.live_records(base + 1)))
+        }
     }
 
     /// Every event of the execution (live ones too: the ledger takes the
@@ -1775,6 +1840,37 @@ impl Store for Log {
     /// `ledger_keys` is then rewritten in the background ([`Vacuum`]).
     fn strips_payloads(&self) -> bool {
         true
+    }
+
+    fn base(&self) -> Mark {
+        // Another process may have moved it: read again (the last one
+        // read when the database does not answer).
+        self.found()
+            .map_or_else(|_| self.base_now(), |found| found.base)
+    }
+
+    fn archive_dir(&self) -> Option<PathBuf> {
+        self.archive.as_ref().map(|a| lock(a).dir.clone())
+    }
+
+    fn write_segment(&self, through: u64, ids: &[ExecutionId]) -> Result<PathBuf, StorageError> {
+        self.write_segment_of(through, ids)
+    }
+
+    fn commit_archive(&self, path: &Path) -> Result<(), StorageError> {
+        self.commit_archive_of(path)
+    }
+
+    fn finish_archive(&self) -> Result<(), StorageError> {
+        self.finish_archive_of()
+    }
+
+    fn archived_seqs(&self, id: &ExecutionId) -> Result<Vec<u64>, StorageError> {
+        self.archived_seqs_of(id)
+    }
+
+    fn readable_archived(&self, seq: u64, stored: Vec<u8>) -> Result<Bytes, StorageError> {
+        self.readable_archived_of(seq, stored)
     }
 
     fn tenant_holds(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {

@@ -6,7 +6,8 @@
 //!                    'partial' while ledger_listed misses executions settled
 //!                    under schema 1; 'keys-deleted' → how many redactions
 //!                    deleted keys since ledger_keys was last rewritten;
-//!                    'tenant-hold/T' → tenant T's legal hold (JSON)
+//!                    'tenant-hold/T' → tenant T's legal hold (JSON);
+//!                    'archive-base' → the last archived seq and its hash
 //! ledger_head        one row: the log's last seq and that record's hash
 //! ledger_log         seq → record (record.rs), with the columns queries need:
 //!                    execution, tenant, kind, at, and the per-tenant name the
@@ -37,8 +38,9 @@
 /// version 2 had no `ledger_keys` ([`UPGRADE_2`]): its records and
 /// snapshots hold payloads in the clear, which a redaction removes from
 /// the rows but not from the dead row versions PostgreSQL keeps until it
-/// vacuums them.
-pub(super) const VERSION: u32 = 3;
+/// vacuums them; version 3 could not archive ([`UPGRADE_3`]: an older
+/// build would read an archived database's live log as damaged).
+pub(super) const VERSION: u32 = 4;
 
 /// The table of keys and the index of redactions (in [`CREATE`] and
 /// [`UPGRADE_2`]).
@@ -91,6 +93,16 @@ pub(super) const UPGRADE_2: &str = concat!(
     keys_table!(),
     "UPDATE ledger_meta SET value = '3' WHERE key = 'schema' AND value = '2';\n"
 );
+
+/// Brings a version 3 database to version 4: the tables stay; the base
+/// of the live log ([`ARCHIVE_BASE`]) is kept in `ledger_meta` once
+/// something is archived.
+pub(super) const UPGRADE_3: &str =
+    "UPDATE ledger_meta SET value = '4' WHERE key = 'schema' AND value = '3';\n";
+
+/// The `ledger_meta` key of the live log's base, once anything is
+/// archived: the last archived seq and its record's hash in hex, `SEQ HASH`.
+pub(super) const ARCHIVE_BASE: &str = "archive-base";
 
 /// A key of `pg_advisory_xact_lock` that serializes creating the schema.
 pub(super) const CREATE_LOCK: i64 = 0x6c65_6467_6572; // "ledger"

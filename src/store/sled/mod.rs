@@ -427,7 +427,6 @@ pub(crate) struct Log {
     _lock: File,
 }
 
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
