@@ -157,6 +157,18 @@ impl Ledger {
             }
             order.push((n, event.execution_id));
         }
+        // Every record to the head, or the scan decides on less than the
+        // projection it was taken with.
+        if base + (order.len() as u64) < head {
+            return Err(StorageError::new(
+                ErrorKind::Io,
+                format!(
+                    "the log read stopped at seq {} before the ledger's head (seq {head}): the pass moves nothing",
+                    base + order.len() as u64
+                ),
+            )
+            .into());
+        }
         // The last seq where nothing is open, before the first execution
         // that may not go.
         let mut open = 0u64;

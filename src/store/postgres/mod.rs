@@ -1154,10 +1154,28 @@ impl Log {
                 // After the log's committed records, the group's staged
                 // ones.
                 staged = true;
-                page.extend(
-                    self.staged(|g| Some(g.records_from(next)))
-                        .unwrap_or_default(),
-                );
+                // (A group that starts after `next` is not the one: the
+                // one before it committed since the page was read.)
+                let rows = self
+                    .staged(|g| (g.start.0 < next).then(|| g.records_from(next)))
+                    .unwrap_or_default();
+                if !rows.is_empty() {
+                    page.extend(rows);
+                    continue;
+                }
+                // None: a group may have committed since the last page
+                // was read, and left the staged ones meanwhile.
+                match self.page(next, PAGE) {
+                    Ok(rows) if !rows.is_empty() => {
+                        (done, staged) = ((rows.len() as i64) < PAGE, false);
+                        if let Some((last, _)) = rows.last() {
+                            next = last + 1;
+                        }
+                        page.extend(rows);
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Some(Err(e)),
+                }
             } else {
                 return None;
             }
