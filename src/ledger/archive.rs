@@ -63,6 +63,15 @@ pub struct ArchiveVerified {
     pub events: u64,
 }
 
+/// The refusal of an archive pass by a ledger that was not told where its
+/// archive is (one in a database: the data directory's is the default).
+pub(crate) fn no_archive() -> CommandError {
+    CommandError::Unsupported(
+        "archiving needs the archive's directory, which a ledger in a database is told of: `--archive DIR` (`LedgerBuilder::archive`)"
+            .into(),
+    )
+}
+
 /// What the pass knows of an execution of the live log.
 struct Seen {
     tenant: TenantId,
@@ -102,10 +111,7 @@ impl Ledger {
     ) -> Result<ArchiveReport, CommandError> {
         let log = &*self.inner.log;
         if log.archive_dir().is_none() {
-            return Err(CommandError::Unsupported(
-                "archiving needs the archive's directory, which a ledger in a database is told of: `--archive DIR` (`LedgerBuilder::archive`)"
-                    .into(),
-            ));
+            return Err(no_archive());
         }
         let _one = super::lock(&self.inner.archiving);
         let (base, _) = log.base();

@@ -466,6 +466,15 @@ impl Ledger {
             )
             .into());
         }
+        let archives = policy
+            .tenants
+            .values()
+            .chain(policy.default.as_ref())
+            .any(|rule| rule.archive_after.is_some());
+        // Refused before anything is done.
+        if archives && scope.is_none() && self.inner.log.archive_dir().is_none() {
+            return Err(super::archive::no_archive());
+        }
         let now = self.now();
         // Tenants held beside the log, as the pass starts (each redaction
         // asks again as it is appended).
@@ -540,11 +549,6 @@ impl Ledger {
             }
         }
         settle(&mut in_flight, &mut report)?;
-        let archives = policy
-            .tenants
-            .values()
-            .chain(policy.default.as_ref())
-            .any(|rule| rule.archive_after.is_some());
         if archives && scope.is_none() && !report.stopped {
             let cutoff = |tenant: &TenantId| {
                 let after = policy.for_tenant(tenant)?.archive_after?;
