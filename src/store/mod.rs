@@ -104,14 +104,15 @@ pub(crate) struct Draft<'a> {
 
 impl<'a> Draft<'a> {
     /// The seqs whose payloads a `redacted` event removes: those of its
-    /// execution's events before it, after `base` (archived records are
-    /// read from their segments; their keys are the ones destroyed).
-    pub(crate) fn strips(self, base: u64) -> impl Iterator<Item = u64> + 'a {
+    /// execution's events before it (of those an archive pass moved into
+    /// a segment meanwhile, the keys are what the engine destroys: the
+    /// segment keeps the records as stored).
+    pub(crate) fn strips(self) -> impl Iterator<Item = u64> + 'a {
         let seq = self.event.seq;
         self.settles
             .filter(|_| matches!(self.event.kind, EventKind::Redacted { .. }))
             .into_iter()
-            .flat_map(move |s| s.seqs.iter().copied().filter(move |&s| s < seq && s > base))
+            .flat_map(move |s| s.seqs.iter().copied().filter(move |&s| s < seq))
     }
 }
 

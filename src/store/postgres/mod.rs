@@ -752,7 +752,7 @@ impl Log {
         let mut out = Stripping::default();
         let mut in_clear = 0;
         for draft in events {
-            let seqs: Vec<u64> = draft.strips(0).collect();
+            let seqs: Vec<u64> = draft.strips().collect();
             let (Some(&lo), Some(&hi)) = (seqs.first(), seqs.last()) else {
                 continue;
             };

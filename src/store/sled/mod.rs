@@ -1338,15 +1338,29 @@ impl Log {
         // Records written before payloads were encrypted.
         let mut in_clear = 0;
         let mut i = 0;
+        let base = self.archive_base().0;
         while let Some(&seq) = seqs.get(i) {
-            let Some((first, value)) = self.entry_holding(seq)? else {
-                return Err(StorageError::corrupt(seq, "record is missing"));
+            let held = match self.entry_holding(seq)? {
+                Some((first, value)) => {
+                    let parts = record::split(first, &value)?;
+                    let last = first + parts.len() as u64 - 1;
+                    (seq <= last).then_some((first, value, parts, last))
+                }
+                None => None,
             };
-            let parts = record::split(first, &value)?;
-            let last = first + parts.len() as u64 - 1;
-            if seq > last {
-                return Err(StorageError::corrupt(seq, "record is missing"));
-            }
+            let Some((first, value, parts, last)) = held else {
+                if seq > base {
+                    return Err(StorageError::corrupt(seq, "record is missing"));
+                }
+                // Archived since the redaction was decided: the segment
+                // keeps the record as stored, and its key is what goes.
+                let stored = self
+                    .archived_record(seq)?
+                    .ok_or_else(|| StorageError::corrupt(seq, "archived record is missing"))?;
+                slots.extend(record::key_slot(&stored));
+                i += 1;
+                continue;
+            };
             let mut changed = false;
             let mut records = Vec::with_capacity(parts.len());
             for (s, range) in parts {
@@ -1684,7 +1698,7 @@ impl Store for Log {
                 }
                 staged.index.push((key, value));
             }
-            staged.strips.extend(draft.strips(base));
+            staged.strips.extend(draft.strips());
         }
         let end = staged.end;
         if staged.open {
@@ -2062,7 +2076,7 @@ impl Store for Log {
 
     fn reindex(&self, draft: Draft<'_>) -> Result<(), StorageError> {
         self.index(draft.event, draft.settles)?;
-        self.strip(&draft.strips(self.archive_base().0).collect::<Vec<_>>())
+        self.strip(&draft.strips().collect::<Vec<_>>())
     }
 
     fn rebuild_index(
