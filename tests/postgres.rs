@@ -466,11 +466,14 @@ fn a_lost_connection_fails_one_command_and_the_ledger_goes_on() {
     let url = pg.database();
     let l = open(&url);
     l.submit(&acme(), Submission::new("echo")).wait().unwrap();
-    // The server ends every session of the ledger's (as a restart would).
+    // The server ends every session of the ledger's (as a restart would;
+    // those of this test's database only, not the other tests' running
+    // beside it).
     let ended = pg.sql(
         &url,
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE application_name = 'execution-ledger' AND pid <> pg_backend_pid()",
+         WHERE application_name = 'execution-ledger' AND datname = current_database() \
+         AND pid <> pg_backend_pid()",
     );
     assert_ne!(ended.trim(), "0");
     // At most the first command meets the broken connection; it is an
