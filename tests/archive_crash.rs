@@ -112,6 +112,48 @@ fn archive_crash_child() {
     archiver.join().unwrap();
 }
 
+/// Checks that every settled execution's history reads whole (from its
+/// segment or the live log), that every acknowledged redaction is there,
+/// and that payloads read exactly when not redacted; answers how many of
+/// the histories start at or below `base` (read from the archive).
+fn check_histories(
+    ledger: &Ledger,
+    settled: &HashSet<ExecutionId>,
+    redacted: &HashSet<ExecutionId>,
+    base: u64,
+    cycle: u64,
+) -> u64 {
+    let mut archived_read = 0;
+    for id in settled {
+        let history = ledger
+            .history(*id)
+            .unwrap_or_else(|e| panic!("cycle {cycle}: history of {id}: {e}"));
+        assert!(
+            history.len() >= 3
+                && matches!(history[0].kind, EventKind::Queued(_))
+                && history
+                    .iter()
+                    .any(|e| matches!(e.kind, EventKind::Completed { .. })),
+            "cycle {cycle}: the history of {id} is not whole: {history:?}"
+        );
+        let text = serde_json::to_string(&history).unwrap();
+        let was_redacted = history
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Redacted { .. }));
+        assert!(
+            !redacted.contains(id) || was_redacted,
+            "cycle {cycle}: the acknowledged redaction of {id} is lost"
+        );
+        assert_eq!(
+            text.contains(SECRET),
+            !was_redacted,
+            "cycle {cycle}: {id}'s payloads: {text}"
+        );
+        archived_read += u64::from(history[0].seq <= base);
+    }
+    archived_read
+}
+
 #[test]
 fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
     let cycles = common::env_count("LEDGER_ARCHIVE_CRASH_CYCLES", 20);
@@ -192,33 +234,7 @@ fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
             let a = report.archive.unwrap();
             assert_eq!(a.events, base, "cycle {cycle}");
         }
-        for id in &settled {
-            let history = ledger
-                .history(*id)
-                .unwrap_or_else(|e| panic!("cycle {cycle}: history of {id}: {e}"));
-            assert!(
-                history.len() >= 3
-                    && matches!(history[0].kind, EventKind::Queued(_))
-                    && history
-                        .iter()
-                        .any(|e| matches!(e.kind, EventKind::Completed { .. })),
-                "cycle {cycle}: the history of {id} is not whole: {history:?}"
-            );
-            let text = serde_json::to_string(&history).unwrap();
-            let was_redacted = history
-                .iter()
-                .any(|e| matches!(e.kind, EventKind::Redacted { .. }));
-            assert!(
-                !redacted.contains(id) || was_redacted,
-                "cycle {cycle}: the acknowledged redaction of {id} is lost"
-            );
-            assert_eq!(
-                text.contains(SECRET),
-                !was_redacted,
-                "cycle {cycle}: {id}'s payloads: {text}"
-            );
-            archived_read += u64::from(history[0].seq <= base);
-        }
+        archived_read += check_histories(&ledger, &settled, &redacted, base, cycle);
         drop(ledger);
         let (base_after, pending, left) =
             execution_ledger::fuzzing::archive_remnants(dir.path()).unwrap();
@@ -349,33 +365,7 @@ fn an_archive_pass_on_a_database_killed_at_any_moment_happened_completely_or_not
         if base > 0 {
             assert_eq!(report.archive.unwrap().events, base, "cycle {cycle}");
         }
-        for id in &settled {
-            let history = ledger
-                .history(*id)
-                .unwrap_or_else(|e| panic!("cycle {cycle}: history of {id}: {e}"));
-            assert!(
-                history.len() >= 3
-                    && matches!(history[0].kind, EventKind::Queued(_))
-                    && history
-                        .iter()
-                        .any(|e| matches!(e.kind, EventKind::Completed { .. })),
-                "cycle {cycle}: the history of {id} is not whole: {history:?}"
-            );
-            let was_redacted = history
-                .iter()
-                .any(|e| matches!(e.kind, EventKind::Redacted { .. }));
-            assert!(
-                !redacted.contains(id) || was_redacted,
-                "cycle {cycle}: the acknowledged redaction of {id} is lost"
-            );
-            let text = serde_json::to_string(&history).unwrap();
-            assert_eq!(
-                text.contains(SECRET),
-                !was_redacted,
-                "cycle {cycle}: {id}'s payloads: {text}"
-            );
-            archived_read += u64::from(history[0].seq <= base);
-        }
+        archived_read += check_histories(&ledger, &settled, &redacted, base, cycle);
         drop(ledger);
         // No temporary file and no segment past the base is left.
         for entry in std::fs::read_dir(archive.path()).into_iter().flatten() {
