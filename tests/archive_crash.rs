@@ -112,19 +112,52 @@ fn archive_crash_child() {
     archiver.join().unwrap();
 }
 
+/// What the children printed over the cycles.
+#[derive(Default)]
+struct Told {
+    settled: HashSet<ExecutionId>,
+    redacted: HashSet<ExecutionId>,
+    /// The highest base a pass acknowledged.
+    acknowledged: u64,
+    /// Why passes were refused.
+    refused: Vec<String>,
+}
+
+impl Told {
+    fn read(&mut self, lines: &[String]) {
+        for line in lines {
+            if let Some(id) = line.strip_prefix("settled ") {
+                self.settled.insert(id.parse().unwrap());
+            } else if let Some(id) = line.strip_prefix("redacted ") {
+                self.redacted.insert(id.parse().unwrap());
+            } else if let Some(through) = line.strip_prefix("archived ") {
+                self.acknowledged = self.acknowledged.max(through.parse().unwrap());
+            } else if let Some(why) = line.strip_prefix("refused ") {
+                self.refused.push(why.to_owned());
+            }
+        }
+    }
+}
+
+/// This test binary, to run in child mode (the environment says where).
+fn child(exe: &std::path::Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "--exact",
+        "archive_crash_child",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    cmd
+}
+
 /// Checks that every settled execution's history reads whole (from its
 /// segment or the live log), that every acknowledged redaction is there,
 /// and that payloads read exactly when not redacted; answers how many of
 /// the histories start at or below `base` (read from the archive).
-fn check_histories(
-    ledger: &Ledger,
-    settled: &HashSet<ExecutionId>,
-    redacted: &HashSet<ExecutionId>,
-    base: u64,
-    cycle: u64,
-) -> u64 {
+fn check_histories(ledger: &Ledger, told: &Told, base: u64, cycle: u64) -> u64 {
     let mut archived_read = 0;
-    for id in settled {
+    for id in &told.settled {
         let history = ledger
             .history(*id)
             .unwrap_or_else(|e| panic!("cycle {cycle}: history of {id}: {e}"));
@@ -141,7 +174,7 @@ fn check_histories(
             .iter()
             .any(|e| matches!(e.kind, EventKind::Redacted { .. }));
         assert!(
-            !redacted.contains(id) || was_redacted,
+            !told.redacted.contains(id) || was_redacted,
             "cycle {cycle}: the acknowledged redaction of {id} is lost"
         );
         assert_eq!(
@@ -160,11 +193,8 @@ fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut settled: HashSet<ExecutionId> = HashSet::new();
-    let mut redacted: HashSet<ExecutionId> = HashSet::new();
-    let mut acknowledged = 0u64;
+    let mut told = Told::default();
     let (mut pending_seen, mut archived_read) = (0, 0);
-    let mut refused: Vec<String> = Vec::new();
     // The database file's inode: a new one after each rewrite.
     let (mut inode, mut rewrites) = (None, 0u64);
     for cycle in 0..cycles {
@@ -176,29 +206,13 @@ fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
             30 + rng.below(400)
         };
         let lines = common::run_until_killed(
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "archive_crash_child",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+            child(&exe)
                 .env(CHILD_DIR, dir.path())
                 // Its opens rewrite the database every 300 archived events.
                 .env("LEDGER_COMPACT_AFTER", "300"),
             Duration::from_millis(wait),
         );
-        for line in &lines {
-            if let Some(id) = line.strip_prefix("settled ") {
-                settled.insert(id.parse().unwrap());
-            } else if let Some(id) = line.strip_prefix("redacted ") {
-                redacted.insert(id.parse().unwrap());
-            } else if let Some(through) = line.strip_prefix("archived ") {
-                acknowledged = acknowledged.max(through.parse().unwrap());
-            } else if let Some(why) = line.strip_prefix("refused ") {
-                refused.push(why.to_owned());
-            }
-        }
+        told.read(&lines);
         if !dir.path().join("sled").exists() && !dir.path().join("sled.compacted").exists() {
             continue;
         }
@@ -212,8 +226,9 @@ fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
         );
         pending_seen += u64::from(pending);
         assert!(
-            base >= acknowledged,
-            "cycle {cycle}: the acknowledged archive through seq {acknowledged} is lost (base {base})"
+            base >= told.acknowledged,
+            "cycle {cycle}: the acknowledged archive through seq {} is lost (base {base})",
+            told.acknowledged
         );
 
         let ledger = Ledger::open(dir.path())
@@ -234,7 +249,7 @@ fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
             let a = report.archive.unwrap();
             assert_eq!(a.events, base, "cycle {cycle}");
         }
-        archived_read += check_histories(&ledger, &settled, &redacted, base, cycle);
+        archived_read += check_histories(&ledger, &told, base, cycle);
         drop(ledger);
         let (base_after, pending, left) =
             execution_ledger::fuzzing::archive_remnants(dir.path()).unwrap();
@@ -262,6 +277,12 @@ fn an_archive_pass_killed_at_any_moment_happened_completely_or_not_at_all() {
             );
         }
     }
+    let Told {
+        settled,
+        redacted,
+        acknowledged,
+        refused,
+    } = told;
     println!(
         "{cycles} cycles: {} settled, {} redacted, archive through seq {acknowledged} acknowledged, {pending_seen} kills during a removal, {rewrites} cycles with the database rewritten, {archived_read} archived histories read",
         settled.len(),
@@ -282,10 +303,8 @@ fn an_archive_pass_on_a_database_killed_at_any_moment_happened_completely_or_not
     let archive = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
-    let mut settled: HashSet<ExecutionId> = HashSet::new();
-    let mut redacted: HashSet<ExecutionId> = HashSet::new();
-    let (mut acknowledged, mut removals_cut, mut archived_read) = (0u64, 0u64, 0u64);
-    let mut refused: Vec<String> = Vec::new();
+    let mut told = Told::default();
+    let (mut removals_cut, mut archived_read) = (0u64, 0u64);
     let base_of = || -> u64 {
         pg.sql(
             &url,
@@ -315,28 +334,12 @@ fn an_archive_pass_on_a_database_killed_at_any_moment_happened_completely_or_not
             60 + rng.below(400)
         };
         let lines = common::run_until_killed(
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "archive_crash_child",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+            child(&exe)
                 .env(CHILD_DIR, &url)
                 .env(CHILD_ARCHIVE, archive.path()),
             Duration::from_millis(wait),
         );
-        for line in &lines {
-            if let Some(id) = line.strip_prefix("settled ") {
-                settled.insert(id.parse().unwrap());
-            } else if let Some(id) = line.strip_prefix("redacted ") {
-                redacted.insert(id.parse().unwrap());
-            } else if let Some(through) = line.strip_prefix("archived ") {
-                acknowledged = acknowledged.max(through.parse().unwrap());
-            } else if let Some(why) = line.strip_prefix("refused ") {
-                refused.push(why.to_owned());
-            }
-        }
+        told.read(&lines);
         if !lines.iter().any(|l| l.starts_with("opened ")) && cycle == 0 {
             continue;
         }
@@ -344,8 +347,9 @@ fn an_archive_pass_on_a_database_killed_at_any_moment_happened_completely_or_not
         // below it may wait for their removal).
         let base = base_of();
         assert!(
-            base >= acknowledged,
-            "cycle {cycle}: the acknowledged archive through seq {acknowledged} is lost (base {base})"
+            base >= told.acknowledged,
+            "cycle {cycle}: the acknowledged archive through seq {} is lost (base {base})",
+            told.acknowledged
         );
         removals_cut += u64::from(rows_through(base) > 0);
 
@@ -365,7 +369,7 @@ fn an_archive_pass_on_a_database_killed_at_any_moment_happened_completely_or_not
         if base > 0 {
             assert_eq!(report.archive.unwrap().events, base, "cycle {cycle}");
         }
-        archived_read += check_histories(&ledger, &settled, &redacted, base, cycle);
+        archived_read += check_histories(&ledger, &told, base, cycle);
         drop(ledger);
         // No temporary file and no segment past the base is left.
         for entry in std::fs::read_dir(archive.path()).into_iter().flatten() {
@@ -381,6 +385,12 @@ fn an_archive_pass_on_a_database_killed_at_any_moment_happened_completely_or_not
             );
         }
     }
+    let Told {
+        settled,
+        redacted,
+        acknowledged,
+        refused,
+    } = told;
     println!(
         "{cycles} cycles on PostgreSQL: {} settled, {} redacted, archive through seq {acknowledged} acknowledged, {removals_cut} kills before the archived rows were removed, {archived_read} archived histories read, {} passes refused ({:?})",
         settled.len(),

@@ -59,10 +59,27 @@ impl Log {
             segments.settle(base, live.first().map(|(_, r)| r.as_slice()))?;
             self.archive = Some(std::sync::Mutex::new(segments));
         }
-        if base.0 > 0 && !self.stored(1, base.0)?.is_empty() {
+        if base.0 > 0 && self.holds_archived(base.0)? {
             self.remove_archived(base.0)?;
         }
         Ok(())
+    }
+
+    /// Whether the database still holds a record at or below `base` (a
+    /// removal a crash cut short).
+    fn holds_archived(&self, base: u64) -> Result<bool, StorageError> {
+        let s = self.reader()?;
+        self.run(async move {
+            let row = s
+                .client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM ledger_log WHERE seq <= $1)",
+                    &[&sql_seq(base)],
+                )
+                .await
+                .map_err(db)?;
+            Ok(row.get(0))
+        })
     }
 
     /// The records from `from` through `to` as stored (encrypted), at most
