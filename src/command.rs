@@ -195,7 +195,90 @@ pub(crate) enum Action {
     Hold { by: Option<String>, reason: String },
     /// Releases its legal hold.
     ReleaseHold { by: Option<String>, reason: String },
+    /// Runs a failed, timed-out or cancelled execution again, as a new one.
+    Retry(Retry),
 }
+
+/// What a retry by hand records: who asks, why, and the attempts the new
+/// run gets.
+///
+/// ```
+/// # use execution_ledger::Retry;
+/// let retry = Retry::new().by("ops@acme").reason("upstream fixed").attempts(3);
+/// # let _ = retry;
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retry {
+    pub(crate) by: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) attempts: Option<u32>,
+}
+
+impl Retry {
+    /// A retry by no one named, for no reason given, with the attempts of
+    /// the execution's own retry policy.
+    pub fn new() -> Self {
+        Retry::default()
+    }
+
+    /// Who asks (recorded in the `retried` event).
+    pub fn by(mut self, who: impl Into<String>) -> Self {
+        self.by = Some(who.into());
+        self
+    }
+
+    /// Why (recorded in the `retried` event).
+    pub fn reason(mut self, why: impl Into<String>) -> Self {
+        self.reason = Some(why.into());
+        self
+    }
+
+    /// The attempts the new run gets, 1 to [`MAX_ATTEMPTS`] (by default,
+    /// as many as the execution's retry policy gave it).
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.attempts = Some(n);
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), CommandError> {
+        if let Some(reason) = &self.reason {
+            check_reason(reason, self.by.as_deref())?;
+        }
+        check_by(self.by.as_deref())?;
+        match self.attempts {
+            Some(n) if n == 0 || n > MAX_ATTEMPTS => Err(CommandError::invalid(format!(
+                "attempts must be 1-{MAX_ATTEMPTS}, not {n}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The new run's submission: `original`'s callable, input, context,
+    /// configuration (with the attempts asked for), trigger and metadata;
+    /// not its idempotency key (the original keeps it). It is runnable at
+    /// once: a deferred one is not held again for a release, its run-at
+    /// time is `now`, the time of the retry.
+    fn submission(&self, original: &BackgroundExecution, now: DateTime<Utc>) -> Submission {
+        let mut config = original.config.clone();
+        if let Some(n) = self.attempts {
+            config.retry.get_or_insert_with(Default::default).max_attempts = n;
+        }
+        Submission {
+            callable_name: original.callable_name.clone(),
+            input: original.input.clone(),
+            context: original.context.clone(),
+            config,
+            trigger_id: original.trigger_id.clone(),
+            metadata: original.metadata.clone(),
+            idempotency_key: None,
+            run_at: (original.config.mode == BackgroundExecutionMode::Deferred).then_some(now),
+            retry_of: Some(original.execution_id),
+        }
+    }
+}
+
+/// The most attempts an execution may be given.
+pub const MAX_ATTEMPTS: u32 = 1000;
 
 impl Op {
     /// Refuses malformed or out-of-range input before the command is
@@ -243,6 +326,7 @@ impl Op {
                 | Action::Hold { reason, by }
                 | Action::ReleaseHold { reason, by },
             ) => check_reason(reason, by.as_deref()),
+            Op::On(_, Action::Retry(retry)) => retry.validate(),
             _ => Ok(()),
         }
     }
@@ -264,6 +348,11 @@ pub(crate) fn check_reason(reason: &str, by: Option<&str>) -> Result<(), Command
             reason.len()
         )));
     }
+    check_by(by)
+}
+
+/// Checks the name of who asks, which a redaction, hold or retry records.
+fn check_by(by: Option<&str>) -> Result<(), CommandError> {
     if by.is_some_and(|b| b.trim().is_empty()) {
         return Err(CommandError::invalid(
             "by: must not be empty (leave it out to name no one)",
@@ -395,10 +484,25 @@ impl Op {
                     return Ok(Vec::new());
                 }
                 let kind = action.decide(&current, now);
-                if let (Cow::Owned(_), true) = (&current, kind.is_retention()) {
+                // A retry by hand submits its new run in the same write.
+                let rerun = match (action, &kind) {
+                    (
+                        Action::Retry(retry),
+                        EventKind::Retried {
+                            new_execution_id, ..
+                        },
+                    ) => {
+                        let queued = EventKind::Queued(Box::new(retry.submission(&current, now)));
+                        Some((*new_execution_id, current.tenant_id.clone(), queued))
+                    }
+                    _ => None,
+                };
+                if let (Cow::Owned(_), true) = (&current, kind.follows_settling()) {
                     // After a settled execution: the write path checks it
                     // against the execution's history.
-                    return Ok(vec![(id, current.tenant_id.clone(), kind)]);
+                    let mut events = vec![(id, current.tenant_id.clone(), kind)];
+                    events.extend(rerun);
+                    return Ok(events);
                 }
                 if let Cow::Owned(settled) = &current {
                     // Not live: settled, so the machine refuses whatever comes.
@@ -419,7 +523,9 @@ impl Op {
                     )
                     .into());
                 }
-                vec![(id, current.tenant_id.clone(), kind)]
+                let mut events = vec![(id, current.tenant_id.clone(), kind)];
+                events.extend(rerun);
+                events
             }
         })
     }
@@ -520,6 +626,14 @@ impl Action {
                 by: by.clone(),
                 reason: reason.clone(),
             },
+            Action::Retry(retry) => EventKind::Retried {
+                by: retry.by.clone(),
+                reason: retry.reason.clone(),
+                new_execution_id: ExecutionId::new(),
+                attempts: retry
+                    .attempts
+                    .unwrap_or_else(|| current.config.max_attempts()),
+            },
         }
     }
 }
@@ -597,8 +711,10 @@ fn validate_submission(submission: &Submission) -> Result<(), CommandError> {
         return Err(CommandError::invalid("timeout must be at least 1 ms"));
     }
     if let Some(retry) = &config.retry {
-        if retry.max_attempts == 0 || retry.max_attempts > 1000 {
-            return Err(CommandError::invalid("max attempts must be 1-1000"));
+        if retry.max_attempts == 0 || retry.max_attempts > MAX_ATTEMPTS {
+            return Err(CommandError::invalid(format!(
+                "max attempts must be 1-{MAX_ATTEMPTS}"
+            )));
         }
         if !(retry.backoff_multiplier.is_finite() && retry.backoff_multiplier >= 1.0) {
             return Err(CommandError::invalid(

@@ -61,6 +61,10 @@ pub struct Submission {
     /// Not runnable before this time (deferred executions: released then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<DateTime<Utc>>,
+    /// The execution this one runs again, when an operator retried it by
+    /// hand (its `retried` event names this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<ExecutionId>,
 }
 
 impl Submission {
@@ -75,6 +79,7 @@ impl Submission {
             metadata: None,
             idempotency_key: None,
             run_at: None,
+            retry_of: None,
         }
     }
 }
@@ -221,6 +226,24 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// Emitted when an operator retries a failed, timed-out or cancelled
+    /// execution by hand. Its own record stays as it ended (a terminal
+    /// status is final): the new run is a new execution, submitted in the
+    /// same write with the same callable, input, context and configuration,
+    /// whose `queued` event names this one (`retryOf`). Allowed once per
+    /// execution, after it ended (settled or not); never changes its status.
+    Retried {
+        /// Who asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// Why, when they said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The new run.
+        new_execution_id: ExecutionId,
+        /// The attempts the new run gets.
+        attempts: u32,
+    },
 }
 
 /// Why a running attempt was recovered.
@@ -270,6 +293,7 @@ impl EventKind {
             EventKind::Redacted { .. } => "redacted",
             EventKind::LegalHold { .. } => "legal_hold",
             EventKind::LegalHoldReleased { .. } => "legal_hold_released",
+            EventKind::Retried { .. } => "retried",
         }
     }
 
@@ -293,19 +317,22 @@ impl EventKind {
             EventKind::Redacted { .. } => "redact",
             EventKind::LegalHold { .. } => "hold",
             EventKind::LegalHoldReleased { .. } => "release the hold of",
+            EventKind::Retried { .. } => "retry",
         }
     }
 
-    /// Whether the kind is about keeping the execution's record (redaction,
-    /// legal hold): allowed after it settled, never changing its status,
-    /// and folded into a settled execution without bringing it back to
-    /// the projection.
-    pub fn is_retention(&self) -> bool {
+    /// Whether the kind may follow a settled execution: about keeping its
+    /// record (redaction, legal hold) or about running it again (a retry by
+    /// hand, which starts a new execution). Such an event never changes the
+    /// status, is not part of the lifecycle, and is folded into a settled
+    /// execution without bringing it back to the projection.
+    pub fn follows_settling(&self) -> bool {
         matches!(
             self,
             EventKind::Redacted { .. }
                 | EventKind::LegalHold { .. }
                 | EventKind::LegalHoldReleased { .. }
+                | EventKind::Retried { .. }
         )
     }
 

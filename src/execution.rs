@@ -395,6 +395,14 @@ pub struct BackgroundExecution {
     /// nor its history archived, until the hold is released.
     #[serde(default, skip_serializing_if = "is_false")]
     pub legal_hold: bool,
+    /// The execution this one runs again, when an operator retried that
+    /// one by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<ExecutionId>,
+    /// The execution that runs this one again, once an operator retried it
+    /// by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_as: Option<ExecutionId>,
 }
 
 impl BackgroundExecution {
@@ -462,6 +470,8 @@ impl BackgroundExecution {
             target_binding_error: None,
             redacted_at: None,
             legal_hold: false,
+            retry_of: None,
+            retried_as: None,
         }
     }
 

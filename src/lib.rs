@@ -53,8 +53,8 @@ mod runtime;
 mod store;
 
 pub use crate::command::{
-    Claim, MAX_BATCH, MAX_CLAIM_CALLABLES, MAX_CONTEXT_ENTRIES, MAX_INPUT_BYTES, MAX_NAME_BYTES,
-    MAX_OUTPUT_BYTES,
+    Claim, Retry, MAX_ATTEMPTS, MAX_BATCH, MAX_CLAIM_CALLABLES, MAX_CONTEXT_ENTRIES,
+    MAX_INPUT_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES,
 };
 pub use crate::error::{CommandError, Error, ErrorKind, StorageError};
 pub use crate::event::{Event, EventKind, RecoveryReason, Submission};
@@ -67,8 +67,8 @@ pub use crate::ids::{ExecutionId, ParseIdError, TenantId, TriggerId};
 pub use crate::lease::{Heartbeat, Lease, DEFAULT_LEASE, MAX_CLAIM, MAX_LEASE, MIN_LEASE};
 pub use crate::ledger::{
     AcceptedTail, ArchiveReport, ArchiveVerified, At, Change, Clock, Command, Cursor, Head,
-    IndexRebuild, Ledger, LedgerBuilder, ListFilter, ListPage, Pending, RetentionPolicy,
-    RetentionReport, Stats, Submitted, Subscription, SystemClock, TenantHold, TenantRetention,
+    IndexRebuild, Ledger, LedgerBuilder, ListFilter, ListPage, Pending, Rerun, RetentionPolicy,
+    RetentionReport, RetryRefused, RetryReport, RETRYABLE, Stats, Submitted, Subscription, SystemClock, TenantHold, TenantRetention,
     VerifyReport,
 };
 pub use crate::machine::{

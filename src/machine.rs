@@ -79,6 +79,11 @@ pub enum Refusal {
     AlreadyHeld,
     /// It is not under legal hold.
     NotHeld,
+    /// It was retried by hand already: the new run is the one to retry.
+    AlreadyRetried {
+        /// The new run.
+        retry: ExecutionId,
+    },
     /// A recovery outcome other than the retry policy's (`queued` while
     /// attempts remain, `failed` when they are used up).
     WrongOutcome {
@@ -122,6 +127,9 @@ impl fmt::Display for Refusal {
             Refusal::AlreadyRedacted => write!(f, "its payloads were redacted already"),
             Refusal::AlreadyHeld => write!(f, "it is under legal hold already"),
             Refusal::NotHeld => write!(f, "it is not under legal hold"),
+            Refusal::AlreadyRetried { retry } => {
+                write!(f, "it was retried already, as {retry} (retry that one)")
+            }
             Refusal::WrongOutcome { expected } => {
                 write!(f, "its retry policy makes it {expected}")
             }
@@ -258,6 +266,17 @@ fn refusal(state: Option<&BackgroundExecution>, event: &Event) -> Option<Refusal
         }
         EventKind::LegalHold { .. } => return e.legal_hold.then_some(Refusal::AlreadyHeld),
         EventKind::LegalHoldReleased { .. } => return (!e.legal_hold).then_some(Refusal::NotHeld),
+        EventKind::Retried { .. } => {
+            use BackgroundExecutionStatus::{Cancelled, Failed, Timeout};
+            return if !matches!(e.status, Failed | Timeout | Cancelled) {
+                Some(Refusal::Status(e.status))
+            } else if e.redacted_at.is_some() {
+                Some(Refusal::AlreadyRedacted)
+            } else {
+                e.retried_as
+                    .map(|retry| Refusal::AlreadyRetried { retry })
+            };
+        }
         _ => {}
     }
     if is_settled(e) {
@@ -286,7 +305,8 @@ fn refusal(state: Option<&BackgroundExecution>, event: &Event) -> Option<Refusal
         EventKind::Queued(_) => unreachable!("handled above"),
         EventKind::Redacted { .. }
         | EventKind::LegalHold { .. }
-        | EventKind::LegalHoldReleased { .. } => unreachable!("handled above"),
+        | EventKind::LegalHoldReleased { .. }
+        | EventKind::Retried { .. } => unreachable!("handled above"),
         EventKind::Released => {
             if e.config.mode != BackgroundExecutionMode::Deferred {
                 Some(Refusal::NotDeferred)
@@ -401,6 +421,8 @@ pub fn apply(
             target_binding_error: None,
             redacted_at: None,
             legal_hold: false,
+            retry_of: s.retry_of,
+            retried_as: None,
         });
         return Ok(());
     }
@@ -484,6 +506,9 @@ pub fn apply(
         }
         EventKind::LegalHold { .. } => e.legal_hold = true,
         EventKind::LegalHoldReleased { .. } => e.legal_hold = false,
+        EventKind::Retried {
+            new_execution_id, ..
+        } => e.retried_as = Some(*new_execution_id),
     }
     Ok(())
 }

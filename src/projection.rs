@@ -197,10 +197,10 @@ impl Projection {
         Ok(self.apply_tracked(event)?.map(|(e, ..)| e))
     }
 
-    /// Whether `event` is a retention event (redaction, legal hold) after
-    /// a settled execution, which the projection does not hold.
+    /// Whether `event` follows a settled execution (a redaction, legal hold
+    /// or retry by hand), which the projection does not hold.
     pub(crate) fn follows_settled(&self, event: &Event) -> bool {
-        event.kind.is_retention() && !self.live.contains_key(&event.execution_id)
+        event.kind.follows_settling() && !self.live.contains_key(&event.execution_id)
     }
 
     /// [`apply`](Self::apply), also returning, for a settled execution,

@@ -827,7 +827,7 @@
   function detail(e) {
     switch (e.type) {
       case 'queued':
-        return `${e.callableName} · priority ${e.config ? e.config.priority : ''} · ${e.config ? e.config.mode : ''}${e.runAt ? ' · run at ' + fmtTime(e.runAt) : ''}`;
+        return `${e.callableName} · priority ${e.config ? e.config.priority : ''} · ${e.config ? e.config.mode : ''}${e.runAt ? ' · run at ' + fmtTime(e.runAt) : ''}${e.retryOf ? ' · retry of ' + e.retryOf : ''}`;
       case 'started':
         return `attempt ${e.attempt}${e.worker ? ' by ' + e.worker : ''}`;
       case 'completed':
@@ -844,6 +844,8 @@
       case 'legal_hold':
       case 'legal_hold_released':
         return `${e.reason}${e.by ? ' (by ' + e.by + ')' : ''}`;
+      case 'retried':
+        return `as ${e.newExecutionId} · ${e.attempts} attempt(s)${e.reason ? ': ' + e.reason : ''}${e.by ? ' (by ' + e.by + ')' : ''}`;
       case 'recovered':
         return `attempt ${e.attempt} → ${e.outcome}${e.reason ? ' (' + e.reason.replace('_', ' ') + ')' : ''}`;
       case 'target_binding_applied':

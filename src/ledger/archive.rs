@@ -4,9 +4,9 @@
 //!
 //! What moves is always a prefix of the log, seqs base+1 through a new
 //! base, and always whole executions: the new base is a seq where nothing
-//! was live, and no later event but a retention event (a redaction or
-//! hold recorded after the execution settled, which stays in the live
-//! log) belongs to an execution before it. The
+//! was live, and no later event but one after settling (a redaction,
+//! hold or retry by hand recorded after the execution settled, which stays
+//! in the live log) belongs to an execution before it. The
 //! live log then starts after the base (its projection there is empty, so
 //! replay starts from nothing), the chain runs on from the last archived
 //! record, and an archived execution's history is read from its segment
@@ -151,7 +151,7 @@ impl Ledger {
             s.unredactable |= bytes.first() == Some(&record::FORMAT_V1);
             // Its lifecycle: a retention event after it settled may stay in
             // the live log after its archived history.
-            if !event.kind.is_retention() {
+            if !event.kind.follows_settling() {
                 s.last = event.seq;
                 s.last_at = event.at;
             }
@@ -417,7 +417,7 @@ fn check_segment(
         // retention event can follow an execution an earlier segment
         // holds: folded from there.
         let id = event.execution_id;
-        if !states.contains_key(&id) && event.kind.is_retention() {
+        if !states.contains_key(&id) && event.kind.follows_settling() {
             let mut earlier = None;
             for seg in before {
                 for s in seg.seqs_of(&id)? {

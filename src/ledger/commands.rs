@@ -6,7 +6,7 @@
 use super::write::Outcome;
 use super::writer::Command;
 use super::{Ledger, Submitted};
-use crate::command::{Action, Claim, Op};
+use crate::command::{Action, Claim, Op, Retry};
 use crate::error::CommandError;
 use crate::event::Submission;
 use crate::execution::{BackgroundExecution, ExecutionError, ExecutionId, TenantId};
@@ -323,6 +323,24 @@ impl Ledger {
                 reason: reason.into(),
             },
         )
+    }
+
+    /// Runs a failed, timed-out or cancelled execution again: records a
+    /// `retried` event on it (who asked, why, the attempts the new run
+    /// gets) and, in the same write, submits the new run, a new execution
+    /// with the same callable, input, context and configuration whose
+    /// `retryOf` names this one. Answers the new run. The execution itself
+    /// keeps the status it ended with, and names the new run
+    /// (`retriedAs`).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Transition` when it is not failed, timed out or
+    /// cancelled, was retried already (the refusal names the new run) or
+    /// redacted; `Archived`; `Invalid` for attempts out of range or an
+    /// empty reason; `Storage`.
+    pub fn retry(&self, id: ExecutionId, retry: Retry) -> Command<BackgroundExecution> {
+        self.on(id, Action::Retry(retry))
     }
 
     /// Releases a held deferred execution: it becomes runnable now.

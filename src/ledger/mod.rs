@@ -36,6 +36,7 @@ mod read;
 mod replay;
 mod report;
 mod retention;
+mod retry;
 mod subscription;
 mod time_travel;
 mod verify;
@@ -47,6 +48,7 @@ pub use list::{Cursor, ListFilter, ListPage};
 pub use open::{Clock, LedgerBuilder, SystemClock};
 pub use report::{AcceptedTail, At, Change, Head, IndexRebuild, Stats, Submitted, VerifyReport};
 pub use retention::{RetentionPolicy, RetentionReport, TenantHold, TenantRetention};
+pub use retry::{Rerun, RetryRefused, RetryReport, RETRYABLE};
 pub use subscription::Subscription;
 pub use writer::{Command, Pending};
 

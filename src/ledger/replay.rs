@@ -79,7 +79,7 @@ pub(super) fn with_archived(
     // Whole in the live log when its first event there is no retention
     // event (then the archive is not read: it may have been moved).
     if let Some(&first) = seqs.first() {
-        if !read_event(log, first)?.kind.is_retention() {
+        if !read_event(log, first)?.kind.follows_settling() {
             return Ok(seqs);
         }
     }
@@ -171,7 +171,8 @@ pub(super) fn replay(
     })
 }
 
-/// A retention event (redaction, legal hold) after a settled execution,
+/// An event after settling (redaction, legal hold, retry by hand) of a
+/// settled execution,
 /// which the projection leaves out ([`Projection::follows_settled`]): the
 /// state machine's answer to it against the execution as its events before
 /// it fold — the execution after it, and what the engine indexes again

@@ -511,7 +511,7 @@ impl Ledger {
             let execution = self
                 .inner
                 .fold_execution(line.id, seqs, |e| {
-                    if !e.kind.is_retention() {
+                    if !e.kind.follows_settling() {
                         settled = e.at;
                     }
                     true

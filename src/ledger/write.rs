@@ -332,7 +332,8 @@ impl Inner {
         Ok(Some(out))
     }
 
-    /// A retention event (redaction, legal hold) after a settled
+    /// An event after settling (redaction, legal hold, retry by hand) of a
+    /// settled
     /// execution, checked by the state machine against the execution as its
     /// events fold: what the engine indexes again (its seqs, this one's
     /// last, and its line), and the execution after it.

@@ -626,6 +626,66 @@ impl Backend {
         }
     }
 
+    /// Retries a failed, timed-out or cancelled execution by hand; answers
+    /// the new run.
+    pub(crate) fn retry(
+        &self,
+        id: ExecutionId,
+        reason: Option<String>,
+        by: Option<String>,
+        attempts: Option<u32>,
+    ) -> Result<BackgroundExecution> {
+        match self {
+            Backend::Local(l) => l
+                .retry(id, retry_of(reason, by, attempts))
+                .wait()
+                .map_err(fail),
+            Backend::Remote(r) => {
+                // Not another tenant's than --tenant's.
+                if self.scope().is_some() {
+                    self.get(id, None)?;
+                }
+                r.call(
+                    r.client
+                        .post(r.url(&format!("/v1/executions/{id}/retry")))
+                        .json(&serde_json::json!({
+                            "reason": reason, "by": by, "attempts": attempts
+                        })),
+                )
+            }
+        }
+    }
+
+    /// Retries by hand every execution that passes `filter` and can be
+    /// retried (with `dry_run`, counts them).
+    pub(crate) fn retry_matching(
+        &self,
+        filter: &ListFilter,
+        (reason, by, attempts): (Option<String>, Option<String>, Option<u32>),
+        dry_run: bool,
+    ) -> Result<execution_ledger::RetryReport> {
+        match self {
+            Backend::Local(l) => l
+                .retry_matching(filter, &retry_of(reason, by, attempts), dry_run)
+                .map_err(fail),
+            Backend::Remote(r) => {
+                let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+                let body = serde_json::json!({
+                    "status": (!statuses.is_empty()).then(|| statuses.join(",")),
+                    "tenantId": r.scope.as_ref().map(|t| t.to_string()),
+                    "callableName": filter.callable,
+                    "since": filter.since.map(|t| t.to_rfc3339()),
+                    "until": filter.until.map(|t| t.to_rfc3339()),
+                    "dryRun": dry_run,
+                    "reason": reason,
+                    "by": by,
+                    "attempts": attempts,
+                });
+                r.call(r.client.post(r.url("/v1/executions/retry")).json(&body))
+            }
+        }
+    }
+
     pub(crate) fn release(&self, id: ExecutionId) -> Result<BackgroundExecution> {
         match self {
             Backend::Local(l) => l.release(id).wait().map_err(fail),
@@ -926,4 +986,23 @@ impl Retention {
             Retention::ReleaseHold => "release-hold",
         }
     }
+}
+
+/// A retry by hand as the CLI asks for it.
+fn retry_of(
+    reason: Option<String>,
+    by: Option<String>,
+    attempts: Option<u32>,
+) -> execution_ledger::Retry {
+    let mut retry = execution_ledger::Retry::new();
+    if let Some(reason) = reason {
+        retry = retry.reason(reason);
+    }
+    if let Some(by) = by {
+        retry = retry.by(by);
+    }
+    if let Some(n) = attempts {
+        retry = retry.attempts(n);
+    }
+    retry
 }

@@ -159,6 +159,43 @@ pub(crate) enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run a failed, timed-out or cancelled execution again, as a new
+    /// execution (its `queued` event names the one it retries, and that
+    /// one records a `retried` event: who asked, why, the attempts the new
+    /// run gets); prints the new run's id. With a filter instead of an id,
+    /// retries every execution that passes it and was not retried before.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "status", "callable", "since", "until"])))]
+    Retry {
+        /// The execution.
+        #[arg(value_parser = parse_id, conflicts_with_all = ["status", "callable", "since", "until"])]
+        id: Option<ExecutionId>,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who asks (recorded; default: the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+        /// The attempts the new run gets (default: as many as its retry
+        /// policy gave the execution).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        attempts: Option<u32>,
+        /// Every execution of these statuses (failed, timeout, cancelled;
+        /// comma-separated or repeated; default: all three).
+        #[arg(long, value_delimiter = ',', value_parser = parse_status)]
+        status: Vec<BackgroundExecutionStatus>,
+        /// Only this callable's.
+        #[arg(long)]
+        callable: Option<String>,
+        /// Only those submitted at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// Only those submitted before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<DateTime<Utc>>,
+        /// Say how many it would retry, and change nothing.
+        #[arg(long, conflicts_with = "id")]
+        dry_run: bool,
+    },
     /// Release a held deferred execution: it becomes runnable.
     Release {
         /// The execution.

@@ -172,6 +172,39 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             let after = backend.cancel(*id, reason.clone())?;
             changed(out, cli.json, &after)?;
         }
+        Command::Retry {
+            id,
+            reason,
+            by,
+            attempts,
+            status,
+            callable,
+            since,
+            until,
+            dry_run,
+        } => {
+            let by = by_or_user(by);
+            if let Some(id) = id {
+                let new = backend.retry(*id, reason.clone(), by, *attempts)?;
+                if cli.json {
+                    json_line(out, &new)?;
+                } else {
+                    writeln!(out, "{}", new.execution_id)?;
+                }
+                return Ok(());
+            }
+            let mut filter = ListFilter::new();
+            filter.statuses = status.clone();
+            filter.callable = callable.clone();
+            (filter.since, filter.until) = (*since, *until);
+            let report =
+                backend.retry_matching(&filter, (reason.clone(), by, *attempts), *dry_run)?;
+            if cli.json {
+                json_line(out, &report)?;
+            } else {
+                output::retry_report(out, &report)?;
+            }
+        }
         Command::Redact(a) => {
             let after = backend.retain(a.id, Retention::Redact, &a.reason, by_or_user(&a.by))?;
             retained(out, cli.json, &after, "redacted")?;

@@ -76,6 +76,24 @@ pub(crate) fn detail(event: &Event) -> String {
             if let Some(at) = &s.run_at {
                 d.push_str(&format!(" run-at {}", time(at)));
             }
+            if let Some(original) = &s.retry_of {
+                d.push_str(&format!(" retry-of {original}"));
+            }
+            d
+        }
+        EventKind::Retried {
+            by,
+            reason,
+            new_execution_id,
+            attempts,
+        } => {
+            let mut d = format!("as {new_execution_id} with {attempts} attempt(s)");
+            if let Some(reason) = reason {
+                d.push_str(&format!(": {reason}"));
+            }
+            if let Some(by) = by {
+                d.push_str(&format!(" (by {by})"));
+            }
             d
         }
         EventKind::Released => String::new(),
@@ -444,5 +462,37 @@ impl Bar {
             bar.set_message(msg);
             bar.tick();
         }
+    }
+}
+
+/// What a bulk retry did (or, in a dry run, would do), one line per
+/// execution and a count.
+pub(crate) fn retry_report(
+    out: &mut dyn std::io::Write,
+    report: &execution_ledger::RetryReport,
+) -> std::io::Result<()> {
+    for r in &report.retried {
+        match r.new_execution_id {
+            Some(new) => writeln!(out, "retried {} as {new}", r.execution_id)?,
+            None => writeln!(out, "would retry {}", r.execution_id)?,
+        }
+    }
+    for r in &report.refused {
+        writeln!(out, "not retried {}: {}", r.execution_id, r.reason)?;
+    }
+    if report.dry_run {
+        writeln!(
+            out,
+            "dry run: {} execution(s) would be retried; nothing was appended",
+            report.matched
+        )
+    } else {
+        writeln!(
+            out,
+            "retried {} of {} matched ({} refused)",
+            report.retried.len(),
+            report.matched,
+            report.refused.len()
+        )
     }
 }

@@ -688,17 +688,7 @@ async fn retain(
     let ledger = who.ledger(&state);
     let id = parse_id(&id)?;
     let body: RetentionBody = body_json(body, false)?.expect("an empty body is refused");
-    // The caller is always named: a `by` of its own says for whom it asks.
-    let caller = match &who {
-        Who::Admin => "api:admin".to_owned(),
-        Who::Tenant(t) => format!("api:{t}"),
-    };
-    let by = Some(match body.by {
-        Some(by) if !by.trim().is_empty() => format!("{by} (via {caller})"),
-        // Refused by the command's checks, which name the field.
-        Some(blank) => blank,
-        None => caller,
-    });
+    let by = asked_by(&who, body.by);
     let reason = body.reason;
     let done = match what {
         Retention::Redact => ledger.redact(id, reason, by).await,
@@ -706,6 +696,123 @@ async fn retain(
         Retention::ReleaseHold => ledger.release_hold(id, reason, by).await,
     };
     Ok(Json(done?))
+}
+
+/// Who a command records as asking: the caller is always named
+/// (`api:admin`, or `api:` and its tenant); a `by` of its own says for whom
+/// it asks.
+fn asked_by(who: &Who, by: Option<String>) -> Option<String> {
+    let caller = match who {
+        Who::Admin => "api:admin".to_owned(),
+        Who::Tenant(t) => format!("api:{t}"),
+    };
+    Some(match by {
+        Some(by) if !by.trim().is_empty() => format!("{by} (via {caller})"),
+        // Refused by the command's checks, which name the field.
+        Some(blank) => blank,
+        None => caller,
+    })
+}
+
+/// The body of a retry by hand of one execution (all optional).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+    #[serde(default)]
+    attempts: Option<u32>,
+}
+
+impl RetryBody {
+    fn retry(self, who: &Who) -> execution_ledger::Retry {
+        let mut retry = execution_ledger::Retry::new();
+        if let Some(reason) = self.reason {
+            retry = retry.reason(reason);
+        }
+        if let Some(by) = asked_by(who, self.by) {
+            retry = retry.by(by);
+        }
+        if let Some(n) = self.attempts {
+            retry = retry.attempts(n);
+        }
+        retry
+    }
+}
+
+/// Retries a failed, timed-out or cancelled execution by hand: 201 with
+/// the new run.
+async fn retry(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<BackgroundExecution>)> {
+    let who = authorize(&state, &headers)?;
+    let ledger = who.ledger(&state);
+    let id = parse_id(&id)?;
+    let body: RetryBody = body_json(body, true)?.unwrap_or_default();
+    let new = ledger.retry(id, body.retry(&who)).await?;
+    Ok((StatusCode::CREATED, Json(new)))
+}
+
+/// The body of a bulk retry: the filter (as `GET /v1/executions` takes
+/// it), the retry, and whether only to count.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RetryAllBody {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    callable_name: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+    #[serde(default)]
+    attempts: Option<u32>,
+}
+
+/// Retries by hand every execution of the caller's that passes a filter
+/// and can be retried (or with `dryRun`, counts them).
+async fn retry_all(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<execution_ledger::RetryReport>> {
+    let who = authorize(&state, &headers)?;
+    let ledger = who.ledger(&state);
+    let body: RetryAllBody = body_json(body, false)?.expect("an empty body is refused");
+    let (filter, ..) = ListQuery {
+        status: body.status,
+        tenant_id: body.tenant_id,
+        callable_name: body.callable_name,
+        since: body.since,
+        until: body.until,
+        id: None,
+        limit: None,
+        cursor: None,
+    }
+    .filter()?;
+    let dry_run = body.dry_run;
+    let retry = RetryBody {
+        reason: body.reason,
+        by: body.by,
+        attempts: body.attempts,
+    }
+    .retry(&who);
+    let report = blocking(move || ledger.retry_matching(&filter, &retry, dry_run)).await?;
+    Ok(Json(report))
 }
 
 async fn release(
@@ -1235,6 +1342,8 @@ fn router(state: Shared) -> Router {
         .route("/v1/executions/{id}/redact", post(redact))
         .route("/v1/executions/{id}/hold", post(hold))
         .route("/v1/executions/{id}/release-hold", post(release_hold))
+        .route("/v1/executions/{id}/retry", post(retry))
+        .route("/v1/executions/retry", post(retry_all))
         .route("/v1/tenants/{tenant}/hold", post(hold_tenant))
         .route(
             "/v1/tenants/{tenant}/release-hold",
