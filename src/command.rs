@@ -261,7 +261,10 @@ impl Retry {
     fn submission(&self, original: &BackgroundExecution, now: DateTime<Utc>) -> Submission {
         let mut config = original.config.clone();
         if let Some(n) = self.attempts {
-            config.retry.get_or_insert_with(Default::default).max_attempts = n;
+            config
+                .retry
+                .get_or_insert_with(Default::default)
+                .max_attempts = n;
         }
         Submission {
             callable_name: original.callable_name.clone(),

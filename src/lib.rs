@@ -68,8 +68,8 @@ pub use crate::lease::{Heartbeat, Lease, DEFAULT_LEASE, MAX_CLAIM, MAX_LEASE, MI
 pub use crate::ledger::{
     AcceptedTail, ArchiveReport, ArchiveVerified, At, Change, Clock, Command, Cursor, Head,
     IndexRebuild, Ledger, LedgerBuilder, ListFilter, ListPage, Pending, Rerun, RetentionPolicy,
-    RetentionReport, RetryRefused, RetryReport, RETRYABLE, Stats, Submitted, Subscription, SystemClock, TenantHold, TenantRetention,
-    VerifyReport,
+    RetentionReport, RetryRefused, RetryReport, Stats, Submitted, Subscription, SystemClock,
+    TenantHold, TenantRetention, VerifyReport, RETRYABLE,
 };
 pub use crate::machine::{
     after_failure, after_loss, after_timeout, apply, awaits_binding, awaits_callback, check,

@@ -273,8 +273,7 @@ fn refusal(state: Option<&BackgroundExecution>, event: &Event) -> Option<Refusal
             } else if e.redacted_at.is_some() {
                 Some(Refusal::AlreadyRedacted)
             } else {
-                e.retried_as
-                    .map(|retry| Refusal::AlreadyRetried { retry })
+                e.retried_as.map(|retry| Refusal::AlreadyRetried { retry })
             };
         }
         _ => {}

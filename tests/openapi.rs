@@ -691,6 +691,73 @@ async fn real_responses_validate_against_the_document() {
     .await;
     assert_eq!((status, error_code(&err)), (409, "conflict"));
 
+    // Retry by hand: a completed one is refused; a cancelled one runs
+    // again, and its history ends with `retried`; the bulk form counts.
+    let (status, err) = checked(
+        &doc,
+        "post",
+        "/v1/executions/{id}/retry",
+        c.post(server.url(&format!("/v1/executions/{id}/retry")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, error_code(&err)), (409, "conflict"));
+    let (_, later) = json_of(
+        post(
+            "/v1/executions",
+            json!({"tenantId": "acme", "callableName": "later", "config": {"mode": "deferred"}}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    let later = later["executionId"].as_str().unwrap().to_owned();
+    let (status, _) = json_of(
+        post(&format!("/v1/executions/{later}/cancel"), json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, rerun) = checked(
+        &doc,
+        "post",
+        "/v1/executions/{id}/retry",
+        post(
+            &format!("/v1/executions/{later}/retry"),
+            json!({"reason": "released by hand", "by": "ops", "attempts": 2}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &rerun["retryOf"]), (201, &json!(later)), "{rerun}");
+    let (_, history) = checked(
+        &doc,
+        "get",
+        "/v1/executions/{id}/events",
+        get(&format!("/v1/executions/{later}/events"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        history.as_array().unwrap().last().unwrap()["type"],
+        "retried"
+    );
+    let (status, report) = checked(
+        &doc,
+        "post",
+        "/v1/executions/retry",
+        post("/v1/executions/retry", json!({"dryRun": true}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &report["dryRun"]), (200, &json!(true)), "{report}");
+
     // The ledger-wide reads.
     for (method, path) in [
         ("get", "/v1/head"),

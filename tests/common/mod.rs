@@ -28,10 +28,11 @@ impl TestClock {
     }
 }
 
-/// Runs the `ledger` binary on the data directory `dir` with `args`.
+/// Runs the `ledger` binary on the ledger at `dir` (a data directory, or a
+/// database URL) with `args`.
 pub fn ledger_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .arg("--data-dir")
+        .arg(place_flag(dir))
         .arg(dir)
         .args(args)
         .env_remove("LEDGER_DATA_DIR")

@@ -164,7 +164,7 @@ pub(crate) enum Command {
     /// one records a `retried` event: who asked, why, the attempts the new
     /// run gets); prints the new run's id. With a filter instead of an id,
     /// retries every execution that passes it and was not retried before.
-    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "status", "callable", "since", "until"])))]
+    #[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["id", "status", "callable", "since", "until"])))]
     Retry {
         /// The execution.
         #[arg(value_parser = parse_id, conflicts_with_all = ["status", "callable", "since", "until"])]

@@ -27,6 +27,7 @@
 mod archiving;
 mod schema;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -938,16 +939,60 @@ struct ListedRows {
     callable: Vec<String>,
     status: Vec<&'static str>,
     queued_ns: Vec<i64>,
+    /// Where each execution's line (by its first seq) is staged: one
+    /// statement may not upsert a row twice, and an execution settled and
+    /// then redacted or retried in one group or one rebuild chunk has two
+    /// lines, of which the later holds.
+    at: HashMap<i64, usize>,
 }
 
 impl ListedRows {
     fn push(&mut self, l: &Listed) {
-        self.seq.push(sql_seq(l.seq));
-        self.execution.push(uuid(&l.id));
-        self.tenant.push(l.tenant.as_str().to_owned());
-        self.callable.push(l.callable.clone());
-        self.status.push(l.status.as_str());
-        self.queued_ns.push(l.queued_ns());
+        self.put(
+            sql_seq(l.seq),
+            uuid(&l.id),
+            l.tenant.as_str().to_owned(),
+            l.callable.clone(),
+            l.status.as_str(),
+            l.queued_ns(),
+        );
+    }
+
+    /// Stages one line, in place of the one staged at its seq.
+    fn put(
+        &mut self,
+        seq: i64,
+        execution: Uuid,
+        tenant: String,
+        callable: String,
+        status: &'static str,
+        queued_ns: i64,
+    ) {
+        if let Some(&i) = self.at.get(&seq) {
+            (self.execution[i], self.tenant[i], self.callable[i]) = (execution, tenant, callable);
+            (self.status[i], self.queued_ns[i]) = (status, queued_ns);
+            return;
+        }
+        self.at.insert(seq, self.seq.len());
+        self.seq.push(seq);
+        self.execution.push(execution);
+        self.tenant.push(tenant);
+        self.callable.push(callable);
+        self.status.push(status);
+        self.queued_ns.push(queued_ns);
+    }
+
+    /// Stages `other`'s lines after these.
+    fn extend(&mut self, other: ListedRows) {
+        let columns = other.seq.into_iter().zip(other.execution).zip(other.tenant);
+        let rest = other
+            .callable
+            .into_iter()
+            .zip(other.status)
+            .zip(other.queued_ns);
+        for (((seq, execution), tenant), ((callable, status), queued_ns)) in columns.zip(rest) {
+            self.put(seq, execution, tenant, callable, status, queued_ns);
+        }
     }
 
     /// The lines staged, as [`Listed`].
@@ -1060,13 +1105,7 @@ impl Rows {
         self.record.extend(other.record);
         self.key_slot.extend(other.key_slot);
         self.key.extend(other.key);
-        let (l, o) = (&mut self.listed, other.listed);
-        l.seq.extend(o.seq);
-        l.execution.extend(o.execution);
-        l.tenant.extend(o.tenant);
-        l.callable.extend(o.callable);
-        l.status.extend(o.status);
-        l.queued_ns.extend(o.queued_ns);
+        self.listed.extend(other.listed);
     }
 
     /// The record of `seq` among these rows (whose first is `first`),
