@@ -271,7 +271,7 @@ impl Retry {
             input: original.input.clone(),
             context: original.context.clone(),
             config,
-            trigger_id: original.trigger_id.clone(),
+            trigger_id: original.trigger_id,
             metadata: original.metadata.clone(),
             idempotency_key: None,
             run_at: (original.config.mode == BackgroundExecutionMode::Deferred).then_some(now),

@@ -857,6 +857,9 @@ async fn real_responses_validate_against_the_document() {
     for line in lines.lines() {
         let e: Value = serde_json::from_str(line).unwrap();
         assert_eq!(validate(&doc, &event, &e, "$"), Vec::<String>::new(), "{e}");
+        for field in ["record", "prev", "hash"] {
+            assert!(e[field].is_string(), "{field} in {e}");
+        }
         types.insert(e["type"].as_str().unwrap().to_owned());
     }
     for kind in ["queued", "started", "completed", "released"] {

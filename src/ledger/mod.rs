@@ -29,6 +29,7 @@ use crate::store::{Durability, Mark, Store};
 
 mod archive;
 mod commands;
+mod export;
 mod leases;
 mod list;
 mod open;
@@ -44,6 +45,7 @@ mod write;
 mod writer;
 
 pub use archive::{ArchiveReport, ArchiveVerified};
+pub use export::{verify_export, ExportVerified, Exported};
 pub use list::{Cursor, ListFilter, ListPage};
 pub use open::{Clock, LedgerBuilder, SystemClock};
 pub use report::{AcceptedTail, At, Change, Head, IndexRebuild, Stats, Submitted, VerifyReport};

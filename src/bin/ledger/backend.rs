@@ -398,20 +398,20 @@ impl Backend {
         }
     }
 
-    /// Calls `each` for every event up to the head as it is now
-    /// (`progress(seq, head)` on the way, locally).
+    /// Calls `each` for every event up to the head as it is now, with its
+    /// line of an export (`progress(seq, head)` on the way, locally).
     pub(crate) fn export(
         &self,
         mut progress: impl FnMut(u64, u64),
-        each: &mut dyn FnMut(Event) -> Result<()>,
+        each: &mut dyn FnMut(Event, &[u8]) -> Result<()>,
     ) -> Result<()> {
         match self {
             Backend::Local(l) => {
                 let head = l.head().seq;
-                for event in l.events(1, Some(head)) {
-                    let event = event?;
-                    progress(event.seq, head);
-                    each(event)?;
+                for exported in l.export(Some(head)) {
+                    let exported = exported?;
+                    progress(exported.event.seq, head);
+                    each(exported.event, &exported.line)?;
                 }
                 Ok(())
             }
@@ -421,7 +421,7 @@ impl Backend {
                     let line = line.map_err(|e| {
                         anyhow!("the export from the server at {} broke off: {e}", r.base)
                     })?;
-                    each(serde_json::from_str(&line)?)?;
+                    each(serde_json::from_str(&line)?, line.as_bytes())?;
                 }
                 Ok(())
             }

@@ -287,6 +287,16 @@ pub(crate) enum Command {
         /// from whoever can rewrite both.
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
+        /// Also check that the log (or with --export, the export) leads to a
+        /// head kept elsewhere, given as SEQ:HASH (`ledger head` prints both).
+        #[arg(long, value_name = "SEQ:HASH", conflicts_with = "checkpoint")]
+        head: Option<String>,
+        /// Check an export (`ledger export > FILE`; `-` reads standard input)
+        /// alone, without a ledger: each record against its hash and its
+        /// payloads' digests, the chain from the genesis with no seq missing,
+        /// and each line's event against its record.
+        #[arg(long, value_name = "FILE", conflicts_with = "accept_tail")]
+        export: Option<PathBuf>,
     },
     /// Rebuild the per-execution and name index from the log (after
     /// `verify` reports it damaged, or to move a ledger written with the
@@ -296,7 +306,8 @@ pub(crate) enum Command {
     Head,
     /// Figures about the ledger.
     Stats,
-    /// The whole log as JSON lines.
+    /// The whole log as JSON lines, each event with its record, the hash of
+    /// the one before and its own (`verify --export FILE` checks it alone).
     Export,
     /// Run executions with the built-in callables echo, sleep and fail.
     ///

@@ -1,6 +1,7 @@
 //! The commands that open the ledger, do one thing and print it.
 
 use std::io::{BufWriter, Write};
+use std::path::Path;
 
 use anyhow::Result;
 use execution_ledger::{
@@ -123,6 +124,21 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             count,
             start_at,
         } => return crate::bench::append_child(cli, *submitters, *count, *start_at, out),
+        Command::Verify {
+            export: Some(file),
+            checkpoint,
+            head,
+            ..
+        } => {
+            if cli.tenant.is_some() {
+                return Err(Usage(
+                    "verify --export takes no --tenant: an export is checked whole, alone".into(),
+                )
+                .into());
+            }
+            let kept = kept_head(checkpoint.as_deref(), head.as_deref())?;
+            return verify_export(cli, file, kept.as_ref(), out);
+        }
         Command::BenchProbe { dir } => {
             let kb = crate::scenarios::memory_probe(dir)?;
             writeln!(out, "{kb}")?;
@@ -415,25 +431,10 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         Command::Verify {
             accept_tail,
             checkpoint,
+            head,
+            export: _,
         } => {
-            let kept = checkpoint
-                .as_deref()
-                .map(|file| -> Result<execution_ledger::Head> {
-                    let bytes = std::fs::read(file)
-                        .map_err(|e| Usage(format!("--checkpoint {}: {e}", file.display())))?;
-                    let refused = |m: String| Usage(format!("--checkpoint {}: {m}", file.display()));
-                    let head: execution_ledger::Head = crate::decode::json(&bytes, "the file")
-                        .map_err(|r| refused(r.message))?;
-                    if head.hash.len() != 64 || !head.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(refused(format!(
-                            "hash must be 64 hex digits (as `ledger head --json` prints it), not {:?}",
-                            head.hash
-                        ))
-                        .into());
-                    }
-                    Ok(head)
-                })
-                .transpose()?;
+            let kept = kept_head(checkpoint.as_deref(), head.as_deref())?;
             if *accept_tail {
                 // Accepting rewrites the checkpoint: the directory itself.
                 let ledger = backend.local("verify --accept-tail")?;
@@ -518,9 +519,10 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         }
         Command::Export => {
             let bar = Bar::new("exporting");
-            backend.export(|seq, head| bar.update(seq, head), &mut |event| {
+            backend.export(|seq, head| bar.update(seq, head), &mut |event, line| {
                 if backend.shows(&event.tenant_id) {
-                    json_line(out, &event)?;
+                    out.write_all(line)?;
+                    out.write_all(b"\n")?;
                 }
                 Ok(())
             })?;
@@ -535,6 +537,101 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         | Command::BenchAppend { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// The head kept elsewhere that `verify` is asked to check: the file of
+/// `--checkpoint` (what `ledger head --json` printed) or `--head SEQ:HASH`.
+fn kept_head(
+    checkpoint: Option<&Path>,
+    head: Option<&str>,
+) -> Result<Option<execution_ledger::Head>> {
+    let (head, refused): (execution_ledger::Head, Box<dyn Fn(String) -> Usage>) =
+        match (checkpoint, head) {
+            (None, None) => return Ok(None),
+            (Some(file), _) => {
+                let bytes = std::fs::read(file)
+                    .map_err(|e| Usage(format!("--checkpoint {}: {e}", file.display())))?;
+                let name = file.display().to_string();
+                let refused = move |m: String| Usage(format!("--checkpoint {name}: {m}"));
+                let head =
+                    crate::decode::json(&bytes, "the file").map_err(|r| refused(r.message))?;
+                (head, Box::new(refused))
+            }
+            (None, Some(text)) => {
+                let refused = |m: String| Usage(format!("--head: {m}"));
+                let Some((seq, hash)) = text.split_once(':') else {
+                    return Err(refused(format!(
+                        "takes SEQ:HASH (as `ledger head` prints them), not {text:?}"
+                    ))
+                    .into());
+                };
+                let seq: u64 = seq
+                    .parse()
+                    .map_err(|_| refused(format!("SEQ must be a whole number, not {seq:?}")))?;
+                let head = serde_json::from_value(serde_json::json!({ "seq": seq, "hash": hash }))
+                    .expect("a head is a seq and a hash");
+                (head, Box::new(refused))
+            }
+        };
+    if head.hash.len() != 64 || !head.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(refused(format!(
+            "hash must be 64 hex digits (as `ledger head` prints it), not {:?}",
+            head.hash
+        ))
+        .into());
+    }
+    Ok(Some(head))
+}
+
+/// `verify --export FILE`: the export checked alone, without a ledger.
+fn verify_export(
+    cli: &Cli,
+    file: &Path,
+    kept: Option<&execution_ledger::Head>,
+    out: &mut Out,
+) -> Result<()> {
+    let read: Box<dyn std::io::Read> = if file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(file)
+                .map_err(|e| Usage(format!("--export {}: {e}", file.display())))?,
+        )
+    };
+    match execution_ledger::verify_export(std::io::BufReader::new(read), kept) {
+        Ok(report) => {
+            if cli.json {
+                let mut v = serde_json::to_value(&report)?;
+                v["ok"] = true.into();
+                json_line(out, &v)?;
+            } else {
+                writeln!(
+                    out,
+                    "ok: the export's {} events of {} executions verified; hash chain intact from the genesis to seq {} ({})",
+                    report.events, report.executions, report.head.seq, report.head.hash
+                )?;
+                if let Some(k) = &report.reaches {
+                    writeln!(
+                        out,
+                        "ok: the export leads to seq {} ({}) kept elsewhere",
+                        k.seq, k.hash
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if cli.json {
+                json_line(
+                    out,
+                    &serde_json::json!({ "ok": false, "seq": e.seq(), "error": e.to_string() }),
+                )?;
+            }
+            out.flush()?;
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            Err(Exit(1).into())
+        }
+    }
 }
 
 /// The submissions in `file` (`-`: standard input), one JSON object a

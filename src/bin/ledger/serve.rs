@@ -1085,7 +1085,8 @@ impl Retaining {
     }
 }
 
-/// The log up to the head as it is now, as JSON lines, streamed: a
+/// The log up to the head as it is now, as the lines of an export
+/// (each event with its record and hashes), streamed: a
 /// failure while reading ends the response early, as an error the client
 /// sees, not as a short export.
 async fn export(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<Response> {
@@ -1095,9 +1096,8 @@ async fn export(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<Re
     tokio::task::spawn_blocking(move || {
         let head = ledger.head().seq;
         let mut chunk = Vec::with_capacity(64 * 1024);
-        for event in ledger.events(1, Some(head)) {
-            let line = event.map(|e| serde_json::to_vec(&e).expect("events serialize"));
-            match line {
+        for exported in ledger.export(Some(head)) {
+            match exported.map(|e| e.line) {
                 Ok(line) => {
                     chunk.extend_from_slice(&line);
                     chunk.push(b'\n');
