@@ -258,6 +258,22 @@ fn the_cli_exports_and_verifies_an_export_without_a_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("export.jsonl");
     std::fs::write(&file, &export.stdout).unwrap();
+    // The live log checked against the same head, and against one beyond it.
+    let o = cli(&["verify", "--head", &kept]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("ok: the log leads to seq"),
+        "{}",
+        stdout(&o)
+    );
+    let beyond = format!("99:{}", "0".repeat(64));
+    let o = cli(&["verify", "--head", &beyond]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("before seq 99 of the head kept elsewhere"),
+        "{}",
+        stderr(&o)
+    );
     drop(store);
 
     // No ledger anywhere: the data directory named does not exist.

@@ -457,7 +457,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             // The head kept elsewhere is checked once the chain is intact;
             // a log that does not lead to it is broken at its seq.
             if let (Some(kept), Verdict::Intact { .. }) = (&kept, &verdict) {
-                let ledger = backend.local("verify --checkpoint")?;
+                let ledger = backend.local("verify --checkpoint or --head")?;
                 if let Err(e) = ledger.check_head(kept) {
                     verdict = Err(e).into();
                 }
