@@ -233,6 +233,27 @@ pub fn check(state: Option<&BackgroundExecution>, event: &Event) -> Result<(), T
     })
 }
 
+/// The statuses a retry by hand takes: those an execution ends with,
+/// but completed.
+pub const RETRYABLE: [BackgroundExecutionStatus; 3] = [
+    BackgroundExecutionStatus::Failed,
+    BackgroundExecutionStatus::Timeout,
+    BackgroundExecutionStatus::Cancelled,
+];
+
+/// Why `e` may not be retried by hand now, if it may not: it has not ended
+/// (or completed), its payloads were redacted (its input is gone), or it
+/// was retried already (once each: the new run is retried next).
+pub(crate) fn retry_refusal(e: &BackgroundExecution) -> Option<Refusal> {
+    if !RETRYABLE.contains(&e.status) {
+        Some(Refusal::Status(e.status))
+    } else if e.redacted_at.is_some() {
+        Some(Refusal::AlreadyRedacted)
+    } else {
+        e.retried_as.map(|retry| Refusal::AlreadyRetried { retry })
+    }
+}
+
 fn refusal(state: Option<&BackgroundExecution>, event: &Event) -> Option<Refusal> {
     use BackgroundExecutionStatus::{Queued, Running};
 
@@ -266,16 +287,7 @@ fn refusal(state: Option<&BackgroundExecution>, event: &Event) -> Option<Refusal
         }
         EventKind::LegalHold { .. } => return e.legal_hold.then_some(Refusal::AlreadyHeld),
         EventKind::LegalHoldReleased { .. } => return (!e.legal_hold).then_some(Refusal::NotHeld),
-        EventKind::Retried { .. } => {
-            use BackgroundExecutionStatus::{Cancelled, Failed, Timeout};
-            return if !matches!(e.status, Failed | Timeout | Cancelled) {
-                Some(Refusal::Status(e.status))
-            } else if e.redacted_at.is_some() {
-                Some(Refusal::AlreadyRedacted)
-            } else {
-                e.retried_as.map(|retry| Refusal::AlreadyRetried { retry })
-            };
-        }
+        EventKind::Retried { .. } => return retry_refusal(e),
         _ => {}
     }
     if is_settled(e) {

@@ -50,7 +50,7 @@ pub use list::{Cursor, ListFilter, ListPage};
 pub use open::{Clock, LedgerBuilder, SystemClock};
 pub use report::{AcceptedTail, At, Change, Head, IndexRebuild, Stats, Submitted, VerifyReport};
 pub use retention::{RetentionPolicy, RetentionReport, TenantHold, TenantRetention};
-pub use retry::{Rerun, RetryRefused, RetryReport, RETRYABLE};
+pub use retry::{Rerun, RetryRefused, RetryReport};
 pub use subscription::Subscription;
 pub use writer::{Command, Pending};
 

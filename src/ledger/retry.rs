@@ -9,14 +9,8 @@ use super::list::{Cursor, ListFilter, ListPage};
 use super::Ledger;
 use crate::command::Retry;
 use crate::error::CommandError;
-use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId};
-
-/// The statuses a retry by hand takes.
-pub const RETRYABLE: [BackgroundExecutionStatus; 3] = [
-    BackgroundExecutionStatus::Failed,
-    BackgroundExecutionStatus::Timeout,
-    BackgroundExecutionStatus::Cancelled,
-];
+use crate::execution::{BackgroundExecution, ExecutionId};
+use crate::machine::RETRYABLE;
 
 /// What a bulk retry found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,10 +52,10 @@ pub struct RetryRefused {
     pub reason: String,
 }
 
-/// Whether a retry by hand would take `e` (the state machine has the last
-/// word when it is appended).
+/// Whether a retry by hand would take `e` now (the state machine's rule;
+/// it has the last word again when the retry is appended).
 fn retryable(e: &BackgroundExecution) -> bool {
-    RETRYABLE.contains(&e.status) && e.retried_as.is_none() && e.redacted_at.is_none()
+    crate::machine::retry_refusal(e).is_none()
 }
 
 impl Ledger {
