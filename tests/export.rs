@@ -9,6 +9,7 @@ use std::io::Cursor;
 
 use base64::Engine as _;
 use common::server::{client, Server};
+use common::{stderr, stdout};
 use execution_ledger::{
     fuzzing, verify_export, ErrorKind, Event, ExecutionError, Head, Ledger, Retry, Submission,
     TenantId,
@@ -221,14 +222,6 @@ fn a_tampered_export_is_refused_naming_the_seq() {
 
 fn hex(h: &[u8; 32]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]

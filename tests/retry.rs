@@ -9,8 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::ledger_cli;
 use common::server::{client, error_code, json_of, Server};
+use common::{ledger_cli, stderr, stdout};
 use execution_ledger::{
     At, BackgroundExecutionMode, BackgroundExecutionStatus, CommandError, EventKind,
     ExecutionError, ExecutionId, Ledger, ListFilter, Refusal, Retry, Submission, TenantId,
@@ -314,14 +314,6 @@ fn a_bulk_retry_takes_what_its_filter_passes_once_and_a_dry_run_appends_nothing(
         .unwrap_err();
     assert!(err.to_string().starts_with("status: completed"), "{err}");
     ledger.verify().unwrap();
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]

@@ -28,6 +28,16 @@ impl TestClock {
     }
 }
 
+/// What a child process printed on standard output, as text.
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// What a child process printed on standard error, as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 /// Runs the `ledger` binary on the ledger at `dir` (a data directory, or a
 /// database URL) with `args`.
 pub fn ledger_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
