@@ -594,6 +594,7 @@ impl Segments {
     /// Adds the segments through `base` that another process wrote into
     /// the directory since they were read, when the ones held do not reach
     /// it (a shared log's base moves in any process).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // the PostgreSQL engine's
     pub(crate) fn catch_up(&mut self, base: u64) -> Result<(), StorageError> {
         if self.trouble.is_some() || self.kept.last().map_or(0, |s| s.last) >= base {
             return Ok(());

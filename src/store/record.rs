@@ -647,6 +647,7 @@ pub(crate) const SEALED_SNAPSHOT: u8 = b'E';
 /// # Errors
 ///
 /// `Io` when the operating system gives no random bytes.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))] // the PostgreSQL engine's
 pub(crate) fn fresh_key() -> Result<Key, StorageError> {
     let mut key = [0u8; 32];
     getrandom::getrandom(&mut key).map_err(|e| {
