@@ -52,6 +52,9 @@ pub struct RetryRefused {
     pub reason: String,
 }
 
+/// Retries a bulk retry keeps queued at once.
+const IN_FLIGHT: usize = 1024;
+
 /// Whether a retry by hand would take `e` now (the state machine's rule;
 /// it has the last word again when the retry is appended).
 fn retryable(e: &BackgroundExecution) -> bool {
@@ -109,24 +112,35 @@ impl Ledger {
             matched: found.len(),
             ..RetryReport::default()
         };
-        for id in found {
-            if dry_run {
-                report.retried.push(Rerun {
+        if dry_run {
+            report.retried = found
+                .into_iter()
+                .map(|id| Rerun {
                     execution_id: id,
                     new_execution_id: None,
-                });
-                continue;
-            }
-            match self.retry(id, retry.clone()).wait() {
-                Ok(new) => report.retried.push(Rerun {
-                    execution_id: id,
-                    new_execution_id: Some(new.execution_id),
-                }),
-                Err(CommandError::Transition(refused)) => report.refused.push(RetryRefused {
-                    execution_id: id,
-                    reason: refused.refusal.to_string(),
-                }),
-                Err(e) => return Err(e),
+                })
+                .collect();
+            return Ok(report);
+        }
+        // Queued a chunk at a time, in order, so that the writer commits
+        // them in groups (one sync for many) rather than one by one.
+        for chunk in found.chunks(IN_FLIGHT) {
+            let pending: Vec<_> = chunk
+                .iter()
+                .map(|&id| (id, self.retry(id, retry.clone()).spawn()))
+                .collect();
+            for (id, answer) in pending {
+                match answer.wait() {
+                    Ok(new) => report.retried.push(Rerun {
+                        execution_id: id,
+                        new_execution_id: Some(new.execution_id),
+                    }),
+                    Err(CommandError::Transition(refused)) => report.refused.push(RetryRefused {
+                        execution_id: id,
+                        reason: refused.refusal.to_string(),
+                    }),
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(report)
