@@ -50,6 +50,7 @@ mod metrics;
 mod projection;
 mod queue;
 mod runtime;
+mod signing;
 mod store;
 
 pub use crate::command::{
@@ -80,5 +81,9 @@ pub use crate::projection::{LiveCounts, Projection};
 pub use crate::runtime::{
     BindFuture, Binder, CallContext, CallFuture, CallResult, ExecutionHandle, Progress, Runtime,
     RuntimeBuilder, ScheduledLater,
+};
+pub use crate::signing::{
+    verify_callback, CallbackSecrets, SecretsError, SignatureError, ATTEMPT_HEADER,
+    DEFAULT_TOLERANCE, IDEMPOTENCY_HEADER, MAX_SECRETS, MIN_SECRET_BYTES, SIGNATURE_HEADER,
 };
 pub use crate::store::Durability;

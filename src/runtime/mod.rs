@@ -30,6 +30,7 @@ use crate::event::Submission;
 use crate::execution::{bound_output, BackgroundExecution, ExecutionError, ExecutionId, TenantId};
 use crate::ledger::Ledger;
 use crate::machine::{awaits_binding, awaits_callback};
+use crate::signing::CallbackSecrets;
 use registry::Registry;
 
 /// A boxed binder future.
@@ -79,6 +80,7 @@ pub struct RuntimeBuilder {
     idle_poll: Duration,
     callback_timeout: Duration,
     callback_backoff: Duration,
+    callback_secrets: Option<CallbackSecrets>,
     lease: Option<Duration>,
 }
 
@@ -175,6 +177,17 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Signs every callback with its tenant's secrets (see
+    /// [`CallbackSecrets`]): a `Ledger-Signature` header over the timestamp
+    /// and the body. The handle stays shared: secrets replaced through it
+    /// later sign the deliveries after. A tenant with no secret (and no
+    /// default) gets no unsigned delivery: the attempt is recorded as
+    /// failed, saying so. Without this, callbacks are sent unsigned.
+    pub fn callback_secrets(mut self, secrets: CallbackSecrets) -> Self {
+        self.callback_secrets = Some(secrets);
+        self
+    }
+
     /// Recovers what a stopped process left running without a lease
     /// ([`Ledger::recover_abandoned`]), resumes pending bindings and
     /// callbacks, and starts the workers — which claim only the registered
@@ -218,6 +231,7 @@ impl RuntimeBuilder {
             idle_poll: self.idle_poll,
             callback_timeout: self.callback_timeout,
             callback_backoff: self.callback_backoff,
+            callback_secrets: self.callback_secrets,
         });
         // Workers claim only what this process runs; with nothing
         // registered there is nothing to claim.
@@ -278,6 +292,7 @@ struct Shared {
     idle_poll: Duration,
     callback_timeout: Duration,
     callback_backoff: Duration,
+    callback_secrets: Option<CallbackSecrets>,
 }
 
 /// Aborts the task when dropped: an attempt never outlives its worker.
@@ -416,7 +431,15 @@ impl Shared {
                 .callback_url
                 .clone()
                 .expect("a callback is pending");
-            let outcome = callback::deliver(&self.client, &url, &e, self.callback_timeout).await;
+            let outcome = callback::deliver(
+                &self.client,
+                &url,
+                &e,
+                attempt,
+                self.callback_secrets.as_ref(),
+                self.callback_timeout,
+            )
+            .await;
             if let Err((_, why)) = &outcome {
                 tracing::warn!(attempt, %url, why, "callback delivery failed");
             }
@@ -691,6 +714,7 @@ impl Runtime {
             lease: None,
             callback_timeout: Duration::from_secs(10),
             callback_backoff: Duration::from_millis(500),
+            callback_secrets: None,
         }
     }
 

@@ -945,7 +945,7 @@ pub(crate) fn broken_link(seq: u64) -> StorageError {
     }
 }
 
-/// A hash as lower-case hex.
+/// A hash (or another 32-byte digest, such as a signature) as lower-case hex.
 pub(crate) fn hex(hash: &Hash) -> String {
     use std::fmt::Write;
     hash.iter().fold(String::with_capacity(64), |mut s, b| {
@@ -954,7 +954,7 @@ pub(crate) fn hex(hash: &Hash) -> String {
     })
 }
 
-/// A hash from 64 hex digits.
+/// A hash (or another 32-byte digest) from 64 hex digits.
 pub(crate) fn from_hex(s: &str) -> Option<Hash> {
     if s.len() != 64 || !s.is_ascii() {
         return None;

@@ -157,17 +157,68 @@ pub fn run_until_killed(cmd: &mut Command, wait: Duration) -> Vec<String> {
 pub fn http_receiver(
     status: impl Fn(usize) -> u16 + Send + 'static,
 ) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    let url = receive(status, move |r| {
+        let mut bodies = kept.lock().unwrap();
+        bodies.push(r.json());
+        bodies.len() - 1
+    });
+    (url, bodies)
+}
+
+/// One request an [`http_receiver_whole`] got: its headers (names in lower
+/// case) and its body as sent.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The body as JSON (null when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+}
+
+/// An HTTP/1.1 receiver on 127.0.0.1 that keeps each request whole: answers
+/// the `n`th (from 0) with `status(n)`.
+pub fn http_receiver_whole(
+    status: impl Fn(usize) -> u16 + Send + 'static,
+) -> (String, Arc<Mutex<Vec<Received>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let kept = got.clone();
+    let url = receive(status, move |r| {
+        let mut got = kept.lock().unwrap();
+        got.push(r);
+        got.len() - 1
+    });
+    (url, got)
+}
+
+/// Serves on 127.0.0.1 until the test ends: each request goes to `keep`,
+/// which says its number (from 0), and is answered `status(n)` after.
+fn receive(
+    status: impl Fn(usize) -> u16 + Send + 'static,
+    keep: impl Fn(Received) -> usize + Send + 'static,
+) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let received = bodies.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
-            let mut body = None;
+            let mut request = None;
             while let Ok(n) = stream.read(&mut chunk) {
                 if n == 0 {
                     break;
@@ -175,26 +226,27 @@ pub fn http_receiver(
                 buf.extend_from_slice(&chunk[..n]);
                 let text = String::from_utf8_lossy(&buf).to_string();
                 if let Some(end) = text.find("\r\n\r\n") {
-                    let len: usize = text[..end]
+                    let headers: HashMap<String, String> = text[..end]
                         .lines()
-                        .find_map(|l| {
+                        .skip(1)
+                        .filter_map(|l| {
                             let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
+                            Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
                         })
+                        .collect();
+                    let len: usize = headers
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
                         .unwrap_or(0);
                     if buf.len() >= end + 4 + len {
-                        body = Some(buf[end + 4..end + 4 + len].to_vec());
+                        let body = buf[end + 4..end + 4 + len].to_vec();
+                        request = Some(Received { headers, body });
                         break;
                     }
                 }
             }
-            let Some(body) = body else { continue };
-            let n = {
-                let mut bodies = received.lock().unwrap();
-                bodies.push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
-                bodies.len() - 1
-            };
+            let Some(request) = request else { continue };
+            let n = keep(request);
             let _ = stream.write_all(
                 format!(
                     "HTTP/1.1 {} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
@@ -204,5 +256,5 @@ pub fn http_receiver(
             );
         }
     });
-    (url, bodies)
+    url
 }

@@ -350,6 +350,16 @@ pub(crate) enum Command {
         /// directory, none: recovered when the ledger is next opened).
         #[arg(long, value_parser = lease_ms())]
         lease_ms: Option<u64>,
+        /// Sign every callback with its tenant's secret (the
+        /// `Ledger-Signature` header): {"secrets": {"acme": ["NEW", "OLD"],
+        /// "*": ["…"]}}, "*" for the tenants not named, each secret 16 bytes
+        /// or more. Each delivery is
+        /// signed with every secret its tenant has, so a rotation lists the
+        /// new beside the old; the file is re-read within a second of a
+        /// change. A tenant with no secret (and no default) gets no unsigned
+        /// callback: the attempt is recorded as failed.
+        #[arg(long, value_name = "FILE")]
+        callback_secrets: Option<PathBuf>,
     },
     /// Measure the ledger against raw sled in the same run, and print each
     /// figure, its baseline and their ratio against the target.
@@ -435,6 +445,16 @@ pub(crate) enum Command {
         /// directory, none: recovered when the ledger is next opened).
         #[arg(long, value_parser = lease_ms())]
         lease_ms: Option<u64>,
+        /// Sign every callback with its tenant's secret (the
+        /// `Ledger-Signature` header): {"secrets": {"acme": ["NEW", "OLD"],
+        /// "*": ["…"]}}, "*" for the tenants not named, each secret 16 bytes
+        /// or more. Each delivery is
+        /// signed with every secret its tenant has, so a rotation lists the
+        /// new beside the old; the file is re-read within a second of a
+        /// change. A tenant with no secret (and no default) gets no unsigned
+        /// callback: the attempt is recorded as failed.
+        #[arg(long, value_name = "FILE")]
+        callback_secrets: Option<PathBuf>,
     },
     /// Run a command as a worker for one callable of a running `ledger
     /// serve` (or `ledger run`): it claims that callable's executions and

@@ -36,18 +36,12 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             exit_when_idle,
             retention,
             lease_ms,
+            callback_secrets,
         } => {
             let grace = std::time::Duration::from_secs((*grace_secs).into());
-            let lease = lease_ms.map(std::time::Duration::from_millis);
             let retention = retention.load()?;
-            return crate::run::run(
-                cli,
-                *workers as usize,
-                grace,
-                *exit_when_idle,
-                lease,
-                retention,
-            );
+            let runtime = crate::serve::RuntimeOptions::new(*workers, *lease_ms, callback_secrets)?;
+            return crate::run::run(cli, runtime, grace, *exit_when_idle, retention);
         }
         Command::Demo { dir } => return crate::demo::run(cli, dir.clone(), out),
         Command::Worker {
@@ -80,6 +74,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             keys,
             retention,
             lease_ms,
+            callback_secrets,
         } => {
             // Global flags that mean nothing to a server are refused, not ignored.
             if cli.tenant.is_some() {
@@ -97,17 +92,9 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 .into());
             }
             let grace = std::time::Duration::from_secs((*grace_secs).into());
-            let lease = lease_ms.map(std::time::Duration::from_millis);
             let retention = retention.load()?;
-            return crate::serve::run(
-                cli,
-                *listen,
-                *workers as usize,
-                grace,
-                keys.clone(),
-                lease,
-                retention,
-            );
+            let runtime = crate::serve::RuntimeOptions::new(*workers, *lease_ms, callback_secrets)?;
+            return crate::serve::run(cli, *listen, runtime, grace, keys.clone(), retention);
         }
         Command::Bench {
             quick,

@@ -97,6 +97,10 @@ fn takes(path: &str) -> Option<&'static str> {
         }
         "tenants.*.hold" | "default.hold" => "a string of at most 4096 characters (why)",
         "dryRun" => "true or false",
+        // The callback secrets (`--callback-secrets`).
+        "secrets" => "an object of each tenant's secrets (\"*\": of the tenants not named)",
+        "secrets.*" => "an array of 1 to 4 secrets",
+        "secrets.*[]" => "a secret (a string of 16 bytes or more)",
         // The keys file.
         "keys" => "an array of keys",
         "keys[]" => "an object",
@@ -349,6 +353,11 @@ fn pattern(path: &str) -> String {
         if out.starts_with(map) {
             return format!("{map}*");
         }
+    }
+    // A map of tenants: the key is any tenant.
+    if let Some(rest) = out.strip_prefix("secrets.") {
+        let after_key = rest.find('[').map_or("", |i| &rest[i..]);
+        return format!("secrets.*{after_key}");
     }
     out
 }

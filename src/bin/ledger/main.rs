@@ -14,6 +14,7 @@ mod run;
 // The benchmark scenarios, shared with the criterion benches.
 #[path = "../../../benches/common/scenarios.rs"]
 mod scenarios;
+mod secrets;
 mod serve;
 mod worker;
 

@@ -130,10 +130,9 @@ pub(crate) const IDLE_HORIZON: Duration = Duration::from_secs(10);
 
 pub(crate) fn run(
     cli: &Cli,
-    workers: usize,
+    options: crate::serve::RuntimeOptions,
     grace: Duration,
     exit_when_idle: bool,
-    lease: Option<Duration>,
     retention: Option<(execution_ledger::RetentionPolicy, Duration)>,
 ) -> Result<()> {
     let ledger = crate::backend::open(cli)?;
@@ -157,9 +156,7 @@ pub(crate) fn run(
             .transpose()?;
         let mut monitor = Monitor::start(&ledger, bar);
         let runtime = Arc::new(
-            crate::serve::runtime_builder(&ledger, "run", workers, lease)
-                .start()
-                .await?,
+            options.builder(&ledger, "run").start().await?,
         );
         // The other `ledger` commands (and workers elsewhere) reach the
         // ledger through it while it runs.

@@ -1548,32 +1548,55 @@ impl Serving {
     }
 }
 
-/// The runtime `ledger serve` and `ledger run` start: the built-in
-/// callables on `workers` workers named `{what}-{pid}-{n}`, under `lease`
-/// when given.
-pub(crate) fn runtime_builder(
-    ledger: &Ledger,
-    what: &str,
+/// How `ledger serve` and `ledger run` start their runtime.
+pub(crate) struct RuntimeOptions {
     workers: usize,
     lease: Option<Duration>,
-) -> execution_ledger::RuntimeBuilder {
-    let builder = Runtime::builder(ledger.clone())
-        .workers(workers)
-        .worker_name(format!("{what}-{}", std::process::id()))
-        .register_builtins();
-    match lease {
-        Some(lease) => builder.lease(lease),
-        None => builder,
+    secrets: Option<crate::secrets::Watched>,
+}
+
+impl RuntimeOptions {
+    /// The options as given, the callback secrets read (a bad file is a
+    /// usage error).
+    pub(crate) fn new(
+        workers: u16,
+        lease_ms: Option<u64>,
+        callback_secrets: &Option<PathBuf>,
+    ) -> Result<RuntimeOptions> {
+        Ok(RuntimeOptions {
+            workers: workers.into(),
+            lease: lease_ms.map(Duration::from_millis),
+            secrets: callback_secrets
+                .as_deref()
+                .map(crate::secrets::Watched::load)
+                .transpose()?,
+        })
+    }
+
+    /// The runtime: the built-in callables on the workers, named
+    /// `{what}-{pid}-{n}`, under the lease when given, signing callbacks
+    /// with the secrets when given. Call within a tokio runtime.
+    pub(crate) fn builder(&self, ledger: &Ledger, what: &str) -> execution_ledger::RuntimeBuilder {
+        let mut builder = Runtime::builder(ledger.clone())
+            .workers(self.workers)
+            .worker_name(format!("{what}-{}", std::process::id()))
+            .register_builtins();
+        if let Some(lease) = self.lease {
+            builder = builder.lease(lease);
+        }
+        if let Some(secrets) = &self.secrets {
+            builder = builder.callback_secrets(secrets.follow());
+        }
+        builder
     }
 }
 
 pub(crate) fn run(
     cli: &Cli,
     listen: SocketAddr,
-    workers: usize,
+    options: RuntimeOptions,
     grace: Duration,
     keys: Option<PathBuf>,
-    lease: Option<Duration>,
     retention: Option<(execution_ledger::RetentionPolicy, Duration)>,
 ) -> Result<()> {
     if keys.is_none() && !listen.ip().is_loopback() {
@@ -1593,9 +1616,7 @@ pub(crate) fn run(
         let retaining = retention
             .map(|(policy, every)| Retaining::start(ledger.clone(), policy, every))
             .transpose()?;
-        let runtime = runtime_builder(&ledger, "serve", workers, lease)
-            .start()
-            .await?;
+        let runtime = options.builder(&ledger, "serve").start().await?;
         // Where the ledger is, without a database URL's password.
         let place = ledger.path().display().to_string();
         let mut serving =
