@@ -100,7 +100,16 @@ impl Watched {
                     continue;
                 }
                 match apply(&text, &secrets) {
-                    Ok(()) => tracing::info!(file = %path.display(), "callback secrets re-read"),
+                    // A line like serve's own: the operator who rotates
+                    // sees it took.
+                    Ok(()) => {
+                        use std::io::Write;
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "callback secrets re-read from {}",
+                            path.display()
+                        );
+                    }
                     Err(why) => {
                         tracing::error!(file = %path.display(), why, "the callback secrets changed but are refused; the ones before are kept")
                     }
