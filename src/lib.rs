@@ -70,13 +70,16 @@ pub use crate::ledger::{
     verify_export, AcceptedTail, ArchiveReport, ArchiveVerified, At, Change, Clock, Command,
     Cursor, ExportVerified, Exported, Head, IndexRebuild, Ledger, LedgerBuilder, ListFilter,
     ListPage, Pending, Rerun, RetentionPolicy, RetentionReport, RetryRefused, RetryReport, Stats,
-    Submitted, Subscription, SystemClock, TenantHold, TenantRetention, VerifyReport,
+    StatusCounts, Submitted, Subscription, SystemClock, TenantHold, TenantRetention, VerifyReport,
 };
 pub use crate::machine::{
     after_failure, after_loss, after_timeout, apply, awaits_binding, awaits_callback, check,
     is_settled, Refusal, TransitionError, MAX_CALLBACK_ATTEMPTS, RETRYABLE,
 };
-pub use crate::metrics::{HistogramSnapshot, Metrics, BUCKETS_US};
+pub use crate::metrics::{
+    HistogramSnapshot, Metrics, Outcome, OutcomeCount, BUCKETS_US, MAX_SERIES, OTHER,
+    WORK_BUCKETS_US,
+};
 pub use crate::projection::{LiveCounts, Projection};
 pub use crate::runtime::{
     BindFuture, Binder, CallContext, CallFuture, CallResult, ExecutionHandle, Progress, Runtime,

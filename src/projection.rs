@@ -422,6 +422,20 @@ impl Projection {
         self.tally
     }
 
+    /// [`Projection::counts`] of one tenant's live executions (counted
+    /// now: O(live)).
+    pub(crate) fn counts_of(&self, tenant: &TenantId) -> LiveCounts {
+        let mut tally = LiveCounts::default();
+        for l in self
+            .live
+            .values()
+            .filter(|l| &l.execution.tenant_id == tenant)
+        {
+            tally.count(l, true);
+        }
+        tally
+    }
+
     /// Whether two projections hold the same live executions with the same
     /// queue order keys, as of the same seq.
     pub fn same_as(&self, other: &Projection) -> bool {

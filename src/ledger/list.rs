@@ -12,7 +12,9 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-use super::report::At;
+use std::collections::HashSet;
+
+use super::report::{At, StatusCounts};
 use super::Ledger;
 use crate::error::{CommandError, ErrorKind, StorageError};
 use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId, TenantId};
@@ -239,6 +241,35 @@ impl Ledger {
             });
         }
         Ok(ListPage { executions, next })
+    }
+
+    /// Every execution in the handle's scope by status: the live ones from
+    /// the projection, then the settled ones from the engine's list of
+    /// them, read without the projection's lock. One that settles in
+    /// between is counted once, as it was when live; one submitted after is
+    /// not counted.
+    pub(super) fn status_counts(&self) -> Result<StatusCounts, StorageError> {
+        let mut counts = StatusCounts::default();
+        let (head, live) = {
+            let core = self.core();
+            let live: HashSet<ExecutionId> = core
+                .projection
+                .live()
+                .filter(|e| self.sees(&e.tenant_id))
+                .map(|e| {
+                    counts.add(e.status);
+                    e.execution_id
+                })
+                .collect();
+            (core.head.0, live)
+        };
+        for line in self.inner.log.listed_before(head.saturating_add(1)) {
+            let line = line?;
+            if self.sees(&line.tenant) && !live.contains(&line.id) {
+                counts.add(line.status);
+            }
+        }
+        Ok(counts)
     }
 
     /// Every execution live at a point of the log (queued, waiting, held,

@@ -48,7 +48,9 @@ pub use archive::{ArchiveReport, ArchiveVerified};
 pub use export::{verify_export, ExportVerified, Exported};
 pub use list::{Cursor, ListFilter, ListPage};
 pub use open::{Clock, LedgerBuilder, SystemClock};
-pub use report::{AcceptedTail, At, Change, Head, IndexRebuild, Stats, Submitted, VerifyReport};
+pub use report::{
+    AcceptedTail, At, Change, Head, IndexRebuild, Stats, StatusCounts, Submitted, VerifyReport,
+};
 pub use retention::{RetentionPolicy, RetentionReport, TenantHold, TenantRetention};
 pub use retry::{Rerun, RetryRefused, RetryReport};
 pub use subscription::Subscription;

@@ -176,7 +176,10 @@ impl Ledger {
         self.inner.log.counters().read()
     }
 
-    /// Figures about the ledger.
+    /// Figures about the ledger: its head, every execution by status and
+    /// the live ones by where they are (the handle's tenant's, when it is
+    /// scoped), its snapshots and size. Counting the settled executions
+    /// reads the list the engine keeps of them: O(executions).
     ///
     /// # Errors
     ///
@@ -184,10 +187,17 @@ impl Ledger {
     pub fn stats(&self) -> Result<Stats, StorageError> {
         let (head, live) = {
             let core = self.core();
-            (head_of(&core.head), core.projection.counts())
+            let live = match self.scope() {
+                Some(tenant) => core.projection.counts_of(tenant),
+                None => core.projection.counts(),
+            };
+            (head_of(&core.head), live)
         };
+        let executions = self.status_counts()?;
         Ok(Stats {
             head,
+            tenant: self.scope().cloned(),
+            executions,
             live,
             snapshots: self.inner.log.snapshot_seqs()?.len() as u64,
             disk_bytes: self.inner.log.size_on_disk()?,

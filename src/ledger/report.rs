@@ -111,6 +111,68 @@ pub struct Change {
     pub events: Vec<(u64, String)>,
 }
 
+/// How many executions are in each status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StatusCounts {
+    /// Waiting to run (held and backing off included).
+    pub queued: u64,
+    /// Running an attempt.
+    pub running: u64,
+    /// Ended with an output.
+    pub completed: u64,
+    /// Ended with an error.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+    /// Ended with their last attempt timed out.
+    pub timeout: u64,
+}
+
+impl StatusCounts {
+    /// The count of `status`.
+    pub fn get(&self, status: BackgroundExecutionStatus) -> u64 {
+        *self.slot(status)
+    }
+
+    /// Every execution counted.
+    pub fn total(&self) -> u64 {
+        BackgroundExecutionStatus::ALL
+            .iter()
+            .map(|s| self.get(*s))
+            .sum()
+    }
+
+    pub(crate) fn add(&mut self, status: BackgroundExecutionStatus) {
+        *self.slot_mut(status) += 1;
+    }
+
+    fn slot(&self, status: BackgroundExecutionStatus) -> &u64 {
+        use BackgroundExecutionStatus as S;
+        match status {
+            S::Queued => &self.queued,
+            S::Running => &self.running,
+            S::Completed => &self.completed,
+            S::Failed => &self.failed,
+            S::Cancelled => &self.cancelled,
+            S::Timeout => &self.timeout,
+        }
+    }
+
+    fn slot_mut(&mut self, status: BackgroundExecutionStatus) -> &mut u64 {
+        use BackgroundExecutionStatus as S;
+        match status {
+            S::Queued => &mut self.queued,
+            S::Running => &mut self.running,
+            S::Completed => &mut self.completed,
+            S::Failed => &mut self.failed,
+            S::Cancelled => &mut self.cancelled,
+            S::Timeout => &mut self.timeout,
+        }
+    }
+}
+
 /// Figures about a ledger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -118,6 +180,13 @@ pub struct Change {
 pub struct Stats {
     /// The head.
     pub head: Head,
+    /// Whose figures `executions` and `live` are: a tenant's (a handle
+    /// scoped to it), or every tenant's (absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    /// Every execution the ledger holds (live and settled), by status.
+    #[serde(default)]
+    pub executions: StatusCounts,
     /// Live executions by where they are.
     pub live: LiveCounts,
     /// Snapshots stored.

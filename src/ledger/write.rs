@@ -8,6 +8,7 @@ use crate::command::Op;
 use crate::error::{CommandError, ErrorKind, StorageError};
 use crate::event::{Event, EventKind, Submission};
 use crate::execution::{BackgroundExecution, ExecutionId, TenantId};
+use crate::metrics;
 use crate::store::record;
 use crate::store::{AppendError, Draft, Name, StoredRecord};
 
@@ -308,12 +309,23 @@ impl Inner {
             .into_iter()
             .zip(kept)
             .map(|(event, kept)| {
+                let before = core
+                    .projection
+                    .get(&event.execution_id)
+                    .map(metrics::Before::of);
                 let settled = core
                     .projection
                     .apply_tracked(&event)
                     .expect("an event checked against the projection applies");
                 core.leases.follow(&event);
-                (event, settled.map(|(e, ..)| e).or(kept))
+                let after = settled.map(|(e, ..)| e).or(kept);
+                if let Some(e) = after
+                    .as_ref()
+                    .or_else(|| core.projection.get(&event.execution_id))
+                {
+                    self.log.counters().observe(before, &event, e);
+                }
+                (event, after)
             })
             .collect();
         core.since_snapshot += out.len() as u64;

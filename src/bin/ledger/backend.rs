@@ -350,7 +350,14 @@ impl Backend {
     pub(crate) fn stats(&self) -> Result<Stats> {
         match self {
             Backend::Local(l) => Ok(l.stats()?),
-            Backend::Remote(r) => r.call(r.client.get(r.url("/v1/stats"))),
+            Backend::Remote(r) => {
+                let tenant: Vec<_> = r
+                    .scope
+                    .iter()
+                    .map(|t| ("tenantId", t.to_string()))
+                    .collect();
+                r.call(r.client.get(r.url("/v1/stats")).query(&tenant))
+            }
         }
     }
 

@@ -490,16 +490,28 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             if cli.json {
                 json_line(out, &stats)?;
             } else {
-                let l = stats.live;
+                let (l, n) = (stats.live, stats.executions);
+                if let Some(tenant) = &stats.tenant {
+                    writeln!(out, "tenant      {tenant}")?;
+                }
                 writeln!(out, "events      {}", stats.head.seq)?;
                 writeln!(out, "head        {}", stats.head.hash)?;
+                writeln!(out, "executions  {}", n.total())?;
                 writeln!(
                     out,
-                    "queued      {} ({} waiting, {} held)",
-                    l.queued, l.waiting, l.held
+                    "  queued    {} ({} waiting, {} held)",
+                    n.queued, l.waiting, l.held
                 )?;
-                writeln!(out, "running     {}", l.running)?;
-                writeln!(out, "finishing   {}", l.finishing)?;
+                writeln!(out, "  running   {}", n.running)?;
+                writeln!(out, "  completed {}", n.completed)?;
+                writeln!(out, "  failed    {}", n.failed)?;
+                writeln!(out, "  cancelled {}", n.cancelled)?;
+                writeln!(out, "  timeout   {}", n.timeout)?;
+                writeln!(
+                    out,
+                    "finishing   {} (ended, a binding or callback pending)",
+                    l.finishing
+                )?;
                 writeln!(out, "snapshots   {}", stats.snapshots)?;
                 writeln!(out, "disk        {} bytes", stats.disk_bytes)?;
             }

@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use execution_ledger::{
     At, BackgroundExecution, CommandError, Cursor, ExecutionId, Ledger, ListFilter, ListPage,
-    Runtime, Submission, TenantId, BUCKETS_US,
+    Runtime, Submission, TenantId,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -33,6 +33,7 @@ use crate::cli::{Cli, Usage};
 use crate::decode::{self, RefusedKind};
 
 mod console;
+mod metrics;
 mod worker_protocol;
 
 /// The largest request body accepted, in bytes (413 above).
@@ -124,6 +125,7 @@ struct AppState {
     runtime: Arc<Runtime>,
     keys: Option<Keys>,
     stopping: AtomicBool,
+    http: metrics::Http,
 }
 
 type Shared = Arc<AppState>;
@@ -940,12 +942,23 @@ async fn head(
     Ok(Json(state.ledger.head()))
 }
 
+/// `GET /v1/stats[?tenantId=T]`: every tenant's figures, or one's.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatsQuery {
+    tenant_id: Option<TenantId>,
+}
+
 async fn stats(
     State(state): State<Shared>,
     headers: HeaderMap,
+    ApiQuery(q): ApiQuery<StatsQuery>,
 ) -> ApiResult<Json<execution_ledger::Stats>> {
     admin_only(&state, &headers)?;
-    let ledger = state.ledger.clone();
+    let ledger = match q.tenant_id {
+        Some(t) => state.ledger.tenant(t),
+        None => state.ledger.clone(),
+    };
     let stats = blocking(move || ledger.stats()).await;
     Ok(Json(stats.map_err(ApiError::internal)?))
 }
@@ -1226,62 +1239,6 @@ async fn healthz(State(state): State<Shared>) -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<Response> {
-    admin_only(&state, &headers)?;
-    let c = state.ledger.counts();
-    let m = state.ledger.metrics();
-    let mut out = String::new();
-    let _ = writeln!(out, "# HELP ledger_head_seq The last seq of the log.\n# TYPE ledger_head_seq gauge\nledger_head_seq {}", state.ledger.head().seq);
-    let _ = writeln!(out, "# HELP ledger_live_executions Live executions by where they are.\n# TYPE ledger_live_executions gauge");
-    for (status, n) in [
-        ("queued", c.queued),
-        ("waiting", c.waiting),
-        ("held", c.held),
-        ("running", c.running),
-        ("finishing", c.finishing),
-    ] {
-        let _ = writeln!(out, "ledger_live_executions{{status=\"{status}\"}} {n}");
-    }
-    let _ = writeln!(out, "# HELP ledger_queue_depth Executions runnable now.\n# TYPE ledger_queue_depth gauge\nledger_queue_depth {}", c.queued - c.waiting - c.held);
-    let _ = writeln!(out, "# HELP ledger_claims_total Executions claimed since start.\n# TYPE ledger_claims_total counter\nledger_claims_total {}", m.claims);
-    for (name, help, h) in [
-        (
-            "ledger_append_seconds",
-            "Time to append a batch of events to sled.",
-            &m.append_latency,
-        ),
-        (
-            "ledger_sync_seconds",
-            "Time of one sync (flush, fdatasync, checkpoint).",
-            &m.sync_latency,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, count) in BUCKETS_US.iter().zip(&h.buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{}\"}} {count}",
-                *bound as f64 / 1e6
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
-            h.count,
-            h.sum_us as f64 / 1e6,
-            h.count
-        );
-    }
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        out,
-    )
-        .into_response())
-}
-
 /// This API's OpenAPI document, `openapi.json` beside this file; it takes
 /// no key.
 async fn openapi() -> Response {
@@ -1323,6 +1280,10 @@ async fn json_errors(response: Response) -> Response {
         _ => ("internal", "the server failed"),
     };
     let mut fixed = ApiError::new(status, code, message).into_response();
+    // The route the request matched, for the request counters.
+    if let Some(route) = response.extensions().get::<axum::extract::MatchedPath>() {
+        fixed.extensions_mut().insert(route.clone());
+    }
     if let Some(allow) = response.headers().get(axum::http::header::ALLOW) {
         fixed
             .headers_mut()
@@ -1372,7 +1333,7 @@ fn router(state: Shared) -> Router {
         .route("/v1/head", get(head))
         .route("/v1/events", get(events))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/stats", get(stats))
         .route("/v1/verify", post(verify))
         .route("/v1/export", get(export))
@@ -1380,10 +1341,15 @@ fn router(state: Shared) -> Router {
         .route("/v1/retention", post(retention))
         .route("/v1/openapi.json", get(openapi))
         .merge(console::routes())
+        .route_layer(axum::middleware::from_fn(metrics::tag))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count,
+        ))
         .with_state(state)
 }
 
@@ -1423,6 +1389,7 @@ pub(crate) async fn serve_in_process(ledger: Ledger) -> Result<InProcess> {
         runtime: Arc::new(runtime),
         keys: None,
         stopping: AtomicBool::new(false),
+        http: metrics::Http::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -1498,6 +1465,7 @@ impl Serving {
             runtime,
             keys,
             stopping: AtomicBool::new(false),
+            http: metrics::Http::default(),
         });
         let app = router(state.clone());
         let (drain, drained) = tokio::sync::oneshot::channel::<()>();
