@@ -276,6 +276,7 @@ impl Retry {
             idempotency_key: None,
             run_at: (original.config.mode == BackgroundExecutionMode::Deferred).then_some(now),
             retry_of: Some(original.execution_id),
+            schedule: None,
         }
     }
 }
@@ -354,8 +355,9 @@ pub(crate) fn check_reason(reason: &str, by: Option<&str>) -> Result<(), Command
     check_by(by)
 }
 
-/// Checks the name of who asks, which a redaction, hold or retry records.
-fn check_by(by: Option<&str>) -> Result<(), CommandError> {
+/// Checks the name of who asks, which a redaction, hold, retry or
+/// schedule records.
+pub(crate) fn check_by(by: Option<&str>) -> Result<(), CommandError> {
     if by.is_some_and(|b| b.trim().is_empty()) {
         return Err(CommandError::invalid(
             "by: must not be empty (leave it out to name no one)",

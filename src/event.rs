@@ -15,6 +15,7 @@ use crate::execution::{
     BackgroundExecutionConfig, BackgroundExecutionStatus, ExecutionError, ExecutionId, TenantId,
     TriggerId,
 };
+use crate::schedule::ScheduleSlot;
 
 /// One recorded lifecycle transition of one execution.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,6 +66,10 @@ pub struct Submission {
     /// hand (its `retried` event names this one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<ExecutionId>,
+    /// The schedule and the slot this execution fills, when a schedule
+    /// fired it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSlot>,
 }
 
 impl Submission {
@@ -80,6 +85,7 @@ impl Submission {
             idempotency_key: None,
             run_at: None,
             retry_of: None,
+            schedule: None,
         }
     }
 }

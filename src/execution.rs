@@ -399,6 +399,9 @@ pub struct BackgroundExecution {
     /// one by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<ExecutionId>,
+    /// The schedule and the slot it fills, when a schedule fired it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedule::ScheduleSlot>,
     /// The execution that runs this one again, once an operator retried it
     /// by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -471,6 +474,7 @@ impl BackgroundExecution {
             redacted_at: None,
             legal_hold: false,
             retry_of: None,
+            schedule: None,
             retried_as: None,
         }
     }

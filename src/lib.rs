@@ -50,6 +50,7 @@ mod metrics;
 mod projection;
 mod queue;
 mod runtime;
+mod schedule;
 mod signing;
 mod store;
 
@@ -84,6 +85,9 @@ pub use crate::projection::{LiveCounts, Projection};
 pub use crate::runtime::{
     BindFuture, Binder, CallContext, CallFuture, CallResult, ExecutionHandle, Progress, Runtime,
     RuntimeBuilder, ScheduledLater,
+};
+pub use crate::schedule::{
+    Fired, LastFired, Missed, NewSchedule, Schedule, ScheduleSlot, GRACE, MAX_MISSED_COUNTED,
 };
 pub use crate::signing::{
     verify_callback, CallbackSecrets, SecretsError, SignatureError, ATTEMPT_HEADER,

@@ -433,6 +433,7 @@ pub fn apply(
             redacted_at: None,
             legal_hold: false,
             retry_of: s.retry_of,
+            schedule: s.schedule.clone(),
             retried_as: None,
         });
         return Ok(());

@@ -119,7 +119,7 @@ pub struct HistogramSnapshot {
     pub sum_us: u64,
 }
 
-/// What became of work, as counted by [`Counters::observe`].
+/// What became of work, as `/metrics` counts it (`ledger_outcomes_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -38,6 +38,7 @@ mod replay;
 mod report;
 mod retention;
 mod retry;
+mod schedules;
 mod subscription;
 mod time_travel;
 mod verify;

@@ -40,7 +40,7 @@ use super::{Command, Ledger};
 use crate::error::{CommandError, ErrorKind, StorageError};
 use crate::execution::TenantId;
 use crate::machine::Refusal;
-use crate::store::Store;
+use crate::store::{Beside, Store};
 
 /// How long each tenant's settled executions keep their payloads.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -395,7 +395,7 @@ impl Ledger {
                 .map(|h| serde_json::to_vec(h).expect("a hold serializes"));
             inner
                 .log
-                .put_tenant_hold(tenant.as_str(), json.as_deref())?;
+                .put_beside(Beside::TenantHold, tenant.as_str(), json.as_deref())?;
             let answer = put.or(held).expect("decided on a hold");
             // Answered once the group that holds it commits.
             Ok((answer, core.head.0))
@@ -595,7 +595,7 @@ fn settle(
 
 /// The tenants under legal hold that `log` keeps.
 pub(super) fn tenant_holds(log: &dyn Store) -> Result<Vec<TenantHold>, StorageError> {
-    log.tenant_holds()?
+    log.beside(Beside::TenantHold)?
         .into_iter()
         .map(|(tenant, json)| {
             serde_json::from_slice(&json).map_err(|e| {

@@ -82,6 +82,7 @@ pub struct RuntimeBuilder {
     callback_backoff: Duration,
     callback_secrets: Option<CallbackSecrets>,
     lease: Option<Duration>,
+    schedule_every: Option<Duration>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -177,6 +178,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How often due schedules are fired ([`Ledger::fire_schedules`]):
+    /// every second by default; `None` fires none (another process, or
+    /// the caller, does).
+    pub fn schedules(mut self, every: Option<Duration>) -> Self {
+        self.schedule_every = every;
+        self
+    }
+
     /// Signs every callback with its tenant's secrets (see
     /// [`CallbackSecrets`]): a `Ledger-Signature` header over the timestamp
     /// and the body. The handle stays shared: secrets replaced through it
@@ -259,6 +268,9 @@ impl RuntimeBuilder {
         if shared.ledger.shared() {
             workers.push(tokio::spawn(remote::follow_others(shared.clone())));
         }
+        if let Some(every) = self.schedule_every {
+            workers.push(tokio::spawn(fire_schedules(shared.clone(), every)));
+        }
         let ledger = shared.ledger.clone();
         let pending = blocking(move || ledger.live()).await;
         for e in pending {
@@ -293,6 +305,32 @@ struct Shared {
     callback_timeout: Duration,
     callback_backoff: Duration,
     callback_secrets: Option<CallbackSecrets>,
+}
+
+/// Fires due schedules every `every` until the runtime stops; wakes the
+/// workers when a firing submitted work.
+async fn fire_schedules(shared: Arc<Shared>, every: Duration) {
+    let mut stop = shared.shutdown.subscribe();
+    while !shared.stopping() {
+        let ledger = shared.ledger.clone();
+        match blocking(move || ledger.fire_schedules()).await {
+            Ok(fired) => {
+                for f in &fired {
+                    if let Some(id) = f.execution_id.filter(|_| f.created) {
+                        tracing::info!(schedule = f.name, tenant = %f.tenant_id, slot = %f.slot, execution = %id, "a schedule fired");
+                    }
+                }
+                if fired.iter().any(|f| f.created) {
+                    shared.wake.notify_waiters();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot fire schedules"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
 }
 
 /// Aborts the task when dropped: an attempt never outlives its worker.
@@ -715,6 +753,7 @@ impl Runtime {
             callback_timeout: Duration::from_secs(10),
             callback_backoff: Duration::from_millis(500),
             callback_secrets: None,
+            schedule_every: Some(Duration::from_secs(1)),
         }
     }
 

@@ -207,6 +207,35 @@ pub(crate) enum AppendError {
     },
 }
 
+/// What an engine keeps beside the log, not in it: the ledger's settings
+/// that have no history of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Beside {
+    /// Legal holds on whole tenants ([`crate::ledger::TenantHold`]), by
+    /// tenant.
+    TenantHold,
+    /// Schedules ([`crate::Schedule`]), by tenant and name.
+    Schedule,
+}
+
+impl Beside {
+    /// The prefix of its keys where the engine keeps them.
+    pub(crate) fn prefix(self) -> &'static str {
+        match self {
+            Beside::TenantHold => "tenant-hold/",
+            Beside::Schedule => "schedule/",
+        }
+    }
+
+    /// What it is, for messages.
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            Beside::TenantHold => "legal holds on tenants",
+            Beside::Schedule => "schedules",
+        }
+    }
+}
+
 /// A per-tenant name that an event points at its execution.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Name<'a> {
@@ -399,20 +428,26 @@ pub(crate) trait Store: Send + Sync + 'static {
         false
     }
 
-    /// The tenants under legal hold, kept beside the log (not in it): each
-    /// tenant's name and its hold as JSON
-    /// ([`crate::ledger::TenantHold`]), in name order.
-    fn tenant_holds(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    /// What is kept beside the log (not in it) of one `kind`: each key and
+    /// its value as JSON, in key order.
+    fn beside(&self, _kind: Beside) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         Ok(Vec::new())
     }
 
-    /// Puts `tenant` under the legal hold `hold` (JSON), or lifts its hold
-    /// (`None`). Called with the ledger held (within a group, its part:
-    /// committed with it); durable when the group's commands are answered.
-    fn put_tenant_hold(&self, _tenant: &str, _hold: Option<&[u8]>) -> Result<(), StorageError> {
+    /// Puts `value` (JSON) under `key` of `kind` beside the log, or removes
+    /// it (`None`). Called with the ledger held (within a group, its part:
+    /// committed with it; on a shared log, in the transaction that holds
+    /// its end, so that a command deciding from what it reads is alone);
+    /// durable when the group's commands are answered.
+    fn put_beside(
+        &self,
+        kind: Beside,
+        _key: &str,
+        _value: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
         Err(StorageError::new(
             ErrorKind::Io,
-            "this storage engine does not keep legal holds on tenants",
+            format!("this storage engine does not keep {}", kind.what()),
         ))
     }
 

@@ -40,8 +40,8 @@ use uuid::Uuid;
 
 use super::record::{self, Hash};
 use super::{
-    AppendError, Bytes, Draft, Durability, Items, Listed, Mark, Name, Reindexed, Renewal, Settled,
-    Store, Tail,
+    AppendError, Beside, Bytes, Draft, Durability, Items, Listed, Mark, Name, Reindexed, Renewal,
+    Settled, Store, Tail,
 };
 use crate::error::{ErrorKind, StorageError};
 use crate::execution::ExecutionId;
@@ -1930,7 +1930,7 @@ impl Store for Log {
         self.readable_archived_of(seq, stored)
     }
 
-    fn tenant_holds(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    fn beside(&self, kind: Beside) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let s = self.reader()?;
         self.run(async move {
             let rows = s
@@ -1938,7 +1938,7 @@ impl Store for Log {
                 .query(
                     "SELECT substr(key, length($1) + 1), value FROM ledger_meta \
                      WHERE starts_with(key, $1) ORDER BY key",
-                    &[&schema::TENANT_HOLD],
+                    &[&kind.prefix()],
                 )
                 .await
                 .map_err(db)?;
@@ -1951,12 +1951,19 @@ impl Store for Log {
 
     /// In the group's transaction, which holds the head row: a command
     /// another process decides meanwhile waits for it, and sees it.
-    fn put_tenant_hold(&self, tenant: &str, hold: Option<&[u8]>) -> Result<(), StorageError> {
-        let hold = hold
+    fn put_beside(
+        &self,
+        kind: Beside,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
+        let hold = value
             .map(|h| String::from_utf8(h.to_vec()))
             .transpose()
-            .map_err(|_| StorageError::new(ErrorKind::Io, "a legal hold is JSON text"))?;
-        let key = format!("{}{tenant}", schema::TENANT_HOLD);
+            .map_err(|_| {
+                StorageError::new(ErrorKind::Io, format!("the {} are JSON text", kind.what()))
+            })?;
+        let key = format!("{}{key}", kind.prefix());
         let grouped = lock(&self.group).as_ref().map(|g| g.session.clone());
         let (s, own) = match grouped {
             Some(s) => (s, false),

@@ -298,7 +298,3 @@ DELETE FROM ledger_keys WHERE slot = ANY($1::int8[]) OR slot IN (SELECT -seq FRO
 /// if no redaction counted meanwhile, and a ledger that opens the database
 /// and finds it runs one.
 pub(super) const KEYS_DELETED: &str = "keys-deleted";
-
-/// The prefix of the `ledger_meta` key of each tenant's legal hold (then
-/// the tenant's name).
-pub(super) const TENANT_HOLD: &str = "tenant-hold/";

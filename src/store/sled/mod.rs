@@ -80,8 +80,8 @@ use std::time::Duration;
 
 use super::record::{self, BlockWriter, Hash, Key};
 use super::{
-    at_seq, AppendError, Bytes, Draft, Durability, Items, Listed, Mark, Name, Reindexed, Settled,
-    Store, StoredRecord, Tail,
+    at_seq, AppendError, Beside, Bytes, Draft, Durability, Items, Listed, Mark, Name, Reindexed,
+    Settled, Store, StoredRecord, Tail,
 };
 use crate::error::{ErrorKind, StorageError};
 use crate::event::Event;
@@ -391,10 +391,6 @@ impl AsRef<[u8]> for Shared {
         &self.0
     }
 }
-
-/// The prefix, in tree `meta`, of each tenant's legal hold (then the
-/// tenant's name; the hold as JSON).
-const TENANT_HOLD: &[u8] = b"tenant-hold/";
 
 /// The log, open.
 pub(crate) struct Log {
@@ -2048,23 +2044,32 @@ impl Store for Log {
         true
     }
 
-    fn tenant_holds(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    fn beside(&self, kind: Beside) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let prefix = kind.prefix().as_bytes();
         self.meta
-            .scan_prefix(TENANT_HOLD)
+            .scan_prefix(prefix)
             .map(|item| {
                 let (k, v) = item.map_err(storage)?;
-                let tenant = std::str::from_utf8(&k[TENANT_HOLD.len()..]).map_err(|_| {
-                    StorageError::new(ErrorKind::Corrupt, "a tenant's legal hold names no tenant")
+                let key = std::str::from_utf8(&k[prefix.len()..]).map_err(|_| {
+                    StorageError::new(
+                        ErrorKind::Corrupt,
+                        format!("a key of the {} is not text", kind.what()),
+                    )
                 })?;
-                Ok((tenant.to_owned(), v.to_vec()))
+                Ok((key.to_owned(), v.to_vec()))
             })
             .collect()
     }
 
-    fn put_tenant_hold(&self, tenant: &str, hold: Option<&[u8]>) -> Result<(), StorageError> {
-        let key = [TENANT_HOLD, tenant.as_bytes()].concat();
-        match hold {
-            Some(hold) => self.meta.insert(key, hold).map(drop),
+    fn put_beside(
+        &self,
+        kind: Beside,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
+        let key = [kind.prefix().as_bytes(), key.as_bytes()].concat();
+        match value {
+            Some(value) => self.meta.insert(key, value).map(drop),
             None => self.meta.remove(key).map(drop),
         }
         .map_err(storage)?;
