@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use crate::ids::ExecutionId;
+use crate::ids::{ExecutionId, TenantId};
 use crate::machine::TransitionError;
 
 /// What kind of fail-stop problem a [`StorageError`] is.
@@ -167,6 +167,16 @@ pub enum CommandError {
     /// The execution is archived: its history is read from the archive's
     /// segments, which do not change, so no command changes it.
     Archived(ExecutionId),
+    /// The tenant has no schedule of this name.
+    NoSchedule {
+        /// The tenant.
+        tenant: TenantId,
+        /// The name asked for.
+        name: String,
+    },
+    /// The schedule is not in a state the command takes (a name taken
+    /// already, a pause of a paused one); the message says which.
+    ScheduleConflict(String),
     /// A fail-stop problem with the storage.
     Storage(StorageError),
 }
@@ -196,7 +206,12 @@ impl fmt::Display for CommandError {
                 "{id} is archived: its history is kept in the archive, which does not change"
             ),
             CommandError::Transition(e) => e.fmt(f),
-            CommandError::Invalid(m) | CommandError::Unsupported(m) => f.write_str(m),
+            CommandError::Invalid(m)
+            | CommandError::Unsupported(m)
+            | CommandError::ScheduleConflict(m) => f.write_str(m),
+            CommandError::NoSchedule { tenant, name } => {
+                write!(f, "tenant {tenant} has no schedule {name:?}")
+            }
             CommandError::IdempotencyConflict { key, execution } => write!(
                 f,
                 "idempotency key {key:?} was used for {execution} with a different submission"

@@ -210,6 +210,11 @@ pub struct Fired {
     pub missed: u64,
 }
 
+/// `t` without its fraction of a second.
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
 /// A parsed cron expression and its zone.
 pub(crate) struct Cron {
     cron: croner::Cron,
@@ -241,18 +246,20 @@ impl Cron {
 
     /// The first slot after `t`.
     pub(crate) fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Slots are whole seconds: the search starts from `t`'s second
+        // (which is not after `t`), and the fraction is not carried over.
         self.cron
-            .find_next_occurrence(&t.with_timezone(&self.zone), false)
+            .find_next_occurrence(&whole_second(t).with_timezone(&self.zone), false)
             .ok()
-            .map(|d| d.with_timezone(&Utc))
+            .map(|d| whole_second(d.with_timezone(&Utc)))
     }
 
     /// The latest slot at or before `t`.
     fn latest_at(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron
-            .find_previous_occurrence(&t.with_timezone(&self.zone), true)
+            .find_previous_occurrence(&whole_second(t).with_timezone(&self.zone), true)
             .ok()
-            .map(|d| d.with_timezone(&Utc))
+            .map(|d| whole_second(d.with_timezone(&Utc)))
     }
 
     /// What is due at `now` for a schedule whose cursor is `cursor`.
@@ -396,6 +403,24 @@ mod tests {
             cron.next_after(at("2026-12-04T07:00:01Z")),
             Some(at("2026-12-04T07:00:10Z"))
         );
+        // Slots are whole seconds, whatever the fraction of the time they
+        // are looked for from.
+        assert_eq!(
+            cron.next_after(at("2026-12-04T07:00:09.75Z")),
+            Some(at("2026-12-04T07:00:10Z"))
+        );
+        assert_eq!(
+            cron.next_after(at("2026-12-04T07:00:10.25Z")),
+            Some(at("2026-12-04T07:00:20Z"))
+        );
+        let due = cron
+            .due(
+                at("2026-12-04T07:00:00.5Z"),
+                at("2026-12-04T07:00:10.3Z"),
+                Missed::Skip,
+            )
+            .unwrap();
+        assert_eq!((due.slot, due.missed), (at("2026-12-04T07:00:10Z"), 0));
         for (cron, tz, says) in [
             ("*/5 * * *", "UTC", "cron: "),
             ("61 * * * *", "UTC", "cron: "),

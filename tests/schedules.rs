@@ -395,3 +395,283 @@ fn two_servers_on_one_database_fire_each_slot_once() {
     // the slots' single executions are the point).
     eprintln!("{} slots, each fired once", slots.len());
 }
+
+/// Schedules over HTTP with tenant keys on a real server, and through the
+/// CLI: what each answers, what each refuses, and a per-second schedule
+/// the server fires on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_over_http_and_the_cli_on_a_real_server() {
+    use common::server::{client, json_of, sha256_hex, Server};
+    use serde_json::{json, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let (acme_key, globex_key, admin_key) =
+        ("acme-secret-key", "globex-secret-key", "admin-secret-key");
+    let server = Server::with_keys(
+        dir.path(),
+        json!([
+            {"tenant": "acme", "sha256": sha256_hex(acme_key)},
+            {"tenant": "globex", "sha256": sha256_hex(globex_key)},
+            {"admin": true, "sha256": sha256_hex(admin_key)},
+        ]),
+    );
+    let c = client();
+    let call = |method: reqwest::Method, path: &str, key: &str, body: Option<Value>| {
+        let mut r = c.request(method, server.url(path)).bearer_auth(key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move { json_of(r.send().await.unwrap()).await }
+    };
+    use reqwest::Method;
+    let tick = json!({"name": "tick", "cron": "* * * * * *", "missed": "skip", "by": "ops@acme",
+                      "submission": {"callableName": "echo", "input": "tick"}});
+    let (status, added) = call(Method::POST, "/v1/schedules", acme_key, Some(tick.clone())).await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(
+        (
+            added["tenantId"].as_str(),
+            added["timezone"].as_str(),
+            added["paused"].as_bool()
+        ),
+        (Some("acme"), Some("UTC"), Some(false))
+    );
+    // Refused, naming the field: a taken name (409), a bad expression or
+    // zone, an unknown field, a submission with a key (400); another
+    // tenant's name in the body (400).
+    let (status, body) = call(Method::POST, "/v1/schedules", acme_key, Some(tick.clone())).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
+    for (body, says) in [
+        (
+            json!({"name": "b", "cron": "* *", "submission": {"callableName": "echo"}}),
+            "cron: ",
+        ),
+        (
+            json!({"name": "b", "cron": "* * * * *", "timezone": "Nowhere/Else", "submission": {"callableName": "echo"}}),
+            "timezone: ",
+        ),
+        (
+            json!({"name": "b", "cron": "* * * * *", "submission": {"callableName": "echo", "colour": "red"}}),
+            "submission.colour",
+        ),
+        (
+            json!({"name": "b", "cron": "* * * * *", "submission": {"callableName": "echo", "idempotencyKey": "k"}}),
+            "submission: ",
+        ),
+        (
+            json!({"name": "b", "cron": "* * * * *", "missed": "sometimes", "submission": {"callableName": "echo"}}),
+            "missed",
+        ),
+        (
+            json!({"name": "b", "cron": "* * * * *", "tenantId": "globex", "submission": {"callableName": "echo"}}),
+            "tenantId",
+        ),
+    ] {
+        let (status, got) = call(Method::POST, "/v1/schedules", acme_key, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {got}");
+        assert!(
+            got["error"]["message"].as_str().unwrap().contains(says),
+            "{says}: {got}"
+        );
+    }
+    // The server fires it every second: executions appear, each naming it.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (status, listed) = call(Method::GET, "/v1/schedules", acme_key, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["schedules"].as_array().unwrap().len(), 1);
+    let last = listed["schedules"][0]["lastFired"].clone();
+    let id = last["executionId"].as_str().expect("it fired").to_owned();
+    let (_, e) = call(Method::GET, &format!("/v1/executions/{id}"), acme_key, None).await;
+    assert_eq!(e["schedule"]["name"], "tick");
+    assert_eq!(e["schedule"]["slot"], last["slot"]);
+    assert_eq!(
+        e["idempotencyKey"].as_str().unwrap(),
+        format!("schedule:tick:{}", last["slot"].as_str().unwrap())
+    );
+    // Another tenant sees none of it and reaches none of it.
+    let (_, theirs) = call(Method::GET, "/v1/schedules", globex_key, None).await;
+    assert_eq!(theirs["schedules"], json!([]));
+    let (status, _) = call(Method::POST, "/v1/schedules/tick/pause", globex_key, None).await;
+    assert_eq!(status, 404);
+    // Paused: no more firings; pausing again is a conflict.
+    let (status, paused) = call(Method::POST, "/v1/schedules/tick/pause", acme_key, None).await;
+    assert_eq!((status, paused["paused"].as_bool()), (200, Some(true)));
+    let (status, _) = call(Method::POST, "/v1/schedules/tick/pause", acme_key, None).await;
+    assert_eq!(status, 409);
+    let fired = |ledger_listing: &Value| ledger_listing["executions"].as_array().unwrap().len();
+    let (_, before) = call(Method::GET, "/v1/executions?limit=1000", acme_key, None).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, after) = call(Method::GET, "/v1/executions?limit=1000", acme_key, None).await;
+    assert_eq!(
+        fired(&before),
+        fired(&after),
+        "a paused schedule fires nothing"
+    );
+    assert!(
+        fired(&after) >= 2,
+        "it fired while active: {}",
+        fired(&after)
+    );
+    // The admin names the tenant; removed, it is gone (404 after).
+    let (status, _) = call(
+        Method::POST,
+        "/v1/schedules/tick/resume?tenantId=acme",
+        admin_key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, removed) = call(
+        Method::DELETE,
+        "/v1/schedules/tick?tenantId=acme",
+        admin_key,
+        None,
+    )
+    .await;
+    assert_eq!((status, removed["name"].as_str()), (200, Some("tick")));
+    let (status, body) = call(Method::DELETE, "/v1/schedules/tick", acme_key, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+
+    // The CLI, through the server (its serve.json; on PostgreSQL, on the
+    // database itself), with the admin key.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .arg(common::place_flag(&server.dir))
+            .arg(&server.dir)
+            .args(args)
+            .env("LEDGER_API_KEY", admin_key)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[
+        "--tenant",
+        "acme",
+        "schedule",
+        "add",
+        "nightly",
+        "--cron",
+        "0 3 * * *",
+        "--timezone",
+        "Europe/Paris",
+        "--callable",
+        "echo",
+        "--input",
+        "report",
+        "--by",
+        "ops@acme",
+    ]);
+    let text = common::stdout(&out);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        text.starts_with(
+            "added schedule nightly for acme: 0 3 * * * (Europe/Paris), missed slots: skip; next "
+        ),
+        "{text}"
+    );
+    // 03:00 in Paris is 02:00 UTC in winter.
+    assert!(text.contains("T02:00:00.000Z"), "{text}");
+    for (args, code, says) in [
+        (
+            vec![
+                "--tenant",
+                "acme",
+                "schedule",
+                "add",
+                "nightly",
+                "--cron",
+                "0 3 * * *",
+                "--callable",
+                "echo",
+            ],
+            1,
+            "already",
+        ),
+        (
+            vec![
+                "--tenant",
+                "acme",
+                "schedule",
+                "add",
+                "x",
+                "--cron",
+                "0 3 * *",
+                "--callable",
+                "echo",
+            ],
+            2,
+            "cron: ",
+        ),
+        (
+            vec![
+                "schedule",
+                "add",
+                "x",
+                "--cron",
+                "0 3 * * *",
+                "--callable",
+                "echo",
+            ],
+            2,
+            "--tenant",
+        ),
+        (
+            vec!["--tenant", "acme", "schedule", "remove", "nope"],
+            1,
+            "has no schedule \"nope\"",
+        ),
+        (
+            vec![
+                "--tenant",
+                "acme",
+                "schedule",
+                "add",
+                "x",
+                "--cron",
+                "0 3 * * *",
+                "--callable",
+                "echo",
+                "--missed",
+                "maybe",
+            ],
+            2,
+            "missed",
+        ),
+    ] {
+        let out = cli(&args);
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let out = cli(&["schedule", "list"]);
+    let text = common::stdout(&out);
+    assert!(
+        text.starts_with(
+            "TENANT  NAME     CRON       TIMEZONE      CALLABLE  MISSED  STATE   NEXT"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("acme    nightly  0 3 * * *  Europe/Paris  echo      skip    active  "),
+        "{text}"
+    );
+    let out = cli(&["--tenant", "acme", "schedule", "pause", "nightly"]);
+    assert_eq!(common::stdout(&out), "paused schedule nightly of acme\n");
+    // The history of a firing names its schedule and slot.
+    let out = cli(&["history", &id]);
+    let slot =
+        at(last["slot"].as_str().unwrap()).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert!(
+        common::stdout(&out).contains(&format!(" schedule tick slot {slot}")),
+        "{}",
+        common::stdout(&out)
+    );
+    assert!(server.stop().success());
+}

@@ -42,7 +42,10 @@ fn put(log: &dyn Store, s: &Schedule) -> Result<(), StorageError> {
 }
 
 fn not_found(tenant: &TenantId, name: &str) -> CommandError {
-    CommandError::invalid(format!("name: tenant {tenant} has no schedule {name:?}"))
+    CommandError::NoSchedule {
+        tenant: tenant.clone(),
+        name: name.to_owned(),
+    }
 }
 
 impl Ledger {
@@ -91,7 +94,7 @@ impl Ledger {
             inner.refresh(core);
             let now = inner.tick(core);
             if find(&*inner.log, &tenant, &new.name)?.is_some() {
-                return Err(CommandError::invalid(format!(
+                return Err(CommandError::ScheduleConflict(format!(
                     "name: tenant {tenant} has a schedule {:?} already",
                     new.name
                 )));
@@ -147,8 +150,8 @@ impl Ledger {
     pub fn pause_schedule(&self, tenant: Option<&TenantId>, name: &str) -> Command<Schedule> {
         self.change_schedule(tenant, name, |mut s, _| {
             if s.paused {
-                return Err(CommandError::invalid(format!(
-                    "name: schedule {:?} is paused already",
+                return Err(CommandError::ScheduleConflict(format!(
+                    "schedule {:?} is paused already",
                     s.name
                 )));
             }
@@ -167,8 +170,8 @@ impl Ledger {
     pub fn resume_schedule(&self, tenant: Option<&TenantId>, name: &str) -> Command<Schedule> {
         self.change_schedule(tenant, name, |mut s, now| {
             if !s.paused {
-                return Err(CommandError::invalid(format!(
-                    "name: schedule {:?} is not paused",
+                return Err(CommandError::ScheduleConflict(format!(
+                    "schedule {:?} is not paused",
                     s.name
                 )));
             }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use execution_ledger::{
     At, BackgroundExecution, Change, CommandError, Cursor, ErrorKind, Event, ExecutionId, Head,
-    IndexRebuild, Ledger, LedgerBuilder, ListFilter, Stats, Submission, TenantId, VerifyReport,
+    IndexRebuild, Ledger, LedgerBuilder, ListFilter, NewSchedule, Schedule, Stats, Submission,
+    TenantId, VerifyReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,14 @@ pub(crate) fn fail(e: CommandError) -> anyhow::Error {
         CommandError::Invalid(m) => Usage(m).into(),
         other => other.into(),
     }
+}
+
+/// What `ledger schedule remove|pause|resume` does.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ScheduleChange {
+    Remove,
+    Pause,
+    Resume,
 }
 
 /// The tenant a local submit is for: the one `--tenant` scoped the ledger to.
@@ -659,6 +668,75 @@ impl Backend {
                             "reason": reason, "by": by, "attempts": attempts
                         })),
                 )
+            }
+        }
+    }
+
+    /// The schedules (`--tenant`'s, or every tenant's).
+    pub(crate) fn schedules(&self) -> Result<Vec<Schedule>> {
+        match self {
+            Backend::Local(l) => Ok(l.schedules()?),
+            Backend::Remote(r) => {
+                #[derive(Deserialize)]
+                struct Listed {
+                    schedules: Vec<Schedule>,
+                }
+                let tenant: Vec<_> = r
+                    .scope
+                    .iter()
+                    .map(|t| ("tenantId", t.to_string()))
+                    .collect();
+                let listed: Listed = r.call(r.client.get(r.url("/v1/schedules")).query(&tenant))?;
+                Ok(listed.schedules)
+            }
+        }
+    }
+
+    /// Adds a schedule for `--tenant`.
+    pub(crate) fn add_schedule(&self, new: NewSchedule) -> Result<Schedule> {
+        let tenant = self.scope().cloned().ok_or_else(|| {
+            Usage("schedule add needs --tenant: a schedule is one tenant's".into())
+        })?;
+        match self {
+            Backend::Local(l) => l.add_schedule(Some(&tenant), new).wait().map_err(fail),
+            Backend::Remote(r) => r.call(r.client.post(r.url("/v1/schedules")).json(
+                &serde_json::json!({
+                    "name": new.name, "cron": new.cron, "timezone": new.timezone,
+                    "missed": new.missed, "by": new.by, "tenantId": tenant,
+                    "submission": new.submission,
+                }),
+            )),
+        }
+    }
+
+    /// Removes, pauses or resumes one of `--tenant`'s schedules.
+    pub(crate) fn change_schedule(&self, name: &str, change: ScheduleChange) -> Result<Schedule> {
+        let tenant = self
+            .scope()
+            .cloned()
+            .ok_or_else(|| Usage("schedule needs --tenant: a schedule is one tenant's".into()))?;
+        match self {
+            Backend::Local(l) => {
+                let t = Some(&tenant);
+                match change {
+                    ScheduleChange::Remove => l.remove_schedule(t, name),
+                    ScheduleChange::Pause => l.pause_schedule(t, name),
+                    ScheduleChange::Resume => l.resume_schedule(t, name),
+                }
+                .wait()
+                .map_err(fail)
+            }
+            Backend::Remote(r) => {
+                let url = match change {
+                    ScheduleChange::Remove => r.url(&format!("/v1/schedules/{name}")),
+                    ScheduleChange::Pause => r.url(&format!("/v1/schedules/{name}/pause")),
+                    ScheduleChange::Resume => r.url(&format!("/v1/schedules/{name}/resume")),
+                };
+                let request = match change {
+                    ScheduleChange::Remove => r.client.delete(url),
+                    _ => r.client.post(url),
+                };
+                r.call(request.query(&[("tenantId", tenant.to_string())]))
             }
         }
     }

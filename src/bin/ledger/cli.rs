@@ -85,6 +85,14 @@ impl Cli {
 pub(crate) enum Command {
     /// Submit an execution; prints its id.
     Submit(SubmitArgs),
+    /// Recurring submissions of one tenant (`--tenant`): each slot of a
+    /// cron expression fires one execution, whose `queued` event names the
+    /// schedule and the slot — never two for one slot, across restarts and
+    /// processes. `ledger serve` and `ledger run` fire them.
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleAction,
+    },
     /// Claim the next runnable execution (it becomes running); prints its id.
     Claim {
         /// Who claims it, recorded in the `started` event.
@@ -576,6 +584,51 @@ pub(crate) fn read_policy(
         .validate()
         .map_err(|e| Usage(format!("{flag} {}: {e}", file.display())))?;
     Ok(policy)
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScheduleAction {
+    /// Add a schedule; prints it and its next slots.
+    Add {
+        /// Its name, unique within the tenant (letters, digits and ._:-).
+        name: String,
+        /// When it fires: 5 fields (minute hour day-of-month month
+        /// day-of-week), or 6 with seconds first; `*/5 * * * *`, `0 9 * * MON-FRI`.
+        #[arg(long)]
+        cron: String,
+        /// The IANA time zone the expression is read in.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Slots that pass while nothing runs the schedule (the server
+        /// stopped for longer than a minute past them): skip them, or fire
+        /// the newest once to catch up.
+        #[arg(long, default_value = "skip", value_parser = ["skip", "once"])]
+        missed: String,
+        /// Who adds it, kept with it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// What each firing submits.
+        #[command(flatten)]
+        submit: Box<SubmitArgs>,
+    },
+    /// List the schedules (every tenant's, without --tenant).
+    List,
+    /// Remove a schedule; its executions stay.
+    Remove {
+        /// The schedule.
+        name: String,
+    },
+    /// Pause a schedule: nothing fires until it is resumed, and the slots
+    /// that pass meanwhile are skipped.
+    Pause {
+        /// The schedule.
+        name: String,
+    },
+    /// Resume a paused schedule from now.
+    Resume {
+        /// The schedule.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

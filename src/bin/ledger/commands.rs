@@ -5,11 +5,12 @@ use std::path::Path;
 
 use anyhow::Result;
 use execution_ledger::{
-    BackgroundExecution, Event, ExecutionError, ListFilter, ListPage, RetryConfig, Submission,
+    BackgroundExecution, Event, ExecutionError, ListFilter, ListPage, NewSchedule, RetryConfig,
+    Submission,
 };
 
 use crate::backend::{fail, Backend, Retention, Verdict};
-use crate::cli::{Cli, Command, Exit, SubmitArgs, Usage};
+use crate::cli::{Cli, Command, Exit, ScheduleAction, SubmitArgs, Usage};
 use crate::output::{self, Bar, Table};
 
 type Out = BufWriter<std::io::StdoutLock<'static>>;
@@ -135,6 +136,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
     }
     let backend = Backend::connect(cli)?;
     match &cli.command {
+        Command::Schedule { action } => schedule(cli, &backend, action, out)?,
         Command::Submit(args) => {
             let executions = match &args.from_file {
                 Some(file) => backend.submit_many(submissions_in(file)?)?,
@@ -754,6 +756,112 @@ fn print_event_line(out: &mut Out, json: bool, e: &Event) -> Result<()> {
 
 /// Who asks for a redaction or hold: `--by`, else the user running the
 /// command (`$USER`), else nobody named.
+/// `ledger schedule …`.
+fn schedule(cli: &Cli, backend: &Backend, action: &ScheduleAction, out: &mut Out) -> Result<()> {
+    use crate::backend::ScheduleChange;
+    let now = chrono::Utc::now();
+    let changed = match action {
+        ScheduleAction::Add {
+            name,
+            cron,
+            timezone,
+            missed,
+            by,
+            submit,
+        } => {
+            let missed: execution_ledger::Missed = missed.parse().map_err(fail)?;
+            let mut new = NewSchedule::new(name.clone(), cron.clone(), submission(submit)?)
+                .timezone(timezone.clone())
+                .missed(missed);
+            if let Some(by) = by_or_user(by) {
+                new = new.by(by);
+            }
+            let added = backend.add_schedule(new)?;
+            if cli.json {
+                return json_line(out, &added);
+            }
+            let next = added.next_slots(now, 3).map_err(fail)?;
+            let next: Vec<String> = next.iter().map(output::time).collect();
+            writeln!(
+                out,
+                "added schedule {} for {}: {} ({}), missed slots: {}; next {}",
+                added.name,
+                added.tenant_id,
+                added.cron,
+                added.timezone,
+                added.missed.as_str(),
+                next.join(", ")
+            )?;
+            return Ok(());
+        }
+        ScheduleAction::List => {
+            let schedules = backend.schedules()?;
+            if cli.json {
+                for s in &schedules {
+                    json_line(out, s)?;
+                }
+                return Ok(());
+            }
+            let mut table = Table::new(&[
+                "TENANT",
+                "NAME",
+                "CRON",
+                "TIMEZONE",
+                "CALLABLE",
+                "MISSED",
+                "STATE",
+                "NEXT",
+                "LAST FIRED",
+            ]);
+            for s in &schedules {
+                let next = match s.paused {
+                    true => "-".to_owned(),
+                    false => s
+                        .next_slots(s.cursor.max(now), 1)
+                        .map_err(fail)?
+                        .first()
+                        .map_or("-".to_owned(), output::time),
+                };
+                let last = s.last_fired.as_ref().map_or("-".to_owned(), |l| {
+                    format!("{} {}", output::time(&l.slot), l.execution_id)
+                });
+                table.row(vec![
+                    s.tenant_id.to_string(),
+                    s.name.clone(),
+                    s.cron.clone(),
+                    s.timezone.clone(),
+                    s.submission.callable_name.clone(),
+                    s.missed.as_str().to_owned(),
+                    if s.paused { "paused" } else { "active" }.to_owned(),
+                    next,
+                    last,
+                ]);
+            }
+            table.write(out)?;
+            return Ok(());
+        }
+        ScheduleAction::Remove { name } => (
+            "removed",
+            backend.change_schedule(name, ScheduleChange::Remove)?,
+        ),
+        ScheduleAction::Pause { name } => (
+            "paused",
+            backend.change_schedule(name, ScheduleChange::Pause)?,
+        ),
+        ScheduleAction::Resume { name } => (
+            "resumed",
+            backend.change_schedule(name, ScheduleChange::Resume)?,
+        ),
+    };
+    let (done, s) = changed;
+    if cli.json {
+        json_line(out, &s)
+    } else {
+        writeln!(out, "{done} schedule {} of {}", s.name, s.tenant_id)?;
+        Ok(())
+    }
+}
+
 fn by_or_user(by: &Option<String>) -> Option<String> {
     by.clone()
         .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))

@@ -79,6 +79,16 @@ pub(crate) fn detail(event: &Event) -> String {
             if let Some(original) = &s.retry_of {
                 d.push_str(&format!(" retry-of {original}"));
             }
+            if let Some(slot) = &s.schedule {
+                d.push_str(&format!(
+                    " schedule {} slot {}",
+                    slot.name,
+                    time(&slot.slot)
+                ));
+                if slot.missed > 0 {
+                    d.push_str(&format!(" ({} missed before)", slot.missed));
+                }
+            }
             d
         }
         EventKind::Retried {

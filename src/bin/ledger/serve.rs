@@ -34,6 +34,7 @@ use crate::decode::{self, RefusedKind};
 
 mod console;
 mod metrics;
+mod schedules;
 mod worker_protocol;
 
 /// The largest request body accepted, in bytes (413 above).
@@ -170,7 +171,12 @@ impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         let message = e.to_string();
         match e {
-            CommandError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            CommandError::NotFound(_) | CommandError::NoSchedule { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            CommandError::ScheduleConflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
             CommandError::Transition(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             CommandError::Archived(_) => ApiError::new(StatusCode::CONFLICT, "archived", message),
             CommandError::IdempotencyConflict { .. } => {
@@ -1311,6 +1317,13 @@ fn router(state: Shared) -> Router {
             post(release_tenant_hold),
         )
         .route("/v1/holds", get(tenant_holds))
+        .route("/v1/schedules", get(schedules::list).post(schedules::add))
+        .route(
+            "/v1/schedules/{name}",
+            axum::routing::delete(schedules::remove),
+        )
+        .route("/v1/schedules/{name}/pause", post(schedules::pause))
+        .route("/v1/schedules/{name}/resume", post(schedules::resume))
         .route("/v1/executions/{id}/release", post(release))
         .route("/v1/executions/{id}/result", get(result))
         .route(
