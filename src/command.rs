@@ -289,7 +289,9 @@ impl Op {
     /// queued: `Invalid`, naming the field.
     pub(crate) fn validate(&self) -> Result<(), CommandError> {
         match self {
-            Op::Submit(_, submission) => validate_submission(submission),
+            Op::Submit(_, submission) => {
+                validate_submission(submission).and_then(|()| submitted_links(submission))
+            }
             Op::SubmitMany(_, items) => {
                 if items.len() > MAX_BATCH {
                     return Err(CommandError::invalid(format!(
@@ -300,6 +302,7 @@ impl Op {
                 let mut keys = std::collections::HashMap::new();
                 for (i, submission) in items.iter().enumerate() {
                     validate_submission(submission)
+                        .and_then(|()| submitted_links(submission))
                         .map_err(|e| CommandError::invalid(format!("executions[{i}]: {e}")))?;
                     if let Some(key) = &submission.idempotency_key {
                         if let Some(first) = keys.insert(key.as_str(), i) {
@@ -674,7 +677,24 @@ fn validate_error(error: &ExecutionError) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn validate_submission(submission: &Submission) -> Result<(), CommandError> {
+/// Refuses the links only the ledger sets: a submitter's execution is no
+/// retry by hand and fills no schedule's slot.
+fn submitted_links(submission: &Submission) -> Result<(), CommandError> {
+    if submission.retry_of.is_some() {
+        return Err(CommandError::invalid(
+            "retryOf: set by a retry by hand (POST /v1/executions/{id}/retry, ledger retry), not by a submitter",
+        ));
+    }
+    if submission.schedule.is_some() {
+        return Err(CommandError::invalid(
+            "schedule: set by a schedule's firing, not by a submitter",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a submission's fields against their limits.
+pub(crate) fn validate_submission(submission: &Submission) -> Result<(), CommandError> {
     if !callable_name_ok(&submission.callable_name) {
         return Err(CommandError::invalid(format!(
             "callable name must be 1-{MAX_NAME_BYTES} bytes"

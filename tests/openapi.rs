@@ -758,6 +758,121 @@ async fn real_responses_validate_against_the_document() {
     .await;
     assert_eq!((status, &report["dryRun"]), (200, &json!(true)), "{report}");
 
+    // Schedules: added (a per-second one, which fires), listed, refused,
+    // paused, resumed, removed; a firing's record carries its slot.
+    let (status, added) = checked(
+        &doc,
+        "post",
+        "/v1/schedules",
+        post(
+            "/v1/schedules",
+            json!({"tenantId": "acme", "name": "tick", "cron": "* * * * * *", "timezone": "UTC",
+                   "missed": "once", "by": "ops", "submission": {"callableName": "echo", "input": "t"}}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{added}");
+    for (body, code) in [
+        (
+            json!({"tenantId": "acme", "name": "tick", "cron": "* * * * *", "submission": {"callableName": "echo"}}),
+            409,
+        ),
+        (
+            json!({"tenantId": "acme", "name": "bad", "cron": "nope", "submission": {"callableName": "echo"}}),
+            400,
+        ),
+    ] {
+        let (status, _) = checked(
+            &doc,
+            "post",
+            "/v1/schedules",
+            post("/v1/schedules", body).await.unwrap(),
+        )
+        .await;
+        assert_eq!(status, code);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let fired = loop {
+        let (status, listed) = checked(
+            &doc,
+            "get",
+            "/v1/schedules",
+            get("/v1/schedules?tenantId=acme").await.unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        if let Some(id) = listed["schedules"][0]["lastFired"]["executionId"].as_str() {
+            break id.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the schedule did not fire: {listed}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let (_, record) = checked(
+        &doc,
+        "get",
+        "/v1/executions/{id}",
+        get(&format!("/v1/executions/{fired}")).await.unwrap(),
+    )
+    .await;
+    assert_eq!(record["schedule"]["name"], "tick");
+    let (_, history) = checked(
+        &doc,
+        "get",
+        "/v1/executions/{id}/events",
+        get(&format!("/v1/executions/{fired}/events"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(history[0]["schedule"]["name"], "tick");
+    for (path, template, code) in [
+        (
+            "/v1/schedules/tick/pause?tenantId=acme",
+            "/v1/schedules/{name}/pause",
+            200,
+        ),
+        (
+            "/v1/schedules/tick/pause?tenantId=acme",
+            "/v1/schedules/{name}/pause",
+            409,
+        ),
+        (
+            "/v1/schedules/tick/resume?tenantId=acme",
+            "/v1/schedules/{name}/resume",
+            200,
+        ),
+        (
+            "/v1/schedules/nope/resume?tenantId=acme",
+            "/v1/schedules/{name}/resume",
+            404,
+        ),
+    ] {
+        let (status, _) = checked(
+            &doc,
+            "post",
+            template,
+            c.post(server.url(path)).send().await.unwrap(),
+        )
+        .await;
+        assert_eq!(status, code, "{path}");
+    }
+    let (status, _) = checked(
+        &doc,
+        "delete",
+        "/v1/schedules/{name}",
+        c.delete(server.url("/v1/schedules/tick?tenantId=acme"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+
     // The ledger-wide reads.
     for (method, path) in [
         ("get", "/v1/head"),

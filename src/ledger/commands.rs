@@ -12,7 +12,7 @@ use crate::event::Submission;
 use crate::execution::{BackgroundExecution, ExecutionError, ExecutionId, TenantId};
 
 impl Outcome {
-    fn submitted(self) -> Submitted {
+    pub(super) fn submitted(self) -> Submitted {
         match self {
             Outcome::Submitted(s) => s,
             _ => unreachable!("a submit answers with a submission"),
@@ -59,6 +59,16 @@ impl Ledger {
         if let Err(e) = op.validate() {
             return Command::refused(&self.inner, e);
         }
+        self.run_checked(op, answer)
+    }
+
+    /// [`Ledger::run`] for an op the ledger made and checked itself (a
+    /// schedule's firing, which carries its link to the schedule).
+    pub(super) fn run_checked<R: Send + 'static>(
+        &self,
+        op: Op,
+        answer: fn(Outcome) -> R,
+    ) -> Command<R> {
         let scope = self.scope.clone();
         Command::new(&self.inner, move |inner, core| {
             let (outcome, seq) = inner.carry_out(core, scope.as_ref(), &op)?;

@@ -83,7 +83,7 @@ impl Ledger {
                     "submission: a schedule's submission has no idempotencyKey, runAt, retryOf or schedule (each firing sets its own)",
                 ));
             }
-            crate::command::Op::Submit(tenant.clone(), Box::new(new.submission.clone())).validate()?;
+            crate::command::validate_submission(&new.submission)?;
             Ok(tenant)
         });
         let tenant = match checked {
@@ -249,7 +249,12 @@ impl Ledger {
                     slot: due.slot,
                     missed: due.missed,
                 });
-                fired = match self.submit(&s.tenant_id, submission).wait() {
+                // Checked when the schedule was added; the link to it is
+                // the ledger's to set.
+                crate::command::validate_submission(&submission)?;
+                let op = crate::command::Op::Submit(s.tenant_id.clone(), Box::new(submission));
+                let submitted = self.run_checked(op, super::write::Outcome::submitted);
+                fired = match submitted.wait() {
                     Ok(done) => (Some(done.execution.execution_id), done.created),
                     // Fired elsewhere from an older copy (another
                     // cursor, another count of missed slots): filled.

@@ -18,7 +18,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use execution_ledger::{
@@ -1318,10 +1318,7 @@ fn router(state: Shared) -> Router {
         )
         .route("/v1/holds", get(tenant_holds))
         .route("/v1/schedules", get(schedules::list).post(schedules::add))
-        .route(
-            "/v1/schedules/{name}",
-            axum::routing::delete(schedules::remove),
-        )
+        .route("/v1/schedules/{name}", delete(schedules::remove))
         .route("/v1/schedules/{name}/pause", post(schedules::pause))
         .route("/v1/schedules/{name}/resume", post(schedules::resume))
         .route("/v1/executions/{id}/release", post(release))
