@@ -1,6 +1,7 @@
 //! Model-based property tests of the state machine and the projection.
 //!
-//! Random sequences of commands across three tenants are turned into events
+//! Random sequences of commands across three tenants (retries by hand
+//! among them) are turned into events
 //! and applied to the crate's `Projection` (which folds them through the
 //! state machine), to a per-execution fold through `execution_ledger::apply`,
 //! and to a small reference model written here with the rules spelled out
@@ -113,6 +114,9 @@ enum Action {
     CallbackFailed(Option<u16>, String),
     /// A callback delivery naming the wrong delivery attempt.
     CallbackStale(bool),
+    /// A retry by hand with this many attempts: the `retried` event, and
+    /// (when accepted) the new run's `queued` event naming the original.
+    Retry(u32),
 }
 
 #[derive(Clone, Debug)]
@@ -283,6 +287,7 @@ fn action() -> impl Strategy<Value = Action> {
         3 => (prop::option::of(500u16..=504), "[a-z ]{0,10}")
             .prop_map(|(code, msg)| Action::CallbackFailed(code, msg)),
         1 => any::<bool>().prop_map(Action::CallbackStale),
+        2 => (1u32..4).prop_map(Action::Retry),
     ]
 }
 
@@ -357,6 +362,10 @@ struct Rec {
     queued_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
+    /// The run a retry by hand made of it.
+    retried_as: Option<ExecutionId>,
+    /// The execution it runs again, when it is a retry by hand.
+    retry_of: Option<ExecutionId>,
 }
 
 impl Rec {
@@ -471,6 +480,16 @@ impl Model {
                 | Action::CallbackDelivered(_)
                 | Action::CallbackFailed(..)
                 | Action::CallbackStale(_) => self.resolve(&Target::Pending(*i), action),
+                Action::Retry(_) => pick(
+                    &|r| {
+                        matches!(
+                            r.status,
+                            Status::Failed | Status::Timeout | Status::Cancelled
+                        )
+                    },
+                    i,
+                )
+                .or_else(|| self.resolve(&Target::Finished(*i), action)),
             },
             Target::Any(i) => any(i),
             Target::Running(i) => pick(&|r| r.status == Status::Running, i).or_else(|| any(i)),
@@ -487,9 +506,11 @@ impl Model {
         let Some(r) = self.get(&ev.execution_id) else {
             return matches!(ev.kind, EventKind::Queued(_));
         };
+        // A retry by hand follows an ended execution, settled or not.
+        let retry = matches!(ev.kind, EventKind::Retried { .. });
         if matches!(ev.kind, EventKind::Queued(_))
             || r.tenant != ev.tenant_id
-            || r.settled()
+            || (r.settled() && !retry)
             || now < r.last_recorded()
         {
             return false;
@@ -531,6 +552,13 @@ impl Model {
             | EventKind::CallbackFailed { attempt, .. } => {
                 r.awaits_callback() && *attempt == r.callback_attempts + 1
             }
+            // Ended failed, timed out or cancelled, once (no redaction here).
+            EventKind::Retried { .. } => {
+                matches!(
+                    r.status,
+                    Status::Failed | Status::Timeout | Status::Cancelled
+                ) && r.retried_as.is_none()
+            }
             other => panic!("the reference model does not know {}", other.name()),
         }
     }
@@ -561,6 +589,8 @@ impl Model {
                 queued_at: now,
                 started_at: None,
                 completed_at: None,
+                retried_as: None,
+                retry_of: s.retry_of,
             });
             return;
         }
@@ -619,6 +649,9 @@ impl Model {
             EventKind::CallbackFailed { attempt, .. } => {
                 r.callback_attempts = *attempt;
             }
+            EventKind::Retried {
+                new_execution_id, ..
+            } => r.retried_as = Some(*new_execution_id),
             other => panic!("the reference model does not know {}", other.name()),
         }
     }
@@ -682,6 +715,8 @@ impl Model {
         assert_eq!(st.started_at, r.started_at, "{id}: started_at");
         assert_eq!(st.completed_at, r.completed_at, "{id}: completed_at");
         assert_eq!(is_settled(st), r.settled(), "{id}: settled");
+        assert_eq!(st.retried_as, r.retried_as, "{id}: retried_as");
+        assert_eq!(st.retry_of, r.retry_of, "{id}: retry_of");
     }
 }
 
@@ -934,6 +969,12 @@ impl Harness {
                 status_code: *code,
                 error: error.clone(),
             },
+            Action::Retry(attempts) => EventKind::Retried {
+                by: Some("ops@acme".into()),
+                reason: None,
+                new_execution_id: known_id(self.submitted + 1),
+                attempts: *attempts,
+            },
             Action::CallbackStale(ahead) => {
                 stale = true;
                 EventKind::CallbackDelivered {
@@ -961,6 +1002,29 @@ impl Harness {
         let must = (!known || wrong_tenant || stale || matches!(action, Action::Resubmit))
             .then_some(false);
         let refusal = self.offer(ev, must);
+        if let (None, Action::Retry(attempts), Some(original)) = (&refusal, action, &st) {
+            // The new run, in the same write: the original's submission
+            // with the attempts asked for, runnable at once, naming it.
+            self.submitted += 1;
+            let mut s = Submission::new(original.callable_name.clone());
+            s.input = original.input.clone();
+            s.context = original.context.clone();
+            s.metadata = original.metadata.clone();
+            s.trigger_id = original.trigger_id;
+            s.config = original.config.clone();
+            s.config
+                .retry
+                .get_or_insert_with(Default::default)
+                .max_attempts = *attempts;
+            s.run_at = (original.config.mode == Mode::Deferred).then_some(now);
+            s.retry_of = Some(id);
+            let new = self.event(
+                known_id(self.submitted),
+                original.tenant_id.clone(),
+                EventKind::Queued(Box::new(s)),
+            );
+            self.offer(new, Some(true));
+        }
         if let Some(err) = refusal {
             let settled = st.as_ref().is_some_and(is_settled);
             if !known {
@@ -1089,6 +1153,34 @@ impl Harness {
         if settled_prior {
             assert!(self.proj.get(&id).is_none(), "settled but live: {id}");
         }
+        if matches!(ev.kind, EventKind::Retried { .. }) && self.proj.get(&id).is_none() {
+            // The projection holds no settled (or unknown) execution: the
+            // ledger checks what follows one against its history (the
+            // machine on its fold), and the projection only moves its seq
+            // on.
+            let mut st = prior.clone();
+            let applied = apply(&mut st, &ev);
+            assert_eq!(applied.is_ok(), model_says, "the fold on {ev:?}");
+            if let Err(e) = applied {
+                assert_eq!(st, prior, "a refusal changed the state");
+                return Some(e);
+            }
+            assert_eq!(
+                self.proj.apply(&ev).expect("it follows a settled one"),
+                None
+            );
+            let st = st.expect("an accepted event leaves a state");
+            self.seq = ev.seq;
+            self.model.apply(&ev);
+            self.model.agrees_with(&st);
+            assert!(self.proj.get(&id).is_none(), "still settled: {id}");
+            self.states.insert(id, st);
+            self.events.push(ev);
+            if self.checks.prefix {
+                self.history.push(self.proj.clone());
+            }
+            return None;
+        }
         if settled_prior && matches!(ev.kind, EventKind::Queued(_)) {
             // The projection forgets settled executions (memory is bounded by
             // live work): telling a reused id from a new one is the job of
@@ -1107,7 +1199,9 @@ impl Harness {
                     if let Some(p) = &prior {
                         assert!(!is_settled(p), "accepted after settling: {ev:?}");
                         assert!(
-                            !p.status.is_terminal() || ev.kind.is_bookkeeping(),
+                            !p.status.is_terminal()
+                                || ev.kind.is_bookkeeping()
+                                || matches!(ev.kind, EventKind::Retried { .. }),
                             "accepted {} after {}",
                             ev.kind.name(),
                             p.status
@@ -1465,6 +1559,7 @@ fn the_generator_exercises_every_transition() {
         "target_binding_applied",
         "callback_delivered",
         "callback_failed",
+        "retried",
         "backdated",
     ];
     for kind in kinds {
