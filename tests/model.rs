@@ -1,9 +1,9 @@
 //! Model-based property tests of the state machine and the projection.
 //!
-//! Random sequences of commands across three tenants (retries by hand
-//! among them) are turned into events
-//! and applied to the crate's `Projection` (which folds them through the
-//! state machine), to a per-execution fold through `execution_ledger::apply`,
+//! Random sequences of commands across three tenants (retries by hand among
+//! them) are turned into events and applied to the crate's `Projection`
+//! (which folds them through the state machine), to a per-execution fold
+//! through `execution_ledger::apply`,
 //! and to a small reference model written here with the rules spelled out
 //! plainly. After every command the three must agree: on whether the command
 //! was accepted, on each execution's record, and on the runnable queue.
