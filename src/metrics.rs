@@ -180,27 +180,57 @@ impl Before {
     }
 }
 
+/// How many outcomes there are.
+const OUTCOMES: usize = 7;
+
+/// Every outcome, in label order.
+const ALL_OUTCOMES: [Outcome; OUTCOMES] = [
+    Outcome::Completed,
+    Outcome::Failed,
+    Outcome::Timeout,
+    Outcome::Cancelled,
+    Outcome::Retried,
+    Outcome::RetriedByHand,
+    Outcome::Recovered,
+];
+
 /// Series under bounded labels.
 #[derive(Debug, Default)]
 struct Work {
-    /// Outcomes by (outcome, tenant, callable).
-    outcomes: HashMap<(Outcome, String, String), u64>,
-    /// The (tenant, callable) pairs with series of their own.
-    pairs: std::collections::HashSet<(String, String)>,
+    /// Counts by tenant, then callable, then outcome (looked up by `&str`:
+    /// a known pair costs no allocation on the append path).
+    outcomes: HashMap<String, HashMap<String, [u64; OUTCOMES]>>,
+    /// The pairs with series of their own.
+    pairs: usize,
     queue_wait: HashMap<String, Arc<Histogram>>,
     run_time: HashMap<String, Arc<Histogram>>,
 }
 
 impl Work {
     fn count(&mut self, outcome: Outcome, tenant: &str, callable: &str) {
-        let pair = (tenant.to_owned(), callable.to_owned());
-        let pair = if self.pairs.contains(&pair) || self.pairs.len() < MAX_SERIES {
-            self.pairs.insert(pair.clone());
-            pair
+        let i = ALL_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("every outcome is listed");
+        if let Some(n) = self
+            .outcomes
+            .get_mut(tenant)
+            .and_then(|c| c.get_mut(callable))
+        {
+            n[i] += 1;
+            return;
+        }
+        let (tenant, callable) = if self.pairs < MAX_SERIES {
+            self.pairs += 1;
+            (tenant, callable)
         } else {
-            (OTHER.to_owned(), OTHER.to_owned())
+            (OTHER, OTHER)
         };
-        *self.outcomes.entry((outcome, pair.0, pair.1)).or_default() += 1;
+        self.outcomes
+            .entry(tenant.to_owned())
+            .or_default()
+            .entry(callable.to_owned())
+            .or_default()[i] += 1;
     }
 }
 
@@ -236,16 +266,19 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn read(&self) -> Metrics {
         let work = self.work.lock().unwrap_or_else(|p| p.into_inner());
-        let mut outcomes: Vec<OutcomeCount> = work
-            .outcomes
-            .iter()
-            .map(|((outcome, tenant, callable), n)| OutcomeCount {
-                outcome: *outcome,
-                tenant: tenant.clone(),
-                callable: callable.clone(),
-                count: *n,
-            })
-            .collect();
+        let mut outcomes: Vec<OutcomeCount> = Vec::new();
+        for (tenant, by_callable) in &work.outcomes {
+            for (callable, counts) in by_callable {
+                for (outcome, n) in ALL_OUTCOMES.iter().zip(counts).filter(|(_, n)| **n > 0) {
+                    outcomes.push(OutcomeCount {
+                        outcome: *outcome,
+                        tenant: tenant.clone(),
+                        callable: callable.clone(),
+                        count: *n,
+                    });
+                }
+            }
+        }
         outcomes.sort_by(|a, b| {
             (a.outcome, &a.tenant, &a.callable).cmp(&(b.outcome, &b.tenant, &b.callable))
         });
