@@ -10,12 +10,11 @@
 //! Prometheus's own parser too, and both must read the same samples.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 mod common;
-use common::server::{client, json_of, submit_id, Server};
+use common::server::{client, json_of, once_status, submit_id, Server};
 
 /// One sample: its name and labels, as the text writes them.
 type Key = (String, BTreeMap<String, String>);
@@ -105,23 +104,13 @@ print(json.dumps(samples))
 }
 
 async fn until_ended(c: &reqwest::Client, server: &Server, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, e) = json_of(
-            c.get(server.url(&format!("/v1/executions/{id}")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        if ["completed", "failed", "cancelled", "timeout"]
-            .contains(&e["status"].as_str().unwrap_or(""))
-        {
-            return e;
-        }
-        assert!(Instant::now() < deadline, "{id} did not end: {e}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    once_status(
+        c,
+        server,
+        id,
+        &["completed", "failed", "cancelled", "timeout"],
+    )
+    .await
 }
 
 async fn post(c: &reqwest::Client, server: &Server, path: &str, body: Value) -> (u16, Value) {
@@ -152,21 +141,7 @@ async fn metrics_tell_outcomes_by_tenant_and_callable_and_stats_total_them() {
         json!({"tenantId": "acme", "callableName": "sleep", "input": "20000"}),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, e) = json_of(
-            c.get(server.url(&format!("/v1/executions/{sleeper}")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        if e["status"] == "running" {
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    once_status(&c, &server, &sleeper, &["running"]).await;
     let (status, _) = post(
         &c,
         &server,

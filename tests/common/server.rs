@@ -149,6 +149,34 @@ pub async fn result_of(c: &reqwest::Client, server: &Server, id: &str) -> (u16, 
     .await
 }
 
+/// Execution `id` once its status is one of `statuses`, polled for up to
+/// 30 s.
+pub async fn once_status(
+    c: &reqwest::Client,
+    server: &Server,
+    id: &str,
+    statuses: &[&str],
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, e) = json_of(
+            c.get(server.url(&format!("/v1/executions/{id}")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if statuses.contains(&e["status"].as_str().unwrap_or("")) {
+            return e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} is not {statuses:?}: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub fn error_code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
