@@ -7,10 +7,10 @@
 //! restarts and across processes sharing a database.
 //!
 //! A schedule keeps a cursor: the latest slot it handled. Slots after it are
-//! due; the newest due slot fires when it is at most [`GRACE`] old. Older
-//! ones were missed (nothing ran the schedule then): [`Missed::Skip`] fires
-//! none of them, [`Missed::Once`] fires the newest once, to catch up. Either
-//! way the firing (or the next one) says how many were missed.
+//! due; each due slot at most [`GRACE`] old fires, oldest first. Older ones
+//! were missed (nothing ran the schedule then): [`Missed::Skip`] fires none
+//! of them, [`Missed::Once`] fires the newest of them once, to catch up.
+//! Either way the firing after them says how many were missed.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -179,13 +179,14 @@ impl NewSchedule {
 }
 
 /// What a tick found due for one schedule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Due {
+    /// The slots that fire, oldest first, each with how many slots before
+    /// it passed without firing.
+    pub(crate) fire: Vec<(DateTime<Utc>, u64)>,
     /// The newest due slot: the cursor moves to it.
-    pub(crate) slot: DateTime<Utc>,
-    /// Whether it fires.
-    pub(crate) fires: bool,
-    /// Slots passed without firing (counting `slot` when it does not fire).
+    pub(crate) cursor: DateTime<Utc>,
+    /// Slots passed without firing in all.
     pub(crate) missed: u64,
 }
 
@@ -270,21 +271,46 @@ impl Cron {
         missed: Missed,
     ) -> Option<Due> {
         let newest = self.latest_at(now).filter(|s| *s > cursor)?;
-        let mut earlier = 0;
-        let mut t = cursor;
-        while let Some(next) = self.next_after(t).filter(|n| *n < newest) {
-            earlier += 1;
-            if earlier == MAX_MISSED_COUNTED {
-                break;
+        // Late: more than GRACE before now (strictly before the edge).
+        let edge = now - chrono::Duration::from_std(GRACE).expect("a minute is a duration");
+        let newest_late = self
+            .latest_at(edge - chrono::Duration::nanoseconds(1))
+            .filter(|s| *s > cursor && *s < edge);
+        let late = match newest_late {
+            None => 0,
+            Some(last) => {
+                let (mut n, mut t) = (0, cursor);
+                while let Some(next) = self.next_after(t).filter(|s| *s <= last) {
+                    n += 1;
+                    if n == MAX_MISSED_COUNTED {
+                        break;
+                    }
+                    t = next;
+                }
+                n
             }
+        };
+        let mut fire = Vec::new();
+        let mut before = late;
+        if let (Missed::Once, Some(last)) = (missed, newest_late) {
+            fire.push((last, late - 1));
+            before = 0;
+        }
+        // On time: every slot after the late ones, to now.
+        let mut t = newest_late.unwrap_or(cursor);
+        while let Some(next) = self.next_after(t).filter(|s| *s <= now) {
+            fire.push((next, before));
+            before = 0;
             t = next;
         }
-        let on_time = (now - newest).to_std().unwrap_or_default() <= GRACE;
-        let fires = on_time || missed == Missed::Once;
+        let missed = match (missed, newest_late) {
+            (Missed::Once, Some(_)) => late - 1,
+            _ => late,
+        };
         Some(Due {
-            slot: newest,
-            fires,
-            missed: if fires { earlier } else { earlier + 1 },
+            fire,
+            cursor: newest,
+            missed,
         })
     }
 }
@@ -356,37 +382,70 @@ mod tests {
     fn due_slots_fire_on_time_and_missed_ones_follow_the_policy() {
         let cron = Cron::parse("*/5 * * * *", "UTC").unwrap();
         let cursor = at("2026-12-04T10:00:00Z");
+        let due = |now: &str, policy| cron.due(cursor, at(now), policy);
+        assert_eq!(due("2026-12-04T10:04:59Z", Missed::Skip), None);
+        let d = due("2026-12-04T10:05:01Z", Missed::Skip).unwrap();
         assert_eq!(
-            cron.due(cursor, at("2026-12-04T10:04:59Z"), Missed::Skip),
-            None
+            (d.fire, d.cursor, d.missed),
+            (
+                vec![(at("2026-12-04T10:05:00Z"), 0)],
+                at("2026-12-04T10:05:00Z"),
+                0
+            )
         );
-        let due = cron
-            .due(cursor, at("2026-12-04T10:05:01Z"), Missed::Skip)
-            .unwrap();
+        // Down from 10:03 to 10:15:30: 10:05 and 10:10 missed, 10:15 on time.
+        let d = due("2026-12-04T10:15:30Z", Missed::Skip).unwrap();
         assert_eq!(
-            (due.slot, due.fires, due.missed),
-            (at("2026-12-04T10:05:00Z"), true, 0)
-        );
-        // Down from 10:03 to 10:17: 10:05 and 10:10 missed, 10:15 on time.
-        let due = cron
-            .due(cursor, at("2026-12-04T10:15:30Z"), Missed::Skip)
-            .unwrap();
-        assert_eq!(
-            (due.slot, due.fires, due.missed),
-            (at("2026-12-04T10:15:00Z"), true, 2)
+            (d.fire, d.missed),
+            (vec![(at("2026-12-04T10:15:00Z"), 2)], 2)
         );
         // Down past 10:15's grace: all three missed, or the newest caught up.
-        let late = at("2026-12-04T10:16:30Z");
-        let due = cron.due(cursor, late, Missed::Skip).unwrap();
+        let d = due("2026-12-04T10:16:30Z", Missed::Skip).unwrap();
         assert_eq!(
-            (due.slot, due.fires, due.missed),
-            (at("2026-12-04T10:15:00Z"), false, 3)
+            (d.fire, d.cursor, d.missed),
+            (vec![], at("2026-12-04T10:15:00Z"), 3)
         );
-        let due = cron.due(cursor, late, Missed::Once).unwrap();
+        let d = due("2026-12-04T10:16:30Z", Missed::Once).unwrap();
         assert_eq!(
-            (due.slot, due.fires, due.missed),
-            (at("2026-12-04T10:15:00Z"), true, 2)
+            (d.fire, d.missed),
+            (vec![(at("2026-12-04T10:15:00Z"), 2)], 2)
         );
+        // Every slot within the grace fires, not only the newest: a tick
+        // that comes late by two slots of a per-second schedule fires both.
+        let every = Cron::parse("* * * * * *", "UTC").unwrap();
+        let d = every
+            .due(
+                at("2026-12-04T10:00:00.4Z"),
+                at("2026-12-04T10:00:02.6Z"),
+                Missed::Skip,
+            )
+            .unwrap();
+        assert_eq!(
+            d.fire,
+            vec![
+                (at("2026-12-04T10:00:01Z"), 0),
+                (at("2026-12-04T10:00:02Z"), 0)
+            ]
+        );
+        // Once: the newest late slot, then the ones on time.
+        let d = every
+            .due(
+                at("2026-12-04T10:00:00Z"),
+                at("2026-12-04T10:01:01.5Z"),
+                Missed::Once,
+            )
+            .unwrap();
+        assert_eq!(
+            d.fire.first(),
+            Some(&(at("2026-12-04T10:00:01Z"), 0)),
+            "10:00:01 is 60.5 s old: late"
+        );
+        assert_eq!(
+            d.fire.len(),
+            1 + 60,
+            "the catch-up, then 10:00:02 to 10:01:01"
+        );
+        assert_eq!(d.missed, 0);
     }
 
     #[test]
@@ -420,7 +479,10 @@ mod tests {
                 Missed::Skip,
             )
             .unwrap();
-        assert_eq!((due.slot, due.missed), (at("2026-12-04T07:00:10Z"), 0));
+        assert_eq!(
+            (due.fire, due.missed),
+            (vec![(at("2026-12-04T07:00:10Z"), 0)], 0)
+        );
         for (cron, tz, says) in [
             ("*/5 * * *", "UTC", "cron: "),
             ("61 * * * *", "UTC", "cron: "),

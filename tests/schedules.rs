@@ -113,18 +113,24 @@ fn a_slot_fires_once_across_calls_and_restarts_and_missed_slots_follow_the_polic
         })
     );
 
-    // A restart within the next slot's grace: 10:10 was missed, 10:15 fires.
+    // A restart within the next slot's grace: 10:10 was missed, 10:15 fires;
+    // "catch-up" also runs 10:10 once, first.
     drop(ledger);
     set(&clock, "2026-12-04T10:15:30Z");
     let ledger = open(store.path(), &clock);
     let fired = ledger.fire_schedules().unwrap();
-    for f in &fired {
-        assert_eq!(
-            (f.slot, f.missed, f.created),
-            (at("2026-12-04T10:15:00Z"), 1, true),
-            "{f:?}"
-        );
-    }
+    let seen: Vec<_> = fired
+        .iter()
+        .map(|f| (f.name.as_str(), f.slot, f.missed, f.created))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("catch-up", at("2026-12-04T10:10:00Z"), 0, true),
+            ("catch-up", at("2026-12-04T10:15:00Z"), 0, true),
+            ("report", at("2026-12-04T10:15:00Z"), 1, true),
+        ]
+    );
     // A restart past every slot's grace: 10:20, 10:25 and 10:30 missed.
     // "report" skips them all; "catch-up" fires 10:30 once.
     drop(ledger);
@@ -143,8 +149,9 @@ fn a_slot_fires_once_across_calls_and_restarts_and_missed_slots_follow_the_polic
         "the cursor moved past the skipped slots"
     );
     let slots = fired_by_slot(&ledger);
-    assert_eq!(slots.len(), 3, "10:05, 10:15, 10:30: {slots:?}");
+    assert_eq!(slots.len(), 4, "10:05, 10:10, 10:15, 10:30: {slots:?}");
     assert_eq!(slots[&at("2026-12-04T10:05:00Z")].len(), 2);
+    assert_eq!(slots[&at("2026-12-04T10:10:00Z")].len(), 1);
     assert_eq!(slots[&at("2026-12-04T10:15:00Z")].len(), 2);
     assert_eq!(slots[&at("2026-12-04T10:30:00Z")].len(), 1);
     assert_eq!(slots[&at("2026-12-04T10:30:00Z")][0].missed, 2);

@@ -827,7 +827,7 @@
   function detail(e) {
     switch (e.type) {
       case 'queued':
-        return `${e.callableName} · priority ${e.config ? e.config.priority : ''} · ${e.config ? e.config.mode : ''}${e.runAt ? ' · run at ' + fmtTime(e.runAt) : ''}${e.retryOf ? ' · retry of ' + e.retryOf : ''}`;
+        return `${e.callableName} · priority ${e.config ? e.config.priority : ''} · ${e.config ? e.config.mode : ''}${e.runAt ? ' · run at ' + fmtTime(e.runAt) : ''}${e.retryOf ? ' · retry of ' + e.retryOf : ''}${e.schedule ? ' · schedule ' + e.schedule.name + ' slot ' + fmtTime(e.schedule.slot) + (e.schedule.missed ? ' (' + e.schedule.missed + ' missed before)' : '') : ''}`;
       case 'started':
         return `attempt ${e.attempt}${e.worker ? ' by ' + e.worker : ''}`;
       case 'completed':

@@ -220,10 +220,12 @@ impl Ledger {
 
     /// Fires what is due as of the ledger's clock: for each schedule not
     /// paused (the handle's tenant's, when scoped) whose cursor is behind
-    /// its newest slot, submits that slot's execution — once, whoever asks
-    /// and however often: the slot's idempotency key names one execution —
-    /// or skips it when it was missed, then moves the cursor to it. The
-    /// runtime calls this every second.
+    /// its newest slot, submits the execution of each due slot at most
+    /// [`crate::GRACE`] old, oldest first — once, whoever asks and however
+    /// often: the slot's idempotency key names one execution — and of the
+    /// older ones what its policy says, then moves the cursor to the newest.
+    /// Answers one [`Fired`] per slot fired, or one per schedule that only
+    /// skipped. The runtime calls this every second.
     ///
     /// # Errors
     ///
@@ -240,42 +242,51 @@ impl Ledger {
             let Some(due) = cron.due(s.cursor, now, s.missed) else {
                 continue;
             };
-            let mut fired = (None, false);
-            if due.fires {
+            if due.missed > 0 {
+                tracing::warn!(tenant = %s.tenant_id, name = s.name, missed = due.missed, "a schedule missed slots while nothing ran it");
+            }
+            for &(slot, missed) in &due.fire {
                 let mut submission = s.submission.clone();
-                submission.idempotency_key = Some(s.key(due.slot));
+                submission.idempotency_key = Some(s.key(slot));
                 submission.schedule = Some(ScheduleSlot {
                     name: s.name.clone(),
-                    slot: due.slot,
-                    missed: due.missed,
+                    slot,
+                    missed,
                 });
                 // Checked when the schedule was added; the link to it is
                 // the ledger's to set.
                 crate::command::validate_submission(&submission)?;
                 let op = crate::command::Op::Submit(s.tenant_id.clone(), Box::new(submission));
                 let submitted = self.run_checked(op, super::write::Outcome::submitted);
-                fired = match submitted.wait() {
-                    Ok(done) => (Some(done.execution.execution_id), done.created),
+                let (execution, created) = match submitted.wait() {
+                    Ok(done) => (done.execution.execution_id, done.created),
                     // Fired elsewhere from an older copy (another
                     // cursor, another count of missed slots): filled.
-                    Err(CommandError::IdempotencyConflict { execution, .. }) => {
-                        (Some(execution), false)
-                    }
+                    Err(CommandError::IdempotencyConflict { execution, .. }) => (execution, false),
                     Err(e) => return Err(e),
                 };
+                self.advance(&s, slot, Some(execution))?;
+                out.push(Fired {
+                    name: s.name.clone(),
+                    tenant_id: s.tenant_id.clone(),
+                    slot,
+                    execution_id: Some(execution),
+                    created,
+                    missed,
+                });
             }
-            self.advance(&s, due.slot, fired.0)?;
-            if due.missed > 0 {
-                tracing::warn!(tenant = %s.tenant_id, name = s.name, missed = due.missed, slot = %due.slot, "a schedule missed slots while nothing ran it");
+            // Past the slots skipped, when nothing fired after them.
+            self.advance(&s, due.cursor, None)?;
+            if due.fire.is_empty() {
+                out.push(Fired {
+                    name: s.name,
+                    tenant_id: s.tenant_id,
+                    slot: due.cursor,
+                    execution_id: None,
+                    created: false,
+                    missed: due.missed,
+                });
             }
-            out.push(Fired {
-                name: s.name,
-                tenant_id: s.tenant_id,
-                slot: due.slot,
-                execution_id: fired.0,
-                created: fired.1,
-                missed: due.missed,
-            });
         }
         Ok(out)
     }

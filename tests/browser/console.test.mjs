@@ -675,6 +675,30 @@ test('the timeline: a lost attempt is recovered; a deferred wait, its release, b
 
 const history1 = (history, type) => history.find((e) => e.type === type);
 
+test("a schedule's firing: its queued event names the schedule and the slot", T, async () => {
+  const post = (p, body) => api(p, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  await post('/v1/schedules', {
+    tenantId: 'globex', name: 'browser-tick', cron: '* * * * * *', submission: { callableName: 'echo', input: 'tick' },
+  });
+  let fired;
+  try {
+    await until('the schedule fired', async () => {
+      const listed = await api('/v1/schedules?tenantId=globex');
+      fired = listed.schedules[0] && listed.schedules[0].lastFired;
+      return Boolean(fired);
+    });
+  } finally {
+    await api('/v1/schedules/browser-tick?tenantId=globex', { method: 'DELETE' });
+  }
+  await page.goto(`${server.url}/ui/executions/${fired.executionId}`);
+  const queued = `${sel('event-row')}[data-kind="queued"] .detail`;
+  await until('the queued event', async () => (await page.$(queued)) !== null);
+  const text = await page.textContent(queued);
+  assert.ok(text.includes(' · schedule browser-tick slot '), `the schedule named: ${text}`);
+  const first = (await jsonLines(['history', fired.executionId]))[0];
+  assert.deepStrictEqual(first.schedule, { name: 'browser-tick', slot: fired.slot }, 'the event the page shows');
+});
+
 test('what the server says is shown as text, never read as HTML', T, async () => {
   const html = '<img src="x" onerror="window.__injected = 1">';
   const created = await api('/v1/executions', {
