@@ -394,6 +394,18 @@ fn two_servers_on_one_database_fire_each_slot_once() {
         "about one slot a second for 6 s: {}",
         slots.len()
     );
+    // None lost between the first and the last: one a second.
+    let mut times: Vec<_> = slots.keys().copied().collect();
+    times.sort();
+    for pair in times.windows(2) {
+        assert_eq!(
+            (pair[1] - pair[0]).num_seconds(),
+            1,
+            "a slot lost between {} and {}",
+            pair[0],
+            pair[1]
+        );
+    }
     for (slot, fired) in &slots {
         assert_eq!(fired.len(), 1, "slot {slot} fired {} times", fired.len());
     }
