@@ -679,7 +679,7 @@ fn validate_error(error: &ExecutionError) -> Result<(), CommandError> {
 
 /// Refuses the links only the ledger sets: a submitter's execution is no
 /// retry by hand and fills no schedule's slot.
-fn submitted_links(submission: &Submission) -> Result<(), CommandError> {
+pub(crate) fn submitted_links(submission: &Submission) -> Result<(), CommandError> {
     if submission.retry_of.is_some() {
         return Err(CommandError::invalid(
             "retryOf: set by a retry by hand (POST /v1/executions/{id}/retry, ledger retry), not by a submitter",

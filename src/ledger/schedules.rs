@@ -78,12 +78,13 @@ impl Ledger {
             Cron::parse(&new.cron, &new.timezone)?;
             crate::command::check_by(new.by.as_deref())?;
             let s = &new.submission;
-            if s.idempotency_key.is_some() || s.run_at.is_some() || s.retry_of.is_some() || s.schedule.is_some() {
+            if s.idempotency_key.is_some() || s.run_at.is_some() {
                 return Err(CommandError::invalid(
-                    "submission: a schedule's submission has no idempotencyKey, runAt, retryOf or schedule (each firing sets its own)",
+                    "submission: a schedule's submission has no idempotencyKey or runAt (each firing sets its own)",
                 ));
             }
-            crate::command::validate_submission(&new.submission)?;
+            crate::command::validate_submission(s)?;
+            crate::command::submitted_links(s)?;
             Ok(tenant)
         });
         let tenant = match checked {

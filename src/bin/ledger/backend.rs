@@ -34,12 +34,30 @@ pub(crate) fn fail(e: CommandError) -> anyhow::Error {
     }
 }
 
-/// What `ledger schedule remove|pause|resume` does.
+/// What `ledger schedule remove|pause|resume` (and `DELETE
+/// /v1/schedules/{name}`, `…/pause`, `…/resume`) does.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum ScheduleChange {
     Remove,
     Pause,
     Resume,
+}
+
+impl ScheduleChange {
+    /// The ledger command that makes it to `tenant`'s schedule `name`.
+    pub(crate) fn on(
+        self,
+        ledger: &Ledger,
+        tenant: &TenantId,
+        name: &str,
+    ) -> execution_ledger::Command<Schedule> {
+        let tenant = Some(tenant);
+        match self {
+            ScheduleChange::Remove => ledger.remove_schedule(tenant, name),
+            ScheduleChange::Pause => ledger.pause_schedule(tenant, name),
+            ScheduleChange::Resume => ledger.resume_schedule(tenant, name),
+        }
+    }
 }
 
 /// The tenant a local submit is for: the one `--tenant` scoped the ledger to.
@@ -716,16 +734,7 @@ impl Backend {
             .cloned()
             .ok_or_else(|| Usage("schedule needs --tenant: a schedule is one tenant's".into()))?;
         match self {
-            Backend::Local(l) => {
-                let t = Some(&tenant);
-                match change {
-                    ScheduleChange::Remove => l.remove_schedule(t, name),
-                    ScheduleChange::Pause => l.pause_schedule(t, name),
-                    ScheduleChange::Resume => l.resume_schedule(t, name),
-                }
-                .wait()
-                .map_err(fail)
-            }
+            Backend::Local(l) => change.on(l, &tenant, name).wait().map_err(fail),
             Backend::Remote(r) => {
                 let url = match change {
                     ScheduleChange::Remove => r.url(&format!("/v1/schedules/{name}")),

@@ -10,6 +10,8 @@ use axum::Json;
 use execution_ledger::{Missed, NewSchedule, Schedule, Submission, TenantId};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::ScheduleChange as Change;
+
 use super::{
     authorize, blocking, body_json, submitting_for, ApiError, ApiQuery, ApiResult, Shared, Who,
 };
@@ -34,13 +36,10 @@ pub(super) async fn list(
 ) -> ApiResult<Json<Schedules>> {
     let who = authorize(&state, &headers)?;
     let ledger = match (&who, q.tenant_id) {
+        (Who::Admin, None) => state.ledger.clone(),
         (Who::Admin, Some(t)) => state.ledger.tenant(t),
-        (who, named) => {
-            if let (Who::Tenant(_), Some(_)) = (who, &named) {
-                submitting_for(who, named)?;
-            }
-            who.ledger(&state)
-        }
+        // A tenant key names only its own tenant.
+        (Who::Tenant(_), named) => state.ledger.tenant(submitting_for(&who, named)?),
     };
     let schedules = blocking(move || ledger.schedules())
         .await
@@ -86,14 +85,6 @@ pub(super) async fn add(
     Ok((StatusCode::CREATED, Json(added)))
 }
 
-/// What `DELETE /v1/schedules/{name}` and its `pause` and `resume` do.
-#[derive(Clone, Copy)]
-pub(super) enum Change {
-    Remove,
-    Pause,
-    Resume,
-}
-
 async fn change(
     state: Shared,
     headers: HeaderMap,
@@ -103,13 +94,7 @@ async fn change(
 ) -> ApiResult<Json<Schedule>> {
     let who = authorize(&state, &headers)?;
     let tenant = submitting_for(&who, tenant)?;
-    let ledger = &state.ledger;
-    let changed = match change {
-        Change::Remove => ledger.remove_schedule(Some(&tenant), &name).await?,
-        Change::Pause => ledger.pause_schedule(Some(&tenant), &name).await?,
-        Change::Resume => ledger.resume_schedule(Some(&tenant), &name).await?,
-    };
-    Ok(Json(changed))
+    Ok(Json(change.on(&state.ledger, &tenant, &name).await?))
 }
 
 /// `DELETE /v1/schedules/{name}[?tenantId=T]`: the schedule removed.
