@@ -40,6 +40,7 @@ mod command;
 mod error;
 mod event;
 mod execution;
+mod fair;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;
@@ -65,6 +66,7 @@ pub use crate::execution::{
     BackgroundExecutionQueue, BackgroundExecutionStatus, ExecutionError, RetryConfig, SpawnMode,
     TargetBindingConfig,
 };
+pub use crate::fair::{TenantShare, MAX_WEIGHT};
 pub use crate::ids::{ExecutionId, ParseIdError, TenantId, TriggerId};
 pub use crate::lease::{Heartbeat, Lease, DEFAULT_LEASE, MAX_CLAIM, MAX_LEASE, MIN_LEASE};
 pub use crate::ledger::{

@@ -7,19 +7,21 @@
 //! settles (the state machine refuses every event after that), so memory is
 //! bounded by live work, not by history.
 //!
-//! Queue order: higher priority first; within a priority, the order in which
-//! executions became queued (the seq of their `queued`, `released`,
-//! `retry_scheduled` or `recovered` event).
+//! Queue order: higher priority first; within a priority, the tenant whose
+//! turn it is (`fair.rs` holds that rule); within a tenant, the order in
+//! which its executions became queued (the seq of their `queued`,
+//! `released`, `retry_scheduled` or `recovered` event).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventKind};
 use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId, TenantId};
+use crate::fair::{self, Ready, Shares, Step, TenantShare, Turn, Turns};
 use crate::machine::{self, TransitionError};
-use crate::queue::PriorityQueue;
 use crate::store::Settled;
 
 /// Where a queued execution waits.
@@ -27,8 +29,8 @@ use crate::store::Settled;
 enum Slot {
     /// Not queued (running, or finished with bookkeeping pending).
     None,
-    /// In the runnable queue.
-    Ready,
+    /// In the runnable queue, under this order key.
+    Ready(u64),
     /// Runnable from this time on.
     Delayed(DateTime<Utc>),
     /// A deferred execution awaiting release.
@@ -101,7 +103,7 @@ impl LiveCounts {
                 match l.slot {
                     Slot::Delayed(_) => step(&mut self.waiting),
                     Slot::Held => step(&mut self.held),
-                    Slot::Ready | Slot::None => {}
+                    Slot::Ready(_) | Slot::None => {}
                 }
             }
             BackgroundExecutionStatus::Running => step(&mut self.running),
@@ -111,15 +113,33 @@ impl LiveCounts {
 }
 
 /// Every live execution and the runnable queue, as of one seq.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Projection {
     seq: u64,
     live: HashMap<ExecutionId, Live>,
     /// [`counts`](Self::counts), kept as entries come and go (it is read
     /// often, by pollers and metrics, under the ledger's lock).
     tally: LiveCounts,
-    ready: PriorityQueue<()>,
+    ready: Ready,
     delayed: BTreeSet<(DateTime<Utc>, ExecutionId)>,
+    /// Every tenant's turn (`fair.rs`).
+    turns: Turns,
+    /// The tenants' weights and limits (configuration, not folded).
+    shares: Arc<Shares>,
+}
+
+impl Default for Projection {
+    fn default() -> Self {
+        Projection {
+            seq: 0,
+            live: HashMap::new(),
+            tally: LiveCounts::default(),
+            ready: Ready::default(),
+            delayed: BTreeSet::new(),
+            turns: Turns::new(),
+            shares: Arc::default(),
+        }
+    }
 }
 
 impl Projection {
@@ -131,6 +151,22 @@ impl Projection {
     /// The seq of the last event folded in (0 before any).
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// Orders the queue by these tenants' weights and limits from now on
+    /// (a tenant not named has weight 1 and no limit).
+    pub fn set_tenant_shares(&mut self, shares: impl IntoIterator<Item = (TenantId, TenantShare)>) {
+        self.shares = Arc::new(Shares::new(shares));
+    }
+
+    /// [`set_tenant_shares`](Self::set_tenant_shares), shared.
+    pub(crate) fn set_shares(&mut self, shares: Arc<Shares>) {
+        self.shares = shares;
+    }
+
+    /// The tenants' weights and limits it orders the queue by.
+    pub(crate) fn shares(&self) -> Arc<Shares> {
+        Arc::clone(&self.shares)
     }
 
     /// A live execution.
@@ -223,6 +259,9 @@ impl Projection {
             }
             None => (None, event.seq, Slot::None, Vec::new()),
         };
+        let was_running = state
+            .as_ref()
+            .map(|e| e.status == BackgroundExecutionStatus::Running);
         if let Err(e) = machine::apply(&mut state, event) {
             if let Some(execution) = state {
                 self.insert(
@@ -255,8 +294,20 @@ impl Projection {
         ) {
             live.order = event.seq;
         }
-        self.unplace(id, live.slot);
-        if machine::is_settled(&live.execution) {
+        self.unplace(id, &live);
+        let settled = machine::is_settled(&live.execution);
+        self.turns.fold(
+            &event.tenant_id,
+            event.seq,
+            Step {
+                was_live: was_running.is_some(),
+                is_live: !settled,
+                was_running: was_running == Some(true),
+                is_running: !settled && live.execution.status == BackgroundExecutionStatus::Running,
+                started: matches!(event.kind, EventKind::Started { .. }),
+            },
+        );
+        if settled {
             let submitted = live.submitted();
             return Ok(Some((live.execution, submitted, live.seqs)));
         }
@@ -272,10 +323,11 @@ impl Projection {
         }
     }
 
-    fn unplace(&mut self, id: ExecutionId, slot: Slot) {
-        match slot {
-            Slot::Ready => {
-                self.ready.remove(&id);
+    fn unplace(&mut self, id: ExecutionId, live: &Live) {
+        match live.slot {
+            Slot::Ready(order) => {
+                let e = &live.execution;
+                self.ready.remove(&e.tenant_id, e.config.priority, order);
             }
             Slot::Delayed(t) => {
                 self.delayed.remove(&(t, id));
@@ -293,8 +345,8 @@ impl Projection {
             self.delayed.insert((t, id));
             Slot::Delayed(t)
         } else {
-            self.ready.push(id, e.config.priority, order, ());
-            Slot::Ready
+            self.ready.push(id, &e.tenant_id, e.config.priority, order);
+            Slot::Ready(order)
         }
     }
 
@@ -307,9 +359,10 @@ impl Projection {
             }
             self.delayed.pop_first();
             let live = self.live.get_mut(&id).expect("delayed executions are live");
+            let e = &live.execution;
             self.ready
-                .push(id, live.execution.config.priority, live.order, ());
-            live.slot = Slot::Ready;
+                .push(id, &e.tenant_id, e.config.priority, live.order);
+            live.slot = Slot::Ready(live.order);
             self.tally.waiting -= 1;
         }
     }
@@ -320,19 +373,12 @@ impl Projection {
         now: DateTime<Utc>,
         tenant: Option<&TenantId>,
     ) -> Option<&BackgroundExecution> {
-        self.promote(now);
-        let id = match tenant {
-            None => self.ready.peek().map(|(id, _)| id),
-            Some(t) => self
-                .ready
-                .ids()
-                .find(|id| &self.live[id].execution.tenant_id == t),
-        }?;
-        self.get(&id)
+        self.runnable(now, tenant, None, 1).into_iter().next()
     }
 
-    /// Up to `max` executions to run at `now`, in claim order: of `tenant`
-    /// only, when given, and of `callables` only, when given.
+    /// Up to `max` executions to run at `now`, in claim order (`fair.rs`):
+    /// of `tenant` only, when given, and of `callables` only, when given.
+    /// A tenant at its concurrency limit has none.
     pub fn runnable(
         &mut self,
         now: DateTime<Utc>,
@@ -341,52 +387,71 @@ impl Projection {
         max: usize,
     ) -> Vec<&BackgroundExecution> {
         self.promote(now);
-        if tenant.is_none() && callables.is_none() && max == 1 {
-            return self
-                .ready
-                .peek()
-                .and_then(|(id, _)| self.get(&id))
-                .into_iter()
-                .collect();
-        }
         let live = &self.live;
-        self.ready
-            .ids()
-            .map(|id| &live[&id].execution)
-            .filter(|e| tenant.is_none_or(|t| &e.tenant_id == t))
-            .filter(|e| callables.is_none_or(|c| c.contains(&e.callable_name)))
-            .take(max)
-            .collect()
+        let levels = self.ready.levels().map(|(priority, tenants)| {
+            let lanes = tenants
+                .filter(move |(t, _)| tenant.is_none_or(|only| only == *t))
+                .map(move |(t, q)| {
+                    let q = q
+                        .map(move |(order, id)| (order, &live[&id].execution))
+                        .filter(move |(_, e)| {
+                            callables.is_none_or(|c| c.contains(&e.callable_name))
+                        });
+                    (t, q)
+                });
+            (priority, lanes)
+        });
+        fair::order(levels, &self.turns, &self.shares, self.seq + 1, max, false)
     }
 
     /// The executions runnable at `now`, in claim order (of `tenant` only,
-    /// when given).
+    /// when given): those a claim would take, as if each were claimed in
+    /// turn and none finished, then those its tenant's concurrency limit
+    /// holds back (in priority, then submission order).
     pub fn queue(
         &self,
         now: DateTime<Utc>,
         tenant: Option<&TenantId>,
     ) -> Vec<&BackgroundExecution> {
-        let mut runnable: Vec<(std::cmp::Reverse<u8>, u64, &BackgroundExecution)> = self
-            .ready
-            .entries()
-            .map(|(id, p, o, _)| (std::cmp::Reverse(p), o, &self.live[&id].execution))
-            .chain(
-                self.delayed
-                    .iter()
-                    .take_while(|(t, _)| *t <= now)
-                    .map(|(_, id)| {
-                        let l = &self.live[id];
-                        (
-                            std::cmp::Reverse(l.execution.config.priority),
-                            l.order,
-                            &l.execution,
-                        )
-                    }),
-            )
-            .filter(|(_, _, e)| tenant.is_none_or(|t| &e.tenant_id == t))
-            .collect();
-        runnable.sort_by_key(|(p, o, _)| (*p, *o));
-        runnable.into_iter().map(|(_, _, e)| e).collect()
+        type Lanes<'a> = HashMap<&'a TenantId, Vec<(u64, &'a BackgroundExecution)>>;
+        let mut levels: std::collections::BTreeMap<std::cmp::Reverse<u8>, Lanes<'_>> =
+            std::collections::BTreeMap::new();
+        let ready = self.ready.levels().flat_map(|(_, tenants)| {
+            tenants.flat_map(|(_, q)| q.map(|(order, id)| (order, &self.live[&id].execution)))
+        });
+        let due = self
+            .delayed
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| {
+                let l = &self.live[id];
+                (l.order, &l.execution)
+            });
+        for (order, e) in ready.chain(due) {
+            if tenant.is_none_or(|t| &e.tenant_id == t) {
+                levels
+                    .entry(std::cmp::Reverse(e.config.priority))
+                    .or_default()
+                    .entry(&e.tenant_id)
+                    .or_default()
+                    .push((order, e));
+            }
+        }
+        let levels = levels.into_iter().map(|(priority, lanes)| {
+            let lanes = lanes.into_iter().map(|(t, mut q)| {
+                q.sort_by_key(|(order, _)| *order);
+                (t, q.into_iter())
+            });
+            (priority.0, lanes)
+        });
+        fair::order(
+            levels,
+            &self.turns,
+            &self.shares,
+            self.seq + 1,
+            usize::MAX,
+            true,
+        )
     }
 
     /// Queued executions not runnable at `now`: waiting for a back-off or
@@ -474,6 +539,7 @@ impl Projection {
             .keys()
             .find(|id| !self.live.contains_key(id))
             .map(|id| format!("{id} is live on one side only"))
+            .or_else(|| self.turns.difference(&other.turns))
     }
 
     pub(crate) fn entries(&self) -> Vec<SnapshotEntry> {
@@ -490,11 +556,33 @@ impl Projection {
         entries
     }
 
-    pub(crate) fn from_entries(seq: u64, entries: Vec<SnapshotEntry>) -> Self {
+    /// An empty projection as of `seq` (nothing live: the log's base).
+    pub(crate) fn empty_at(seq: u64) -> Self {
+        Projection {
+            seq,
+            ..Projection::default()
+        }
+    }
+
+    /// The tenants' turns, for a snapshot.
+    pub(crate) fn turns(&self) -> std::collections::BTreeMap<TenantId, Turn> {
+        self.turns.kept()
+    }
+
+    /// The projection as of `seq` holding `entries` (none: before any
+    /// execution is live), with the tenants' turns a snapshot kept (`None`
+    /// for a snapshot written before snapshots held them: rebuilt from the
+    /// entries).
+    pub(crate) fn from_entries(
+        seq: u64,
+        entries: Vec<SnapshotEntry>,
+        turns: Option<std::collections::BTreeMap<TenantId, Turn>>,
+    ) -> Self {
         let mut p = Projection {
             seq,
             ..Projection::default()
         };
+        p.turns.known = turns.is_some();
         for SnapshotEntry {
             order,
             execution,
@@ -503,16 +591,20 @@ impl Projection {
         {
             let id = execution.execution_id;
             let slot = p.place(id, &execution, order);
-            p.insert(
-                id,
-                Live {
-                    execution,
-                    order,
-                    slot,
-                    seqs,
-                },
+            let live = Live {
+                execution,
+                order,
+                slot,
+                seqs,
+            };
+            p.turns.count_in(
+                &live.execution.tenant_id,
+                live.execution.status == BackgroundExecutionStatus::Running,
+                live.submitted(),
             );
+            p.insert(id, live);
         }
+        p.turns.restore(turns.unwrap_or_default());
         p
     }
 

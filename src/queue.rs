@@ -63,11 +63,4 @@ impl<T> PriorityQueue<T> {
     pub(crate) fn ids(&self) -> impl Iterator<Item = ExecutionId> + '_ {
         self.order.values().map(|(id, _)| *id)
     }
-
-    /// Entries in pop order, with their priority and order key.
-    pub(crate) fn entries(&self) -> impl Iterator<Item = (ExecutionId, u8, u64, &T)> + '_ {
-        self.order
-            .iter()
-            .map(|((Reverse(p), o), (id, v))| (*id, *p, *o, v))
-    }
 }

@@ -6,7 +6,11 @@
 //! through `execution_ledger::apply`,
 //! and to a small reference model written here with the rules spelled out
 //! plainly. After every command the three must agree: on whether the command
-//! was accepted, on each execution's record, and on the runnable queue.
+//! was accepted, on each execution's record, and on the runnable queue —
+//! whose order the model works out the slow way, claim by claim, from the
+//! fair-share rule (priority; then the tenant whose turn it is, by its
+//! weight and starts; then submission order; tenants at their concurrency
+//! limit passed over), under random weights and limits.
 //!
 //! Cases per property: `PROPTEST_CASES` when set, else 1000; commands per
 //! case: up to `MODEL_MAX_COMMANDS` when set, else 40.
@@ -19,7 +23,7 @@ use execution_ledger::{
     after_failure, after_loss, after_timeout, apply, check, is_settled, BackgroundExecution,
     BackgroundExecutionConfig, BackgroundExecutionMode as Mode,
     BackgroundExecutionStatus as Status, Event, EventKind, ExecutionError, ExecutionId, Projection,
-    RecoveryReason, Refusal, RetryConfig, Submission, TargetBindingConfig, TenantId,
+    RecoveryReason, Refusal, RetryConfig, Submission, TargetBindingConfig, TenantId, TenantShare,
     TransitionError, TriggerId, MAX_CALLBACK_ATTEMPTS,
 };
 use proptest::prelude::*;
@@ -292,12 +296,18 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn cmd() -> impl Strategy<Value = Cmd> {
+    cmd_mix(1)
+}
+
+/// The commands, with submissions, claims and work `busy` times as likely
+/// as in [`cmd`] (a busy queue, where tenants' turns decide the order).
+fn cmd_mix(busy: u32) -> impl Strategy<Value = Cmd> {
     prop_oneof![
         3 => (0i64..3_000_000, 0i64..1_000)
             .prop_map(|(us, ns)| Cmd::Advance(Duration::microseconds(us) + Duration::nanoseconds(ns))),
-        4 => spec().prop_map(|s| Cmd::Submit(Box::new(s))),
-        3 => prop::option::weighted(0.3, 0..TENANTS.len()).prop_map(Cmd::Claim),
-        4 => (
+        4 * busy => spec().prop_map(|s| Cmd::Submit(Box::new(s))),
+        3 * busy => prop::option::weighted(0.3, 0..TENANTS.len()).prop_map(Cmd::Claim),
+        4 * busy => (
             prop::option::weighted(0.3, 0..TENANTS.len()),
             prop_oneof![
                 6 => json_value().prop_map(Action::Complete),
@@ -307,7 +317,7 @@ fn cmd() -> impl Strategy<Value = Cmd> {
             ],
         )
             .prop_map(|(t, outcome)| Cmd::Work(t, outcome)),
-        12 => (
+        12 / busy => (
             target(),
             action(),
             prop::bool::weighted(0.05),
@@ -325,14 +335,32 @@ fn cmd() -> impl Strategy<Value = Cmd> {
     ]
 }
 
+/// The three tenants' weights (1 to 3) and concurrency limits (none, or 1
+/// to 3).
+fn shares() -> impl Strategy<Value = Vec<Share>> {
+    let share = (
+        prop_oneof![2 => Just(1u32), 1 => 2u32..=3],
+        prop::option::weighted(0.4, 1u32..=3),
+    );
+    prop::collection::vec(share, TENANTS.len())
+}
+
 /// Up to 40 commands, or `MODEL_MAX_COMMANDS` when set.
 fn cmds() -> impl Strategy<Value = Vec<Cmd>> {
-    let max = std::env::var("MODEL_MAX_COMMANDS")
+    prop::collection::vec(cmd(), 1..=max_commands())
+}
+
+/// Up to twice as many commands as [`cmds`], three times as busy.
+fn busy_cmds() -> impl Strategy<Value = Vec<Cmd>> {
+    prop::collection::vec(cmd_mix(3), 1..=2 * max_commands())
+}
+
+fn max_commands() -> usize {
+    std::env::var("MODEL_MAX_COMMANDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(40usize)
-        .max(1);
-    prop::collection::vec(cmd(), 1..=max)
+        .max(1)
 }
 
 // ====================================================================== the reference model
@@ -441,10 +469,21 @@ impl Rec {
     }
 }
 
+/// A tenant's weight and concurrency limit, for the model.
+type Share = (u32, Option<u32>);
+
 #[derive(Clone, Debug, Default)]
 struct Model {
     recs: Vec<Rec>,
     index: HashMap<ExecutionId, usize>,
+    /// The seq of the last accepted event.
+    seq: u64,
+    /// Each tenant's share (weight 1 and no limit when not named).
+    shares: HashMap<TenantId, Share>,
+    /// Each live tenant's turn: the seq it became live at (its first
+    /// unsettled execution since it last had none) and the seqs of its
+    /// `started` events since.
+    turns: HashMap<TenantId, (u64, Vec<u64>)>,
 }
 
 impl Model {
@@ -563,8 +602,31 @@ impl Model {
         }
     }
 
-    /// Folds in an accepted event.
+    /// Whether `tenant` has an unsettled execution.
+    fn live(&self, tenant: &TenantId) -> bool {
+        self.recs.iter().any(|r| &r.tenant == tenant && !r.settled())
+    }
+
+    /// Folds in an accepted event, and its tenant's turn.
     fn apply(&mut self, ev: &Event) {
+        let was_live = self.live(&ev.tenant_id);
+        self.fold(ev);
+        self.seq = ev.seq;
+        let t = &ev.tenant_id;
+        if !self.live(t) {
+            self.turns.remove(t);
+            return;
+        }
+        if !was_live {
+            self.turns.insert(t.clone(), (ev.seq, Vec::new()));
+        }
+        if matches!(ev.kind, EventKind::Started { .. }) {
+            self.turns.get_mut(t).expect("a live tenant has a turn").1.push(ev.seq);
+        }
+    }
+
+    /// Folds in an accepted event's change to its execution.
+    fn fold(&mut self, ev: &Event) {
         let now = ev.at;
         if let EventKind::Queued(s) = &ev.kind {
             self.index.insert(ev.execution_id, self.recs.len());
@@ -656,15 +718,70 @@ impl Model {
         }
     }
 
-    /// Runnable at `now`, in claim order: priority descending, then order.
-    fn runnable(&self, now: DateTime<Utc>, tenant: Option<&TenantId>) -> Vec<ExecutionId> {
-        let mut v: Vec<&Rec> = self
+    /// Runnable at `now` (of `tenant` only, when given), in the order
+    /// claims would take them, none finishing: the highest priority that
+    /// has work of a tenant with room under its limit; at it, the tenant
+    /// whose turn is lowest (its `weight`-th latest start, counting the
+    /// claims taken before, or when it became live if it has had fewer),
+    /// ties to the earliest head; its earliest execution. Then, when
+    /// `blocked`, the rest (their tenants at their limits) by priority and
+    /// order.
+    fn runnable(&self, now: DateTime<Utc>, tenant: Option<&TenantId>, blocked: bool) -> Vec<ExecutionId> {
+        let mut left: Vec<&Rec> = self
             .recs
             .iter()
             .filter(|r| r.runnable(now) && tenant.is_none_or(|t| &r.tenant == t))
             .collect();
-        v.sort_by_key(|r| (Reverse(r.priority), r.order));
-        v.into_iter().map(|r| r.id).collect()
+        let running = |t: &TenantId| {
+            self.recs
+                .iter()
+                .filter(|r| &r.tenant == t && r.status == Status::Running)
+                .count() as u32
+        };
+        let share = |t: &TenantId| self.shares.get(t).copied().unwrap_or((1, None));
+        let mut taken: HashMap<TenantId, Vec<u64>> = HashMap::new();
+        let mut picked = Vec::new();
+        loop {
+            let room = |r: &Rec| {
+                let n = taken.get(&r.tenant).map_or(0, Vec::len) as u32;
+                share(&r.tenant).1.is_none_or(|l| running(&r.tenant) + n < l)
+            };
+            let Some(top) = left.iter().filter(|r| room(r)).map(|r| r.priority).max() else {
+                break;
+            };
+            let turn = |t: &TenantId| {
+                let (since, starts) = self.turns.get(t).cloned().unwrap_or_default();
+                let starts: Vec<u64> = starts.into_iter().chain(taken.get(t).cloned().unwrap_or_default()).collect();
+                let w = share(t).0 as usize;
+                if starts.len() >= w { starts[starts.len() - w] } else { since }
+            };
+            let (i, _) = left
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.priority == top && room(r))
+                .map(|(i, r)| {
+                    let head = left
+                        .iter()
+                        .filter(|o| o.priority == top && o.tenant == r.tenant)
+                        .map(|o| o.order)
+                        .min()
+                        .expect("its own order");
+                    (i, (turn(&r.tenant), head, r.order))
+                })
+                .min_by_key(|(_, key)| *key)
+                .expect("one at the top priority has room");
+            let r = left.remove(i);
+            taken
+                .entry(r.tenant.clone())
+                .or_default()
+                .push(self.seq + 1 + picked.len() as u64);
+            picked.push(r.id);
+        }
+        if blocked {
+            left.sort_by_key(|r| (Reverse(r.priority), r.order));
+            picked.extend(left.into_iter().map(|r| r.id));
+        }
+        picked
     }
 
     /// Queued but not runnable at `now`: waiting (soonest first), then held.
@@ -749,28 +866,58 @@ struct Harness {
     events: Vec<Event>,
     /// The projection right after each accepted event (`[0]`: empty).
     history: Vec<Projection>,
+    /// The tenants' shares the projections order by.
+    shares: Vec<(TenantId, TenantShare)>,
+    /// Queue checks at which the fair order differed from plain priority
+    /// and submission order, and at which a limit held work back.
+    reordered: u32,
+    limited: u32,
     /// Per event kind: (accepted, refused).
     tally: BTreeMap<&'static str, (u32, u32)>,
 }
 
 impl Harness {
-    fn new(checks: Checks) -> Self {
+    fn new(checks: Checks, shares: &[Share]) -> Self {
+        let mut model = Model::default();
+        let mut set = Vec::new();
+        for (i, &(weight, limit)) in shares.iter().enumerate() {
+            model.shares.insert(tenant(i), (weight, limit));
+            let share = TenantShare::new(weight, limit).expect("the generator makes valid shares");
+            set.push((tenant(i), share));
+        }
+        let mut proj = Projection::new();
+        proj.set_tenant_shares(set.clone());
         Harness {
             checks,
             now: start_of_time(),
             seq: 0,
             submitted: 0,
-            proj: Projection::new(),
+            history: vec![proj.clone()],
+            proj,
+            shares: set,
+            reordered: 0,
+            limited: 0,
             states: BTreeMap::new(),
-            model: Model::default(),
+            model,
             events: Vec::new(),
-            history: vec![Projection::new()],
             tally: BTreeMap::new(),
         }
     }
 
+    /// An empty projection ordering by the run's shares.
+    fn empty(&self) -> Projection {
+        let mut p = Projection::new();
+        p.set_tenant_shares(self.shares.clone());
+        p
+    }
+
     fn run(checks: Checks, cmds: &[Cmd]) -> Self {
-        let mut h = Harness::new(checks);
+        Harness::run_shared(checks, &[], cmds)
+    }
+
+    /// [`run`](Self::run), with these tenants' shares (in `TENANTS` order).
+    fn run_shared(checks: Checks, shares: &[Share], cmds: &[Cmd]) -> Self {
+        let mut h = Harness::new(checks, shares);
         for cmd in cmds {
             h.step(cmd);
         }
@@ -842,7 +989,11 @@ impl Harness {
     /// Claims the next runnable execution (of tenant `t`), as a worker does.
     fn claim(&mut self, t: Option<usize>) -> Option<ExecutionId> {
         let t = t.map(tenant);
-        let expected = self.model.runnable(self.now, t.as_ref()).first().copied();
+        let expected = self
+            .model
+            .runnable(self.now, t.as_ref(), false)
+            .first()
+            .copied();
         let next = self
             .proj
             .next_runnable(self.now, t.as_ref())
@@ -1282,14 +1433,29 @@ impl Harness {
         let ids = |v: Vec<&BackgroundExecution>| -> Vec<ExecutionId> {
             v.into_iter().map(|e| e.execution_id).collect()
         };
-        let expected = self.model.runnable(now, None);
+        let expected = self.model.runnable(now, None, true);
         let queue = ids(self.proj.queue(now, None));
         assert_eq!(queue, expected, "queue at {now}");
+        let claimable = self.model.runnable(now, None, false);
+        let mut plain = expected.clone();
+        plain.sort_by_key(|id| {
+            let r = self.model.get(id).expect("the model knows it");
+            (Reverse(r.priority), r.order)
+        });
+        self.reordered += u32::from(plain[..claimable.len()] != claimable[..]);
+        self.limited += u32::from(claimable.len() < expected.len());
+        for max in [1, 2, 5, usize::MAX] {
+            assert_eq!(
+                ids(self.proj.runnable(now, None, None, max)),
+                claimable[..claimable.len().min(max)],
+                "up to {max} runnable at {now}"
+            );
+        }
         for i in 0..TENANTS.len() {
             let t = tenant(i);
             assert_eq!(
                 ids(self.proj.queue(now, Some(&t))),
-                self.model.runnable(now, Some(&t)),
+                self.model.runnable(now, Some(&t), true),
                 "queue of {t} at {now}"
             );
         }
@@ -1309,14 +1475,15 @@ impl Harness {
         }
 
         let first = self.proj.next_runnable(now, None).map(|e| e.execution_id);
-        assert_eq!(first, queue.first().copied(), "next_runnable at {now}");
+        assert_eq!(first, claimable.first().copied(), "next_runnable at {now}");
         for i in 0..TENANTS.len() {
             let t = tenant(i);
             let first = self
                 .proj
                 .next_runnable(now, Some(&t))
                 .map(|e| e.execution_id);
-            assert_eq!(first, self.model.runnable(now, Some(&t)).first().copied());
+            let expected = self.model.runnable(now, Some(&t), false);
+            assert_eq!(first, expected.first().copied(), "next runnable of {t}");
         }
         // Looking changes nothing about the order.
         assert_eq!(ids(self.proj.queue(now, None)), queue);
@@ -1437,10 +1604,10 @@ impl Harness {
     /// Property (e): the fold of every prefix is the projection as it was.
     fn check_prefixes(&self) {
         assert_eq!(self.history.len(), self.events.len() + 1);
-        let mut fresh = Projection::new();
+        let mut fresh = self.empty();
         for (k, snapshot) in self.history.iter().enumerate() {
             // Folding prefix k from scratch...
-            let mut p = Projection::new();
+            let mut p = self.empty();
             for e in &self.events[..k] {
                 p.apply(e).expect("a prefix refolds");
             }
@@ -1492,10 +1659,11 @@ proptest! {
         Harness::run(Checks { refold: true, ..Checks::default() }, &cmds);
     }
 
-    /// (b) The runnable queue is exactly the model's, in order.
+    /// (b) The runnable queue is exactly the model's, in order, under
+    /// random tenants' weights and limits.
     #[test]
-    fn the_queue_is_the_models_runnable_set_in_order(cmds in cmds()) {
-        Harness::run(Checks { queue: true, ..Checks::default() }, &cmds);
+    fn the_queue_is_the_models_runnable_set_in_order(shares in shares(), cmds in busy_cmds()) {
+        Harness::run_shared(Checks { queue: true, ..Checks::default() }, &shares, &cmds);
     }
 
     /// (c) Only bookkeeping after a terminal status; nothing once settled.
@@ -1576,6 +1744,34 @@ fn the_generator_exercises_every_transition() {
         accepted >= RUNS * 5,
         "only {accepted} events accepted in {RUNS} runs"
     );
+}
+
+/// Under the generator's weights and limits, the fair order often differs
+/// from plain priority and submission order, and limits often hold work
+/// back, so property (b) tests the fair-share rule, not a queue sorted by
+/// priority alone.
+#[test]
+fn the_generator_exercises_fair_shares() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    const RUNS: u32 = 500;
+    let mut runner = TestRunner::deterministic();
+    let strategy = (shares(), busy_cmds());
+    let (mut reordered, mut limited) = (0, 0);
+    for _ in 0..RUNS {
+        let (shares, cmds) = strategy.new_tree(&mut runner).unwrap().current();
+        let checks = Checks {
+            queue: true,
+            ..Checks::default()
+        };
+        let h = Harness::run_shared(checks, &shares, &cmds);
+        reordered += h.reordered;
+        limited += h.limited;
+    }
+    eprintln!("in {RUNS} runs: reordered at {reordered} checks, limited at {limited}");
+    assert!(reordered >= RUNS, "the fair order differed only {reordered} times");
+    assert!(limited >= RUNS, "limits held work back only {limited} times");
 }
 
 // ====================================================================== regressions

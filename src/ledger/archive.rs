@@ -400,7 +400,7 @@ fn check_segment(
     last_at: &mut DateTime<Utc>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), StorageError> {
-    let mut projection = Projection::from_entries(segment.first - 1, Vec::new());
+    let mut projection = Projection::empty_at(segment.first - 1);
     let mut states: HashMap<ExecutionId, Option<crate::execution::BackgroundExecution>> =
         HashMap::new();
     segment.check(|seq, stored| {

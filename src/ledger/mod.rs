@@ -39,6 +39,7 @@ mod report;
 mod retention;
 mod retry;
 mod schedules;
+mod shares;
 mod subscription;
 mod time_travel;
 mod verify;
@@ -112,6 +113,8 @@ struct Core {
     last_at: DateTime<Utc>,
     since_snapshot: u64,
     poisoned: bool,
+    /// When the tenants' shares were last read (`shares.rs`).
+    shares_read: std::time::Instant,
 }
 
 impl Inner {

@@ -198,8 +198,9 @@ impl LedgerBuilder {
         // their index entries. (Those a snapshot covers had theirs written
         // before it.)
         let tail = log.unindexed_from(last)?;
-        let (projection, head_hash, unindexed) =
+        let (mut projection, head_hash, unindexed) =
             replay(&*log, last, refused.is_none(), tail, &mut progress)?;
+        projection.set_shares(super::shares::read(&*log)?);
         for (seq, settles) in &unindexed {
             let event = read_event(&*log, *seq)?;
             log.reindex(Draft {
@@ -235,6 +236,7 @@ impl LedgerBuilder {
                 last_at,
                 since_snapshot: 0,
                 poisoned: false,
+                shares_read: std::time::Instant::now(),
             }),
             clock: self.clock,
             snapshot_every: self.snapshot_every,

@@ -16,6 +16,10 @@ pub(super) struct Snapshot {
     pub(super) seq: u64,
     pub(super) hash: String,
     pub(super) entries: Vec<SnapshotEntry>,
+    /// The tenants' turns (`fair.rs`; absent from snapshots written before
+    /// they were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) turns: Option<std::collections::BTreeMap<crate::execution::TenantId, crate::fair::Turn>>,
 }
 
 /// The error for an event the state machine refuses, found in the log.
@@ -111,7 +115,7 @@ pub(super) fn replay(
 ) -> Result<(Projection, Hash, Unindexed), StorageError> {
     // The log starts after its base (nothing was live there).
     let base = log.base();
-    let (mut projection, mut prev) = (Projection::from_entries(base.0, Vec::new()), base.1);
+    let (mut projection, mut prev) = (Projection::empty_at(base.0), base.1);
     let snapshots = log
         .snapshots_below(to)
         .filter(|_| from_snapshot)
@@ -247,5 +251,5 @@ pub(super) fn load_snapshot(
             "snapshot does not belong to this log",
         ));
     }
-    Ok((Projection::from_entries(seq, snap.entries), hash))
+    Ok((Projection::from_entries(seq, snap.entries, snap.turns), hash))
 }

@@ -84,7 +84,11 @@ impl Ledger {
                 "seq {seq} is archived: the whole ledger is replayed from seq {base} on (one execution's history reads the archive)"
             )));
         }
-        Ok(replay(&*self.inner.log, seq, true, u64::MAX, &mut |_, _| {})?.0)
+        let mut past = replay(&*self.inner.log, seq, true, u64::MAX, &mut |_, _| {})?.0;
+        // Weights and limits are configuration: the past is ordered by
+        // those set now.
+        past.set_shares(self.core().projection.shares());
+        Ok(past)
     }
 
     /// The queue as it was at a point in the log: the executions runnable

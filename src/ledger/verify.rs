@@ -70,7 +70,7 @@ impl Ledger {
         // The live log starts after its base; what is archived is checked
         // by `verify_archive`.
         let base = log.base();
-        let mut projection = Projection::from_entries(base.0, Vec::new());
+        let mut projection = Projection::empty_at(base.0);
         let mut prev = base.1;
         let mut last_at = DateTime::<Utc>::MIN_UTC;
         let mut last = base.0;
@@ -252,7 +252,7 @@ impl Ledger {
         let mut core = self.core();
         let log = &*self.inner.log;
         let base = log.base();
-        let mut projection = Projection::from_entries(base.0, Vec::new());
+        let mut projection = Projection::empty_at(base.0);
         let (mut events, mut settled) = (0, 0);
         let mut folded = checked_records(log, base.0 + 1, core.head.0, base.1).map(|item| {
             let (seq, bytes, _) = item?;
@@ -338,7 +338,7 @@ impl Ledger {
     pub fn check_projection(&self) -> Result<(), StorageError> {
         let core = self.core();
         let base = self.inner.log.base().0;
-        let mut fresh = Projection::from_entries(base, Vec::new());
+        let mut fresh = Projection::empty_at(base);
         for event in self.events(base + 1, Some(core.head.0)) {
             let event = event?;
             fresh.apply(&event).map_err(illegal(event.seq))?;

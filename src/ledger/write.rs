@@ -426,6 +426,7 @@ impl Inner {
     /// as on any write.
     pub(super) fn refresh(&self, core: &mut Core) {
         self.refresh_to(core, self.log.visible());
+        self.reread_shares(core);
     }
 
     /// [`refresh`](Self::refresh), up to `visible`.
@@ -527,10 +528,13 @@ impl Inner {
                 0 => DateTime::<Utc>::MIN_UTC,
                 seq => read_event(&*self.log, seq)?.at,
             };
-            Ok::<_, StorageError>((projection, leases, (last, hash), last_at))
+            let shares = super::shares::read(&*self.log)?;
+            Ok::<_, StorageError>((projection, leases, (last, hash), last_at, shares))
         })();
         match read {
-            Ok((projection, leases, head, last_at)) => {
+            Ok((mut projection, leases, head, last_at, shares)) => {
+                projection.set_shares(shares);
+                core.shares_read = std::time::Instant::now();
                 core.projection = projection;
                 core.leases = leases;
                 core.head = head;
@@ -566,6 +570,7 @@ impl Inner {
             seq: core.head.0,
             hash: record::hex(&core.head.1),
             entries: core.projection.entries(),
+            turns: Some(core.projection.turns()),
         };
         let bytes = serde_json::to_vec(&snap).expect("snapshots always serialize");
         self.log.put_snapshot(snap.seq, bytes)

@@ -216,6 +216,8 @@ pub(crate) enum Beside {
     TenantHold,
     /// Schedules ([`crate::Schedule`]), by tenant and name.
     Schedule,
+    /// Tenants' shares of the workers ([`crate::TenantShare`]), by tenant.
+    TenantShare,
 }
 
 impl Beside {
@@ -224,6 +226,7 @@ impl Beside {
         match self {
             Beside::TenantHold => "tenant-hold/",
             Beside::Schedule => "schedule/",
+            Beside::TenantShare => "tenant-share/",
         }
     }
 
@@ -232,6 +235,7 @@ impl Beside {
         match self {
             Beside::TenantHold => "legal holds on tenants",
             Beside::Schedule => "schedules",
+            Beside::TenantShare => "tenants' shares",
         }
     }
 }

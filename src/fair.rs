@@ -1,0 +1,423 @@
+//! Fair shares between tenants: the one rule that orders the runnable
+//! queue, which claims, `queue` and time travel all follow.
+//!
+//! Queue order is priority first (higher first); within a priority, the
+//! tenant whose turn it is; within a tenant, submission order (the seq at
+//! which each execution last joined the queue).
+//!
+//! **Whose turn it is.** Each tenant with live work has a *turn*: the seq
+//! of its `weight`-th most recent `started` event since it last had no live
+//! execution, or, when it has had fewer starts than that, the seq at which
+//! it last became live (its first live execution's `queued` event). Among
+//! the tenants with runnable work at a priority and room under their
+//! concurrency limit, the one with the lowest turn goes next (ties: the
+//! one whose head joined the queue first). A claim moves the tenant's turn
+//! on, so tenants take turns, a tenant of weight `w` `w` claims to each one
+//! of a tenant of weight 1.
+//!
+//! What that guarantees: once a tenant has runnable work at a priority and
+//! room under its limit, every other tenant `t` is claimed at most
+//! `weight(t)` times at that priority before it is. (Its turn is at most
+//! the seq it became runnable at; after `weight(t)` more claims, `t`'s turn
+//! is past that.) A burst of 100,000 from one tenant delays another's ten
+//! by at most the burst's weight per claim, never by the burst.
+//!
+//! **Limits.** A tenant whose running attempts reach its concurrency limit
+//! is passed over; its work stays queued, in order, and is claimable again
+//! when one of its attempts ends. Listings show such work after everything
+//! claimable (in priority, then submission order).
+//!
+//! **What it is made of.** The turns are folded from the log by the
+//! projection (and kept in its snapshots), from nothing before the first
+//! live execution of a tenant, so a ledger read from its base, a snapshot
+//! or an archive's end orders its queue alike. Weights and limits are
+//! configuration kept beside the log ([`TenantShare`]): a queue in the past
+//! is ordered by the weights set now.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CommandError;
+use crate::execution::{ExecutionId, TenantId};
+
+/// The highest weight a tenant may have.
+pub const MAX_WEIGHT: u32 = 100;
+
+/// A tenant's share of the workers: its weight against other tenants, and
+/// how many of its attempts may run at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TenantShare {
+    /// Claims it takes to each one of a tenant of weight 1, while both
+    /// have runnable work at the same priority: 1 to [`MAX_WEIGHT`].
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// How many of its attempts may run at once (none: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for TenantShare {
+    fn default() -> Self {
+        TenantShare {
+            weight: 1,
+            limit: None,
+        }
+    }
+}
+
+impl TenantShare {
+    /// A share of `weight` with at most `limit` attempts running at once.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid`, naming the field, for a weight outside 1 to
+    /// [`MAX_WEIGHT`] or a limit of 0.
+    pub fn new(weight: u32, limit: Option<u32>) -> Result<Self, CommandError> {
+        let share = TenantShare { weight, limit };
+        share.check()?;
+        Ok(share)
+    }
+
+    /// Refuses a weight outside 1 to [`MAX_WEIGHT`] or a limit of 0.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid`, naming the field.
+    pub fn check(&self) -> Result<(), CommandError> {
+        if !(1..=MAX_WEIGHT).contains(&self.weight) {
+            return Err(CommandError::invalid(format!(
+                "weight: takes a whole number from 1 to {MAX_WEIGHT}, not {}",
+                self.weight
+            )));
+        }
+        if self.limit == Some(0) {
+            return Err(CommandError::invalid(
+                "limit: takes a whole number of running attempts from 1 (leave it out for no limit)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The shares set for tenants; a tenant not named has the default share
+/// (weight 1, no limit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Shares(HashMap<TenantId, TenantShare>);
+
+impl Shares {
+    /// The shares of the tenants named.
+    pub(crate) fn new(shares: impl IntoIterator<Item = (TenantId, TenantShare)>) -> Self {
+        Shares(shares.into_iter().collect())
+    }
+
+    /// `tenant`'s share.
+    pub(crate) fn of(&self, tenant: &TenantId) -> TenantShare {
+        self.0.get(tenant).copied().unwrap_or_default()
+    }
+}
+
+/// One tenant's turn, as the projection folds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Turn {
+    /// The seq at which it last became live.
+    pub(crate) since: u64,
+    /// The seqs of its latest `started` events since then, oldest first (at
+    /// most [`MAX_WEIGHT`]).
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub(crate) starts: VecDeque<u64>,
+    /// Its live executions.
+    #[serde(skip)]
+    live: u32,
+    /// Its running attempts.
+    #[serde(skip)]
+    running: u32,
+}
+
+impl Turn {
+    /// The seq its turn is at, for a tenant of `weight` that has been
+    /// claimed `more` times since (at seqs after every recorded one, the
+    /// `more`-th the latest): its `weight`-th most recent start, or the seq
+    /// it became live at when it has had fewer starts.
+    fn at(&self, weight: u32, more: &[u64]) -> u64 {
+        let w = weight.max(1) as usize;
+        if more.len() >= w {
+            return more[more.len() - w];
+        }
+        let w = w - more.len();
+        match self.starts.len().checked_sub(w) {
+            Some(i) => self.starts[i],
+            None => self.since,
+        }
+    }
+}
+
+/// What changed of one execution in a fold, for [`Turns::fold`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Step {
+    /// Live before the event.
+    pub(crate) was_live: bool,
+    /// Live after it.
+    pub(crate) is_live: bool,
+    /// Running before it.
+    pub(crate) was_running: bool,
+    /// Running after it.
+    pub(crate) is_running: bool,
+    /// The event started an attempt.
+    pub(crate) started: bool,
+}
+
+/// Every tenant's turn, folded from the log.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Turns {
+    tenants: HashMap<TenantId, Turn>,
+    /// False for a projection read from a snapshot written before snapshots
+    /// held turns: its turns are rebuilt from its live executions, which
+    /// may differ from the fold's (compared only when both are known).
+    pub(crate) known: bool,
+}
+
+impl Turns {
+    /// No tenant live.
+    pub(crate) fn new() -> Self {
+        Turns {
+            tenants: HashMap::new(),
+            known: true,
+        }
+    }
+
+    /// Folds in what event `seq` did to one of `tenant`'s executions.
+    pub(crate) fn fold(&mut self, tenant: &TenantId, seq: u64, step: Step) {
+        if !step.was_live && !step.is_live {
+            return;
+        }
+        let turn = match self.tenants.get_mut(tenant) {
+            Some(t) => t,
+            None => self.tenants.entry(tenant.clone()).or_insert(Turn {
+                since: seq,
+                ..Turn::default()
+            }),
+        };
+        if step.started {
+            if turn.starts.len() == MAX_WEIGHT as usize {
+                turn.starts.pop_front();
+            }
+            turn.starts.push_back(seq);
+        }
+        turn.running = turn.running + u32::from(step.is_running) - u32::from(step.was_running);
+        turn.live = turn.live + u32::from(step.is_live) - u32::from(step.was_live);
+        if turn.live == 0 {
+            self.tenants.remove(tenant);
+        }
+    }
+
+    /// Counts in one live execution read from a snapshot.
+    pub(crate) fn count_in(&mut self, tenant: &TenantId, running: bool, submitted: u64) {
+        let turn = self.tenants.entry(tenant.clone()).or_insert(Turn {
+            since: submitted,
+            ..Turn::default()
+        });
+        turn.live += 1;
+        turn.running += u32::from(running);
+        if !self.known {
+            turn.since = turn.since.min(submitted);
+        }
+    }
+
+    /// Takes the turns a snapshot kept (for tenants it counted in).
+    pub(crate) fn restore(&mut self, kept: BTreeMap<TenantId, Turn>) {
+        for (tenant, kept) in kept {
+            if let Some(turn) = self.tenants.get_mut(&tenant) {
+                turn.since = kept.since;
+                turn.starts = kept.starts;
+            }
+        }
+    }
+
+    /// The turns, for a snapshot, in tenant order.
+    pub(crate) fn kept(&self) -> BTreeMap<TenantId, Turn> {
+        self.tenants
+            .iter()
+            .map(|(t, turn)| (t.clone(), turn.clone()))
+            .collect()
+    }
+
+    /// The first difference from `other`'s turns, when both are known.
+    pub(crate) fn difference(&self, other: &Turns) -> Option<String> {
+        if !self.known || !other.known {
+            return None;
+        }
+        let mut tenants: Vec<&TenantId> = self.tenants.keys().chain(other.tenants.keys()).collect();
+        tenants.sort();
+        tenants.dedup();
+        tenants.into_iter().find_map(|t| {
+            let (ours, theirs) = (self.tenants.get(t), other.tenants.get(t));
+            let same = |a: Option<&Turn>, b: Option<&Turn>| match (a, b) {
+                (Some(a), Some(b)) => a.since == b.since && a.starts == b.starts,
+                (a, b) => a.is_none() && b.is_none(),
+            };
+            (!same(ours, theirs)).then(|| format!("tenant {t} has another turn"))
+        })
+    }
+
+    /// `tenant`'s running attempts.
+    pub(crate) fn running(&self, tenant: &TenantId) -> u32 {
+        self.tenants.get(tenant).map_or(0, |t| t.running)
+    }
+}
+
+/// The runnable queue: by priority, then tenant, then order key.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Ready {
+    levels: BTreeMap<Reverse<u8>, HashMap<TenantId, BTreeMap<u64, ExecutionId>>>,
+}
+
+impl Ready {
+    /// Adds `id` of `tenant` at `priority` with order key `order`.
+    pub(crate) fn push(&mut self, id: ExecutionId, tenant: &TenantId, priority: u8, order: u64) {
+        let level = self.levels.entry(Reverse(priority)).or_default();
+        let queue = match level.get_mut(tenant) {
+            Some(q) => q,
+            None => level.entry(tenant.clone()).or_default(),
+        };
+        queue.insert(order, id);
+    }
+
+    /// Removes the entry pushed with these keys.
+    pub(crate) fn remove(&mut self, tenant: &TenantId, priority: u8, order: u64) {
+        let Some(level) = self.levels.get_mut(&Reverse(priority)) else {
+            return;
+        };
+        let Some(queue) = level.get_mut(tenant) else {
+            return;
+        };
+        queue.remove(&order);
+        if queue.is_empty() {
+            level.remove(tenant);
+            if level.is_empty() {
+                self.levels.remove(&Reverse(priority));
+            }
+        }
+    }
+
+    /// Its levels, highest priority first: each tenant's entries in order.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn levels(
+        &self,
+    ) -> impl Iterator<
+        Item = (
+            u8,
+            impl Iterator<Item = (&TenantId, impl Iterator<Item = (u64, ExecutionId)> + '_)> + '_,
+        ),
+    > + '_ {
+        self.levels.iter().map(|(Reverse(p), tenants)| {
+            let tenants = tenants
+                .iter()
+                .map(|(t, q)| (t, q.iter().map(|(o, id)| (*o, *id))));
+            (*p, tenants)
+        })
+    }
+}
+
+/// One tenant's candidates at one priority, as [`order`] picks among them.
+struct Lane<'a, T, I> {
+    tenant: &'a TenantId,
+    head: Option<(u64, T)>,
+    rest: I,
+}
+
+/// The order in which claims would take the candidates `levels` offers
+/// (highest priority first; each tenant's candidates, with their order
+/// keys, in order), by the rule this module describes: up to `max` of
+/// them, and then, when `blocked`, those passed over for their tenant's
+/// limit (in priority, then order). `next` is the seq the first claim
+/// would be recorded at.
+pub(crate) fn order<'a, T, I, L>(
+    levels: impl IntoIterator<Item = (u8, L)>,
+    turns: &Turns,
+    shares: &Shares,
+    next: u64,
+    max: usize,
+    blocked: bool,
+) -> Vec<T>
+where
+    I: Iterator<Item = (u64, T)>,
+    L: IntoIterator<Item = (&'a TenantId, I)>,
+{
+    let mut picked: Vec<T> = Vec::new();
+    // Claims taken so far, by tenant: the seqs they would be recorded at.
+    let mut more: HashMap<&'a TenantId, Vec<u64>> = HashMap::new();
+    let mut passed: Vec<(Reverse<u8>, u64, T)> = Vec::new();
+    let room = |tenant: &TenantId, taken: usize| {
+        shares
+            .of(tenant)
+            .limit
+            .is_none_or(|l| u64::from(turns.running(tenant)) + (taken as u64) < u64::from(l))
+    };
+    let turn = |tenant: &TenantId, taken: &[u64]| {
+        let weight = shares.of(tenant).weight;
+        turns
+            .tenants
+            .get(tenant)
+            .map_or_else(|| Turn::default().at(weight, taken), |t| t.at(weight, taken))
+    };
+    for (priority, tenants) in levels {
+        if picked.len() >= max && !blocked {
+            break;
+        }
+        let mut lanes: Vec<Lane<'a, T, I>> = Vec::new();
+        // The lanes with room, as a min-heap of (turn, head's order, lane).
+        let mut heap: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
+        for (tenant, mut rest) in tenants {
+            let Some(head) = rest.next() else { continue };
+            let taken = more.get(tenant).map_or(&[][..], Vec::as_slice);
+            if room(tenant, taken.len()) {
+                heap.push(Reverse((turn(tenant, taken), head.0, lanes.len())));
+            }
+            lanes.push(Lane {
+                tenant,
+                head: Some(head),
+                rest,
+            });
+        }
+        while picked.len() < max {
+            let Some(Reverse((_, _, i))) = heap.pop() else {
+                break;
+            };
+            let lane = &mut lanes[i];
+            let (_, item) = lane.head.take().expect("a lane in the heap has a head");
+            picked.push(item);
+            let taken = more.entry(lane.tenant).or_default();
+            taken.push(next + (picked.len() as u64 - 1));
+            lane.head = lane.rest.next();
+            if let Some((order, _)) = lane.head {
+                if room(lane.tenant, taken.len()) {
+                    heap.push(Reverse((turn(lane.tenant, taken), order, i)));
+                }
+            }
+        }
+        if blocked {
+            for lane in lanes {
+                passed.extend(
+                    lane.head
+                        .into_iter()
+                        .chain(lane.rest)
+                        .map(|(order, item)| (Reverse(priority), order, item)),
+                );
+            }
+        }
+    }
+    if blocked {
+        passed.sort_by_key(|(priority, order, _)| (*priority, *order));
+        picked.extend(passed.into_iter().map(|(_, _, item)| item));
+    }
+    picked
+}
