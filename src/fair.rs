@@ -364,10 +364,10 @@ where
     };
     let turn = |tenant: &TenantId, taken: &[u64]| {
         let weight = shares.of(tenant).weight;
-        turns
-            .tenants
-            .get(tenant)
-            .map_or_else(|| Turn::default().at(weight, taken), |t| t.at(weight, taken))
+        turns.tenants.get(tenant).map_or_else(
+            || Turn::default().at(weight, taken),
+            |t| t.at(weight, taken),
+        )
     };
     for (priority, tenants) in levels {
         if picked.len() >= max && !blocked {

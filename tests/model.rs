@@ -604,7 +604,9 @@ impl Model {
 
     /// Whether `tenant` has an unsettled execution.
     fn live(&self, tenant: &TenantId) -> bool {
-        self.recs.iter().any(|r| &r.tenant == tenant && !r.settled())
+        self.recs
+            .iter()
+            .any(|r| &r.tenant == tenant && !r.settled())
     }
 
     /// Folds in an accepted event, and its tenant's turn.
@@ -621,7 +623,11 @@ impl Model {
             self.turns.insert(t.clone(), (ev.seq, Vec::new()));
         }
         if matches!(ev.kind, EventKind::Started { .. }) {
-            self.turns.get_mut(t).expect("a live tenant has a turn").1.push(ev.seq);
+            self.turns
+                .get_mut(t)
+                .expect("a live tenant has a turn")
+                .1
+                .push(ev.seq);
         }
     }
 
@@ -726,7 +732,12 @@ impl Model {
     /// ties to the earliest head; its earliest execution. Then, when
     /// `blocked`, the rest (their tenants at their limits) by priority and
     /// order.
-    fn runnable(&self, now: DateTime<Utc>, tenant: Option<&TenantId>, blocked: bool) -> Vec<ExecutionId> {
+    fn runnable(
+        &self,
+        now: DateTime<Utc>,
+        tenant: Option<&TenantId>,
+        blocked: bool,
+    ) -> Vec<ExecutionId> {
         let mut left: Vec<&Rec> = self
             .recs
             .iter()
@@ -744,16 +755,25 @@ impl Model {
         loop {
             let room = |r: &Rec| {
                 let n = taken.get(&r.tenant).map_or(0, Vec::len) as u32;
-                share(&r.tenant).1.is_none_or(|l| running(&r.tenant) + n < l)
+                share(&r.tenant)
+                    .1
+                    .is_none_or(|l| running(&r.tenant) + n < l)
             };
             let Some(top) = left.iter().filter(|r| room(r)).map(|r| r.priority).max() else {
                 break;
             };
             let turn = |t: &TenantId| {
                 let (since, starts) = self.turns.get(t).cloned().unwrap_or_default();
-                let starts: Vec<u64> = starts.into_iter().chain(taken.get(t).cloned().unwrap_or_default()).collect();
+                let starts: Vec<u64> = starts
+                    .into_iter()
+                    .chain(taken.get(t).cloned().unwrap_or_default())
+                    .collect();
                 let w = share(t).0 as usize;
-                if starts.len() >= w { starts[starts.len() - w] } else { since }
+                if starts.len() >= w {
+                    starts[starts.len() - w]
+                } else {
+                    since
+                }
             };
             let (i, _) = left
                 .iter()
@@ -1770,8 +1790,14 @@ fn the_generator_exercises_fair_shares() {
         limited += h.limited;
     }
     eprintln!("in {RUNS} runs: reordered at {reordered} checks, limited at {limited}");
-    assert!(reordered >= RUNS, "the fair order differed only {reordered} times");
-    assert!(limited >= RUNS, "limits held work back only {limited} times");
+    assert!(
+        reordered >= RUNS,
+        "the fair order differed only {reordered} times"
+    );
+    assert!(
+        limited >= RUNS,
+        "limits held work back only {limited} times"
+    );
 }
 
 // ====================================================================== regressions

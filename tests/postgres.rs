@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use execution_ledger::{
     BackgroundExecutionStatus, Claim, CommandError, ErrorKind, EventKind, ExecutionId, Ledger,
-    Refusal, Submission, TenantId,
+    Refusal, Submission, TenantId, TenantShare,
 };
 
 mod common;
@@ -197,6 +197,51 @@ fn an_idempotency_key_answers_the_first_submit_whichever_ledger_made_it() {
         "{err}"
     );
     assert_eq!(b.head().seq, 1);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn a_share_set_through_one_ledger_orders_the_claims_of_the_others() {
+    let url = server().database();
+    let (a, b) = (open(&url), open(&url));
+    let globex: TenantId = "globex".parse().unwrap();
+    for _ in 0..6 {
+        a.submit(&acme(), Submission::new("echo")).wait().unwrap();
+    }
+    for _ in 0..6 {
+        a.submit(&globex, Submission::new("echo")).wait().unwrap();
+    }
+    // acme runs one at a time; b follows within a second or so.
+    let share = TenantShare::new(1, Some(1)).unwrap();
+    a.set_tenant_share(&acme(), Some(share)).wait().unwrap();
+    assert_eq!(b.tenant_shares().unwrap(), vec![(acme(), share)]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let first: Vec<TenantId> = b
+            .queue(None)
+            .iter()
+            .take(3)
+            .map(|e| e.tenant_id.clone())
+            .collect();
+        if first == [acme(), globex.clone(), globex.clone()] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b still orders {first:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let claimed = b
+        .claim_with(Claim::new().worker("w").max(5))
+        .wait()
+        .unwrap();
+    let tenants: Vec<&str> = claimed.iter().map(|e| e.tenant_id.as_str()).collect();
+    assert_eq!(tenants, ["acme", "globex", "globex", "globex", "globex"]);
+    // And a, claiming next, holds acme to its one running attempt too.
+    let claimed = a
+        .claim_with(Claim::new().worker("w").max(5))
+        .wait()
+        .unwrap();
+    let tenants: Vec<&str> = claimed.iter().map(|e| e.tenant_id.as_str()).collect();
+    assert_eq!(tenants, ["globex", "globex"]);
 }
 
 #[test]

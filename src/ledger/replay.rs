@@ -19,7 +19,8 @@ pub(super) struct Snapshot {
     /// The tenants' turns (`fair.rs`; absent from snapshots written before
     /// they were kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) turns: Option<std::collections::BTreeMap<crate::execution::TenantId, crate::fair::Turn>>,
+    pub(super) turns:
+        Option<std::collections::BTreeMap<crate::execution::TenantId, crate::fair::Turn>>,
 }
 
 /// The error for an event the state machine refuses, found in the log.
@@ -251,5 +252,8 @@ pub(super) fn load_snapshot(
             "snapshot does not belong to this log",
         ));
     }
-    Ok((Projection::from_entries(seq, snap.entries, snap.turns), hash))
+    Ok((
+        Projection::from_entries(seq, snap.entries, snap.turns),
+        hash,
+    ))
 }

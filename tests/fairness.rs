@@ -1,0 +1,485 @@
+//! Fair shares between tenants: what the queue-order rule promises, tried
+//! on random workloads (through the projection, the one place that orders
+//! the queue) and on a real ledger (claims, `queue`, time travel, a
+//! restart).
+//!
+//! The promise: once a tenant B has runnable work at a priority and room
+//! under its concurrency limit, every other tenant `t` is claimed at most
+//! `weight(t)` times at that priority before B is; no tenant ever runs more
+//! attempts at once than its limit; and a claim that takes fewer than it
+//! asked for leaves nothing claimable behind.
+//!
+//! Cases: `PROPTEST_CASES` when set, else 500.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::TestClock;
+use execution_ledger::{
+    At, BackgroundExecutionStatus as Status, Claim, Event, EventKind, ExecutionId, Ledger,
+    Projection, Submission, TenantId, TenantShare,
+};
+use proptest::prelude::*;
+use serde_json::json;
+
+fn tenant(i: usize) -> TenantId {
+    format!("tenant-{i}").parse().unwrap()
+}
+
+fn start_of_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+/// What a random workload does next.
+#[derive(Clone, Debug)]
+enum Op {
+    /// Tenant `.0` submits `.2` executions at priority `.1`.
+    Submit(usize, u8, u8),
+    /// A worker claims up to `.0`.
+    Claim(usize),
+    /// The running attempt picked by `.0` ends.
+    Finish(prop::sample::Index),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0usize..4, prop::sample::select(vec![0u8, 0, 5]), 1u8..=6)
+            .prop_map(|(t, p, n)| Op::Submit(t, p, n)),
+        5 => (1usize..=3).prop_map(Op::Claim),
+        4 => any::<prop::sample::Index>().prop_map(Op::Finish),
+    ]
+}
+
+/// Four tenants' weights (1 to 4) and limits (none, or 1 to 3).
+fn shares() -> impl Strategy<Value = Vec<(u32, Option<u32>)>> {
+    prop::collection::vec((1u32..=4, prop::option::weighted(0.4, 1u32..=3)), 4)
+}
+
+/// A projection driven by hand, as a ledger's write path drives it, and
+/// the bookkeeping the promise is checked against.
+struct Sim {
+    proj: Projection,
+    seq: u64,
+    now: DateTime<Utc>,
+    shares: Vec<(u32, Option<u32>)>,
+    /// Running attempts: id, tenant index, attempt.
+    running: Vec<(ExecutionId, usize, u32)>,
+    /// Queued executions: id to (tenant index, priority).
+    queued: HashMap<ExecutionId, (usize, u8)>,
+    /// For each tenant B and priority P at which B has runnable work and
+    /// room: claims of each other tenant at P since then (or since B's
+    /// latest claim).
+    windows: BTreeMap<(usize, u8), HashMap<usize, u32>>,
+    /// Claims counted into some window, and the most any window saw.
+    counted: u64,
+    passed_over: u64,
+}
+
+impl Sim {
+    fn new(shares: Vec<(u32, Option<u32>)>) -> Self {
+        let mut proj = Projection::new();
+        proj.set_tenant_shares(
+            shares
+                .iter()
+                .enumerate()
+                .map(|(i, &(w, l))| (tenant(i), TenantShare::new(w, l).unwrap())),
+        );
+        Sim {
+            proj,
+            seq: 0,
+            now: start_of_time(),
+            shares,
+            running: Vec::new(),
+            queued: HashMap::new(),
+            windows: BTreeMap::new(),
+            counted: 0,
+            passed_over: 0,
+        }
+    }
+
+    fn apply(&mut self, id: ExecutionId, t: usize, kind: EventKind) {
+        self.seq += 1;
+        let event = Event {
+            seq: self.seq,
+            at: self.now,
+            execution_id: id,
+            tenant_id: tenant(t),
+            kind,
+        };
+        self.proj
+            .apply(&event)
+            .expect("the state machine accepts it");
+    }
+
+    fn running_of(&self, t: usize) -> u32 {
+        self.running.iter().filter(|r| r.1 == t).count() as u32
+    }
+
+    fn has_room(&self, t: usize) -> bool {
+        self.shares[t].1.is_none_or(|l| self.running_of(t) < l)
+    }
+
+    /// Opens the window of every tenant that has runnable work at a
+    /// priority and room, and closes the others'.
+    fn reopen(&mut self) {
+        let mut now: BTreeMap<(usize, u8), HashMap<usize, u32>> = BTreeMap::new();
+        for &(t, p) in self.queued.values() {
+            if self.has_room(t) {
+                let kept = self.windows.remove(&(t, p)).unwrap_or_default();
+                now.entry((t, p)).or_insert(kept);
+            }
+        }
+        self.windows = now;
+    }
+
+    fn step(&mut self, op: &Op) {
+        match *op {
+            Op::Submit(t, p, n) => {
+                for _ in 0..n {
+                    let mut s = Submission::new("work");
+                    s.config.priority = p;
+                    let id = ExecutionId::new();
+                    self.apply(id, t, EventKind::Queued(Box::new(s)));
+                    self.queued.insert(id, (t, p));
+                }
+            }
+            Op::Claim(max) => self.claim(max),
+            Op::Finish(i) => {
+                if !self.running.is_empty() {
+                    let (id, t, attempt) = self.running.remove(i.index(self.running.len()));
+                    let kind = EventKind::Completed {
+                        attempt,
+                        output: json!(null),
+                    };
+                    self.apply(id, t, kind);
+                }
+            }
+        }
+        self.reopen();
+    }
+
+    /// Claims as the write path does: the projection's picks, started in
+    /// one run of consecutive events.
+    fn claim(&mut self, max: usize) {
+        let picks: Vec<(ExecutionId, u32)> = self
+            .proj
+            .runnable(self.now, None, None, max)
+            .into_iter()
+            .map(|e| (e.execution_id, e.attempt + 1))
+            .collect();
+        for &(id, attempt) in &picks {
+            let (t, p) = self.queued.remove(&id).expect("a pick was queued");
+            let kind = EventKind::Started {
+                attempt,
+                worker: Some("w".into()),
+                lease_ms: None,
+            };
+            self.apply(id, t, kind);
+            self.running.push((id, t, attempt));
+            // The promise, for every tenant waiting at this priority.
+            let weight = self.shares[t].0;
+            for (&(b, q), claims) in self.windows.iter_mut() {
+                if b != t && q == p {
+                    let n = claims.entry(t).or_default();
+                    *n += 1;
+                    self.counted += 1;
+                    self.passed_over = self.passed_over.max(u64::from(*n));
+                    assert!(
+                        *n <= weight,
+                        "tenant-{t} (weight {weight}) was claimed {n} times at priority {p} \
+                         while tenant-{b} waited with room"
+                    );
+                }
+            }
+            // B's claim (at any priority) starts its windows over.
+            for (&(b, _), claims) in self.windows.iter_mut() {
+                if b == t {
+                    claims.clear();
+                }
+            }
+            if let Some(limit) = self.shares[t].1 {
+                assert!(self.running_of(t) <= limit, "tenant-{t} ran over its limit");
+            }
+            // Its last work at a priority claimed, or its limit reached,
+            // it no longer waits there.
+            self.reopen();
+        }
+        // A short claim leaves nothing claimable behind.
+        if picks.len() < max {
+            let left = self
+                .queued
+                .values()
+                .filter(|(t, _)| self.has_room(*t))
+                .count();
+            assert_eq!(
+                left,
+                0,
+                "a claim of {max} took {} with work claimable",
+                picks.len()
+            );
+        }
+    }
+}
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Random workloads of four tenants, random weights and limits: the
+    /// promise holds at every claim.
+    #[test]
+    fn no_tenant_waits_longer_than_its_share_allows(
+        shares in shares(),
+        ops in prop::collection::vec(op(), 1..150),
+    ) {
+        let mut sim = Sim::new(shares);
+        for op in &ops {
+            sim.step(op);
+        }
+    }
+}
+
+/// The random workloads are not vacuous: many claims happen while another
+/// tenant waits, and some tenant is passed over as often as the weight
+/// allows.
+#[test]
+fn the_workloads_exercise_the_promise() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let mut runner = TestRunner::deterministic();
+    let strategy = (shares(), prop::collection::vec(op(), 1..150));
+    let (mut counted, mut most) = (0, 0);
+    for _ in 0..200 {
+        let (shares, ops) = strategy.new_tree(&mut runner).unwrap().current();
+        let mut sim = Sim::new(shares);
+        for op in &ops {
+            sim.step(op);
+        }
+        counted += sim.counted;
+        most = most.max(sim.passed_over);
+    }
+    eprintln!("claims while another tenant waited: {counted}; most claims of one tenant before a waiting one: {most}");
+    assert!(
+        counted >= 3_000,
+        "only {counted} claims while another waited"
+    );
+    assert!(
+        most >= 3,
+        "no tenant was passed over more than {most} times"
+    );
+}
+
+/// The issue's case: one tenant's burst of 100,000 at the same priority as
+/// another's ten submitted after it. At equal weights the ten are claimed
+/// by the 20th claim, one in every two; at weight 3 against 1, by the
+/// 40th, one in every four.
+#[test]
+fn a_burst_does_not_starve_ten_jobs() {
+    for (burst_weight, within) in [(1u32, 20usize), (3, 40)] {
+        let mut sim = Sim::new(vec![(burst_weight, None), (1, None)]);
+        for _ in 0..1_000 {
+            sim.step(&Op::Submit(0, 0, 100));
+        }
+        sim.step(&Op::Submit(1, 0, 10));
+        let mut order = Vec::new();
+        for _ in 0..within {
+            sim.step(&Op::Claim(1));
+            let (_, t, _) = *sim.running.last().unwrap();
+            order.push(t);
+            sim.step(&Op::Finish(any_index()));
+        }
+        assert_eq!(
+            order.iter().filter(|t| **t == 1).count(),
+            10,
+            "weight {burst_weight}: {order:?}"
+        );
+        // Taking turns: the burst's tenant `weight` claims to each one.
+        let expected: Vec<usize> = (0..10)
+            .flat_map(|_| std::iter::repeat_n(0, burst_weight as usize).chain([1]))
+            .collect();
+        assert_eq!(order, expected, "weight {burst_weight}");
+    }
+}
+
+fn any_index() -> prop::sample::Index {
+    use proptest::strategy::ValueTree;
+    any::<prop::sample::Index>()
+        .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
+        .unwrap()
+        .current()
+}
+
+// ====================================================================== a real ledger
+
+fn submit_many(ledger: &Ledger, t: &TenantId, callable: &str, n: usize) -> Vec<ExecutionId> {
+    let mut ids = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(execution_ledger::MAX_BATCH);
+        let subs = (0..batch).map(|_| Submission::new(callable)).collect();
+        let done = ledger.submit_many(t, subs).wait().unwrap();
+        ids.extend(done.into_iter().map(|s| s.execution.execution_id));
+        left -= batch;
+    }
+    ids
+}
+
+/// On a real ledger: a burst of 10,000 and ten jobs after it; claims (in
+/// batches of four, as a worker takes them) interleave the two tenants,
+/// `queue` shows the order claims then follow, a limit holds the burst's
+/// tenant to two running while the other's work goes ahead, and after a
+/// restart the queue is in the same order; time travel shows the queue of
+/// the past in the order its claims took.
+#[test]
+fn a_ledger_claims_in_fair_order_across_a_restart() {
+    let store = common::store();
+    let clock = TestClock::new();
+    let open = || {
+        Ledger::builder(store.path())
+            .clock(clock.clone())
+            .snapshot_every(50)
+            .open()
+            .unwrap()
+    };
+    let (burst, small) = (tenant(0), tenant(1));
+    let ledger = open();
+    let burst_ids = submit_many(&ledger, &burst, "import", 10_000);
+    let small_ids = submit_many(&ledger, &small, "report", 10);
+
+    // What `queue` says before any claim is the order the claims follow.
+    let queued: Vec<ExecutionId> = ledger
+        .queue(None)
+        .into_iter()
+        .take(8)
+        .map(|e| e.execution_id)
+        .collect();
+    let head = ledger.head().seq;
+    let claimed: Vec<ExecutionId> = ledger
+        .claim_with(Claim::new().worker("w1").max(4))
+        .wait()
+        .unwrap()
+        .into_iter()
+        .chain(
+            ledger
+                .claim_with(Claim::new().worker("w1").max(4))
+                .wait()
+                .unwrap(),
+        )
+        .map(|e| e.execution_id)
+        .collect();
+    assert_eq!(claimed, queued);
+    let expected: Vec<ExecutionId> = (0..4).flat_map(|i| [burst_ids[i], small_ids[i]]).collect();
+    assert_eq!(claimed, expected, "the tenants take turns");
+    // Time travel: the queue as it was before the claims, in their order.
+    let past: Vec<ExecutionId> = ledger
+        .queue_at(At::Seq(head), None)
+        .unwrap()
+        .0
+        .into_iter()
+        .take(8)
+        .map(|e| e.execution_id)
+        .collect();
+    assert_eq!(past, expected);
+
+    // A limit of 2 running holds the burst (4 running) back: the next
+    // claims are all the small tenant's, until its work runs out.
+    ledger
+        .set_tenant_share(&burst, Some(TenantShare::new(1, Some(2)).unwrap()))
+        .wait()
+        .unwrap();
+    let next = ledger
+        .claim_with(Claim::new().worker("w1").max(10))
+        .wait()
+        .unwrap();
+    let tenants: Vec<&TenantId> = next.iter().map(|e| &e.tenant_id).collect();
+    assert_eq!(tenants, vec![&small; 6], "only the small tenant has room");
+    assert_eq!(
+        ledger.tenant_shares().unwrap(),
+        vec![(burst.clone(), TenantShare::new(1, Some(2)).unwrap())]
+    );
+    // The burst's work stays queued, in order, shown after the claimable.
+    let queue = ledger.queue(None);
+    assert_eq!(queue.len(), 10_000 - 4);
+    assert_eq!(queue[0].execution_id, burst_ids[4]);
+
+    // Finish everything running; the burst may run two at a time again,
+    // and the small tenant, with nothing left, is out of the way.
+    let running: Vec<ExecutionId> = claimed
+        .iter()
+        .copied()
+        .chain(next.iter().map(|e| e.execution_id))
+        .collect();
+    assert_eq!(running.len(), 14);
+    for id in running {
+        let e = ledger.get(id).unwrap();
+        assert_eq!(e.status, Status::Running);
+        ledger
+            .complete(id, e.attempt, json!("done"))
+            .wait()
+            .unwrap();
+    }
+    // The small tenant comes back with five more: it takes turns with the
+    // burst again, which runs two at most.
+    let again = submit_many(&ledger, &small, "report", 5);
+    let order: Vec<ExecutionId> = ledger
+        .queue(None)
+        .into_iter()
+        .take(7)
+        .map(|e| e.execution_id)
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            burst_ids[4],
+            again[0],
+            burst_ids[5],
+            again[1],
+            again[2],
+            again[3],
+            again[4]
+        ]
+    );
+    let before: Vec<ExecutionId> = ledger
+        .queue(None)
+        .into_iter()
+        .take(20)
+        .map(|e| e.execution_id)
+        .collect();
+    drop(ledger);
+
+    // After a restart, from a snapshot and the log after it, the same.
+    let ledger = open();
+    let after: Vec<ExecutionId> = ledger
+        .queue(None)
+        .into_iter()
+        .take(20)
+        .map(|e| e.execution_id)
+        .collect();
+    assert_eq!(after, before);
+    let claimed = ledger
+        .claim_with(Claim::new().worker("w2").max(4))
+        .wait()
+        .unwrap();
+    let claimed: Vec<ExecutionId> = claimed.into_iter().map(|e| e.execution_id).collect();
+    assert_eq!(
+        claimed,
+        before[..4],
+        "claims follow the queue after a restart"
+    );
+    assert!(ledger.verify().unwrap().projection_compared);
+    ledger.check_projection().unwrap();
+}
