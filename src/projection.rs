@@ -482,6 +482,11 @@ impl Projection {
         self.delayed.first().map(|(t, _)| *t)
     }
 
+    /// `tenant`'s running attempts (what its concurrency limit counts).
+    pub fn running(&self, tenant: &TenantId) -> u32 {
+        self.turns.running(tenant)
+    }
+
     /// Counts of live executions by where they are.
     pub fn counts(&self) -> LiveCounts {
         self.tally

@@ -873,6 +873,46 @@ async fn real_responses_validate_against_the_document() {
     .await;
     assert_eq!(status, 200);
 
+    // Fair shares: set, refused (a weight out of range, an unknown
+    // field), listed, put back.
+    let put = |path: &str, body: Value| c.put(server.url(path)).json(&body).send();
+    let (status, share) = checked(
+        &doc,
+        "put",
+        "/v1/tenants/{tenant}/share",
+        put("/v1/tenants/acme/share", json!({"weight": 3, "limit": 2}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{share}");
+    assert_eq!(share["weight"], 3);
+    for body in [json!({"weight": 0}), json!({"weight": 2, "burst": 1})] {
+        let (status, refused) = checked(
+            &doc,
+            "put",
+            "/v1/tenants/{tenant}/share",
+            put("/v1/tenants/acme/share", body).await.unwrap(),
+        )
+        .await;
+        assert_eq!(status, 400, "{refused}");
+    }
+    let (status, listed) =
+        checked(&doc, "get", "/v1/shares", get("/v1/shares").await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["shares"][0]["limit"], 2, "{listed}");
+    let (status, share) = checked(
+        &doc,
+        "delete",
+        "/v1/tenants/{tenant}/share",
+        c.delete(server.url("/v1/tenants/acme/share"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &share["weight"]), (200, &json!(1)), "{share}");
+
     // The ledger-wide reads.
     for (method, path) in [
         ("get", "/v1/head"),

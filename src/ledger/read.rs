@@ -44,9 +44,20 @@ impl Ledger {
     }
 
     /// The executions runnable now, in claim order (of `tenant` only, when
-    /// given).
+    /// given): those a claim would take, as if each were claimed in turn
+    /// and none finished, then those held back by their tenant's
+    /// concurrency limit ([`crate::TenantShare`]).
     pub fn queue(&self, tenant: Option<&TenantId>) -> Vec<BackgroundExecution> {
         self.queued(tenant, Projection::queue)
+    }
+
+    /// `tenant`'s running attempts, which its concurrency limit counts (0
+    /// for another tenant than this handle's).
+    pub fn running(&self, tenant: &TenantId) -> u32 {
+        match self.sees(tenant) {
+            true => self.core().projection.running(tenant),
+            false => 0,
+        }
     }
 
     /// Queued executions not runnable now: waiting for a back-off or run-at

@@ -10,7 +10,7 @@ use anyhow::{anyhow, Result};
 use execution_ledger::{
     At, BackgroundExecution, Change, CommandError, Cursor, ErrorKind, Event, ExecutionId, Head,
     IndexRebuild, Ledger, LedgerBuilder, ListFilter, NewSchedule, Schedule, Stats, Submission,
-    TenantId, VerifyReport,
+    TenantId, TenantShare, VerifyReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -628,6 +628,42 @@ impl Backend {
         }
     }
 
+    /// Sets `tenant`'s share (`None`: back to weight 1 and no limit).
+    pub(crate) fn set_share(
+        &self,
+        tenant: &TenantId,
+        share: Option<TenantShare>,
+    ) -> Result<ShareOf> {
+        match self {
+            Backend::Local(l) => {
+                let now = l.set_tenant_share(tenant, share).wait().map_err(fail)?;
+                Ok(ShareOf::new(l, tenant.clone(), now))
+            }
+            Backend::Remote(r) => {
+                let url = r.url(&format!("/v1/tenants/{tenant}/share"));
+                r.call(match share {
+                    Some(share) => r.client.put(url).json(&share),
+                    None => r.client.delete(url),
+                })
+            }
+        }
+    }
+
+    /// The shares set for tenants, in tenant order.
+    pub(crate) fn shares(&self) -> Result<Vec<ShareOf>> {
+        match self {
+            Backend::Local(l) => Ok(l
+                .tenant_shares()?
+                .into_iter()
+                .map(|(t, share)| ShareOf::new(l, t, share))
+                .collect()),
+            Backend::Remote(r) => {
+                let page: SharesPage = r.call(r.client.get(r.url("/v1/shares")))?;
+                Ok(page.shares)
+            }
+        }
+    }
+
     pub(crate) fn retain(
         &self,
         id: ExecutionId,
@@ -1057,6 +1093,46 @@ pub(crate) fn open_with(builder: LedgerBuilder) -> Result<Ledger> {
 #[serde(deny_unknown_fields)]
 struct HoldsPage {
     holds: Vec<execution_ledger::TenantHold>,
+}
+
+/// One tenant's share of the workers, as `ledger shares` and `GET
+/// /v1/shares` show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ShareOf {
+    /// The tenant.
+    pub(crate) tenant: TenantId,
+    /// Its weight.
+    pub(crate) weight: u32,
+    /// Its concurrency limit (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) limit: Option<u32>,
+    /// Its attempts running now.
+    pub(crate) running: u32,
+}
+
+impl ShareOf {
+    /// `tenant`'s `share`, with its attempts running now on `ledger`.
+    pub(crate) fn new(ledger: &Ledger, tenant: TenantId, share: TenantShare) -> Self {
+        ShareOf {
+            running: ledger.running(&tenant),
+            tenant,
+            weight: share.weight,
+            limit: share.limit,
+        }
+    }
+
+    /// Whether its running attempts hold the rest of its work back.
+    pub(crate) fn at_limit(&self) -> bool {
+        self.limit.is_some_and(|l| self.running >= l)
+    }
+}
+
+/// The answer of `GET /v1/shares`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharesPage {
+    shares: Vec<ShareOf>,
 }
 
 /// What a retention command does to one execution.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use execution_ledger::{
     At, BackgroundExecutionMode, BackgroundExecutionStatus, Cursor, ExecutionId, ListPage,
-    TenantId, DEFAULT_LEASE, MAX_LEASE, MIN_LEASE,
+    TenantId, DEFAULT_LEASE, MAX_LEASE, MAX_WEIGHT, MIN_LEASE,
 };
 
 /// An event-sourced ledger of background executions: audit, time travel,
@@ -152,6 +152,30 @@ pub(crate) enum Command {
     ReleaseHold(HoldArgs),
     /// List the tenants under legal hold.
     Holds,
+    /// Set a tenant's fair share of the workers: its weight against the
+    /// other tenants with work at the same priority (it takes WEIGHT claims
+    /// to each one of a tenant of weight 1) and how many of its attempts
+    /// may run at once (its work beyond that waits, in order). What is not
+    /// given takes its default (weight 1, no limit); --reset puts both
+    /// back. Claims follow it from the next one on.
+    #[command(group(clap::ArgGroup::new("share").required(true).multiple(true).args(["weight", "limit", "reset"])))]
+    Share {
+        /// The tenant.
+        #[arg(value_name = "TENANT", value_parser = parse_tenant)]
+        of: TenantId,
+        /// Its weight, 1 to 100.
+        #[arg(long, value_parser = parse_weight)]
+        weight: Option<u32>,
+        /// At most this many of its attempts running at once (1 or more).
+        #[arg(long, value_parser = parse_limit)]
+        limit: Option<u32>,
+        /// Back to weight 1 and no limit.
+        #[arg(long, conflicts_with_all = ["weight", "limit"])]
+        reset: bool,
+    },
+    /// List the tenants' fair shares (a tenant not listed has weight 1 and
+    /// no limit).
+    Shares,
     /// Apply a retention policy now: redact the payloads of the settled
     /// executions kept longer after settling than their tenant's policy
     /// allows (legal holds, an execution's or a whole tenant's, win), then
@@ -721,6 +745,19 @@ fn parse_cursor(s: &str) -> Result<Cursor, String> {
 fn parse_tenant(s: &str) -> Result<TenantId, String> {
     s.parse().map_err(|e: execution_ledger::ParseIdError| {
         format!("{e} (1-128 letters, digits and ._:-)")
+    })
+}
+
+fn parse_weight(s: &str) -> Result<u32, String> {
+    s.parse()
+        .ok()
+        .filter(|w| (1..=MAX_WEIGHT).contains(w))
+        .ok_or_else(|| format!("takes a whole number from 1 to {MAX_WEIGHT}"))
+}
+
+fn parse_limit(s: &str) -> Result<u32, String> {
+    s.parse().ok().filter(|l| *l >= 1).ok_or_else(|| {
+        "takes a whole number of running attempts from 1 (leave it out for no limit)".to_owned()
     })
 }
 

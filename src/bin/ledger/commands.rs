@@ -245,6 +245,36 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 output::tenant_holds(out, &holds)?;
             }
         }
+        Command::Share {
+            of,
+            weight,
+            limit,
+            reset,
+        } => {
+            let share = match reset {
+                true => None,
+                false => Some(
+                    execution_ledger::TenantShare::new(weight.unwrap_or(1), *limit)
+                        .map_err(crate::backend::fail)?,
+                ),
+            };
+            let now = backend.set_share(of, share)?;
+            if cli.json {
+                json_line(out, &now)?;
+            } else {
+                writeln!(out, "tenant {of}: {}", output::share(&now))?;
+            }
+        }
+        Command::Shares => {
+            let shares = backend.shares()?;
+            if cli.json {
+                for share in &shares {
+                    json_line(out, share)?;
+                }
+            } else {
+                output::shares(out, &shares)?;
+            }
+        }
         Command::Retain { policy, dry_run } => {
             let file = match (policy, cli.dir()) {
                 (Some(file), _) => file.clone(),
@@ -339,6 +369,16 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                             "no live worker runs: {} (their executions wait until one claims them)",
                             idle.join(", ")
                         )?;
+                    }
+                    for share in backend.shares()?.iter().filter(|s| s.at_limit()) {
+                        let held = queue.iter().filter(|e| e.tenant_id == share.tenant).count();
+                        if held > 0 {
+                            writeln!(
+                                out,
+                                "{} runs {} at once, its limit: its {held} queued wait until one ends",
+                                share.tenant, share.running
+                            )?;
+                        }
                     }
                 }
             }

@@ -302,6 +302,35 @@ pub(crate) fn tenant_holds(
     table.write(out)
 }
 
+/// A tenant's share, in words: "weight 3, at most 2 running".
+pub(crate) fn share(share: &crate::backend::ShareOf) -> String {
+    match share.limit {
+        Some(limit) => format!("weight {}, at most {limit} running", share.weight),
+        None => format!("weight {}, no limit", share.weight),
+    }
+}
+
+/// The tenants' shares.
+pub(crate) fn shares(
+    out: &mut impl std::io::Write,
+    shares: &[crate::backend::ShareOf],
+) -> std::io::Result<()> {
+    if shares.is_empty() {
+        return writeln!(out, "every tenant has weight 1 and no limit");
+    }
+    let mut table = Table::new(&["TENANT", "WEIGHT", "LIMIT", "RUNNING"]);
+    for s in shares {
+        table.row(vec![
+            s.tenant.to_string(),
+            s.weight.to_string(),
+            s.limit.map_or_else(|| "-".to_owned(), |l| l.to_string()),
+            s.running.to_string(),
+        ]);
+    }
+    table.write(out)?;
+    writeln!(out, "(any other tenant: weight 1, no limit)")
+}
+
 /// Runnable executions in claim order.
 pub(crate) fn queue_table(queue: &[&BackgroundExecution]) -> Table {
     let mut table = Table::new(&[

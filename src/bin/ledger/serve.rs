@@ -18,7 +18,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use execution_ledger::{
@@ -35,6 +35,7 @@ use crate::decode::{self, RefusedKind};
 mod console;
 mod metrics;
 mod schedules;
+mod shares;
 mod worker_protocol;
 
 /// The largest request body accepted, in bytes (413 above).
@@ -652,9 +653,7 @@ async fn retain_tenant(
     what: Retention,
 ) -> ApiResult<Json<execution_ledger::TenantHold>> {
     admin_only(&state, &headers)?;
-    let tenant: TenantId = tenant
-        .parse()
-        .map_err(|e: execution_ledger::ParseIdError| ApiError::bad(format!("tenant: {e}")))?;
+    let tenant = parse_tenant(&tenant)?;
     let body: RetentionBody = body_json(body, false)?.expect("an empty body is refused");
     let by = Some(match body.by {
         Some(by) if !by.trim().is_empty() => format!("{by} (via api:admin)"),
@@ -667,6 +666,13 @@ async fn retain_tenant(
     }
     .await;
     Ok(Json(done?))
+}
+
+/// A tenant named in a path.
+fn parse_tenant(tenant: &str) -> ApiResult<TenantId> {
+    tenant
+        .parse()
+        .map_err(|e: execution_ledger::ParseIdError| ApiError::bad(format!("tenant: {e}")))
 }
 
 /// The tenants under legal hold (admin only).
@@ -1317,6 +1323,11 @@ fn router(state: Shared) -> Router {
             post(release_tenant_hold),
         )
         .route("/v1/holds", get(tenant_holds))
+        .route("/v1/shares", get(shares::list))
+        .route(
+            "/v1/tenants/{tenant}/share",
+            put(shares::set).delete(shares::reset),
+        )
         .route("/v1/schedules", get(schedules::list).post(schedules::add))
         .route("/v1/schedules/{name}", delete(schedules::remove))
         .route("/v1/schedules/{name}/pause", post(schedules::pause))
