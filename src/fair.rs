@@ -46,9 +46,10 @@ use crate::execution::{ExecutionId, TenantId};
 pub const MAX_WEIGHT: u32 = 100;
 
 /// A tenant's share of the workers: its weight against other tenants, and
-/// how many of its attempts may run at once.
+/// how many of its attempts may run at once. (Readers of requests refuse
+/// fields it does not know, as they do for every body.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct TenantShare {
     /// Claims it takes to each one of a tenant of weight 1, while both

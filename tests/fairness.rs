@@ -483,3 +483,200 @@ fn a_ledger_claims_in_fair_order_across_a_restart() {
     assert!(ledger.verify().unwrap().projection_compared);
     ledger.check_projection().unwrap();
 }
+
+// ====================================================================== CLI and HTTP
+
+/// `ledger share` / `ledger shares`: set, shown (with what runs now), used
+/// by `claim` and `queue`, refused when out of range (exit 2, one line,
+/// nothing changed), put back.
+#[test]
+fn the_cli_sets_lists_and_resets_a_share() {
+    use common::{ledger_cli, stderr, stdout};
+    let store = common::store();
+    let dir = store.path();
+    let ledger = Ledger::open(dir).unwrap();
+    let burst = submit_many(&ledger, &tenant(0), "import", 6);
+    let small = submit_many(&ledger, &tenant(1), "report", 2);
+    drop(ledger);
+
+    let set = ledger_cli(dir, &["share", "tenant-0", "--weight", "2", "--limit", "2"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert_eq!(
+        stdout(&set),
+        "tenant tenant-0: weight 2, at most 2 running\n"
+    );
+    for _ in 0..3 {
+        let claim = ledger_cli(dir, &["claim"]);
+        assert!(claim.status.success(), "{}", stderr(&claim));
+    }
+    let listed = ledger_cli(dir, &["--json", "shares"]);
+    let line: serde_json::Value = serde_json::from_str(stdout(&listed).trim()).unwrap();
+    assert_eq!(
+        line,
+        json!({"tenant": "tenant-0", "weight": 2, "limit": 2, "running": 2})
+    );
+    // Weight 2: two of the burst, then the small tenant's first; then
+    // the burst is at its limit, and the queue says so.
+    let queue = stdout(&ledger_cli(dir, &["queue"]));
+    let lines: Vec<&str> = queue.lines().collect();
+    assert!(lines[1].contains(&small[1].to_string()), "{queue}");
+    assert!(lines[2].contains(&burst[2].to_string()), "{queue}");
+    assert!(
+        queue.contains("tenant-0 runs 2 at once, its limit: its 4 queued wait until one ends"),
+        "{queue}"
+    );
+
+    for (args, message) in [
+        (
+            vec!["share", "tenant-0", "--weight", "101"],
+            "error: invalid value '101' for '--weight <WEIGHT>': takes a whole number from 1 to 100\n",
+        ),
+        (
+            vec!["share", "tenant-0", "--limit", "0"],
+            "error: invalid value '0' for '--limit <LIMIT>': takes a whole number of running attempts from 1 (leave it out for no limit)\n",
+        ),
+        (
+            vec!["--tenant", "tenant-0", "share", "tenant-0", "--weight", "5"],
+            "error: tenant: a handle scoped to a tenant cannot set shares\n",
+        ),
+    ] {
+        let refused = ledger_cli(dir, &args);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&refused), message, "{args:?}");
+    }
+    let listed = stdout(&ledger_cli(dir, &["shares"]));
+    assert!(listed.contains("tenant-0  2       2      2"), "{listed}");
+
+    let reset = ledger_cli(dir, &["share", "tenant-0", "--reset"]);
+    assert_eq!(stdout(&reset), "tenant tenant-0: weight 1, no limit\n");
+    assert_eq!(
+        stdout(&ledger_cli(dir, &["shares"])),
+        "every tenant has weight 1 and no limit\n"
+    );
+    let ledger = Ledger::open(dir).unwrap();
+    assert_eq!(ledger.tenant_shares().unwrap(), vec![]);
+    assert!(ledger.verify().unwrap().projection_compared);
+}
+
+/// Through a real server with keys: the admin sets a share and every
+/// claim follows it; a tenant key may not set one (403) and sees its own
+/// only; bad bodies are refused naming the field; the CLI reaches the
+/// same through `--server`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_sets_shares_for_the_admin_only() {
+    use common::server::{client, error_code, json_of, sha256_hex, Server};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_keys(
+        dir.path(),
+        json!([
+            {"admin": true, "sha256": sha256_hex("root-key")},
+            {"tenant": "tenant-0", "sha256": sha256_hex("key-0")},
+            {"tenant": "tenant-1", "sha256": sha256_hex("key-1")},
+        ]),
+    );
+    let c = client();
+    let as_key = |r: reqwest::RequestBuilder, key: &str| r.bearer_auth(key).send();
+    for (key, n) in [("key-0", 4), ("key-1", 2)] {
+        for _ in 0..n {
+            let r = c
+                .post(server.url("/v1/executions"))
+                .json(&json!({"callableName": "work"}));
+            let (status, body) = json_of(as_key(r, key).await.unwrap()).await;
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+    let put = |key: &str, body: serde_json::Value| {
+        as_key(
+            c.put(server.url("/v1/tenants/tenant-0/share")).json(&body),
+            key,
+        )
+    };
+    let (status, body) = json_of(put("key-0", json!({"weight": 5})).await.unwrap()).await;
+    assert_eq!((status, error_code(&body)), (403, "forbidden"), "{body}");
+    for (body, message) in [
+        (
+            json!({"weight": 0}),
+            "weight: takes a whole number from 1 to 100, not 0",
+        ),
+        (
+            json!({"weight": 3, "limit": 0}),
+            "limit: takes a whole number of running attempts from 1 (leave it out for no limit)",
+        ),
+        (json!({"weight": 3, "burst": 1}), "burst: unknown field"),
+    ] {
+        let (status, refused) = json_of(put("root-key", body).await.unwrap()).await;
+        assert_eq!(status, 400, "{refused}");
+        assert_eq!(refused["error"]["message"], message, "{refused}");
+    }
+    let (status, set) = json_of(put("root-key", json!({"limit": 1})).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        set,
+        json!({"tenant": "tenant-0", "weight": 1, "limit": 1, "running": 0})
+    );
+
+    // A worker claiming four gets one of tenant-0's (its limit) and both
+    // of tenant-1's.
+    let (status, claimed) = json_of(
+        as_key(
+            c.post(server.url("/v1/workers/claim"))
+                .json(&json!({"worker": "w1", "callables": ["work"], "max": 4, "leaseMs": 60000})),
+            "root-key",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{claimed}");
+    let tenants: Vec<&str> = claimed["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tenantId"].as_str().unwrap())
+        .collect();
+    assert_eq!(tenants, ["tenant-0", "tenant-1", "tenant-1"], "{claimed}");
+
+    let list = |key: &str| as_key(c.get(server.url("/v1/shares")), key);
+    let (_, all) = json_of(list("root-key").await.unwrap()).await;
+    assert_eq!(
+        all,
+        json!({"shares": [{"tenant": "tenant-0", "weight": 1, "limit": 1, "running": 1}]})
+    );
+    let (_, own) = json_of(list("key-1").await.unwrap()).await;
+    assert_eq!(own, json!({"shares": []}), "tenant-1 sees its own only");
+
+    // The CLI, through the server.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["--server", &server.url(""), "--api-key", "root-key"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let set = cli(&["share", "tenant-1", "--weight", "4"]);
+    assert_eq!(
+        common::stdout(&set),
+        "tenant tenant-1: weight 4, no limit\n",
+        "{}",
+        common::stderr(&set)
+    );
+    let listed = common::stdout(&cli(&["--json", "shares"]));
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let reset = cli(&["share", "tenant-0", "--reset"]);
+    assert_eq!(
+        common::stdout(&reset),
+        "tenant tenant-0: weight 1, no limit\n"
+    );
+    let (status, back) = json_of(
+        as_key(
+            c.delete(server.url("/v1/tenants/tenant-1/share")),
+            "root-key",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &back["weight"]), (200, &json!(1)));
+    let (_, all) = json_of(list("root-key").await.unwrap()).await;
+    assert_eq!(all, json!({"shares": []}));
+}

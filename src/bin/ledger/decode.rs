@@ -97,6 +97,10 @@ fn takes(path: &str) -> Option<&'static str> {
         }
         "tenants.*.hold" | "default.hold" => "a string of at most 4096 characters (why)",
         "dryRun" => "true or false",
+        // A tenant's share (`PUT /v1/tenants/{tenant}/share`); a list's
+        // page size.
+        "weight" => "a whole number from 1 to 100",
+        "limit" => "a whole number, or null",
         // The callback secrets (`--callback-secrets`).
         "secrets" => "an object of each tenant's secrets (\"*\": of the tenants not named)",
         "secrets.*" => "an array of 1 to 4 secrets",
