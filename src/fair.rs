@@ -422,3 +422,123 @@ where
     }
     picked
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str) -> TenantId {
+        name.parse().unwrap()
+    }
+
+    #[test]
+    fn a_share_takes_weights_from_1_to_100_and_limits_from_1() {
+        assert!(TenantShare::new(1, None).is_ok());
+        assert!(TenantShare::new(MAX_WEIGHT, Some(1)).is_ok());
+        let err = TenantShare::new(0, None).unwrap_err().to_string();
+        assert_eq!(err, "weight: takes a whole number from 1 to 100, not 0");
+        let err = TenantShare::new(101, None).unwrap_err().to_string();
+        assert_eq!(err, "weight: takes a whole number from 1 to 100, not 101");
+        assert!(TenantShare::new(1, Some(0))
+            .unwrap_err()
+            .to_string()
+            .starts_with("limit: "));
+        // Left out, each takes its default.
+        let share: TenantShare = serde_json::from_str("{}").unwrap();
+        assert_eq!(share, TenantShare::default());
+        let share: TenantShare = serde_json::from_str(r#"{"limit":2}"#).unwrap();
+        assert_eq!((share.weight, share.limit), (1, Some(2)));
+    }
+
+    /// Turns from folded events: `(tenant, seq, started)` for queued (not
+    /// started) and started events, every execution staying live.
+    fn turns(steps: &[(&str, u64, bool)]) -> Turns {
+        let mut turns = Turns::new();
+        for &(tenant, seq, started) in steps {
+            turns.fold(
+                &t(tenant),
+                seq,
+                Step {
+                    was_live: started,
+                    is_live: true,
+                    was_running: false,
+                    is_running: started,
+                    started,
+                },
+            );
+        }
+        turns
+    }
+
+    /// The order of `queues` (each tenant's order keys, at one priority).
+    fn order_of(
+        queues: &[(&str, &[u64])],
+        turns: &Turns,
+        shares: &Shares,
+        next: u64,
+        blocked: bool,
+    ) -> Vec<u64> {
+        let tenants: Vec<(TenantId, Vec<u64>)> =
+            queues.iter().map(|(n, q)| (t(n), q.to_vec())).collect();
+        let lanes = tenants
+            .iter()
+            .map(|(tenant, q)| (tenant, q.iter().map(|o| (*o, *o))));
+        order([(0u8, lanes)], turns, shares, next, usize::MAX, blocked)
+    }
+
+    #[test]
+    fn tenants_take_turns_by_weight() {
+        // acme queued 1-6, globex 7-9; none started yet.
+        let steps: Vec<(&str, u64, bool)> = (1..=6)
+            .map(|s| ("acme", s, false))
+            .chain((7..=9).map(|s| ("globex", s, false)))
+            .collect();
+        let turns = turns(&steps);
+        let queues: [(&str, &[u64]); 2] = [("acme", &[1, 2, 3, 4, 5, 6]), ("globex", &[7, 8, 9])];
+        let even = Shares::default();
+        assert_eq!(
+            order_of(&queues, &turns, &even, 10, false),
+            [1, 7, 2, 8, 3, 9, 4, 5, 6]
+        );
+        let heavy = Shares::new([(t("acme"), TenantShare::new(2, None).unwrap())]);
+        assert_eq!(
+            order_of(&queues, &turns, &heavy, 10, false),
+            [1, 2, 7, 3, 4, 8, 5, 6, 9]
+        );
+    }
+
+    #[test]
+    fn a_tenant_at_its_limit_is_passed_over_and_listed_last() {
+        let turns = turns(&[("acme", 1, false), ("acme", 2, false), ("globex", 3, false)]);
+        let queues: [(&str, &[u64]); 2] = [("acme", &[1, 2]), ("globex", &[3])];
+        let one = Shares::new([(t("acme"), TenantShare::new(1, Some(1)).unwrap())]);
+        assert_eq!(order_of(&queues, &turns, &one, 4, false), [1, 3]);
+        assert_eq!(order_of(&queues, &turns, &one, 4, true), [1, 3, 2]);
+    }
+
+    #[test]
+    fn a_tenant_that_had_no_live_work_starts_its_turn_anew() {
+        let mut turns = turns(&[("acme", 1, false), ("acme", 2, true)]);
+        assert_eq!(turns.tenants[&t("acme")].starts, [2]);
+        // Its one execution settles: it has no turn any more.
+        let settled = Step {
+            was_live: true,
+            is_live: false,
+            was_running: true,
+            is_running: false,
+            started: false,
+        };
+        turns.fold(&t("acme"), 3, settled);
+        assert!(turns.kept().is_empty());
+        let queued = Step {
+            was_live: false,
+            is_live: true,
+            was_running: false,
+            is_running: false,
+            started: false,
+        };
+        turns.fold(&t("acme"), 9, queued);
+        let turn = &turns.tenants[&t("acme")];
+        assert_eq!((turn.since, turn.starts.len()), (9, 0));
+    }
+}

@@ -174,7 +174,17 @@ fn ledger_events() -> Vec<Event> {
     ledger.record_binding(a, None).wait().unwrap();
 
     ledger.release(b).wait().unwrap();
-    assert_eq!(ledger.claim(None).wait().unwrap().unwrap().execution_id, c);
+    // acme's worker (globex, which has not had a turn, would go first).
+    let acme_worker = ledger.tenant(acme.clone());
+    assert_eq!(
+        acme_worker
+            .claim(None)
+            .wait()
+            .unwrap()
+            .unwrap()
+            .execution_id,
+        c
+    );
     ledger.time_out(c, 1).wait().unwrap();
     assert_eq!(ledger.claim(None).wait().unwrap().unwrap().execution_id, b);
     ledger

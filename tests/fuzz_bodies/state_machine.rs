@@ -5,9 +5,11 @@
 //! After every command: a refused event changed nothing; a finished
 //! execution took nothing but bookkeeping; `queued_at <= started_at <=
 //! completed_at` (and a release between the first two); `attempt <= max
-//! attempts`; the queue holds exactly the runnable queued executions, in
-//! priority-then-order order. At the end, a fresh fold of the accepted
-//! events is the live projection.
+//! attempts`; the queue holds exactly the runnable queued executions,
+//! highest priority first, each tenant's in priority-then-order order (how
+//! tenants take turns within a priority is `tests/model.rs`'s to check, by
+//! its reference model of the fair-share rule). At the end, a fresh fold of
+//! the accepted events is the live projection.
 //!
 //! A script is a sequence of commands: an opcode byte (taken modulo
 //! [`OPS`]) and the argument bytes listed beside each opcode below. A
@@ -267,10 +269,14 @@ impl Harness {
         self.offer(ev, Some(true));
     }
 
-    /// A worker claims the next runnable execution, as the ledger does.
+    /// A worker claims the next runnable execution, as the ledger does:
+    /// the first of the queue (of its tenant's, for a tenant's worker).
     fn claim(&mut self, b: u8) {
         let only = (b % 4 < 3).then(|| tenant(b % 4));
-        let expected = self.runnable(only.as_ref()).first().copied();
+        let expected = match &only {
+            Some(t) => self.runnable(Some(t)).first().copied(),
+            None => self.view().0.first().copied(),
+        };
         let next = self
             .proj
             .next_runnable(self.now, only.as_ref())
@@ -494,8 +500,8 @@ impl Harness {
         )
     }
 
-    /// The runnable executions (of `only`), in claim order, by the rule:
-    /// queued, not held, due; higher priority first, then lower order key.
+    /// The runnable executions (of `only`): queued, not held, due; higher
+    /// priority first, then lower order key (one tenant's claim order).
     fn runnable(&self, only: Option<&TenantId>) -> Vec<ExecutionId> {
         let mut v: Vec<(Reverse<u8>, u64, ExecutionId)> = self
             .states
@@ -523,15 +529,29 @@ impl Harness {
 
         assert_live_is_unsettled(&self.proj, &self.states);
 
-        // The queue: exactly the runnable queued executions, in
-        // priority-then-order order, for all tenants and each one.
+        // The queue: exactly the runnable queued executions, highest
+        // priority first (no tenant has a limit here), each tenant's in
+        // priority-then-order order.
         let (queue, waiting, _) = self.view();
-        assert_eq!(queue, self.runnable(None), "queue at {}", self.now);
-        let keys: Vec<(Reverse<u8>, u64)> = queue
+        let mut sorted = queue.clone();
+        sorted.sort();
+        let mut runnable = self.runnable(None);
+        runnable.sort();
+        assert_eq!(sorted, runnable, "queue at {}", self.now);
+        let priorities: Vec<Reverse<u8>> = queue
             .iter()
-            .map(|id| (Reverse(self.states[id].config.priority), self.order[id]))
+            .map(|id| Reverse(self.states[id].config.priority))
             .collect();
-        assert!(keys.windows(2).all(|w| w[0] < w[1]), "queue out of order");
+        assert!(priorities.is_sorted(), "queue out of priority order");
+        for t in 0..3 {
+            let t = tenant(t);
+            let of_t: Vec<ExecutionId> = queue
+                .iter()
+                .copied()
+                .filter(|id| self.states[id].tenant_id == t)
+                .collect();
+            assert_eq!(of_t, self.runnable(Some(&t)), "{t}'s part of the queue");
+        }
         for t in 0..3 {
             let t = tenant(t);
             let of_t: Vec<ExecutionId> = self
