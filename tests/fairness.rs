@@ -9,7 +9,7 @@
 //! attempts at once than its limit; and a claim that takes fewer than it
 //! asked for leaves nothing claimable behind.
 //!
-//! Cases: `PROPTEST_CASES` when set, else 500.
+//! Cases: `PROPTEST_CASES` when set, else 2,000.
 
 mod common;
 
@@ -227,7 +227,7 @@ fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(500);
+        .unwrap_or(2_000);
     ProptestConfig {
         cases,
         failure_persistence: None,

@@ -136,7 +136,8 @@ impl Ledger {
         )
     }
 
-    /// Claims the next runnable execution (priority, then queue order; of
+    /// Claims the next runnable execution (priority, then the tenant whose
+    /// turn it is by its fair share, then queue order: `fair.rs`; of
     /// this handle's tenant when scoped): starts its next attempt and
     /// answers it (`attempt` is the fencing token to complete or fail it
     /// with). `None` when nothing is runnable.
@@ -163,7 +164,8 @@ impl Ledger {
     }
 
     /// Claims what `claim` asks for: up to its `max` runnable executions of
-    /// its callables (priority, then queue order; of this handle's tenant
+    /// its callables (priority, then the tenants in turn by their fair
+    /// shares, then queue order; of this handle's tenant
     /// when scoped), starting their next attempts as one group, each under
     /// the claim's lease when it names one. Answers them, running; empty
     /// when nothing is runnable. A leased claim's worker counts as live for
