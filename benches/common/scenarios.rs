@@ -894,27 +894,53 @@ pub fn open_with_snapshots(root: &Path, sizes: Sizes) -> Result<Vec<Measurement>
     ])
 }
 
+/// Claim latency with `queued` executions spread over `tenants` tenants
+/// (in turn), in µs a claim over 500 claims.
+fn time_claims(root: &Path, queued: u64, tenants: u64, name: &str) -> Result<f64, ScenarioError> {
+    let dir = fresh(root, name);
+    let l = ledger(&dir, Durability::Buffered, 0)?;
+    let names: Vec<TenantId> = match tenants {
+        1 => vec![tenant()],
+        n => (0..n)
+            .map(|i| format!("bench-{i}").parse().expect("a valid tenant"))
+            .collect(),
+    };
+    for i in 0..queued {
+        let t = &names[(i % tenants) as usize];
+        l.submit(t, sample_submission(i)).wait()?;
+    }
+    let claims = 500.min(queued);
+    let start = Instant::now();
+    for _ in 0..claims {
+        l.claim(None).wait()?.expect("runnable");
+    }
+    let us = start.elapsed().as_secs_f64() * 1e6 / claims as f64;
+    drop(l);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(us)
+}
+
+/// Claim latency with a big queue of one tenant's against the same queue
+/// spread over 1,000 tenants, each claim choosing whose turn it is (fair
+/// shares, `src/fair.rs`).
+pub fn claim_tenants(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
+    let one = time_claims(root, sizes.big_queue, 1, "claim-one-tenant")?;
+    let many = time_claims(root, sizes.big_queue, 1_000, "claim-tenants")?;
+    Ok(Measurement::new(
+        "claim with a big queue of 1,000 tenants vs one tenant's",
+        "µs/claim",
+        many,
+        "a claim with the same queue, one tenant's",
+        one,
+        Target::AtMost(2.0),
+        format!("{} queued", sizes.big_queue),
+    ))
+}
+
 /// Claim latency with a big queue against 1,000 queued.
 pub fn claim(root: &Path, sizes: Sizes) -> Result<Measurement, ScenarioError> {
-    let time_claims = |queued: u64, name: &str| -> Result<f64, ScenarioError> {
-        let dir = fresh(root, name);
-        let l = ledger(&dir, Durability::Buffered, 0)?;
-        let t = tenant();
-        for i in 0..queued {
-            l.submit(&t, sample_submission(i)).wait()?;
-        }
-        let claims = 500.min(queued);
-        let start = Instant::now();
-        for _ in 0..claims {
-            l.claim(None).wait()?.expect("runnable");
-        }
-        let us = start.elapsed().as_secs_f64() * 1e6 / claims as f64;
-        drop(l);
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(us)
-    };
-    let small = time_claims(1_000, "claim-small")?;
-    let big = time_claims(sizes.big_queue, "claim-big")?;
+    let small = time_claims(root, 1_000, 1, "claim-small")?;
+    let big = time_claims(root, sizes.big_queue, 1, "claim-big")?;
     Ok(Measurement::new(
         "claim with a big queue vs 1,000 queued",
         "µs/claim",

@@ -593,6 +593,7 @@ pub(crate) fn run(
     if wanted("claim") {
         progress("claims");
         results.push(scenarios::claim(&root, sizes)?);
+        results.push(scenarios::claim_tenants(&root, sizes)?);
     }
     if wanted("retention") {
         progress("a retention pass");
