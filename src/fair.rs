@@ -35,7 +35,7 @@
 //! is ordered by the weights set now.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -275,21 +275,51 @@ impl Turns {
     }
 }
 
-/// The runnable queue: by priority, then tenant, then order key.
+/// One priority of the runnable queue.
+#[derive(Clone, Debug, Default)]
+struct Level {
+    /// Each tenant's entries, by order key.
+    lanes: HashMap<TenantId, BTreeMap<u64, ExecutionId>>,
+    /// The tenants with entries here and room under their limit, by turn:
+    /// the first is the next claim's.
+    turns: BTreeSet<(u64, TenantId)>,
+}
+
+/// The runnable queue: by priority, then tenant, then order key; and, at
+/// each priority, the tenants with room by turn, kept up to date as turns
+/// move ([`Ready::retune`]), so that a claim looks at the first of them
+/// only.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Ready {
-    levels: BTreeMap<Reverse<u8>, HashMap<TenantId, BTreeMap<u64, ExecutionId>>>,
+    levels: BTreeMap<Reverse<u8>, Level>,
+    /// Each tenant with entries: its turn, or `None` at its limit.
+    keys: HashMap<TenantId, Option<u64>>,
 }
 
 impl Ready {
-    /// Adds `id` of `tenant` at `priority` with order key `order`.
-    pub(crate) fn push(&mut self, id: ExecutionId, tenant: &TenantId, priority: u8, order: u64) {
+    /// Adds `id` of `tenant` at `priority` with order key `order`; `key` is
+    /// the tenant's turn, `None` at its limit ([`key`]).
+    pub(crate) fn push(
+        &mut self,
+        id: ExecutionId,
+        tenant: &TenantId,
+        priority: u8,
+        order: u64,
+        key: Option<u64>,
+    ) {
+        self.retune(tenant, key);
         let level = self.levels.entry(Reverse(priority)).or_default();
-        let queue = match level.get_mut(tenant) {
-            Some(q) => q,
-            None => level.entry(tenant.clone()).or_default(),
+        let lane = match level.lanes.get_mut(tenant) {
+            Some(lane) => lane,
+            None => {
+                if let Some(k) = key {
+                    level.turns.insert((k, tenant.clone()));
+                }
+                self.keys.entry(tenant.clone()).or_insert(key);
+                level.lanes.entry(tenant.clone()).or_default()
+            }
         };
-        queue.insert(order, id);
+        lane.insert(order, id);
     }
 
     /// Removes the entry pushed with these keys.
@@ -297,16 +327,49 @@ impl Ready {
         let Some(level) = self.levels.get_mut(&Reverse(priority)) else {
             return;
         };
-        let Some(queue) = level.get_mut(tenant) else {
+        let Some(lane) = level.lanes.get_mut(tenant) else {
             return;
         };
-        queue.remove(&order);
-        if queue.is_empty() {
-            level.remove(tenant);
-            if level.is_empty() {
+        lane.remove(&order);
+        if lane.is_empty() {
+            level.lanes.remove(tenant);
+            if let Some(Some(k)) = self.keys.get(tenant) {
+                level.turns.remove(&(*k, tenant.clone()));
+            }
+            if level.lanes.is_empty() {
                 self.levels.remove(&Reverse(priority));
             }
+            if !self.levels.values().any(|l| l.lanes.contains_key(tenant)) {
+                self.keys.remove(tenant);
+            }
         }
+    }
+
+    /// Moves `tenant` to turn `key` (`None`: at its limit) at every
+    /// priority it has entries at.
+    pub(crate) fn retune(&mut self, tenant: &TenantId, key: Option<u64>) {
+        let Some(old) = self.keys.get_mut(tenant) else {
+            return;
+        };
+        if *old == key {
+            return;
+        }
+        let old = std::mem::replace(old, key);
+        for level in self.levels.values_mut() {
+            if level.lanes.contains_key(tenant) {
+                if let Some(k) = old {
+                    level.turns.remove(&(k, tenant.clone()));
+                }
+                if let Some(k) = key {
+                    level.turns.insert((k, tenant.clone()));
+                }
+            }
+        }
+    }
+
+    /// The tenants with entries.
+    pub(crate) fn tenants(&self) -> Vec<TenantId> {
+        self.keys.keys().cloned().collect()
     }
 
     /// Its levels, highest priority first: each tenant's entries in order.
@@ -319,13 +382,127 @@ impl Ready {
             impl Iterator<Item = (&TenantId, impl Iterator<Item = (u64, ExecutionId)> + '_)> + '_,
         ),
     > + '_ {
-        self.levels.iter().map(|(Reverse(p), tenants)| {
-            let tenants = tenants
+        self.levels.iter().map(|(Reverse(p), level)| {
+            let tenants = level
+                .lanes
                 .iter()
                 .map(|(t, q)| (t, q.iter().map(|(o, id)| (*o, *id))));
             (*p, tenants)
         })
     }
+}
+
+/// `tenant`'s key in the runnable queue: its turn, or `None` when its
+/// running attempts are at its limit.
+pub(crate) fn key(turns: &Turns, shares: &Shares, tenant: &TenantId) -> Option<u64> {
+    let share = shares.of(tenant);
+    let turn = turns.tenants.get(tenant);
+    let running = turn.map_or(0, |t| t.running);
+    if share.limit.is_some_and(|l| running >= l) {
+        return None;
+    }
+    Some(turn.map_or(0, |t| t.at(share.weight, &[])))
+}
+
+/// What claims would take from `ready`, by the rule this module
+/// describes, as [`order`] would list them: up to `max`, of `tenant` only
+/// when given, of the entries `accept` takes only. `next` is the seq the
+/// first claim would be recorded at. A claim looks at the first tenant by
+/// turn at the highest priority (and at the tenants it already took, whose
+/// turns moved), not at every tenant.
+pub(crate) fn claims(
+    ready: &Ready,
+    turns: &Turns,
+    shares: &Shares,
+    next: u64,
+    max: usize,
+    tenant: Option<&TenantId>,
+    accept: impl Fn(ExecutionId) -> bool,
+) -> Vec<ExecutionId> {
+    let mut picked: Vec<ExecutionId> = Vec::new();
+    // Claims taken so far, by tenant: the seqs they would be recorded at.
+    let mut taken: HashMap<&TenantId, Vec<u64>> = HashMap::new();
+    let room = |t: &TenantId, n: usize| {
+        shares
+            .of(t)
+            .limit
+            .is_none_or(|l| u64::from(turns.running(t)) + (n as u64) < u64::from(l))
+    };
+    let turn = |t: &TenantId, more: &[u64]| {
+        let weight = shares.of(t).weight;
+        turns.tenants.get(t).map_or_else(
+            || Turn::default().at(weight, more),
+            |turn| turn.at(weight, more),
+        )
+    };
+    for level in ready.levels.values() {
+        if picked.len() >= max {
+            break;
+        }
+        if let Some(only) = tenant {
+            // One tenant's own claims: its entries in order, within its
+            // limit.
+            let Some(lane) = level.lanes.get(only) else {
+                continue;
+            };
+            for (_, id) in lane.iter().filter(|(_, id)| accept(**id)) {
+                let n = taken.get(only).map_or(0, Vec::len);
+                if picked.len() >= max || !room(only, n) {
+                    break;
+                }
+                picked.push(*id);
+                taken
+                    .entry(only)
+                    .or_default()
+                    .push(next + picked.len() as u64 - 1);
+            }
+            continue;
+        }
+        // The tenants taken from before, by their moved turns; the others
+        // come from the level's index, by their turns.
+        let mut moved: BinaryHeap<Reverse<(u64, &TenantId)>> = BinaryHeap::new();
+        let mut lanes: HashMap<&TenantId, std::collections::btree_map::Iter<'_, u64, ExecutionId>> =
+            HashMap::new();
+        for (t, more) in &taken {
+            if let Some(lane) = level.lanes.get(*t) {
+                if room(t, more.len()) {
+                    moved.push(Reverse((turn(t, more), *t)));
+                    lanes.insert(*t, lane.iter());
+                }
+            }
+        }
+        // (A tenant taken from since has a stale entry there: skipped.)
+        let mut index = level.turns.iter().peekable();
+        while picked.len() < max {
+            let from_index = match (index.peek(), moved.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((k, _)), Some(Reverse((m, _)))) => k < m,
+            };
+            let t: &TenantId = if from_index {
+                let (_, t) = index.next().expect("peeked");
+                if taken.contains_key(t) {
+                    continue;
+                }
+                lanes.insert(t, level.lanes[t].iter());
+                t
+            } else {
+                moved.pop().expect("peeked").0 .1
+            };
+            let lane = lanes.get_mut(t).expect("a lane for each tenant looked at");
+            let Some((_, id)) = lane.find(|(_, id)| accept(**id)) else {
+                continue;
+            };
+            picked.push(*id);
+            let more = taken.entry(t).or_default();
+            more.push(next + picked.len() as u64 - 1);
+            if room(t, more.len()) {
+                moved.push(Reverse((turn(t, more), t)));
+            }
+        }
+    }
+    picked
 }
 
 /// One tenant's candidates at one priority, as [`order`] picks among them.

@@ -156,12 +156,22 @@ impl Projection {
     /// Orders the queue by these tenants' weights and limits from now on
     /// (a tenant not named has weight 1 and no limit).
     pub fn set_tenant_shares(&mut self, shares: impl IntoIterator<Item = (TenantId, TenantShare)>) {
-        self.shares = Arc::new(Shares::new(shares));
+        self.set_shares(Arc::new(Shares::new(shares)));
     }
 
     /// [`set_tenant_shares`](Self::set_tenant_shares), shared.
     pub(crate) fn set_shares(&mut self, shares: Arc<Shares>) {
         self.shares = shares;
+        self.retune_all();
+    }
+
+    /// Puts every tenant with runnable work at its turn (after the shares
+    /// or the turns changed wholesale).
+    fn retune_all(&mut self) {
+        for tenant in self.ready.tenants() {
+            let key = fair::key(&self.turns, &self.shares, &tenant);
+            self.ready.retune(&tenant, key);
+        }
     }
 
     /// The tenants' weights and limits it orders the queue by.
@@ -307,6 +317,8 @@ impl Projection {
                 started: matches!(event.kind, EventKind::Started { .. }),
             },
         );
+        let key = fair::key(&self.turns, &self.shares, &event.tenant_id);
+        self.ready.retune(&event.tenant_id, key);
         if settled {
             let submitted = live.submitted();
             return Ok(Some((live.execution, submitted, live.seqs)));
@@ -345,7 +357,9 @@ impl Projection {
             self.delayed.insert((t, id));
             Slot::Delayed(t)
         } else {
-            self.ready.push(id, &e.tenant_id, e.config.priority, order);
+            let key = fair::key(&self.turns, &self.shares, &e.tenant_id);
+            self.ready
+                .push(id, &e.tenant_id, e.config.priority, order, key);
             Slot::Ready(order)
         }
     }
@@ -360,8 +374,9 @@ impl Projection {
             self.delayed.pop_first();
             let live = self.live.get_mut(&id).expect("delayed executions are live");
             let e = &live.execution;
+            let key = fair::key(&self.turns, &self.shares, &e.tenant_id);
             self.ready
-                .push(id, &e.tenant_id, e.config.priority, live.order);
+                .push(id, &e.tenant_id, e.config.priority, live.order, key);
             live.slot = Slot::Ready(live.order);
             self.tally.waiting -= 1;
         }
@@ -388,20 +403,22 @@ impl Projection {
     ) -> Vec<&BackgroundExecution> {
         self.promote(now);
         let live = &self.live;
-        let levels = self.ready.levels().map(|(priority, tenants)| {
-            let lanes = tenants
-                .filter(move |(t, _)| tenant.is_none_or(|only| only == *t))
-                .map(move |(t, q)| {
-                    let q = q
-                        .map(move |(order, id)| (order, &live[&id].execution))
-                        .filter(move |(_, e)| {
-                            callables.is_none_or(|c| c.contains(&e.callable_name))
-                        });
-                    (t, q)
-                });
-            (priority, lanes)
-        });
-        fair::order(levels, &self.turns, &self.shares, self.seq + 1, max, false)
+        let accept = |id: ExecutionId| {
+            callables.is_none_or(|c| c.contains(&live[&id].execution.callable_name))
+        };
+        let next = self.seq + 1;
+        fair::claims(
+            &self.ready,
+            &self.turns,
+            &self.shares,
+            next,
+            max,
+            tenant,
+            accept,
+        )
+        .into_iter()
+        .map(|id| &live[&id].execution)
+        .collect()
     }
 
     /// The executions runnable at `now`, in claim order (of `tenant` only,
@@ -610,6 +627,7 @@ impl Projection {
             p.insert(id, live);
         }
         p.turns.restore(turns.unwrap_or_default());
+        p.retune_all();
         p
     }
 
