@@ -33,6 +33,13 @@
 //! or an archive's end orders its queue alike. Weights and limits are
 //! configuration kept beside the log ([`TenantShare`]): a queue in the past
 //! is ordered by the weights set now.
+//!
+//! **What it costs.** The runnable queue ([`Ready`]) keeps, at each
+//! priority, the tenants with room under their limit in a B-tree by turn,
+//! moved when a tenant's turn or room changes (its own events, or new
+//! shares). A claim ([`claims`]) takes the first of them: O(log n + log T)
+//! for n queued of T tenants, not O(T). A listing ([`order`]) works the
+//! whole order out, claim by claim, with a heap of the tenants' lanes.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
