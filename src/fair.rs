@@ -280,6 +280,24 @@ impl Turns {
     pub(crate) fn running(&self, tenant: &TenantId) -> u32 {
         self.tenants.get(tenant).map_or(0, |t| t.running)
     }
+
+    /// Whether `tenant` has room under its limit for one more attempt
+    /// after `taken` more claims.
+    fn room(&self, shares: &Shares, tenant: &TenantId, taken: usize) -> bool {
+        let running = u64::from(self.running(tenant)) + taken as u64;
+        shares
+            .of(tenant)
+            .limit
+            .is_none_or(|l| running < u64::from(l))
+    }
+
+    /// `tenant`'s turn after claims at the seqs `more` ([`Turn::at`]).
+    fn turn(&self, shares: &Shares, tenant: &TenantId, more: &[u64]) -> u64 {
+        let weight = shares.of(tenant).weight;
+        self.tenants
+            .get(tenant)
+            .map_or_else(|| Turn::default().at(weight, more), |t| t.at(weight, more))
+    }
 }
 
 /// One priority of the runnable queue.
@@ -402,13 +420,9 @@ impl Ready {
 /// `tenant`'s key in the runnable queue: its turn, or `None` when its
 /// running attempts are at its limit.
 pub(crate) fn key(turns: &Turns, shares: &Shares, tenant: &TenantId) -> Option<u64> {
-    let share = shares.of(tenant);
-    let turn = turns.tenants.get(tenant);
-    let running = turn.map_or(0, |t| t.running);
-    if share.limit.is_some_and(|l| running >= l) {
-        return None;
-    }
-    Some(turn.map_or(0, |t| t.at(share.weight, &[])))
+    turns
+        .room(shares, tenant, 0)
+        .then(|| turns.turn(shares, tenant, &[]))
 }
 
 /// What claims would take from `ready`, by the rule this module
@@ -429,19 +443,8 @@ pub(crate) fn claims(
     let mut picked: Vec<ExecutionId> = Vec::new();
     // Claims taken so far, by tenant: the seqs they would be recorded at.
     let mut taken: HashMap<&TenantId, Vec<u64>> = HashMap::new();
-    let room = |t: &TenantId, n: usize| {
-        shares
-            .of(t)
-            .limit
-            .is_none_or(|l| u64::from(turns.running(t)) + (n as u64) < u64::from(l))
-    };
-    let turn = |t: &TenantId, more: &[u64]| {
-        let weight = shares.of(t).weight;
-        turns.tenants.get(t).map_or_else(
-            || Turn::default().at(weight, more),
-            |turn| turn.at(weight, more),
-        )
-    };
+    let room = |t: &TenantId, n: usize| turns.room(shares, t, n);
+    let turn = |t: &TenantId, more: &[u64]| turns.turn(shares, t, more);
     for level in ready.levels.values() {
         if picked.len() >= max {
             break;
@@ -541,19 +544,8 @@ where
     // Claims taken so far, by tenant: the seqs they would be recorded at.
     let mut more: HashMap<&'a TenantId, Vec<u64>> = HashMap::new();
     let mut passed: Vec<(Reverse<u8>, u64, T)> = Vec::new();
-    let room = |tenant: &TenantId, taken: usize| {
-        shares
-            .of(tenant)
-            .limit
-            .is_none_or(|l| u64::from(turns.running(tenant)) + (taken as u64) < u64::from(l))
-    };
-    let turn = |tenant: &TenantId, taken: &[u64]| {
-        let weight = shares.of(tenant).weight;
-        turns.tenants.get(tenant).map_or_else(
-            || Turn::default().at(weight, taken),
-            |t| t.at(weight, taken),
-        )
-    };
+    let room = |tenant: &TenantId, taken: usize| turns.room(shares, tenant, taken);
+    let turn = |tenant: &TenantId, taken: &[u64]| turns.turn(shares, tenant, taken);
     for (priority, tenants) in levels {
         if picked.len() >= max && !blocked {
             break;
