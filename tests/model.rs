@@ -370,6 +370,7 @@ fn max_commands() -> usize {
 struct Rec {
     id: ExecutionId,
     tenant: TenantId,
+    callable: String,
     priority: u8,
     mode: Mode,
     retry: Option<RetryConfig>,
@@ -639,6 +640,7 @@ impl Model {
             self.recs.push(Rec {
                 id: ev.execution_id,
                 tenant: ev.tenant_id.clone(),
+                callable: s.callable_name.clone(),
                 priority: s.config.priority,
                 mode: s.config.mode,
                 retry: s.config.retry.clone(),
@@ -738,10 +740,23 @@ impl Model {
         tenant: Option<&TenantId>,
         blocked: bool,
     ) -> Vec<ExecutionId> {
+        self.runnable_of(now, tenant, None, blocked)
+    }
+
+    /// [`runnable`](Self::runnable), of `callables` only when given (a
+    /// worker's claim: the others are not candidates at all).
+    fn runnable_of(
+        &self,
+        now: DateTime<Utc>,
+        tenant: Option<&TenantId>,
+        callables: Option<&[String]>,
+        blocked: bool,
+    ) -> Vec<ExecutionId> {
         let mut left: Vec<&Rec> = self
             .recs
             .iter()
             .filter(|r| r.runnable(now) && tenant.is_none_or(|t| &r.tenant == t))
+            .filter(|r| callables.is_none_or(|c| c.contains(&r.callable)))
             .collect();
         let running = |t: &TenantId| {
             self.recs
@@ -1470,6 +1485,20 @@ impl Harness {
                 claimable[..claimable.len().min(max)],
                 "up to {max} runnable at {now}"
             );
+        }
+        // A worker's claims of some callables only.
+        for callables in [
+            vec!["echo".to_string()],
+            vec!["sleep".into(), "fail".into()],
+        ] {
+            let expected = self.model.runnable_of(now, None, Some(&callables), false);
+            for max in [1, 3] {
+                assert_eq!(
+                    ids(self.proj.runnable(now, None, Some(&callables), max)),
+                    expected[..expected.len().min(max)],
+                    "up to {max} runnable of {callables:?} at {now}"
+                );
+            }
         }
         for i in 0..TENANTS.len() {
             let t = tenant(i);
