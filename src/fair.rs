@@ -38,8 +38,8 @@
 //! priority, the tenants with room under their limit in a B-tree by turn,
 //! moved when a tenant's turn or room changes (its own events, or new
 //! shares). A claim ([`claims`]) takes the first of them: O(log n + log T)
-//! for n queued of T tenants, not O(T). A listing ([`order`]) works the
-//! whole order out, claim by claim, with a heap of the tenants' lanes.
+//! for n queued of T tenants, not O(T). A listing ([`listing`]) is the
+//! claims of everything, then what the limits hold back.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -426,7 +426,7 @@ pub(crate) fn key(turns: &Turns, shares: &Shares, tenant: &TenantId) -> Option<u
 }
 
 /// What claims would take from `ready`, by the rule this module
-/// describes, as [`order`] would list them: up to `max`, of `tenant` only
+/// describes, as [`listing`] lists them: up to `max`, of `tenant` only
 /// when given, of the entries `accept` takes only. `next` is the seq the
 /// first claim would be recorded at. A claim looks at the first tenant by
 /// turn at the highest priority (and at the tenants it already took, whose
@@ -515,88 +515,31 @@ pub(crate) fn claims(
     picked
 }
 
-/// One tenant's candidates at one priority, as [`order`] picks among them.
-struct Lane<'a, T, I> {
-    tenant: &'a TenantId,
-    head: Option<(u64, T)>,
-    rest: I,
-}
-
-/// The order in which claims would take the candidates `levels` offers
-/// (highest priority first; each tenant's candidates, with their order
-/// keys, in order), by the rule this module describes: up to `max` of
-/// them, and then, when `blocked`, those passed over for their tenant's
-/// limit (in priority, then order). `next` is the seq the first claim
-/// would be recorded at.
-pub(crate) fn order<'a, T, I, L>(
-    levels: impl IntoIterator<Item = (u8, L)>,
+/// The whole runnable queue of `ready` (of `tenant` only, when given), in
+/// claim order: what claims would take, as if each were claimed in turn
+/// and none finished ([`claims`]), then what their tenants' limits hold
+/// back, by priority and then order key.
+pub(crate) fn listing(
+    ready: &Ready,
     turns: &Turns,
     shares: &Shares,
     next: u64,
-    max: usize,
-    blocked: bool,
-) -> Vec<T>
-where
-    I: Iterator<Item = (u64, T)>,
-    L: IntoIterator<Item = (&'a TenantId, I)>,
-{
-    let mut picked: Vec<T> = Vec::new();
-    // Claims taken so far, by tenant: the seqs they would be recorded at.
-    let mut more: HashMap<&'a TenantId, Vec<u64>> = HashMap::new();
-    let mut passed: Vec<(Reverse<u8>, u64, T)> = Vec::new();
-    let room = |tenant: &TenantId, taken: usize| turns.room(shares, tenant, taken);
-    let turn = |tenant: &TenantId, taken: &[u64]| turns.turn(shares, tenant, taken);
-    for (priority, tenants) in levels {
-        if picked.len() >= max && !blocked {
-            break;
-        }
-        let mut lanes: Vec<Lane<'a, T, I>> = Vec::new();
-        // The lanes with room, as a min-heap of (turn, head's order, lane).
-        let mut heap: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
-        for (tenant, mut rest) in tenants {
-            let Some(head) = rest.next() else { continue };
-            let taken = more.get(tenant).map_or(&[][..], Vec::as_slice);
-            if room(tenant, taken.len()) {
-                heap.push(Reverse((turn(tenant, taken), head.0, lanes.len())));
-            }
-            lanes.push(Lane {
-                tenant,
-                head: Some(head),
-                rest,
-            });
-        }
-        while picked.len() < max {
-            let Some(Reverse((_, _, i))) = heap.pop() else {
-                break;
-            };
-            let lane = &mut lanes[i];
-            let (_, item) = lane.head.take().expect("a lane in the heap has a head");
-            picked.push(item);
-            let taken = more.entry(lane.tenant).or_default();
-            taken.push(next + (picked.len() as u64 - 1));
-            lane.head = lane.rest.next();
-            if let Some((order, _)) = lane.head {
-                if room(lane.tenant, taken.len()) {
-                    heap.push(Reverse((turn(lane.tenant, taken), order, i)));
-                }
-            }
-        }
-        if blocked {
-            for lane in lanes {
-                passed.extend(
-                    lane.head
-                        .into_iter()
-                        .chain(lane.rest)
-                        .map(|(order, item)| (Reverse(priority), order, item)),
-                );
-            }
-        }
-    }
-    if blocked {
-        passed.sort_by_key(|(priority, order, _)| (*priority, *order));
-        picked.extend(passed.into_iter().map(|(_, _, item)| item));
-    }
-    picked
+    tenant: Option<&TenantId>,
+) -> Vec<ExecutionId> {
+    let mut listed = claims(ready, turns, shares, next, usize::MAX, tenant, |_| true);
+    let claimable: std::collections::HashSet<ExecutionId> = listed.iter().copied().collect();
+    let mut held: Vec<(Reverse<u8>, u64, ExecutionId)> = ready
+        .levels()
+        .flat_map(|(priority, tenants)| {
+            tenants
+                .filter(move |(t, _)| tenant.is_none_or(|only| only == *t))
+                .flat_map(move |(_, q)| q.map(move |(order, id)| (Reverse(priority), order, id)))
+        })
+        .filter(|(_, _, id)| !claimable.contains(id))
+        .collect();
+    held.sort_unstable();
+    listed.extend(held.into_iter().map(|(_, _, id)| id));
+    listed
 }
 
 #[cfg(test)]
@@ -646,7 +589,15 @@ mod tests {
         turns
     }
 
-    /// The order of `queues` (each tenant's order keys, at one priority).
+    /// The id standing for order key `n`.
+    fn id(n: u64) -> ExecutionId {
+        let mut b = [0u8; 16];
+        b[8..].copy_from_slice(&n.to_be_bytes());
+        ExecutionId::from_bytes(b)
+    }
+
+    /// The listing of `queues` (each tenant's order keys, at one priority),
+    /// as order keys; only what claims would take unless `blocked`.
     fn order_of(
         queues: &[(&str, &[u64])],
         turns: &Turns,
@@ -654,12 +605,18 @@ mod tests {
         next: u64,
         blocked: bool,
     ) -> Vec<u64> {
-        let tenants: Vec<(TenantId, Vec<u64>)> =
-            queues.iter().map(|(n, q)| (t(n), q.to_vec())).collect();
-        let lanes = tenants
-            .iter()
-            .map(|(tenant, q)| (tenant, q.iter().map(|o| (*o, *o))));
-        order([(0u8, lanes)], turns, shares, next, usize::MAX, blocked)
+        let mut ready = Ready::default();
+        for (tenant, q) in queues {
+            for o in *q {
+                ready.push(id(*o), &t(tenant), 0, *o, key(turns, shares, &t(tenant)));
+            }
+        }
+        let listed = match blocked {
+            true => listing(&ready, turns, shares, next, None),
+            false => claims(&ready, turns, shares, next, usize::MAX, None, |_| true),
+        };
+        let key_of = |e: ExecutionId| u64::from_be_bytes(e.as_bytes()[8..].try_into().unwrap());
+        listed.into_iter().map(key_of).collect()
     }
 
     #[test]

@@ -430,45 +430,29 @@ impl Projection {
         now: DateTime<Utc>,
         tenant: Option<&TenantId>,
     ) -> Vec<&BackgroundExecution> {
-        type Lanes<'a> = HashMap<&'a TenantId, Vec<(u64, &'a BackgroundExecution)>>;
-        let mut levels: std::collections::BTreeMap<std::cmp::Reverse<u8>, Lanes<'_>> =
-            std::collections::BTreeMap::new();
-        let ready = self.ready.levels().flat_map(|(_, tenants)| {
-            tenants.flat_map(|(_, q)| q.map(|(order, id)| (order, &self.live[&id].execution)))
-        });
-        let due = self
+        // Those due but not yet moved to the runnable queue join a copy.
+        let mut due = self
             .delayed
             .iter()
             .take_while(|(t, _)| *t <= now)
-            .map(|(_, id)| {
-                let l = &self.live[id];
-                (l.order, &l.execution)
-            });
-        for (order, e) in ready.chain(due) {
-            if tenant.is_none_or(|t| &e.tenant_id == t) {
-                levels
-                    .entry(std::cmp::Reverse(e.config.priority))
-                    .or_default()
-                    .entry(&e.tenant_id)
-                    .or_default()
-                    .push((order, e));
+            .peekable();
+        let ready = match due.peek() {
+            None => std::borrow::Cow::Borrowed(&self.ready),
+            Some(_) => {
+                let mut ready = self.ready.clone();
+                for (_, id) in due {
+                    let l = &self.live[id];
+                    let e = &l.execution;
+                    let key = fair::key(&self.turns, &self.shares, &e.tenant_id);
+                    ready.push(*id, &e.tenant_id, e.config.priority, l.order, key);
+                }
+                std::borrow::Cow::Owned(ready)
             }
-        }
-        let levels = levels.into_iter().map(|(priority, lanes)| {
-            let lanes = lanes.into_iter().map(|(t, mut q)| {
-                q.sort_by_key(|(order, _)| *order);
-                (t, q.into_iter())
-            });
-            (priority.0, lanes)
-        });
-        fair::order(
-            levels,
-            &self.turns,
-            &self.shares,
-            self.seq + 1,
-            usize::MAX,
-            true,
-        )
+        };
+        fair::listing(&ready, &self.turns, &self.shares, self.seq + 1, tenant)
+            .into_iter()
+            .map(|id| &self.live[&id].execution)
+            .collect()
     }
 
     /// Queued executions not runnable at `now`: waiting for a back-off or
