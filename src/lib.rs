@@ -71,9 +71,10 @@ pub use crate::ids::{ExecutionId, ParseIdError, TenantId, TriggerId};
 pub use crate::lease::{Heartbeat, Lease, DEFAULT_LEASE, MAX_CLAIM, MAX_LEASE, MIN_LEASE};
 pub use crate::ledger::{
     verify_export, AcceptedTail, ArchiveReport, ArchiveVerified, At, Change, Clock, Command,
-    Cursor, ExportVerified, Exported, Head, IndexRebuild, Ledger, LedgerBuilder, ListFilter,
-    ListPage, Pending, Rerun, RetentionPolicy, RetentionReport, RetryRefused, RetryReport, Stats,
-    StatusCounts, Submitted, Subscription, SystemClock, TenantHold, TenantRetention, VerifyReport,
+    Cursor, ExportVerified, Exported, Head, Imported, IndexRebuild, Ledger, LedgerBuilder,
+    ListFilter, ListPage, Pending, Rerun, RetentionPolicy, RetentionReport, RetryRefused,
+    RetryReport, Stats, StatusCounts, Submitted, Subscription, SystemClock, TenantHold,
+    TenantRetention, VerifyReport,
 };
 pub use crate::machine::{
     after_failure, after_loss, after_timeout, apply, awaits_binding, awaits_callback, check,

@@ -389,3 +389,254 @@ async fn the_servers_export_verifies_against_its_head() {
     assert!(through.events >= report.events);
     drop(server);
 }
+
+/// What a ledger answers about everything in it: every event, every
+/// execution as it is now, the list of them, the queue and the counts.
+fn answers(ledger: &Ledger) -> Value {
+    let events: Vec<Event> = ledger.events(1, None).map(Result::unwrap).collect();
+    let mut ids: Vec<_> = events.iter().map(|e| e.execution_id).collect();
+    ids.sort();
+    ids.dedup();
+    let executions: Vec<Value> = ids
+        .iter()
+        .map(|id| serde_json::to_value(ledger.get(*id).unwrap()).unwrap())
+        .collect();
+    let list = ledger
+        .list(&execution_ledger::ListFilter::new(), None, 100)
+        .unwrap();
+    let queue = ledger.queue(None);
+    let stats = ledger.stats().unwrap();
+    json!({
+        "events": events,
+        "executions": executions,
+        "list": list.executions,
+        "queue": queue,
+        "counts": stats.executions,
+        "live": stats.live,
+        "head": stats.head,
+    })
+}
+
+fn lines_of(ledger: &Ledger) -> Vec<String> {
+    ledger
+        .export(None)
+        .map(|e| String::from_utf8(e.unwrap().line).unwrap())
+        .collect()
+}
+
+#[test]
+fn an_import_is_the_exported_ledger_record_for_record() {
+    let store = common::store();
+    let ledger = Ledger::open(store.path()).unwrap();
+    history(&ledger);
+    // Some work still live at the export: queued and running.
+    ledger
+        .submit(&tenant("globex"), Submission::new("late"))
+        .wait()
+        .unwrap();
+    let running = ledger.claim(Some("w")).wait().unwrap().unwrap();
+    let (lines, kept) = (lines_of(&ledger), ledger.head());
+    let before = answers(&ledger);
+    drop(ledger);
+    drop(store);
+
+    // The ledger is gone; the export alone builds it again.
+    let again = common::store();
+    let imported = Ledger::open(again.path()).unwrap();
+    let export = Cursor::new(lines.join("\n") + "\n");
+    let done = imported.import(export, Some(&kept)).unwrap();
+    assert_eq!(done.events, kept.seq);
+    assert_eq!(done.executions, 5);
+    assert_eq!(done.head, kept);
+    assert_eq!(done.reaches, Some(kept.clone()));
+    assert_eq!(imported.head(), kept);
+    // Record for record: its export is the same, byte for byte, and it
+    // answers everything as the ledger exported did.
+    assert_eq!(lines_of(&imported), lines);
+    assert_eq!(answers(&imported), before);
+    let report = imported.verify().unwrap();
+    assert_eq!(
+        (report.events, report.head.clone()),
+        (kept.seq, kept.clone())
+    );
+    // A redacted payload stays redacted; the others are readable.
+    let all = serde_json::to_string(&answers(&imported)).unwrap();
+    assert!(!all.contains("cat.png") && all.contains("card 4242"));
+    // It goes on from there: the running attempt finishes, new work runs.
+    imported
+        .complete(running.execution_id, 1, json!("done"))
+        .wait()
+        .unwrap();
+    let next = imported.claim(Some("w")).wait().unwrap().unwrap();
+    imported
+        .complete(next.execution_id, 1, json!("done too"))
+        .wait()
+        .unwrap();
+    drop(imported);
+    // And opens again, replayed from the records it imported.
+    let reopened = Ledger::open(again.path()).unwrap();
+    assert_eq!(reopened.head().seq, kept.seq + 3);
+    reopened.verify().unwrap();
+    assert_eq!(lines_of(&reopened)[..lines.len()], lines[..]);
+}
+
+#[test]
+fn an_import_appends_nothing_from_a_bad_export_or_into_a_ledger_in_use() {
+    let store = common::store();
+    let ledger = Ledger::open(store.path()).unwrap();
+    let (lines, kept) = history(&ledger);
+    let export = |lines: &[String]| Cursor::new(lines.join("\n") + "\n");
+
+    // Into a ledger that holds events: refused, nothing appended.
+    let e = ledger.import(export(&lines), None).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("the ledger holds {} events", kept.seq)),
+        "{e}"
+    );
+    assert_eq!(ledger.head(), kept);
+
+    // A tampered export, one that does not reach the head kept elsewhere,
+    // or one of a tenant only: refused at the seq, nothing appended.
+    let fresh = common::store();
+    let empty = Ledger::open(fresh.path()).unwrap();
+    let tampered = changed(&lines, 2, |v| v["callableName"] = json!("tampered"));
+    let beyond = head(kept.seq + 1, &kept.hash);
+    let other = head(kept.seq, &"ab".repeat(32));
+    for (lines, kept, seq) in [
+        (&tampered, None, 3),
+        (&lines, Some(&beyond), kept.seq + 1),
+        (&lines, Some(&other), kept.seq),
+        (&lines[1..].to_vec(), None, 1),
+    ] {
+        let e = empty.import(export(lines), kept).unwrap_err();
+        match e {
+            execution_ledger::CommandError::Storage(s) => assert_eq!(s.seq(), Some(seq), "{s}"),
+            e => panic!("refused as {e}"),
+        }
+        assert_eq!(empty.head().seq, 0, "nothing appended");
+    }
+    // A handle scoped to a tenant imports nothing.
+    let e = empty
+        .tenant(tenant("acme"))
+        .import(export(&lines), None)
+        .unwrap_err();
+    assert!(e.to_string().contains("scoped to a tenant"), "{e}");
+    // The same export, whole, imports.
+    empty.import(export(&lines), Some(&kept)).unwrap();
+    assert_eq!(empty.head(), kept);
+}
+
+#[test]
+fn the_cli_imports_an_export_into_a_new_ledger_and_verifies_it() {
+    let store = common::store();
+    let cli = |args: &[&str]| common::ledger_cli(store.path(), args);
+    for input in ["a", "b"] {
+        let o = cli(&[
+            "submit",
+            "--tenant",
+            "acme",
+            "--callable",
+            "echo",
+            "--input",
+            input,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = cli(&["run", "--workers", "1", "--exit-when-idle"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let export = cli(&["export"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let head = stdout(&cli(&["head"]));
+    let words: Vec<&str> = head.split_whitespace().collect();
+    let kept = format!("{}:{}", words[1], words[3]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(&file, &export.stdout).unwrap();
+    let file_arg = file.to_str().unwrap();
+
+    // Into a new data directory (on either engine: a fresh database).
+    let target = common::store();
+    let into = |args: &[&str]| common::ledger_cli(target.path(), args);
+    let o = into(&["import", file_arg, "--head", &kept]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.starts_with(&format!(
+            "imported: {} events of 2 executions; the ledger's head is the export's, seq {} ({})",
+            words[1], words[1], words[3]
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ok: the export leads to seq {}", words[1])),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ok: {} events of 2 executions verified", words[1])),
+        "{text}"
+    );
+    assert_eq!(stdout(&into(&["head"])), head);
+    assert_eq!(into(&["export"]).stdout, export.stdout);
+    // Again into the same ledger: refused, exit 1, nothing appended.
+    let o = into(&["import", file_arg]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("an export is imported into a new ledger"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&into(&["head"])), head);
+
+    // A tampered export: exit 1 naming the seq, and no ledger left behind.
+    let text = String::from_utf8(export.stdout.clone()).unwrap();
+    let bad = dir.path().join("tampered.jsonl");
+    std::fs::write(&bad, text.replacen("\"input\":\"b\"", "\"input\":\"c\"", 1)).unwrap();
+    let nowhere = dir.path().join("new-ledger");
+    let o = common::ledger_cli(&nowhere, &["import", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: damaged log at seq 2: line 2 of the export shows an event other than the one its record holds"
+    );
+    assert!(!nowhere.exists(), "a failed import leaves no ledger");
+    // Standard input, --json.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args([
+            "--json",
+            "--data-dir",
+            nowhere.to_str().unwrap(),
+            "import",
+            "-",
+        ])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["imported"]["head"]["hash"], json!(words[3]));
+    assert_eq!(v["verified"]["events"].to_string(), words[1]);
+    // Usage errors exit 2.
+    for (args, says) in [
+        (
+            vec!["import", file_arg, "--head", "12"],
+            "--head: takes SEQ:HASH",
+        ),
+        (
+            vec!["--tenant", "acme", "import", file_arg],
+            "takes no --tenant",
+        ),
+        (
+            vec!["--server", "http://127.0.0.1:9", "import", file_arg],
+            "import builds a ledger opened here",
+        ),
+        (
+            vec!["import", "/nonexistent/e.jsonl"],
+            "FILE /nonexistent/e.jsonl",
+        ),
+    ] {
+        let o = common::ledger_cli(&dir.path().join("other"), &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+}

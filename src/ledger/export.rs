@@ -131,35 +131,44 @@ fn check_hex(
     }
 }
 
-/// Checks an export read from `lines` alone, without the ledger: every
-/// record against its hash and its payloads against their digests, the
-/// chain from the genesis with no seq missing or repeated, each line's
-/// event against its record, and, given `kept` (a head kept elsewhere),
-/// that the export reaches it.
-///
-/// # Errors
-///
-/// `Corrupt` at the seq where the export stops being the chain (a line
-/// that does not parse, a missing seq, a record that does not match its
-/// hash or does not link to the one before, an event changed beside its
-/// record, a record at `kept`'s seq that is another); `LostSuffix` when it
-/// ends before `kept`'s seq; `Io` when `lines` cannot be read.
-pub fn verify_export(
-    lines: impl BufRead,
-    kept: Option<&Head>,
-) -> Result<ExportVerified, StorageError> {
-    let (mut last, mut hash) = (0u64, GENESIS);
-    let mut executions = HashSet::new();
-    let mut line_no = 0u64;
-    let mut reached = None;
-    for line in lines.split(b'\n') {
-        line_no += 1;
-        let seq = last + 1;
-        let line = line.map_err(|e| StorageError::io("reading the export", e))?;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+/// One line of an export, checked: its event, its record as the line
+/// holds it (readable), and the record's hash.
+pub(super) struct Checked {
+    pub(super) event: Event,
+    pub(super) record: Vec<u8>,
+    pub(super) hash: Hash,
+}
+
+/// An export's lines, each checked as it is read: its record against its
+/// hash and its payloads' digests, its link to the line before (from the
+/// genesis, with no seq missing or repeated), and the event it shows
+/// against the one its record holds.
+pub(super) struct Lines<R> {
+    lines: std::io::Split<R>,
+    line_no: u64,
+    /// The last seq read, and its record's hash.
+    end: (u64, Hash),
+}
+
+impl<R: BufRead> Lines<R> {
+    pub(super) fn new(lines: R) -> Self {
+        Lines {
+            lines: lines.split(b'\n'),
+            line_no: 0,
+            end: (0, GENESIS),
         }
-        let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(&line) else {
+    }
+
+    /// The last seq read, and its record's hash.
+    pub(super) fn end(&self) -> (u64, Hash) {
+        self.end
+    }
+
+    /// The line after `line`, of `seq`, checked.
+    fn check(&self, seq: u64, line: &[u8]) -> Result<Checked, StorageError> {
+        let (last, hash) = self.end;
+        let line_no = self.line_no;
+        let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(line) else {
             return Err(bad_line(seq, line_no, "is not a JSON object"));
         };
         match fields.get("seq").and_then(Value::as_u64) {
@@ -213,8 +222,63 @@ pub fn verify_export(
                 "shows an event other than the one its record holds",
             ));
         }
+        let hash = rec.hash;
+        Ok(Checked {
+            event,
+            record: bytes,
+            hash,
+        })
+    }
+}
+
+impl<R: BufRead> Iterator for Lines<R> {
+    type Item = Result<Checked, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let line = self.lines.next()?;
+            self.line_no += 1;
+            let seq = self.end.0 + 1;
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => return Some(Err(StorageError::io("reading the export", e))),
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let checked = self.check(seq, &line);
+            if let Ok(c) = &checked {
+                self.end = (seq, c.hash);
+            }
+            return Some(checked);
+        }
+    }
+}
+
+/// Checks an export read from `lines` alone, without the ledger: every
+/// record against its hash and its payloads against their digests, the
+/// chain from the genesis with no seq missing or repeated, each line's
+/// event against its record, and, given `kept` (a head kept elsewhere),
+/// that the export reaches it.
+///
+/// # Errors
+///
+/// `Corrupt` at the seq where the export stops being the chain (a line
+/// that does not parse, a missing seq, a record that does not match its
+/// hash or does not link to the one before, an event changed beside its
+/// record, a record at `kept`'s seq that is another); `LostSuffix` when it
+/// ends before `kept`'s seq; `Io` when `lines` cannot be read.
+pub fn verify_export(
+    lines: impl BufRead,
+    kept: Option<&Head>,
+) -> Result<ExportVerified, StorageError> {
+    let mut executions = HashSet::new();
+    let mut reached = None;
+    let mut lines = Lines::new(lines);
+    for checked in lines.by_ref() {
+        let Checked { event, hash, .. } = checked?;
+        let seq = event.seq;
         executions.insert(event.execution_id);
-        (last, hash) = (seq, rec.hash);
         if let Some(k) = kept.filter(|k| k.seq == seq) {
             if record::from_hex(&k.hash).is_none_or(|h| h != hash) {
                 return Err(StorageError::corrupt(
@@ -229,6 +293,7 @@ pub fn verify_export(
             reached = Some(k.clone());
         }
     }
+    let (last, hash) = lines.end();
     if let Some(k) = kept {
         if k.seq == 0 {
             if record::from_hex(&k.hash).is_none_or(|h| h != GENESIS) {

@@ -30,6 +30,7 @@ use crate::store::{Durability, Mark, Store};
 mod archive;
 mod commands;
 mod export;
+mod import;
 mod leases;
 mod list;
 mod open;
@@ -48,6 +49,7 @@ mod writer;
 
 pub use archive::{ArchiveReport, ArchiveVerified};
 pub use export::{verify_export, ExportVerified, Exported};
+pub use import::Imported;
 pub use list::{Cursor, ListFilter, ListPage};
 pub use open::{Clock, LedgerBuilder, SystemClock};
 pub use report::{

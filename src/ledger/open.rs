@@ -206,6 +206,7 @@ impl LedgerBuilder {
             log.reindex(Draft {
                 event: &event,
                 settles: settles.as_ref(),
+                copied: None,
             })?;
         }
         let last_at = match last {

@@ -218,6 +218,30 @@ impl Inner {
         kinds: Vec<(ExecutionId, TenantId, EventKind)>,
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<Appended>>, CommandError> {
+        let at = now.max(core.last_at);
+        let events: Vec<Event> = kinds
+            .into_iter()
+            .zip(core.head.0 + 1..)
+            .map(|((execution_id, tenant_id, kind), seq)| Event {
+                seq,
+                at,
+                execution_id,
+                tenant_id,
+                kind,
+            })
+            .collect();
+        self.append_events(core, events, &[])
+    }
+
+    /// [`append_locked`](Self::append_locked) of `events`, numbered from
+    /// the head on and timed already; `copied` is empty, or holds the
+    /// record of each as another ledger wrote it, readable (an import).
+    pub(super) fn append_events(
+        &self,
+        core: &mut Core,
+        events: Vec<Event>,
+        copied: &[&[u8]],
+    ) -> Result<Option<Vec<Appended>>, CommandError> {
         if core.poisoned {
             return Err(StorageError::new(
                 ErrorKind::Poisoned,
@@ -225,16 +249,11 @@ impl Inner {
             )
             .into());
         }
-        let mut events: Vec<Event> = kinds
-            .into_iter()
-            .map(|(execution_id, tenant_id, kind)| Event {
-                seq: 0,
-                at: now,
-                execution_id,
-                tenant_id,
-                kind,
-            })
-            .collect();
+        debug_assert!(copied.is_empty() || copied.len() == events.len());
+        debug_assert!(events
+            .iter()
+            .zip(core.head.0 + 1..)
+            .all(|(e, seq)| e.seq == seq && e.at >= core.last_at));
         // A batch holds at most one event per execution, so each is checked
         // against the projection as it stands.
         debug_assert!(events.iter().enumerate().all(|(i, e)| events[..i]
@@ -244,11 +263,10 @@ impl Inner {
         // it (it stays out of the projection).
         let mut kept: Vec<Option<BackgroundExecution>> = vec![None; events.len()];
         {
-            let (head, at) = (core.head, now.max(core.last_at));
+            let head = core.head;
+            let at = events.last().map_or(core.last_at, |e| e.at);
             let mut settles = Vec::with_capacity(events.len());
-            for (i, (event, seq)) in events.iter_mut().zip(head.0 + 1..).enumerate() {
-                event.seq = seq;
-                event.at = at;
+            for (i, event) in events.iter().enumerate() {
                 if core.projection.follows_settled(event) {
                     let (settled, after) = self.retained(event)?;
                     settles.push(Some(settled));
@@ -260,9 +278,11 @@ impl Inner {
             let drafts: Vec<Draft<'_>> = events
                 .iter()
                 .zip(&settles)
-                .map(|(event, settles)| Draft {
+                .enumerate()
+                .map(|(i, (event, settles))| Draft {
                     event,
                     settles: settles.as_ref(),
+                    copied: copied.get(i).copied(),
                 })
                 .collect();
             match self.log.append(head, &drafts) {
@@ -613,6 +633,7 @@ mod tests {
             .map(|event| Draft {
                 event,
                 settles: None,
+                copied: None,
             })
             .collect();
         ledger
@@ -647,6 +668,7 @@ mod tests {
         let draft = Draft {
             event: &event,
             settles: None,
+            copied: None,
         };
         match ledger.inner.log.append(stale, &[draft]) {
             Err(AppendError::Conflict(missed)) => {

@@ -100,6 +100,10 @@ pub(crate) type Items<'a, T> = Box<dyn Iterator<Item = Result<T, StorageError>> 
 pub(crate) struct Draft<'a> {
     pub(crate) event: &'a Event,
     pub(crate) settles: Option<&'a Settled>,
+    /// The event's record as another ledger wrote it, readable (an
+    /// import): stored as it is, with its own hash and link, in place of
+    /// one encoded here.
+    pub(crate) copied: Option<&'a [u8]>,
 }
 
 impl<'a> Draft<'a> {

@@ -322,6 +322,36 @@ pub(crate) fn encode_event(
     (out, hash)
 }
 
+/// The key slot a record written elsewhere needs here (an import): the
+/// one a format-3 record names, when it holds its payloads (read in the
+/// clear, as [`unseal`] leaves them). `None` for any other record.
+pub(crate) fn copied_slot(readable: &[u8]) -> Option<u64> {
+    is_sealed(readable).then(|| key_slot(readable)).flatten()
+}
+
+/// Writes `readable`, a record another ledger wrote, as it read it (an
+/// import), at the end of `out` as stored here: byte for byte, its
+/// payloads encrypted under `key` when it needs one ([`copied_slot`]).
+/// Its hash and link are its own: they are not recomputed.
+fn write_copied(out: &mut Vec<u8>, readable: &[u8], key: Option<&Key>) -> Hash {
+    let start = out.len();
+    out.extend_from_slice(readable);
+    if let Some(key) = key {
+        let sealed = unseal_in_place(&mut out[start..], |_| Ok::<_, ()>(Some(*key)));
+        debug_assert!(matches!(sealed, Ok(Some(_))), "a record with payloads");
+    }
+    readable[33..HEADER].try_into().expect("a record's header")
+}
+
+/// [`write_copied`] into a record of its own (engines that store one
+/// record a row).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))] // the PostgreSQL engine's
+pub(crate) fn copy_record(readable: &[u8], key: Option<&Key>) -> (Vec<u8>, Hash) {
+    let mut out = Vec::with_capacity(readable.len());
+    let hash = write_copied(&mut out, readable, key);
+    (out, hash)
+}
+
 /// Writes blocks: records are encoded straight into the block's buffer.
 #[derive(Debug, Default)]
 pub(crate) struct BlockWriter {
@@ -343,19 +373,42 @@ impl BlockWriter {
         event: &Event,
         key: Option<(u64, &Key)>,
     ) -> Hash {
+        self.begin();
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        let start = self.buf.len();
+        let hash = write_record(&mut self.buf, prev, event, key);
+        self.end(at, start);
+        hash
+    }
+
+    /// Starts a block when it holds nothing yet.
+    fn begin(&mut self) {
         if self.count == 0 {
             self.buf.clear();
             self.buf.push(BLOCK);
             self.buf.extend_from_slice(&[0; 4]);
         }
-        let at = self.buf.len();
-        self.buf.extend_from_slice(&[0; 4]);
-        let start = self.buf.len();
-        let hash = write_record(&mut self.buf, prev, event, key);
+    }
+
+    /// Ends the record written from `start`, whose length goes at `at`.
+    fn end(&mut self, at: usize, start: usize) {
         let len = u32::try_from(self.buf.len() - start).expect("a record is under 4 GiB");
         self.buf[at..start].copy_from_slice(&len.to_be_bytes());
         self.ranges.push(start..self.buf.len());
         self.count += 1;
+    }
+
+    /// Appends `readable`, a record another ledger wrote ([`write_copied`]),
+    /// its payloads encrypted under `key` when it needs one; returns its
+    /// hash.
+    pub(crate) fn push_copied(&mut self, readable: &[u8], key: Option<&Key>) -> Hash {
+        self.begin();
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        let start = self.buf.len();
+        let hash = write_copied(&mut self.buf, readable, key);
+        self.end(at, start);
         hash
     }
 

@@ -15,8 +15,8 @@ use execution_ledger::{
 #[derive(Debug, Parser)]
 #[command(name = "ledger", version, propagate_version = true)]
 pub(crate) struct Cli {
-    /// The ledger's data directory. Only submit, run and serve create a
-    /// ledger there; other commands need one.
+    /// The ledger's data directory. Only submit, run, serve and import
+    /// create a ledger there; other commands need one.
     #[arg(
         long,
         global = true,
@@ -341,6 +341,25 @@ pub(crate) enum Command {
     /// The whole log as JSON lines, each event with its record, the hash of
     /// the one before and its own (`verify --export FILE` checks it alone).
     Export,
+    /// Build a new ledger (in --data-dir, or the database of --database)
+    /// from an export: checks the whole export first, as
+    /// `verify --export` does, then stores each record as the export holds
+    /// it — the same hashes, so the new ledger's head is the export's —
+    /// and verifies the ledger it built. Nothing is written when the
+    /// export does not verify.
+    Import {
+        /// The export (`ledger export > FILE`; `-` reads standard input).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Also check that the export leads to a head kept elsewhere: FILE
+        /// holds what `ledger head --json` printed then.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Also check that the export leads to a head kept elsewhere, given
+        /// as SEQ:HASH (`ledger head` prints both).
+        #[arg(long, value_name = "SEQ:HASH", conflicts_with = "checkpoint")]
+        head: Option<String>,
+    },
     /// Run executions with the built-in callables echo, sleep and fail.
     ///
     /// While it runs it serves the HTTP API on 127.0.0.1 (a free port,

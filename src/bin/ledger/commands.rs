@@ -127,6 +127,27 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
             let kept = kept_head(checkpoint.as_deref(), head.as_deref())?;
             return verify_export(cli, file, kept.as_ref(), out);
         }
+        Command::Import {
+            file,
+            checkpoint,
+            head,
+        } => {
+            if cli.tenant.is_some() {
+                return Err(Usage(
+                    "import takes no --tenant: an export is every tenant's, imported whole".into(),
+                )
+                .into());
+            }
+            if cli.server.is_some() {
+                return Err(Usage(
+                    "import builds a ledger opened here (--data-dir or --database), not a server's"
+                        .into(),
+                )
+                .into());
+            }
+            let kept = kept_head(checkpoint.as_deref(), head.as_deref())?;
+            return import(cli, file, kept.as_ref(), out);
+        }
         Command::BenchProbe { dir } => {
             let kb = crate::scenarios::memory_probe(dir)?;
             writeln!(out, "{kb}")?;
@@ -575,6 +596,7 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         | Command::Serve { .. }
         | Command::Worker { .. }
         | Command::BenchProbe { .. }
+        | Command::Import { .. }
         | Command::BenchAppend { .. } => unreachable!("handled above"),
     }
     Ok(())
@@ -673,6 +695,77 @@ fn verify_export(
             Err(Exit(1).into())
         }
     }
+}
+
+/// `import FILE`: a new ledger built from an export, then verified. A
+/// data directory the import created is removed again when it fails.
+fn import(
+    cli: &Cli,
+    file: &Path,
+    kept: Option<&execution_ledger::Head>,
+    out: &mut Out,
+) -> Result<()> {
+    // Read twice (checked whole, then imported): standard input is held.
+    let export = if file == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)?;
+        Err(std::io::Cursor::new(bytes))
+    } else {
+        let read = std::fs::File::open(file)
+            .map_err(|e| Usage(format!("FILE {}: {e}", file.display())))?;
+        Ok(std::io::BufReader::new(read))
+    };
+    let created = cli.dir().filter(|dir| !dir.exists());
+    let result = (|| {
+        // The records are synced once, at the end.
+        let builder = cli
+            .builder()
+            .create(true)
+            .durability(execution_ledger::Durability::Buffered);
+        let ledger = crate::backend::open_with(builder)?;
+        let imported = match export {
+            Ok(file) => ledger.import(file, kept)?,
+            Err(held) => ledger.import(held, kept)?,
+        };
+        let bar = Bar::new("verifying");
+        let verified = ledger.verify_with_progress(|seq, head| bar.update(seq, head));
+        bar.finish();
+        anyhow::Ok((imported, verified?))
+    })();
+    let (imported, verified) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            if let Some(dir) = created {
+                // Nothing of a failed import stays behind.
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(e);
+        }
+    };
+    if cli.json {
+        return json_line(
+            out,
+            &serde_json::json!({ "imported": imported, "verified": verified }),
+        );
+    }
+    writeln!(
+        out,
+        "imported: {} events of {} executions; the ledger's head is the export's, seq {} ({})",
+        imported.events, imported.executions, imported.head.seq, imported.head.hash
+    )?;
+    if let Some(k) = &imported.reaches {
+        writeln!(
+            out,
+            "ok: the export leads to seq {} ({}) kept elsewhere",
+            k.seq, k.hash
+        )?;
+    }
+    writeln!(
+        out,
+        "ok: {} events of {} executions verified; hash chain intact to seq {} ({}); {} snapshots and the index match the log",
+        verified.events, verified.executions, verified.head.seq, verified.head.hash, verified.snapshots
+    )?;
+    Ok(())
 }
 
 /// The submissions in `file` (`-`: standard input), one JSON object a

@@ -329,16 +329,11 @@ fn unsealed_snapshot(seq: u64, stored: Vec<u8>, key: Option<&[u8]>) -> Option<Ve
 }
 
 /// Record `seq` as stored, made readable: its payloads decrypted under
-/// `key` (the row of its slot), or read as redacted without one.
+/// `key` (the row of slot `seq`, whatever slot the record names: one
+/// imported names the slot of the ledger that wrote it), or read as
+/// redacted without one.
 fn readable(seq: u64, stored: Vec<u8>, key: Option<&[u8]>) -> Result<Vec<u8>, StorageError> {
-    let opened = record::unseal(&stored, |slot| {
-        if slot != seq {
-            // The hashed part names the slot: a changed one is a changed
-            // record.
-            return Err(record::check_hash(seq, &stored).err().unwrap_or_else(|| {
-                StorageError::corrupt(seq, format!("record names the key of seq {slot}"))
-            }));
-        }
+    let opened = record::unseal(&stored, |_| {
         key.map(|k| {
             record::Key::try_from(k).map_err(|_| {
                 StorageError::corrupt(seq, "the key of the record's payloads is damaged")
@@ -1060,7 +1055,10 @@ impl Rows {
         let keys = events
             .iter()
             .map(|d| {
-                record::may_carry(&d.event.kind)
+                d.copied
+                    .map_or(record::may_carry(&d.event.kind), |r| {
+                        record::copied_slot(r).is_some()
+                    })
                     .then(record::fresh_key)
                     .transpose()
             })
@@ -1069,8 +1067,10 @@ impl Rows {
         for (draft, key) in events.iter().zip(keys) {
             let event = draft.event;
             debug_assert_eq!(event.seq, end.0 + 1, "appended in seq order");
-            let slot = key.as_ref().map(|k| (event.seq, k));
-            let (bytes, hash) = record::encode_event(&end.1, event, slot);
+            let (bytes, hash) = match draft.copied {
+                Some(readable) => record::copy_record(readable, key.as_ref()),
+                None => record::encode_event(&end.1, event, key.as_ref().map(|k| (event.seq, k))),
+            };
             if let Some(key) = key.filter(|_| record::is_sealed(&bytes)) {
                 self.key_slot.push(sql_seq(event.seq));
                 self.key.push(key.to_vec());

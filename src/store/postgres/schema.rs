@@ -19,7 +19,10 @@
 //!                    nanoseconds since 1970), inserted with the event
 //!                    that settles it (derived data, rebuilt by reindex)
 //! ledger_keys        slot → a key that encrypts payloads: slot `seq` the
-//!                    key of record `seq`'s payloads (format 3, record.rs),
+//!                    key of record `seq`'s payloads (format 3, record.rs;
+//!                    the slot the record names is `seq` too, unless it
+//!                    was imported from a ledger that numbered its keys
+//!                    otherwise),
 //!                    slot `-seq` the key of the snapshot at `seq`; a
 //!                    redaction deletes its records' keys, which makes
 //!                    what lingers of their payloads unreadable

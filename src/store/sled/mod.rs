@@ -961,6 +961,32 @@ impl Log {
         Ok((taken.slot, taken.key))
     }
 
+    /// The key in `slot`, which the record of `seq` written elsewhere
+    /// names (an import): the keys before it are passed over, unused.
+    ///
+    /// # Errors
+    ///
+    /// `Corrupt` at `seq` when a key after `slot` is in use already (the
+    /// records imported named theirs out of order); as [`Self::take_key`].
+    fn take_key_at(&self, seq: u64, slot: u64) -> Result<(u64, Key), StorageError> {
+        loop {
+            let (taken, key) = self.take_key()?;
+            match taken.cmp(&slot) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal => return Ok((taken, key)),
+                std::cmp::Ordering::Greater => {
+                    return Err(StorageError::corrupt(
+                        seq,
+                        format!(
+                            "the record names payload key {slot}, and the records imported before it named keys up to {} (an export from one ledger names its keys in seq order)",
+                            taken - 1
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
     fn checkpoint_path(&self) -> PathBuf {
         self.dir.join(CHECKPOINT)
     }
@@ -1656,10 +1682,15 @@ impl Store for Log {
         if events.iter().any(|d| record::may_carry(&d.event.kind)) {
             keys = events
                 .iter()
-                .map(|d| {
-                    record::may_carry(&d.event.kind)
+                .map(|d| match d.copied {
+                    // The slot a record names is its own here too, even once
+                    // its payloads are gone (a redaction destroys it).
+                    Some(readable) => record::key_slot(readable)
+                        .map(|slot| self.take_key_at(d.event.seq, slot))
+                        .transpose(),
+                    None => record::may_carry(&d.event.kind)
                         .then(|| self.take_key())
-                        .transpose()
+                        .transpose(),
                 })
                 .collect::<Result<_, _>>()
                 .map_err(|error| AppendError::Failed {
@@ -1684,7 +1715,14 @@ impl Store for Log {
             }
             let key = keys.get(i).and_then(Option::as_ref);
             let key = key.map(|(slot, key)| (*slot, key));
-            let hash = staged.filling.push_event(&staged.end.1, event, key);
+            let hash = match draft.copied {
+                Some(readable) => staged.filling.push_copied(
+                    readable,
+                    key.filter(|_| record::copied_slot(readable).is_some())
+                        .map(|(_, key)| key),
+                ),
+                None => staged.filling.push_event(&staged.end.1, event, key),
+            };
             staged.end = (event.seq, hash);
             for (key, value) in index_entries(event, draft.settles, base) {
                 // The combiner looks names and execution seqs up before the
