@@ -177,6 +177,9 @@ pub enum CommandError {
     /// The schedule is not in a state the command takes (a name taken
     /// already, a pause of a paused one); the message says which.
     ScheduleConflict(String),
+    /// The pause is not in a state the command takes (a pause of what is
+    /// paused already, a resume of what is not); the message says which.
+    PauseConflict(String),
     /// A fail-stop problem with the storage.
     Storage(StorageError),
 }
@@ -208,7 +211,8 @@ impl fmt::Display for CommandError {
             CommandError::Transition(e) => e.fmt(f),
             CommandError::Invalid(m)
             | CommandError::Unsupported(m)
-            | CommandError::ScheduleConflict(m) => f.write_str(m),
+            | CommandError::ScheduleConflict(m)
+            | CommandError::PauseConflict(m) => f.write_str(m),
             CommandError::NoSchedule { tenant, name } => {
                 write!(f, "tenant {tenant} has no schedule {name:?}")
             }

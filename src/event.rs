@@ -15,6 +15,7 @@ use crate::execution::{
     BackgroundExecutionConfig, BackgroundExecutionStatus, ExecutionError, ExecutionId, TenantId,
     TriggerId,
 };
+use crate::pause::PauseScope;
 use crate::schedule::ScheduleSlot;
 
 /// One recorded lifecycle transition of one execution.
@@ -250,6 +251,134 @@ pub enum EventKind {
         /// The attempts the new run gets.
         attempts: u32,
     },
+}
+
+/// One recorded change to the queue rather than to one execution: work
+/// held or let go (`pause.rs`). It takes its seq in the same chain as the
+/// executions' events, and belongs to none of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Control {
+    /// Position in the log: global, gap-free, from 1.
+    pub seq: u64,
+    /// When it was recorded (UTC, non-decreasing in `seq`).
+    pub at: DateTime<Utc>,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: ControlKind,
+}
+
+/// What happened to the queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+#[non_exhaustive]
+pub enum ControlKind {
+    /// Emitted when an operator pauses work: from here on no claim takes
+    /// work of `scope`, which stays queued, in order; running attempts
+    /// finish.
+    Paused {
+        /// What is held.
+        #[serde(flatten)]
+        scope: PauseScope,
+        /// Who asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// Why, when they said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Emitted when an operator resumes paused work: claims take it again,
+    /// in the order it would have had.
+    Resumed {
+        /// What was held.
+        #[serde(flatten)]
+        scope: PauseScope,
+        /// Who asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// Why, when they said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl ControlKind {
+    /// The kind's snake_case name, as in the `type` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ControlKind::Paused { .. } => "paused",
+            ControlKind::Resumed { .. } => "resumed",
+        }
+    }
+
+    /// What the entry is about.
+    pub fn scope(&self) -> &PauseScope {
+        match self {
+            ControlKind::Paused { scope, .. } | ControlKind::Resumed { scope, .. } => scope,
+        }
+    }
+}
+
+/// One entry of the log: an execution's event, or a control entry. Its
+/// JSON is the one or the other's (a control entry has no `executionId`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Entry {
+    /// An execution's event.
+    Event(Event),
+    /// A change to the queue.
+    Control(Control),
+}
+
+impl Entry {
+    /// Its position in the log.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Entry::Event(e) => e.seq,
+            Entry::Control(c) => c.seq,
+        }
+    }
+
+    /// When it was recorded.
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Entry::Event(e) => e.at,
+            Entry::Control(c) => c.at,
+        }
+    }
+
+    /// The `type` field's value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Entry::Event(e) => e.kind.name(),
+            Entry::Control(c) => c.kind.name(),
+        }
+    }
+
+    /// The event, when it is one.
+    pub fn event(&self) -> Option<&Event> {
+        match self {
+            Entry::Event(e) => Some(e),
+            Entry::Control(_) => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        // An entry with an execution is an event; one without, a control
+        // entry (each reports what is wrong with it as itself).
+        match value.get("executionId") {
+            Some(_) => serde_json::from_value(value).map(Entry::Event),
+            None => serde_json::from_value(value).map(Entry::Control),
+        }
+        .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Why a running attempt was recovered.

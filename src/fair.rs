@@ -516,17 +516,19 @@ pub(crate) fn claims(
 }
 
 /// The whole runnable queue of `ready` (of `tenant` only, when given), in
-/// claim order: what claims would take, as if each were claimed in turn
-/// and none finished ([`claims`]), then what their tenants' limits hold
-/// back, by priority and then order key.
+/// claim order: what claims would take of the entries `accept` takes, as
+/// if each were claimed in turn and none finished ([`claims`]), then the
+/// rest — what their tenants' limits hold back, and what `accept` passes
+/// over — by priority and then order key.
 pub(crate) fn listing(
     ready: &Ready,
     turns: &Turns,
     shares: &Shares,
     next: u64,
     tenant: Option<&TenantId>,
+    accept: impl Fn(ExecutionId) -> bool,
 ) -> Vec<ExecutionId> {
-    let mut listed = claims(ready, turns, shares, next, usize::MAX, tenant, |_| true);
+    let mut listed = claims(ready, turns, shares, next, usize::MAX, tenant, accept);
     let claimable: std::collections::HashSet<ExecutionId> = listed.iter().copied().collect();
     let mut held: Vec<(Reverse<u8>, u64, ExecutionId)> = ready
         .levels()
@@ -612,7 +614,7 @@ mod tests {
             }
         }
         let listed = match blocked {
-            true => listing(&ready, turns, shares, next, None),
+            true => listing(&ready, turns, shares, next, None, |_| true),
             false => claims(&ready, turns, shares, next, usize::MAX, None, |_| true),
         };
         let key_of = |e: ExecutionId| u64::from_be_bytes(e.as_bytes()[8..].try_into().unwrap());

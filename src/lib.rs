@@ -48,6 +48,7 @@ mod lease;
 mod ledger;
 mod machine;
 mod metrics;
+mod pause;
 mod projection;
 mod queue;
 mod runtime;
@@ -60,7 +61,7 @@ pub use crate::command::{
     MAX_INPUT_BYTES, MAX_NAME_BYTES, MAX_OUTPUT_BYTES,
 };
 pub use crate::error::{CommandError, Error, ErrorKind, StorageError};
-pub use crate::event::{Event, EventKind, RecoveryReason, Submission};
+pub use crate::event::{Control, ControlKind, Entry, Event, EventKind, RecoveryReason, Submission};
 pub use crate::execution::{
     bound_output, BackgroundExecution, BackgroundExecutionConfig, BackgroundExecutionMode,
     BackgroundExecutionQueue, BackgroundExecutionStatus, ExecutionError, RetryConfig, SpawnMode,
@@ -84,6 +85,7 @@ pub use crate::metrics::{
     HistogramSnapshot, Metrics, Outcome, OutcomeCount, BUCKETS_US, MAX_SERIES, OTHER,
     WORK_BUCKETS_US,
 };
+pub use crate::pause::{Pause, PauseScope};
 pub use crate::projection::{LiveCounts, Projection};
 pub use crate::runtime::{
     BindFuture, Binder, CallContext, CallFuture, CallResult, ExecutionHandle, Progress, Runtime,

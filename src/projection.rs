@@ -18,10 +18,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, EventKind};
+use crate::error::CommandError;
+use crate::event::{Control, Event, EventKind};
 use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId, TenantId};
 use crate::fair::{self, Ready, Shares, Step, TenantShare, Turn, Turns};
 use crate::machine::{self, TransitionError};
+use crate::pause::{Pause, Pauses};
 use crate::store::Settled;
 
 /// Where a queued execution waits.
@@ -112,6 +114,15 @@ impl LiveCounts {
     }
 }
 
+/// `tenant`'s key in the runnable queue ([`fair::key`]): none while all
+/// its work is paused, as at its limit.
+fn key_of(turns: &Turns, shares: &Shares, pauses: &Pauses, tenant: &TenantId) -> Option<u64> {
+    match pauses.holds_tenant(tenant) {
+        true => None,
+        false => fair::key(turns, shares, tenant),
+    }
+}
+
 /// Every live execution and the runnable queue, as of one seq.
 #[derive(Clone, Debug)]
 pub struct Projection {
@@ -126,6 +137,8 @@ pub struct Projection {
     turns: Turns,
     /// The tenants' weights and limits (configuration, not folded).
     shares: Arc<Shares>,
+    /// The pauses in force (`pause.rs`), folded from control entries.
+    pauses: Pauses,
 }
 
 impl Default for Projection {
@@ -138,6 +151,7 @@ impl Default for Projection {
             delayed: BTreeSet::new(),
             turns: Turns::new(),
             shares: Arc::default(),
+            pauses: Pauses::default(),
         }
     }
 }
@@ -169,7 +183,7 @@ impl Projection {
     /// or the turns changed wholesale).
     fn retune_all(&mut self) {
         for tenant in self.ready.tenants() {
-            let key = fair::key(&self.turns, &self.shares, &tenant);
+            let key = key_of(&self.turns, &self.shares, &self.pauses, &tenant);
             self.ready.retune(&tenant, key);
         }
     }
@@ -317,7 +331,7 @@ impl Projection {
                 started: matches!(event.kind, EventKind::Started { .. }),
             },
         );
-        let key = fair::key(&self.turns, &self.shares, &event.tenant_id);
+        let key = key_of(&self.turns, &self.shares, &self.pauses, &event.tenant_id);
         self.ready.retune(&event.tenant_id, key);
         if settled {
             let submitted = live.submitted();
@@ -326,6 +340,43 @@ impl Projection {
         live.slot = self.place(id, &live.execution, live.order);
         self.insert(id, live);
         Ok(None)
+    }
+
+    /// Whether `control` may follow: a pause of what is not paused, a
+    /// resume of what is.
+    ///
+    /// # Errors
+    ///
+    /// `PauseConflict`.
+    pub(crate) fn check_control(&self, control: &Control) -> Result<(), CommandError> {
+        self.pauses.check(control)
+    }
+
+    /// Folds the control entry `control` in; answers the pause it began or
+    /// ended.
+    ///
+    /// # Errors
+    ///
+    /// As [`check_control`](Self::check_control); the projection is then
+    /// unchanged.
+    pub(crate) fn apply_control(&mut self, control: &Control) -> Result<Pause, CommandError> {
+        let pause = self.pauses.apply(control)?;
+        self.seq = control.seq;
+        if let Some(tenant) = &pause.scope.tenant_id {
+            let key = key_of(&self.turns, &self.shares, &self.pauses, tenant);
+            self.ready.retune(tenant, key);
+        }
+        Ok(pause)
+    }
+
+    /// The pauses in force, by scope.
+    pub fn pauses(&self) -> impl Iterator<Item = &Pause> + '_ {
+        self.pauses.all()
+    }
+
+    /// The pause that holds `e`, a queued execution, if any.
+    pub fn held_by(&self, e: &BackgroundExecution) -> Option<&Pause> {
+        self.pauses.holding(&e.tenant_id, &e.callable_name)
     }
 
     fn insert(&mut self, id: ExecutionId, live: Live) {
@@ -357,7 +408,7 @@ impl Projection {
             self.delayed.insert((t, id));
             Slot::Delayed(t)
         } else {
-            let key = fair::key(&self.turns, &self.shares, &e.tenant_id);
+            let key = key_of(&self.turns, &self.shares, &self.pauses, &e.tenant_id);
             self.ready
                 .push(id, &e.tenant_id, e.config.priority, order, key);
             Slot::Ready(order)
@@ -374,7 +425,7 @@ impl Projection {
             self.delayed.pop_first();
             let live = self.live.get_mut(&id).expect("delayed executions are live");
             let e = &live.execution;
-            let key = fair::key(&self.turns, &self.shares, &e.tenant_id);
+            let key = key_of(&self.turns, &self.shares, &self.pauses, &e.tenant_id);
             self.ready
                 .push(id, &e.tenant_id, e.config.priority, live.order, key);
             live.slot = Slot::Ready(live.order);
@@ -393,7 +444,8 @@ impl Projection {
 
     /// Up to `max` executions to run at `now`, in claim order (`fair.rs`):
     /// of `tenant` only, when given, and of `callables` only, when given.
-    /// A tenant at its concurrency limit has none.
+    /// A tenant at its concurrency limit has none; paused work is passed
+    /// over.
     pub fn runnable(
         &mut self,
         now: DateTime<Utc>,
@@ -403,8 +455,13 @@ impl Projection {
     ) -> Vec<&BackgroundExecution> {
         self.promote(now);
         let live = &self.live;
+        let pauses = (self.pauses.by_callable()
+            || tenant.is_some_and(|t| self.pauses.holds_tenant(t)))
+        .then_some(&self.pauses);
         let accept = |id: ExecutionId| {
-            callables.is_none_or(|c| c.contains(&live[&id].execution.callable_name))
+            let e = &live[&id].execution;
+            callables.is_none_or(|c| c.contains(&e.callable_name))
+                && pauses.is_none_or(|p| p.holding(&e.tenant_id, &e.callable_name).is_none())
         };
         let next = self.seq + 1;
         fair::claims(
@@ -424,7 +481,7 @@ impl Projection {
     /// The executions runnable at `now`, in claim order (of `tenant` only,
     /// when given): those a claim would take, as if each were claimed in
     /// turn and none finished, then those its tenant's concurrency limit
-    /// holds back (in priority, then submission order).
+    /// or a pause holds back (in priority, then submission order).
     pub fn queue(
         &self,
         now: DateTime<Utc>,
@@ -443,16 +500,27 @@ impl Projection {
                 for (_, id) in due {
                     let l = &self.live[id];
                     let e = &l.execution;
-                    let key = fair::key(&self.turns, &self.shares, &e.tenant_id);
+                    let key = key_of(&self.turns, &self.shares, &self.pauses, &e.tenant_id);
                     ready.push(*id, &e.tenant_id, e.config.priority, l.order, key);
                 }
                 std::borrow::Cow::Owned(ready)
             }
         };
-        fair::listing(&ready, &self.turns, &self.shares, self.seq + 1, tenant)
-            .into_iter()
-            .map(|id| &self.live[&id].execution)
-            .collect()
+        let accept = |id: ExecutionId| {
+            let e = &self.live[&id].execution;
+            self.held_by(e).is_none()
+        };
+        fair::listing(
+            &ready,
+            &self.turns,
+            &self.shares,
+            self.seq + 1,
+            tenant,
+            accept,
+        )
+        .into_iter()
+        .map(|id| &self.live[&id].execution)
+        .collect()
     }
 
     /// Queued executions not runnable at `now`: waiting for a back-off or
@@ -546,6 +614,7 @@ impl Projection {
             .find(|id| !self.live.contains_key(id))
             .map(|id| format!("{id} is live on one side only"))
             .or_else(|| self.turns.difference(&other.turns))
+            .or_else(|| self.pauses.difference(&other.pauses))
     }
 
     pub(crate) fn entries(&self) -> Vec<SnapshotEntry> {
@@ -570,6 +639,11 @@ impl Projection {
         }
     }
 
+    /// The pauses in force, for a snapshot.
+    pub(crate) fn kept_pauses(&self) -> Vec<Pause> {
+        self.pauses.kept()
+    }
+
     /// The tenants' turns, for a snapshot.
     pub(crate) fn turns(&self) -> std::collections::BTreeMap<TenantId, Turn> {
         self.turns.kept()
@@ -578,14 +652,16 @@ impl Projection {
     /// The projection as of `seq` holding `entries` (none: before any
     /// execution is live), with the tenants' turns a snapshot kept (`None`
     /// for a snapshot written before snapshots held them: rebuilt from the
-    /// entries).
+    /// entries) and the pauses in force.
     pub(crate) fn from_entries(
         seq: u64,
         entries: Vec<SnapshotEntry>,
         turns: Option<std::collections::BTreeMap<TenantId, Turn>>,
+        pauses: Vec<Pause>,
     ) -> Self {
         let mut p = Projection {
             seq,
+            pauses: Pauses::restore(pauses),
             ..Projection::default()
         };
         p.turns.known = turns.is_some();

@@ -321,15 +321,15 @@ fn the_schema_is_created_once_and_a_newer_one_is_refused() {
     assert_eq!(
         pg.sql(&url, "SELECT value FROM ledger_meta WHERE key = 'schema'")
             .trim(),
-        "4"
+        "5"
     );
     pg.sql(
         &url,
-        "UPDATE ledger_meta SET value = '5' WHERE key = 'schema'",
+        "UPDATE ledger_meta SET value = '6' WHERE key = 'schema'",
     );
     let err = Ledger::open(&url).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UnsupportedVersion, "{err}");
-    assert!(err.to_string().contains("schema version 5"), "{err}");
+    assert!(err.to_string().contains("schema version 6"), "{err}");
 }
 
 #[test]
@@ -347,7 +347,7 @@ fn a_schema_1_database_is_upgraded_and_lists_what_it_settled_before() {
     assert_eq!(
         pg.sql(&url, "SELECT value FROM ledger_meta WHERE key = 'schema'")
             .trim(),
-        "4"
+        "5"
     );
     // Opening built the list from the log, once.
     let all = execution_ledger::ListFilter::new();
@@ -948,7 +948,7 @@ fn a_schema_2_database_gains_the_keys_table() {
     assert_eq!(
         pg.sql(&url, "SELECT value FROM ledger_meta WHERE key = 'schema'")
             .trim(),
-        "4"
+        "5"
     );
     let id = mailed(&l);
     assert_eq!(pg.sql(&url, "SELECT count(*) FROM ledger_keys").trim(), "2");

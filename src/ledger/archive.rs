@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::replay::illegal;
 use super::Ledger;
 use crate::error::{CommandError, ErrorKind, StorageError};
-use crate::event::EventKind;
+use crate::event::{Entry, EventKind};
 use crate::execution::{ExecutionId, TenantId};
 use crate::projection::Projection;
 use crate::store::archive::{self, Segment};
@@ -128,13 +128,17 @@ impl Ledger {
         // Each execution of the live log to the head, and each seq's.
         let mut seen: Vec<Seen> = Vec::new();
         let mut index: HashMap<ExecutionId, u32> = HashMap::new();
-        let mut order: Vec<(u32, ExecutionId)> = Vec::new();
+        // (None for a control entry: segments hold executions' records.)
+        let mut order: Vec<Option<(u32, ExecutionId)>> = Vec::new();
         for item in log.records(base + 1) {
             let (seq, bytes) = item?;
             if seq > head {
                 break;
             }
-            let event = record::decode_event(seq, &bytes)?.0;
+            let Entry::Event(event) = record::decode_entry(seq, &bytes)?.0 else {
+                order.push(None);
+                continue;
+            };
             let n = *index.entry(event.execution_id).or_insert_with(|| {
                 seen.push(Seen {
                     tenant: event.tenant_id.clone(),
@@ -161,7 +165,7 @@ impl Ledger {
                 EventKind::LegalHoldReleased { .. } => s.held = false,
                 _ => {}
             }
-            order.push((n, event.execution_id));
+            order.push(Some((n, event.execution_id)));
         }
         // Every record to the head, or the scan decides on less than the
         // projection it was taken with.
@@ -180,8 +184,14 @@ impl Ledger {
         let mut open = 0u64;
         let mut archived = 0u64;
         let mut through = base;
-        for (i, (n, id)) in order.iter().enumerate() {
+        for (i, entry) in order.iter().enumerate() {
             let seq = base + 1 + i as u64;
+            let Some((n, id)) = entry else {
+                report.kept_by = Some(format!(
+                    "the control entry at seq {seq} (a pause or a resume): segments do not hold control entries yet"
+                ));
+                break;
+            };
             let s = &seen[*n as usize];
             if seq == s.first {
                 let why = if live.contains(id) {
@@ -227,7 +237,7 @@ impl Ledger {
         }
         let ids: Vec<ExecutionId> = order[..(through - base) as usize]
             .iter()
-            .map(|(_, id)| *id)
+            .map(|entry| entry.expect("no control entry before the new base").1)
             .collect();
         let path = log.write_segment(through, &ids)?;
         // As a command, with the ledger held (and on a shared log, its
@@ -243,7 +253,9 @@ impl Ledger {
                 if seq > core.head.0 {
                     break;
                 }
-                let event = record::decode_event(seq, &bytes)?.0;
+                let Entry::Event(event) = record::decode_entry(seq, &bytes)?.0 else {
+                    continue;
+                };
                 if moved.contains(&event.execution_id)
                     && !matches!(event.kind, EventKind::Redacted { .. })
                 {

@@ -1,9 +1,9 @@
 //! Exports an auditor verifies alone: the format of a line, writing the
 //! log as lines, and checking an export without the ledger.
 //!
-//! An export is the log as JSON lines, one event a line, seq 1 first. Each
-//! line is the event as the ledger answers it everywhere, with three fields
-//! more:
+//! An export is the log as JSON lines, one entry a line, seq 1 first: an
+//! execution's event, or a control entry (a pause, a resume). Each line is
+//! the entry as the ledger answers it everywhere, with three fields more:
 //!
 //! ```text
 //! record   the record as the log keeps it, readable (base64): the bytes its
@@ -30,7 +30,7 @@ use serde_json::Value;
 use super::report::Head;
 use super::Ledger;
 use crate::error::{ErrorKind, StorageError};
-use crate::event::Event;
+use crate::event::Entry;
 use crate::store::record::{self, Hash, GENESIS};
 
 /// The fields a line adds to its event.
@@ -40,12 +40,12 @@ const HASH: &str = "hash";
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// One event of an export and its line.
+/// One entry of an export and its line.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Exported {
-    /// The event.
-    pub event: Event,
+    /// The entry: an execution's event, or a control entry.
+    pub entry: Entry,
     /// Its line (without the newline).
     pub line: Vec<u8>,
 }
@@ -55,7 +55,7 @@ pub struct Exported {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ExportVerified {
-    /// Events (lines) checked.
+    /// Lines checked: the executions' events and the control entries.
     pub events: u64,
     /// Executions they belong to.
     pub executions: u64,
@@ -66,17 +66,17 @@ pub struct ExportVerified {
     pub reaches: Option<Head>,
 }
 
-/// The line of the event held by the readable record `bytes` at `seq`.
+/// The line of the entry held by the readable record `bytes` at `seq`.
 fn line_of(seq: u64, bytes: &[u8]) -> Result<Exported, StorageError> {
-    let (event, rec) = record::decode_event(seq, bytes)?;
-    let Value::Object(mut fields) = serde_json::to_value(&event).expect("events serialize") else {
-        unreachable!("an event serializes as an object")
+    let (entry, rec) = record::decode_entry(seq, bytes)?;
+    let Value::Object(mut fields) = serde_json::to_value(&entry).expect("entries serialize") else {
+        unreachable!("an entry serializes as an object")
     };
     fields.insert(PREV.into(), Value::String(record::hex(&rec.prev)));
     fields.insert(HASH.into(), Value::String(record::hex(&rec.hash)));
     fields.insert(RECORD.into(), Value::String(BASE64.encode(bytes)));
     let line = serde_json::to_vec(&fields).expect("JSON values serialize");
-    Ok(Exported { event, line })
+    Ok(Exported { entry, line })
 }
 
 impl Ledger {
@@ -134,7 +134,7 @@ fn check_hex(
 /// One line of an export, checked: its event, its record as the line
 /// holds it (readable), and the record's hash.
 pub(super) struct Checked {
-    pub(super) event: Event,
+    pub(super) entry: Entry,
     pub(super) record: Vec<u8>,
     pub(super) hash: Hash,
 }
@@ -207,7 +207,7 @@ impl<R: BufRead> Lines<R> {
                 ))
             }
         };
-        let (event, rec) = record::decode_event(seq, &bytes)?;
+        let (entry, rec) = record::decode_entry(seq, &bytes)?;
         if rec.prev != hash {
             return Err(record::broken_link(seq));
         }
@@ -215,7 +215,7 @@ impl<R: BufRead> Lines<R> {
         check_hex(&fields, HASH, &rec.hash, seq, line_no)?;
         fields.remove(PREV);
         fields.remove(HASH);
-        if Value::Object(fields) != serde_json::to_value(&event).expect("events serialize") {
+        if Value::Object(fields) != serde_json::to_value(&entry).expect("entries serialize") {
             return Err(bad_line(
                 seq,
                 line_no,
@@ -224,7 +224,7 @@ impl<R: BufRead> Lines<R> {
         }
         let hash = rec.hash;
         Ok(Checked {
-            event,
+            entry,
             record: bytes,
             hash,
         })
@@ -276,9 +276,11 @@ pub fn verify_export(
     let mut reached = None;
     let mut lines = Lines::new(lines);
     for checked in lines.by_ref() {
-        let Checked { event, hash, .. } = checked?;
-        let seq = event.seq;
-        executions.insert(event.execution_id);
+        let Checked { entry, hash, .. } = checked?;
+        let seq = entry.seq();
+        if let Entry::Event(event) = &entry {
+            executions.insert(event.execution_id);
+        }
         if let Some(k) = kept.filter(|k| k.seq == seq) {
             if record::from_hex(&k.hash).is_none_or(|h| h != hash) {
                 return Err(StorageError::corrupt(

@@ -19,7 +19,12 @@ use super::export::{verify_export, Checked, Lines};
 use super::report::{head_of, Head};
 use super::Ledger;
 use crate::error::{CommandError, StorageError};
-use crate::event::EventKind;
+use crate::event::{Entry, Event, EventKind};
+
+/// The error for an import that another writer raced.
+fn elsewhere() -> CommandError {
+    CommandError::invalid("another process appended to the ledger during the import")
+}
 
 /// Records appended at a time, at most.
 const BATCH: usize = 512;
@@ -86,14 +91,19 @@ impl Ledger {
         let mut last_at = core.last_at;
         loop {
             let next = lines.next().transpose()?;
-            // A batch holds one event per execution: each is checked
-            // against the projection as it stands.
-            let full = next
-                .as_ref()
-                .is_none_or(|c| batch.len() == BATCH || in_batch.contains(&c.event.execution_id));
+            // A batch holds one event per execution (each is checked
+            // against the projection as it stands), and a control entry
+            // is appended alone.
+            let full = next.as_ref().is_none_or(|c| match &c.entry {
+                Entry::Event(e) => batch.len() == BATCH || in_batch.contains(&e.execution_id),
+                Entry::Control(_) => true,
+            });
             if full && !batch.is_empty() {
                 let records: Vec<&[u8]> = batch.iter().map(|c| c.record.as_slice()).collect();
-                let events = batch.iter().map(|c| c.event.clone()).collect();
+                let events: Vec<Event> = batch
+                    .iter()
+                    .filter_map(|c| c.entry.event().cloned())
+                    .collect();
                 let appended = self
                     .inner
                     .append_events(&mut core, events, &records)
@@ -101,8 +111,9 @@ impl Ledger {
                         CommandError::Transition(t) => {
                             let seq = batch
                                 .iter()
-                                .find(|c| c.event.execution_id == t.execution)
-                                .map_or(core.head.0 + 1, |c| c.event.seq);
+                                .filter_map(|c| c.entry.event())
+                                .find(|e| e.execution_id == t.execution)
+                                .map_or(core.head.0 + 1, |e| e.seq);
                             StorageError::corrupt(
                                 seq,
                                 format!("the state machine refuses the export's event: {t}"),
@@ -112,36 +123,53 @@ impl Ledger {
                         e => e,
                     })?;
                 if appended.is_none() {
-                    return Err(CommandError::invalid(
-                        "another process appended to the ledger during the import",
-                    ));
+                    return Err(elsewhere());
                 }
                 batch.clear();
                 in_batch.clear();
             }
             let Some(checked) = next else { break };
-            let event = &checked.event;
-            if event.at < last_at {
+            let (seq, at) = (checked.entry.seq(), checked.entry.at());
+            if at < last_at {
                 return Err(StorageError::corrupt(
-                    event.seq,
+                    seq,
                     format!(
-                        "the export's event is dated {}, before the one before it ({last_at})",
-                        event.at
+                        "the export's entry is dated {at}, before the one before it ({last_at})"
                     ),
                 )
                 .into());
             }
+            last_at = at;
+            let event = match &checked.entry {
+                Entry::Event(event) => event,
+                Entry::Control(control) => {
+                    let appended = self
+                        .inner
+                        .append_control(&mut core, control, Some(&checked.record))
+                        .map_err(|e| match e {
+                            CommandError::PauseConflict(m) => StorageError::corrupt(
+                                seq,
+                                format!("the export's control entry is refused: {m}"),
+                            )
+                            .into(),
+                            e => e,
+                        })?;
+                    if appended.is_none() {
+                        return Err(elsewhere());
+                    }
+                    continue;
+                }
+            };
             // (The projection holds live executions only: a settled one
             // queued again would be taken for a new one.)
             if !executions.insert(event.execution_id) && matches!(event.kind, EventKind::Queued(_))
             {
                 return Err(StorageError::corrupt(
-                    event.seq,
+                    seq,
                     format!("the export queues {} a second time", event.execution_id),
                 )
                 .into());
             }
-            last_at = event.at;
             in_batch.insert(event.execution_id);
             batch.push(checked);
         }

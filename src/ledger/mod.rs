@@ -34,6 +34,7 @@ mod import;
 mod leases;
 mod list;
 mod open;
+mod pauses;
 mod read;
 mod replay;
 mod report;

@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use super::replay::{read_event, replay};
+use super::replay::{read_entry, read_event, replay};
 use super::report::{head_of, AcceptedTail};
 use super::{writer, Core, Inner, Ledger};
 use crate::error::StorageError;
+use crate::event::Entry;
 use crate::execution::BackgroundExecutionStatus;
 use crate::lease::Leases;
-use crate::store::{embedded, Draft, Durability, Store, Tail};
+use crate::store::{embedded, Draft, Drafted, Durability, Store, Tail};
 
 /// Where the time comes from. Tests drive the ledger with a clock of their own.
 pub trait Clock: Send + Sync + 'static {
@@ -202,16 +203,18 @@ impl LedgerBuilder {
             replay(&*log, last, refused.is_none(), tail, &mut progress)?;
         projection.set_shares(super::shares::read(&*log)?);
         for (seq, settles) in &unindexed {
-            let event = read_event(&*log, *seq)?;
-            log.reindex(Draft {
-                event: &event,
-                settles: settles.as_ref(),
-                copied: None,
-            })?;
+            // (A control entry is indexed under no execution.)
+            if let Entry::Event(event) = read_entry(&*log, *seq)? {
+                log.reindex(Draft {
+                    entry: Drafted::Event(&event),
+                    settles: settles.as_ref(),
+                    copied: None,
+                })?;
+            }
         }
         let last_at = match last {
             0 => DateTime::<Utc>::MIN_UTC,
-            seq => read_event(&*log, seq)?.at,
+            seq => read_entry(&*log, seq)?.at(),
         };
         let now = self
             .clock

@@ -7,7 +7,7 @@ use super::replay::{illegal, read_event, union, with_archived};
 use super::report::{head_of, Head, Stats};
 use super::{Inner, Ledger};
 use crate::error::{CommandError, StorageError};
-use crate::event::Event;
+use crate::event::{Entry, Event};
 use crate::execution::{BackgroundExecution, ExecutionId, TenantId};
 use crate::machine;
 use crate::projection::{LiveCounts, Projection};
@@ -150,13 +150,30 @@ impl Ledger {
         }
     }
 
-    /// The events from seq `from` through `to` (the head when `None`), each
-    /// checked against its own hash.
+    /// The executions' events from seq `from` through `to` (the head when
+    /// `None`), each checked against its own hash; the control entries
+    /// among them (pauses) are passed over ([`entries`](Self::entries)
+    /// has them too).
     pub fn events(
         &self,
         from: u64,
         to: Option<u64>,
     ) -> impl Iterator<Item = Result<Event, StorageError>> + '_ {
+        self.entries(from, to).filter_map(|r| match r {
+            Ok(Entry::Event(e)) => Some(Ok(e)),
+            Ok(Entry::Control(_)) => None,
+            Err(e) => Some(Err(e)),
+        })
+    }
+
+    /// The log's entries from seq `from` through `to` (the head when
+    /// `None`) — the executions' events and the control entries — each
+    /// checked against its own hash.
+    pub fn entries(
+        &self,
+        from: u64,
+        to: Option<u64>,
+    ) -> impl Iterator<Item = Result<Entry, StorageError>> + '_ {
         let to = to.unwrap_or(u64::MAX);
         self.inner
             .log
@@ -164,7 +181,7 @@ impl Ledger {
             .take_while(move |r| r.as_ref().map_or(true, |(seq, _)| *seq <= to))
             .map(|r| {
                 let (seq, bytes) = r?;
-                Ok(record::decode_event(seq, &bytes)?.0)
+                Ok(record::decode_entry(seq, &bytes)?.0)
             })
     }
 

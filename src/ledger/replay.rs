@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
-use crate::event::Event;
+use crate::event::{Entry, Event};
 use crate::execution::BackgroundExecution;
 use crate::machine;
 use crate::projection::{Projection, SnapshotEntry};
@@ -21,6 +21,9 @@ pub(super) struct Snapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) turns:
         Option<std::collections::BTreeMap<crate::execution::TenantId, crate::fair::Turn>>,
+    /// The pauses in force (`pause.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) pauses: Vec<crate::pause::Pause>,
 }
 
 /// The error for an event the state machine refuses, found in the log.
@@ -32,15 +35,24 @@ pub(super) fn illegal(seq: u64) -> impl FnOnce(machine::TransitionError) -> Stor
 /// the seqs of all its events.
 pub(super) type Settled = Option<(BackgroundExecution, u64, Vec<u64>)>;
 
-/// Decodes stored record `seq` and folds its event into `projection`.
+/// Decodes stored record `seq` and folds its entry into `projection`.
 pub(super) fn fold_record(
     projection: &mut Projection,
     seq: u64,
     bytes: &[u8],
-) -> Result<(Event, Settled), StorageError> {
-    let event = record::parse_event(seq, bytes)?;
-    let settled = projection.apply_tracked(&event).map_err(illegal(seq))?;
-    Ok((event, settled))
+) -> Result<(Entry, Settled), StorageError> {
+    match record::parse_entry(seq, bytes)? {
+        Entry::Event(event) => {
+            let settled = projection.apply_tracked(&event).map_err(illegal(seq))?;
+            Ok((Entry::Event(event), settled))
+        }
+        Entry::Control(control) => {
+            projection.apply_control(&control).map_err(|e| {
+                StorageError::corrupt(seq, format!("illegal control entry in the log: {e}"))
+            })?;
+            Ok((Entry::Control(control), None))
+        }
+    }
 }
 
 /// Checks the live projection against a fold of the log to `seq`.
@@ -91,6 +103,16 @@ pub(super) fn with_archived(
     Ok(union(log.archived_seqs(id)?, &seqs))
 }
 
+/// The entry at `seq`: an execution's event or a control entry.
+pub(super) fn read_entry(log: &dyn Store, seq: u64) -> Result<Entry, StorageError> {
+    let bytes = log
+        .record(seq)?
+        .ok_or_else(|| StorageError::corrupt(seq, "record is missing"))?;
+    Ok(record::decode_entry(seq, &bytes)?.0)
+}
+
+/// The event at `seq`, one an execution's index names (a control entry
+/// there is damage).
 pub(super) fn read_event(log: &dyn Store, seq: u64) -> Result<Event, StorageError> {
     let bytes = log
         .record(seq)?
@@ -154,8 +176,15 @@ pub(super) fn replay(
         for batch in rx {
             for item in batch {
                 let (seq, bytes, hash) = item?;
-                let (event, settled) = fold_record(&mut projection, seq, &bytes)?;
+                let (entry, settled) = fold_record(&mut projection, seq, &bytes)?;
                 if seq >= tail {
+                    let Entry::Event(event) = entry else {
+                        // A control entry: nothing to index.
+                        settled_tail.push((seq, None));
+                        prev = hash;
+                        progress(seq, to);
+                        continue;
+                    };
                     let settled = match settled {
                         Some((e, first, seqs)) => Some(crate::store::Settled::new(&e, first, seqs)),
                         // A redaction or hold after a settled execution:
@@ -253,7 +282,7 @@ pub(super) fn load_snapshot(
         ));
     }
     Ok((
-        Projection::from_entries(seq, snap.entries, snap.turns),
+        Projection::from_entries(seq, snap.entries, snap.turns, snap.pauses),
         hash,
     ))
 }

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use super::replay::read_event;
+use super::replay::read_entry;
 use super::Ledger;
 use crate::error::StorageError;
-use crate::event::Event;
+use crate::event::{Entry, Event};
 
 /// Events from a seq on, then new ones as they become durable.
 #[derive(Debug)]
@@ -32,9 +32,16 @@ impl Subscription {
         if log.visible() < self.next && log.wait_visible(self.next, timeout) < self.next {
             return Ok(None);
         }
-        let event = read_event(log, self.next)?;
-        self.next += 1;
-        Ok(Some(event))
+        loop {
+            let entry = read_entry(log, self.next)?;
+            self.next += 1;
+            match entry {
+                Entry::Event(event) => return Ok(Some(event)),
+                // A control entry is about no execution: passed over.
+                Entry::Control(_) if log.visible() >= self.next => continue,
+                Entry::Control(_) => return Ok(None),
+            }
+        }
     }
 }
 

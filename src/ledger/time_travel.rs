@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::replay::{read_event, replay};
+use super::replay::{read_entry, read_event, replay};
 use super::report::{At, Change};
 use super::Ledger;
 use crate::error::{CommandError, ErrorKind, StorageError};
@@ -31,7 +31,7 @@ impl Ledger {
                 let (mut lo, mut hi) = (0u64, head);
                 while lo < hi {
                     let mid = lo + (hi - lo).div_ceil(2);
-                    if read_event(&*self.inner.log, mid)?.at <= t {
+                    if read_entry(&*self.inner.log, mid)?.at() <= t {
                         lo = mid;
                     } else {
                         hi = mid - 1;
@@ -112,7 +112,7 @@ impl Ledger {
         let then = match at {
             At::Time(t) => t,
             At::Seq(0) => DateTime::<Utc>::MIN_UTC,
-            At::Seq(n) => read_event(&*self.inner.log, n)?.at,
+            At::Seq(n) => read_entry(&*self.inner.log, n)?.at(),
         };
         let queue = projection
             .queue(then, tenant)

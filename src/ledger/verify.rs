@@ -9,7 +9,7 @@ use super::replay::{fold_record, illegal, load_snapshot, same_as_fold, settled_a
 use super::report::{head_of, IndexRebuild, VerifyReport};
 use super::Ledger;
 use crate::error::{ErrorKind, StorageError};
-use crate::event::EventKind;
+use crate::event::{Entry, EventKind};
 use crate::execution::ExecutionId;
 use crate::projection::Projection;
 use crate::store::record::GENESIS;
@@ -76,58 +76,64 @@ impl Ledger {
         let mut last = base.0;
         let mut ids = HashSet::new();
         let mut fingerprint = 0u64;
+        // Control entries, which no execution's index holds.
+        let mut controls = 0u64;
         let (mut listed_fp, mut listed_expected) = (0u64, 0u64);
         // Executions whose records lack their payloads, by the first such
         // seq, until their `redacted` event is met.
         let mut stripped: HashMap<ExecutionId, u64> = HashMap::new();
         for item in checked_records(log, base.0 + 1, head.0, base.1) {
             let (seq, bytes, hash) = item?;
-            let (event, settled) = fold_record(&mut projection, seq, &bytes)?;
-            let id = event.execution_id;
-            if crate::store::record::is_stripped(&bytes) {
-                stripped.entry(id).or_insert(seq);
-            }
-            if projection.follows_settled(&event) {
-                // The fold leaves the settled execution out: checked
-                // against its history up to here.
-                let again = settled_again(log, &event)?;
-                // A redaction written (visible: its seal, which removes the
-                // payloads, is done) leaves none in the records before it.
-                if matches!(event.kind, EventKind::Redacted { .. }) && seq <= log.visible() {
-                    for &s in &again.seqs[..again.seqs.len() - 1] {
-                        let bytes = log
-                            .record(s)?
-                            .ok_or_else(|| StorageError::corrupt(s, "record is missing"))?;
-                        if crate::store::record::holds_payloads(&bytes) {
-                            return Err(StorageError::corrupt(
-                                s,
-                                format!("record still holds payloads of {id}, which was redacted at seq {seq}"),
-                            ));
-                        }
-                    }
-                }
-            }
-            if matches!(event.kind, EventKind::Redacted { .. }) {
-                stripped.remove(&id);
-            }
-            if let Some((e, first, seqs)) = settled {
-                let line = Settled::new(&e, first, seqs).listed;
-                listed_fp = listed_fp.wrapping_add(listed_fingerprint(&line));
-                listed_expected += 1;
-            }
-            if event.at < last_at {
+            let (entry, settled) = fold_record(&mut projection, seq, &bytes)?;
+            if entry.at() < last_at {
                 return Err(StorageError::corrupt(
                     seq,
                     "event is dated before the one before it",
                 ));
             }
-            if matches!(event.kind, EventKind::Queued(_)) && !ids.insert(event.execution_id) {
-                return Err(StorageError::corrupt(
-                    seq,
-                    format!("{} is queued a second time", event.execution_id),
-                ));
+            // A control entry belongs to no execution: the fold checked it.
+            controls += u64::from(matches!(entry, Entry::Control(_)));
+            if let Entry::Event(event) = &entry {
+                let id = event.execution_id;
+                if crate::store::record::is_stripped(&bytes) {
+                    stripped.entry(id).or_insert(seq);
+                }
+                if projection.follows_settled(event) {
+                    // The fold leaves the settled execution out: checked
+                    // against its history up to here.
+                    let again = settled_again(log, event)?;
+                    // A redaction written (visible: its seal, which removes the
+                    // payloads, is done) leaves none in the records before it.
+                    if matches!(event.kind, EventKind::Redacted { .. }) && seq <= log.visible() {
+                        for &s in &again.seqs[..again.seqs.len() - 1] {
+                            let bytes = log
+                                .record(s)?
+                                .ok_or_else(|| StorageError::corrupt(s, "record is missing"))?;
+                            if crate::store::record::holds_payloads(&bytes) {
+                                return Err(StorageError::corrupt(
+                                    s,
+                                    format!("record still holds payloads of {id}, which was redacted at seq {seq}"),
+                                ));
+                            }
+                        }
+                    }
+                }
+                if matches!(event.kind, EventKind::Redacted { .. }) {
+                    stripped.remove(&id);
+                }
+                if let Some((e, first, seqs)) = settled {
+                    let line = Settled::new(&e, first, seqs).listed;
+                    listed_fp = listed_fp.wrapping_add(listed_fingerprint(&line));
+                    listed_expected += 1;
+                }
+                if matches!(event.kind, EventKind::Queued(_)) && !ids.insert(event.execution_id) {
+                    return Err(StorageError::corrupt(
+                        seq,
+                        format!("{} is queued a second time", event.execution_id),
+                    ));
+                }
+                fingerprint = fingerprint.wrapping_add(index_fingerprint(&event.execution_id, seq));
             }
-            fingerprint = fingerprint.wrapping_add(index_fingerprint(&event.execution_id, seq));
             while let Some(s) = snapshots.next_if(|s| *s <= seq) {
                 if s == seq {
                     let bytes = log.snapshots_below(s).next().transpose()?.map(|(_, b)| b);
@@ -145,7 +151,7 @@ impl Ledger {
             }
             prev = hash;
             last = seq;
-            last_at = event.at;
+            last_at = entry.at();
             progress(seq, head.0);
         }
         if prev != head.1 {
@@ -184,12 +190,12 @@ impl Ledger {
         for (id, seqs) in &live {
             count(id, seqs);
         }
-        if index_entries != last - base.0 || index_fp != fingerprint {
+        if index_entries != last - base.0 - controls || index_fp != fingerprint {
             return Err(StorageError::new(
                 ErrorKind::Corrupt,
                 format!(
                     "the per-execution index ({index_entries} entries) does not match the log ({} events)",
-                    last - base.0
+                    last - base.0 - controls
                 ),
             ));
         }
@@ -254,18 +260,25 @@ impl Ledger {
         let base = log.base();
         let mut projection = Projection::empty_at(base.0);
         let (mut events, mut settled) = (0, 0);
-        let mut folded = checked_records(log, base.0 + 1, core.head.0, base.1).map(|item| {
-            let (seq, bytes, _) = item?;
-            let (event, done) = fold_record(&mut projection, seq, &bytes)?;
-            events += 1;
-            settled += u64::from(done.is_some());
-            let settles = match done {
-                Some((e, first, seqs)) => Some(crate::store::Settled::new(&e, first, seqs)),
-                // Its index entry holds the seqs of what follows it too.
-                None if projection.follows_settled(&event) => Some(settled_again(log, &event)?),
-                None => None,
-            };
-            Ok((event, settles))
+        let mut folded = checked_records(log, base.0 + 1, core.head.0, base.1).filter_map(|item| {
+            let folded = (|| {
+                let (seq, bytes, _) = item?;
+                let (entry, done) = fold_record(&mut projection, seq, &bytes)?;
+                events += 1;
+                // A control entry is indexed under no execution.
+                let Entry::Event(event) = entry else {
+                    return Ok(None);
+                };
+                settled += u64::from(done.is_some());
+                let settles = match done {
+                    Some((e, first, seqs)) => Some(crate::store::Settled::new(&e, first, seqs)),
+                    // Its index entry holds the seqs of what follows it too.
+                    None if projection.follows_settled(&event) => Some(settled_again(log, &event)?),
+                    None => None,
+                };
+                Ok(Some((event, settles)))
+            })();
+            folded.transpose()
         });
         let removed = log.rebuild_index(&mut folded)?;
         drop(folded);

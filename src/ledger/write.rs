@@ -6,13 +6,14 @@ use chrono::{DateTime, Utc};
 use super::{Core, Inner, Snapshot, Submitted};
 use crate::command::Op;
 use crate::error::{CommandError, ErrorKind, StorageError};
-use crate::event::{Event, EventKind, Submission};
+use crate::event::{Control, Entry, Event, EventKind, Submission};
 use crate::execution::{BackgroundExecution, ExecutionId, TenantId};
 use crate::metrics;
+use crate::pause::Pause;
 use crate::store::record;
-use crate::store::{AppendError, Draft, Name, StoredRecord};
+use crate::store::{AppendError, Draft, Drafted, Name, StoredRecord};
 
-use super::replay::{fold_record, read_event};
+use super::replay::{fold_record, read_entry, read_event};
 
 /// An appended event, and the execution it settled, if it did.
 type Appended = (Event, Option<BackgroundExecution>);
@@ -263,7 +264,6 @@ impl Inner {
         // it (it stays out of the projection).
         let mut kept: Vec<Option<BackgroundExecution>> = vec![None; events.len()];
         {
-            let head = core.head;
             let at = events.last().map_or(core.last_at, |e| e.at);
             let mut settles = Vec::with_capacity(events.len());
             for (i, event) in events.iter().enumerate() {
@@ -280,49 +280,21 @@ impl Inner {
                 .zip(&settles)
                 .enumerate()
                 .map(|(i, (event, settles))| Draft {
-                    event,
+                    entry: Drafted::Event(event),
                     settles: settles.as_ref(),
                     copied: copied.get(i).copied(),
                 })
                 .collect();
-            match self.log.append(head, &drafts) {
-                Ok(end) => {
-                    core.head = end;
-                    core.last_at = at;
+            let written = |core: &mut Core, written: u64| {
+                for event in events.iter().filter(|e| e.seq <= written) {
+                    core.projection
+                        .apply_tracked(event)
+                        .expect("an event checked against the projection applies");
+                    core.leases.follow(event);
                 }
-                Err(AppendError::Conflict(missed)) => {
-                    if let Err(e) = self.catch_up(core, missed) {
-                        core.poisoned = true;
-                        return Err(e.into());
-                    }
-                    return Ok(None);
-                }
-                // A shared log's append is one statement: when it failed
-                // with nothing written here, it either committed or not,
-                // and the next append finds out (it conflicts and folds the
-                // records if they are there). The ledger goes on.
-                Err(AppendError::Failed { error, written })
-                    if written == head
-                        && self.log.shared()
-                        && error.kind() == ErrorKind::Database =>
-                {
-                    return Err(error.into());
-                }
-                // The projection follows the records written, and writes
-                // stop.
-                Err(AppendError::Failed { error, written }) => {
-                    for event in events.iter().filter(|e| e.seq <= written.0) {
-                        core.projection
-                            .apply_tracked(event)
-                            .expect("an event checked against the projection applies");
-                        core.leases.follow(event);
-                    }
-                    if written.0 > head.0 {
-                        (core.head, core.last_at) = (written, at);
-                    }
-                    core.poisoned = true;
-                    return Err(error.into());
-                }
+            };
+            if !self.append_drafts(core, &drafts, at, written)? {
+                return Ok(None);
             }
         }
         let out: Vec<_> = events
@@ -362,6 +334,98 @@ impl Inner {
             }
         }
         Ok(Some(out))
+    }
+
+    /// Appends `drafts` after the head, the last of them recorded at `at`:
+    /// `false` when another writer appended first (the projection has
+    /// caught up with it: decide again). When the engine failed after
+    /// writing some of them, `written` folds those (through the seq it is
+    /// given) into the projection, and writes stop.
+    fn append_drafts(
+        &self,
+        core: &mut Core,
+        drafts: &[Draft<'_>],
+        at: DateTime<Utc>,
+        written: impl FnOnce(&mut Core, u64),
+    ) -> Result<bool, CommandError> {
+        let head = core.head;
+        match self.log.append(head, drafts) {
+            Ok(end) => {
+                core.head = end;
+                core.last_at = at;
+                Ok(true)
+            }
+            Err(AppendError::Conflict(missed)) => {
+                if let Err(e) = self.catch_up(core, missed) {
+                    core.poisoned = true;
+                    return Err(e.into());
+                }
+                Ok(false)
+            }
+            // A shared log's append is one statement: when it failed
+            // with nothing written here, it either committed or not,
+            // and the next append finds out (it conflicts and folds the
+            // records if they are there). The ledger goes on.
+            Err(AppendError::Failed { error, written: w })
+                if w == head && self.log.shared() && error.kind() == ErrorKind::Database =>
+            {
+                Err(error.into())
+            }
+            // The projection follows the records written, and writes
+            // stop.
+            Err(AppendError::Failed { error, written: w }) => {
+                written(core, w.0);
+                if w.0 > head.0 {
+                    (core.head, core.last_at) = (w, at);
+                }
+                core.poisoned = true;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Checks the control entry `control` (numbered from the head on, and
+    /// timed) against the projection, appends it after the head and folds
+    /// it in; answers the pause it began or ended. `None` when another
+    /// writer appended first: the projection has caught up with it, and
+    /// the command is to be decided again. `copied`: its record as another
+    /// ledger wrote it, readable (an import).
+    pub(super) fn append_control(
+        &self,
+        core: &mut Core,
+        control: &Control,
+        copied: Option<&[u8]>,
+    ) -> Result<Option<Pause>, CommandError> {
+        if core.poisoned {
+            return Err(StorageError::new(
+                ErrorKind::Poisoned,
+                "an earlier write failed; reopen the ledger",
+            )
+            .into());
+        }
+        debug_assert!(control.seq == core.head.0 + 1 && control.at >= core.last_at);
+        core.projection.check_control(control)?;
+        let draft = Draft {
+            entry: Drafted::Control(control),
+            settles: None,
+            copied,
+        };
+        let written = |core: &mut Core, written: u64| {
+            if control.seq <= written {
+                core.projection
+                    .apply_control(control)
+                    .expect("a control entry checked against the projection applies");
+            }
+        };
+        if !self.append_drafts(core, &[draft], control.at, written)? {
+            return Ok(None);
+        }
+        let pause = core
+            .projection
+            .apply_control(control)
+            .expect("a control entry checked against the projection applies");
+        core.since_snapshot += 1;
+        Ok(Some(pause))
     }
 
     /// An event after settling (redaction, legal hold, retry by hand) of a
@@ -431,10 +495,12 @@ impl Inner {
                 return Err(record::broken_link(seq));
             }
             let hash = rec.hash;
-            let (event, _) = fold_record(&mut core.projection, seq, &bytes)?;
-            core.leases.follow(&event);
+            let (entry, _) = fold_record(&mut core.projection, seq, &bytes)?;
+            if let Entry::Event(event) = &entry {
+                core.leases.follow(event);
+            }
             core.head = (seq, hash);
-            core.last_at = core.last_at.max(event.at);
+            core.last_at = core.last_at.max(entry.at());
             core.since_snapshot += 1;
         }
         Ok(())
@@ -546,7 +612,7 @@ impl Inner {
             let leases = super::open::running_leases(&*self.log, &projection, self.clock.now())?;
             let last_at = match last {
                 0 => DateTime::<Utc>::MIN_UTC,
-                seq => read_event(&*self.log, seq)?.at,
+                seq => read_entry(&*self.log, seq)?.at(),
             };
             let shares = super::shares::read(&*self.log)?;
             Ok::<_, StorageError>((projection, leases, (last, hash), last_at, shares))
@@ -591,6 +657,7 @@ impl Inner {
             hash: record::hex(&core.head.1),
             entries: core.projection.entries(),
             turns: Some(core.projection.turns()),
+            pauses: core.projection.kept_pauses(),
         };
         let bytes = serde_json::to_vec(&snap).expect("snapshots always serialize");
         self.log.put_snapshot(snap.seq, bytes)
@@ -631,7 +698,7 @@ mod tests {
         let drafts: Vec<Draft<'_>> = events
             .iter()
             .map(|event| Draft {
-                event,
+                entry: Drafted::Event(event),
                 settles: None,
                 copied: None,
             })
@@ -666,7 +733,7 @@ mod tests {
             kind: EventKind::Queued(Box::new(Submission::new("late"))),
         };
         let draft = Draft {
-            event: &event,
+            entry: Drafted::Event(&event),
             settles: None,
             copied: None,
         };

@@ -34,7 +34,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::error::{ErrorKind, StorageError};
-use crate::event::{Event, EventKind};
+use crate::event::{Control, Event, EventKind};
 use crate::execution::{BackgroundExecution, BackgroundExecutionStatus, ExecutionId, TenantId};
 use crate::metrics::Counters;
 use record::Hash;
@@ -98,7 +98,7 @@ pub(crate) type Items<'a, T> = Box<dyn Iterator<Item = Result<T, StorageError>> 
 /// one's last), and its line in the list of settled executions.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Draft<'a> {
-    pub(crate) event: &'a Event,
+    pub(crate) entry: Drafted<'a>,
     pub(crate) settles: Option<&'a Settled>,
     /// The event's record as another ledger wrote it, readable (an
     /// import): stored as it is, with its own hash and link, in place of
@@ -106,15 +106,47 @@ pub(crate) struct Draft<'a> {
     pub(crate) copied: Option<&'a [u8]>,
 }
 
+/// What a draft appends: an execution's event, or a control entry (which
+/// the engine stores and indexes under no execution).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Drafted<'a> {
+    Event(&'a Event),
+    Control(&'a Control),
+}
+
 impl<'a> Draft<'a> {
+    /// Its seq.
+    pub(crate) fn seq(self) -> u64 {
+        match self.entry {
+            Drafted::Event(e) => e.seq,
+            Drafted::Control(c) => c.seq,
+        }
+    }
+
+    /// Its event, when it is one.
+    pub(crate) fn event(self) -> Option<&'a Event> {
+        match self.entry {
+            Drafted::Event(e) => Some(e),
+            Drafted::Control(_) => None,
+        }
+    }
+
+    /// Whether its record may carry payloads ([`record::may_carry`]).
+    pub(crate) fn may_carry(self) -> bool {
+        self.event().is_some_and(|e| record::may_carry(&e.kind))
+    }
+
     /// The seqs whose payloads a `redacted` event removes: those of its
     /// execution's events before it (of those an archive pass moved into
     /// a segment meanwhile, the keys are what the engine destroys: the
     /// segment keeps the records as stored).
     pub(crate) fn strips(self) -> impl Iterator<Item = u64> + 'a {
-        let seq = self.event.seq;
+        let seq = self.seq();
         self.settles
-            .filter(|_| matches!(self.event.kind, EventKind::Redacted { .. }))
+            .filter(|_| {
+                self.event()
+                    .is_some_and(|e| matches!(e.kind, EventKind::Redacted { .. }))
+            })
             .into_iter()
             .flat_map(move |s| s.seqs.iter().copied().filter(move |&s| s < seq))
     }

@@ -64,7 +64,7 @@
 //! first byte is [`BLOCK`], else a single record.
 
 use crate::error::{ErrorKind, StorageError};
-use crate::event::Event;
+use crate::event::{Control, Entry, Event};
 
 /// The format of records whose payloads are stored in the clear.
 pub(crate) const FORMAT_V2: u8 = 2;
@@ -279,15 +279,46 @@ fn write_record(out: &mut Vec<u8>, prev: &Hash, event: &Event, key: Option<(u64,
         };
         seal(out, start, hashed_end, event.seq, prev, version)
     } else {
-        put_u32(out, 0);
-        let at = out.len();
-        put_u32(out, 0);
-        serde_json::to_writer(&mut *out, event).expect("events always serialize");
-        let len = out.len() - at - 4;
-        out[at..at + 4].copy_from_slice(&(len as u32).to_be_bytes());
-        let end = out.len();
-        seal(out, start, end, event.seq, prev, FORMAT_V2)
+        write_plain(out, start, prev, event.seq, event)
     }
+}
+
+/// Writes the rest of a record without payloads (format 2), begun at
+/// `out[start..]` with room for its header, whose skeleton is `json`'s
+/// JSON; returns its hash.
+fn write_plain(
+    out: &mut Vec<u8>,
+    start: usize,
+    prev: &Hash,
+    seq: u64,
+    json: &impl serde::Serialize,
+) -> Hash {
+    put_u32(out, 0);
+    let at = out.len();
+    put_u32(out, 0);
+    serde_json::to_writer(&mut *out, json).expect("entries always serialize");
+    let len = out.len() - at - 4;
+    out[at..at + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    let end = out.len();
+    seal(out, start, end, seq, prev, FORMAT_V2)
+}
+
+/// Writes the record of the control entry `control` (whose seq it takes)
+/// after `prev` at the end of `out`: format 2, without payloads (what it
+/// records is the operator's, about no execution); returns its hash.
+fn write_control(out: &mut Vec<u8>, prev: &Hash, control: &Control) -> Hash {
+    let start = out.len();
+    out.resize(start + HEADER, 0);
+    write_plain(out, start, prev, control.seq, control)
+}
+
+/// Encodes the record of a control entry ([`write_control`]); returns it
+/// with its hash.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))] // the PostgreSQL engine's
+pub(crate) fn encode_control(prev: &Hash, control: &Control) -> (Vec<u8>, Hash) {
+    let mut out = Vec::with_capacity(HEADER + 256);
+    let hash = write_control(&mut out, prev, control);
+    (out, hash)
 }
 
 /// Fills in the header of the record at `out[start..]` whose hashed part
@@ -378,6 +409,18 @@ impl BlockWriter {
         self.buf.extend_from_slice(&[0; 4]);
         let start = self.buf.len();
         let hash = write_record(&mut self.buf, prev, event, key);
+        self.end(at, start);
+        hash
+    }
+
+    /// Appends the record of the control entry `control` after `prev`
+    /// ([`write_control`]); returns its hash.
+    pub(crate) fn push_control(&mut self, prev: &Hash, control: &Control) -> Hash {
+        self.begin();
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        let start = self.buf.len();
+        let hash = write_control(&mut self.buf, prev, control);
         self.end(at, start);
         hash
     }
@@ -925,14 +968,49 @@ pub(crate) fn event_of(seq: u64, record: &Record<'_>) -> Result<Event, StorageEr
     Ok(event)
 }
 
-/// The event of a record checked before (by [`decode`]), read without
+/// Decodes and checks the record stored at `seq` (as [`decode`]) and
+/// reads the entry it holds: an execution's event or a control entry.
+///
+/// # Errors
+///
+/// `UnsupportedVersion` or `Corrupt`, at `seq`.
+pub(crate) fn decode_entry(seq: u64, bytes: &[u8]) -> Result<(Entry, Record<'_>), StorageError> {
+    let record = decode(seq, bytes)?;
+    Ok((entry_of(seq, &record)?, record))
+}
+
+/// The entry a record already checked by [`decode`] holds: an event
+/// ([`event_of`]), or a control entry, which has no payloads.
+///
+/// # Errors
+///
+/// `Corrupt` at `seq`: what is wrong with it as an event, when it is not a
+/// control entry either.
+pub(crate) fn entry_of(seq: u64, record: &Record<'_>) -> Result<Entry, StorageError> {
+    match event_of(seq, record) {
+        Ok(event) => Ok(Entry::Event(event)),
+        Err(e) if record.slots == 0 => {
+            let control: Control = serde_json::from_slice(record.json).map_err(|_| e)?;
+            if control.seq != seq {
+                return Err(StorageError::corrupt(
+                    seq,
+                    format!("record holds the entry of seq {}", control.seq),
+                ));
+            }
+            Ok(Entry::Control(control))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The entry of a record checked before (by [`decode`]), read without
 /// checking its hash and digests again.
 ///
 /// # Errors
 ///
 /// `Corrupt` or `UnsupportedVersion` at `seq`, when it does not parse.
-pub(crate) fn parse_event(seq: u64, bytes: &[u8]) -> Result<Event, StorageError> {
-    event_of(seq, &read(seq, bytes, false)?)
+pub(crate) fn parse_entry(seq: u64, bytes: &[u8]) -> Result<Entry, StorageError> {
+    entry_of(seq, &read(seq, bytes, false)?)
 }
 
 /// Whether a record already checked by [`decode`] was stripped of its

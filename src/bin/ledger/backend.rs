@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use execution_ledger::{
-    At, BackgroundExecution, Change, CommandError, Cursor, ErrorKind, Event, ExecutionId, Head,
-    IndexRebuild, Ledger, LedgerBuilder, ListFilter, NewSchedule, Schedule, Stats, Submission,
-    TenantId, TenantShare, VerifyReport,
+    At, BackgroundExecution, Change, CommandError, Cursor, Entry, ErrorKind, Event, ExecutionId,
+    Head, IndexRebuild, Ledger, LedgerBuilder, ListFilter, NewSchedule, Schedule, Stats,
+    Submission, TenantId, TenantShare, VerifyReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -432,20 +432,20 @@ impl Backend {
         }
     }
 
-    /// Calls `each` for every event up to the head as it is now, with its
+    /// Calls `each` for every entry up to the head as it is now, with its
     /// line of an export (`progress(seq, head)` on the way, locally).
     pub(crate) fn export(
         &self,
         mut progress: impl FnMut(u64, u64),
-        each: &mut dyn FnMut(Event, &[u8]) -> Result<()>,
+        each: &mut dyn FnMut(Entry, &[u8]) -> Result<()>,
     ) -> Result<()> {
         match self {
             Backend::Local(l) => {
                 let head = l.head().seq;
                 for exported in l.export(Some(head)) {
                     let exported = exported?;
-                    progress(exported.event.seq, head);
-                    each(exported.event, &exported.line)?;
+                    progress(exported.entry.seq(), head);
+                    each(exported.entry, &exported.line)?;
                 }
                 Ok(())
             }

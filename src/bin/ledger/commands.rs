@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::Result;
 use execution_ledger::{
-    BackgroundExecution, Event, ExecutionError, ListFilter, ListPage, NewSchedule, RetryConfig,
-    Submission,
+    BackgroundExecution, Entry, Event, ExecutionError, ListFilter, ListPage, NewSchedule,
+    RetryConfig, Submission,
 };
 
 use crate::backend::{fail, Backend, Retention, Verdict};
@@ -581,8 +581,12 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
         }
         Command::Export => {
             let bar = Bar::new("exporting");
-            backend.export(|seq, head| bar.update(seq, head), &mut |event, line| {
-                if backend.shows(&event.tenant_id) {
+            backend.export(|seq, head| bar.update(seq, head), &mut |entry, line| {
+                let tenant = match &entry {
+                    Entry::Event(e) => Some(&e.tenant_id),
+                    Entry::Control(c) => c.kind.scope().tenant_id.as_ref(),
+                };
+                if tenant.is_none_or(|t| backend.shows(t)) {
                     out.write_all(line)?;
                     out.write_all(b"\n")?;
                 }

@@ -40,8 +40,8 @@ use uuid::Uuid;
 
 use super::record::{self, Hash};
 use super::{
-    AppendError, Beside, Bytes, Draft, Durability, Items, Listed, Mark, Name, Reindexed, Renewal,
-    Settled, Store, Tail,
+    AppendError, Beside, Bytes, Draft, Drafted, Durability, Items, Listed, Mark, Name, Reindexed,
+    Renewal, Settled, Store, Tail,
 };
 use crate::error::{ErrorKind, StorageError};
 use crate::execution::ExecutionId;
@@ -543,11 +543,12 @@ impl Log {
                     // process that opens it.
                     client
                         .batch_execute(&format!(
-                            "BEGIN; SELECT pg_advisory_xact_lock({}); {} {} {} COMMIT;",
+                            "BEGIN; SELECT pg_advisory_xact_lock({}); {} {} {} {} COMMIT;",
                             schema::CREATE_LOCK,
                             schema::UPGRADE_1,
                             schema::UPGRADE_2,
-                            schema::UPGRADE_3
+                            schema::UPGRADE_3,
+                            schema::UPGRADE_4
                         ))
                         .await
                         .map_err(db)?;
@@ -910,8 +911,10 @@ fn uuid(id: &ExecutionId) -> Uuid {
 #[derive(Default)]
 struct Rows {
     seq: Vec<i64>,
-    execution: Vec<Uuid>,
-    tenant: Vec<String>,
+    /// (None for a control entry, which belongs to no execution.)
+    execution: Vec<Option<Uuid>>,
+    /// (A control entry's, when it is about one tenant.)
+    tenant: Vec<Option<String>>,
     kind: Vec<&'static str>,
     at: Vec<DateTime<Utc>>,
     name_kind: Vec<Option<i8>>,
@@ -1056,27 +1059,28 @@ impl Rows {
             .iter()
             .map(|d| {
                 d.copied
-                    .map_or(record::may_carry(&d.event.kind), |r| {
-                        record::copied_slot(r).is_some()
-                    })
+                    .map_or(d.may_carry(), |r| record::copied_slot(r).is_some())
                     .then(record::fresh_key)
                     .transpose()
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut end = after;
         for (draft, key) in events.iter().zip(keys) {
-            let event = draft.event;
-            debug_assert_eq!(event.seq, end.0 + 1, "appended in seq order");
-            let (bytes, hash) = match draft.copied {
-                Some(readable) => record::copy_record(readable, key.as_ref()),
-                None => record::encode_event(&end.1, event, key.as_ref().map(|k| (event.seq, k))),
+            let seq = draft.seq();
+            debug_assert_eq!(seq, end.0 + 1, "appended in seq order");
+            let (bytes, hash) = match (draft.copied, draft.entry) {
+                (Some(readable), _) => record::copy_record(readable, key.as_ref()),
+                (None, Drafted::Event(event)) => {
+                    record::encode_event(&end.1, event, key.as_ref().map(|k| (seq, k)))
+                }
+                (None, Drafted::Control(c)) => record::encode_control(&end.1, c),
             };
             if let Some(key) = key.filter(|_| record::is_sealed(&bytes)) {
-                self.key_slot.push(sql_seq(event.seq));
+                self.key_slot.push(sql_seq(seq));
                 self.key.push(key.to_vec());
             }
-            self.push(event, bytes, draft.settles);
-            end = (event.seq, hash);
+            self.push(draft.entry, bytes, draft.settles);
+            end = (seq, hash);
         }
         Ok(end)
     }
@@ -1144,19 +1148,34 @@ impl Rows {
         rest
     }
 
-    /// Adds the row of `event`, whose record is `bytes`, and the line of the
-    /// execution it settles.
-    fn push(&mut self, event: &crate::event::Event, bytes: Vec<u8>, settles: Option<&Settled>) {
+    /// Adds the row of `entry`, whose record is `bytes`, and the line of
+    /// the execution it settles.
+    fn push(&mut self, entry: Drafted<'_>, bytes: Vec<u8>, settles: Option<&Settled>) {
         if let Some(settled) = settles {
             self.listed.push(&settled.listed);
         }
+        let event = match entry {
+            Drafted::Event(event) => event,
+            Drafted::Control(c) => {
+                self.seq.push(sql_seq(c.seq));
+                self.execution.push(None);
+                let tenant = c.kind.scope().tenant_id.as_ref();
+                self.tenant.push(tenant.map(|t| t.as_str().to_owned()));
+                self.kind.push(c.kind.name());
+                self.at.push(c.at);
+                self.name_kind.push(None);
+                self.name.push(None);
+                self.record.push(bytes);
+                return;
+            }
+        };
         let (name_kind, name) = match Name::of(event).map(name_columns) {
             Some((_, kind, text)) => (Some(kind), Some(text.to_owned())),
             None => (None, None),
         };
         self.seq.push(sql_seq(event.seq));
-        self.execution.push(uuid(&event.execution_id));
-        self.tenant.push(event.tenant_id.as_str().to_owned());
+        self.execution.push(Some(uuid(&event.execution_id)));
+        self.tenant.push(Some(event.tenant_id.as_str().to_owned()));
         self.kind.push(event.kind.name());
         self.at.push(event.at);
         self.name_kind.push(name_kind);
@@ -1557,7 +1576,7 @@ impl Store for Log {
             Some(
                 (first..)
                     .zip(&g.rows.execution)
-                    .filter(|(_, e)| **e == key)
+                    .filter(|(_, e)| **e == Some(key))
                     .map(|(seq, _)| seq)
                     .collect::<Vec<_>>(),
             )
@@ -1633,8 +1652,10 @@ impl Store for Log {
             (0..r.seq.len()).rev().find_map(|i| {
                 (r.name_kind[i] == Some(kind)
                     && r.name[i].as_deref() == Some(key)
-                    && r.tenant[i] == tenant.as_str())
-                .then(|| ExecutionId::from_bytes(*r.execution[i].as_bytes()))
+                    && r.tenant[i].as_deref() == Some(tenant.as_str()))
+                .then_some(r.execution[i])
+                .flatten()
+                .map(|e| ExecutionId::from_bytes(*e.as_bytes()))
             })
         });
         if staged.is_some() {
@@ -1861,7 +1882,7 @@ impl Store for Log {
             }
             last = event.seq;
             // The columns only: the record itself is not rewritten.
-            chunk.push(&event, Vec::new(), settled.as_ref());
+            chunk.push(Drafted::Event(&event), Vec::new(), settled.as_ref());
             if chunk.seq.len() as i64 >= PAGE {
                 fixed += flush(std::mem::take(&mut chunk))?;
             }

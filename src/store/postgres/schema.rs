@@ -42,8 +42,10 @@
 /// snapshots hold payloads in the clear, which a redaction removes from
 /// the rows but not from the dead row versions PostgreSQL keeps until it
 /// vacuums them; version 3 could not archive ([`UPGRADE_3`]: an older
-/// build would read an archived database's live log as damaged).
-pub(super) const VERSION: u32 = 4;
+/// build would read an archived database's live log as damaged); version
+/// 4 held no control entries ([`UPGRADE_4`]: their rows have no execution,
+/// which an older build would take for damage).
+pub(super) const VERSION: u32 = 5;
 
 /// The table of keys and the index of redactions (in [`CREATE`] and
 /// [`UPGRADE_2`]).
@@ -103,6 +105,13 @@ pub(super) const UPGRADE_2: &str = concat!(
 pub(super) const UPGRADE_3: &str =
     "UPDATE ledger_meta SET value = '4' WHERE key = 'schema' AND value = '3';\n";
 
+/// Brings a version 4 database to version 5: a row of `ledger_log` may
+/// hold a control entry (a pause, a resume), which belongs to no execution
+/// and to one tenant or none.
+pub(super) const UPGRADE_4: &str = "ALTER TABLE ledger_log ALTER COLUMN execution DROP NOT NULL, \
+     ALTER COLUMN tenant DROP NOT NULL;\n\
+     UPDATE ledger_meta SET value = '5' WHERE key = 'schema' AND value = '4';\n";
+
 /// The `ledger_meta` key of the live log's base, once anything is
 /// archived: the last archived seq and its record's hash in hex, `SEQ HASH`.
 pub(super) const ARCHIVE_BASE: &str = "archive-base";
@@ -136,8 +145,8 @@ CREATE TABLE IF NOT EXISTS ledger_head (
 );
 CREATE TABLE IF NOT EXISTS ledger_log (
     seq bigint PRIMARY KEY CHECK (seq > 0),
-    execution uuid NOT NULL,
-    tenant text NOT NULL,
+    execution uuid,
+    tenant text,
     kind text NOT NULL,
     at timestamptz NOT NULL,
     name_kind "char",

@@ -80,8 +80,8 @@ use std::time::Duration;
 
 use super::record::{self, BlockWriter, Hash, Key};
 use super::{
-    at_seq, AppendError, Beside, Bytes, Draft, Durability, Items, Listed, Mark, Name, Reindexed,
-    Settled, Store, StoredRecord, Tail,
+    at_seq, AppendError, Beside, Bytes, Draft, Drafted, Durability, Items, Listed, Mark, Name,
+    Reindexed, Settled, Store, StoredRecord, Tail,
 };
 use crate::error::{ErrorKind, StorageError};
 use crate::event::Event;
@@ -1679,18 +1679,16 @@ impl Store for Log {
         // (taken before anything is staged; none, for appends without
         // payloads).
         let mut keys: Vec<Option<(u64, Key)>> = Vec::new();
-        if events.iter().any(|d| record::may_carry(&d.event.kind)) {
+        if events.iter().any(|d| d.may_carry()) {
             keys = events
                 .iter()
                 .map(|d| match d.copied {
                     // The slot a record names is its own here too, even once
                     // its payloads are gone (a redaction destroys it).
                     Some(readable) => record::key_slot(readable)
-                        .map(|slot| self.take_key_at(d.event.seq, slot))
+                        .map(|slot| self.take_key_at(d.seq(), slot))
                         .transpose(),
-                    None => record::may_carry(&d.event.kind)
-                        .then(|| self.take_key())
-                        .transpose(),
+                    None => d.may_carry().then(|| self.take_key()).transpose(),
                 })
                 .collect::<Result<_, _>>()
                 .map_err(|error| AppendError::Failed {
@@ -1707,23 +1705,30 @@ impl Store for Log {
         }
         let base = self.archive_base().0;
         for (i, draft) in events.iter().enumerate() {
-            let event = draft.event;
-            debug_assert_eq!(event.seq, staged.end.0 + 1, "appended in seq order");
+            let seq = draft.seq();
+            debug_assert_eq!(seq, staged.end.0 + 1, "appended in seq order");
             if i > 0 && staged.filling.bytes() >= BLOCK_BYTES {
                 staged.cut();
                 staged.joined = true;
             }
             let key = keys.get(i).and_then(Option::as_ref);
             let key = key.map(|(slot, key)| (*slot, key));
-            let hash = match draft.copied {
-                Some(readable) => staged.filling.push_copied(
+            let hash = match (draft.copied, draft.entry) {
+                (Some(readable), _) => staged.filling.push_copied(
                     readable,
                     key.filter(|_| record::copied_slot(readable).is_some())
                         .map(|(_, key)| key),
                 ),
-                None => staged.filling.push_event(&staged.end.1, event, key),
+                (None, Drafted::Event(event)) => {
+                    staged.filling.push_event(&staged.end.1, event, key)
+                }
+                (None, Drafted::Control(c)) => staged.filling.push_control(&staged.end.1, c),
             };
-            staged.end = (event.seq, hash);
+            staged.end = (seq, hash);
+            let Some(event) = draft.event() else {
+                // A control entry is indexed under no execution.
+                continue;
+            };
             for (key, value) in index_entries(event, draft.settles, base) {
                 // The combiner looks names and execution seqs up before the
                 // seal; list lines are read only after it.
@@ -2118,7 +2123,10 @@ impl Store for Log {
     }
 
     fn reindex(&self, draft: Draft<'_>) -> Result<(), StorageError> {
-        self.index(draft.event, draft.settles)?;
+        let Some(event) = draft.event() else {
+            return Ok(());
+        };
+        self.index(event, draft.settles)?;
         self.strip(&draft.strips().collect::<Vec<_>>())
     }
 
