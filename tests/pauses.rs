@@ -311,3 +311,249 @@ fn pauses_are_entries_of_the_chain_that_time_travel_replay_and_import_follow() {
     assert_eq!(imported.head(), reopened.head());
     imported.verify().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_pauses_and_resumes_work_that_a_real_server_then_runs() {
+    use common::server::{client, error_code, json_of, sha256_hex, Server};
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_keys(
+        dir.path(),
+        json!([
+            {"admin": true, "sha256": sha256_hex("root-key")},
+            {"tenant": "acme", "sha256": sha256_hex("acme-key")},
+        ]),
+    );
+    let c = client();
+    let post = |path: &str, key: &str, body: serde_json::Value| {
+        c.post(server.url(path)).bearer_auth(key).json(&body).send()
+    };
+    let (status, pause) = json_of(
+        post(
+            "/v1/pauses",
+            "root-key",
+            json!({"callableName": "echo", "reason": "maintenance"}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{pause}");
+    assert_eq!(pause["callableName"], "echo");
+    assert_eq!(pause["by"], "api:admin");
+    assert_eq!(pause["reason"], "maintenance");
+    let since = pause["sinceSeq"].as_u64().unwrap();
+    let (status, again) = json_of(
+        post("/v1/pauses", "root-key", json!({"callableName": "echo"}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, error_code(&again)), (409, "conflict"), "{again}");
+
+    // Paused work stays queued while the workers run the rest.
+    let submit = |callable: &str| {
+        let body = json!({"tenantId": "acme", "callableName": callable, "input": "10"});
+        let c = c.clone();
+        let url = server.url("/v1/executions");
+        async move {
+            let (status, e) = json_of(
+                c.post(url)
+                    .bearer_auth("root-key")
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 201, "{e}");
+            e["executionId"].as_str().unwrap().to_owned()
+        }
+    };
+    let get = |path: String, key: &'static str| {
+        let c = c.clone();
+        let url = server.url(&path);
+        async move { json_of(c.get(url).bearer_auth(key).send().await.unwrap()).await }
+    };
+    let completed = |id: String| {
+        let get = &get;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let (_, e) = get(format!("/v1/executions/{id}"), "root-key").await;
+                if e["status"] == "completed" {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "not completed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let held = submit("echo").await;
+    let other = submit("sleep").await;
+    completed(other).await;
+    let (_, e) = get(format!("/v1/executions/{held}"), "root-key").await;
+    assert_eq!(e["status"], "queued", "{e}");
+    let (_, queue) = get("/v1/queue".into(), "root-key").await;
+    assert_eq!(queue[0]["executionId"], json!(held), "{queue}");
+    let (_, listed) = get("/v1/pauses".into(), "acme-key").await;
+    assert_eq!(listed["pauses"].as_array().unwrap().len(), 1, "{listed}");
+
+    // A tenant key pauses its own work only.
+    let (status, own) = json_of(
+        post("/v1/pauses", "acme-key", json!({"callableName": "sleep"}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{own}");
+    assert_eq!(
+        (own["tenantId"].clone(), own["by"].clone()),
+        (json!("acme"), json!("api:acme"))
+    );
+    for (key, body, code, says) in [
+        (
+            "acme-key",
+            json!({"tenantId": "globex"}),
+            400,
+            "tenantId: this handle is acme's, not globex's",
+        ),
+        (
+            "root-key",
+            json!({}),
+            400,
+            "callableName: a pause names a callable, a tenant, or both",
+        ),
+        (
+            "root-key",
+            json!({"callableName": "echo", "until": 3}),
+            400,
+            "until",
+        ),
+        (
+            "root-key",
+            json!({"tenantId": "no such!"}),
+            400,
+            "tenantId: ",
+        ),
+    ] {
+        let (status, e) = json_of(post("/v1/pauses", key, body.clone()).await.unwrap()).await;
+        assert_eq!(status, code, "{body}: {e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(says),
+            "{body}: {e}"
+        );
+    }
+    let (status, e) = json_of(
+        post("/v1/pauses/resume", "root-key", json!({"tenantId": "acme"}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, error_code(&e)), (409, "conflict"), "{e}");
+
+    // Resumed, the held execution runs; the past still shows the pause.
+    let (status, ended) = json_of(
+        post(
+            "/v1/pauses/resume",
+            "root-key",
+            json!({"callableName": "echo"}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, ended["sinceSeq"].as_u64()),
+        (200, Some(since)),
+        "{ended}"
+    );
+    completed(held.clone()).await;
+    let (_, then) = get(format!("/v1/pauses?atSeq={since}"), "root-key").await;
+    assert_eq!(then["pauses"][0]["callableName"], "echo", "{then}");
+    let (_, now) = get("/v1/pauses".into(), "root-key").await;
+    assert_eq!(
+        now["pauses"].as_array().unwrap().len(),
+        1,
+        "acme's sleep: {now}"
+    );
+}
+
+#[test]
+fn the_cli_pauses_lists_and_resumes() {
+    use common::{stderr, stdout};
+    let store = common::store();
+    let cli = |args: &[&str]| common::ledger_cli(store.path(), args);
+    for (tenant, callable) in [("acme", "resize"), ("acme", "mail"), ("globex", "resize")] {
+        let o = cli(&["submit", "--tenant", tenant, "--callable", callable]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = cli(&[
+        "pause",
+        "--callable",
+        "resize",
+        "--reason",
+        "image service down",
+        "--by",
+        "ops",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        "paused callable resize at seq 4, by ops: image service down: no claim takes its work until it is resumed"
+    );
+    let o = cli(&["--tenant", "globex", "pause"]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "paused tenant globex at seq 5: no claim takes its work until it is resumed"
+    );
+    let o = cli(&["pauses"]);
+    let text = stdout(&o);
+    assert!(text.starts_with("PAUSED"), "{text}");
+    assert!(
+        text.contains("callable resize  4 ") && text.contains("ops  image service down"),
+        "{text}"
+    );
+    assert!(text.contains("tenant globex    5 "), "{text}");
+    let o = cli(&["queue"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("paused: callable resize since seq 4, by ops: image service down: its 2 queued wait until it is resumed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("paused: tenant globex since seq 5: its 1 queued wait until it is resumed"),
+        "{text}"
+    );
+    // Only acme's mail is claimed.
+    let o = cli(&["--json", "claim"]);
+    let claimed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(claimed["callableName"], "mail");
+    assert_eq!(stdout(&cli(&["claim"])), "");
+    // Refusals: a second pause exits 1, no scope is a usage error.
+    let o = cli(&["pause", "--callable", "resize"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: callable resize is paused already (since seq 4)"
+    );
+    let o = cli(&["pause"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: callableName: a pause names a callable, a tenant, or both"
+    );
+    let o = cli(&["resume", "--callable", "resize", "--by", "ops"]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "resumed callable resize (paused at seq 4, by ops: image service down)"
+    );
+    // The past: at seq 5 both were in force; --json lines.
+    let o = cli(&["--json", "pauses", "--at-seq", "5"]);
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    let o = cli(&["--json", "pauses"]);
+    let now: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(now["tenantId"], "globex");
+    let o = cli(&["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

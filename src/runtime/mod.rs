@@ -115,7 +115,11 @@ impl RuntimeBuilder {
         })
         .register("sleep", |input, mut ctx| async move {
             let ms: u64 = input.as_deref().unwrap_or("0").trim().parse().map_err(|_| {
-                ExecutionError::new("bad_input", format!("sleep takes milliseconds, not {input:?}"))
+                let given = input.as_deref().unwrap_or_default();
+                ExecutionError::new(
+                    "bad_input",
+                    format!("input: sleep takes a whole number of milliseconds, not {given:?}"),
+                )
             })?;
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(serde_json::json!({ "sleptMs": ms })),

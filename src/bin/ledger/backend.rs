@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use execution_ledger::{
     At, BackgroundExecution, Change, CommandError, Cursor, Entry, ErrorKind, Event, ExecutionId,
-    Head, IndexRebuild, Ledger, LedgerBuilder, ListFilter, NewSchedule, Schedule, Stats,
-    Submission, TenantId, TenantShare, VerifyReport,
+    Head, IndexRebuild, Ledger, LedgerBuilder, ListFilter, NewSchedule, Pause, PauseScope,
+    Schedule, Stats, Submission, TenantId, TenantShare, VerifyReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -649,6 +649,48 @@ impl Backend {
         }
     }
 
+    /// Pauses (`pause`) or resumes the work of `scope`.
+    pub(crate) fn pause(
+        &self,
+        scope: PauseScope,
+        reason: Option<String>,
+        by: Option<String>,
+        pause: bool,
+    ) -> Result<Pause> {
+        match self {
+            Backend::Local(l) => match pause {
+                true => l.pause(scope, reason, by),
+                false => l.resume(scope, reason, by),
+            }
+            .wait()
+            .map_err(fail),
+            Backend::Remote(r) => {
+                let path = match pause {
+                    true => "/v1/pauses",
+                    false => "/v1/pauses/resume",
+                };
+                let mut body = serde_json::to_value(&scope)?;
+                body["reason"] = serde_json::json!(reason);
+                body["by"] = serde_json::json!(by);
+                r.call(r.client.post(r.url(path)).json(&body))
+            }
+        }
+    }
+
+    /// The pauses in force, now or at `at`.
+    pub(crate) fn pauses(&self, at: Option<At>) -> Result<Vec<Pause>> {
+        match self {
+            Backend::Local(l) => match at {
+                Some(at) => l.pauses_at(at).map_err(fail),
+                None => Ok(l.pauses()),
+            },
+            Backend::Remote(r) => {
+                let page: PausesPage = r.call(at_query(r.client.get(r.url("/v1/pauses")), at))?;
+                Ok(page.pauses)
+            }
+        }
+    }
+
     /// The shares set for tenants, in tenant order.
     pub(crate) fn shares(&self) -> Result<Vec<ShareOf>> {
         match self {
@@ -1086,6 +1128,13 @@ pub(crate) fn open_with(builder: LedgerBuilder) -> Result<Ledger> {
         ),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The answer of `GET /v1/pauses`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PausesPage {
+    pauses: Vec<Pause>,
 }
 
 /// The answer of `GET /v1/holds`.

@@ -81,6 +81,20 @@ impl Cli {
     }
 }
 
+/// What `pause` and `resume` name besides `--tenant`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PauseArgs {
+    /// The callable whose work it holds (of --tenant only, when given).
+    #[arg(long)]
+    pub(crate) callable: Option<String>,
+    /// Why, recorded in the log.
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+    /// Who asks, recorded in the log.
+    #[arg(long)]
+    pub(crate) by: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Submit an execution; prints its id.
@@ -176,6 +190,19 @@ pub(crate) enum Command {
     /// List the tenants' fair shares (a tenant not listed has weight 1 and
     /// no limit).
     Shares,
+    /// Pause work: no claim takes it until it is resumed; it stays queued,
+    /// in order, and `ledger queue` lists it with the pause; attempts
+    /// already running finish. Names a callable (--callable, of every
+    /// tenant), a tenant (--tenant, all its work) or both; recorded in
+    /// the log with who asked and why.
+    Pause(PauseArgs),
+    /// Resume paused work: the --callable and --tenant the pause named.
+    Resume(PauseArgs),
+    /// The pauses in force, now or at a point in the log.
+    Pauses {
+        #[command(flatten)]
+        at: AtArgs,
+    },
     /// Apply a retention policy now: redact the payloads of the settled
     /// executions kept longer after settling than their tenant's policy
     /// allows (legal holds, an execution's or a whole tenant's, win), then

@@ -296,6 +296,41 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                 output::shares(out, &shares)?;
             }
         }
+        Command::Pause(args) | Command::Resume(args) => {
+            let pause = matches!(cli.command, Command::Pause(_));
+            let scope =
+                execution_ledger::PauseScope::new(cli.tenant.clone(), args.callable.clone());
+            let p = backend.pause(scope, args.reason.clone(), args.by.clone(), pause)?;
+            if cli.json {
+                json_line(out, &p)?;
+            } else if pause {
+                writeln!(
+                    out,
+                    "paused {} at seq {}{}: no claim takes its work until it is resumed",
+                    p.scope,
+                    p.since_seq,
+                    output::why(&p)
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "resumed {} (paused at seq {}{})",
+                    p.scope,
+                    p.since_seq,
+                    output::why(&p)
+                )?;
+            }
+        }
+        Command::Pauses { at } => {
+            let pauses = backend.pauses(at.at())?;
+            if cli.json {
+                for p in &pauses {
+                    json_line(out, p)?;
+                }
+            } else {
+                output::pauses(out, &pauses)?;
+            }
+        }
         Command::Retain { policy, dry_run } => {
             let file = match (policy, cli.dir()) {
                 (Some(file), _) => file.clone(),
@@ -381,6 +416,21 @@ fn dispatch(cli: &Cli, out: &mut Out) -> Result<()> {
                         out,
                         "{waiting} more queued but not runnable yet (held, or waiting for a back-off or run-at time)"
                     )?;
+                }
+                for p in backend.pauses(at.at())? {
+                    let held = queue
+                        .iter()
+                        .filter(|e| p.scope.holds(&e.tenant_id, &e.callable_name))
+                        .count();
+                    if held > 0 {
+                        writeln!(
+                            out,
+                            "paused: {} since seq {}{}: its {held} queued wait until it is resumed",
+                            p.scope,
+                            p.since_seq,
+                            output::why(&p)
+                        )?;
+                    }
                 }
                 if at.at().is_none() {
                     let idle = backend.callables_without_worker()?;

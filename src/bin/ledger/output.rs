@@ -535,3 +535,34 @@ pub(crate) fn retry_report(
         )
     }
 }
+
+/// Who paused and why, as `, by WHO: WHY` (what of it was recorded).
+pub(crate) fn why(p: &execution_ledger::Pause) -> String {
+    match (&p.by, &p.reason) {
+        (Some(by), Some(reason)) => format!(", by {by}: {reason}"),
+        (Some(by), None) => format!(", by {by}"),
+        (None, Some(reason)) => format!(": {reason}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// `ledger pauses`: a table of the pauses in force.
+pub(crate) fn pauses(
+    out: &mut impl std::io::Write,
+    pauses: &[execution_ledger::Pause],
+) -> std::io::Result<()> {
+    if pauses.is_empty() {
+        return writeln!(out, "nothing is paused");
+    }
+    let mut t = Table::new(&["PAUSED", "SINCE SEQ", "SINCE", "BY", "REASON"]);
+    for p in pauses {
+        t.row(vec![
+            p.scope.to_string(),
+            p.since_seq.to_string(),
+            p.since.to_rfc3339_opts(SecondsFormat::Millis, true),
+            p.by.clone().unwrap_or_else(|| "-".into()),
+            p.reason.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t.write(out)
+}

@@ -34,6 +34,7 @@ use crate::decode::{self, RefusedKind};
 
 mod console;
 mod metrics;
+mod pauses;
 mod schedules;
 mod shares;
 mod worker_protocol;
@@ -175,7 +176,7 @@ impl From<CommandError> for ApiError {
             CommandError::NotFound(_) | CommandError::NoSchedule { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
             }
-            CommandError::ScheduleConflict(_) => {
+            CommandError::ScheduleConflict(_) | CommandError::PauseConflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
             CommandError::Transition(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
@@ -1324,6 +1325,8 @@ fn router(state: Shared) -> Router {
         )
         .route("/v1/holds", get(tenant_holds))
         .route("/v1/shares", get(shares::list))
+        .route("/v1/pauses", get(pauses::list).post(pauses::pause))
+        .route("/v1/pauses/resume", post(pauses::resume))
         .route(
             "/v1/tenants/{tenant}/share",
             put(shares::set).delete(shares::reset),
