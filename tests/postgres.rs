@@ -1236,3 +1236,83 @@ fn an_export_of_either_engine_imports_into_the_other_record_for_record() {
         reopened.verify().unwrap();
     }
 }
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn a_schema_4_database_takes_control_entries_once_upgraded() {
+    let pg = server();
+    let url = pg.database();
+    nine_events(&url);
+    // As version 4 left it: every row of the log named an execution.
+    pg.sql(
+        &url,
+        "ALTER TABLE ledger_log ALTER COLUMN execution SET NOT NULL, \
+         ALTER COLUMN tenant SET NOT NULL; \
+         UPDATE ledger_meta SET value = '4' WHERE key = 'schema'",
+    );
+    let l = open(&url);
+    assert_eq!(
+        pg.sql(&url, "SELECT value FROM ledger_meta WHERE key = 'schema'")
+            .trim(),
+        "5"
+    );
+    let scope = execution_ledger::PauseScope::new(None, Some("echo".into()));
+    l.pause(scope, Some("upgrade".into()), None).wait().unwrap();
+    let seq = l.head().seq;
+    assert_eq!(
+        pg.sql(
+            &url,
+            &format!(
+                "SELECT kind, execution IS NULL, tenant IS NULL FROM ledger_log WHERE seq = {seq}"
+            )
+        )
+        .trim(),
+        "paused|t|t"
+    );
+    l.verify().unwrap();
+    drop(l);
+    assert_eq!(open(&url).pauses().len(), 1);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL; run by .ci/run: cargo test --test postgres --test postgres_harness -- --include-ignored"]
+fn a_pause_made_through_one_ledger_holds_the_claims_of_the_others() {
+    let url = server().database();
+    let (a, b) = (open(&url), open(&url));
+    let held = a
+        .submit(&acme(), Submission::new("resize"))
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id;
+    let scope = execution_ledger::PauseScope::new(None, Some("resize".into()));
+    a.pause(scope.clone(), None, Some("ops".into()))
+        .wait()
+        .unwrap();
+    let other = b
+        .submit(&acme(), Submission::new("mail"))
+        .wait()
+        .unwrap()
+        .execution
+        .execution_id;
+    // b learned of the pause with the log's end: it claims around it.
+    let claimed = b.claim(Some("b")).wait().unwrap().unwrap();
+    assert_eq!(claimed.execution_id, other);
+    assert!(b.claim(Some("b")).wait().unwrap().is_none());
+    assert_eq!(b.pauses().len(), 1);
+    // A resume through b lets a claim it.
+    b.resume(scope.clone(), None, None).wait().unwrap();
+    caught_up(&a, b.head().seq);
+    assert_eq!(
+        a.claim(Some("a")).wait().unwrap().unwrap().execution_id,
+        held
+    );
+    // And a second pause of one scope from two ledgers records one.
+    let (x, y) = std::thread::scope(|s| {
+        let x = s.spawn(|| a.pause(scope.clone(), None, None).wait());
+        let y = s.spawn(|| b.pause(scope.clone(), None, None).wait());
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    assert_eq!(u8::from(x.is_ok()) + u8::from(y.is_ok()), 1, "{x:?} {y:?}");
+    a.verify().unwrap();
+}
