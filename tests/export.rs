@@ -224,9 +224,13 @@ fn hex(h: &[u8; 32]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[test]
-fn the_cli_exports_and_verifies_an_export_without_a_ledger() {
-    let store = common::store();
+/// Two echo executions run by `ledger run` on `store`, then exported:
+/// the export's output, what `ledger head` printed ("seq N hash H"), and
+/// the file the export was written to (in `dir`).
+fn exported_by_cli(
+    store: &common::postgres::TestStore,
+    dir: &std::path::Path,
+) -> (std::process::Output, String, std::path::PathBuf) {
     let cli = |args: &[&str]| common::ledger_cli(store.path(), args);
     for input in ["a", "b"] {
         let o = cli(&[
@@ -245,12 +249,20 @@ fn the_cli_exports_and_verifies_an_export_without_a_ledger() {
     let export = cli(&["export"]);
     assert!(export.status.success(), "{}", stderr(&export));
     let head = stdout(&cli(&["head"]));
+    let file = dir.join("export.jsonl");
+    std::fs::write(&file, &export.stdout).unwrap();
+    (export, head, file)
+}
+
+#[test]
+fn the_cli_exports_and_verifies_an_export_without_a_ledger() {
+    let store = common::store();
+    let cli = |args: &[&str]| common::ledger_cli(store.path(), args);
+    let dir = tempfile::tempdir().unwrap();
+    let (export, head, file) = exported_by_cli(&store, dir.path());
     // "seq N hash H"
     let words: Vec<&str> = head.split_whitespace().collect();
     let kept = format!("{}:{}", words[1], words[3]);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("export.jsonl");
-    std::fs::write(&file, &export.stdout).unwrap();
     // The live log checked against the same head, and against one beyond it.
     let o = cli(&["verify", "--head", &kept]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -530,29 +542,10 @@ fn an_import_appends_nothing_from_a_bad_export_or_into_a_ledger_in_use() {
 #[test]
 fn the_cli_imports_an_export_into_a_new_ledger_and_verifies_it() {
     let store = common::store();
-    let cli = |args: &[&str]| common::ledger_cli(store.path(), args);
-    for input in ["a", "b"] {
-        let o = cli(&[
-            "submit",
-            "--tenant",
-            "acme",
-            "--callable",
-            "echo",
-            "--input",
-            input,
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-    }
-    let o = cli(&["run", "--workers", "1", "--exit-when-idle"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let export = cli(&["export"]);
-    assert!(export.status.success(), "{}", stderr(&export));
-    let head = stdout(&cli(&["head"]));
+    let dir = tempfile::tempdir().unwrap();
+    let (export, head, file) = exported_by_cli(&store, dir.path());
     let words: Vec<&str> = head.split_whitespace().collect();
     let kept = format!("{}:{}", words[1], words[3]);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("export.jsonl");
-    std::fs::write(&file, &export.stdout).unwrap();
     let file_arg = file.to_str().unwrap();
 
     // Into a new data directory (on either engine: a fresh database).

@@ -404,55 +404,40 @@ impl BlockWriter {
         event: &Event,
         key: Option<(u64, &Key)>,
     ) -> Hash {
-        self.begin();
-        let at = self.buf.len();
-        self.buf.extend_from_slice(&[0; 4]);
-        let start = self.buf.len();
-        let hash = write_record(&mut self.buf, prev, event, key);
-        self.end(at, start);
-        hash
+        self.push_with(|buf| write_record(buf, prev, event, key))
     }
 
     /// Appends the record of the control entry `control` after `prev`
     /// ([`write_control`]); returns its hash.
     pub(crate) fn push_control(&mut self, prev: &Hash, control: &Control) -> Hash {
-        self.begin();
-        let at = self.buf.len();
-        self.buf.extend_from_slice(&[0; 4]);
-        let start = self.buf.len();
-        let hash = write_control(&mut self.buf, prev, control);
-        self.end(at, start);
-        hash
+        self.push_with(|buf| write_control(buf, prev, control))
     }
 
-    /// Starts a block when it holds nothing yet.
-    fn begin(&mut self) {
+    /// Appends the record `write` writes at the end of the buffer (it
+    /// answers the record's hash), with its length before it, starting
+    /// the block when it holds nothing yet.
+    fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Hash) -> Hash {
         if self.count == 0 {
             self.buf.clear();
             self.buf.push(BLOCK);
             self.buf.extend_from_slice(&[0; 4]);
         }
-    }
-
-    /// Ends the record written from `start`, whose length goes at `at`.
-    fn end(&mut self, at: usize, start: usize) {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        let start = self.buf.len();
+        let hash = write(&mut self.buf);
         let len = u32::try_from(self.buf.len() - start).expect("a record is under 4 GiB");
         self.buf[at..start].copy_from_slice(&len.to_be_bytes());
         self.ranges.push(start..self.buf.len());
         self.count += 1;
+        hash
     }
 
     /// Appends `readable`, a record another ledger wrote ([`write_copied`]),
     /// its payloads encrypted under `key` when it needs one; returns its
     /// hash.
     pub(crate) fn push_copied(&mut self, readable: &[u8], key: Option<&Key>) -> Hash {
-        self.begin();
-        let at = self.buf.len();
-        self.buf.extend_from_slice(&[0; 4]);
-        let start = self.buf.len();
-        let hash = write_copied(&mut self.buf, readable, key);
-        self.end(at, start);
-        hash
+        self.push_with(|buf| write_copied(buf, readable, key))
     }
 
     /// The `i`th record it holds.
