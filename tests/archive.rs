@@ -786,3 +786,65 @@ fn the_archive_reads_whole_refuses_across_tenants_and_survives_a_damaged_or_fore
         .retain(&plain, true, |_| std::ops::ControlFlow::Continue(()))
         .is_ok());
 }
+
+#[test]
+fn a_resumed_pause_is_archived_with_the_work_around_it_and_one_in_force_holds_the_base() {
+    use execution_ledger::{Entry, PauseScope};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = common::TestClock::new();
+    let open = || {
+        Ledger::builder(dir.path())
+            .clock(clock.clone())
+            .open()
+            .unwrap()
+    };
+    let ledger = open();
+    let scope = PauseScope::new(None, Some("resize".into()));
+    let first = settled(&ledger, "acme", "one");
+    ledger
+        .pause(scope.clone(), Some("outage".into()), Some("ops".into()))
+        .wait()
+        .unwrap();
+    let paused_at = ledger.head().seq;
+    settled(&ledger, "acme", "two");
+    ledger.resume(scope.clone(), None, None).wait().unwrap();
+    let resumed_at = ledger.head().seq;
+    settled(&ledger, "acme", "three");
+    ledger
+        .pause(PauseScope::new(Some(tenant("globex")), None), None, None)
+        .wait()
+        .unwrap();
+    let in_force = ledger.head().seq;
+    settled(&ledger, "acme", "four");
+    let archives = policy(r#"{"default": {"archiveAfter": "1d"}}"#);
+    clock.advance(TimeDelta::days(2));
+    let report = ledger
+        .retain(&archives, false, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    let a = report.archive.unwrap();
+    // Through the third execution: the resumed pause went with it; the
+    // one in force keeps the base before it.
+    assert_eq!((a.through, a.executions), (in_force - 1, 3), "{a:?}");
+    assert!(
+        a.kept_by.as_deref().unwrap().contains(&format!(
+            "the pause of tenant globex (seq {in_force}): it is in force"
+        )),
+        "{a:?}"
+    );
+    assert_eq!(checked(&ledger), (1, in_force - 1));
+    drop(ledger);
+    // Reopened from the base: the pause in force holds, the archived one
+    // is history that an export still carries.
+    let ledger = open();
+    assert_eq!(ledger.pauses().len(), 1);
+    assert_eq!(ledger.pauses()[0].since_seq, in_force);
+    let controls: Vec<u64> = ledger
+        .entries(1, None)
+        .map(Result::unwrap)
+        .filter(|e| matches!(e, Entry::Control(_)))
+        .map(|e| e.seq())
+        .collect();
+    assert_eq!(controls, vec![paused_at, resumed_at, in_force]);
+    assert_eq!(ledger.history(first).unwrap().len(), 3);
+    ledger.verify().unwrap();
+}

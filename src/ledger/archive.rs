@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::replay::illegal;
 use super::Ledger;
 use crate::error::{CommandError, ErrorKind, StorageError};
-use crate::event::{Entry, EventKind};
+use crate::event::{ControlKind, Entry, EventKind};
 use crate::execution::{ExecutionId, TenantId};
 use crate::projection::Projection;
 use crate::store::archive::{self, Segment};
@@ -128,16 +128,42 @@ impl Ledger {
         // Each execution of the live log to the head, and each seq's.
         let mut seen: Vec<Seen> = Vec::new();
         let mut index: HashMap<ExecutionId, u32> = HashMap::new();
-        // (None for a control entry: segments hold executions' records.)
-        let mut order: Vec<Option<(u32, ExecutionId)>> = Vec::new();
+        // Each pause of the live log: its scope, and the seq of its
+        // resume (none while it is in force). Like an execution, it is
+        // open from its first entry to its last.
+        let mut pauses: Vec<(crate::pause::PauseScope, Option<u64>)> = Vec::new();
+        let mut paused: HashMap<crate::pause::PauseScope, usize> = HashMap::new();
+        let mut order: Vec<Scanned> = Vec::new();
         for item in log.records(base + 1) {
             let (seq, bytes) = item?;
             if seq > head {
                 break;
             }
-            let Entry::Event(event) = record::decode_entry(seq, &bytes)?.0 else {
-                order.push(None);
-                continue;
+            let event = match record::decode_entry(seq, &bytes)?.0 {
+                Entry::Event(event) => event,
+                Entry::Control(c) => {
+                    let scope = c.kind.scope().clone();
+                    order.push(match c.kind {
+                        ControlKind::Paused { .. } => {
+                            paused.insert(scope.clone(), pauses.len());
+                            pauses.push((scope, None));
+                            Scanned::Paused(pauses.len() - 1)
+                        }
+                        _ => {
+                            // (A resume of a pause the base passed is
+                            // not one: the fold refused it.)
+                            let k = paused.remove(&scope).ok_or_else(|| {
+                                StorageError::corrupt(
+                                    seq,
+                                    format!("{scope} is resumed, not paused"),
+                                )
+                            })?;
+                            pauses[k].1 = Some(seq);
+                            Scanned::Resumed
+                        }
+                    });
+                    continue;
+                }
             };
             let n = *index.entry(event.execution_id).or_insert_with(|| {
                 seen.push(Seen {
@@ -165,7 +191,7 @@ impl Ledger {
                 EventKind::LegalHoldReleased { .. } => s.held = false,
                 _ => {}
             }
-            order.push(Some((n, event.execution_id)));
+            order.push(Scanned::Event(n, event.execution_id));
         }
         // Every record to the head, or the scan decides on less than the
         // projection it was taken with.
@@ -186,11 +212,29 @@ impl Ledger {
         let mut through = base;
         for (i, entry) in order.iter().enumerate() {
             let seq = base + 1 + i as u64;
-            let Some((n, id)) = entry else {
-                report.kept_by = Some(format!(
-                    "the control entry at seq {seq} (a pause or a resume): segments do not hold control entries yet"
-                ));
-                break;
+            let (n, id) = match entry {
+                Scanned::Event(n, id) => (n, id),
+                // A pause is archived with its resume, and holds the base
+                // before it while it is in force.
+                Scanned::Paused(k) => {
+                    if pauses[*k].1.is_none() {
+                        report.kept_by = Some(format!(
+                            "the pause of {} (seq {seq}): it is in force",
+                            pauses[*k].0
+                        ));
+                        break;
+                    }
+                    open += 1;
+                    continue;
+                }
+                Scanned::Resumed => {
+                    open -= 1;
+                    if open == 0 {
+                        through = seq;
+                        report.executions = archived;
+                    }
+                    continue;
+                }
             };
             let s = &seen[*n as usize];
             if seq == s.first {
@@ -235,9 +279,12 @@ impl Ledger {
         if dry_run {
             return Ok(report);
         }
-        let ids: Vec<ExecutionId> = order[..(through - base) as usize]
+        let ids: Vec<Option<ExecutionId>> = order[..(through - base) as usize]
             .iter()
-            .map(|entry| entry.expect("no control entry before the new base").1)
+            .map(|entry| match entry {
+                Scanned::Event(_, id) => Some(*id),
+                Scanned::Paused(_) | Scanned::Resumed => None,
+            })
             .collect();
         let path = log.write_segment(through, &ids)?;
         // As a command, with the ledger held (and on a shared log, its
@@ -247,7 +294,7 @@ impl Ledger {
         // the pass moves nothing this time.
         let segment = path.clone();
         let stopped = super::Command::new(&self.inner, move |inner, core| {
-            let moved: std::collections::HashSet<&ExecutionId> = ids.iter().collect();
+            let moved: std::collections::HashSet<&ExecutionId> = ids.iter().flatten().collect();
             for item in inner.log.records(head + 1) {
                 let (seq, bytes) = item?;
                 if seq > core.head.0 {
@@ -390,6 +437,26 @@ fn gap(segment: &Segment, next: u64) -> StorageError {
     )
 }
 
+/// What an archive pass found at one seq of the live log.
+enum Scanned {
+    /// An event of the execution `seen[n]`, of this id.
+    Event(u32, ExecutionId),
+    /// A pause, `pauses[k]`.
+    Paused(usize),
+    /// The resume of a pause before it.
+    Resumed,
+}
+
+/// The entry of a record a segment holds.
+fn archived_entry(
+    log: &dyn crate::store::Store,
+    seq: u64,
+    stored: Vec<u8>,
+) -> Result<Entry, StorageError> {
+    let bytes = log.readable_archived(seq, stored)?;
+    Ok(record::decode_entry(seq, &bytes)?.0)
+}
+
 /// The event of a record a segment holds.
 fn archived_event(
     log: &dyn crate::store::Store,
@@ -416,14 +483,24 @@ fn check_segment(
     let mut states: HashMap<ExecutionId, Option<crate::execution::BackgroundExecution>> =
         HashMap::new();
     segment.check(|seq, stored| {
-        let event = archived_event(log, seq, stored.to_vec())?;
-        if event.at < *last_at {
+        let entry = archived_entry(log, seq, stored.to_vec())?;
+        if entry.at() < *last_at {
             return Err(StorageError::corrupt(
                 seq,
                 "event is dated before the one before it",
             ));
         }
-        *last_at = event.at;
+        *last_at = entry.at();
+        let event = match entry {
+            Entry::Event(event) => event,
+            Entry::Control(c) => {
+                projection.apply_control(&c).map_err(|e| {
+                    StorageError::corrupt(seq, format!("illegal control entry in the log: {e}"))
+                })?;
+                progress(seq, head);
+                return Ok(None);
+            }
+        };
         // Each execution's events through the machine (retention events
         // after settling too), and the projection for what is live. A
         // retention event can follow an execution an earlier segment
@@ -446,7 +523,7 @@ fn check_segment(
         crate::machine::apply(state, &event).map_err(illegal(seq))?;
         projection.apply(&event).map_err(illegal(seq))?;
         progress(seq, head);
-        Ok(event.execution_id)
+        Ok(Some(event.execution_id))
     })?;
     if let Some(live) = projection.live().next() {
         return Err(StorageError::corrupt(
@@ -455,6 +532,16 @@ fn check_segment(
                 "archive segment {} ends with {} still live",
                 segment.path().display(),
                 live.execution_id
+            ),
+        ));
+    }
+    if let Some(p) = projection.pauses().next() {
+        return Err(StorageError::corrupt(
+            segment.last,
+            format!(
+                "archive segment {} ends with {} paused",
+                segment.path().display(),
+                p.scope
             ),
         ));
     }

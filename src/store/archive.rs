@@ -10,6 +10,7 @@
 //! records  for each seq: length (4) | record as stored
 //! offsets  for each seq: where its length starts (8)
 //! index    for each execution, by id: id (16) | first of its seqs in `seqs` (8) | how many (4)
+//!          (a control entry's record — a pause, a resume — is in no execution's)
 //! seqs     the executions' seqs, each execution's in order (8 each)
 //! footer   last seq (8) | offsets at (8) | index at (8) | executions (8) | seqs at (8)
 //!          | hash of record `last` (32) | BLAKE3 of every byte before it (32)
@@ -72,7 +73,8 @@ pub(crate) fn file_name(first: u64, last: u64) -> String {
 }
 
 /// Writes the segment of `records` (seqs from `first` on, gap-free, as
-/// stored, each with the execution its event belongs to) into `dir`;
+/// stored, each with the execution its event belongs to, none for a
+/// control entry) into `dir`;
 /// `prev` is the hash of record `first - 1`. Returns its path once it is
 /// durable under its final name.
 ///
@@ -84,7 +86,7 @@ pub(crate) fn write(
     dir: &Path,
     first: u64,
     prev: Hash,
-    records: &mut dyn Iterator<Item = Result<(u64, Vec<u8>, ExecutionId), StorageError>>,
+    records: &mut dyn Iterator<Item = Result<(u64, Vec<u8>, Option<ExecutionId>), StorageError>>,
 ) -> Result<PathBuf, StorageError> {
     std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
     let partial = dir.join(format!(".{first:020}.partial"));
@@ -115,7 +117,9 @@ pub(crate) fn write(
         }
         link = rec.1;
         offsets.push(out.at);
-        index.entry(id).or_default().push(seq);
+        if let Some(id) = id {
+            index.entry(id).or_default().push(seq);
+        }
         let len = u32::try_from(bytes.len())
             .map_err(|_| StorageError::corrupt(seq, "record is over 4 GiB"))?;
         out.put(&len.to_be_bytes()).map_err(failed)?;
@@ -229,9 +233,10 @@ impl Segment {
                 && seg.offsets_at >= HEADER
                 && seg.index_at.checked_sub(seg.offsets_at) == n.checked_mul(8)
                 && seg.seqs_at.checked_sub(seg.index_at) == seg.executions.checked_mul(ENTRY)
+                // (A control entry's record is in no execution's seqs.)
                 && (len - FOOTER)
                     .checked_sub(seg.seqs_at)
-                    .is_some_and(|s| s % 8 == 0 && s / 8 == n)
+                    .is_some_and(|s| s % 8 == 0 && s / 8 <= n)
         });
         if !fits {
             return Err(bad("has a damaged header or footer"));
@@ -360,7 +365,8 @@ impl Segment {
 
     /// Checks the whole file: every record's hash and link from the
     /// segment's `prev` on, and its index, against `execution_of` (the
-    /// execution of each record's event, read by the engine), then the
+    /// execution of each record's event, read by the engine; none for a
+    /// control entry), then the
     /// digest of everything. Damage in a record is reported at its seq.
     ///
     /// # Errors
@@ -368,7 +374,7 @@ impl Segment {
     /// `Corrupt` (at the seq, naming the file), `Io`.
     pub(crate) fn check(
         &self,
-        mut execution_of: impl FnMut(u64, &[u8]) -> Result<ExecutionId, StorageError>,
+        mut execution_of: impl FnMut(u64, &[u8]) -> Result<Option<ExecutionId>, StorageError>,
     ) -> Result<(), StorageError> {
         let mut link = self.prev;
         let mut index = BTreeMap::<ExecutionId, Vec<u64>>::new();
@@ -382,7 +388,9 @@ impl Segment {
             });
             link = checked.map_err(|e| at_seq_in(e, seq, &self.path))?;
             let id = execution_of(seq, &bytes).map_err(|e| at_seq_in(e, seq, &self.path))?;
-            index.entry(id).or_default().push(seq);
+            if let Some(id) = id {
+                index.entry(id).or_default().push(seq);
+            }
         }
         let bad = |what: String| {
             StorageError::new(

@@ -509,9 +509,14 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Writes the records after the base through `through`, as stored,
     /// into a new segment of the archive and returns its path; `ids` are
-    /// the executions of their events, in order. Changes nothing else
+    /// the executions of their events, in order (none for a control
+    /// entry). Changes nothing else
     /// ([`Store::commit_archive`] makes it part of the log).
-    fn write_segment(&self, _through: u64, _ids: &[ExecutionId]) -> Result<PathBuf, StorageError> {
+    fn write_segment(
+        &self,
+        _through: u64,
+        _ids: &[Option<ExecutionId>],
+    ) -> Result<PathBuf, StorageError> {
         Err(StorageError::new(
             ErrorKind::Io,
             "this storage engine does not archive",

@@ -130,7 +130,7 @@ impl Log {
     pub(super) fn write_segment_of(
         &self,
         through: u64,
-        ids: &[ExecutionId],
+        ids: &[Option<ExecutionId>],
     ) -> Result<PathBuf, StorageError> {
         self.lock_archive()?;
         let (base, prev) = self.found()?.base;

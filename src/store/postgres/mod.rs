@@ -1931,7 +1931,11 @@ impl Store for Log {
         self.archive.as_ref().map(|a| lock(a).dir.clone())
     }
 
-    fn write_segment(&self, through: u64, ids: &[ExecutionId]) -> Result<PathBuf, StorageError> {
+    fn write_segment(
+        &self,
+        through: u64,
+        ids: &[Option<ExecutionId>],
+    ) -> Result<PathBuf, StorageError> {
         self.write_segment_of(through, ids)
     }
 

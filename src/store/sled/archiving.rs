@@ -96,7 +96,7 @@ impl Log {
     pub(super) fn write_segment(
         &self,
         through: u64,
-        ids: &[ExecutionId],
+        ids: &[Option<ExecutionId>],
     ) -> Result<PathBuf, StorageError> {
         let (base, prev) = self.archive_base();
         let dir = self.archive_path();

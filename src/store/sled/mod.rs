@@ -2063,7 +2063,11 @@ impl Store for Log {
         Some(self.archive_path())
     }
 
-    fn write_segment(&self, through: u64, ids: &[ExecutionId]) -> Result<PathBuf, StorageError> {
+    fn write_segment(
+        &self,
+        through: u64,
+        ids: &[Option<ExecutionId>],
+    ) -> Result<PathBuf, StorageError> {
         Log::write_segment(self, through, ids)
     }
 
