@@ -267,6 +267,21 @@ fn pauses_are_entries_of_the_chain_that_time_travel_replay_and_import_follow() {
         resumed_at - 2,
         "the events are the executions' only"
     );
+    // A subscription passes over them too, and moves on past them.
+    let mut sub = ledger.subscribe(1);
+    let mut followed = Vec::new();
+    while sub.next_seq() <= resumed_at {
+        if let Some(e) = sub
+            .next_timeout(std::time::Duration::from_millis(100))
+            .unwrap()
+        {
+            followed.push(e.seq);
+        }
+    }
+    drop(sub);
+    let seqs: Vec<u64> = ledger.events(1, None).map(|e| e.unwrap().seq).collect();
+    assert_eq!(followed, seqs);
+    assert!(!seqs.contains(&paused_at) && !seqs.contains(&resumed_at));
     // As it was: no pause before, the pause between, none after; the
     // queue then held the paused work after the rest.
     assert!(ledger.pauses_at(At::Seq(before)).unwrap().is_empty());

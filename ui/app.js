@@ -1296,6 +1296,7 @@
     const queueBody = el('tbody', { 'data-test': 'queue-body' });
     const liveBody = el('tbody', { 'data-test': 'live-body' });
     const queueCount = el('span', { class: 'muted', 'data-test': 'queue-count' });
+    const pausesBox = el('ul', { class: 'pauses', 'data-test': 'pauses' });
     const liveCount = el('span', { class: 'muted', 'data-test': 'live-count' });
     const diffBox = el('section', { class: 'panel diff', 'data-test': 'diff', hidden: true });
     const errors = el('div');
@@ -1311,7 +1312,7 @@
         eventLine),
       errors,
       el('div', { class: 'split even' },
-        el('section', { class: 'panel' }, el('h2', {}, 'Queue, in claim order ', queueCount),
+        el('section', { class: 'panel' }, el('h2', {}, 'Queue, in claim order ', queueCount), pausesBox,
           el('table', { class: 'grid clickable', 'data-test': 'queue-table' },
             el('thead', {}, el('tr', {}, ['#', 'execution', 'tenant', 'callable', 'prio', 'att', 'queued (UTC)'].map((h) => el('th', {}, h)))), queueBody)),
         el('section', { class: 'panel' }, el('h2', {}, 'Live executions, oldest first ', liveCount),
@@ -1423,14 +1424,41 @@
       return el('tr', { 'data-id': rec.executionId, ...attrs }, cells.map((c) => (c instanceof Node ? el('td', {}, c) : el('td', {}, String(c)))));
     }
 
-    function drawQueue(q) {
+    /** What a pause holds, in words (as `ledger pauses` says it). */
+    function scopeText(p) {
+      if (p.tenantId && p.callableName) return `tenant ${p.tenantId}'s callable ${p.callableName}`;
+      return p.tenantId ? `tenant ${p.tenantId}` : `callable ${p.callableName}`;
+    }
+
+    /** The pause that holds a queued execution, if any (the earliest). */
+    function holding(pauses, rec) {
+      return pauses
+        .filter((p) => (!p.tenantId || p.tenantId === rec.tenantId) && (!p.callableName || p.callableName === rec.callableName))
+        .sort((a, b) => a.sinceSeq - b.sinceSeq)[0];
+    }
+
+    function drawQueue(q, pauses) {
       clear(queueBody);
-      q.forEach((rec, i) => queueBody.append(row(rec, [
-        el('span', { class: 'mono num' }, String(i + 1)),
-        link(`/ui/executions/${encodeURIComponent(rec.executionId)}`, { class: 'mono id', title: rec.executionId, 'data-test': 'cell-id' }, shortId(rec.executionId)),
-        rec.tenantId, el('span', { class: 'mono' }, rec.callableName), el('span', { class: 'mono num' }, String(rec.config.priority)),
-        el('span', { class: 'mono num' }, String(rec.attempt || 0)), el('span', { class: 'mono', title: rec.queuedAt }, fmtClock(rec.queuedAt)),
-      ], { 'data-test': 'queue-row' })));
+      clear(pausesBox);
+      for (const p of pauses) {
+        pausesBox.append(el('li', { 'data-test': 'pause-row', 'data-since': String(p.sinceSeq) },
+          el('span', { class: 'badge where-held' }, 'paused'), ` ${scopeText(p)} since seq `,
+          el('span', { class: 'mono' }, String(p.sinceSeq)),
+          p.by ? ` by ${p.by}` : '', p.reason ? `: ${p.reason}` : ''));
+      }
+      q.forEach((rec, i) => {
+        const held = holding(pauses, rec);
+        const callable = el('span', { class: 'mono' }, rec.callableName);
+        const cell = held
+          ? el('span', {}, callable, ' ', el('span', { class: 'badge where-held', 'data-test': 'held', title: `${scopeText(held)} paused since seq ${held.sinceSeq}` }, 'paused'))
+          : callable;
+        queueBody.append(row(rec, [
+          el('span', { class: 'mono num' }, String(i + 1)),
+          link(`/ui/executions/${encodeURIComponent(rec.executionId)}`, { class: 'mono id', title: rec.executionId, 'data-test': 'cell-id' }, shortId(rec.executionId)),
+          rec.tenantId, cell, el('span', { class: 'mono num' }, String(rec.config.priority)),
+          el('span', { class: 'mono num' }, String(rec.attempt || 0)), el('span', { class: 'mono', title: rec.queuedAt }, fmtClock(rec.queuedAt)),
+        ], { 'data-test': 'queue-row', 'data-held': held ? 'paused' : '' }));
+      });
       queueCount.textContent = `(${q.length})`;
       if (!q.length) queueBody.append(el('tr', {}, el('td', { colspan: 7, class: 'empty' }, 'nothing runnable')));
     }
@@ -1486,11 +1514,12 @@
       clear(errors);
       try {
         const cmp = compare;
-        const [q, live, evs, changes] = await Promise.all([
+        const [q, live, evs, changes, paused] = await Promise.all([
           api(`/v1/queue?atSeq=${n}`),
           api(`/v1/live?atSeq=${n}`),
           readEvents(n, n, 1),
           cmp !== null ? api(`/v1/diff?fromSeq=${Math.min(cmp, n)}&toSeq=${Math.max(cmp, n)}`) : Promise.resolve(null),
+          api(`/v1/pauses?atSeq=${n}`),
         ]);
         if (t !== token || gone) return;
         const ev = evs[0];
@@ -1503,9 +1532,13 @@
             ` (${ev.tenantId})`);
           if (!timeIn.matches(':focus')) timeIn.value = toLocalInput(ev.at, { ms: true });
         } else {
-          eventLine.append(el('span', { class: 'muted' }, `seq ${n}: an event of another tenant`));
+          const began = paused.pauses.find((p) => p.sinceSeq === n);
+          eventLine.append(began
+            ? el('span', {}, `seq ${n} at ${fmtTime(began.since)}: `, el('span', { class: 'kind kind-paused' }, 'paused'), ` ${scopeText(began)}`,
+              began.by ? ` by ${began.by}` : '', began.reason ? `: ${began.reason}` : '')
+            : el('span', { class: 'muted' }, `seq ${n}: not an event of an execution this key sees (another tenant's, or a resume of paused work)`));
         }
-        drawQueue(q);
+        drawQueue(q, paused.pauses);
         drawLive(live, atMs);
         if (changes) drawDiff(changes, cmp, n);
         else diffBox.hidden = true;

@@ -22,7 +22,9 @@ impl Subscription {
     }
 
     /// The next event, waiting up to `timeout` for it to be appended;
-    /// `None` when none came.
+    /// `None` when none came, or when the next entry was a control entry
+    /// (a pause, a resume), which it passes over ([`next_seq`](Self::next_seq)
+    /// then moves on).
     ///
     /// # Errors
     ///
@@ -32,15 +34,13 @@ impl Subscription {
         if log.visible() < self.next && log.wait_visible(self.next, timeout) < self.next {
             return Ok(None);
         }
-        loop {
-            let entry = read_entry(log, self.next)?;
-            self.next += 1;
-            match entry {
-                Entry::Event(event) => return Ok(Some(event)),
-                // A control entry is about no execution: passed over.
-                Entry::Control(_) if log.visible() >= self.next => continue,
-                Entry::Control(_) => return Ok(None),
-            }
+        let entry = read_entry(log, self.next)?;
+        self.next += 1;
+        match entry {
+            Entry::Event(event) => Ok(Some(event)),
+            // A control entry is about no execution: passed over (the
+            // caller sees the seq move on, as after a wait).
+            Entry::Control(_) => Ok(None),
         }
     }
 }

@@ -699,6 +699,39 @@ test("a schedule's firing: its queued event names the schedule and the slot", T,
   assert.deepStrictEqual(first.schedule, { name: 'browser-tick', slot: fired.slot }, 'the event the page shows');
 });
 
+test('a pause: the ledger at a seq lists it, marks the work it holds, and the seq before has none', T, async () => {
+  const post = (p, body) => api(p, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const scope = { tenantId: 'globex', callableName: 'echo' };
+  const pause = await post('/v1/pauses', { ...scope, reason: 'checked in the console', by: 'browser' });
+  const held = [];
+  try {
+    for (const input of ['held one', 'held two']) {
+      held.push((await post('/v1/executions', { ...scope, input })).executionId);
+    }
+    const head = (await json(['head'])).seq;
+    const queue = (await json(['queue', '--at-seq', String(head)])).map((e) => e.executionId);
+    await page.goto(`${server.url}/ui/at/${head}`);
+    await eventually(`the queue at seq ${head}`, () => rowIds(page, 'queue-row'), queue);
+    const marked = await page.$$eval(`${sel('queue-row')}[data-held="paused"]`, (rows) => rows.map((r) => r.dataset.id));
+    assert.deepStrictEqual(marked, held, 'the held work is marked, in submission order');
+    assert.deepStrictEqual(queue.slice(-2), held, 'and listed after what claims take');
+    const listed = await page.textContent(sel('pause-row'));
+    assert.ok(
+      listed.includes(`tenant globex's callable echo since seq ${pause.sinceSeq} by browser (via api:admin): checked in the console`),
+      `the pause listed: ${listed}`,
+    );
+    // At its own seq the event line says what began; before it, nothing is paused.
+    await page.goto(`${server.url}/ui/at/${pause.sinceSeq}`);
+    await until('the pause at its seq', async () => /paused tenant globex's callable echo by browser/.test(await page.textContent(sel('seq-event'))));
+    await page.goto(`${server.url}/ui/at/${pause.sinceSeq - 1}`);
+    await until(`seq ${pause.sinceSeq - 1} shown`, async () => (await page.textContent(sel('at-seq'))) === String(pause.sinceSeq - 1));
+    await until('no pause before it', async () => (await page.$$(sel('pause-row'))).length === 0);
+  } finally {
+    await post('/v1/pauses/resume', scope);
+  }
+  for (const id of held) await until(`${id} runs once resumed`, async () => (await api(`/v1/executions/${id}`)).status === 'completed');
+});
+
 test('what the server says is shown as text, never read as HTML', T, async () => {
   const html = '<img src="x" onerror="window.__injected = 1">';
   const created = await api('/v1/executions', {
