@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::replay::illegal;
+use super::replay::{fold_control, illegal, InOrder};
 use super::Ledger;
 use crate::error::{CommandError, ErrorKind, StorageError};
 use crate::event::{ControlKind, Entry, EventKind};
@@ -397,7 +397,7 @@ impl Ledger {
         }
         // Then what they hold.
         let (mut link, mut events) = (record::GENESIS, 0u64);
-        let mut last_at = DateTime::<Utc>::MIN_UTC;
+        let mut in_order = InOrder::default();
         for (i, segment) in segments.iter().enumerate() {
             if segment.prev != link {
                 return Err(StorageError::corrupt(
@@ -408,7 +408,7 @@ impl Ledger {
                     ),
                 ));
             }
-            check_segment(log, &segments[..i], segment, head, &mut last_at, progress)?;
+            check_segment(log, &segments[..i], segment, head, &mut in_order, progress)?;
             events += segment.last - segment.first + 1;
             link = segment.hash;
         }
@@ -469,14 +469,13 @@ fn archived_event(
 
 /// Checks one segment (`before`: the segments before it, checked): its
 /// records, index and digest, and its events folded from nothing live to
-/// nothing live, each dated no earlier than the one before (`last_at`, the
-/// time of the last event checked).
+/// nothing live, in order after those checked before (`in_order`).
 fn check_segment(
     log: &dyn crate::store::Store,
     before: &[Segment],
     segment: &Segment,
     head: u64,
-    last_at: &mut DateTime<Utc>,
+    in_order: &mut InOrder,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), StorageError> {
     let mut projection = Projection::empty_at(segment.first - 1);
@@ -484,19 +483,11 @@ fn check_segment(
         HashMap::new();
     segment.check(|seq, stored| {
         let entry = archived_entry(log, seq, stored.to_vec())?;
-        if entry.at() < *last_at {
-            return Err(StorageError::corrupt(
-                seq,
-                "event is dated before the one before it",
-            ));
-        }
-        *last_at = entry.at();
+        in_order.check(seq, &entry)?;
         let event = match entry {
             Entry::Event(event) => event,
             Entry::Control(c) => {
-                projection.apply_control(&c).map_err(|e| {
-                    StorageError::corrupt(seq, format!("illegal control entry in the log: {e}"))
-                })?;
+                fold_control(&mut projection, seq, &c)?;
                 progress(seq, head);
                 return Ok(None);
             }

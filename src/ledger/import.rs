@@ -16,10 +16,11 @@ use std::io::{BufRead, Seek, SeekFrom};
 use serde::{Deserialize, Serialize};
 
 use super::export::{verify_export, Checked, Lines};
+use super::replay::InOrder;
 use super::report::{head_of, Head};
 use super::Ledger;
 use crate::error::{CommandError, StorageError};
-use crate::event::{Entry, Event, EventKind};
+use crate::event::{Entry, Event};
 
 /// The error for an import that another writer raced.
 fn elsewhere() -> CommandError {
@@ -59,10 +60,10 @@ impl Ledger {
     /// `Invalid` when the ledger holds events, or the handle is scoped to
     /// a tenant (an export is every tenant's); what [`verify_export`]
     /// finds wrong with the export, with nothing appended; `Storage`
-    /// `Corrupt` at the seq of an event the state machine refuses, or
-    /// recorded before the one before it, or of a line that changed
-    /// between the two readings, with the records before it appended;
-    /// `Storage`.
+    /// `Corrupt` at the seq of an event the state machine refuses, dated
+    /// before the one before it or queuing an execution again, or of a
+    /// line that changed between the two readings, with the records
+    /// before it appended; `Storage`.
     pub fn import<R: BufRead + Seek>(
         &self,
         mut export: R,
@@ -87,8 +88,7 @@ impl Ledger {
         let mut lines = Lines::new(export);
         let mut batch: Vec<Checked> = Vec::with_capacity(BATCH);
         let mut in_batch = HashSet::new();
-        let mut executions = HashSet::new();
-        let mut last_at = core.last_at;
+        let mut in_order = InOrder::default();
         loop {
             let next = lines.next().transpose()?;
             // A batch holds one event per execution (each is checked
@@ -129,17 +129,8 @@ impl Ledger {
                 in_batch.clear();
             }
             let Some(checked) = next else { break };
-            let (seq, at) = (checked.entry.seq(), checked.entry.at());
-            if at < last_at {
-                return Err(StorageError::corrupt(
-                    seq,
-                    format!(
-                        "the export's entry is dated {at}, before the one before it ({last_at})"
-                    ),
-                )
-                .into());
-            }
-            last_at = at;
+            let seq = checked.entry.seq();
+            in_order.check(seq, &checked.entry)?;
             let event = match &checked.entry {
                 Entry::Event(event) => event,
                 Entry::Control(control) => {
@@ -160,16 +151,6 @@ impl Ledger {
                     continue;
                 }
             };
-            // (The projection holds live executions only: a settled one
-            // queued again would be taken for a new one.)
-            if !executions.insert(event.execution_id) && matches!(event.kind, EventKind::Queued(_))
-            {
-                return Err(StorageError::corrupt(
-                    seq,
-                    format!("the export queues {} a second time", event.execution_id),
-                )
-                .into());
-            }
             in_batch.insert(event.execution_id);
             batch.push(checked);
         }
@@ -189,7 +170,7 @@ impl Ledger {
         self.flush()?;
         Ok(Imported {
             events: verified.events,
-            executions: executions.len() as u64,
+            executions: verified.executions,
             head,
             reaches: verified.reaches,
         })

@@ -26,6 +26,50 @@ pub(super) struct Snapshot {
     pub(super) pauses: Vec<crate::pause::Pause>,
 }
 
+/// What a fold of the log checks of its entries beyond the state machine:
+/// each dated no earlier than the one before, and no execution queued
+/// twice (the projection holds live executions only, so a settled one
+/// queued again would be taken for a new one). Verify, the archive's check
+/// and an import each fold through one.
+#[derive(Default)]
+pub(super) struct InOrder {
+    last_at: Option<chrono::DateTime<chrono::Utc>>,
+    queued: std::collections::HashSet<crate::execution::ExecutionId>,
+}
+
+impl InOrder {
+    /// Checks `entry`, at `seq`, against those before it.
+    ///
+    /// # Errors
+    ///
+    /// `Corrupt` at `seq`.
+    pub(super) fn check(&mut self, seq: u64, entry: &Entry) -> Result<(), StorageError> {
+        if self.last_at.is_some_and(|last| entry.at() < last) {
+            return Err(StorageError::corrupt(
+                seq,
+                "event is dated before the one before it",
+            ));
+        }
+        self.last_at = Some(entry.at());
+        if let Entry::Event(e) = entry {
+            if matches!(e.kind, crate::event::EventKind::Queued(_))
+                && !self.queued.insert(e.execution_id)
+            {
+                return Err(StorageError::corrupt(
+                    seq,
+                    format!("{} is queued a second time", e.execution_id),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many executions were queued among the entries checked.
+    pub(super) fn executions(&self) -> u64 {
+        self.queued.len() as u64
+    }
+}
+
 /// The error for an event the state machine refuses, found in the log.
 pub(super) fn illegal(seq: u64) -> impl FnOnce(machine::TransitionError) -> StorageError {
     move |e| StorageError::corrupt(seq, format!("illegal transition in the log: {e}"))
@@ -47,12 +91,26 @@ pub(super) fn fold_record(
             Ok((Entry::Event(event), settled))
         }
         Entry::Control(control) => {
-            projection.apply_control(&control).map_err(|e| {
-                StorageError::corrupt(seq, format!("illegal control entry in the log: {e}"))
-            })?;
+            fold_control(projection, seq, &control)?;
             Ok((Entry::Control(control), None))
         }
     }
+}
+
+/// Folds the control entry at `seq`, found in the log, into `projection`.
+///
+/// # Errors
+///
+/// `Corrupt` at `seq` when the projection refuses it.
+pub(super) fn fold_control(
+    projection: &mut Projection,
+    seq: u64,
+    control: &crate::event::Control,
+) -> Result<(), StorageError> {
+    projection
+        .apply_control(control)
+        .map(drop)
+        .map_err(|e| StorageError::corrupt(seq, format!("illegal control entry in the log: {e}")))
 }
 
 /// Checks the live projection against a fold of the log to `seq`.

@@ -1,11 +1,11 @@
 //! Checking the ledger against its log: verify, rebuilding the index, and
 //! comparing the projection with a fresh fold.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
-
-use super::replay::{fold_record, illegal, load_snapshot, same_as_fold, settled_again, union};
+use super::replay::{
+    fold_record, illegal, load_snapshot, same_as_fold, settled_again, union, InOrder,
+};
 use super::report::{head_of, IndexRebuild, VerifyReport};
 use super::Ledger;
 use crate::error::{ErrorKind, StorageError};
@@ -72,9 +72,8 @@ impl Ledger {
         let base = log.base();
         let mut projection = Projection::empty_at(base.0);
         let mut prev = base.1;
-        let mut last_at = DateTime::<Utc>::MIN_UTC;
+        let mut in_order = InOrder::default();
         let mut last = base.0;
-        let mut ids = HashSet::new();
         let mut fingerprint = 0u64;
         // Control entries, which no execution's index holds.
         let mut controls = 0u64;
@@ -85,12 +84,7 @@ impl Ledger {
         for item in checked_records(log, base.0 + 1, head.0, base.1) {
             let (seq, bytes, hash) = item?;
             let (entry, settled) = fold_record(&mut projection, seq, &bytes)?;
-            if entry.at() < last_at {
-                return Err(StorageError::corrupt(
-                    seq,
-                    "event is dated before the one before it",
-                ));
-            }
+            in_order.check(seq, &entry)?;
             // A control entry belongs to no execution: the fold checked it.
             controls += u64::from(matches!(entry, Entry::Control(_)));
             if let Entry::Event(event) = &entry {
@@ -126,12 +120,6 @@ impl Ledger {
                     listed_fp = listed_fp.wrapping_add(listed_fingerprint(&line));
                     listed_expected += 1;
                 }
-                if matches!(event.kind, EventKind::Queued(_)) && !ids.insert(event.execution_id) {
-                    return Err(StorageError::corrupt(
-                        seq,
-                        format!("{} is queued a second time", event.execution_id),
-                    ));
-                }
                 fingerprint = fingerprint.wrapping_add(index_fingerprint(&event.execution_id, seq));
             }
             while let Some(s) = snapshots.next_if(|s| *s <= seq) {
@@ -151,7 +139,6 @@ impl Ledger {
             }
             prev = hash;
             last = seq;
-            last_at = entry.at();
             progress(seq, head.0);
         }
         if prev != head.1 {
@@ -233,7 +220,7 @@ impl Ledger {
             events: last - base.0,
             archived: base.0,
             archive,
-            executions: ids.len() as u64,
+            executions: in_order.executions(),
             index_entries,
             snapshots: snapshots_checked,
             projection_compared,
