@@ -33,6 +33,18 @@ pub(super) enum Outcome {
     Recovered(Vec<BackgroundExecution>),
 }
 
+/// Refuses a write once an earlier one failed (`Poisoned`).
+fn writable(core: &Core) -> Result<(), CommandError> {
+    match core.poisoned {
+        true => Err(StorageError::new(
+            ErrorKind::Poisoned,
+            "an earlier write failed; reopen the ledger",
+        )
+        .into()),
+        false => Ok(()),
+    }
+}
+
 impl Inner {
     /// Carries out `op` (on `scope`'s executions only, when set): decides
     /// its events against the projection, appends them and folds them in,
@@ -243,13 +255,7 @@ impl Inner {
         events: Vec<Event>,
         copied: &[&[u8]],
     ) -> Result<Option<Vec<Appended>>, CommandError> {
-        if core.poisoned {
-            return Err(StorageError::new(
-                ErrorKind::Poisoned,
-                "an earlier write failed; reopen the ledger",
-            )
-            .into());
-        }
+        writable(core)?;
         debug_assert!(copied.is_empty() || copied.len() == events.len());
         debug_assert!(events
             .iter()
@@ -396,13 +402,7 @@ impl Inner {
         control: &Control,
         copied: Option<&[u8]>,
     ) -> Result<Option<Pause>, CommandError> {
-        if core.poisoned {
-            return Err(StorageError::new(
-                ErrorKind::Poisoned,
-                "an earlier write failed; reopen the ledger",
-            )
-            .into());
-        }
+        writable(core)?;
         debug_assert!(control.seq == core.head.0 + 1 && control.at >= core.last_at);
         core.projection.check_control(control)?;
         let draft = Draft {
